@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+// The `surge` CLI: one entry point for every role and tool.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import { createClient, disableClient, listClients } from '../common/clients.js';
+import { configMarkdownTable, redactUrl } from '../common/config.js';
+import { createPool, ensureDatabase } from '../common/db.js';
+import { migrate } from '../common/migrate.js';
+import { PACKAGE_ROOT } from '../common/paths.js';
+import { action, configOrExit } from './common.js';
+
+const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+const program = new Command();
+program
+  .name('surge')
+  .description('Takes order surges off upstream APIs: HTTP → Redis Streams → PostgreSQL, exactly once.')
+  .version(version)
+  .showHelpAfterError()
+  .addHelpText('after', '\nConfiguration comes from the environment; `surge config` lists every variable.');
+
+program
+  .command('migrate')
+  .description('apply the SQL migrations in sql/migrations (advisory-locked; re-running is a no-op)')
+  .option('--create-database', 'create the database named in DATABASE_URL if it is missing')
+  .action(
+    action(async (opts: { createDatabase?: boolean }) => {
+      const config = configOrExit();
+      if (opts.createDatabase && (await ensureDatabase(config.databaseUrl))) {
+        console.log(`created database ${new URL(config.databaseUrl).pathname.slice(1)}`);
+      }
+      const result = await migrate(config.databaseUrl);
+      for (const name of result.applied) console.log(`applied ${name}`);
+      console.log(
+        result.applied.length === 0
+          ? `database is up to date (${result.alreadyApplied.length} migrations) at ${redactUrl(config.databaseUrl)}`
+          : `${result.applied.length} applied, ${result.alreadyApplied.length} already applied`,
+      );
+    }),
+  );
+
+const clients = program.command('clients').description('manage API clients (upstream services that POST orders)');
+clients
+  .command('add')
+  .description('create an API client and print its key once (only a hash is stored)')
+  .argument('<name>', 'client name: 1–64 of A–Z a–z 0–9 _ . -')
+  .option('--json', 'print {id, name, api_key} as JSON')
+  .action(
+    action(async (name: string, opts: { json?: boolean }) => {
+      const config = configOrExit();
+      const pool = createPool(config.databaseUrl, { max: 1 });
+      try {
+        const c = await createClient(pool, name);
+        if (opts.json) console.log(JSON.stringify({ id: c.id, name: c.name, api_key: c.apiKey }));
+        else {
+          console.log(`client ${c.name} (${c.id}) created`);
+          console.log(`API key (shown once, store it now): ${c.apiKey}`);
+        }
+      } finally {
+        await pool.end();
+      }
+    }),
+  );
+clients
+  .command('list')
+  .description('list API clients (never their keys)')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (opts: { json?: boolean }) => {
+      const config = configOrExit();
+      const pool = createPool(config.databaseUrl, { max: 1 });
+      try {
+        const rows = await listClients(pool);
+        if (opts.json) console.log(JSON.stringify(rows));
+        else for (const r of rows) console.log(`${r.id}\t${r.name}\t${r.keyPrefix}…\t${r.createdAt.toISOString()}${r.disabled ? '\tdisabled' : ''}`);
+      } finally {
+        await pool.end();
+      }
+    }),
+  );
+clients
+  .command('disable')
+  .description('revoke a client\'s key (ingest caches keys for SURGE_AUTH_CACHE_MS)')
+  .argument('<name>', 'client name')
+  .action(
+    action(async (name: string) => {
+      const config = configOrExit();
+      const pool = createPool(config.databaseUrl, { max: 1 });
+      try {
+        if (!(await disableClient(pool, name))) throw new Error(`no active client named "${name}"`);
+        console.log(`client ${name} disabled`);
+      } finally {
+        await pool.end();
+      }
+    }),
+  );
+
+program
+  .command('config')
+  .description('validate the configuration from the environment and print it (or the variable table)')
+  .addOption(new Option('--markdown', 'print the table of every variable, as in the README'))
+  .action((opts: { markdown?: boolean }) => {
+    if (opts.markdown) {
+      console.log(configMarkdownTable());
+      return;
+    }
+    const config = configOrExit();
+    console.log(JSON.stringify({ ...config, databaseUrl: redactUrl(config.databaseUrl), redisUrl: redactUrl(config.redisUrl) }, null, 2));
+  });
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,376 @@
+// The one place Surge reads its environment. Every variable is declared once below with its
+// default, its accepted values and a description; `loadConfig` validates them all at start and
+// `configMarkdownTable` renders the README's table from the same declarations (a test checks
+// the README against it, so the two cannot drift).
+
+export type Durability = 'fast' | 'durable';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  /** PostgreSQL connection string. */
+  databaseUrl: string;
+  /** Redis URL (single node). */
+  redisUrl: string;
+  /** Redis Cluster seed nodes; when non-empty Surge connects in cluster mode. */
+  redisClusterNodes: Array<{ host: string; port: number }>;
+  /** Prefix of every Redis key (tests and tenants share a server by prefix). */
+  redisPrefix: string;
+  /** Number of shard streams. Changing it on a live deployment is a migration. */
+  shards: number;
+  listenHost: string;
+  ingestPort: number;
+  workerMetricsPort: number;
+  lagExporterPort: number;
+  durability: Durability;
+  /** Wait at most this long for WAITAOF/WAIT in durable mode. */
+  durableTimeoutMs: number;
+  idempotencyTtlSeconds: number;
+  authCacheMs: number;
+  /** Ingest answers 503 when lag + pending across shards passes this. 0 disables. */
+  maxBacklog: number;
+  /** Ingest answers 503 when Redis used_memory passes this many bytes. 0 = 90 % of maxmemory if set. */
+  maxRedisMemoryBytes: number;
+  /** How often ingest re-reads backlog and memory for its 503 decision. */
+  backpressureIntervalMs: number;
+  batchSize: number;
+  batchLingerMs: number;
+  workerThreads: number;
+  /** PostgreSQL connections per worker process. */
+  pgPoolSize: number;
+  claimTimeoutMs: number;
+  claimIntervalMs: number;
+  maxDeliveries: number;
+  shutdownTimeoutMs: number;
+  lagCacheMs: number;
+  logLevel: LogLevel;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+interface VarSpec<K extends keyof Config> {
+  name: string;
+  key: K;
+  default: string;
+  accepts: string;
+  description: string;
+  parse: (raw: string, name: string) => Config[K];
+}
+
+function int(min: number, max: number) {
+  return (raw: string, name: string): number => {
+    if (!/^-?\d+$/.test(raw.trim())) {
+      throw new ConfigError(name, `"${raw}" is not an integer; accepted: an integer from ${min} to ${max}`);
+    }
+    const n = Number(raw.trim());
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new ConfigError(name, `${raw} is out of range; accepted: an integer from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
+function oneOf<T extends string>(values: readonly T[]) {
+  return (raw: string, name: string): T => {
+    const v = raw.trim() as T;
+    if (!values.includes(v)) {
+      throw new ConfigError(name, `"${raw}" is not accepted; accepted: ${values.join(' | ')}`);
+    }
+    return v;
+  };
+}
+
+function url(protocols: readonly string[]) {
+  return (raw: string, name: string): string => {
+    let u: URL;
+    try {
+      u = new URL(raw);
+    } catch {
+      throw new ConfigError(name, `"${redact(raw)}" is not a URL; accepted: ${protocols.map((p) => `${p}//…`).join(' or ')}`);
+    }
+    if (!protocols.includes(u.protocol)) {
+      throw new ConfigError(name, `protocol ${u.protocol} is not accepted; accepted: ${protocols.join(' or ')}`);
+    }
+    return raw;
+  };
+}
+
+function redact(raw: string): string {
+  return raw.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
+}
+
+function hostPorts(raw: string, name: string): Array<{ host: string; port: number }> {
+  if (raw.trim() === '') return [];
+  return raw.split(',').map((part) => {
+    const m = /^\s*([^\s:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\s*$/.exec(part);
+    const port = m ? Number(m[2]) : Number.NaN;
+    if (!m || port < 1 || port > 65535) {
+      throw new ConfigError(name, `"${part}" is not host:port; accepted: comma-separated host:port list`);
+    }
+    return { host: m[1] as string, port };
+  });
+}
+
+function prefix(raw: string, name: string): string {
+  if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(raw)) {
+    throw new ConfigError(name, `"${raw}" is not accepted; accepted: 1–64 characters of A–Z a–z 0–9 _ . : - (no braces)`);
+  }
+  return raw;
+}
+
+function text(raw: string): string {
+  return raw;
+}
+
+// The declarations. Order = order of the README table.
+const SPECS = [
+  {
+    name: 'DATABASE_URL',
+    key: 'databaseUrl',
+    default: 'postgres://postgres@127.0.0.1:5432/surge',
+    accepts: 'postgres:// or postgresql:// URL',
+    description: 'PostgreSQL to apply orders to (`surge up` creates the database if it is missing).',
+    parse: url(['postgres:', 'postgresql:']),
+  },
+  {
+    name: 'REDIS_URL',
+    key: 'redisUrl',
+    default: 'redis://127.0.0.1:6379',
+    accepts: 'redis:// or rediss:// URL',
+    description: 'Redis holding the shard streams and idempotency records.',
+    parse: url(['redis:', 'rediss:']),
+  },
+  {
+    name: 'REDIS_CLUSTER_NODES',
+    key: 'redisClusterNodes',
+    default: '',
+    accepts: 'comma-separated host:port',
+    description: 'Seed nodes of a Redis Cluster; when set, Surge uses cluster mode and ignores the host of `REDIS_URL`.',
+    parse: hostPorts,
+  },
+  {
+    name: 'SURGE_REDIS_PREFIX',
+    key: 'redisPrefix',
+    default: 'surge',
+    accepts: '1–64 of `A-Za-z0-9_.:-`',
+    description: 'Every Redis key starts with it (streams are `<prefix>:{s<i>}:orders`).',
+    parse: prefix,
+  },
+  {
+    name: 'SURGE_SHARDS',
+    key: 'shards',
+    default: '4',
+    accepts: 'integer 1–1024',
+    description: 'Number of shard streams. Changing it on a live deployment moves keys: treat it as a migration.',
+    parse: int(1, 1024),
+  },
+  {
+    name: 'SURGE_LISTEN_HOST',
+    key: 'listenHost',
+    default: '127.0.0.1',
+    accepts: 'an address',
+    description: 'Address the HTTP servers bind (containers set `0.0.0.0`).',
+    parse: text,
+  },
+  {
+    name: 'SURGE_INGEST_PORT',
+    key: 'ingestPort',
+    default: '8080',
+    accepts: 'integer 0–65535',
+    description: 'Ingest HTTP port (API, `/healthz`, `/readyz`, `/metrics`). 0 picks a free port.',
+    parse: int(0, 65535),
+  },
+  {
+    name: 'SURGE_WORKER_METRICS_PORT',
+    key: 'workerMetricsPort',
+    default: '9464',
+    accepts: 'integer 0–65535',
+    description: 'Worker `/metrics`, `/healthz`, `/readyz` port. 0 picks a free port.',
+    parse: int(0, 65535),
+  },
+  {
+    name: 'SURGE_LAG_EXPORTER_PORT',
+    key: 'lagExporterPort',
+    default: '9465',
+    accepts: 'integer 0–65535',
+    description: 'Lag exporter `/metrics` port. 0 picks a free port.',
+    parse: int(0, 65535),
+  },
+  {
+    name: 'SURGE_DURABILITY',
+    key: 'durability',
+    default: 'fast',
+    accepts: '`fast` | `durable`',
+    description:
+      '`fast`: answer 202 once Redis acknowledged the XADD. `durable`: also wait for `WAITAOF 1 0` (or `WAIT 1` with a replica); refuses to start if the server can give neither.',
+    parse: oneOf(['fast', 'durable'] as const),
+  },
+  {
+    name: 'SURGE_DURABLE_TIMEOUT_MS',
+    key: 'durableTimeoutMs',
+    default: '1000',
+    accepts: 'integer 1–60000',
+    description: 'Longest wait for WAITAOF/WAIT before answering 503 in durable mode.',
+    parse: int(1, 60000),
+  },
+  {
+    name: 'SURGE_IDEMPOTENCY_TTL_SECONDS',
+    key: 'idempotencyTtlSeconds',
+    default: '86400',
+    accepts: 'integer 3600–2592000',
+    description: 'Lifetime of the Redis idempotency record (PostgreSQL keeps the key as the final word).',
+    parse: int(3600, 2592000),
+  },
+  {
+    name: 'SURGE_AUTH_CACHE_MS',
+    key: 'authCacheMs',
+    default: '5000',
+    accepts: 'integer 0–600000',
+    description: 'How long ingest caches an API-key lookup (a revoked key works at most this long).',
+    parse: int(0, 600000),
+  },
+  {
+    name: 'SURGE_MAX_BACKLOG',
+    key: 'maxBacklog',
+    default: '1000000',
+    accepts: 'integer ≥ 0',
+    description: 'Ingest answers 503 + Retry-After while lag + pending over all shards exceeds this; 0 disables.',
+    parse: int(0, Number.MAX_SAFE_INTEGER),
+  },
+  {
+    name: 'SURGE_MAX_REDIS_MEMORY_BYTES',
+    key: 'maxRedisMemoryBytes',
+    default: '0',
+    accepts: 'integer ≥ 0',
+    description: 'Ingest answers 503 while Redis `used_memory` exceeds this; 0 = 90 % of Redis `maxmemory` when that is set.',
+    parse: int(0, Number.MAX_SAFE_INTEGER),
+  },
+  {
+    name: 'SURGE_BACKPRESSURE_INTERVAL_MS',
+    key: 'backpressureIntervalMs',
+    default: '500',
+    accepts: 'integer 50–60000',
+    description: 'How often ingest re-reads backlog and Redis memory for the 503 decision.',
+    parse: int(50, 60000),
+  },
+  {
+    name: 'SURGE_BATCH_SIZE',
+    key: 'batchSize',
+    default: '500',
+    accepts: 'integer 1–10000',
+    description: 'Most entries per apply batch (one PostgreSQL transaction).',
+    parse: int(1, 10000),
+  },
+  {
+    name: 'SURGE_BATCH_LINGER_MS',
+    key: 'batchLingerMs',
+    default: '10',
+    accepts: 'integer 0–10000',
+    description: 'How long a worker waits to fill a batch before applying a partial one.',
+    parse: int(0, 10000),
+  },
+  {
+    name: 'SURGE_WORKER_THREADS',
+    key: 'workerThreads',
+    default: '2',
+    accepts: 'integer 1–64',
+    description: 'piscina threads per worker process.',
+    parse: int(1, 64),
+  },
+  {
+    name: 'SURGE_PG_POOL_SIZE',
+    key: 'pgPoolSize',
+    default: '4',
+    accepts: 'integer 1–200',
+    description: 'PostgreSQL connections per worker process (budget replicas × this against `max_connections`).',
+    parse: int(1, 200),
+  },
+  {
+    name: 'SURGE_CLAIM_TIMEOUT_MS',
+    key: 'claimTimeoutMs',
+    default: '30000',
+    accepts: 'integer 100–3600000',
+    description: 'An entry pending longer than this is claimed by another consumer (keep ≥ 3× the worst batch time).',
+    parse: int(100, 3600000),
+  },
+  {
+    name: 'SURGE_CLAIM_INTERVAL_MS',
+    key: 'claimIntervalMs',
+    default: '5000',
+    accepts: 'integer 50–600000',
+    description: 'How often each worker runs XAUTOCLAIM.',
+    parse: int(50, 600000),
+  },
+  {
+    name: 'SURGE_MAX_DELIVERIES',
+    key: 'maxDeliveries',
+    default: '5',
+    accepts: 'integer 1–1000',
+    description: 'An entry delivered more often than this is dead-lettered.',
+    parse: int(1, 1000),
+  },
+  {
+    name: 'SURGE_SHUTDOWN_TIMEOUT_MS',
+    key: 'shutdownTimeoutMs',
+    default: '20000',
+    accepts: 'integer 100–600000',
+    description: 'Graceful drain on SIGTERM before a forced exit (keep below the pod termination grace period).',
+    parse: int(100, 600000),
+  },
+  {
+    name: 'SURGE_LAG_CACHE_MS',
+    key: 'lagCacheMs',
+    default: '1000',
+    accepts: 'integer 0–60000',
+    description: 'The lag exporter reuses one Redis reading for this long across scrapes.',
+    parse: int(0, 60000),
+  },
+  {
+    name: 'SURGE_LOG_LEVEL',
+    key: 'logLevel',
+    default: 'info',
+    accepts: '`fatal` | `error` | `warn` | `info` | `debug` | `trace` | `silent`',
+    description: 'Log level of the JSON logs (stdout).',
+    parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+  },
+] as const satisfies ReadonlyArray<VarSpec<keyof Config>>;
+
+/** The names of every variable Surge reads (used by the k8s checks). */
+export const CONFIG_VARIABLES: readonly string[] = SPECS.map((s) => s.name);
+
+/** Reads and validates the configuration. Throws ConfigError naming the variable. */
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
+  const out: Record<string, unknown> = {};
+  for (const spec of SPECS) {
+    const raw = env[spec.name];
+    const value = raw === undefined || raw === '' ? spec.default : raw;
+    out[spec.key] = (spec.parse as (raw: string, name: string) => unknown)(value, spec.name);
+  }
+  const config = { ...(out as unknown as Config), ...overrides };
+  if (config.claimTimeoutMs < config.batchLingerMs * 3) {
+    throw new ConfigError('SURGE_CLAIM_TIMEOUT_MS', `must be at least 3× SURGE_BATCH_LINGER_MS (${config.batchLingerMs * 3})`);
+  }
+  return config;
+}
+
+/** The README's configuration table, generated from the declarations above. */
+export function configMarkdownTable(): string {
+  const rows = SPECS.map(
+    (s) => `| \`${s.name}\` | ${s.default === '' ? '(unset)' : `\`${s.default}\``} | ${s.accepts} | ${s.description} |`,
+  );
+  return ['| Variable | Default | Accepted | Meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
+}
+
+/** A URL with its password replaced, for logs and banners. */
+export function redactUrl(raw: string): string {
+  return redact(raw);
+}

@@ -1,0 +1,58 @@
+// Redis key names: the one place they are spelled. Everything one Lua call touches for shard i
+// carries the hash tag `{s<i>}` so the same code works on Redis Cluster.
+
+export const GROUP = 'appliers';
+export const ENTRY_SCHEMA_VERSION = '1';
+
+export function shardTag(shard: number): string {
+  return `{s${shard}}`;
+}
+
+export function streamKey(prefix: string, shard: number): string {
+  return `${prefix}:${shardTag(shard)}:orders`;
+}
+
+export function dlqKey(prefix: string, shard: number): string {
+  return `${prefix}:${shardTag(shard)}:dlq`;
+}
+
+export function idemKey(prefix: string, shard: number, clientId: string, idempotencyKey: string): string {
+  return `${prefix}:${shardTag(shard)}:idem:${clientId}:${idempotencyKey}`;
+}
+
+export function allStreamKeys(prefix: string, shards: number): string[] {
+  return Array.from({ length: shards }, (_, i) => streamKey(prefix, i));
+}
+
+/** Inverse of streamKey: the shard number of a stream key, or undefined. */
+export function shardOfStream(prefix: string, key: string): number | undefined {
+  const head = `${prefix}:{s`;
+  if (!key.startsWith(head) || !key.endsWith('}:orders')) return undefined;
+  const n = Number(key.slice(head.length, key.length - '}:orders'.length));
+  return Number.isInteger(n) && n >= 0 ? n : undefined;
+}
+
+/**
+ * shard = FNV-1a-32(client + NUL + key) mod N. Stable across processes and versions: a retry
+ * of the same order lands on the same shard and so meets its idempotency record.
+ */
+export function shardFor(clientId: string, idempotencyKey: string, shards: number): number {
+  let h = 0x811c9dc5;
+  const s = `${clientId}\u0000${idempotencyKey}`;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % shards;
+}
+
+/** Milliseconds part of a stream entry ID: the time Redis received the entry. */
+export function entryIdMillis(id: string): number {
+  const dash = id.indexOf('-');
+  return Number(dash < 0 ? id : id.slice(0, dash));
+}
+
+/** Consumer name of this process: `<host>-<pid>`. */
+export function consumerName(hostname: string, pid: number): string {
+  return `${hostname}-${pid}`;
+}

@@ -1,0 +1,81 @@
+// Signal handling shared by every long-running command: the first SIGTERM/SIGINT starts a
+// graceful stop; if it has not finished within the timeout (keep it below Kubernetes' grace
+// period) or a second signal arrives, the process exits at once (exit code 1 on force).
+import type { Logger } from './log.js';
+
+export interface Stoppable {
+  /** Graceful stop. Must be safe to call twice (return the same promise). */
+  stop(): Promise<void>;
+}
+
+export interface RunOptions {
+  timeoutMs: number;
+  logger: Logger;
+  /** For tests: don't call process.exit, just resolve. */
+  exit?: (code: number) => void;
+}
+
+export function stopOnSignals(name: string, service: Stoppable, options: RunOptions): void {
+  const exit = options.exit ?? ((code: number) => process.exit(code));
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      options.logger.warn({ signal }, `${name}: second signal, exiting now`);
+      exit(1);
+      return;
+    }
+    stopping = true;
+    options.logger.info({ signal, timeoutMs: options.timeoutMs }, `${name}: stopping gracefully`);
+    const timer = setTimeout(() => {
+      options.logger.error({ timeoutMs: options.timeoutMs }, `${name}: graceful stop timed out, exiting`);
+      exit(1);
+    }, options.timeoutMs);
+    timer.unref();
+    service.stop().then(
+      () => {
+        clearTimeout(timer);
+        options.logger.info(`${name}: stopped`);
+        exit(0);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        options.logger.error({ err }, `${name}: error while stopping`);
+        exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+/**
+ * Wraps start/stop so both are safe to call twice: a second start() returns the first's promise,
+ * stop() waits for a start in progress, and a second stop() returns the first's promise.
+ */
+export class Lifecycle {
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(
+    private readonly doStart: () => Promise<void>,
+    private readonly doStop: () => Promise<void>,
+  ) {}
+
+  start(): Promise<void> {
+    if (this.stopping) return Promise.reject(new Error('cannot start after stop'));
+    this.starting ??= this.doStart();
+    return this.starting;
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      if (this.starting) await this.starting.catch(() => {});
+      await this.doStop();
+    })();
+    return this.stopping;
+  }
+
+  get isStopping(): boolean {
+    return this.stopping !== undefined;
+  }
+}

@@ -1,0 +1,94 @@
+// `surge migrate`: applies sql/migrations/NNN_name.sql in order, each in its own transaction,
+// under a PostgreSQL advisory lock so that pods starting together do not race. Re-running is a
+// no-op; an applied migration whose file changed is reported, not re-run.
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { MIGRATIONS_DIR } from './paths.js';
+
+/** pg_advisory_lock key: the first 8 bytes of sha256('surge.migrate') would do; a constant is clearer. */
+export const MIGRATION_LOCK_KEY = 7_310_455_120_993_331n;
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+  checksum: string;
+}
+
+export function listMigrations(dir: string = MIGRATIONS_DIR): Migration[] {
+  const files = readdirSync(dir).filter((f) => /^\d{3,}_[a-z0-9_]+\.sql$/.test(f));
+  const migrations = files.map((file) => {
+    const sql = readFileSync(join(dir, file), 'utf8');
+    return {
+      version: Number(file.slice(0, file.indexOf('_'))),
+      name: file.replace(/\.sql$/, ''),
+      sql,
+      checksum: createHash('sha256').update(sql).digest('hex'),
+    };
+  });
+  migrations.sort((a, b) => a.version - b.version);
+  for (let i = 1; i < migrations.length; i++) {
+    if (migrations[i]?.version === migrations[i - 1]?.version) {
+      throw new Error(`two migrations share version ${migrations[i]?.version}`);
+    }
+  }
+  return migrations;
+}
+
+export interface MigrateResult {
+  applied: string[];
+  alreadyApplied: string[];
+}
+
+export async function migrate(databaseUrl: string, dir: string = MIGRATIONS_DIR): Promise<MigrateResult> {
+  const migrations = listMigrations(dir);
+  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'surge-migrate' });
+  await client.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY.toString()]);
+    try {
+      await client.query(`CREATE TABLE IF NOT EXISTS surge_migrations (
+        version    integer PRIMARY KEY,
+        name       text NOT NULL,
+        checksum   text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now()
+      )`);
+      const done = await client.query<{ version: number; checksum: string; name: string }>(
+        'SELECT version, checksum, name FROM surge_migrations',
+      );
+      const applied = new Map(done.rows.map((r) => [r.version, r]));
+      const result: MigrateResult = { applied: [], alreadyApplied: [] };
+      for (const m of migrations) {
+        const prior = applied.get(m.version);
+        if (prior) {
+          if (prior.checksum !== m.checksum) {
+            throw new Error(`migration ${m.name} was applied with different contents (checksum mismatch); add a new migration instead of editing it`);
+          }
+          result.alreadyApplied.push(m.name);
+          continue;
+        }
+        await client.query('BEGIN');
+        try {
+          await client.query(m.sql);
+          await client.query('INSERT INTO surge_migrations (version, name, checksum) VALUES ($1, $2, $3)', [
+            m.version,
+            m.name,
+            m.checksum,
+          ]);
+          await client.query('COMMIT');
+        } catch (e) {
+          await client.query('ROLLBACK');
+          throw new Error(`migration ${m.name} failed: ${(e as Error).message}`);
+        }
+        result.applied.push(m.name);
+      }
+      return result;
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY.toString()]).catch(() => {});
+    }
+  } finally {
+    await client.end();
+  }
+}

@@ -1,0 +1,205 @@
+// The order (v1): its schema, its validation (every failing field path), its canonical form and
+// fingerprint, and its stream-entry encoding. Ingest validates with it; workers decode with it.
+import { createHash } from 'node:crypto';
+import { Ajv, type ErrorObject } from 'ajv';
+import addFormatsImport from 'ajv-formats';
+import { ENTRY_SCHEMA_VERSION } from './keys.js';
+
+export interface OrderItem {
+  sku: string;
+  qty: number;
+  unit_price_cents: number;
+}
+
+export interface Order {
+  customer_id: string;
+  currency: string;
+  items: OrderItem[];
+  order_id?: string;
+  placed_at?: string;
+  metadata?: Record<string, unknown>;
+}
+
+export const LIMITS = {
+  maxItems: 100,
+  maxQty: 10000,
+  maxUnitPriceCents: 100_000_000_000,
+  maxMetadataBytes: 4096,
+  maxIdempotencyKeyLength: 255,
+  maxString: 64,
+} as const;
+
+export const ORDER_SCHEMA = {
+  $id: 'https://surge.dev/schemas/order-v1.json',
+  type: 'object',
+  additionalProperties: false,
+  required: ['customer_id', 'currency', 'items'],
+  properties: {
+    customer_id: { type: 'string', minLength: 1, maxLength: LIMITS.maxString },
+    currency: { type: 'string', pattern: '^[A-Z]{3}$' },
+    items: {
+      type: 'array',
+      minItems: 1,
+      maxItems: LIMITS.maxItems,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['sku', 'qty', 'unit_price_cents'],
+        properties: {
+          sku: { type: 'string', minLength: 1, maxLength: LIMITS.maxString },
+          qty: { type: 'integer', minimum: 1, maximum: LIMITS.maxQty },
+          unit_price_cents: { type: 'integer', minimum: 0, maximum: LIMITS.maxUnitPriceCents },
+        },
+      },
+    },
+    order_id: { type: 'string', minLength: 1, maxLength: LIMITS.maxString },
+    placed_at: { type: 'string', format: 'date-time' },
+    metadata: { type: 'object' },
+  },
+} as const;
+
+export interface FieldError {
+  /** JSON pointer of the failing field, e.g. `/items/0/qty` ('' for the body itself). */
+  path: string;
+  message: string;
+}
+
+// ajv-formats is CommonJS with `exports.default`; under NodeNext the default import is the module.
+const addFormats = ((addFormatsImport as unknown as { default?: unknown }).default ?? addFormatsImport) as (
+  ajv: Ajv,
+  formats: string[],
+) => Ajv;
+
+const ajv = new Ajv({ allErrors: true, strict: true });
+addFormats(ajv, ['date-time']);
+const validateSchema = ajv.compile(ORDER_SCHEMA);
+
+function ajvErrors(errors: ErrorObject[] | null | undefined): FieldError[] {
+  return (errors ?? []).map((e) => {
+    if (e.keyword === 'additionalProperties') {
+      const extra = (e.params as { additionalProperty: string }).additionalProperty;
+      return { path: `${e.instancePath}/${escapePointer(extra)}`, message: 'unknown field' };
+    }
+    if (e.keyword === 'required') {
+      const missing = (e.params as { missingProperty: string }).missingProperty;
+      return { path: `${e.instancePath}/${escapePointer(missing)}`, message: 'is required' };
+    }
+    return { path: e.instancePath, message: e.message ?? e.keyword };
+  });
+}
+
+function escapePointer(s: string): string {
+  return s.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+// PostgreSQL text and jsonb cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what we look for
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+function unstorableStrings(value: unknown, path: string, out: FieldError[], depth = 0): void {
+  if (depth > 32) {
+    out.push({ path, message: 'is nested too deeply (at most 32 levels)' });
+    return;
+  }
+  if (typeof value === 'string') {
+    if (UNSTORABLE.test(value)) out.push({ path, message: 'contains NUL or invalid UTF-16/UTF-8, which cannot be stored' });
+  } else if (Array.isArray(value)) {
+    value.forEach((v, i) => {
+      unstorableStrings(v, `${path}/${i}`, out, depth + 1);
+    });
+  } else if (value !== null && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (UNSTORABLE.test(k)) out.push({ path: `${path}/${escapePointer(k)}`, message: 'field name contains NUL or invalid UTF-16' });
+      unstorableStrings(v, `${path}/${escapePointer(k)}`, out, depth + 1);
+    }
+  }
+}
+
+export type ValidationResult = { ok: true; order: Order } | { ok: false; errors: FieldError[] };
+
+/** Validates a parsed JSON body as an order v1; on failure lists every failing field path. */
+export function validateOrder(body: unknown): ValidationResult {
+  const errors: FieldError[] = [];
+  if (!validateSchema(body)) errors.push(...ajvErrors(validateSchema.errors));
+  unstorableStrings(body, '', errors);
+  if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
+    const metadata = (body as { metadata?: unknown }).metadata;
+    if (metadata !== undefined && metadata !== null && typeof metadata === 'object') {
+      const size = Buffer.byteLength(JSON.stringify(metadata));
+      if (size > LIMITS.maxMetadataBytes) {
+        errors.push({ path: '/metadata', message: `is ${size} bytes serialized; at most ${LIMITS.maxMetadataBytes}` });
+      }
+    }
+  }
+  if (errors.length > 0) return { ok: false, errors };
+  return { ok: true, order: body as Order };
+}
+
+/** Checks an Idempotency-Key: 1–255 printable ASCII. Returns an error message or undefined. */
+export function idempotencyKeyProblem(key: string | undefined): string | undefined {
+  if (key === undefined || key === '') return 'is required';
+  if (key.length > LIMITS.maxIdempotencyKeyLength) return `is ${key.length} characters; at most ${LIMITS.maxIdempotencyKeyLength}`;
+  if (!/^[\x21-\x7e]+$/.test(key)) return 'must be printable ASCII (0x21–0x7E) without spaces';
+  return undefined;
+}
+
+/** JSON with object keys sorted at every level: equal orders give equal text. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const keys = Object.keys(value).sort();
+  return `{${keys
+    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
+    .join(',')}}`;
+}
+
+/**
+ * The payload fingerprint of SEMANTICS 1.2: SHA-256 over method, path and the canonical body.
+ * Method and path are fixed to the single-order route so that the same order sent through
+ * `/v1/orders` or `/v1/orders:batch` has the same fingerprint.
+ */
+export function orderFingerprint(order: Order): string {
+  return createHash('sha256').update(`POST /v1/orders\n${canonicalJson(order)}`).digest('hex');
+}
+
+/** Stream entry fields, in XADD order: v (schema version), c (client), k (key), o (order JSON). */
+export function encodeEntry(clientId: string, idempotencyKey: string, order: Order): string[] {
+  return ['v', ENTRY_SCHEMA_VERSION, 'c', clientId, 'k', idempotencyKey, 'o', canonicalJson(order)];
+}
+
+export interface DecodedEntry {
+  clientId: string;
+  idempotencyKey: string;
+  order: Order;
+}
+
+export type DecodeResult = { ok: true; entry: DecodedEntry } | { ok: false; reason: string };
+
+/** Decodes a stream entry's flat field list; never throws. */
+export function decodeEntry(fields: readonly string[] | null | undefined): DecodeResult {
+  if (!fields) return { ok: false, reason: 'entry has no fields (payload deleted)' };
+  const map = new Map<string, string>();
+  for (let i = 0; i + 1 < fields.length; i += 2) map.set(fields[i] as string, fields[i + 1] as string);
+  const v = map.get('v');
+  if (v !== ENTRY_SCHEMA_VERSION) return { ok: false, reason: `unsupported entry schema version ${JSON.stringify(v ?? null)}` };
+  const clientId = map.get('c');
+  const idempotencyKey = map.get('k');
+  const raw = map.get('o');
+  if (!clientId) return { ok: false, reason: 'missing field c (client id)' };
+  if (idempotencyKey === undefined || idempotencyKeyProblem(idempotencyKey) !== undefined) {
+    return { ok: false, reason: 'missing or invalid field k (idempotency key)' };
+  }
+  if (raw === undefined) return { ok: false, reason: 'missing field o (order)' };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (e) {
+    return { ok: false, reason: `field o is not JSON: ${(e as Error).message}` };
+  }
+  const result = validateOrder(parsed);
+  if (!result.ok) {
+    return { ok: false, reason: `invalid order: ${result.errors.map((e) => `${e.path || '/'} ${e.message}`).join('; ')}` };
+  }
+  return { ok: true, entry: { clientId, idempotencyKey, order: result.order } };
+}

@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { findClientByKey } from '../common/clients.js';
+import { CONFIG_VARIABLES, ConfigError, configMarkdownTable, loadConfig } from '../common/config.js';
+import { listMigrations } from '../common/migrate.js';
+import { PACKAGE_ROOT } from '../common/paths.js';
+import { createTestDatabase, type TestDatabase } from './support/env.js';
+
+const run = promisify(execFile);
+const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
+
+function surge(args: string[], env: Record<string, string>) {
+  return run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });
+}
+
+describe('config', () => {
+  test('defaults work on a laptop', () => {
+    const c = loadConfig({});
+    assert.equal(c.shards, 4);
+    assert.equal(c.redisPrefix, 'surge');
+    assert.equal(c.durability, 'fast');
+    assert.equal(c.ingestPort, 8080);
+  });
+
+  test('a bad value names the variable and the accepted values', () => {
+    assert.throws(() => loadConfig({ SURGE_SHARDS: 'many' }), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.variable, 'SURGE_SHARDS');
+      assert.match(e.message, /SURGE_SHARDS: "many" is not an integer; accepted: an integer from 1 to 1024/);
+      return true;
+    });
+    assert.throws(() => loadConfig({ SURGE_DURABILITY: 'maybe' }), /SURGE_DURABILITY: "maybe" is not accepted; accepted: fast \| durable/);
+    assert.throws(() => loadConfig({ REDIS_URL: 'http://x' }), /REDIS_URL: protocol http: is not accepted/);
+    assert.throws(() => loadConfig({ SURGE_REDIS_PREFIX: 'a{b}' }), /SURGE_REDIS_PREFIX/);
+    assert.throws(() => loadConfig({ REDIS_CLUSTER_NODES: 'host-without-port' }), /REDIS_CLUSTER_NODES/);
+  });
+
+  test('the CLI stops with exit code 2 and the variable name on a bad value', async () => {
+    await assert.rejects(surge(['migrate'], { SURGE_SHARDS: '0' }), (e: { code: number; stderr: string }) => {
+      assert.equal(e.code, 2);
+      assert.match(e.stderr, /invalid configuration: SURGE_SHARDS: 0 is out of range; accepted: an integer from 1 to 1024/);
+      return true;
+    });
+  });
+
+  test('the README documents exactly the variables the code reads', () => {
+    const readme = readFileSync(join(PACKAGE_ROOT, 'README.md'), 'utf8');
+    const start = readme.indexOf('<!-- config-table:start -->');
+    const end = readme.indexOf('<!-- config-table:end -->');
+    assert.ok(start >= 0 && end > start, 'README has the config-table markers');
+    const table = readme.slice(start + '<!-- config-table:start -->'.length, end).trim();
+    assert.equal(table, configMarkdownTable(), 'README table is stale: regenerate with `npx surge config --markdown`');
+    for (const name of CONFIG_VARIABLES) assert.ok(table.includes(`\`${name}\``), name);
+  });
+});
+
+describe('migrate', () => {
+  let db: TestDatabase;
+  before(async () => {
+    db = await createTestDatabase({ migrate: false });
+  });
+  after(async () => {
+    await db.drop();
+  });
+
+  test('two processes migrating at once apply each migration exactly once', async () => {
+    const env = { DATABASE_URL: db.url };
+    const [a, b] = await Promise.all([surge(['migrate'], env), surge(['migrate'], env)]);
+    const expected = listMigrations();
+    const appliedLines = [...a.stdout.split('\n'), ...b.stdout.split('\n')].filter((l) => l.startsWith('applied '));
+    assert.equal(appliedLines.length, expected.length, `each migration applied by exactly one process:\n${a.stdout}\n${b.stdout}`);
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      const rows = (await c.query<{ version: number }>('SELECT version FROM surge_migrations ORDER BY version')).rows;
+      assert.deepEqual(rows.map((r) => r.version), expected.map((m) => m.version));
+      const tables = (await c.query<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")).rows.map((r) => r.tablename);
+      for (const t of ['api_clients', 'dead_letters', 'inventory', 'order_items', 'orders', 'surge_migrations']) assert.ok(tables.includes(t), t);
+    } finally {
+      await c.end();
+    }
+    const again = await surge(['migrate'], env);
+    assert.match(again.stdout, /database is up to date/);
+  });
+
+  test('clients add prints a key once and stores only its hash', async () => {
+    const { stdout } = await surge(['clients', 'add', 'shop-frontend', '--json'], { DATABASE_URL: db.url });
+    const created = JSON.parse(stdout) as { id: string; name: string; api_key: string };
+    assert.match(created.api_key, /^sk_/);
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      const row = (await c.query('SELECT * FROM api_clients WHERE id = $1', [created.id])).rows[0] as Record<string, unknown>;
+      assert.ok(!JSON.stringify(row).includes(created.api_key.slice(3)), 'the key itself is not stored');
+      assert.deepEqual(await findClientByKey(c, created.api_key), { id: created.id, name: 'shop-frontend' });
+      assert.equal(await findClientByKey(c, `${created.api_key}x`), undefined);
+    } finally {
+      await c.end();
+    }
+    await assert.rejects(surge(['clients', 'add', 'shop-frontend'], { DATABASE_URL: db.url }), /already exists/);
+  });
+});

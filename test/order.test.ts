@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { shardFor, streamKey } from '../common/keys.js';
+import { canonicalJson, decodeEntry, encodeEntry, idempotencyKeyProblem, orderFingerprint, validateOrder } from '../common/order.js';
+
+const good = { customer_id: 'cust-1', currency: 'EUR', items: [{ sku: 'A', qty: 1, unit_price_cents: 100 }] };
+
+describe('order schema', () => {
+  test('accepts a valid order', () => {
+    assert.deepEqual(validateOrder(good), { ok: true, order: good });
+  });
+
+  test('lists every failing field path', () => {
+    const r = validateOrder({ customer_id: 5, currency: 'eur', items: [{ sku: '', qty: -1, unit_price_cents: 1.5 }], extra: 1 });
+    assert.equal(r.ok, false);
+    const paths = r.ok ? [] : r.errors.map((e) => e.path).sort();
+    assert.deepEqual(paths, ['/currency', '/customer_id', '/extra', '/items/0/qty', '/items/0/sku', '/items/0/unit_price_cents']);
+  });
+
+  test('rejects 101 items, NUL and lone surrogates, oversized metadata', () => {
+    const items = Array.from({ length: 101 }, () => ({ sku: 'A', qty: 1, unit_price_cents: 1 }));
+    assert.equal(validateOrder({ ...good, items }).ok, false);
+    const nul = validateOrder({ ...good, customer_id: 'a\u0000b' });
+    assert.ok(!nul.ok && nul.errors[0]?.path === '/customer_id');
+    const lone = validateOrder({ ...good, metadata: { note: 'x\ud800y' } });
+    assert.ok(!lone.ok && lone.errors[0]?.path === '/metadata/note');
+    assert.equal(validateOrder({ ...good, metadata: { note: 'emoji 🎉 ok' } }).ok, true);
+    assert.equal(validateOrder({ ...good, metadata: { big: 'x'.repeat(5000) } }).ok, false);
+  });
+
+  test('idempotency keys: 1–255 printable ASCII', () => {
+    assert.equal(idempotencyKeyProblem('abc-123'), undefined);
+    assert.match(idempotencyKeyProblem(undefined) ?? '', /required/);
+    assert.match(idempotencyKeyProblem('x'.repeat(256)) ?? '', /at most 255/);
+    assert.match(idempotencyKeyProblem('clé') ?? '', /printable ASCII/);
+  });
+
+  test('fingerprint ignores key order, not content', () => {
+    const reordered = { items: [{ unit_price_cents: 100, qty: 1, sku: 'A' }], currency: 'EUR', customer_id: 'cust-1' };
+    assert.equal(canonicalJson(reordered), canonicalJson(good));
+    assert.equal(orderFingerprint(reordered), orderFingerprint(good));
+    assert.notEqual(orderFingerprint({ ...good, currency: 'USD' }), orderFingerprint(good));
+  });
+
+  test('entries round-trip and bad entries decode to a reason', () => {
+    const d = decodeEntry(encodeEntry('c_1', 'k1', good));
+    assert.deepEqual(d, { ok: true, entry: { clientId: 'c_1', idempotencyKey: 'k1', order: good } });
+    assert.equal(decodeEntry(['v', '1', 'c', 'c_1', 'k', 'k1', 'o', '{not json']).ok, false);
+    assert.equal(decodeEntry(['v', '9', 'c', 'c_1', 'k', 'k1', 'o', '{}']).ok, false);
+    assert.equal(decodeEntry(null).ok, false);
+  });
+});
+
+describe('keys', () => {
+  test('stream keys carry the shard hash tag; shards are stable and spread', () => {
+    assert.equal(streamKey('surge', 3), 'surge:{s3}:orders');
+    assert.equal(shardFor('c_1', 'key-1', 4), shardFor('c_1', 'key-1', 4));
+    const counts = [0, 0, 0, 0];
+    for (let i = 0; i < 4000; i++) counts[shardFor('c_1', `key-${i}`, 4)]! += 1;
+    for (const n of counts) assert.ok(n > 800 && n < 1200, `spread ${counts}`);
+  });
+});
