@@ -1,0 +1,155 @@
+// Every Surge metric, defined once. Each process builds the sets it needs on its own Registry
+// (never the global one, so tests can run several components in one process). Names and labels
+// follow ../docs/metrics.md; label values are bounded (route, code, stream, group, consumer,
+// result) — never an order, customer or key.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Latency buckets from 1 ms to 5 min (accept latency is ms, end-to-end can be minutes). */
+export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+export const BATCH_SIZE_BUCKETS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+export const APPLY_RESULTS = ['inserted', 'duplicate', 'rejected', 'dead_lettered'] as const;
+export type ApplyResult = (typeof APPLY_RESULTS)[number];
+
+/** A registry for one process. Default process metrics go on main threads only (SEMANTICS 4.2). */
+export function createRegistry(options: { defaultMetrics: boolean; role: string }): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels({ role: options.role });
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'surge_process_' });
+  return registry;
+}
+
+export function ingestMetrics(registry: Registry) {
+  return {
+    requests: new Counter({
+      name: 'surge_ingest_requests_total',
+      help: 'HTTP requests answered by ingest, by route and status code.',
+      labelNames: ['route', 'code'] as const,
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: 'surge_ingest_request_duration_seconds',
+      help: 'Time from request received to response sent, by route.',
+      labelNames: ['route'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    orders: new Counter({
+      name: 'surge_ingest_orders_total',
+      help: 'Orders seen by ingest, by outcome (accepted, replayed, invalid, conflict, mismatch, unavailable).',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    overloaded: new Gauge({
+      name: 'surge_ingest_overloaded',
+      help: '1 while ingest sheds load (answers 503), by reason.',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+  };
+}
+export type IngestMetrics = ReturnType<typeof ingestMetrics>;
+
+export function workerMetrics(registry: Registry) {
+  return {
+    batchSize: new Histogram({
+      name: 'surge_apply_batch_size',
+      help: 'Entries per apply batch.',
+      buckets: BATCH_SIZE_BUCKETS,
+      registers: [registry],
+    }),
+    batchDuration: new Histogram({
+      name: 'surge_apply_batch_duration_seconds',
+      help: 'Time to apply one batch (BEGIN to COMMIT, retries included).',
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    applied: new Counter({
+      name: 'surge_orders_applied_total',
+      help: 'Stream entries processed by workers, by result.',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    endToEnd: new Histogram({
+      name: 'surge_order_end_to_end_seconds',
+      help: 'Time from the order entering Redis (entry ID) to the COMMIT that applied it.',
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    retries: new Counter({
+      name: 'surge_apply_retries_total',
+      help: 'Batch attempts retried after a transient PostgreSQL error, by SQLSTATE class.',
+      labelNames: ['sqlstate'] as const,
+      registers: [registry],
+    }),
+    claimed: new Counter({
+      name: 'surge_entries_claimed_total',
+      help: 'Entries taken over from idle consumers with XAUTOCLAIM.',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
+    lost: new Counter({
+      name: 'surge_entries_lost_total',
+      help: 'Pending entries whose payload was gone (deleted or trimmed) when read; acked and counted.',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
+    inFlight: new Gauge({
+      name: 'surge_apply_batches_in_flight',
+      help: 'Batches handed to the thread pool and not yet acked.',
+      registers: [registry],
+    }),
+  };
+}
+export type WorkerMetrics = ReturnType<typeof workerMetrics>;
+
+export function lagMetrics(registry: Registry) {
+  const sg = ['stream', 'group'] as const;
+  return {
+    streamLength: new Gauge({ name: 'surge_stream_length', help: 'XLEN of each shard stream.', labelNames: ['stream'] as const, registers: [registry] }),
+    lag: new Gauge({
+      name: 'surge_consumer_group_lag',
+      help: 'Entries not yet delivered to the group (Redis XINFO GROUPS lag). Absent when Redis reports NULL.',
+      labelNames: sg,
+      registers: [registry],
+    }),
+    lagSeconds: new Gauge({
+      name: 'surge_consumer_group_lag_seconds',
+      help: 'Age of the oldest entry not yet delivered to the group (0 when none).',
+      labelNames: sg,
+      registers: [registry],
+    }),
+    pending: new Gauge({ name: 'surge_consumer_group_pending', help: 'Entries delivered and not yet acknowledged.', labelNames: sg, registers: [registry] }),
+    backlog: new Gauge({
+      name: 'surge_consumer_group_backlog',
+      help: 'Entries not yet applied: undelivered + pending. Counted from the stream when Redis lag is NULL.',
+      labelNames: sg,
+      registers: [registry],
+    }),
+    oldestPendingAge: new Gauge({
+      name: 'surge_oldest_pending_age_seconds',
+      help: 'Age of the oldest delivered-but-unacknowledged entry (0 when none).',
+      labelNames: sg,
+      registers: [registry],
+    }),
+    consumers: new Gauge({ name: 'surge_consumer_group_consumers', help: 'Consumers registered in the group.', labelNames: sg, registers: [registry] }),
+    consumerPending: new Gauge({
+      name: 'surge_consumer_pending',
+      help: 'Pending entries per consumer.',
+      labelNames: ['stream', 'group', 'consumer'] as const,
+      registers: [registry],
+    }),
+    consumerIdle: new Gauge({
+      name: 'surge_consumer_idle_seconds',
+      help: 'Seconds since the consumer last read or claimed.',
+      labelNames: ['stream', 'group', 'consumer'] as const,
+      registers: [registry],
+    }),
+    dlqDepth: new Gauge({ name: 'surge_dlq_depth', help: 'Entries in each dead-letter stream.', labelNames: ['stream'] as const, registers: [registry] }),
+    redisUsedMemory: new Gauge({ name: 'surge_redis_used_memory_bytes', help: 'Redis INFO used_memory.', registers: [registry] }),
+    redisMaxMemory: new Gauge({ name: 'surge_redis_maxmemory_bytes', help: 'Redis maxmemory (0 = no limit).', registers: [registry] }),
+    scrapeErrors: new Counter({ name: 'surge_lag_exporter_errors_total', help: 'Failed readings of Redis by the lag exporter.', registers: [registry] }),
+    up: new Gauge({ name: 'surge_lag_exporter_redis_up', help: '1 if the last reading of Redis succeeded.', registers: [registry] }),
+  };
+}
+export type LagMetrics = ReturnType<typeof lagMetrics>;
