@@ -9,8 +9,11 @@ import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { action, configOrExit } from './common.js';
+import { banner, DEFAULT_DATA_DIR, type Role, up } from './up.js';
 
 const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+const DEFAULT_ROLES: readonly Role[] = ['ingest', 'work', 'lag-exporter'];
 
 const program = new Command();
 program
@@ -108,5 +111,51 @@ program
     const config = configOrExit();
     console.log(JSON.stringify({ ...config, databaseUrl: redactUrl(config.databaseUrl), redisUrl: redactUrl(config.redisUrl) }, null, 2));
   });
+
+program
+  .command('up')
+  .description('run the whole stack on this machine (what `npm start` runs): finds or starts Redis and PostgreSQL, migrates, then supervises ingest, workers and the lag exporter')
+  .option('--data-dir <dir>', 'folder for an embedded PostgreSQL, a started Redis and the dev API key', DEFAULT_DATA_DIR)
+  .option('--embedded-postgres', 'start the embedded PostgreSQL even if one answers on 127.0.0.1:5432')
+  .option('--start-redis', 'start a private redis-server even if one answers on 127.0.0.1:6379')
+  .option('--roles <list>', 'comma-separated roles to run', DEFAULT_ROLES.join(','))
+  .addHelpText(
+    'after',
+    '\nREDIS_URL / DATABASE_URL, when set, are used as they are. Otherwise Redis and PostgreSQL are looked\nfor on their default local ports; a missing PostgreSQL is started embedded (npm package\nembedded-postgres, data in --data-dir), a missing Redis is started from the system redis-server.',
+  )
+  .action(
+    action(async (opts: { dataDir: string; embeddedPostgres?: boolean; startRedis?: boolean; roles: string }) => {
+      const config = configOrExit();
+      const roles = opts.roles.split(',').map((r) => r.trim());
+      const unknown = roles.filter((r) => !(DEFAULT_ROLES as readonly string[]).includes(r));
+      if (unknown.length > 0) throw new Error(`unknown role(s) ${unknown.join(', ')}; accepted: ${DEFAULT_ROLES.join(', ')}`);
+      const out = (line: string) => process.stdout.write(`${line}\n`);
+      const abort = new AbortController();
+      let stack: Awaited<ReturnType<typeof up>> | undefined;
+      let signals = 0;
+      const onSignal = () => {
+        signals += 1;
+        if (signals > 1) process.exit(1);
+        out('stopping…');
+        if (stack) void stack.stop(0);
+        else abort.abort();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      stack = await up(config, {
+        dataDir: opts.dataDir,
+        embeddedPostgres: opts.embeddedPostgres ?? false,
+        startRedis: opts.startRedis ?? false,
+        roles: roles as Role[],
+        out,
+        signal: abort.signal,
+      });
+      if (abort.signal.aborted) await stack.stop(0);
+      else out(banner(stack, config));
+      const code = await stack.done;
+      out(code === 0 ? 'stopped.' : 'stopped after an error.');
+      process.exit(code);
+    }),
+  );
 
 await program.parseAsync(process.argv);

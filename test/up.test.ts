@@ -1,0 +1,116 @@
+// `surge up` (npm start) as a newcomer runs it: the banner's curl line gets a 202, the order
+// reaches PostgreSQL, Ctrl-C stops everything. And the embedded-PostgreSQL / own-Redis path.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { PACKAGE_ROOT } from '../common/paths.js';
+import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+
+const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
+
+interface UpProcess {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function startUp(args: string[], env: Record<string, string>): UpProcess {
+  const child = spawn(process.execPath, [CLI, 'up', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('surge up', () => {
+  let t: TestEnv;
+  const dataDir = mkdtempSync(join(tmpdir(), 'surge-up-'));
+  before(async () => {
+    t = await createTestEnv();
+  });
+  after(async () => {
+    await t.cleanup();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('the printed curl line gets a 202 and the order is applied; Ctrl-C stops every child', async () => {
+    const up = startUp(['--data-dir', dataDir], { ...t.env, SURGE_LOG_LEVEL: 'warn' });
+    try {
+      await waitFor('the banner', () => up.output().includes('Surge is up.'), { timeoutMs: 60_000 });
+      const out = up.output();
+      const url = /POST orders to\s+(\S+)/.exec(out)?.[1];
+      const key = /Authorization: Bearer (\S+)'/.exec(out)?.[1];
+      const body = /-d '(\{.*\})'/.exec(out)?.[1];
+      assert.ok(url && key && body, `banner has url, key and body:\n${out}`);
+      assert.match(out, /metrics\s+ingest http:\/\/\S+\/metrics/);
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'idempotency-key': 'up-test-1', 'content-type': 'application/json' },
+        body,
+      });
+      assert.equal(res.status, 202, await res.text());
+      const db = new pg.Client({ connectionString: t.db.url });
+      await db.connect();
+      try {
+        await waitFor('the order in PostgreSQL', async () => {
+          const r = await db.query("SELECT status FROM orders WHERE idempotency_key = 'up-test-1'");
+          return r.rows[0]?.status === 'applied';
+        });
+      } finally {
+        await db.end();
+      }
+      up.child.kill('SIGINT');
+      assert.equal(await up.exited, 0, up.output());
+      assert.match(up.output(), /stopped\.\n?$/);
+    } finally {
+      if (up.child.exitCode === null) up.child.kill('SIGKILL');
+    }
+  });
+
+  test('with no PostgreSQL/Redis given it starts an embedded PostgreSQL and its own redis-server, and stops them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'surge-up-embedded-'));
+    const env: Record<string, string> = { ...t.env, SURGE_LOG_LEVEL: 'warn' };
+    delete env.DATABASE_URL;
+    delete env.REDIS_URL;
+    const up = startUp(['--data-dir', dir, '--embedded-postgres', '--start-redis', '--roles', 'lag-exporter'], env);
+    try {
+      await waitFor('the banner', () => up.output().includes('Surge is up.'), { timeoutMs: 90_000 });
+      const pgPort = /started embedded PostgreSQL on 127\.0\.0\.1:(\d+)/.exec(up.output())?.[1];
+      assert.ok(pgPort, up.output());
+      assert.match(up.output(), /started redis-server on redis:\/\/127\.0\.0\.1:\d+/);
+      assert.ok(existsSync(join(dir, 'postgres', 'PG_VERSION')));
+      const pidFile = join(dir, 'postgres', 'postmaster.pid');
+      const pgPid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+      assert.ok(alive(pgPid));
+      const c = new pg.Client({ connectionString: `postgres://postgres:surge-dev@127.0.0.1:${pgPort}/surge` });
+      await c.connect();
+      const tables = (await c.query("SELECT count(*)::int AS n FROM pg_tables WHERE tablename IN ('orders','inventory')")).rows[0] as { n: number };
+      await c.end();
+      assert.equal(tables.n, 2, 'migrations ran on the embedded database');
+      up.child.kill('SIGINT');
+      assert.equal(await up.exited, 0, up.output());
+      await waitFor('embedded PostgreSQL to stop', () => !alive(pgPid));
+    } finally {
+      if (up.child.exitCode === null) up.child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
