@@ -318,9 +318,10 @@ describe('ingest', () => {
         [5, 400, undefined],
       ],
     );
-    assert.equal((results[1]?.problem as Problem).errors?.[0]?.path, '/items');
-    assert.equal((results[4]?.problem as Problem).errors?.[0]?.path, '/idempotency_key');
-    assert.equal((results[0]?.body as Record<string, unknown>).idempotency_key, 'batch-new-1');
+    const [r0, r1, , , r4] = results as Array<Record<string, unknown>> as [Record<string, unknown>, Record<string, unknown>, unknown, unknown, Record<string, unknown>];
+    assert.equal((r1.problem as Problem).errors?.[0]?.path, '/items');
+    assert.equal((r4.problem as Problem).errors?.[0]?.path, '/idempotency_key');
+    assert.equal((r0.body as Record<string, unknown>).idempotency_key, 'batch-new-1');
     assert.equal(await entries(), before + 1);
     // The same order via the single route is a replay: both routes share the fingerprint.
     const single = await post('batch-new-1', order());

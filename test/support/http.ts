@@ -1,5 +1,5 @@
 // A small HTTP client for tests (node:http, so raw bytes and odd headers reach the server as sent).
-import { Agent, type IncomingHttpHeaders, request } from 'node:http';
+import { type Agent, type IncomingHttpHeaders, request } from 'node:http';
 
 export interface HttpResponse {
   status: number;
