@@ -11,7 +11,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { cpus, freemem, totalmem } from 'node:os';
+import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -163,6 +163,7 @@ async function main(): Promise<void> {
   const connections = Number(values.connections);
   const batchConnections = Number(values['batch-connections']);
 
+  const loadBefore = loadavg()[0] ?? 0;
   const env = await createTestEnv({ SURGE_LOG_LEVEL: 'warn', SURGE_MAX_BACKLOG: '0', SURGE_SHARDS: '4' });
   const redis = new Redis(env.redisUrl);
   const pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
@@ -200,6 +201,9 @@ async function main(): Promise<void> {
       freeMemoryMiB: Math.round(freemem() / 2 ** 20),
       node: process.version,
       redis: redisVersion,
+      // Other processes on the host skew every figure: record how busy it was.
+      loadAverage1mBefore: Number(loadBefore.toFixed(2)),
+      loadAverage1mAfter: Number((loadavg()[0] ?? 0).toFixed(2)),
     };
     const command = `npm run bench:ingest -- --duration ${duration} --warmup ${warmup} --connections ${connections} --batch-connections ${batchConnections}`;
     const summary = {
@@ -223,7 +227,7 @@ async function main(): Promise<void> {
         '',
         `Command: \`${command}\``,
         '',
-        `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.totalMemoryMiB} MiB RAM, Node ${machine.node}, Redis ${machine.redis} (same host).`,
+        `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.totalMemoryMiB} MiB RAM, Node ${machine.node}, Redis ${machine.redis} (same host); 1-min load average ${machine.loadAverage1mBefore} before, ${machine.loadAverage1mAfter} after.`,
         '',
         '| Scenario | Connections | req/s | orders/s | p50 ms | p99 ms | non-2xx | errors |',
         '| --- | --- | --- | --- | --- | --- | --- | --- |',
