@@ -19,6 +19,10 @@ export interface Config {
   shards: number;
   listenHost: string;
   ingestPort: number;
+  /** The request line and headers must arrive within this (slowloris guard). */
+  ingestHeadersTimeoutMs: number;
+  /** The whole request, body included, must arrive within this. */
+  ingestRequestTimeoutMs: number;
   workerMetricsPort: number;
   lagExporterPort: number;
   durability: Durability;
@@ -190,6 +194,22 @@ const SPECS = [
     parse: int(0, 65535),
   },
   {
+    name: 'SURGE_INGEST_HEADERS_TIMEOUT_MS',
+    key: 'ingestHeadersTimeoutMs',
+    default: '10000',
+    accepts: 'integer 100–600000',
+    description: 'Ingest closes a connection whose request line and headers have not all arrived within this (slowloris guard; answers 408).',
+    parse: int(100, 600000),
+  },
+  {
+    name: 'SURGE_INGEST_REQUEST_TIMEOUT_MS',
+    key: 'ingestRequestTimeoutMs',
+    default: '30000',
+    accepts: 'integer 100–600000, ≥ the headers timeout',
+    description: 'Ingest answers 408 and closes the connection when a whole request (body included) has not arrived within this.',
+    parse: int(100, 600000),
+  },
+  {
     name: 'SURGE_WORKER_METRICS_PORT',
     key: 'workerMetricsPort',
     default: '9464',
@@ -358,6 +378,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const config = { ...(out as unknown as Config), ...overrides };
   if (config.claimTimeoutMs < config.batchLingerMs * 3) {
     throw new ConfigError('SURGE_CLAIM_TIMEOUT_MS', `must be at least 3× SURGE_BATCH_LINGER_MS (${config.batchLingerMs * 3})`);
+  }
+  if (config.ingestHeadersTimeoutMs > config.ingestRequestTimeoutMs) {
+    throw new ConfigError('SURGE_INGEST_HEADERS_TIMEOUT_MS', `must not exceed SURGE_INGEST_REQUEST_TIMEOUT_MS (${config.ingestRequestTimeoutMs})`);
   }
   return config;
 }

@@ -125,8 +125,15 @@ export function validateOrder(body: unknown): ValidationResult {
   if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
     const metadata = (body as { metadata?: unknown }).metadata;
     if (metadata !== undefined && metadata !== null && typeof metadata === 'object') {
-      const size = Buffer.byteLength(JSON.stringify(metadata));
-      if (size > LIMITS.maxMetadataBytes) {
+      // JSON.stringify recurses: metadata nested thousands deep (it fits in 64 KiB) overflows
+      // the stack. The depth error is already listed above; never let it become a 500.
+      let size: number | undefined;
+      try {
+        size = Buffer.byteLength(JSON.stringify(metadata));
+      } catch {
+        errors.push({ path: '/metadata', message: 'cannot be serialized (nested too deeply)' });
+      }
+      if (size !== undefined && size > LIMITS.maxMetadataBytes) {
         errors.push({ path: '/metadata', message: `is ${size} bytes serialized; at most ${LIMITS.maxMetadataBytes}` });
       }
     }

@@ -46,7 +46,7 @@ declare module 'fastify' {
 }
 
 export interface IngestAppDeps {
-  config: Pick<Config, 'shards' | 'redisPrefix'>;
+  config: Pick<Config, 'shards' | 'redisPrefix' | 'ingestHeadersTimeoutMs' | 'ingestRequestTimeoutMs'>;
   redis: RedisClient;
   pool: Pool;
   auth: Authenticator;
@@ -150,8 +150,16 @@ function requestId(req: { headers: Record<string, string | string[] | undefined>
 }
 
 export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
-  const { metrics, backpressure, writer, logger } = deps;
+  const { metrics, backpressure, writer, logger, config } = deps;
   const app = fastify({
+    // Slow clients (slowloris): Node answers 408 and closes the connection when the headers
+    // (headersTimeout) or the whole request (requestTimeout) take too long; it checks open
+    // connections every connectionsCheckingInterval. fastify's default requestTimeout is 0 (none).
+    http: {
+      headersTimeout: config.ingestHeadersTimeoutMs,
+      connectionsCheckingInterval: Math.max(50, Math.min(5000, Math.floor(config.ingestHeadersTimeoutMs / 4))),
+    },
+    requestTimeout: config.ingestRequestTimeoutMs,
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: SINGLE_BODY_LIMIT,
