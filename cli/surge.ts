@@ -8,6 +8,7 @@ import { configMarkdownTable, redactUrl } from '../common/config.js';
 import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { dlqCommand, maintenanceCommand } from '../maintenance/commands.js';
 import { action, configOrExit } from './common.js';
 
 const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -108,5 +109,9 @@ program
     const config = configOrExit();
     console.log(JSON.stringify({ ...config, databaseUrl: redactUrl(config.databaseUrl), redisUrl: redactUrl(config.redisUrl) }, null, 2));
   });
+
+// Dead letters and scheduled maintenance (maintenance/, docs/maintenance.md).
+program.addCommand(dlqCommand());
+program.addCommand(maintenanceCommand());
 
 await program.parseAsync(process.argv);
