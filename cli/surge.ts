@@ -11,6 +11,7 @@ import { stopOnSignals } from '../common/lifecycle.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { startIngest } from '../ingest/server.js';
+import { dlqCommand, maintenanceCommand } from '../maintenance/commands.js';
 import { action, configOrExit } from './common.js';
 import { banner, DEFAULT_DATA_DIR, type Role, up } from './up.js';
 
@@ -173,5 +174,9 @@ program
       process.exit(code);
     }),
   );
+
+// Dead letters and scheduled maintenance (maintenance/, docs/maintenance.md).
+program.addCommand(dlqCommand());
+program.addCommand(maintenanceCommand());
 
 await program.parseAsync(process.argv);
