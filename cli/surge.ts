@@ -6,8 +6,11 @@ import { Command, Option } from 'commander';
 import { createClient, disableClient, listClients } from '../common/clients.js';
 import { configMarkdownTable, redactUrl } from '../common/config.js';
 import { createPool, ensureDatabase } from '../common/db.js';
+import { stopOnSignals } from '../common/lifecycle.js';
+import { createLogger } from '../common/log.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { startWorker } from '../workers/worker.js';
 import { action, configOrExit } from './common.js';
 
 const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -93,6 +96,18 @@ clients
       } finally {
         await pool.end();
       }
+    }),
+  );
+
+program
+  .command('work')
+  .description('apply queued orders to PostgreSQL: consume every shard stream in batches (runs until SIGTERM/SIGINT)')
+  .action(
+    action(async () => {
+      const config = configOrExit();
+      const logger = createLogger(config.logLevel, 'worker');
+      const worker = await startWorker(config, { logger });
+      stopOnSignals('work', worker, { timeoutMs: config.shutdownTimeoutMs, logger });
     }),
   );
 
