@@ -147,7 +147,7 @@ describe('workers apply orders', () => {
   });
 
   test('10,000 orders with 20 % redelivered duplicates → exactly 10,000 rows, each once', async () => {
-    const ctx = await setup({ SURGE_CLAIM_TIMEOUT_MS: '300', SURGE_CLAIM_INTERVAL_MS: '100' });
+    const ctx = await setup({ SURGE_CLAIM_TIMEOUT_MS: '3000', SURGE_CLAIM_INTERVAL_MS: '200' });
     try {
       const n = 10_000;
       const orders: QueuedOrder[] = Array.from({ length: n }, (_, i) => ({ client: `c${i % 3}`, key: `order-${i}`, order: simpleOrder(i) }));

@@ -250,6 +250,12 @@ async function transaction(
 ): Promise<void> {
   const client = await pool.connect();
   let broken = false;
+  // A checked-out client whose connection dies emits 'error' besides rejecting the running query;
+  // unheard, that event would kill the thread. The rejection is what we act on.
+  const onError = () => {
+    broken = true;
+  };
+  client.on('error', onError);
   try {
     if (!staged.has(client)) {
       await client.query(sqlFile('apply/create_stage'));
@@ -276,6 +282,7 @@ async function transaction(
     });
     throw e;
   } finally {
+    client.off('error', onError);
     client.release(broken);
   }
 }

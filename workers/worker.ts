@@ -80,6 +80,8 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
 
   const threads = config.workerThreads;
   const connectionsPerThread = 1;
+  // Batches handed out and not yet acked: every thread (or connection) busy plus one waiting each.
+  const maxInFlight = placement === 'threads' ? 2 * threads * connectionsPerThread : config.pgPoolSize + threads;
   const threadData: ThreadData = { databaseUrl: config.databaseUrl, connections: connectionsPerThread, retryBudgetMs };
   piscina = new Piscina<ThreadTask, ThreadResult>({
     filename: new URL('./thread.js', import.meta.url).href,
@@ -88,14 +90,15 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     // Threads that hold connections must not churn or park (SEMANTICS 5.1).
     idleTimeout: 60 * 60 * 1000,
     atomics: 'async',
-    maxQueue: threads,
+    // The in-flight bound below is the backpressure; the queue can hold all of it, so run() never
+    // rejects (a thread being replaced after a crash briefly shrinks the pool).
+    maxQueue: maxInFlight,
     concurrentTasksPerWorker: 1,
     closeTimeout: config.shutdownTimeoutMs,
     workerData: threadData,
   });
   const pool = piscina;
   if (placement === 'main') pgPool = createPool(config.databaseUrl, { max: config.pgPoolSize, applicationName: 'surge-worker' });
-  const maxInFlight = placement === 'threads' ? threads * connectionsPerThread + threads : config.pgPoolSize + threads;
 
   let stopping = false;
   const abort = new AbortController();
@@ -288,10 +291,12 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         await redis.xack(key, GROUP, ...page.deleted);
         logger.warn({ stream: key, count: page.deleted.length }, 'claimed entries whose payload was trimmed: counted lost and acked');
       }
-      if (page.entries.length === 0) continue;
-      metrics.claimed.inc({ stream: key }, page.entries.length);
+      // Our own in-flight entries may come back too (a batch older than the claim timeout): skip them.
       const held = heldIds[shard] as Set<string>;
-      const tasks = await pendingTasks(shard, page.entries.filter(([id]) => !held.has(id)));
+      const taken = page.entries.filter(([id]) => !held.has(id));
+      if (taken.length === 0) continue;
+      metrics.claimed.inc({ stream: key }, taken.length);
+      const tasks = await pendingTasks(shard, taken);
       if (tasks.length === 0) continue;
       logger.info({ stream: key, count: tasks.length }, 'claimed idle entries');
       await waitForCapacity();
