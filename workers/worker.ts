@@ -90,9 +90,9 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     // Threads that hold connections must not churn or park (SEMANTICS 5.1).
     idleTimeout: 60 * 60 * 1000,
     atomics: 'async',
-    // The in-flight bound below is the backpressure; the queue can hold all of it, so run() never
-    // rejects (a thread being replaced after a crash briefly shrinks the pool).
-    maxQueue: maxInFlight,
+    // Readers stop on needsDrain / the in-flight bound (waitForCapacity); the queue can hold that
+    // bound plus one batch per shard, so run() never rejects a batch that was already read.
+    maxQueue: maxInFlight + config.shards + 1,
     concurrentTasksPerWorker: 1,
     closeTimeout: config.shutdownTimeoutMs,
     workerData: threadData,
@@ -115,6 +115,12 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     for (const f of w) f();
   };
   pool.on('drain', wake);
+  /**
+   * Backpressure: readers wait here while every thread is busy (piscina's needsDrain) or the
+   * in-flight bound is reached, and read nothing meanwhile. A reader never holds capacity while it
+   * blocks on an empty stream (that starved busy shards), so after a wake-up each waiting shard
+   * may hand over one batch: the overshoot is bounded by the shard count.
+   */
   const waitForCapacity = async () => {
     while (inFlight >= maxInFlight || pool.needsDrain) await new Promise<void>((r) => waiters.push(r));
   };
@@ -182,7 +188,9 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     }
   };
 
+  /** Runs one batch: apply, record, ack. Failures leave the entries pending (reclaimed later). */
   const submit = (shard: number, entries: TaskEntry[]) => {
+    if (entries.length === 0) return;
     const held = heldIds[shard] as Set<string>;
     for (const e of entries) held.add(e.id);
     inFlight++;
@@ -258,10 +266,9 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         const found = await readGroup(reader, key, consumer, after, config.batchSize);
         if (found.length === 0) break;
         after = (found[found.length - 1] as StreamEntry)[0];
-        const tasks = await pendingTasks(shard, found.filter(([id]) => !heldIds[shard]?.has(id)));
-        await waitForCapacity();
-        if (tasks.length > 0) submit(shard, tasks);
+        submit(shard, await pendingTasks(shard, found.filter(([id]) => !heldIds[shard]?.has(id))));
         errors = 0;
+        await waitForCapacity();
       } catch (e) {
         await onRedisError(e, `reading own pending entries of ${key}`, errors++);
       }
@@ -272,7 +279,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         await waitForCapacity();
         if (stopping) break;
         const batch = await readBatch(reader, key);
-        if (batch.length > 0) submit(shard, batch.map(([id, fields]) => ({ id, fields, deliveries: 1 })));
+        submit(shard, batch.map(([id, fields]) => ({ id, fields, deliveries: 1 })));
         errors = 0;
       } catch (e) {
         await onRedisError(e, `XREADGROUP on ${key}`, errors++);
@@ -297,10 +304,9 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
       if (taken.length === 0) continue;
       metrics.claimed.inc({ stream: key }, taken.length);
       const tasks = await pendingTasks(shard, taken);
-      if (tasks.length === 0) continue;
       logger.info({ stream: key, count: tasks.length }, 'claimed idle entries');
-      await waitForCapacity();
       submit(shard, tasks);
+      await waitForCapacity();
     } while (cursor !== '0-0' && !stopping);
   };
 

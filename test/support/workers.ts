@@ -82,21 +82,24 @@ export interface WorkerProcess {
   child: ChildProcess;
   pid: number;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  stderr(): string;
+  /** Everything it wrote so far (JSON logs on stdout, errors on stderr). */
+  output(): string;
 }
 
 /** Spawns `node dist/cli/surge.js work` with the test env (plus overrides). */
 export function spawnWorker(env: Record<string, string>, overrides: Record<string, string> = {}): WorkerProcess {
   const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js'), 'work'], {
     env: { ...process.env, ...env, ...overrides },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    err += d.toString();
-  });
+  let out = '';
+  const collect = (d: Buffer) => {
+    out += d.toString();
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
-  return { child, pid: child.pid ?? -1, exited, stderr: () => err };
+  return { child, pid: child.pid ?? -1, exited, output: () => out };
 }
