@@ -1,0 +1,17 @@
+-- Once per session (outside a transaction): the staging table the COPY fills. ON COMMIT DELETE
+-- ROWS empties it at the end of every batch transaction (and a rollback discards its rows).
+-- One row per stream entry; `seq` is the entry's position in the batch (stream order), items are
+-- the order's items as JSON (their lines are expanded by insert_orders.sql).
+CREATE TEMP TABLE IF NOT EXISTS surge_stage (
+  seq             integer NOT NULL,
+  entry_id        text NOT NULL,
+  received_at     timestamptz NOT NULL,
+  client_id       text NOT NULL,
+  idempotency_key text NOT NULL,
+  order_id        text,
+  customer_id     text NOT NULL,
+  currency        text NOT NULL,
+  placed_at       timestamptz,
+  metadata        jsonb,
+  items           jsonb NOT NULL
+) ON COMMIT DELETE ROWS
