@@ -18,6 +18,25 @@ export interface RedisConnectOptions {
   lazyConnect?: boolean;
 }
 
+/** The error of a command whose connection closed before its reply arrived: it may or may not have run. */
+export const IN_FLIGHT_LOST = 'Redis connection closed before the reply arrived; the command may or may not have run';
+
+/**
+ * With `autoResendUnfulfilledCommands: false`, ioredis (5.x) keeps the commands that were in
+ * flight when the connection dropped and, once it reconnects, discards them without settling
+ * their promises: the caller waits forever (a worker's blocked XREADGROUP, an XACK, XAUTOCLAIM).
+ * The caller must get an error instead, so that it decides (SEMANTICS pitfall 5). ioredis emits
+ * `close` on the next tick after moving the in-flight queue aside (the same array), so rejecting
+ * the command queue there settles exactly those commands; commands issued while disconnected
+ * stay in the offline queue.
+ */
+function rejectInFlightOnClose(client: Redis): void {
+  client.on('close', () => {
+    const flush = (client as unknown as { flushQueue?: (e: Error, o: { offlineQueue: boolean; commandQueue: boolean }) => void }).flushQueue;
+    flush?.call(client, new Error(IN_FLIGHT_LOST), { offlineQueue: false, commandQueue: true });
+  });
+}
+
 export function createRedis(config: Pick<Config, 'redisUrl' | 'redisClusterNodes'>, options: RedisConnectOptions = {}): RedisClient {
   const base: RedisOptions = {
     connectionName: options.connectionName ?? 'surge',
@@ -31,7 +50,7 @@ export function createRedis(config: Pick<Config, 'redisUrl' | 'redisClusterNodes
   };
   if (config.redisClusterNodes.length > 0) {
     const url = new URL(config.redisUrl);
-    return new Cluster(config.redisClusterNodes, {
+    const cluster = new Cluster(config.redisClusterNodes, {
       redisOptions: {
         ...base,
         username: url.username ? decodeURIComponent(url.username) : undefined,
@@ -42,8 +61,13 @@ export function createRedis(config: Pick<Config, 'redisUrl' | 'redisClusterNodes
       lazyConnect: base.lazyConnect,
       clusterRetryStrategy: (times) => Math.min(100 * times, 2000),
     });
+    // Each node connection is a Redis instance with the same problem.
+    cluster.on('+node', (node: Redis) => rejectInFlightOnClose(node));
+    return cluster;
   }
-  return new Redis(config.redisUrl, base);
+  const client = new Redis(config.redisUrl, base);
+  rejectInFlightOnClose(client);
+  return client;
 }
 
 /** Resolves once the client is ready (or rejects after timeoutMs). */

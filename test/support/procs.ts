@@ -13,6 +13,8 @@ export interface SurgeProcess {
   name: string;
   child: ChildProcess;
   pid: number;
+  /** A worker's consumer name in the group (from its start line). */
+  consumer?: string;
   /** HTTP port: the API for ingest, /metrics for a worker. */
   port: number;
   /** http://127.0.0.1:port */
@@ -39,6 +41,7 @@ export async function startSurge(role: SurgeRole, env: Record<string, string>, n
   });
   const lines: string[] = [];
   let port = 0;
+  let consumer: string | undefined;
   let buffered = '';
   const onData = (chunk: Buffer) => {
     buffered += chunk.toString();
@@ -50,7 +53,9 @@ export async function startSurge(role: SurgeRole, env: Record<string, string>, n
       if (lines.length > 60) lines.shift();
       if (port === 0 && line.includes(READY_LINE[role])) {
         try {
-          port = Number((JSON.parse(line) as { port?: number }).port ?? 0);
+          const parsed = JSON.parse(line) as { port?: number; consumer?: string };
+          port = Number(parsed.port ?? 0);
+          consumer = parsed.consumer;
         } catch {
           // not JSON: ignore
         }
@@ -77,6 +82,7 @@ export async function startSurge(role: SurgeRole, env: Record<string, string>, n
     name,
     child,
     pid: child.pid as number,
+    ...(consumer !== undefined ? { consumer } : {}),
     port,
     url: `http://127.0.0.1:${port}`,
     alive,

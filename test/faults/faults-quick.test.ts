@@ -1,0 +1,34 @@
+// The short fault suite (part of `npm test`): the stack of test/faults/stack.ts — own
+// redis-server with AOF always, a private PostgreSQL, 2 ingest + 2 worker processes, steady
+// load — and every fault once with little load between steps. `npm run test:faults` runs the
+// full suite (more load per step, read-only PostgreSQL, a mixed run) and writes its table.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { FaultStack, type FaultName, formatRow, TABLE_HEADER } from './stack.js';
+
+const ALL: FaultName[] = ['worker-sigkill', 'ingest-sigkill', 'worker-sigstop', 'redis-restart', 'postgres-restart', 'pg-terminate-backend'];
+/** SURGE_FAULTS_ONLY=a,b runs only those faults (debugging). */
+const FAULTS = process.env.SURGE_FAULTS_ONLY ? (process.env.SURGE_FAULTS_ONLY.split(',') as FaultName[]) : ALL;
+
+describe('fault suite (short)', () => {
+  const stack = new FaultStack({ progress: Number(process.env.SURGE_FAULTS_PROGRESS ?? 60), log: process.env.SURGE_FAULTS_VERBOSE ? (l) => console.log(l) : undefined });
+  before(async () => {
+    await stack.start();
+  });
+  after(async () => {
+    console.log(`${TABLE_HEADER}\n${stack.rows.map(formatRow).join('\n')}`);
+    await stack.stop();
+  });
+  for (const fault of FAULTS) {
+    test(`${fault}: every 202 applied exactly once or dead-lettered; nothing lost, doubled, altered or invented; stock consistent`, async () => {
+      const row = await stack.phase(fault);
+      assert.equal(row.lost, 0, `lost: ${row.check.lost.slice(0, 5).join(', ')}`);
+      assert.equal(row.duplicates, 0, `doubled: ${row.check.duplicates.slice(0, 5).join(', ')}`);
+      assert.equal(row.phantoms, 0, `orders without a 202: ${row.check.phantoms.slice(0, 5).join(', ')}`);
+      assert.deepEqual(row.check.altered, []);
+      assert.deepEqual(row.check.stockErrors, []);
+      assert.ok(!row.metrics.startsWith('MISMATCH'), row.metrics);
+      assert.ok(row.accepted > 0 && row.applied > 0);
+    });
+  }
+});

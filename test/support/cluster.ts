@@ -1,0 +1,123 @@
+// A real Redis Cluster on loopback for tests: N masters (`redis-server --cluster-enabled yes`,
+// AOF with appendfsync always), joined by `redis-cli --cluster create … --cluster-replicas 0`.
+// Each node has its own temp dir (AOF + nodes.conf) so a node can be SIGKILLed and restarted on
+// the same port and dir and rejoin with its slots.
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { freePort, waitFor } from './env.js';
+
+const run = promisify(execFile);
+
+export interface ClusterNode {
+  port: number;
+  /** Cluster bus port (set explicitly with --cluster-port, so it is free too). */
+  busPort: number;
+  dir: string;
+  pid: number;
+}
+
+export interface RedisClusterHandle {
+  nodes: ClusterNode[];
+  /** `127.0.0.1:p1,127.0.0.1:p2,…` for REDIS_CLUSTER_NODES. */
+  seeds: string;
+  /** SIGKILL node i (its dir stays). */
+  kill(i: number): Promise<void>;
+  /** Start node i again on the same port and dir; resolves once the cluster reports ok. */
+  restart(i: number): Promise<void>;
+  /** Which node (index) serves this key's slot, and the slot. */
+  locate(key: string): Promise<{ slot: number; node: number }>;
+  /** Kill every node and remove the dirs. */
+  stop(): Promise<void>;
+}
+
+async function nodeCommand(port: number, ...args: string[]): Promise<unknown> {
+  const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  r.on('error', () => {});
+  try {
+    await r.connect();
+    return await r.call(args[0] as string, ...args.slice(1));
+  } finally {
+    r.disconnect();
+  }
+}
+
+async function clusterOk(ports: readonly number[]): Promise<boolean> {
+  for (const port of ports) {
+    const info = String(await nodeCommand(port, 'CLUSTER', 'INFO'));
+    if (!info.includes('cluster_state:ok')) return false;
+    if (!/cluster_known_nodes:(\d+)/.test(info) || Number(/cluster_known_nodes:(\d+)/.exec(info)?.[1]) !== ports.length) return false;
+  }
+  return true;
+}
+
+export async function startRedisCluster(options: { masters?: number } = {}): Promise<RedisClusterHandle> {
+  const count = options.masters ?? 3;
+  const nodes: ClusterNode[] = [];
+  const children: Array<ChildProcess | undefined> = [];
+  for (let i = 0; i < count; i++) {
+    const port = await freePort();
+    let busPort = await freePort();
+    while (busPort === port) busPort = await freePort();
+    nodes.push({ port, busPort, dir: mkdtempSync(join(tmpdir(), 'surge-cluster-')), pid: -1 });
+  }
+  const launch = async (i: number) => {
+    const n = nodes[i] as ClusterNode;
+    const child = spawn(
+      'redis-server',
+      [
+        '--port', String(n.port), '--bind', '127.0.0.1', '--dir', n.dir, '--save', '',
+        '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(n.busPort),
+        '--cluster-node-timeout', '2000',
+        '--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction',
+      ],
+      { stdio: 'ignore' },
+    );
+    children[i] = child;
+    n.pid = child.pid ?? -1;
+    await waitFor(`cluster node on port ${n.port}`, async () => {
+      if (child.exitCode !== null) throw new Error(`redis-server on port ${n.port} exited with ${child.exitCode}`);
+      const info = String(await nodeCommand(n.port, 'INFO', 'persistence'));
+      return !info.includes('loading:1');
+    }, { timeoutMs: 10_000, intervalMs: 25 });
+  };
+  const killNode = async (i: number) => {
+    const child = children[i];
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGKILL');
+    await gone;
+  };
+  try {
+    for (let i = 0; i < count; i++) await launch(i);
+    await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30_000 });
+    await waitFor('cluster_state:ok on every node', () => clusterOk(nodes.map((n) => n.port)), { timeoutMs: 20_000, intervalMs: 100 });
+  } catch (e) {
+    for (let i = 0; i < count; i++) await killNode(i);
+    for (const n of nodes) rmSync(n.dir, { recursive: true, force: true });
+    throw e;
+  }
+  return {
+    nodes,
+    seeds: nodes.map((n) => `127.0.0.1:${n.port}`).join(','),
+    kill: killNode,
+    async restart(i) {
+      await launch(i);
+      await waitFor('cluster_state:ok after the restart', () => clusterOk(nodes.map((n) => n.port)), { timeoutMs: 30_000, intervalMs: 100 });
+    },
+    async locate(key) {
+      const slot = Number(await nodeCommand((nodes[0] as ClusterNode).port, 'CLUSTER', 'KEYSLOT', key));
+      const ranges = (await nodeCommand((nodes[0] as ClusterNode).port, 'CLUSTER', 'SLOTS')) as Array<[number, number, [string, number, string]]>;
+      const owner = ranges.find(([lo, hi]) => slot >= lo && slot <= hi);
+      const port = owner ? Number(owner[2][1]) : -1;
+      return { slot, node: nodes.findIndex((n) => n.port === port) };
+    },
+    async stop() {
+      for (let i = 0; i < count; i++) await killNode(i);
+      for (const n of nodes) rmSync(n.dir, { recursive: true, force: true });
+    },
+  };
+}
