@@ -7,6 +7,14 @@ export type PoolClient = pg.PoolClient;
 export interface PoolOptions {
   max?: number;
   applicationName?: string;
+  /**
+   * Server-side bound (ms) on one statement and on a session idling inside a transaction
+   * (`statement_timeout`, `idle_in_transaction_session_timeout`). Workers set it below the claim
+   * timeout: a worker that freezes mid-batch (SIGSTOP, a long GC, a partitioned host) would
+   * otherwise keep its row locks, and the worker that claims its entries would wait on them
+   * forever. Default: none (PostgreSQL's defaults).
+   */
+  sessionTimeoutMs?: number;
 }
 
 export function createPool(databaseUrl: string, options: PoolOptions = {}): pg.Pool {
@@ -15,6 +23,9 @@ export function createPool(databaseUrl: string, options: PoolOptions = {}): pg.P
     max: options.max ?? 4,
     application_name: options.applicationName ?? 'surge',
     idleTimeoutMillis: 60_000,
+    ...(options.sessionTimeoutMs !== undefined
+      ? { statement_timeout: options.sessionTimeoutMs, idle_in_transaction_session_timeout: options.sessionTimeoutMs }
+      : {}),
   });
   // An idle client that loses its connection emits 'error' on the pool; without a listener the
   // process would crash. The next query gets a fresh connection.

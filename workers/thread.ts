@@ -28,7 +28,8 @@ export default async function run(task: ThreadTask): Promise<ThreadResult> {
   const encoded = encodeBatch(task.entries);
   const encodeMs = performance.now() - t0;
   if (task.kind === 'encode') return { kind: 'encoded', encoded, encodeMs };
-  pool ??= createPool(data.databaseUrl, { max: data.connections, applicationName: 'surge-worker' });
+  // A frozen worker's locks are released by PostgreSQL after the retry budget (< claim timeout).
+  pool ??= createPool(data.databaseUrl, { max: data.connections, applicationName: 'surge-worker', sessionTimeoutMs: data.retryBudgetMs });
   const outcome = await applyBatch(pool, task, encoded, { retryBudgetMs: data.retryBudgetMs });
   outcome.stats.encodeMs = encodeMs;
   return { kind: 'applied', outcome };

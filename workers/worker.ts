@@ -98,7 +98,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     workerData: threadData,
   });
   const pool = piscina;
-  if (placement === 'main') pgPool = createPool(config.databaseUrl, { max: config.pgPoolSize, applicationName: 'surge-worker' });
+  if (placement === 'main') pgPool = createPool(config.databaseUrl, { max: config.pgPoolSize, applicationName: 'surge-worker', sessionTimeoutMs: retryBudgetMs });
 
   let stopping = false;
   const abort = new AbortController();

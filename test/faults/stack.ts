@@ -231,13 +231,18 @@ export class FaultStack {
     return total;
   }
 
-  /** Logs each shard's group and consumers (when a drain fails). */
-  async dumpStreams(): Promise<void> {
+  /** Logs the processes' last lines and each shard's group and consumers (when a wait fails). */
+  async dumpProcesses(): Promise<void> {
+    for (const proc of [...this.ingests, ...this.workers]) this.log(`--- ${proc.name} (pid ${proc.pid}, ${proc.alive() ? 'alive' : 'dead'}):\n${proc.tail()}`);
     for (const key of allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, this.opts.shards)) {
       const groups = await this.admin.xinfo('GROUPS', key).catch((e: Error) => e.message);
       const consumers = await this.admin.xinfo('CONSUMERS', key, GROUP).catch((e: Error) => e.message);
       this.log(`${key}: xlen ${await this.admin.xlen(key).catch(() => -1)} groups ${JSON.stringify(groups)} consumers ${JSON.stringify(consumers)}`);
     }
+    const sessions = await this.pool
+      .query('SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 60) AS query FROM pg_stat_activity WHERE datname = $1', [this.dbName])
+      .catch((e: Error) => ({ rows: [e.message] }));
+    this.log(`sessions: ${JSON.stringify(sessions.rows)}`);
   }
 
   async restartIngest(i: number): Promise<void> {
@@ -306,6 +311,9 @@ export class FaultStack {
           await waitFor('the live worker to claim the stopped worker’s entries', async () => Date.now() - stoppedAt > this.opts.claimTimeoutMs && (await pendingOf(name)) === 0, {
             timeoutMs: 60_000,
             intervalMs: 50,
+          }).catch(async (e) => {
+            await this.dumpProcesses();
+            throw e;
           });
           await this.progress(p, 'zombie stopped');
         } finally {
@@ -411,8 +419,7 @@ export class FaultStack {
       intervalMs: 100,
     }).catch(async (e) => {
       this.log(`${label}: ${(e as Error).message}`);
-      for (const proc of [...this.ingests, ...this.workers]) this.log(`--- ${proc.name} (pid ${proc.pid}, ${proc.alive() ? 'alive' : 'dead'}):\n${proc.tail()}`);
-      await this.dumpStreams();
+      await this.dumpProcesses();
     });
     await waitFor(`${label}: recovery`, () => recoveredAt !== undefined, { timeoutMs: 10_000 }).catch(() => {});
     watching = false;
