@@ -157,6 +157,13 @@ export class LoadClient {
     return d;
   }
 
+  /** Answers other than 202 so far (0 = no answer, 5xx, 409). */
+  failures(): number {
+    let n = 0;
+    for (const r of this.records.values()) for (const a of r.answers) if (a !== 202) n++;
+    return n;
+  }
+
   /** Summary counts for a phase (or all phases). */
   counts(phase?: string): { sent: number; requests: number; accepted: number; retried: number; unresolved: number } {
     let sent = 0;

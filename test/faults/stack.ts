@@ -362,8 +362,9 @@ export class FaultStack {
         const cluster = this.opts.cluster;
         if (!cluster) throw new Error('cluster-master-restart needs a Redis Cluster');
         const victim = (await cluster.locate(allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, 1)[0] as string)).node;
+        const failuresBefore = this.load.failures();
         await cluster.kill(victim);
-        await waitFor('ingest sees errors while a master is down', async () => this.load.counts().requests > 0, { timeoutMs: 5000 });
+        await waitFor('the client sees failed requests while a master is down', () => this.load.failures() > failuresBefore, { timeoutMs: 30_000 });
         await cluster.restart(victim);
         return;
       }
