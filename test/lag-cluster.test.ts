@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { Cluster, Redis } from 'ioredis';
+import { type Cluster, Redis } from 'ioredis';
 import { loadConfig } from '../common/config.js';
 import { GROUP, streamKey } from '../common/keys.js';
 import { createRedis, redisReady } from '../common/redis.js';

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { parse as parseYaml } from 'yaml';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import * as definitions from '../metrics/definitions.js';
@@ -94,7 +94,9 @@ function dashboardExprs(): Array<{ where: string; expr: string }> {
   const dash = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'metrics', 'dashboard.json'), 'utf8')) as { panels: unknown[] };
   const out: Array<{ where: string; expr: string }> = [];
   const walk = (node: unknown, where: string) => {
-    if (Array.isArray(node)) node.forEach((n, i) => walk(n, `${where}[${i}]`));
+    if (Array.isArray(node)) {
+      for (const [i, n] of node.entries()) walk(n, `${where}[${i}]`);
+    }
     else if (node && typeof node === 'object') {
       const o = node as Record<string, unknown>;
       const here = typeof o.title === 'string' ? `${where} "${o.title}"` : where;
