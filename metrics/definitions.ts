@@ -15,7 +15,15 @@ export type ApplyResult = (typeof APPLY_RESULTS)[number];
 export function createRegistry(options: { defaultMetrics: boolean; role: string }): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ role: options.role });
-  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'surge_process_' });
+  if (options.defaultMetrics) {
+    collectDefaultMetrics({ register: registry, prefix: 'surge_process_' });
+    // prom-client names these gauges `…_total`, which `promtool check metrics` rejects (a `_total`
+    // suffix means a counter). They are the sums of `surge_process_nodejs_active_{handles,requests,
+    // resources}{type}`, which stay, so nothing is lost.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      registry.removeSingleMetric(`surge_process_${name}`);
+    }
+  }
   return registry;
 }
 
