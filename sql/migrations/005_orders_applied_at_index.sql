@@ -2,4 +2,6 @@
 -- applied_at > now() - 60 s. Without this index that is a sequential scan of every order ever
 -- applied on each refresh; with it, a range scan of the last minute's rows. applied_at is
 -- clock_timestamp() at insert, so the index is append-mostly (cheap to maintain).
-CREATE INDEX orders_applied_at ON orders (applied_at);
+-- IF NOT EXISTS: on a large live table, create it first without blocking writes
+-- (CREATE INDEX CONCURRENTLY orders_applied_at ON orders (applied_at)); this is then a no-op.
+CREATE INDEX IF NOT EXISTS orders_applied_at ON orders (applied_at);
