@@ -37,9 +37,9 @@ describe('surge lag-exporter and surge status', () => {
         VALUES ('c', $1, 'cust', 'EUR', 100, $2, $3, now() - interval '10 minutes', now() - $4::interval, 's', '1-0')`;
       const rows: Array<[string, string | null, string]> = [
         ['applied', null, '1 second'],
-        ['applied', null, '20 seconds'],
-        ['applied', null, '30 seconds'],
-        ['rejected', 'out_of_stock', '5 seconds'],
+        ['applied', null, '2 seconds'],
+        ['applied', null, '3 seconds'],
+        ['rejected', 'out_of_stock', '2 seconds'],
         ['applied', null, '5 minutes'],
         ['applied', null, '6 minutes'],
       ];
