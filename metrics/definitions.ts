@@ -174,6 +174,11 @@ export function lagMetrics(registry: Registry) {
     }),
     scrapeErrors: new Counter({ name: 'surge_lag_exporter_errors_total', help: 'Failed readings of Redis by the lag exporter.', registers: [registry] }),
     up: new Gauge({ name: 'surge_lag_exporter_redis_up', help: '1 if the last reading of Redis succeeded.', registers: [registry] }),
+    readDuration: new Gauge({
+      name: 'surge_lag_exporter_read_duration_seconds',
+      help: 'How long the last reading of Redis took (all shards; NULL-lag counting included).',
+      registers: [registry],
+    }),
   };
 }
 export type LagMetrics = ReturnType<typeof lagMetrics>;

@@ -89,6 +89,7 @@ export async function startLagExporter(config: Config, options: LagExporterOptio
   let lastFailed = false;
 
   const refresh = async () => {
+    const started = process.hrtime.bigint();
     try {
       const snap = await withTimeout(readLag(redis, config.redisPrefix, config.shards, now(), options.read), readTimeoutMs, 'reading Redis');
       applySnapshot(metrics, snap);
@@ -109,6 +110,7 @@ export async function startLagExporter(config: Config, options: LagExporterOptio
       if (!lastFailed) logger.warn({ err: (err as Error).message }, 'reading Redis failed');
       lastFailed = true;
     } finally {
+      metrics.readDuration.set(Number(process.hrtime.bigint() - started) / 1e9);
       readAt = Date.now();
     }
   };

@@ -127,6 +127,7 @@ describe('lag exporter against real Redis', () => {
     assert.equal(select(m, 'surge_consumer_group_backlog', { stream: s3 }).length, 0);
 
     assert.equal(value(m, 'surge_lag_exporter_redis_up'), 1);
+    assert.ok((value(m, 'surge_lag_exporter_read_duration_seconds') ?? 0) > 0);
   });
 
   test('an idle consumer: its idle time is the one Redis reports at the scrape', async () => {
