@@ -79,9 +79,11 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   }
 
   const threads = config.workerThreads;
-  const connectionsPerThread = 1;
-  // Batches handed out and not yet acked: every thread (or connection) busy plus one waiting each.
-  const maxInFlight = placement === 'threads' ? 2 * threads * connectionsPerThread : config.pgPoolSize + threads;
+  // SURGE_PG_POOL_SIZE is the process's connection budget in both placements. With threads, each
+  // thread holds an equal share (at least one) and runs that many batches at once.
+  const connectionsPerThread = placement === 'threads' ? Math.max(1, Math.floor(config.pgPoolSize / threads)) : 1;
+  // Batches handed out and not yet acked: every connection busy plus one batch waiting per thread.
+  const maxInFlight = placement === 'threads' ? threads * connectionsPerThread + threads : config.pgPoolSize + threads;
   const threadData: ThreadData = { databaseUrl: config.databaseUrl, connections: connectionsPerThread, retryBudgetMs };
   piscina = new Piscina<ThreadTask, ThreadResult>({
     filename: new URL('./thread.js', import.meta.url).href,
@@ -93,7 +95,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     // Readers stop on needsDrain / the in-flight bound (waitForCapacity); the queue can hold that
     // bound plus one batch per shard, so run() never rejects a batch that was already read.
     maxQueue: maxInFlight + config.shards + 1,
-    concurrentTasksPerWorker: 1,
+    concurrentTasksPerWorker: connectionsPerThread,
     closeTimeout: config.shutdownTimeoutMs,
     workerData: threadData,
   });
