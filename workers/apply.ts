@@ -78,6 +78,11 @@ export interface ApplyStats {
 }
 
 export interface BatchOutcome {
+  /**
+   * Set when transient errors outlasted the retry budget: nothing is to be acked, the caller
+   * tries the whole batch again later (what was committed meanwhile comes back as duplicates).
+   */
+  gaveUp?: { sqlstate: string; message: string };
   /** Entries to XACK (applied, rejected, duplicates). */
   ack: string[];
   /** Entries to move to the DLQ stream (their dead_letters rows are committed). */
@@ -120,8 +125,8 @@ export function classifyError(error: unknown): ErrorClass {
   return { kind: 'transient', sqlstate: 'connection' };
 }
 
-/** Thrown when transient errors outlast the retry budget. The batch is not acked. */
-export class RetryBudgetExceeded extends Error {
+/** Raised inside applyBatch when transient errors outlast the retry budget. */
+class RetryBudgetExceeded extends Error {
   constructor(
     readonly sqlstate: string,
     cause: unknown,
@@ -197,7 +202,7 @@ async function copySlice(client: PoolClient, sql: string, buffer: Buffer, ends: 
 
 /**
  * Applies an encoded batch. Returns which entries to ack and which to dead-letter (their
- * dead_letters rows committed). Throws RetryBudgetExceeded when PostgreSQL stays unavailable.
+ * dead_letters rows committed), or `gaveUp` when PostgreSQL stayed unavailable for the budget.
  */
 export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBatch, options: ApplyOptions): Promise<BatchOutcome> {
   const started = performance.now();
@@ -254,9 +259,15 @@ export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBa
     }
   };
 
-  await applyRange(0, encoded.rows.length);
-  if (deadLetters.length > 0) {
-    await withRetry(() => insertDeadLetters(pool, task, deadLetters));
+  try {
+    await applyRange(0, encoded.rows.length);
+    if (deadLetters.length > 0) {
+      await withRetry(() => insertDeadLetters(pool, task, deadLetters));
+    }
+  } catch (e) {
+    if (!(e instanceof RetryBudgetExceeded)) throw e;
+    stats.applyMs = performance.now() - started;
+    return { gaveUp: { sqlstate: e.sqlstate, message: e.message }, ack: [], deadLetters: [], stats };
   }
   stats.deadLettered = deadLetters.length;
   stats.applyMs = performance.now() - started;

@@ -51,9 +51,10 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   const placement = options.pgPlacement ?? DEFAULT_PG_PLACEMENT;
   const readBlockMs = options.readBlockMs ?? 1000;
   const shards = Array.from({ length: config.shards }, (_, i) => i);
-  // A batch that retries transient errors longer than half the claim timeout gives up (unacked)
-  // so that it is never still running when another consumer claims its entries.
-  const retryBudgetMs = Math.max(100, Math.floor(config.claimTimeoutMs / 2));
+  // A batch retries transient errors for a third of the claim timeout, then comes back to the
+  // main thread, which refreshes its entries' idle time and submits it again: entries of a live
+  // worker are never idle long enough to be claimed by another.
+  const retryBudgetMs = Math.max(50, Math.floor(config.claimTimeoutMs / 3));
 
   const registry = createRegistry({ defaultMetrics: true, role: 'worker' });
   const metrics = workerMetrics(registry);
@@ -200,9 +201,22 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     const task: ThreadTask = { kind: 'apply', stream: streamKey(config.redisPrefix, shard), entries };
     const p = (async () => {
       try {
-        const outcome = await apply(task);
-        record(outcome.stats);
-        await acknowledge(shard, entries, outcome);
+        for (let attempt = 0; ; attempt++) {
+          const outcome = await apply(task);
+          record(outcome.stats);
+          if (!outcome.gaveUp) {
+            await acknowledge(shard, entries, outcome);
+            return;
+          }
+          // PostgreSQL is unavailable. Keep the entries (XCLAIM JUSTID resets their idle time
+          // without counting a delivery, so nobody claims them and they never reach
+          // max_deliveries because of an outage) and try again; on stop, leave them pending.
+          logger.warn({ stream: task.stream, entries: entries.length, sqlstate: outcome.gaveUp.sqlstate, attempt }, 'PostgreSQL unavailable; batch kept and retried');
+          if (stopping) return;
+          await keepEntries(task.stream, entries).catch(() => {});
+          await pause(Math.min(retryBudgetMs, 200 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2));
+          if (stopping) return;
+        }
       } catch (e) {
         logger.error({ err: e, stream: task.stream, entries: entries.length }, 'batch not applied; its entries stay pending and will be reclaimed');
       } finally {
@@ -214,6 +228,11 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     })();
     running.add(p);
     void p.finally(() => running.delete(p));
+  };
+
+  /** Resets the idle time of entries this consumer holds (no delivery counted). */
+  const keepEntries = async (key: string, entries: readonly TaskEntry[]) => {
+    await redis.xclaim(key, GROUP, consumer, 0, ...entries.map((e) => e.id), 'JUSTID');
   };
 
   /** Entries read from a pending list: drop (count, ack) deleted ones, look up delivery counts. */
