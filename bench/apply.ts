@@ -9,6 +9,8 @@
 //   npm run bench:apply -- [--orders 50000] [--bull-orders 10000] [--placement threads|main]
 //                          [--batch-size N] [--linger MS] [--threads N] [--pool N] [--shards N]
 //                          [--bull-concurrency N] [--only surge|raw|bull] [--no-save] [--label TEXT]
+//   npm run bench:apply -- --trickle RATE [--seconds 10] [--linger MS] …   (latency at a steady rate:
+//                          orders arrive while the worker runs; prints end-to-end p50/p99 and batches)
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -44,6 +46,8 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     'no-save': { type: 'boolean', default: false },
     label: { type: 'string', default: '' },
+    trickle: { type: 'string' },
+    seconds: { type: 'string', default: '10' },
   },
 });
 
@@ -105,7 +109,7 @@ async function timeUntil(probe: () => Promise<boolean>, intervalMs = 20): Promis
   while (!(await probe())) await new Promise((r) => setTimeout(r, intervalMs));
 }
 
-async function benchSurge(orders: QueuedOrder[]) {
+async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
   const db = await createTestDatabase();
   const prefix = uniquePrefix();
   const env: Record<string, string> = {
@@ -127,23 +131,46 @@ async function benchSurge(orders: QueuedOrder[]) {
   try {
     await ensureGroups(redis, prefix, SHARDS);
     await admin.query('INSERT INTO inventory (sku, available) SELECT $1 || g, 1000000000 FROM generate_series(0, $2 - 1) AS g', ['sku-', STOCKED]);
-    for (let i = 0; i < orders.length; i += 2000) {
+    const send = async (slice: QueuedOrder[]) => {
       const pipe = redis.pipeline();
-      for (const o of orders.slice(i, i + 2000)) pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, SHARDS)), '*', ...encodeEntry(o.client, o.key, o.order));
+      for (const o of slice) pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, SHARDS)), '*', ...encodeEntry(o.client, o.key, o.order));
       await pipe.exec();
-    }
+    };
+    if (trickleRate === undefined) for (let i = 0; i < orders.length; i += 2000) await send(orders.slice(i, i + 2000));
     // Timed from the worker's start (threads spawning included) to the last ack.
     const t0 = performance.now();
     const worker = await startWorker(config, { pgPlacement: args.placement as PgPlacement | undefined });
+    if (trickleRate !== undefined) {
+      // Steady arrivals: every 10 ms, the orders due by now.
+      const tStart = performance.now();
+      let sent = 0;
+      while (sent < orders.length) {
+        const due = Math.min(orders.length, Math.floor(((performance.now() - tStart) / 1000) * trickleRate));
+        if (due > sent) await send(orders.slice(sent, due));
+        sent = due;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
     await timeUntil(async () => (await backlog(redis, prefix, SHARDS)) === 0);
     const seconds = (performance.now() - t0) / 1000;
+    const scraped = await (await fetch(`http://127.0.0.1:${worker.port}/metrics`)).text();
+    const batches = Number(/^surge_apply_batch_size_count\S* (\S+)$/m.exec(scraped)?.[1] ?? 0);
     await worker.stop();
+    const latency = (
+      await admin.query<{ p50: number; p99: number; max: number }>(
+        `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, max(ms) AS max
+         FROM (SELECT extract(epoch FROM applied_at - received_at) * 1000 AS ms FROM orders) AS t`,
+      )
+    ).rows[0];
     const applied = Number((await admin.query('SELECT count(*) AS n FROM orders')).rows[0].n);
     if (applied !== orders.length) throw new Error(`surge applied ${applied} of ${orders.length}`);
     return {
       orders: orders.length,
       seconds,
       ordersPerSecond: orders.length / seconds,
+      batches,
+      endToEndMs: latency ? { p50: Math.round(latency.p50), p99: Math.round(latency.p99), max: Math.round(latency.max) } : undefined,
+      trickleRate,
       settings: {
         placement: args.placement ?? 'default',
         batchSize: config.batchSize,
@@ -252,11 +279,13 @@ async function benchBull(orders: QueuedOrder[], concurrency: number) {
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
-const orders = makeOrders(N);
+const trickle = args.trickle === undefined ? undefined : Number(args.trickle);
+const orders = makeOrders(trickle === undefined ? N : Math.round(trickle * Number(args.seconds)));
 const result: Record<string, unknown> = { date: new Date().toISOString(), label: args.label, machine: machine(), orders: N };
-const surge = only && only !== 'surge' ? undefined : await benchSurge(orders);
-const raw = only && only !== 'raw' ? undefined : await benchRawCopy(orders);
-const bull = only && only !== 'bull' ? undefined : await benchBull(orders.slice(0, BULL_N), Number(args['bull-concurrency']));
+const run = (what: string) => trickle === undefined && (!only || only === what);
+const surge = (trickle !== undefined || run('surge')) ? await benchSurge(orders, trickle) : undefined;
+const raw = run('raw') ? await benchRawCopy(orders) : undefined;
+const bull = run('bull') ? await benchBull(orders.slice(0, BULL_N), Number(args['bull-concurrency'])) : undefined;
 Object.assign(result, { surge, rawCopy: raw, bullmq: bull });
 if (surge && raw) result.surgeVsRawCopy = round(surge.ordersPerSecond / raw.ordersPerSecond);
 if (surge && bull) result.surgeVsBullmq = round(surge.ordersPerSecond / bull.ordersPerSecond);
@@ -266,7 +295,8 @@ const line = (name: string, r?: { orders: number; seconds: number; ordersPerSeco
 const m = result.machine as ReturnType<typeof machine>;
 const text = [
   `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, node ${m.node}, ${m.postgres}, ${m.redis}, load ${m.loadavg.join(' ')}`,
-  surge ? `${line('surge', surge)}  (${JSON.stringify(surge.settings)})` : '',
+  surge ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, surge)}  (${JSON.stringify(surge.settings)})` : '',
+  surge ? `surge: ${surge.batches} batches, end-to-end ms ${JSON.stringify(surge.endToEndMs)}` : '',
   line('raw COPY (physical limit)', raw),
   bull ? `${line(`bullmq job/order (c=${bull.concurrency})`, bull)}` : '',
   result.surgeVsRawCopy !== undefined ? `surge / raw COPY = ${result.surgeVsRawCopy} (goal ≥ 0.5)` : '',

@@ -273,9 +273,9 @@ const SPECS = [
   {
     name: 'SURGE_BATCH_LINGER_MS',
     key: 'batchLingerMs',
-    default: '10',
+    default: '0',
     accepts: 'integer 0–10000',
-    description: 'How long a worker waits to fill a batch before applying a partial one.',
+    description: 'How long a worker waits to fill a batch before applying a partial one (0: backpressure alone makes batches grow under load; docs/workers.md).',
     parse: int(0, 10000),
   },
   {

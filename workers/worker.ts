@@ -349,6 +349,8 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
 
   let server: Awaited<ReturnType<typeof startMetricsServer>>;
   try {
+    // Warm up: every thread loads its modules before the first batch is read (readiness).
+    await Promise.all(Array.from({ length: threads }, () => pool.run({ kind: 'encode', stream: '', entries: [] })));
     server = await startMetricsServer({ registry, host: config.listenHost, port: config.workerMetricsPort, ready: () => !stopping });
   } catch (e) {
     await closeAll();
