@@ -294,7 +294,7 @@ describe('workers apply orders', () => {
   });
 
   test('PostgreSQL unavailable longer than the retry budget → the worker keeps its entries (no claim, no max_deliveries) and applies them once it is back', async () => {
-    const ctx = await setup({ SURGE_SHARDS: '1', SURGE_CLAIM_TIMEOUT_MS: '600', SURGE_CLAIM_INTERVAL_MS: '50', SURGE_MAX_DELIVERIES: '1' });
+    const ctx = await setup({ SURGE_SHARDS: '1', SURGE_CLAIM_TIMEOUT_MS: '1600', SURGE_CLAIM_INTERVAL_MS: '50', SURGE_MAX_DELIVERIES: '1' });
     try {
       // Outage switch of this test's database: while on, every insert into orders fails with
       // 57P03 (cannot_connect_now), as a starting or failing-over server would answer.
@@ -316,10 +316,10 @@ describe('workers apply orders', () => {
       );
       const worker = await startWorker(ctx.env.config, { logger });
       ctx.workers.push(worker);
-      // Each round lasts at least the retry budget (200 ms) plus a pause: 4 rounds outlast the
-      // 600 ms claim timeout, so without the idle refresh the entries would be claimed (a second
-      // delivery, over SURGE_MAX_DELIVERIES=1, dead-lettered).
-      await waitFor('four give-up rounds', () => keptRounds >= 4);
+      // Each round lasts at least the retry budget (400 ms = a quarter of the claim timeout) plus a
+      // pause: 5 rounds outlast the 1,600 ms claim timeout, so without the idle refresh the entries
+      // would be claimed (a second delivery, over SURGE_MAX_DELIVERIES=1, dead-lettered).
+      await waitFor('five give-up rounds', () => keptRounds >= 5);
       const pending = (await ctx.redis.xpending(streamKey(ctx.env.prefix, 0), GROUP, '-', '+', 100)) as Array<[string, string, number, number]>;
       assert.equal(pending.length, 50);
       assert.deepEqual(new Set(pending.map((p) => p[3])), new Set([1]), 'delivered once each: never claimed');

@@ -51,10 +51,10 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   const placement = options.pgPlacement ?? DEFAULT_PG_PLACEMENT;
   const readBlockMs = options.readBlockMs ?? 1000;
   const shards = Array.from({ length: config.shards }, (_, i) => i);
-  // A batch retries transient errors for a third of the claim timeout, then comes back to the
+  // A batch retries transient errors for a quarter of the claim timeout, then comes back to the
   // main thread, which refreshes its entries' idle time and submits it again: entries of a live
   // worker are never idle long enough to be claimed by another.
-  const retryBudgetMs = Math.max(50, Math.floor(config.claimTimeoutMs / 3));
+  const retryBudgetMs = Math.max(25, Math.floor(config.claimTimeoutMs / 4));
 
   const registry = createRegistry({ defaultMetrics: true, role: 'worker' });
   const metrics = workerMetrics(registry);
@@ -214,7 +214,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
           logger.warn({ stream: task.stream, entries: entries.length, sqlstate: outcome.gaveUp.sqlstate, attempt }, 'PostgreSQL unavailable; batch kept and retried');
           if (stopping) return;
           await keepEntries(task.stream, entries).catch(() => {});
-          await pause(Math.min(retryBudgetMs, 200 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2));
+          await pause(Math.min(retryBudgetMs / 2, 200 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2));
           if (stopping) return;
         }
       } catch (e) {
