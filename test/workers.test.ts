@@ -1,7 +1,9 @@
 // The apply path against real Redis and PostgreSQL, one worker in this process.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { Writable } from 'node:stream';
 import fc from 'fast-check';
+import { pino } from 'pino';
 import pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 import { Readable } from 'node:stream';
@@ -287,6 +289,48 @@ describe('workers apply orders', () => {
       assert.equal(metricSum(text, 'surge_orders_applied_total', { result: 'dead_lettered' }), 0);
     } finally {
       await blocker.end().catch(() => {});
+      await teardown(ctx);
+    }
+  });
+
+  test('PostgreSQL unavailable longer than the retry budget → the worker keeps its entries (no claim, no max_deliveries) and applies them once it is back', async () => {
+    const ctx = await setup({ SURGE_SHARDS: '1', SURGE_CLAIM_TIMEOUT_MS: '1600', SURGE_CLAIM_INTERVAL_MS: '50', SURGE_MAX_DELIVERIES: '1' });
+    try {
+      // Outage switch of this test's database: while on, every insert into orders fails with
+      // 57P03 (cannot_connect_now), as a starting or failing-over server would answer.
+      await ctx.db.query('CREATE TABLE outage (down boolean NOT NULL)');
+      await ctx.db.query('INSERT INTO outage VALUES (true)');
+      await ctx.db.query(`CREATE FUNCTION outage() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF (SELECT down FROM outage) THEN RAISE EXCEPTION 'server unavailable' USING ERRCODE = 'cannot_connect_now'; END IF; RETURN NEW; END $$`);
+      await ctx.db.query('CREATE TRIGGER outage BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION outage()');
+      await enqueue(ctx.redis, ctx.env.prefix, 1, Array.from({ length: 50 }, (_, i) => ({ client: 'c1', key: `k-${i}`, order: simpleOrder(i) })));
+      let keptRounds = 0;
+      const logger = pino(
+        { level: 'warn' },
+        new Writable({
+          write(chunk: Buffer, _enc, done) {
+            if (chunk.toString().includes('batch kept and retried')) keptRounds++;
+            done();
+          },
+        }),
+      );
+      const worker = await startWorker(ctx.env.config, { logger });
+      ctx.workers.push(worker);
+      // Each round lasts at least the retry budget (400 ms = a quarter of the claim timeout) plus a
+      // pause: 5 rounds outlast the 1,600 ms claim timeout, so without the idle refresh the entries
+      // would be claimed (a second delivery, over SURGE_MAX_DELIVERIES=1, dead-lettered).
+      await waitFor('five give-up rounds', () => keptRounds >= 5);
+      const pending = (await ctx.redis.xpending(streamKey(ctx.env.prefix, 0), GROUP, '-', '+', 100)) as Array<[string, string, number, number]>;
+      assert.equal(pending.length, 50);
+      assert.deepEqual(new Set(pending.map((p) => p[3])), new Set([1]), 'delivered once each: never claimed');
+      await ctx.db.query('UPDATE outage SET down = false');
+      await waitForDrained(ctx.redis, ctx.env.prefix, 1);
+      assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders'), 50);
+      assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM dead_letters'), 0);
+      const text = await scrape(worker.port);
+      assert.ok(metricSum(text, 'surge_apply_retries_total', { sqlstate: '57P03' }) >= 4);
+      assert.equal(metricSum(text, 'surge_entries_claimed_total'), 0);
+    } finally {
       await teardown(ctx);
     }
   });

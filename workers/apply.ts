@@ -46,11 +46,16 @@ export interface StagedRow {
   qtys: number[];
 }
 
-/** A batch encoded for COPY: the rows' text in one buffer, where each row ends, what was set aside. */
+/**
+ * A batch encoded for COPY: the orders' rows in one buffer and their lines in another, where each
+ * entry's rows end in both (to split the batch at any entry), and what was set aside.
+ */
 export interface EncodedBatch {
   rows: StagedRow[];
   copy: Uint8Array;
   rowEnds: number[];
+  itemsCopy: Uint8Array;
+  itemEnds: number[];
   deadLetters: DeadLetter[];
 }
 
@@ -73,6 +78,11 @@ export interface ApplyStats {
 }
 
 export interface BatchOutcome {
+  /**
+   * Set when transient errors outlasted the retry budget: nothing is to be acked, the caller
+   * tries the whole batch again later (what was committed meanwhile comes back as duplicates).
+   */
+  gaveUp?: { sqlstate: string; message: string };
   /** Entries to XACK (applied, rejected, duplicates). */
   ack: string[];
   /** Entries to move to the DLQ stream (their dead_letters rows are committed). */
@@ -115,8 +125,8 @@ export function classifyError(error: unknown): ErrorClass {
   return { kind: 'transient', sqlstate: 'connection' };
 }
 
-/** Thrown when transient errors outlast the retry budget. The batch is not acked. */
-export class RetryBudgetExceeded extends Error {
+/** Raised inside applyBatch when transient errors outlast the retry budget. */
+class RetryBudgetExceeded extends Error {
   constructor(
     readonly sqlstate: string,
     cause: unknown,
@@ -133,6 +143,7 @@ export class RetryBudgetExceeded extends Error {
 export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
   const rows: StagedRow[] = [];
   const text: string[] = [];
+  const itemText: string[] = [];
   const deadLetters: DeadLetter[] = [];
   for (const entry of entries) {
     if (entry.deadLetter) {
@@ -145,7 +156,11 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
       continue;
     }
     const { clientId, idempotencyKey, order } = decoded.entry;
-    const items = order.items.map((i) => ({ sku: i.sku, qty: i.qty, unit_price_cents: i.unit_price_cents }));
+    let lines = '';
+    order.items.forEach((item, j) => {
+      lines += copyRow([entry.id, String(j + 1), item.sku, String(item.qty), String(item.unit_price_cents)]);
+    });
+    itemText.push(lines);
     text.push(
       copyRow([
         String(rows.length),
@@ -158,21 +173,36 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
         order.currency,
         order.placed_at,
         order.metadata === undefined ? undefined : JSON.stringify(order.metadata),
-        JSON.stringify(items),
       ]),
     );
-    rows.push({ id: entry.id, skus: items.map((i) => i.sku), qtys: items.map((i) => i.qty) });
+    rows.push({ id: entry.id, skus: order.items.map((i) => i.sku), qtys: order.items.map((i) => i.qty) });
   }
-  const { buffer, rowEnds } = copyBuffer(text);
-  return { rows, copy: buffer, rowEnds, deadLetters };
+  const orders = copyBuffer(text);
+  const items = copyBuffer(itemText);
+  return { rows, copy: orders.buffer, rowEnds: orders.rowEnds, itemsCopy: items.buffer, itemEnds: items.rowEnds, deadLetters };
 }
 
-// Connections that already have the staging table (it lives as long as the session).
-const staged = new WeakSet<PoolClient>();
+// Connections that already have the staging tables (they live as long as the session).
+const hasStage = new WeakSet<PoolClient>();
+
+interface StagedBatch {
+  rows: readonly StagedRow[];
+  orders: Buffer;
+  rowEnds: readonly number[];
+  items: Buffer;
+  itemEnds: readonly number[];
+}
+
+/** COPYs rows [lo, hi) of a buffer whose row ends are `ends`. */
+async function copySlice(client: PoolClient, sql: string, buffer: Buffer, ends: readonly number[], lo: number, hi: number): Promise<void> {
+  const start = lo === 0 ? 0 : (ends[lo - 1] as number);
+  const end = ends[hi - 1] as number;
+  await pipeline(Readable.from([buffer.subarray(start, end)]), client.query(copyFrom(sql)));
+}
 
 /**
  * Applies an encoded batch. Returns which entries to ack and which to dead-letter (their
- * dead_letters rows committed). Throws RetryBudgetExceeded when PostgreSQL stays unavailable.
+ * dead_letters rows committed), or `gaveUp` when PostgreSQL stayed unavailable for the budget.
  */
 export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBatch, options: ApplyOptions): Promise<BatchOutcome> {
   const started = performance.now();
@@ -189,7 +219,9 @@ export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBa
     endToEndMs: [],
   };
   const deadLetters = [...encoded.deadLetters];
-  const copy = Buffer.from(encoded.copy.buffer, encoded.copy.byteOffset, encoded.copy.byteLength);
+  // After a structured clone (main-thread placement) the buffers arrive as plain Uint8Arrays.
+  const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+  const staged: StagedBatch = { rows: encoded.rows, orders: asBuffer(encoded.copy), rowEnds: encoded.rowEnds, items: asBuffer(encoded.itemsCopy), itemEnds: encoded.itemEnds };
   const base = options.baseBackoffMs ?? 50;
   const cap = options.maxBackoffMs ?? 2000;
   const deadline = Date.now() + options.retryBudgetMs;
@@ -211,7 +243,7 @@ export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBa
   const applyRange = async (lo: number, hi: number): Promise<void> => {
     if (lo >= hi) return;
     try {
-      await withRetry(() => transaction(pool, task.stream, encoded.rows, copy, encoded.rowEnds, lo, hi, stats));
+      await withRetry(() => transaction(pool, task.stream, staged, lo, hi, stats));
     } catch (e) {
       const c = classifyError(e);
       if (c.kind !== 'permanent') throw e;
@@ -227,9 +259,15 @@ export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBa
     }
   };
 
-  await applyRange(0, encoded.rows.length);
-  if (deadLetters.length > 0) {
-    await withRetry(() => insertDeadLetters(pool, task, deadLetters));
+  try {
+    await applyRange(0, encoded.rows.length);
+    if (deadLetters.length > 0) {
+      await withRetry(() => insertDeadLetters(pool, task, deadLetters));
+    }
+  } catch (e) {
+    if (!(e instanceof RetryBudgetExceeded)) throw e;
+    stats.applyMs = performance.now() - started;
+    return { gaveUp: { sqlstate: e.sqlstate, message: e.message }, ack: [], deadLetters: [], stats };
   }
   stats.deadLettered = deadLetters.length;
   stats.applyMs = performance.now() - started;
@@ -238,16 +276,7 @@ export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBa
 }
 
 /** One transaction over rows [lo, hi): COPY, insert, reserve stock, COMMIT. */
-async function transaction(
-  pool: Pool,
-  stream: string,
-  rows: readonly StagedRow[],
-  copy: Buffer,
-  rowEnds: readonly number[],
-  lo: number,
-  hi: number,
-  stats: ApplyStats,
-): Promise<void> {
+async function transaction(pool: Pool, stream: string, batch: StagedBatch, lo: number, hi: number, stats: ApplyStats): Promise<void> {
   const client = await pool.connect();
   let broken = false;
   // A checked-out client whose connection dies emits 'error' besides rejecting the running query;
@@ -257,17 +286,17 @@ async function transaction(
   };
   client.on('error', onError);
   try {
-    if (!staged.has(client)) {
+    if (!hasStage.has(client)) {
       await client.query(sqlFile('apply/create_stage'));
-      staged.add(client);
+      await client.query(sqlFile('apply/create_stage_items'));
+      hasStage.add(client);
     }
     await client.query('BEGIN');
-    const start = lo === 0 ? 0 : (rowEnds[lo - 1] as number);
-    const end = rowEnds[hi - 1] as number;
-    await pipeline(Readable.from([copy.subarray(start, end)]), client.query(copyFrom(sqlFile('apply/copy_stage'))));
+    await copySlice(client, sqlFile('apply/copy_stage'), batch.orders, batch.rowEnds, lo, hi);
+    await copySlice(client, sqlFile('apply/copy_stage_items'), batch.items, batch.itemEnds, lo, hi);
     const inserted = await client.query<{ id: string; entry_id: string }>(sqlFile('apply/insert_orders'), [stream]);
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
-    const rejected = await reserveStock(client, rows, lo, hi, idOf);
+    const rejected = await reserveStock(client, batch.rows, lo, hi, idOf);
     await client.query('COMMIT');
     const committedAt = Date.now();
     stats.commits++;

@@ -51,9 +51,10 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   const placement = options.pgPlacement ?? DEFAULT_PG_PLACEMENT;
   const readBlockMs = options.readBlockMs ?? 1000;
   const shards = Array.from({ length: config.shards }, (_, i) => i);
-  // A batch that retries transient errors longer than half the claim timeout gives up (unacked)
-  // so that it is never still running when another consumer claims its entries.
-  const retryBudgetMs = Math.max(100, Math.floor(config.claimTimeoutMs / 2));
+  // A batch retries transient errors for a quarter of the claim timeout, then comes back to the
+  // main thread, which refreshes its entries' idle time and submits it again: entries of a live
+  // worker are never idle long enough to be claimed by another.
+  const retryBudgetMs = Math.max(25, Math.floor(config.claimTimeoutMs / 4));
 
   const registry = createRegistry({ defaultMetrics: true, role: 'worker' });
   const metrics = workerMetrics(registry);
@@ -79,9 +80,11 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   }
 
   const threads = config.workerThreads;
-  const connectionsPerThread = 1;
-  // Batches handed out and not yet acked: every thread (or connection) busy plus one waiting each.
-  const maxInFlight = placement === 'threads' ? 2 * threads * connectionsPerThread : config.pgPoolSize + threads;
+  // SURGE_PG_POOL_SIZE is the process's connection budget in both placements. With threads, each
+  // thread holds an equal share (at least one) and runs that many batches at once.
+  const connectionsPerThread = placement === 'threads' ? Math.max(1, Math.floor(config.pgPoolSize / threads)) : 1;
+  // Batches handed out and not yet acked: every connection busy plus one batch waiting per thread.
+  const maxInFlight = placement === 'threads' ? threads * connectionsPerThread + threads : config.pgPoolSize + threads;
   const threadData: ThreadData = { databaseUrl: config.databaseUrl, connections: connectionsPerThread, retryBudgetMs };
   piscina = new Piscina<ThreadTask, ThreadResult>({
     filename: new URL('./thread.js', import.meta.url).href,
@@ -93,7 +96,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     // Readers stop on needsDrain / the in-flight bound (waitForCapacity); the queue can hold that
     // bound plus one batch per shard, so run() never rejects a batch that was already read.
     maxQueue: maxInFlight + config.shards + 1,
-    concurrentTasksPerWorker: 1,
+    concurrentTasksPerWorker: connectionsPerThread,
     closeTimeout: config.shutdownTimeoutMs,
     workerData: threadData,
   });
@@ -198,9 +201,22 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     const task: ThreadTask = { kind: 'apply', stream: streamKey(config.redisPrefix, shard), entries };
     const p = (async () => {
       try {
-        const outcome = await apply(task);
-        record(outcome.stats);
-        await acknowledge(shard, entries, outcome);
+        for (let attempt = 0; ; attempt++) {
+          const outcome = await apply(task);
+          record(outcome.stats);
+          if (!outcome.gaveUp) {
+            await acknowledge(shard, entries, outcome);
+            return;
+          }
+          // PostgreSQL is unavailable. Keep the entries (XCLAIM JUSTID resets their idle time
+          // without counting a delivery, so nobody claims them and they never reach
+          // max_deliveries because of an outage) and try again; on stop, leave them pending.
+          logger.warn({ stream: task.stream, entries: entries.length, sqlstate: outcome.gaveUp.sqlstate, attempt }, 'PostgreSQL unavailable; batch kept and retried');
+          if (stopping) return;
+          await keepEntries(task.stream, entries).catch(() => {});
+          await pause(Math.min(retryBudgetMs / 2, 200 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2));
+          if (stopping) return;
+        }
       } catch (e) {
         logger.error({ err: e, stream: task.stream, entries: entries.length }, 'batch not applied; its entries stay pending and will be reclaimed');
       } finally {
@@ -212,6 +228,11 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     })();
     running.add(p);
     void p.finally(() => running.delete(p));
+  };
+
+  /** Resets the idle time of entries this consumer holds (no delivery counted). */
+  const keepEntries = async (key: string, entries: readonly TaskEntry[]) => {
+    await redis.xclaim(key, GROUP, consumer, 0, ...entries.map((e) => e.id), 'JUSTID');
   };
 
   /** Entries read from a pending list: drop (count, ack) deleted ones, look up delivery counts. */
@@ -328,6 +349,8 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
 
   let server: Awaited<ReturnType<typeof startMetricsServer>>;
   try {
+    // Warm up: every thread loads its modules before the first batch is read (readiness).
+    await Promise.all(Array.from({ length: threads }, () => pool.run({ kind: 'encode', stream: '', entries: [] })));
     server = await startMetricsServer({ registry, host: config.listenHost, port: config.workerMetricsPort, ready: () => !stopping });
   } catch (e) {
     await closeAll();

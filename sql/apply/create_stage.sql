@@ -1,7 +1,6 @@
--- Once per session (outside a transaction): the staging table the COPY fills. ON COMMIT DELETE
--- ROWS empties it at the end of every batch transaction (and a rollback discards its rows).
--- One row per stream entry; `seq` is the entry's position in the batch (stream order), items are
--- the order's items as JSON (their lines are expanded by insert_orders.sql).
+-- Once per session (outside a transaction): the staging table the first COPY fills, one row per
+-- stream entry; `seq` is the entry's position in the batch (stream order). ON COMMIT DELETE ROWS
+-- empties it at the end of every batch transaction (a rollback discards its rows anyway).
 CREATE TEMP TABLE IF NOT EXISTS surge_stage (
   seq             integer NOT NULL,
   entry_id        text NOT NULL,
@@ -12,6 +11,5 @@ CREATE TEMP TABLE IF NOT EXISTS surge_stage (
   customer_id     text NOT NULL,
   currency        text NOT NULL,
   placed_at       timestamptz,
-  metadata        jsonb,
-  items           jsonb NOT NULL
+  metadata        jsonb
 ) ON COMMIT DELETE ROWS
