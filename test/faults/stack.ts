@@ -84,8 +84,8 @@ export class FaultStack {
   load!: LoadClient;
   dbName = 'surge';
   readonly rows: FaultRow[] = [];
-  /** Last scraped inserted+rejected of each worker process (by pid), and of killed ones. */
-  private readonly scraped = new Map<number, number>();
+  /** Last scraped inserted+rejected (and duplicate) of each worker process (by pid), killed ones too. */
+  private readonly scraped = new Map<number, { applied: number; duplicates: number }>();
   private scrapeTimer?: NodeJS.Timeout;
   private workerKilledInPhase = false;
   private readonly opts: Required<Omit<StackOptions, 'cluster' | 'env' | 'log'>> & Pick<StackOptions, 'cluster' | 'env' | 'log'>;
@@ -183,8 +183,12 @@ export class FaultStack {
           if (!res) return;
           const applied = metricValues(res.text, 'surge_orders_applied_total');
           let n = 0;
-          for (const [labels, v] of applied) if (/result="(inserted|rejected)"/.test(labels)) n += v;
-          this.scraped.set(w.pid, n);
+          let d = 0;
+          for (const [labels, v] of applied) {
+            if (/result="(inserted|rejected)"/.test(labels)) n += v;
+            if (labels.includes('result="duplicate"')) d += v;
+          }
+          this.scraped.set(w.pid, { applied: n, duplicates: d });
         } catch {
           // stopped or restarting: keep the last value
         }
@@ -192,10 +196,13 @@ export class FaultStack {
     );
   }
 
-  private metricsTotal(): number {
-    let n = 0;
-    for (const v of this.scraped.values()) n += v;
-    return n;
+  private metricsTotal(): { applied: number; duplicates: number } {
+    const t = { applied: 0, duplicates: 0 };
+    for (const v of this.scraped.values()) {
+      t.applied += v.applied;
+      t.duplicates += v.duplicates;
+    }
+    return t;
   }
 
   /** Accepted keys so far. */
@@ -431,7 +438,12 @@ export class FaultStack {
       clientId: this.client.id,
       records: this.load.records,
       initialStock: new Map(STOCKED.map((s) => [s, INITIAL_STOCK])),
-      metricsApplied: { value: this.metricsTotal() - metricsBefore, exact: !this.workerKilledInPhase, rowsBaseline: rowsBefore },
+      metricsApplied: {
+        value: this.metricsTotal().applied - metricsBefore.applied,
+        duplicates: this.metricsTotal().duplicates - metricsBefore.duplicates,
+        exact: !this.workerKilledInPhase,
+        rowsBaseline: rowsBefore,
+      },
     });
     const counts = this.load.counts(label);
     const inPhase = new Set([...this.load.records.values()].filter((r) => r.phase === label).map((r) => r.key));
