@@ -179,6 +179,7 @@ export async function startRedisServer(options: { appendonly?: boolean; appendfs
   const launch = async () => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
     const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on('error', () => {}); // refused while the server starts: expected, not worth a log line
     try {
       await waitFor(`redis-server on port ${port}`, async () => {
         if (probe.status !== 'ready') {
