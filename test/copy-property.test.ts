@@ -15,16 +15,18 @@ import { copyRow, copyValue } from '../workers/copy.js';
 import { createTestEnv, type TestEnv } from './support/env.js';
 
 const RUNS = Number(process.env.SURGE_PROPERTY_RUNS ?? 40);
-const NASTY = ['\t', '\n', '\r', '\\', '\\N', '\\\\N', 'N', '\r\n', '🛒', '👩‍👩‍👧', '\u2028', '\u00e9', '\u{10FFFF}', '"', "'", '\u0000', '\ud800', ',', '|', ' '];
+const NASTY = ['\t', '\n', '\r', '\\', '\\N', '\\\\N', 'N', '\r\n', '🛒', '👩‍👩‍👧', '\u2028', '\u00e9', '\u{10FFFF}', '"', "'", ',', '|', ' ', '\u0001', '\u007f'];
+/** What PostgreSQL text/jsonb cannot hold: one of these makes an order invalid (ingest answers 400). */
+const UNSTORABLE_CHARS = ['\u0000', '\ud800', '\udfff', '\udbff'];
 
-/** Strings mixing arbitrary code points (incl. lone surrogates and NUL) with COPY's special characters. */
+/** Valid Unicode strings (any grapheme, astral planes included) mixed with COPY's special characters. */
 const nastyString = (maxLength: number) =>
   fc
-    .array(fc.oneof(fc.string({ unit: 'binary', maxLength: 6 }), fc.constantFrom(...NASTY)), { maxLength: 8 })
+    .array(fc.oneof(fc.string({ unit: 'grapheme', maxLength: 4 }), fc.constantFrom(...NASTY)), { maxLength: 8 })
     .map((parts) => parts.join('').slice(0, maxLength))
-    .filter((s) => s.length > 0);
+    .filter((s) => s.length > 0 && !/[\ud800-\udfff]$/.test(s));
 
-const orderArb: fc.Arbitrary<Order> = fc.record(
+const validOrderArb: fc.Arbitrary<Order> = fc.record(
   {
     customer_id: nastyString(64),
     currency: fc.constantFrom('EUR', 'USD', 'JPY'),
@@ -38,6 +40,17 @@ const orderArb: fc.Arbitrary<Order> = fc.record(
   },
   { requiredKeys: ['customer_id', 'currency', 'items'] },
 );
+
+/** One order in five gets an unstorable character (NUL or a lone surrogate) in one of its strings. */
+const orderArb: fc.Arbitrary<Order> = fc
+  .tuple(validOrderArb, fc.oneof({ weight: 4, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...UNSTORABLE_CHARS), fc.constantFrom('customer', 'sku', 'metadata')) }))
+  .map(([o, bad]) => {
+    if (!bad) return o;
+    const [ch, where] = bad;
+    if (where === 'customer') return { ...o, customer_id: `${ch}${o.customer_id}`.slice(0, 64) };
+    if (where === 'sku') return { ...o, items: o.items.map((i, j) => (j === 0 ? { ...i, sku: `${i.sku.slice(0, 62)}${ch}` } : i)) };
+    return { ...o, metadata: { ...o.metadata, [`k${ch}`]: 'v' } };
+  });
 
 /** What makes validation reject one of these orders: NUL or a lone surrogate somewhere. */
 function unstorable(o: Order): boolean {
