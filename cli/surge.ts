@@ -8,6 +8,7 @@ import { configMarkdownTable, redactUrl } from '../common/config.js';
 import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { addBenchCommand } from '../bench/cli.js';
 import { action, configOrExit } from './common.js';
 import { banner, DEFAULT_DATA_DIR, type Role, up } from './up.js';
 
@@ -157,5 +158,7 @@ program
       process.exit(code);
     }),
   );
+
+addBenchCommand(program, action);
 
 await program.parseAsync(process.argv);
