@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import * as hdr from 'hdr-histogram-js';
+import type * as hdr from 'hdr-histogram-js';
 import { validateOrder } from '../common/order.js';
 import { renderSvg, throughputSpec } from '../bench/charts.js';
 import { startLoad } from '../bench/generators.js';
