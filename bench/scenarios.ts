@@ -586,7 +586,8 @@ export async function runScenario(scenario: Scenario, options: BenchOptions): Pr
     case 'steady':
       return steady(o);
     case 'soak':
-      return steady(o, true);
+      // Long enough in quick mode for a few memory samples after the warm-up.
+      return steady(o.quick ? { ...o, durationS: Math.max(o.durationS, 6) } : o, true);
     case 'ramp':
       return ramp(o);
     case 'flash-sale':
