@@ -6,9 +6,12 @@ import { Command, Option } from 'commander';
 import { createClient, disableClient, listClients } from '../common/clients.js';
 import { configMarkdownTable, redactUrl } from '../common/config.js';
 import { createPool, ensureDatabase } from '../common/db.js';
+import { createLogger } from '../common/log.js';
+import { stopOnSignals } from '../common/lifecycle.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { addBenchCommand } from '../bench/cli.js';
+import { startIngest } from '../ingest/server.js';
 import { action, configOrExit } from './common.js';
 import { banner, DEFAULT_DATA_DIR, type Role, up } from './up.js';
 
@@ -97,6 +100,19 @@ clients
       } finally {
         await pool.end();
       }
+    }),
+  );
+
+program
+  .command('ingest')
+  .description('run the HTTP ingest API (POST /v1/orders, :batch, GET /v1/orders/<key>, /healthz, /readyz, /metrics)')
+  .action(
+    action(async () => {
+      const config = configOrExit();
+      const logger = createLogger(config.logLevel, 'ingest');
+      const service = await startIngest(config, { logger });
+      logger.info({ url: service.url, port: service.port, durability: config.durability, shards: config.shards }, `ingest listening on ${service.url}`);
+      stopOnSignals('ingest', service, { timeoutMs: config.shutdownTimeoutMs, logger });
     }),
   );
 

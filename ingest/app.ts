@@ -1,0 +1,457 @@
+// The ingest HTTP API (v1) as a fastify app: POST /v1/orders, POST /v1/orders:batch,
+// GET /v1/orders/:key, /healthz, /readyz, /metrics. Every error is application/problem+json
+// (RFC 9457). The app holds no connections of its own: `startIngest` (server.ts) builds them.
+import { randomUUID } from 'node:crypto';
+import { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, fastify, LogController } from 'fastify';
+import type { Registry } from 'prom-client';
+import type { ApiClient } from '../common/clients.js';
+import type { Config } from '../common/config.js';
+import type { Pool } from '../common/db.js';
+import { idemKey, shardFor, shardOfStream } from '../common/keys.js';
+import type { Logger } from '../common/log.js';
+import { type FieldError, idempotencyKeyProblem, type Order, validateOrder } from '../common/order.js';
+import type { RedisClient } from '../common/redis.js';
+import type { IngestMetrics } from '../metrics/definitions.js';
+import type { Authenticator } from './auth.js';
+import { bearerToken } from './auth.js';
+import type { Backpressure } from './backpressure.js';
+import { STATE_DONE } from './scripts.js';
+import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
+
+/** Largest body of POST /v1/orders (DESIGN § HTTP API). */
+export const SINGLE_BODY_LIMIT = 64 * 1024;
+/** Largest body of POST /v1/orders:batch: 1,000 orders at up to ~8 KiB each on average. */
+export const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
+export const MAX_BATCH_ORDERS = 1000;
+/** Retry-After (s) for 409: the first request is waiting for WAITAOF/WAIT, which is bounded by SURGE_DURABLE_TIMEOUT_MS. */
+const CONFLICT_RETRY_AFTER = 1;
+
+export const ROUTES = {
+  create: 'POST /v1/orders',
+  batch: 'POST /v1/orders:batch',
+  get: 'GET /v1/orders/:key',
+  healthz: 'GET /healthz',
+  readyz: 'GET /readyz',
+  metrics: 'GET /metrics',
+} as const;
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The bounded `route` label of the request metrics. */
+    metricRoute?: string;
+  }
+  interface FastifyRequest {
+    apiClient: ApiClient | null;
+  }
+}
+
+export interface IngestAppDeps {
+  config: Pick<Config, 'shards' | 'redisPrefix'>;
+  redis: RedisClient;
+  pool: Pool;
+  auth: Authenticator;
+  backpressure: Backpressure;
+  writer: OrderWriter;
+  metrics: IngestMetrics;
+  registry: Registry;
+  logger: Logger;
+  /** True once a graceful stop began (/readyz answers 503). */
+  draining: () => boolean;
+}
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  errors?: FieldError[];
+}
+
+const PROBLEM_BASE = 'https://surge.dev/problems/';
+
+export function problem(status: number, slug: string, title: string, detail?: string, errors?: FieldError[]): Problem {
+  return {
+    type: `${PROBLEM_BASE}${slug}`,
+    title,
+    status,
+    ...(detail !== undefined ? { detail } : {}),
+    ...(errors !== undefined ? { errors } : {}),
+  };
+}
+
+function sendProblem(reply: FastifyReply, p: Problem, headers: Record<string, string> = {}): FastifyReply {
+  return reply.code(p.status).headers(headers).type('application/problem+json').send(JSON.stringify(p));
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+type Parsed = { ok: true; value: unknown } | { ok: false; problem: Problem };
+
+/** Decodes bytes as strict UTF-8 (invalid bytes are an error, not U+FFFD) and parses JSON. */
+export function parseJson(bytes: Uint8Array): Parsed {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
+  }
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch (e) {
+    return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
+  }
+}
+
+function keyProblem(key: string | undefined, where: string): Problem | undefined {
+  const msg = idempotencyKeyProblem(key);
+  if (msg === undefined) return undefined;
+  return problem(400, 'invalid-idempotency-key', key === undefined || key === '' ? 'Idempotency-Key is required' : 'Invalid Idempotency-Key', `${where} ${msg}`);
+}
+
+const LOCATION_PREFIX = '/v1/orders/';
+
+function location(key: string): string {
+  return LOCATION_PREFIX + encodeURIComponent(key);
+}
+
+/** What one write outcome answers: status, headers, body (a 202 body or a problem). */
+function answerFor(outcome: WriteOutcome, key: string, retryAfter: number): { status: number; headers: Record<string, string>; body: string; problem?: Problem } {
+  switch (outcome.kind) {
+    case 'accepted':
+      return { status: 202, headers: { location: location(key) }, body: outcome.body };
+    case 'replayed':
+      return { status: 202, headers: { location: location(key), 'idempotent-replayed': 'true' }, body: outcome.body };
+    case 'mismatch': {
+      const p = problem(422, 'idempotency-key-reused', 'Idempotency-Key reused with another payload', 'this key was first used with a different order; use a new key for a new order');
+      return { status: 422, headers: {}, body: JSON.stringify(p), problem: p };
+    }
+    case 'pending': {
+      const p = problem(409, 'request-in-progress', 'A request with this Idempotency-Key is still being written', 'retry after the Retry-After delay');
+      return { status: 409, headers: { 'retry-after': String(CONFLICT_RETRY_AFTER) }, body: JSON.stringify(p), problem: p };
+    }
+    case 'unavailable': {
+      const p = problem(503, 'unavailable', 'Order not accepted: storage unavailable', `${outcome.reason}; nothing was recorded for this key, retry with the same Idempotency-Key`);
+      return { status: 503, headers: { 'retry-after': String(retryAfter) }, body: JSON.stringify(p), problem: p };
+    }
+  }
+}
+
+const ORDER_RESULT: Record<WriteOutcome['kind'], string> = {
+  accepted: 'accepted',
+  replayed: 'replayed',
+  mismatch: 'mismatch',
+  pending: 'conflict',
+  unavailable: 'unavailable',
+};
+
+function requestId(req: { headers: Record<string, string | string[] | undefined> }): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : randomUUID();
+}
+
+export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
+  const { metrics, backpressure, writer, logger } = deps;
+  const app = fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: SINGLE_BODY_LIMIT,
+    genReqId: requestId,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    routerOptions: { maxParamLength: 1024 },
+  });
+  app.decorateRequest('apiClient', null);
+
+  // Bodies arrive as bytes: we decode them ourselves to reject invalid UTF-8 (fastify's parser
+  // would silently turn it into U+FFFD) and to report malformed JSON as problem+json.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(['application/json', 'application/x-ndjson', 'application/jsonl'], { parseAs: 'buffer' }, (_req, body, done) => {
+    done(null, body);
+  });
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.config.metricRoute ?? 'other';
+    const code = reply.statusCode;
+    metrics.requests.inc({ route, code: String(code) });
+    metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+    if (code >= 400 && code < 500) request.log.info({ route, code }, 'client error');
+  });
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const status = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500;
+    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    const slugs: Record<number, [string, string]> = {
+      413: ['body-too-large', 'Body too large'],
+      415: ['unsupported-media-type', 'Unsupported Content-Type'],
+    };
+    const [slug, title] = slugs[status] ?? (status >= 500 ? ['internal', 'Internal error'] : ['bad-request', 'Bad request']);
+    const detail =
+      status === 413
+        ? `the body is larger than ${request.routeOptions.bodyLimit ?? SINGLE_BODY_LIMIT} bytes`
+        : status === 415
+          ? 'send application/json (or, for :batch, application/x-ndjson)'
+          : status >= 500
+            ? undefined
+            : error.message;
+    return sendProblem(reply, problem(status, slug, title, detail));
+  });
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, problem(404, 'not-found', 'Not found', `no route ${request.method} ${request.url.split('?')[0]}`)));
+
+  // Auth first (before the body is read), then load shedding for writes.
+  const authenticate = async (request: FastifyRequest, reply: FastifyReply) => {
+    const token = bearerToken(request.headers.authorization);
+    if (!token) {
+      return sendProblem(reply, problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'), { 'www-authenticate': 'Bearer' });
+    }
+    let client: ApiClient | undefined;
+    try {
+      client = await deps.auth.lookup(token);
+    } catch (err) {
+      request.log.error({ err }, 'api key lookup failed');
+      return sendProblem(reply, problem(503, 'unavailable', 'Authentication unavailable', 'the key store (PostgreSQL) cannot be reached'), {
+        'retry-after': String(backpressure.retryAfterSeconds),
+      });
+    }
+    if (!client) {
+      return sendProblem(reply, problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'), { 'www-authenticate': 'Bearer error="invalid_token"' });
+    }
+    request.apiClient = client;
+  };
+  const shedLoad = async (_request: FastifyRequest, reply: FastifyReply) => {
+    const reason = backpressure.overloaded();
+    if (!reason) return;
+    metrics.orders.inc({ result: 'unavailable' });
+    const detail = {
+      redis_down: 'Redis is unreachable',
+      backlog: 'the backlog of unapplied orders is over SURGE_MAX_BACKLOG',
+      memory: 'Redis memory use is over its limit',
+    }[reason];
+    return sendProblem(reply, problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`), {
+      'retry-after': String(backpressure.retryAfterSeconds),
+    });
+  };
+
+  app.post(
+    '/v1/orders',
+    { config: { metricRoute: ROUTES.create }, bodyLimit: SINGLE_BODY_LIMIT, onRequest: [authenticate, shedLoad] },
+    async (request, reply) => {
+      const client = request.apiClient as ApiClient;
+      const rawKey = request.headers['idempotency-key'];
+      const key = Array.isArray(rawKey) ? undefined : rawKey;
+      const badKey = Array.isArray(rawKey)
+        ? problem(400, 'invalid-idempotency-key', 'Invalid Idempotency-Key', 'send exactly one Idempotency-Key header')
+        : keyProblem(key, 'Idempotency-Key');
+      if (badKey) {
+        metrics.orders.inc({ result: 'invalid' });
+        return sendProblem(reply, badKey);
+      }
+      if (!Buffer.isBuffer(request.body)) {
+        metrics.orders.inc({ result: 'invalid' });
+        return sendProblem(reply, problem(400, 'malformed-json', 'Malformed JSON', 'the request has no JSON body'));
+      }
+      const parsed = parseJson(request.body);
+      if (!parsed.ok) {
+        metrics.orders.inc({ result: 'invalid' });
+        return sendProblem(reply, parsed.problem);
+      }
+      const valid = validateOrder(parsed.value);
+      if (!valid.ok) {
+        metrics.orders.inc({ result: 'invalid' });
+        return sendProblem(reply, problem(400, 'invalid-order', 'Invalid order', `${valid.errors.length} field(s) failed validation`, valid.errors));
+      }
+      const outcome = await writer.write(writer.prepare(client.id, key as string, valid.order));
+      metrics.orders.inc({ result: ORDER_RESULT[outcome.kind] });
+      if (outcome.kind === 'unavailable') request.log.error({ err: outcome.err, reason: outcome.reason }, 'order not accepted');
+      const answer = answerFor(outcome, key as string, backpressure.retryAfterSeconds);
+      reply
+        .code(answer.status)
+        .headers(answer.headers)
+        .type(answer.problem ? 'application/problem+json' : 'application/json');
+      return reply.send(answer.body);
+    },
+  );
+
+  app.post(
+    '/v1/orders::batch',
+    { config: { metricRoute: ROUTES.batch }, bodyLimit: BATCH_BODY_LIMIT, onRequest: [authenticate, shedLoad] },
+    async (request, reply) => {
+      const client = request.apiClient as ApiClient;
+      if (!Buffer.isBuffer(request.body)) {
+        return sendProblem(reply, problem(400, 'malformed-json', 'Malformed JSON', 'the request has no body'));
+      }
+      const items = parseBatch(request.body, String(request.headers['content-type'] ?? ''));
+      if (!items.ok) return sendProblem(reply, items.problem);
+      if (items.value.length === 0 || items.value.length > MAX_BATCH_ORDERS) {
+        return sendProblem(reply, problem(400, 'batch-size', 'Wrong number of orders', `a batch holds 1 to ${MAX_BATCH_ORDERS} orders; this one has ${items.value.length}`));
+      }
+      const results: BatchResult[] = new Array(items.value.length);
+      const toWrite: Array<{ index: number; key: string; prepared: PreparedOrder }> = [];
+      items.value.forEach((item, index) => {
+        const checked = checkBatchItem(item);
+        if ('problem' in checked) {
+          metrics.orders.inc({ result: 'invalid' });
+          results[index] = { index, idempotency_key: checked.key ?? null, status: checked.problem.status, problem: checked.problem };
+        } else toWrite.push({ index, key: checked.key, prepared: writer.prepare(client.id, checked.key, checked.order) });
+      });
+      const outcomes = await writer.writeMany(toWrite.map((w) => w.prepared));
+      let failure: unknown;
+      toWrite.forEach((w, j) => {
+        const outcome = outcomes[j] as WriteOutcome;
+        metrics.orders.inc({ result: ORDER_RESULT[outcome.kind] });
+        if (outcome.kind === 'unavailable') failure ??= outcome.err ?? outcome.reason;
+        const answer = answerFor(outcome, w.key, backpressure.retryAfterSeconds);
+        results[w.index] = answer.problem
+          ? { index: w.index, idempotency_key: w.key, status: answer.status, problem: answer.problem }
+          : {
+              index: w.index,
+              idempotency_key: w.key,
+              status: 202,
+              replayed: outcome.kind === 'replayed',
+              location: location(w.key),
+              body: JSON.parse(answer.body) as AcceptedBody,
+            };
+      });
+      if (failure !== undefined) request.log.error({ err: failure }, 'batch: some orders not accepted');
+      return reply.code(207).type('application/json').send({ results });
+    },
+  );
+
+  app.get<{ Params: { key: string } }>('/v1/orders/:key', { config: { metricRoute: ROUTES.get }, onRequest: [authenticate] }, async (request, reply) => {
+    const client = request.apiClient as ApiClient;
+    const key = request.params.key;
+    const bad = keyProblem(key, 'the key in the path');
+    if (bad) return sendProblem(reply, bad);
+    let state: OrderState | undefined;
+    try {
+      state = await lookupOrder(deps, client.id, key);
+    } catch (err) {
+      request.log.error({ err }, 'order lookup failed');
+      return sendProblem(reply, problem(503, 'unavailable', 'Order state unavailable', 'PostgreSQL or Redis cannot be reached'), {
+        'retry-after': String(backpressure.retryAfterSeconds),
+      });
+    }
+    if (!state) return sendProblem(reply, problem(404, 'order-not-found', 'No such order', 'no order with this Idempotency-Key for this client (or its record expired)'));
+    return reply.code(200).send(state);
+  });
+
+  app.get('/healthz', { config: { metricRoute: ROUTES.healthz } }, async (_request, reply) => reply.type('text/plain').send('ok\n'));
+  app.get('/readyz', { config: { metricRoute: ROUTES.readyz } }, async (_request, reply) => {
+    const why = deps.draining() ? 'draining' : backpressure.redisUp ? undefined : 'redis unreachable';
+    return reply
+      .code(why ? 503 : 200)
+      .type('text/plain')
+      .send(why ? `not ready: ${why}\n` : 'ready\n');
+  });
+  app.get('/metrics', { config: { metricRoute: ROUTES.metrics } }, async (_request, reply) => {
+    const body = await deps.registry.metrics();
+    return reply.type(deps.registry.contentType).send(body);
+  });
+  return app;
+}
+
+interface AcceptedBody {
+  order_ref: string;
+  idempotency_key: string;
+  status: 'queued';
+}
+
+export type BatchResult =
+  | { index: number; idempotency_key: string; status: 202; replayed: boolean; location: string; body: AcceptedBody }
+  | { index: number; idempotency_key: string | null; status: number; problem: Problem };
+
+type BatchItem = { ok: true; value: unknown } | { ok: false; problem: Problem };
+
+/** Splits a batch body into items: a JSON array, or NDJSON (one order per line) by Content-Type. */
+export function parseBatch(bytes: Buffer, contentType: string): { ok: true; value: BatchItem[] } | { ok: false; problem: Problem } {
+  const ndjson = /^application\/(x-ndjson|jsonl)\b/i.test(contentType);
+  if (!ndjson) {
+    const parsed = parseJson(bytes);
+    if (!parsed.ok) return parsed;
+    if (!Array.isArray(parsed.value)) return { ok: false, problem: problem(400, 'malformed-batch', 'A batch is a JSON array of orders', 'the body is not an array') };
+    return { ok: true, value: parsed.value.map((value) => ({ ok: true, value })) };
+  }
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
+  }
+  const lines = text.split('\n').filter((line) => line.trim() !== '');
+  return {
+    ok: true,
+    value: lines.map((line) => {
+      try {
+        return { ok: true, value: JSON.parse(line) as unknown };
+      } catch (e) {
+        return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
+      }
+    }),
+  };
+}
+
+/** One batch item: `idempotency_key` plus the order's fields. */
+function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?: string; problem: Problem } {
+  if (!item.ok) return { problem: item.problem };
+  const value = item.value;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return { problem: problem(400, 'invalid-order', 'Invalid order', 'each batch item is an object', [{ path: '', message: 'must be object' }]) };
+  }
+  const { idempotency_key: rawKey, ...order } = value as Record<string, unknown>;
+  const key = typeof rawKey === 'string' ? rawKey : undefined;
+  const badKey = keyProblem(key, 'idempotency_key');
+  const valid = validateOrder(order);
+  if (badKey || !valid.ok) {
+    const errors: FieldError[] = [
+      ...(badKey ? [{ path: '/idempotency_key', message: idempotencyKeyProblem(key) as string }] : []),
+      ...(valid.ok ? [] : valid.errors),
+    ];
+    return { ...(key !== undefined ? { key } : {}), problem: problem(400, 'invalid-order', 'Invalid order', `${errors.length} field(s) failed validation`, errors) };
+  }
+  return { key: key as string, order: valid.order };
+}
+
+export interface OrderState {
+  idempotency_key: string;
+  status: 'queued' | 'applied' | 'rejected' | 'dead_lettered';
+  order_ref?: string;
+  reason?: string;
+  applied_at?: string;
+}
+
+/** PostgreSQL first (the final word), then dead letters, then the Redis record. */
+export async function lookupOrder(deps: Pick<IngestAppDeps, 'pool' | 'redis' | 'config'>, clientId: string, key: string): Promise<OrderState | undefined> {
+  const { redisPrefix: prefix, shards } = deps.config;
+  const orders = await deps.pool.query<{ status: 'applied' | 'rejected'; reason: string | null; stream: string; entry_id: string; applied_at: Date }>(
+    'SELECT status, reason, stream, entry_id, applied_at FROM orders WHERE client_id = $1 AND idempotency_key = $2',
+    [clientId, key],
+  );
+  const row = orders.rows[0];
+  if (row) {
+    const shard = shardOfStream(prefix, row.stream);
+    return {
+      idempotency_key: key,
+      status: row.status,
+      ...(shard !== undefined ? { order_ref: `s${shard}-${row.entry_id}` } : {}),
+      ...(row.reason ? { reason: row.reason } : {}),
+      applied_at: row.applied_at.toISOString(),
+    };
+  }
+  const dead = await deps.pool.query<{ reason: string; stream: string; entry_id: string }>(
+    'SELECT reason, stream, entry_id FROM dead_letters WHERE client_id = $1 AND idempotency_key = $2 ORDER BY last_seen_at DESC LIMIT 1',
+    [clientId, key],
+  );
+  const dl = dead.rows[0];
+  if (dl) {
+    const shard = shardOfStream(prefix, dl.stream);
+    return { idempotency_key: key, status: 'dead_lettered', ...(shard !== undefined ? { order_ref: `s${shard}-${dl.entry_id}` } : {}), reason: dl.reason };
+  }
+  const shard = shardFor(clientId, key, shards);
+  const [state, body] = await deps.redis.hmget(idemKey(prefix, shard, clientId, key), 's', 'b');
+  if (state !== STATE_DONE || !body) return undefined;
+  const accepted = JSON.parse(body) as AcceptedBody;
+  return { idempotency_key: key, status: 'queued', order_ref: accepted.order_ref };
+}
+

@@ -1,0 +1,96 @@
+// Starts ingest: Redis (no offline queue, no command retries: an outage is a fast 503), the
+// PostgreSQL pool (API keys, order state), the durability check, the backpressure timer and the
+// fastify app. `stop()` is graceful and safe to call twice: /readyz turns 503, the listener
+// stops accepting, in-flight requests finish, then Redis and PostgreSQL are closed.
+import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
+import type { Config } from '../common/config.js';
+import { createPool } from '../common/db.js';
+import { createLogger, type Logger } from '../common/log.js';
+import { createRedis, redisReady } from '../common/redis.js';
+import { createRegistry, ingestMetrics } from '../metrics/definitions.js';
+import { buildIngestApp } from './app.js';
+import { Authenticator } from './auth.js';
+import { Backpressure } from './backpressure.js';
+import { checkDurability, DurabilityBarrier } from './durability.js';
+import { defineIngestCommands } from './scripts.js';
+import { OrderWriter } from './writer.js';
+
+export interface IngestOptions {
+  /** Defaults to a pino logger at `config.logLevel` with component `ingest`. */
+  logger?: Logger;
+  /** How long start() waits for Redis before going on not-ready (fast mode) or failing (durable). Default 5000 ms. */
+  redisConnectTimeoutMs?: number;
+}
+
+export interface IngestService {
+  port: number;
+  /** http://host:port */
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startIngest(config: Config, options: IngestOptions = {}): Promise<IngestService> {
+  const logger = options.logger ?? createLogger(config.logLevel, 'ingest');
+  const redis = createRedis(config, { connectionName: 'surge-ingest', offlineQueue: false, maxRetriesPerRequest: 0 });
+  // Without a listener ioredis logs connection errors to stderr; the backpressure timer reports them.
+  redis.on('error', () => {});
+  defineIngestCommands(redis);
+  const pool = createPool(config.databaseUrl, { max: 8, applicationName: 'surge-ingest' });
+  const registry = createRegistry({ defaultMetrics: true, role: 'ingest' });
+  const metrics = ingestMetrics(registry);
+  const backpressure = new Backpressure(redis, config, metrics, logger);
+  let draining = false;
+  const closeConnections = async () => {
+    backpressure.stop();
+    await redis.quit().catch(() => redis.disconnect());
+    await pool.end().catch(() => {});
+  };
+
+  let barrier: DurabilityBarrier | undefined;
+  try {
+    try {
+      await redisReady(redis, options.redisConnectTimeoutMs ?? 5000);
+    } catch (err) {
+      if (config.durability === 'durable') throw err;
+      logger.warn({ err }, 'redis not reachable yet: starting not-ready, answering 503 until it is');
+    }
+    if (config.durability === 'durable') {
+      const command = await checkDurability(redis, config);
+      barrier = new DurabilityBarrier(redis as Redis, command);
+      logger.info({ command: `${command.kind} ${command.args.join(' ')}` }, 'durable mode: every 202 waits for this');
+    }
+    await backpressure.start();
+  } catch (err) {
+    await closeConnections();
+    throw err;
+  }
+
+  const writer = new OrderWriter({ redis, config, logger, ...(barrier ? { barrier } : {}) });
+  const auth = new Authenticator(pool, { ttlMs: config.authCacheMs });
+  const app = buildIngestApp({ config, redis, pool, auth, backpressure, writer, metrics, registry, logger, draining: () => draining });
+  try {
+    await app.listen({ port: config.ingestPort, host: config.listenHost });
+  } catch (err) {
+    await closeConnections();
+    throw err;
+  }
+  const port = (app.server.address() as AddressInfo).port;
+  const host = config.listenHost.includes(':') ? `[${config.listenHost}]` : config.listenHost;
+
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    url: `http://${host}:${port}`,
+    stop() {
+      stopping ??= (async () => {
+        draining = true;
+        // fastify.close: stop accepting, answer 503 to requests arriving on kept-alive
+        // connections, wait for in-flight requests, close idle connections.
+        await app.close();
+        await closeConnections();
+      })();
+      return stopping;
+    },
+  };
+}

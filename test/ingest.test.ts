@@ -1,0 +1,446 @@
+// Ingest against the real Redis and PostgreSQL: every "bad input" rule of issue 3, idempotency,
+// batch, order state, backpressure, metrics.
+import assert from 'node:assert/strict';
+import { Agent } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { type CreatedClient, createClient } from '../common/clients.js';
+import { allStreamKeys, GROUP, idemKey, shardFor, streamKey } from '../common/keys.js';
+import { createLogger } from '../common/log.js';
+import { decodeEntry, type Order } from '../common/order.js';
+import { ensureGroups } from '../common/streams.js';
+import { type IngestService, startIngest } from '../ingest/server.js';
+import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { http } from './support/http.js';
+
+const silent = createLogger('silent', 'ingest-test');
+
+function order(overrides: Partial<Order> & Record<string, unknown> = {}): Order {
+  return { customer_id: 'cust-1', currency: 'EUR', items: [{ sku: 'sku-1', qty: 2, unit_price_cents: 1250 }], ...overrides } as Order;
+}
+
+interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  errors?: Array<{ path: string; message: string }>;
+}
+
+describe('ingest', () => {
+  let env: TestEnv;
+  let ingest: IngestService;
+  let redis: Redis;
+  let pool: pg.Pool;
+  let alice: CreatedClient;
+  let bob: CreatedClient;
+
+  const post = (key: string | undefined, body: unknown, opts: { client?: CreatedClient; raw?: string | Buffer; headers?: Record<string, string> } = {}) =>
+    http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders',
+      headers: {
+        authorization: `Bearer ${(opts.client ?? alice).apiKey}`,
+        'content-type': 'application/json',
+        ...(key !== undefined ? { 'idempotency-key': key } : {}),
+        ...opts.headers,
+      },
+      body: opts.raw ?? JSON.stringify(body),
+    });
+  const get = (key: string, client: CreatedClient = alice) =>
+    http(ingest.url, { path: `/v1/orders/${encodeURIComponent(key)}`, headers: { authorization: `Bearer ${client.apiKey}` } });
+  const entries = async () => {
+    let n = 0;
+    for (const k of allStreamKeys(env.prefix, env.config.shards)) n += await redis.xlen(k);
+    return n;
+  };
+  const assertProblem = (res: { status: number; headers: Record<string, unknown>; json: unknown }, status: number): Problem => {
+    assert.equal(res.status, status);
+    assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+    const p = res.json as Problem;
+    assert.equal(p.status, status);
+    assert.ok(p.type && p.title);
+    return p;
+  };
+
+  before(async () => {
+    env = await createTestEnv({ SURGE_SHARDS: '4', SURGE_BACKPRESSURE_INTERVAL_MS: '50' });
+    redis = new Redis(env.redisUrl);
+    pool = new pg.Pool({ connectionString: env.db.url, max: 2 });
+    alice = await createClient(pool, 'alice');
+    bob = await createClient(pool, 'bob');
+    ingest = await startIngest(env.config, { logger: silent });
+  });
+  after(async () => {
+    await ingest?.stop();
+    await ingest?.stop(); // safe twice
+    redis?.disconnect();
+    await pool?.end();
+    await env?.cleanup();
+  });
+
+  test('202 with Location; the entry is on the shard of (client, key) and decodes to the order; the record has the TTL', async () => {
+    const o = order({ order_id: 'o-1', metadata: { note: 'x' } });
+    const res = await post('happy-1', o);
+    assert.equal(res.status, 202);
+    assert.equal(res.headers.location, '/v1/orders/happy-1');
+    assert.equal(res.headers['idempotent-replayed'], undefined);
+    const body = res.json as { order_ref: string; idempotency_key: string; status: string };
+    assert.equal(body.idempotency_key, 'happy-1');
+    assert.equal(body.status, 'queued');
+    const shard = shardFor(alice.id, 'happy-1', env.config.shards);
+    const m = /^s(\d+)-(\d+-\d+)$/.exec(body.order_ref);
+    assert.ok(m, body.order_ref);
+    assert.equal(Number(m[1]), shard);
+    const [[id, fields] = ['', []]] = await redis.xrange(streamKey(env.prefix, shard), m[2] as string, m[2] as string);
+    assert.equal(id, m[2]);
+    const decoded = decodeEntry(fields);
+    assert.ok(decoded.ok);
+    assert.deepEqual(decoded.entry, { clientId: alice.id, idempotencyKey: 'happy-1', order: o });
+    const ttl = await redis.ttl(idemKey(env.prefix, shard, alice.id, 'happy-1'));
+    assert.ok(ttl > 86_000 && ttl <= 86_400, `ttl ${ttl}`);
+  });
+
+  test('a replay (same payload, other key order and spacing) answers the stored 202 with Idempotent-Replayed and adds no entry', async () => {
+    const first = await post('replay-1', order());
+    assert.equal(first.status, 202);
+    const before = await entries();
+    const raw = '{ "items": [ {"unit_price_cents":1250, "qty":2, "sku":"sku-1"} ], "currency":"EUR", "customer_id":"cust-1" }';
+    const again = await post('replay-1', undefined, { raw });
+    assert.equal(again.status, 202);
+    assert.equal(again.headers['idempotent-replayed'], 'true');
+    assert.equal(again.headers.location, '/v1/orders/replay-1');
+    assert.equal(again.text, first.text);
+    assert.equal(await entries(), before);
+  });
+
+  test('the same key with another payload → 422, no new entry', async () => {
+    assert.equal((await post('reuse-1', order())).status, 202);
+    const before = await entries();
+    const p = assertProblem(await post('reuse-1', order({ customer_id: 'someone-else' })), 422);
+    assert.match(p.type, /idempotency-key-reused/);
+    assert.equal(await entries(), before);
+  });
+
+  test('50 concurrent requests with one key: exactly one entry, all 202 with the same body, exactly one not replayed', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 50 });
+    const before = await entries();
+    const o = order({ order_id: 'concurrent' });
+    const results = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        http(ingest.url, {
+          method: 'POST',
+          path: '/v1/orders',
+          agent,
+          headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json', 'idempotency-key': 'same-key-50' },
+          body: JSON.stringify(o),
+        }),
+      ),
+    );
+    agent.destroy();
+    assert.deepEqual(
+      results.map((r) => r.status),
+      Array(50).fill(202),
+    );
+    assert.equal(new Set(results.map((r) => r.text)).size, 1, 'all bodies equal');
+    assert.equal(results.filter((r) => r.headers['idempotent-replayed'] === undefined).length, 1);
+    assert.equal(await entries(), before + 1);
+  });
+
+  test('missing, too long and non-ASCII Idempotency-Key → 400', async () => {
+    const before = await entries();
+    assert.match(assertProblem(await post(undefined, order()), 400).title, /required/);
+    assert.match(assertProblem(await post('k'.repeat(256), order()), 400).detail ?? '', /256 characters; at most 255/);
+    assert.equal((await post('k'.repeat(255), order())).status, 202, '255 characters are fine');
+    assert.match(assertProblem(await post('clé', order()), 400).detail ?? '', /printable ASCII/);
+    assert.match(assertProblem(await post('with space', order()), 400).detail ?? '', /printable ASCII/);
+    assert.equal(await entries(), before + 1);
+  });
+
+  test('malformed JSON → 400', async () => {
+    const p = assertProblem(await post('bad-json', undefined, { raw: '{"customer_id": "a", ' }), 400);
+    assert.match(p.type, /malformed-json/);
+  });
+
+  test('wrong types, negative qty, unknown fields: every failing path in one 400', async () => {
+    const p = assertProblem(
+      await post('bad-types', {
+        customer_id: 42,
+        currency: 'euro',
+        items: [
+          { sku: 'a', qty: 'two', unit_price_cents: 1 },
+          { sku: 'b', qty: -1, unit_price_cents: 1 },
+        ],
+        color: 'red',
+      }),
+      400,
+    );
+    const paths = (p.errors ?? []).map((e) => e.path).sort();
+    assert.deepEqual(paths, ['/color', '/currency', '/customer_id', '/items/0/qty', '/items/1/qty']);
+    const neg = assertProblem(await post('neg-qty', order({ items: [{ sku: 'a', qty: -1, unit_price_cents: 1 }] })), 400);
+    assert.deepEqual(neg.errors, [{ path: '/items/0/qty', message: 'must be >= 1' }]);
+  });
+
+  test('101 items → 400 on /items (100 are accepted)', async () => {
+    const items = (n: number) => Array.from({ length: n }, (_, i) => ({ sku: `s${i}`, qty: 1, unit_price_cents: 1 }));
+    const p = assertProblem(await post('items-101', order({ items: items(101) })), 400);
+    assert.deepEqual(
+      p.errors?.map((e) => e.path),
+      ['/items'],
+    );
+    assert.equal((await post('items-100', order({ items: items(100) }))).status, 202);
+  });
+
+  test('a 5 MiB body → 413 problem+json; so is 64 KiB + 1 byte', async () => {
+    const before = await entries();
+    const huge = JSON.stringify(order({ metadata: { pad: 'x'.repeat(5 * 1024 * 1024) } }));
+    const p = assertProblem(await post('huge', undefined, { raw: huge }), 413);
+    assert.match(p.detail ?? '', /65536 bytes/);
+    const justOver = Buffer.alloc(64 * 1024 + 1, 0x20);
+    Buffer.from(JSON.stringify(order())).copy(justOver);
+    assertProblem(await post('just-over', undefined, { raw: justOver }), 413);
+    assert.equal(await entries(), before);
+  });
+
+  test('NUL in a string and invalid UTF-8 bytes → 400', async () => {
+    const nul = assertProblem(await post('nul', order({ customer_id: 'a\u0000b' })), 400);
+    assert.deepEqual(
+      nul.errors?.map((e) => e.path),
+      ['/customer_id'],
+    );
+    const raw = Buffer.concat([
+      Buffer.from('{"customer_id":"ab'),
+      Buffer.from([0xc3, 0x28, 0xff]),
+      Buffer.from('","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}]}'),
+    ]);
+    const bad = assertProblem(await post('bad-utf8', undefined, { raw }), 400);
+    assert.match(bad.type, /invalid-utf8/);
+    const lone = assertProblem(await post('lone-surrogate', undefined, { raw: '{"customer_id":"a\\ud800","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}]}' }), 400);
+    assert.deepEqual(
+      lone.errors?.map((e) => e.path),
+      ['/customer_id'],
+    );
+  });
+
+  test('unknown, missing or malformed API key → 401 with WWW-Authenticate, before the body is looked at', async () => {
+    const before = await entries();
+    const unknown = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders',
+      headers: { authorization: 'Bearer sk_not_a_key', 'idempotency-key': 'k', 'content-type': 'application/json' },
+      body: '{not json',
+    });
+    assertProblem(unknown, 401);
+    assert.match(String(unknown.headers['www-authenticate']), /^Bearer/);
+    assertProblem(await http(ingest.url, { method: 'POST', path: '/v1/orders', headers: { 'content-type': 'application/json' }, body: '{}' }), 401);
+    assertProblem(await http(ingest.url, { path: '/v1/orders/x', headers: { authorization: `Basic ${alice.apiKey}` } }), 401);
+    assert.equal(await entries(), before);
+  });
+
+  test('a non-JSON Content-Type → 415', async () => {
+    assertProblem(await post('ct', order(), { headers: { 'content-type': 'text/plain' } }), 415);
+  });
+
+  test('keys are scoped by client: another client can use the same key and cannot see the order', async () => {
+    const a = await post('shared-key', order());
+    assert.equal(a.status, 202);
+    assertProblem(await get('shared-key', bob), 404);
+    const b = await post('shared-key', order({ customer_id: 'bobs-customer' }), { client: bob });
+    assert.equal(b.status, 202);
+    assert.equal(b.headers['idempotent-replayed'], undefined);
+    assert.notEqual((a.json as { order_ref: string }).order_ref, (b.json as { order_ref: string }).order_ref);
+  });
+
+  test('GET /v1/orders/:key: queued → applied / rejected from PostgreSQL, dead_lettered, 404', async () => {
+    const res = await post('state/with?odd#chars', order());
+    assert.equal(res.status, 202);
+    assert.equal(res.headers.location, `/v1/orders/${encodeURIComponent('state/with?odd#chars')}`);
+    const ref = (res.json as { order_ref: string }).order_ref;
+    const queued = await http(ingest.url, { path: String(res.headers.location), headers: { authorization: `Bearer ${alice.apiKey}` } });
+    assert.equal(queued.status, 200);
+    assert.deepEqual(queued.json, { idempotency_key: 'state/with?odd#chars', status: 'queued', order_ref: ref });
+
+    const [, shard, entryId] = /^s(\d+)-(.*)$/.exec(ref) as RegExpExecArray;
+    const insert = (key: string, status: string, reason: string | null) =>
+      pool.query(
+        `INSERT INTO orders (client_id, idempotency_key, customer_id, currency, total_cents, status, reason, received_at, stream, entry_id)
+         VALUES ($1, $2, 'c', 'EUR', 100, $3, $4, now(), $5, $6)`,
+        [alice.id, key, status, reason, streamKey(env.prefix, Number(shard)), entryId],
+      );
+    await insert('state/with?odd#chars', 'applied', null);
+    const applied = (await get('state/with?odd#chars')).json as Record<string, unknown>;
+    assert.equal(applied.status, 'applied');
+    assert.equal(applied.order_ref, ref);
+
+    await insert('rejected-1', 'rejected', 'out_of_stock');
+    assert.deepEqual(
+      { ...((await get('rejected-1')).json as Record<string, unknown>), applied_at: undefined },
+      { idempotency_key: 'rejected-1', status: 'rejected', reason: 'out_of_stock', order_ref: ref, applied_at: undefined },
+    );
+
+    await pool.query(
+      `INSERT INTO dead_letters (client_id, idempotency_key, stream, entry_id, reason) VALUES ($1, 'dead-1', $2, '1-0', 'permanent_error')`,
+      [alice.id, streamKey(env.prefix, 1)],
+    );
+    assert.deepEqual((await get('dead-1')).json, { idempotency_key: 'dead-1', status: 'dead_lettered', order_ref: 's1-1-0', reason: 'permanent_error' });
+    assertProblem(await get('dead-1', bob), 404);
+    assertProblem(await get('never-sent'), 404);
+    assertProblem(await get('k'.repeat(256)), 400);
+  });
+
+  test('POST /v1/orders:batch (JSON array): 207, one result per order in order; bad ones do not fail the rest', async () => {
+    assert.equal((await post('batch-existing', order())).status, 202);
+    const before = await entries();
+    const res = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify([
+        { idempotency_key: 'batch-new-1', ...order() },
+        { idempotency_key: 'batch-bad', ...order({ items: [] }) },
+        { idempotency_key: 'batch-existing', ...order() },
+        { idempotency_key: 'batch-existing', ...order({ customer_id: 'other' }) },
+        { ...order() },
+        'not an object',
+      ]),
+    });
+    assert.equal(res.status, 207);
+    const results = (res.json as { results: Array<Record<string, unknown>> }).results;
+    assert.deepEqual(
+      results.map((r) => [r.index, r.status, r.replayed]),
+      [
+        [0, 202, false],
+        [1, 400, undefined],
+        [2, 202, true],
+        [3, 422, undefined],
+        [4, 400, undefined],
+        [5, 400, undefined],
+      ],
+    );
+    const [r0, r1, , , r4] = results as Array<Record<string, unknown>> as [Record<string, unknown>, Record<string, unknown>, unknown, unknown, Record<string, unknown>];
+    assert.equal((r1.problem as Problem).errors?.[0]?.path, '/items');
+    assert.equal((r4.problem as Problem).errors?.[0]?.path, '/idempotency_key');
+    assert.equal((r0.body as Record<string, unknown>).idempotency_key, 'batch-new-1');
+    assert.equal(await entries(), before + 1);
+    // The same order via the single route is a replay: both routes share the fingerprint.
+    const single = await post('batch-new-1', order());
+    assert.equal(single.headers['idempotent-replayed'], 'true');
+    assert.deepEqual(single.json, results[0]?.body);
+  });
+
+  test(':batch as NDJSON, and 1,000 orders in one request (a body far over 64 KiB); 1,001 → 400', async () => {
+    const nd = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/x-ndjson' },
+      body: `${JSON.stringify({ idempotency_key: 'nd-1', ...order() })}\n{oops\n${JSON.stringify({ idempotency_key: 'nd-2', ...order() })}\n`,
+    });
+    assert.equal(nd.status, 207);
+    assert.deepEqual(
+      (nd.json as { results: Array<{ status: number }> }).results.map((r) => r.status),
+      [202, 400, 202],
+    );
+    const before = await entries();
+    const many = Array.from({ length: 1000 }, (_, i) => ({ idempotency_key: `bulk-${i}`, ...order({ metadata: { i, pad: 'y'.repeat(100) } }) }));
+    const body = JSON.stringify(many);
+    assert.ok(body.length > 64 * 1024);
+    const res = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json' },
+      body,
+    });
+    assert.equal(res.status, 207);
+    const results = (res.json as { results: Array<{ index: number; status: number; idempotency_key: string }> }).results;
+    assert.equal(results.length, 1000);
+    assert.ok(results.every((r, i) => r.status === 202 && r.index === i && r.idempotency_key === `bulk-${i}`));
+    assert.equal(await entries(), before + 1000);
+    const tooMany = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify([...many, { idempotency_key: 'bulk-1000', ...order() }]),
+    });
+    assert.match(assertProblem(tooMany, 400).detail ?? '', /1 to 1000 orders; this one has 1001/);
+  });
+
+  test('/healthz, /readyz and /metrics (request counts by route and code, orders by result, duration histogram)', async () => {
+    assert.equal((await http(ingest.url, { path: '/healthz' })).status, 200);
+    assert.equal((await http(ingest.url, { path: '/readyz' })).status, 200);
+    const m = await http(ingest.url, { path: '/metrics' });
+    assert.equal(m.status, 200);
+    assert.match(m.text, /surge_ingest_requests_total\{route="POST \/v1\/orders",code="202",role="ingest"\} \d+/);
+    assert.match(m.text, /surge_ingest_requests_total\{route="POST \/v1\/orders",code="422",role="ingest"\} [1-9]/);
+    assert.match(m.text, /surge_ingest_orders_total\{result="replayed",role="ingest"\} [1-9]/);
+    assert.match(m.text, /surge_ingest_request_duration_seconds_bucket\{le="0.005",role="ingest",route="POST \/v1\/orders:batch"\}/);
+    assert.doesNotMatch(m.text, /same-key-50|cust-1/, 'no key or customer in label values');
+  });
+});
+
+describe('ingest backpressure', () => {
+  let env: TestEnv;
+  let redis: Redis;
+  let pool: pg.Pool;
+  let client: CreatedClient;
+  const services: IngestService[] = [];
+
+  before(async () => {
+    env = await createTestEnv({ SURGE_SHARDS: '2', SURGE_BACKPRESSURE_INTERVAL_MS: '50' });
+    redis = new Redis(env.redisUrl);
+    pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
+    client = await createClient(pool, 'loader');
+  });
+  after(async () => {
+    for (const s of services) await s.stop();
+    redis?.disconnect();
+    await pool?.end();
+    await env?.cleanup();
+  });
+
+  const postTo = (svc: IngestService, key: string) =>
+    http(svc.url, {
+      method: 'POST',
+      path: '/v1/orders',
+      headers: { authorization: `Bearer ${client.apiKey}`, 'content-type': 'application/json', 'idempotency-key': key },
+      body: JSON.stringify(order()),
+    });
+
+  test('backlog (lag + pending) over SURGE_MAX_BACKLOG → 503 + Retry-After; /readyz stays 200; accepted again once drained', async () => {
+    await ensureGroups(redis, env.prefix, env.config.shards);
+    const svc = await startIngest({ ...env.config, maxBacklog: 3 }, { logger: silent });
+    services.push(svc);
+    for (let i = 0; i < 4; i++) assert.equal((await postTo(svc, `bp-${i}`)).status, 202);
+    // Deliver every entry without acking: lag is 0 now, the backlog is all pending and must still count.
+    for (const key of allStreamKeys(env.prefix, env.config.shards)) await redis.xreadgroup('GROUP', GROUP, 'test-consumer', 'COUNT', 100, 'STREAMS', key, '>');
+    let probe = '';
+    let n = 0;
+    const shed = await waitFor('a 503', async () => {
+      probe = `bp-probe-${n++}`;
+      const r = await postTo(svc, probe);
+      return r.status === 503 ? r : undefined;
+    });
+    assert.equal(shed.headers['retry-after'], '1');
+    assert.match((shed.json as Problem).type, /overloaded/);
+    assert.equal((await http(svc.url, { path: '/readyz' })).status, 200);
+    assert.match((await http(svc.url, { path: '/metrics' })).text, /surge_ingest_overloaded\{reason="backlog",role="ingest"\} 1/);
+    assert.equal(await redis.exists(idemKey(env.prefix, shardFor(client.id, probe, 2), client.id, probe)), 0, 'nothing recorded');
+    // Workers catch up: read and ack everything.
+    for (const key of allStreamKeys(env.prefix, env.config.shards)) {
+      const read = (await redis.xreadgroup('GROUP', GROUP, 'test-consumer', 'COUNT', 100, 'STREAMS', key, '0')) as Array<[string, Array<[string, string[]]>]> | null;
+      const more = (await redis.xreadgroup('GROUP', GROUP, 'test-consumer', 'COUNT', 100, 'STREAMS', key, '>')) as Array<[string, Array<[string, string[]]>]> | null;
+      const ids = [...(read?.[0]?.[1] ?? []), ...(more?.[0]?.[1] ?? [])].map(([id]) => id);
+      if (ids.length > 0) await redis.xack(key, GROUP, ...ids);
+    }
+    await waitFor('accepting again', async () => (await postTo(svc, probe)).status === 202);
+  });
+
+  test('Redis used_memory over the limit → 503 reason memory', async () => {
+    const svc = await startIngest({ ...env.config, maxBacklog: 0, maxRedisMemoryBytes: 1 }, { logger: silent });
+    services.push(svc);
+    const res = await postTo(svc, 'mem-1');
+    assert.equal(res.status, 503);
+    assert.match((res.json as Problem).detail ?? '', /memory/);
+    assert.ok(Number(res.headers['retry-after']) >= 1);
+  });
+});
