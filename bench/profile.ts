@@ -5,7 +5,7 @@
 //   node dist/bench/profile.js ingest|workers [--rate 300] [--seconds 20] [--tools doctor,flame] [--out DIR]
 //   node dist/bench/profile.js load URL API_KEY RATE SECONDS     (clinic's --on-port command)
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createClient } from '../common/clients.js';
@@ -90,7 +90,11 @@ async function profile(role: 'ingest' | 'workers', opts: { rate: number; seconds
       const code = await exited(c);
       const html = existsSync(dest) ? readdirSync(dest).filter((f) => f.endsWith('.html')) : [];
       if (code !== 0 || html.length === 0) throw new Error(`clinic ${tool} exited with ${code} and wrote ${html.length} HTML report(s) in ${dest}`);
-      for (const h of html) console.log(`clinic ${tool}: ${relative(process.cwd(), join(dest, h))}`);
+      for (const h of html) {
+        // The HTML is self-contained; the raw sample folder beside it (up to tens of MB) is not needed to read it.
+        rmSync(join(dest, h.replace(/\.html$/, '')), { recursive: true, force: true });
+        console.log(`clinic ${tool}: ${relative(process.cwd(), join(dest, h))}`);
+      }
     }
   } finally {
     for (const c of children) c.kill('SIGTERM');
