@@ -12,12 +12,13 @@ import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { addBenchCommand } from '../bench/cli.js';
 import { startIngest } from '../ingest/server.js';
+import { dlqCommand, maintenanceCommand } from '../maintenance/commands.js';
 import { action, configOrExit } from './common.js';
 import { banner, DEFAULT_DATA_DIR, type Role, up } from './up.js';
 
 const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
-const DEFAULT_ROLES: readonly Role[] = ['ingest', 'work', 'lag-exporter'];
+const DEFAULT_ROLES: readonly Role[] = ['ingest', 'work', 'lag-exporter', 'maintenance'];
 
 const program = new Command();
 program
@@ -131,7 +132,7 @@ program
 
 program
   .command('up')
-  .description('run the whole stack on this machine (what `npm start` runs): finds or starts Redis and PostgreSQL, migrates, then supervises ingest, workers and the lag exporter')
+  .description('run the whole stack on this machine (what `npm start` runs): finds or starts Redis and PostgreSQL, migrates, then supervises ingest, workers, the lag exporter and maintenance')
   .option('--data-dir <dir>', 'folder for an embedded PostgreSQL, a started Redis and the dev API key', DEFAULT_DATA_DIR)
   .option('--embedded-postgres', 'start the embedded PostgreSQL even if one answers on 127.0.0.1:5432')
   .option('--start-redis', 'start a private redis-server even if one answers on 127.0.0.1:6379')
@@ -175,6 +176,10 @@ program
     }),
   );
 
+// Dead letters and scheduled maintenance (maintenance/, docs/maintenance.md).
+program.addCommand(dlqCommand());
+program.addCommand(maintenanceCommand());
+// Benchmarks for capacity planners (bench/, docs/benchmarks.md).
 addBenchCommand(program, action);
 
 await program.parseAsync(process.argv);

@@ -32,6 +32,13 @@ export interface UpOptions {
 
 export type Role = 'ingest' | 'work' | 'lag-exporter' | 'maintenance';
 
+const PORT_KEYS = {
+  SURGE_INGEST_PORT: 'ingestPort',
+  SURGE_WORKER_METRICS_PORT: 'workerMetricsPort',
+  SURGE_LAG_EXPORTER_PORT: 'lagExporterPort',
+  SURGE_MAINTENANCE_METRICS_PORT: 'maintenanceMetricsPort',
+} as const satisfies Record<string, keyof Config>;
+
 const CLI = join(dirname(fileURLToPath(import.meta.url)), 'surge.js');
 
 export const DEFAULT_DATA_DIR = join(PACKAGE_ROOT, '.data');
@@ -294,26 +301,29 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
     const apiKey = await devApiKey(databaseUrl, opts.dataDir);
 
     const host = config.listenHost;
-    const ports: Record<'ingest' | 'work' | 'lag-exporter', number> = {
-      ingest: config.ingestPort,
-      work: config.workerMetricsPort,
-      'lag-exporter': config.lagExporterPort,
+    // Every role serves /readyz on its own port; 0 = pick a free one now so the banner can say it.
+    const portVars: Record<Role, keyof typeof PORT_KEYS> = {
+      ingest: 'SURGE_INGEST_PORT',
+      work: 'SURGE_WORKER_METRICS_PORT',
+      'lag-exporter': 'SURGE_LAG_EXPORTER_PORT',
+      maintenance: 'SURGE_MAINTENANCE_METRICS_PORT',
     };
-    const portVars = { ingest: 'SURGE_INGEST_PORT', work: 'SURGE_WORKER_METRICS_PORT', 'lag-exporter': 'SURGE_LAG_EXPORTER_PORT' } as const;
-    for (const role of ['ingest', 'work', 'lag-exporter'] as const) {
-      if (!opts.roles.includes(role)) continue;
-      if (ports[role] === 0) ports[role] = await freePort();
-      else if (!(await portAvailable(host, ports[role]))) {
-        throw new Error(`port ${ports[role]} on ${host} is in use; set ${portVars[role]} to a free port (or 0 for any)`);
+    const ports = {} as Record<Role, number>;
+    for (const role of Object.keys(portVars) as Role[]) {
+      let port = config[PORT_KEYS[portVars[role]]];
+      if (opts.roles.includes(role)) {
+        if (port === 0) port = await freePort();
+        else if (!(await portAvailable(host, port))) {
+          throw new Error(`port ${port} on ${host} is in use; set ${portVars[role]} to a free port (or 0 for any)`);
+        }
       }
+      ports[role] = port;
     }
     const env: Record<string, string> = {
       ...(process.env as Record<string, string>),
       REDIS_URL: redisUrl,
       DATABASE_URL: databaseUrl,
-      SURGE_INGEST_PORT: String(ports.ingest),
-      SURGE_WORKER_METRICS_PORT: String(ports.work),
-      SURGE_LAG_EXPORTER_PORT: String(ports['lag-exporter']),
+      ...Object.fromEntries((Object.keys(portVars) as Role[]).map((r) => [portVars[r], String(ports[r])])),
     };
 
     let stopping = false;
@@ -374,7 +384,7 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
 
     for (const c of children) launch(c);
     const localHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
-    const readyUrls = opts.roles.filter((r): r is 'ingest' | 'work' | 'lag-exporter' => r in ports).map((r) => `http://${localHost}:${ports[r]}/readyz`);
+    const readyUrls = opts.roles.map((r) => `http://${localHost}:${ports[r]}/readyz`);
     try {
       await Promise.all(readyUrls.map((u) => waitUntil(u, () => httpOk(u), 60_000, opts.signal)));
     } catch (e) {
@@ -397,7 +407,7 @@ export function banner(stack: RunningStack, config: Config): string {
     '',
     'Surge is up.',
     `  POST orders to   ${stack.ingestUrl}/v1/orders`,
-    `  metrics          ingest ${stack.ingestUrl}/metrics · workers http://${host}:${e.SURGE_WORKER_METRICS_PORT}/metrics · lag http://${host}:${e.SURGE_LAG_EXPORTER_PORT}/metrics`,
+    `  metrics          ingest ${stack.ingestUrl}/metrics · workers http://${host}:${e.SURGE_WORKER_METRICS_PORT}/metrics · lag http://${host}:${e.SURGE_LAG_EXPORTER_PORT}/metrics · maintenance http://${host}:${e.SURGE_MAINTENANCE_METRICS_PORT}/metrics`,
     `  Redis            ${redactUrl(e.REDIS_URL ?? '')}  (${config.shards} shards, prefix ${config.redisPrefix})`,
     `  PostgreSQL       ${redactUrl(e.DATABASE_URL ?? '')}`,
     '',

@@ -42,6 +42,20 @@ export interface Config {
   maxDeliveries: number;
   shutdownTimeoutMs: number;
   lagCacheMs: number;
+  /** How often the stream jobs (safe trim, idle-consumer cleanup) run. */
+  maintenanceIntervalMs: number;
+  /** How often the PostgreSQL retention jobs (orders, dead letters) run. */
+  retentionIntervalMs: number;
+  /** Orders (and so their idempotency keys) older than this many days are deleted; 0 keeps them forever. */
+  orderRetentionDays: number;
+  /** Dead letters first seen longer ago than this many days are deleted; 0 keeps them forever. */
+  deadLetterRetentionDays: number;
+  /** Rows per DELETE statement of the retention jobs (one short transaction each). */
+  retentionBatchSize: number;
+  /** A consumer idle longer than this is removed from its group (its pending entries are claimed first). */
+  consumerIdleMs: number;
+  /** `surge maintenance` `/metrics`, `/healthz`, `/readyz` port. */
+  maintenanceMetricsPort: number;
   logLevel: LogLevel;
 }
 
@@ -335,6 +349,63 @@ const SPECS = [
     parse: int(0, 60000),
   },
   {
+    name: 'SURGE_MAINTENANCE_INTERVAL_MS',
+    key: 'maintenanceIntervalMs',
+    default: '60000',
+    accepts: 'integer 100–86400000',
+    description: 'Tick of the stream maintenance jobs (safe trim, idle-consumer cleanup); one execution per tick across all `surge maintenance` replicas.',
+    parse: int(100, 86_400_000),
+  },
+  {
+    name: 'SURGE_RETENTION_INTERVAL_MS',
+    key: 'retentionIntervalMs',
+    default: '3600000',
+    accepts: 'integer 100–86400000',
+    description: 'Tick of the PostgreSQL retention jobs (expired orders, old dead letters).',
+    parse: int(100, 86_400_000),
+  },
+  {
+    name: 'SURGE_ORDER_RETENTION_DAYS',
+    key: 'orderRetentionDays',
+    default: '0',
+    accepts: 'integer 0–36500',
+    description:
+      'Orders received longer ago than this are deleted, and with them their idempotency keys (a later retry of such a key would be applied again). 0 keeps them forever.',
+    parse: int(0, 36500),
+  },
+  {
+    name: 'SURGE_DLQ_RETENTION_DAYS',
+    key: 'deadLetterRetentionDays',
+    default: '30',
+    accepts: 'integer 0–36500',
+    description: 'Dead letters (table rows and DLQ stream entries) first seen longer ago than this are deleted, replayed or not. 0 keeps them forever.',
+    parse: int(0, 36500),
+  },
+  {
+    name: 'SURGE_RETENTION_BATCH_SIZE',
+    key: 'retentionBatchSize',
+    default: '1000',
+    accepts: 'integer 1–100000',
+    description: 'Rows per DELETE of the retention jobs; each batch is its own short transaction.',
+    parse: int(1, 100_000),
+  },
+  {
+    name: 'SURGE_CONSUMER_IDLE_MS',
+    key: 'consumerIdleMs',
+    default: '3600000',
+    accepts: 'integer 100–2592000000, ≥ `SURGE_CLAIM_TIMEOUT_MS`',
+    description: 'A group consumer idle longer than this is removed (`XGROUP DELCONSUMER`) — only once it holds no pending entries; its pending entries are first claimed by a live consumer.',
+    parse: int(100, 2_592_000_000),
+  },
+  {
+    name: 'SURGE_MAINTENANCE_METRICS_PORT',
+    key: 'maintenanceMetricsPort',
+    default: '9466',
+    accepts: 'integer 0–65535',
+    description: '`surge maintenance` `/metrics`, `/healthz`, `/readyz` port. 0 picks a free port.',
+    parse: int(0, 65535),
+  },
+  {
     name: 'SURGE_LOG_LEVEL',
     key: 'logLevel',
     default: 'info',
@@ -358,6 +429,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const config = { ...(out as unknown as Config), ...overrides };
   if (config.claimTimeoutMs < config.batchLingerMs * 3) {
     throw new ConfigError('SURGE_CLAIM_TIMEOUT_MS', `must be at least 3× SURGE_BATCH_LINGER_MS (${config.batchLingerMs * 3})`);
+  }
+  if (config.consumerIdleMs < config.claimTimeoutMs) {
+    throw new ConfigError('SURGE_CONSUMER_IDLE_MS', `must be at least SURGE_CLAIM_TIMEOUT_MS (${config.claimTimeoutMs})`);
   }
   return config;
 }

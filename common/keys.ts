@@ -56,3 +56,8 @@ export function entryIdMillis(id: string): number {
 export function consumerName(hostname: string, pid: number): string {
   return `${hostname}-${pid}`;
 }
+
+/** Maintenance's cursor over shard i's DLQ stream: entries up to it have a `dead_letters` row. */
+export function dlqSyncedKey(prefix: string, shard: number): string {
+  return `${prefix}:${shardTag(shard)}:dlq:synced`;
+}

@@ -153,3 +153,78 @@ export function lagMetrics(registry: Registry) {
   };
 }
 export type LagMetrics = ReturnType<typeof lagMetrics>;
+
+export const MAINTENANCE_JOBS = ['trim-streams', 'consumers', 'expire-orders', 'dead-letters'] as const;
+export type MaintenanceJobName = (typeof MAINTENANCE_JOBS)[number];
+
+/** `surge maintenance` (scheduled jobs) and dead-letter replays. */
+export function maintenanceMetrics(registry: Registry) {
+  return {
+    runs: new Counter({
+      name: 'surge_maintenance_runs_total',
+      help: 'Scheduled maintenance jobs run by this process, by job and result (ok, failed).',
+      labelNames: ['job', 'result'] as const,
+      registers: [registry],
+    }),
+    failures: new Counter({
+      name: 'surge_maintenance_failures_total',
+      help: 'Failed attempts of BullMQ jobs (maintenance and dlq-replay), by job.',
+      labelNames: ['job'] as const,
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: 'surge_maintenance_job_duration_seconds',
+      help: 'Run time of one scheduled maintenance job.',
+      labelNames: ['job'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    trimmed: new Counter({
+      name: 'surge_maintenance_trimmed_entries_total',
+      help: 'Shard stream entries removed by the safe trim (acknowledged by every group).',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
+    expired: new Counter({
+      name: 'surge_maintenance_expired_rows_total',
+      help: 'Rows deleted by retention: orders (with their idempotency keys) and dead_letters.',
+      labelNames: ['table'] as const,
+      registers: [registry],
+    }),
+    dlqEntriesExpired: new Counter({
+      name: 'surge_maintenance_dlq_entries_expired_total',
+      help: 'DLQ stream entries removed by dead-letter retention.',
+      registers: [registry],
+    }),
+    deadLettersBackfilled: new Counter({
+      name: 'surge_maintenance_dead_letters_backfilled_total',
+      help: 'dead_letters rows created from DLQ stream entries that had none.',
+      registers: [registry],
+    }),
+    consumersRemoved: new Counter({
+      name: 'surge_maintenance_consumers_removed_total',
+      help: 'Idle consumers with no pending entries removed from the group.',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
+    entriesReassigned: new Counter({
+      name: 'surge_maintenance_entries_reassigned_total',
+      help: 'Pending entries of idle consumers moved to a live consumer before removal.',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
+    idleWithPending: new Gauge({
+      name: 'surge_maintenance_idle_consumers_with_pending',
+      help: 'Idle consumers kept because they hold pending entries and no live consumer could take them.',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
+    replays: new Counter({
+      name: 'surge_dlq_replays_total',
+      help: 'Dead-letter replay attempts by outcome (replayed, already_replayed, not_replayable, missing).',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+  };
+}
+export type MaintenanceMetrics = ReturnType<typeof maintenanceMetrics>;

@@ -98,6 +98,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}, redi
     SURGE_INGEST_PORT: '0',
     SURGE_WORKER_METRICS_PORT: '0',
     SURGE_LAG_EXPORTER_PORT: '0',
+    SURGE_MAINTENANCE_METRICS_PORT: '0',
     SURGE_LOG_LEVEL: process.env.SURGE_TEST_LOG_LEVEL ?? 'silent',
     ...overrides,
   };

@@ -1,0 +1,6 @@
+($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
+AND ($2::text IS NULL OR reason = $2)
+AND ($3::text IS NULL OR client_id = $3)
+AND ($4::timestamptz IS NULL OR first_seen_at >= $4)
+AND ($5::timestamptz IS NULL OR first_seen_at < $5)
+AND ($6::boolean IS NULL OR (replayed_at IS NOT NULL) = $6)
