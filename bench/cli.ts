@@ -26,6 +26,7 @@ interface CliOpts {
   workers: number;
   rate: number;
   duration: number;
+  warmupSeconds: number;
   startRate: number;
   stepRate: number;
   maxRate: number;
@@ -89,7 +90,7 @@ export function toBenchOptions(o: CliOpts, command: string): BenchOptions {
     workers: o.workers,
     rate: o.rate,
     durationS: o.duration,
-    ramp: { startRate: o.startRate, stepRate: o.stepRate, maxRate: o.maxRate, stepS: o.stepSeconds, acceptP99Ms: o.acceptP99Ms, commitP99Ms: o.commitP99Ms, maxBacklogAgeS: o.maxBacklogAgeS },
+    ramp: { warmupS: o.warmupSeconds, startRate: o.startRate, stepRate: o.stepRate, maxRate: o.maxRate, stepS: o.stepSeconds, acceptP99Ms: o.acceptP99Ms, commitP99Ms: o.commitP99Ms, maxBacklogAgeS: o.maxBacklogAgeS },
     flash: { orders: o.orders, burstS: o.burstSeconds, hotSkus: o.hotSkus, stockPerSku: o.stock, duplicateFraction: o.duplicates, retries: o.retries },
     sweep: { workers: o.sweepWorkers, batchSizes: o.batchSizes, shards: o.shards, targetRate: o.targetRate, headroom: o.headroom },
     connections: o.connections,
@@ -127,6 +128,7 @@ export function addBenchCommand(program: Command, action: <A extends unknown[]>(
     .option('--workers <n>', 'worker processes of a started stack', num, d.workers)
     .option('--rate <n>', 'steady/soak: offered orders per second', num, d.rate)
     .option('--duration <s>', 'steady/soak: seconds of load', num, d.durationS)
+    .option('--warmup-seconds <s>', 'ramp: seconds at a low rate first, excluded from the knee', num, d.ramp.warmupS)
     .option('--start-rate <n>', 'ramp: first step (orders/s)', num, d.ramp.startRate)
     .option('--step-rate <n>', 'ramp: increase per step', num, d.ramp.stepRate)
     .option('--max-rate <n>', 'ramp: last step', num, d.ramp.maxRate)

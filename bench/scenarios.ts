@@ -48,6 +48,8 @@ export interface BenchOptions {
 }
 
 export interface RampOptions {
+  /** Seconds at a low rate first (connections, JIT, caches), excluded from the knee. 0 = none. */
+  warmupS: number;
   startRate: number;
   stepRate: number;
   maxRate: number;
@@ -85,7 +87,7 @@ export const DEFAULTS: Omit<BenchOptions, 'command' | 'progress' | 'log' | 'resu
   workers: 1,
   rate: 500,
   durationS: 60,
-  ramp: { startRate: 250, stepRate: 250, maxRate: 6000, stepS: 10, acceptP99Ms: 100, commitP99Ms: 1000, maxBacklogAgeS: 5 },
+  ramp: { warmupS: 5, startRate: 250, stepRate: 250, maxRate: 6000, stepS: 10, acceptP99Ms: 100, commitP99Ms: 1000, maxBacklogAgeS: 5 },
   flash: { orders: 100_000, burstS: 10, hotSkus: 5, stockPerSku: 2000, duplicateFraction: 0.2, retries: 3 },
   sweep: { workers: [1, 2], batchSizes: [100, 500], shards: [4], targetRate: 0, headroom: 1.25 },
   connections: 64,
@@ -105,7 +107,7 @@ export function quickOptions(o: BenchOptions): BenchOptions {
     quick: true,
     rate: 50,
     durationS: 3,
-    ramp: { ...o.ramp, startRate: 40, stepRate: 40, maxRate: 120, stepS: 2 },
+    ramp: { ...o.ramp, warmupS: 1, startRate: 40, stepRate: 40, maxRate: 120, stepS: 2 },
     flash: { ...o.flash, orders: 300, burstS: 2, hotSkus: 2, stockPerSku: 60 },
     sweep: { ...o.sweep, workers: [1], batchSizes: [50, 200], shards: [2] },
     connections: 8,
@@ -214,8 +216,9 @@ export interface Knee {
   reason: string;
 }
 
+/** Phase 0 is the warm-up when warmupS > 0 (at half the first step, at most 100/s). */
 function rampPhases(r: RampOptions): LoadPhase[] {
-  const phases: LoadPhase[] = [];
+  const phases: LoadPhase[] = r.warmupS > 0 ? [{ rate: Math.max(1, Math.min(r.startRate / 2, 100)), durationMs: r.warmupS * 1000 }] : [];
   for (let rate = r.startRate; rate <= r.maxRate; rate += r.stepRate) phases.push({ rate, durationMs: r.stepS * 1000 });
   return phases;
 }
@@ -229,6 +232,7 @@ function rampStopRule(r: RampOptions): RunOptions['shouldStop'] {
       if (x.dropped > 0 || x.failed > Math.max(1, x.offered * 0.01)) return `failures (${x.failed} failed, ${x.dropped} dropped)`;
       return undefined;
     };
+    if (r.warmupS > 0 && s.phase === 0) return undefined;
     const prev = history.at(-2);
     const now = bad(s);
     return now && prev && bad(prev) ? `${now} at ${s.phase >= 0 ? `step ${s.phase}` : 'drain'}` : undefined;
@@ -238,6 +242,7 @@ function rampStopRule(r: RampOptions): RunOptions['shouldStop'] {
 export function findKnee(s: SystemSummary, r: RampOptions): Knee {
   let best: number | null = null;
   for (const p of s.phases) {
+    if (r.warmupS > 0 && p.phase === 0) continue;
     if (p.offered === 0) break;
     const reasons: string[] = [];
     if (p.accept.p99Ms > r.acceptP99Ms) reasons.push(`accept p99 ${p.accept.p99Ms} ms > ${r.acceptP99Ms} ms`);

@@ -69,7 +69,7 @@ describe('bench: workload and arithmetic', () => {
       commit: { count: 1, meanMs: 1, p50Ms: 1, p90Ms: 1, p99Ms: commitP99, p999Ms: 1, maxMs: 1 },
       backlogMax: 0, backlogAgeMaxS: 0,
     });
-    const bounds = { startRate: 100, stepRate: 100, maxRate: 400, stepS: 10, acceptP99Ms: 50, commitP99Ms: 500, maxBacklogAgeS: 5 };
+    const bounds = { warmupS: 0, startRate: 100, stepRate: 100, maxRate: 400, stepS: 10, acceptP99Ms: 50, commitP99Ms: 500, maxBacklogAgeS: 5 };
     const s = { phases: [p(100, 5, 50), p(200, 8, 90), p(300, 9, 900), p(400, 200, 50)] } as unknown as SystemSummary;
     const k = findKnee(s, bounds);
     assert.equal(k.maxSustainableRate, 200);
@@ -77,6 +77,10 @@ describe('bench: workload and arithmetic', () => {
     assert.match(k.reason, /commit p99/);
     const failing = { phases: [p(100, 5, 50, 500)] } as unknown as SystemSummary;
     assert.equal(findKnee(failing, bounds).maxSustainableRate, null);
+    // With a warm-up, phase 0 (cold start, slow) does not count.
+    const warm = { phases: [p(50, 900, 50), p(100, 5, 50)].map((x, i) => ({ ...x, phase: i })) } as unknown as SystemSummary;
+    assert.equal(findKnee(warm, { ...bounds, warmupS: 1 }).maxSustainableRate, 100);
+    assert.equal(findKnee(warm, bounds).maxSustainableRate, null);
   });
 
   test('charts render to SVG headless', async () => {
