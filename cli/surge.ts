@@ -13,6 +13,8 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { addBenchCommand } from '../bench/cli.js';
 import { startIngest } from '../ingest/server.js';
 import { dlqCommand, maintenanceCommand } from '../maintenance/commands.js';
+import { startLagExporter } from '../metrics/exporter.js';
+import { runStatus } from '../metrics/status.js';
 import { action, configOrExit } from './common.js';
 import { banner, DEFAULT_DATA_DIR, type Role, up } from './up.js';
 
@@ -181,5 +183,42 @@ program.addCommand(dlqCommand());
 program.addCommand(maintenanceCommand());
 // Benchmarks for capacity planners (bench/, docs/benchmarks.md).
 addBenchCommand(program, action);
+
+// Lag: the exporter and the operator's terminal view (metrics/, docs/metrics.md).
+program
+  .command('lag-exporter')
+  .description('serve consumer lag, backlog and their ages per shard on /metrics (SURGE_LAG_EXPORTER_PORT); run exactly one per deployment')
+  .action(
+    action(async () => {
+      const config = configOrExit();
+      const logger = createLogger(config.logLevel, 'lag-exporter');
+      const exporter = await startLagExporter(config, { logger });
+      stopOnSignals('lag-exporter', exporter, { timeoutMs: config.shutdownTimeoutMs, logger });
+    }),
+  );
+
+program
+  .command('status')
+  .description('per shard: length, lag, pending, backlog, oldest ages, consumers, DLQ depth; apply rate over the last minute')
+  .option('--watch', 'redraw in place until interrupted')
+  .option('--interval <ms>', 'refresh interval for --watch', '2000')
+  .option('--json', 'print the report as JSON (one line per refresh with --watch)')
+  .action(
+    action(async (opts: { watch?: boolean; json?: boolean; interval: string }) => {
+      const config = configOrExit();
+      const intervalMs = Number(opts.interval);
+      if (!Number.isInteger(intervalMs) || intervalMs < 100) throw new Error(`--interval: "${opts.interval}" is not an integer ≥ 100`);
+      const abort = new AbortController();
+      const onSignal = () => abort.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        await runStatus(config, { json: opts.json, watch: opts.watch, intervalMs, signal: abort.signal });
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    }),
+  );
 
 await program.parseAsync(process.argv);

@@ -15,7 +15,15 @@ export type ApplyResult = (typeof APPLY_RESULTS)[number];
 export function createRegistry(options: { defaultMetrics: boolean; role: string }): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ role: options.role });
-  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'surge_process_' });
+  if (options.defaultMetrics) {
+    collectDefaultMetrics({ register: registry, prefix: 'surge_process_' });
+    // prom-client names these gauges `…_total`, which `promtool check metrics` rejects (a `_total`
+    // suffix means a counter). They are the sums of `surge_process_nodejs_active_{handles,requests,
+    // resources}{type}`, which stay, so nothing is lost.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      registry.removeSingleMetric(`surge_process_${name}`);
+    }
+  }
   return registry;
 }
 
@@ -141,15 +149,36 @@ export function lagMetrics(registry: Registry) {
     }),
     consumerIdle: new Gauge({
       name: 'surge_consumer_idle_seconds',
-      help: 'Seconds since the consumer last read or claimed.',
+      help: 'Seconds since the consumer last tried to read or claim (XINFO CONSUMERS idle).',
       labelNames: ['stream', 'group', 'consumer'] as const,
       registers: [registry],
     }),
     dlqDepth: new Gauge({ name: 'surge_dlq_depth', help: 'Entries in each dead-letter stream.', labelNames: ['stream'] as const, registers: [registry] }),
-    redisUsedMemory: new Gauge({ name: 'surge_redis_used_memory_bytes', help: 'Redis INFO used_memory.', registers: [registry] }),
-    redisMaxMemory: new Gauge({ name: 'surge_redis_maxmemory_bytes', help: 'Redis maxmemory (0 = no limit).', registers: [registry] }),
+    lagNull: new Gauge({
+      name: 'surge_consumer_group_lag_null',
+      help: '1 while Redis reports the group lag as NULL (the backlog is then counted from the stream), else 0.',
+      labelNames: sg,
+      registers: [registry],
+    }),
+    redisUsedMemory: new Gauge({
+      name: 'surge_redis_used_memory_bytes',
+      help: 'Redis INFO used_memory, per node (per master on Cluster).',
+      labelNames: ['node'] as const,
+      registers: [registry],
+    }),
+    redisMaxMemory: new Gauge({
+      name: 'surge_redis_maxmemory_bytes',
+      help: 'Redis maxmemory per node (0 = no limit).',
+      labelNames: ['node'] as const,
+      registers: [registry],
+    }),
     scrapeErrors: new Counter({ name: 'surge_lag_exporter_errors_total', help: 'Failed readings of Redis by the lag exporter.', registers: [registry] }),
     up: new Gauge({ name: 'surge_lag_exporter_redis_up', help: '1 if the last reading of Redis succeeded.', registers: [registry] }),
+    readDuration: new Gauge({
+      name: 'surge_lag_exporter_read_duration_seconds',
+      help: 'How long the last reading of Redis took (all shards; NULL-lag counting included).',
+      registers: [registry],
+    }),
   };
 }
 export type LagMetrics = ReturnType<typeof lagMetrics>;
