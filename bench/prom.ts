@@ -1,29 +1,10 @@
-// A small parser for the Prometheus text exposition format (what every /metrics here serves).
-export interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
+// Reading the /metrics pages the benchmark samples (lag exporter, ingest, workers).
+import { parseExposition, type Sample } from '../test/support/prom.js';
+export type { Sample };
 
-const LINE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/;
-const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
-
+/** The one exposition parser of the project (test/support/prom.ts); handles braces and escapes in label values. */
 export function parsePrometheus(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const m = LINE.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(LABEL)) {
-      labels[l[1] as string] = (l[2] as string).replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
-    }
-    const v = m[3] as string;
-    const value = v === '+Inf' ? Number.POSITIVE_INFINITY : v === '-Inf' ? Number.NEGATIVE_INFINITY : Number(v);
-    out.push({ name: m[1] as string, labels, value });
-  }
-  return out;
+  return parseExposition(text);
 }
 
 /** Sum of every sample named `name` (optionally filtered by labels); undefined when absent. */
