@@ -15,6 +15,7 @@ import { startIngest } from '../ingest/server.js';
 import { dlqCommand, maintenanceCommand } from '../maintenance/commands.js';
 import { startLagExporter } from '../metrics/exporter.js';
 import { runStatus } from '../metrics/status.js';
+import { startWorker } from '../workers/worker.js';
 import { action, configOrExit } from './common.js';
 import { banner, DEFAULT_DATA_DIR, type Role, up } from './up.js';
 
@@ -116,6 +117,18 @@ program
       const service = await startIngest(config, { logger });
       logger.info({ url: service.url, port: service.port, durability: config.durability, shards: config.shards }, `ingest listening on ${service.url}`);
       stopOnSignals('ingest', service, { timeoutMs: config.shutdownTimeoutMs, logger });
+    }),
+  );
+
+program
+  .command('work')
+  .description('apply queued orders to PostgreSQL: consume every shard stream in batches (runs until SIGTERM/SIGINT)')
+  .action(
+    action(async () => {
+      const config = configOrExit();
+      const logger = createLogger(config.logLevel, 'worker');
+      const worker = await startWorker(config, { logger });
+      stopOnSignals('work', worker, { timeoutMs: config.shutdownTimeoutMs, logger });
     }),
   );
 

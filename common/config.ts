@@ -279,17 +279,17 @@ const SPECS = [
   {
     name: 'SURGE_BATCH_SIZE',
     key: 'batchSize',
-    default: '500',
+    default: '1000',
     accepts: 'integer 1–10000',
-    description: 'Most entries per apply batch (one PostgreSQL transaction).',
+    description: 'Most entries per apply batch (one PostgreSQL transaction). 1000 measured best (docs/workers.md).',
     parse: int(1, 10000),
   },
   {
     name: 'SURGE_BATCH_LINGER_MS',
     key: 'batchLingerMs',
-    default: '10',
+    default: '0',
     accepts: 'integer 0–10000',
-    description: 'How long a worker waits to fill a batch before applying a partial one.',
+    description: 'How long a worker waits to fill a batch before applying a partial one (0: backpressure alone makes batches grow under load; docs/workers.md).',
     parse: int(0, 10000),
   },
   {
@@ -305,7 +305,7 @@ const SPECS = [
     key: 'pgPoolSize',
     default: '4',
     accepts: 'integer 1–200',
-    description: 'PostgreSQL connections per worker process (budget replicas × this against `max_connections`).',
+    description: 'PostgreSQL connections per worker process, shared equally by its threads (budget replicas × this against `max_connections`).',
     parse: int(1, 200),
   },
   {

@@ -1,0 +1,318 @@
+// bench:apply — how fast a backlog of orders reaches PostgreSQL.
+//
+// Preloads N orders (1–3 items each) into the shard streams, starts a worker and times until the
+// backlog is applied. In the same run it measures (a) a raw COPY of the same rows into fresh
+// tables with the same columns and indexes — the physical limit on this machine — and (b) a
+// BullMQ job-per-order worker doing one INSERT per job, what a team would build otherwise.
+// Prints orders/s for each and the ratios; writes bench/results/apply-<date>.{json,md}.
+//
+//   npm run bench:apply -- [--orders 50000] [--bull-orders 10000] [--placement threads|main]
+//                          [--batch-size N] [--linger MS] [--threads N] [--pool N] [--shards N]
+//                          [--bull-concurrency N] [--only surge|raw|bull] [--no-save] [--label TEXT]
+//   npm run bench:apply -- --trickle RATE [--seconds 10] [--linger MS] …   (latency at a steady rate:
+//                          orders arrive while the worker runs; prints end-to-end p50/p99 and batches)
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import { Queue, Worker } from 'bullmq';
+import pg from 'pg';
+import copyStreams from 'pg-copy-streams';
+import { loadConfig } from '../common/config.js';
+import { shardFor, streamKey } from '../common/keys.js';
+import { encodeEntry, type Order } from '../common/order.js';
+import { PACKAGE_ROOT } from '../common/paths.js';
+import { createRedis } from '../common/redis.js';
+import { ensureGroups } from '../common/streams.js';
+import { createTestDatabase, deleteRedisPrefix, TEST_REDIS_URL, uniquePrefix } from '../test/support/env.js';
+import { backlog } from '../test/support/workers.js';
+import { copyBuffer, copyRow } from '../workers/copy.js';
+import { type PgPlacement, startWorker } from '../workers/worker.js';
+
+const { values: args } = parseArgs({
+  options: {
+    orders: { type: 'string', default: '50000' },
+    'bull-orders': { type: 'string', default: '10000' },
+    placement: { type: 'string' },
+    'batch-size': { type: 'string' },
+    linger: { type: 'string' },
+    threads: { type: 'string' },
+    pool: { type: 'string' },
+    shards: { type: 'string', default: '4' },
+    'bull-concurrency': { type: 'string', default: '8' },
+    only: { type: 'string' },
+    'no-save': { type: 'boolean', default: false },
+    label: { type: 'string', default: '' },
+    trickle: { type: 'string' },
+    seconds: { type: 'string', default: '10' },
+  },
+});
+
+const N = Number(args.orders);
+const BULL_N = Math.min(N, Number(args['bull-orders']));
+const SHARDS = Number(args.shards);
+const CLIENTS = 4;
+const SKUS = 1000;
+const STOCKED = 100; // SKUs with an inventory row (stock-checked, never running out)
+const only = args.only;
+
+interface QueuedOrder {
+  client: string;
+  key: string;
+  order: Order;
+}
+
+function makeOrders(n: number): QueuedOrder[] {
+  let seed = 7;
+  const rnd = (k: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % k;
+  };
+  return Array.from({ length: n }, (_, i) => ({
+    client: `client-${i % CLIENTS}`,
+    key: `bench-${i}-${rnd(1e9)}`,
+    order: {
+      customer_id: `customer-${rnd(50000)}`,
+      currency: 'EUR',
+      order_id: `order-${i}`,
+      placed_at: new Date(1_700_000_000_000 + i * 1000).toISOString(),
+      items: Array.from({ length: 1 + rnd(3) }, () => ({ sku: `sku-${rnd(SKUS)}`, qty: 1 + rnd(3), unit_price_cents: 100 + rnd(10000) })),
+    },
+  }));
+}
+
+function machine() {
+  const cpus = os.cpus();
+  const version = (cmd: string, a: string[]) => {
+    try {
+      return execFileSync(cmd, a, { encoding: 'utf8' }).trim().split('\n')[0];
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    cpu: cpus[0]?.model ?? 'unknown',
+    cores: cpus.length,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+    postgres: version('psql', ['--version']),
+    redis: version('redis-server', ['--version']),
+  };
+}
+
+async function timeUntil(probe: () => Promise<boolean>, intervalMs = 20): Promise<void> {
+  while (!(await probe())) await new Promise((r) => setTimeout(r, intervalMs));
+}
+
+async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
+  const db = await createTestDatabase();
+  const prefix = uniquePrefix();
+  const env: Record<string, string> = {
+    DATABASE_URL: db.url,
+    REDIS_URL: TEST_REDIS_URL,
+    SURGE_REDIS_PREFIX: prefix,
+    SURGE_SHARDS: String(SHARDS),
+    SURGE_WORKER_METRICS_PORT: '0',
+    SURGE_LOG_LEVEL: 'warn',
+  };
+  if (args['batch-size']) env.SURGE_BATCH_SIZE = args['batch-size'];
+  if (args.linger) env.SURGE_BATCH_LINGER_MS = args.linger;
+  if (args.threads) env.SURGE_WORKER_THREADS = args.threads;
+  if (args.pool) env.SURGE_PG_POOL_SIZE = args.pool;
+  const config = loadConfig(env);
+  const redis = createRedis(config);
+  const admin = new pg.Client({ connectionString: db.url });
+  await admin.connect();
+  try {
+    await ensureGroups(redis, prefix, SHARDS);
+    await admin.query('INSERT INTO inventory (sku, available) SELECT $1 || g, 1000000000 FROM generate_series(0, $2 - 1) AS g', ['sku-', STOCKED]);
+    const send = async (slice: QueuedOrder[]) => {
+      const pipe = redis.pipeline();
+      for (const o of slice) pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, SHARDS)), '*', ...encodeEntry(o.client, o.key, o.order));
+      await pipe.exec();
+    };
+    if (trickleRate === undefined) for (let i = 0; i < orders.length; i += 2000) await send(orders.slice(i, i + 2000));
+    // Timed from the worker's start (threads spawning included) to the last ack.
+    const t0 = performance.now();
+    const worker = await startWorker(config, { pgPlacement: args.placement as PgPlacement | undefined });
+    if (trickleRate !== undefined) {
+      // Steady arrivals: every 10 ms, the orders due by now.
+      const tStart = performance.now();
+      let sent = 0;
+      while (sent < orders.length) {
+        const due = Math.min(orders.length, Math.floor(((performance.now() - tStart) / 1000) * trickleRate));
+        if (due > sent) await send(orders.slice(sent, due));
+        sent = due;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    await timeUntil(async () => (await backlog(redis, prefix, SHARDS)) === 0);
+    const seconds = (performance.now() - t0) / 1000;
+    const scraped = await (await fetch(`http://127.0.0.1:${worker.port}/metrics`)).text();
+    const batches = Number(/^surge_apply_batch_size_count\S* (\S+)$/m.exec(scraped)?.[1] ?? 0);
+    await worker.stop();
+    const latency = (
+      await admin.query<{ p50: number; p99: number; max: number }>(
+        `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, max(ms) AS max
+         FROM (SELECT extract(epoch FROM applied_at - received_at) * 1000 AS ms FROM orders) AS t`,
+      )
+    ).rows[0];
+    const applied = Number((await admin.query('SELECT count(*) AS n FROM orders')).rows[0].n);
+    if (applied !== orders.length) throw new Error(`surge applied ${applied} of ${orders.length}`);
+    return {
+      orders: orders.length,
+      seconds,
+      ordersPerSecond: orders.length / seconds,
+      batches,
+      endToEndMs: latency ? { p50: Math.round(latency.p50), p99: Math.round(latency.p99), max: Math.round(latency.max) } : undefined,
+      trickleRate,
+      settings: {
+        placement: args.placement ?? 'default',
+        batchSize: config.batchSize,
+        lingerMs: config.batchLingerMs,
+        threads: config.workerThreads,
+        pgPoolSize: config.pgPoolSize,
+        shards: SHARDS,
+      },
+    };
+  } finally {
+    await admin.end();
+    redis.disconnect();
+    await deleteRedisPrefix(TEST_REDIS_URL, prefix);
+    await db.drop();
+  }
+}
+
+async function benchRawCopy(orders: QueuedOrder[]) {
+  const db = await createTestDatabase();
+  const client = new pg.Client({ connectionString: db.url });
+  await client.connect();
+  try {
+    // Same columns, constraints and indexes as orders/order_items; no identity, no FK, no staging.
+    await client.query('CREATE TABLE raw_orders (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)');
+    await client.query('CREATE TABLE raw_items (LIKE order_items INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)');
+    const t0 = performance.now();
+    const now = new Date().toISOString();
+    const orderRows: string[] = [];
+    const itemRows: string[] = [];
+    orders.forEach((o, i) => {
+      const total = o.order.items.reduce((s, x) => s + x.qty * x.unit_price_cents, 0);
+      orderRows.push(
+        copyRow([String(i + 1), o.client, o.key, o.order.order_id, o.order.customer_id, o.order.currency, String(total), 'applied', null, o.order.placed_at, null, now, now, 'bench', `${i}-0`]),
+      );
+      o.order.items.forEach((x, j) => {
+        itemRows.push(copyRow([String(i + 1), String(j + 1), x.sku, String(x.qty), String(x.unit_price_cents)]));
+      });
+    });
+    await pipeline(Readable.from([copyBuffer(orderRows).buffer]), client.query(copyStreams.from('COPY raw_orders FROM STDIN')));
+    await pipeline(Readable.from([copyBuffer(itemRows).buffer]), client.query(copyStreams.from('COPY raw_items FROM STDIN')));
+    const seconds = (performance.now() - t0) / 1000;
+    return { orders: orders.length, seconds, ordersPerSecond: orders.length / seconds };
+  } finally {
+    await client.end();
+    await db.drop();
+  }
+}
+
+async function benchBull(orders: QueuedOrder[], concurrency: number) {
+  const db = await createTestDatabase();
+  const pool = new pg.Pool({ connectionString: db.url, max: concurrency });
+  const prefix = uniquePrefix();
+  const url = new URL(TEST_REDIS_URL);
+  const connection = { host: url.hostname, port: Number(url.port || 6379), maxRetriesPerRequest: null };
+  const name = 'orders';
+  const queue = new Queue(name, { connection, prefix: `${prefix}:bull` });
+  // One statement per job: the order and its items, idempotent on (client, key). No stock step.
+  const sql = `WITH o AS (
+      INSERT INTO orders (client_id, idempotency_key, order_id, customer_id, currency, total_cents, status, placed_at, received_at, stream, entry_id)
+      VALUES ($1, $2, $3, $4, $5, $6, 'applied', $7, now(), 'bullmq', $8)
+      ON CONFLICT (client_id, idempotency_key) DO NOTHING RETURNING id)
+    INSERT INTO order_items (order_pk, line, sku, qty, unit_price_cents)
+    SELECT o.id, i.line, i.sku, i.qty, i.price FROM o, unnest($9::text[], $10::int[], $11::bigint[]) WITH ORDINALITY AS i(sku, qty, price, line)`;
+  try {
+    for (let i = 0; i < orders.length; i += 1000) {
+      await queue.addBulk(orders.slice(i, i + 1000).map((o) => ({ name: 'order', data: o, opts: { removeOnComplete: true, attempts: 3 } })));
+    }
+    let done = 0;
+    const t0 = performance.now();
+    const worker = new Worker<QueuedOrder>(
+      name,
+      async (job) => {
+        const { client, key, order } = job.data;
+        const total = order.items.reduce((s, x) => s + x.qty * x.unit_price_cents, 0);
+        await pool.query(sql, [
+          client,
+          key,
+          order.order_id ?? null,
+          order.customer_id,
+          order.currency,
+          total,
+          order.placed_at ?? null,
+          job.id,
+          order.items.map((x) => x.sku),
+          order.items.map((x) => x.qty),
+          order.items.map((x) => x.unit_price_cents),
+        ]);
+      },
+      { connection, prefix: `${prefix}:bull`, concurrency },
+    );
+    worker.on('completed', () => {
+      done++;
+    });
+    await timeUntil(async () => done >= orders.length);
+    const seconds = (performance.now() - t0) / 1000;
+    await worker.close();
+    const applied = Number((await pool.query('SELECT count(*) AS n FROM orders')).rows[0].n);
+    if (applied !== orders.length) throw new Error(`bullmq applied ${applied} of ${orders.length}`);
+    return { orders: orders.length, seconds, ordersPerSecond: orders.length / seconds, concurrency };
+  } finally {
+    await queue.close();
+    await pool.end();
+    await deleteRedisPrefix(TEST_REDIS_URL, prefix);
+    await db.drop();
+  }
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+const trickle = args.trickle === undefined ? undefined : Number(args.trickle);
+const orders = makeOrders(trickle === undefined ? N : Math.round(trickle * Number(args.seconds)));
+const result: Record<string, unknown> = { date: new Date().toISOString(), label: args.label, machine: machine(), orders: N };
+const run = (what: string) => trickle === undefined && (!only || only === what);
+const surge = (trickle !== undefined || run('surge')) ? await benchSurge(orders, trickle) : undefined;
+const raw = run('raw') ? await benchRawCopy(orders) : undefined;
+const bull = run('bull') ? await benchBull(orders.slice(0, BULL_N), Number(args['bull-concurrency'])) : undefined;
+Object.assign(result, { surge, rawCopy: raw, bullmq: bull });
+if (surge && raw) result.surgeVsRawCopy = round(surge.ordersPerSecond / raw.ordersPerSecond);
+if (surge && bull) result.surgeVsBullmq = round(surge.ordersPerSecond / bull.ordersPerSecond);
+
+const line = (name: string, r?: { orders: number; seconds: number; ordersPerSecond: number }) =>
+  r ? `${name.padEnd(28)} ${String(r.orders).padStart(7)} orders  ${r.seconds.toFixed(2).padStart(7)} s  ${Math.round(r.ordersPerSecond).toString().padStart(7)} orders/s` : '';
+const m = result.machine as ReturnType<typeof machine>;
+const text = [
+  `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, node ${m.node}, ${m.postgres}, ${m.redis}, load ${m.loadavg.join(' ')}`,
+  surge ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, surge)}  (${JSON.stringify(surge.settings)})` : '',
+  surge ? `surge: ${surge.batches} batches, end-to-end ms ${JSON.stringify(surge.endToEndMs)}` : '',
+  line('raw COPY (physical limit)', raw),
+  bull ? `${line(`bullmq job/order (c=${bull.concurrency})`, bull)}` : '',
+  result.surgeVsRawCopy !== undefined ? `surge / raw COPY = ${result.surgeVsRawCopy} (goal ≥ 0.5)` : '',
+  result.surgeVsBullmq !== undefined ? `surge / bullmq   = ${result.surgeVsBullmq} (goal ≥ 15)` : '',
+]
+  .filter(Boolean)
+  .join('\n');
+console.log(text);
+
+if (!args['no-save']) {
+  const dir = join(PACKAGE_ROOT, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const stamp = (result.date as string).slice(0, 10);
+  const command = `npm run bench:apply -- ${process.argv.slice(2).join(' ')}`.trim();
+  writeFileSync(join(dir, `apply-${stamp}.json`), `${JSON.stringify({ command, ...result }, null, 2)}\n`);
+  writeFileSync(join(dir, `apply-${stamp}.md`), `# bench:apply ${stamp}\n\nCommand: \`${command}\`\n\n\`\`\`\n${text}\n\`\`\`\n`);
+  console.log(`saved bench/results/apply-${stamp}.{json,md}`);
+}
+process.exit(0);

@@ -1,0 +1,105 @@
+// Helpers for the worker suites: write orders to the shard streams as ingest does, watch the
+// streams drain, read a worker's /metrics, run `surge work` as a child process.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { allStreamKeys, GROUP, shardFor, streamKey } from '../../common/keys.js';
+import { encodeEntry, type Order } from '../../common/order.js';
+import { PACKAGE_ROOT } from '../../common/paths.js';
+import type { RedisClient } from '../../common/redis.js';
+import { waitFor } from './env.js';
+
+export interface QueuedOrder {
+  client: string;
+  key: string;
+  order: Order;
+}
+
+export function simpleOrder(i: number, items: Order['items'] = [{ sku: `sku-${i % 50}`, qty: 1 + (i % 3), unit_price_cents: 100 + i }]): Order {
+  return { customer_id: `cust-${i % 997}`, currency: 'EUR', items, order_id: `ord-${i}` };
+}
+
+/** XADDs the orders (pipelined, in the given order) to their shard streams; returns the entry IDs. */
+export async function enqueue(redis: RedisClient, prefix: string, shards: number, orders: readonly QueuedOrder[]): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < orders.length; i += 1000) {
+    const pipe = redis.pipeline();
+    for (const o of orders.slice(i, i + 1000)) {
+      pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, shards)), '*', ...encodeEntry(o.client, o.key, o.order));
+    }
+    for (const [err, id] of (await pipe.exec()) ?? []) {
+      if (err) throw err;
+      ids.push(id as string);
+    }
+  }
+  return ids;
+}
+
+/** XADDs raw fields to one shard stream. */
+export async function enqueueRaw(redis: RedisClient, prefix: string, shard: number, fields: string[]): Promise<string> {
+  return (await redis.xadd(streamKey(prefix, shard), '*', ...fields)) as string;
+}
+
+function infoMap(raw: unknown[]): Map<string, unknown> {
+  const m = new Map<string, unknown>();
+  for (let i = 0; i + 1 < raw.length; i += 2) m.set(String(raw[i]), raw[i + 1]);
+  return m;
+}
+
+/** Pending entries of the group plus 1 per shard that still has undelivered entries (0 = drained). */
+export async function backlog(redis: RedisClient, prefix: string, shards: number): Promise<number> {
+  let total = 0;
+  for (const key of allStreamKeys(prefix, shards)) {
+    const groups = (await redis.xinfo('GROUPS', key)) as unknown[][];
+    const g = groups.map(infoMap).find((m) => m.get('name') === GROUP);
+    if (!g) throw new Error(`no group on ${key}`);
+    const next = await redis.xrange(key, `(${String(g.get('last-delivered-id'))}`, '+', 'COUNT', 1);
+    total += Number(g.get('pending')) + next.length;
+  }
+  return total;
+}
+
+export async function waitForDrained(redis: RedisClient, prefix: string, shards: number, timeoutMs = 60_000): Promise<void> {
+  await waitFor('streams drained (nothing pending or undelivered)', async () => (await backlog(redis, prefix, shards)) === 0, { timeoutMs, intervalMs: 50 });
+}
+
+export async function scrape(port: number): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  return await res.text();
+}
+
+/** Sum of a metric's samples whose labels include all of `labels`. */
+export function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const wanted = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`));
+    if (wanted) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  pid: number;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Everything it wrote so far (JSON logs on stdout, errors on stderr). */
+  output(): string;
+}
+
+/** Spawns `node dist/cli/surge.js work` with the test env (plus overrides). */
+export function spawnWorker(env: Record<string, string>, overrides: Record<string, string> = {}): WorkerProcess {
+  const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js'), 'work'], {
+    env: { ...process.env, ...env, ...overrides },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const collect = (d: Buffer) => {
+    out += d.toString();
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  return { child, pid: child.pid ?? -1, exited, output: () => out };
+}

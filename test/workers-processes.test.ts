@@ -1,0 +1,165 @@
+// Worker processes (`node dist/cli/surge.js work`) killed, stopped and racing for stock.
+import assert from 'node:assert/strict';
+import { hostname } from 'node:os';
+import { describe, test } from 'node:test';
+import pg from 'pg';
+import { consumerName, GROUP, streamKey } from '../common/keys.js';
+import { createRedis, type RedisClient } from '../common/redis.js';
+import { ensureGroups } from '../common/streams.js';
+import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { enqueue, type QueuedOrder, simpleOrder, spawnWorker, type WorkerProcess, waitForDrained } from './support/workers.js';
+
+interface Ctx {
+  env: TestEnv;
+  redis: RedisClient;
+  db: pg.Pool;
+  procs: WorkerProcess[];
+}
+
+async function setup(overrides: Record<string, string>): Promise<Ctx> {
+  const env = await createTestEnv({ SURGE_WORKER_THREADS: '1', SURGE_PG_POOL_SIZE: '2', ...overrides });
+  const redis = createRedis(env.config);
+  await ensureGroups(redis, env.prefix, env.config.shards);
+  return { env, redis, db: new pg.Pool({ connectionString: env.db.url, max: 2 }), procs: [] };
+}
+
+async function teardown(ctx: Ctx): Promise<void> {
+  // SURGE_TEST_LOG_LEVEL=info shows what the worker processes logged.
+  if (ctx.env.env.SURGE_LOG_LEVEL !== 'silent') for (const p of ctx.procs) console.log(`--- worker ${p.pid}\n${p.output()}`);
+  for (const p of ctx.procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+  await Promise.all(ctx.procs.map((p) => p.exited));
+  ctx.redis.disconnect();
+  await ctx.db.end();
+  await ctx.env.cleanup();
+}
+
+async function count(db: pg.Pool, sql: string): Promise<number> {
+  return Number((await db.query<{ n: string }>(sql)).rows[0]?.n);
+}
+
+/** Backends of worker processes blocked on a row lock (i.e. in the middle of a batch). */
+async function lockWaiters(db: pg.Pool, min: number): Promise<number[]> {
+  return await waitFor(`${min} worker backend(s) waiting on a row lock`, async () => {
+    const r = await db.query<{ pid: number }>(
+      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'surge-worker' AND wait_event_type = 'Lock'",
+    );
+    return r.rows.length >= min ? r.rows.map((x) => x.pid) : undefined;
+  });
+}
+
+async function pendingOf(redis: RedisClient, prefix: string, shards: number, consumer: string): Promise<number> {
+  let n = 0;
+  for (let s = 0; s < shards; s++) {
+    const rows = (await redis.xpending(streamKey(prefix, s), GROUP, '-', '+', 100000, consumer)) as unknown[];
+    n += rows.length;
+  }
+  return n;
+}
+
+function hotOrders(n: number, hotEvery: number): QueuedOrder[] {
+  return Array.from({ length: n }, (_, i) => ({
+    client: 'c1',
+    key: `k-${i}`,
+    order: simpleOrder(i, [{ sku: i % hotEvery === 0 ? 'hot' : `cold-${i}`, qty: 1, unit_price_cents: 10 }]),
+  }));
+}
+
+describe('worker processes', () => {
+  test('a worker killed with SIGKILL mid-batch, another started → all orders applied exactly once', async () => {
+    const ctx = await setup({ SURGE_SHARDS: '2', SURGE_BATCH_SIZE: '100', SURGE_CLAIM_TIMEOUT_MS: '1000', SURGE_CLAIM_INTERVAL_MS: '100' });
+    const lock = new pg.Client({ connectionString: ctx.env.db.url });
+    await lock.connect();
+    try {
+      await ctx.db.query("INSERT INTO inventory (sku, available) VALUES ('hot', 10000)");
+      await enqueue(ctx.redis, ctx.env.prefix, 2, hotOrders(1000, 2));
+      await lock.query('BEGIN');
+      await lock.query("SELECT * FROM inventory WHERE sku = 'hot' FOR UPDATE");
+      const a = spawnWorker(ctx.env.env);
+      ctx.procs.push(a);
+      await lockWaiters(ctx.db, 1);
+      const aConsumer = consumerName(hostname(), a.pid);
+      const aPending = await pendingOf(ctx.redis, ctx.env.prefix, 2, aConsumer);
+      assert.ok(aPending > 0, 'the killed worker holds entries mid-batch');
+      a.child.kill('SIGKILL');
+      assert.equal((await a.exited).signal, 'SIGKILL');
+      await lock.query('COMMIT');
+      const b = spawnWorker(ctx.env.env);
+      ctx.procs.push(b);
+      await waitForDrained(ctx.redis, ctx.env.prefix, 2);
+      assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders'), 1000);
+      assert.equal(await count(ctx.db, 'SELECT count(DISTINCT idempotency_key) AS n FROM orders'), 1000);
+      assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM order_items'), 1000);
+      assert.equal(await count(ctx.db, "SELECT available AS n FROM inventory WHERE sku = 'hot'"), 10000 - 500);
+      assert.equal(await pendingOf(ctx.redis, ctx.env.prefix, 2, aConsumer), 0, "the dead worker's entries were claimed");
+    } finally {
+      await lock.end().catch(() => {});
+      await teardown(ctx);
+    }
+  });
+
+  test('flash sale: 100 units, 1,000 single-unit orders across three worker processes → 100 applied, 900 rejected, available 0', async () => {
+    const ctx = await setup({ SURGE_SHARDS: '4', SURGE_BATCH_SIZE: '25', SURGE_BATCH_LINGER_MS: '0' });
+    try {
+      await ctx.db.query("INSERT INTO inventory (sku, available) VALUES ('hot', 100)");
+      await enqueue(ctx.redis, ctx.env.prefix, 4, hotOrders(1000, 1));
+      for (let i = 0; i < 3; i++) ctx.procs.push(spawnWorker(ctx.env.env));
+      await waitForDrained(ctx.redis, ctx.env.prefix, 4);
+      assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders'), 1000);
+      assert.equal(await count(ctx.db, "SELECT count(*) AS n FROM orders WHERE status = 'applied'"), 100);
+      assert.equal(await count(ctx.db, "SELECT count(*) AS n FROM orders WHERE status = 'rejected' AND reason = 'out_of_stock'"), 900);
+      assert.equal(await count(ctx.db, "SELECT available AS n FROM inventory WHERE sku = 'hot'"), 0);
+      // Several processes really took part.
+      let consumers = 0;
+      for (let s = 0; s < 4; s++) consumers = Math.max(consumers, ((await ctx.redis.xinfo('CONSUMERS', streamKey(ctx.env.prefix, s), GROUP)) as unknown[]).length);
+      assert.ok(consumers >= 2, `consumers per shard: ${consumers}`);
+    } finally {
+      await teardown(ctx);
+    }
+  });
+
+  test('SIGTERM stops reading, finishes and acks in-flight batches, exits 0; a second signal exits at once', async () => {
+    const ctx = await setup({ SURGE_SHARDS: '1', SURGE_BATCH_SIZE: '50', SURGE_LOG_LEVEL: 'info', SURGE_CLAIM_TIMEOUT_MS: '1000', SURGE_CLAIM_INTERVAL_MS: '100' });
+    const lock = new pg.Client({ connectionString: ctx.env.db.url });
+    await lock.connect();
+    try {
+      await ctx.db.query("INSERT INTO inventory (sku, available) VALUES ('hot', 10000)");
+      await enqueue(ctx.redis, ctx.env.prefix, 1, hotOrders(2000, 1));
+      await lock.query('BEGIN');
+      await lock.query("SELECT * FROM inventory WHERE sku = 'hot' FOR UPDATE");
+      const a = spawnWorker(ctx.env.env);
+      ctx.procs.push(a);
+      await lockWaiters(ctx.db, 1);
+      a.child.kill('SIGTERM');
+      await waitFor('worker A draining', () => a.output().includes('worker stopping'));
+      assert.equal(a.child.exitCode, null, 'A waits for its in-flight batches');
+      await lock.query('COMMIT');
+      assert.deepEqual(await a.exited, { code: 0, signal: null });
+      const aConsumer = consumerName(hostname(), a.pid);
+      assert.equal(await pendingOf(ctx.redis, ctx.env.prefix, 1, aConsumer), 0, 'A acked everything it read');
+      const appliedByA = await count(ctx.db, 'SELECT count(*) AS n FROM orders');
+      assert.ok(appliedByA > 0 && appliedByA < 2000, `A applied ${appliedByA} and stopped reading`);
+
+      // A second signal while a batch hangs: exit at once (code 1), entries left for others.
+      await lock.query('BEGIN');
+      await lock.query("SELECT * FROM inventory WHERE sku = 'hot' FOR UPDATE");
+      const b = spawnWorker(ctx.env.env);
+      ctx.procs.push(b);
+      await lockWaiters(ctx.db, 1);
+      b.child.kill('SIGTERM');
+      await waitFor('worker B draining', () => b.output().includes('worker stopping'));
+      b.child.kill('SIGTERM');
+      assert.deepEqual(await b.exited, { code: 1, signal: null });
+      await lock.query('COMMIT');
+
+      const c = spawnWorker(ctx.env.env);
+      ctx.procs.push(c);
+      await waitForDrained(ctx.redis, ctx.env.prefix, 1);
+      assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders'), 2000);
+      assert.equal(await count(ctx.db, 'SELECT count(DISTINCT idempotency_key) AS n FROM orders'), 2000);
+      assert.equal(await count(ctx.db, "SELECT available AS n FROM inventory WHERE sku = 'hot'"), 10000 - 2000);
+    } finally {
+      await lock.end().catch(() => {});
+      await teardown(ctx);
+    }
+  });
+});

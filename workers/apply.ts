@@ -1,0 +1,393 @@
+// The apply step: decode a batch of stream entries, stage them with one COPY, insert the new
+// orders (deduplicated, ON CONFLICT DO NOTHING), reserve stock in stream order, COMMIT.
+// Transient PostgreSQL errors retry the batch with jittered backoff; permanent ones split the
+// batch until the bad entry is alone, and only it is dead-lettered. Used inside the piscina
+// threads (workers/thread.ts) and, when PostgreSQL work runs on the main thread, by it.
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import copyStreams from 'pg-copy-streams';
+import type { Pool, PoolClient } from '../common/db.js';
+import { entryIdMillis } from '../common/keys.js';
+import { decodeEntry } from '../common/order.js';
+import { sqlFile } from '../common/sql.js';
+import { copyBuffer, copyRow } from './copy.js';
+
+const { from: copyFrom } = copyStreams;
+
+/** One stream entry handed to the apply step. `fields` is null when its payload was deleted. */
+export interface TaskEntry {
+  id: string;
+  fields: string[] | null;
+  /** Times Redis delivered it (1 for a first read). */
+  deliveries: number;
+  /** Set by the main thread when the entry must be dead-lettered without trying (max deliveries). */
+  deadLetter?: { reason: string; message: string };
+}
+
+export interface ApplyTask {
+  stream: string;
+  entries: TaskEntry[];
+}
+
+/** An entry that will not be applied, and why. */
+export interface DeadLetter {
+  id: string;
+  /** `undecodable`, `permanent_error` or `max_deliveries`. */
+  reason: string;
+  message: string;
+  sqlstate?: string;
+}
+
+/** One staged order: what the stock step needs, in stream order. */
+export interface StagedRow {
+  id: string;
+  skus: string[];
+  qtys: number[];
+}
+
+/**
+ * A batch encoded for COPY: the orders' rows in one buffer and their lines in another, where each
+ * entry's rows end in both (to split the batch at any entry), and what was set aside.
+ */
+export interface EncodedBatch {
+  rows: StagedRow[];
+  copy: Uint8Array;
+  rowEnds: number[];
+  itemsCopy: Uint8Array;
+  itemEnds: number[];
+  deadLetters: DeadLetter[];
+}
+
+export interface ApplyStats {
+  /** Entries in the task. */
+  entries: number;
+  inserted: number;
+  duplicate: number;
+  rejected: number;
+  deadLettered: number;
+  /** Transactions committed (more than 1 when the batch was split). */
+  commits: number;
+  /** Transient failures retried, by SQLSTATE (`connection` when the error had none). */
+  retries: Record<string, number>;
+  encodeMs: number;
+  /** Wall time of the PostgreSQL work, retries included. */
+  applyMs: number;
+  /** received (entry ID) → COMMIT, ms, for every order this batch inserted. */
+  endToEndMs: number[];
+}
+
+export interface BatchOutcome {
+  /**
+   * Set when transient errors outlasted the retry budget: nothing is to be acked, the caller
+   * tries the whole batch again later (what was committed meanwhile comes back as duplicates).
+   */
+  gaveUp?: { sqlstate: string; message: string };
+  /** Entries to XACK (applied, rejected, duplicates). */
+  ack: string[];
+  /** Entries to move to the DLQ stream (their dead_letters rows are committed). */
+  deadLetters: DeadLetter[];
+  stats: ApplyStats;
+}
+
+export interface ApplyOptions {
+  /** Stop retrying transient errors after this long and throw (the entries stay pending). */
+  retryBudgetMs: number;
+  /** First backoff ceiling; doubles per attempt up to maxBackoffMs (full jitter). */
+  baseBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export const STOCK_REASON = 'out_of_stock';
+
+/** Error classes the data of one entry can cause: split the batch and dead-letter the culprit. */
+const PERMANENT_CLASSES = new Set(['22', '23', 'P0']);
+
+export interface ErrorClass {
+  kind: 'transient' | 'permanent';
+  /** The SQLSTATE, or `connection` for errors without one (socket closed, refused, timeout). */
+  sqlstate: string;
+}
+
+/**
+ * Classifies an error by SQLSTATE. Permanent = data exceptions (22), integrity violations (23),
+ * raised exceptions (P0): retrying cannot help, the entry is at fault. Everything else —
+ * connection (08), serialization (40001), deadlock (40P01), admin/crash shutdown (57P0x),
+ * resources (53), but also undefined objects (42, a schema not migrated yet) and errors without a
+ * SQLSTATE — is retried: the entry is not at fault, and dead-lettering every order because an
+ * operator forgot `surge migrate` would be worse than waiting.
+ */
+export function classifyError(error: unknown): ErrorClass {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) {
+    return { kind: PERMANENT_CLASSES.has(code.slice(0, 2)) ? 'permanent' : 'transient', sqlstate: code };
+  }
+  return { kind: 'transient', sqlstate: 'connection' };
+}
+
+/** Raised inside applyBatch when transient errors outlast the retry budget. */
+class RetryBudgetExceeded extends Error {
+  constructor(
+    readonly sqlstate: string,
+    cause: unknown,
+  ) {
+    super(`transient PostgreSQL error ${sqlstate} outlasted the retry budget: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    this.name = 'RetryBudgetExceeded';
+  }
+}
+
+/**
+ * Decodes every entry and encodes the decodable ones as COPY rows (one Buffer). Entries that
+ * cannot be decoded, or that the main thread marked, are set aside as dead letters.
+ */
+export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
+  const rows: StagedRow[] = [];
+  const text: string[] = [];
+  const itemText: string[] = [];
+  const deadLetters: DeadLetter[] = [];
+  for (const entry of entries) {
+    if (entry.deadLetter) {
+      deadLetters.push({ id: entry.id, reason: entry.deadLetter.reason, message: entry.deadLetter.message });
+      continue;
+    }
+    const decoded = decodeEntry(entry.fields);
+    if (!decoded.ok) {
+      deadLetters.push({ id: entry.id, reason: 'undecodable', message: decoded.reason });
+      continue;
+    }
+    const { clientId, idempotencyKey, order } = decoded.entry;
+    let lines = '';
+    order.items.forEach((item, j) => {
+      lines += copyRow([entry.id, String(j + 1), item.sku, String(item.qty), String(item.unit_price_cents)]);
+    });
+    itemText.push(lines);
+    text.push(
+      copyRow([
+        String(rows.length),
+        entry.id,
+        new Date(entryIdMillis(entry.id)).toISOString(),
+        clientId,
+        idempotencyKey,
+        order.order_id,
+        order.customer_id,
+        order.currency,
+        order.placed_at,
+        order.metadata === undefined ? undefined : JSON.stringify(order.metadata),
+      ]),
+    );
+    rows.push({ id: entry.id, skus: order.items.map((i) => i.sku), qtys: order.items.map((i) => i.qty) });
+  }
+  const orders = copyBuffer(text);
+  const items = copyBuffer(itemText);
+  return { rows, copy: orders.buffer, rowEnds: orders.rowEnds, itemsCopy: items.buffer, itemEnds: items.rowEnds, deadLetters };
+}
+
+// Connections that already have the staging tables (they live as long as the session).
+const hasStage = new WeakSet<PoolClient>();
+
+interface StagedBatch {
+  rows: readonly StagedRow[];
+  orders: Buffer;
+  rowEnds: readonly number[];
+  items: Buffer;
+  itemEnds: readonly number[];
+}
+
+/** COPYs rows [lo, hi) of a buffer whose row ends are `ends`. */
+async function copySlice(client: PoolClient, sql: string, buffer: Buffer, ends: readonly number[], lo: number, hi: number): Promise<void> {
+  const start = lo === 0 ? 0 : (ends[lo - 1] as number);
+  const end = ends[hi - 1] as number;
+  await pipeline(Readable.from([buffer.subarray(start, end)]), client.query(copyFrom(sql)));
+}
+
+/**
+ * Applies an encoded batch. Returns which entries to ack and which to dead-letter (their
+ * dead_letters rows committed), or `gaveUp` when PostgreSQL stayed unavailable for the budget.
+ */
+export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBatch, options: ApplyOptions): Promise<BatchOutcome> {
+  const started = performance.now();
+  const stats: ApplyStats = {
+    entries: task.entries.length,
+    inserted: 0,
+    duplicate: 0,
+    rejected: 0,
+    deadLettered: 0,
+    commits: 0,
+    retries: {},
+    encodeMs: 0,
+    applyMs: 0,
+    endToEndMs: [],
+  };
+  const deadLetters = [...encoded.deadLetters];
+  // After a structured clone (main-thread placement) the buffers arrive as plain Uint8Arrays.
+  const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+  const staged: StagedBatch = { rows: encoded.rows, orders: asBuffer(encoded.copy), rowEnds: encoded.rowEnds, items: asBuffer(encoded.itemsCopy), itemEnds: encoded.itemEnds };
+  const base = options.baseBackoffMs ?? 50;
+  const cap = options.maxBackoffMs ?? 2000;
+  const deadline = Date.now() + options.retryBudgetMs;
+
+  const withRetry = async <T>(fn: () => Promise<T>): Promise<T> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        const c = classifyError(e);
+        if (c.kind === 'permanent') throw e;
+        stats.retries[c.sqlstate] = (stats.retries[c.sqlstate] ?? 0) + 1;
+        if (Date.now() >= deadline) throw new RetryBudgetExceeded(c.sqlstate, e);
+        await sleep(Math.random() * Math.min(cap, base * 2 ** Math.min(attempt, 16)));
+      }
+    }
+  };
+
+  const applyRange = async (lo: number, hi: number): Promise<void> => {
+    if (lo >= hi) return;
+    try {
+      await withRetry(() => transaction(pool, task.stream, staged, lo, hi, stats));
+    } catch (e) {
+      const c = classifyError(e);
+      if (c.kind !== 'permanent') throw e;
+      if (hi - lo === 1) {
+        const row = encoded.rows[lo] as StagedRow;
+        deadLetters.push({ id: row.id, reason: 'permanent_error', message: (e as Error).message, sqlstate: c.sqlstate });
+        return;
+      }
+      // Halves in order, so stock is still served in stream order.
+      const mid = lo + Math.ceil((hi - lo) / 2);
+      await applyRange(lo, mid);
+      await applyRange(mid, hi);
+    }
+  };
+
+  try {
+    await applyRange(0, encoded.rows.length);
+    if (deadLetters.length > 0) {
+      await withRetry(() => insertDeadLetters(pool, task, deadLetters));
+    }
+  } catch (e) {
+    if (!(e instanceof RetryBudgetExceeded)) throw e;
+    stats.applyMs = performance.now() - started;
+    return { gaveUp: { sqlstate: e.sqlstate, message: e.message }, ack: [], deadLetters: [], stats };
+  }
+  stats.deadLettered = deadLetters.length;
+  stats.applyMs = performance.now() - started;
+  const dead = new Set(deadLetters.map((d) => d.id));
+  return { ack: task.entries.filter((e) => !dead.has(e.id)).map((e) => e.id), deadLetters, stats };
+}
+
+/** One transaction over rows [lo, hi): COPY, insert, reserve stock, COMMIT. */
+async function transaction(pool: Pool, stream: string, batch: StagedBatch, lo: number, hi: number, stats: ApplyStats): Promise<void> {
+  const client = await pool.connect();
+  let broken = false;
+  // A checked-out client whose connection dies emits 'error' besides rejecting the running query;
+  // unheard, that event would kill the thread. The rejection is what we act on.
+  const onError = () => {
+    broken = true;
+  };
+  client.on('error', onError);
+  try {
+    if (!hasStage.has(client)) {
+      await client.query(sqlFile('apply/create_stage'));
+      await client.query(sqlFile('apply/create_stage_items'));
+      hasStage.add(client);
+    }
+    await client.query('BEGIN');
+    await copySlice(client, sqlFile('apply/copy_stage'), batch.orders, batch.rowEnds, lo, hi);
+    await copySlice(client, sqlFile('apply/copy_stage_items'), batch.items, batch.itemEnds, lo, hi);
+    const inserted = await client.query<{ id: string; entry_id: string }>(sqlFile('apply/insert_orders'), [stream]);
+    const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
+    const rejected = await reserveStock(client, batch.rows, lo, hi, idOf);
+    await client.query('COMMIT');
+    const committedAt = Date.now();
+    stats.commits++;
+    stats.inserted += idOf.size - rejected;
+    stats.rejected += rejected;
+    stats.duplicate += hi - lo - idOf.size;
+    for (const entryId of idOf.keys()) stats.endToEndMs.push(committedAt - entryIdMillis(entryId));
+  } catch (e) {
+    // A connection that cannot even roll back is discarded, not returned to the pool.
+    await client.query('ROLLBACK').catch(() => {
+      broken = true;
+    });
+    throw e;
+  } finally {
+    client.off('error', onError);
+    client.release(broken);
+  }
+}
+
+/**
+ * Locks the inventory rows of the inserted orders' SKUs (sku order), serves the orders in stream
+ * order all-or-nothing, writes the decrements and marks the orders that could not be filled.
+ * Returns how many were rejected.
+ */
+async function reserveStock(
+  client: PoolClient,
+  rows: readonly StagedRow[],
+  lo: number,
+  hi: number,
+  idOf: ReadonlyMap<string, string>,
+): Promise<number> {
+  if (idOf.size === 0) return 0;
+  const wanted = new Set<string>();
+  for (let i = lo; i < hi; i++) {
+    const row = rows[i] as StagedRow;
+    if (idOf.has(row.id)) for (const sku of row.skus) wanted.add(sku);
+  }
+  const locked = await client.query<{ sku: string; available: string }>(sqlFile('apply/lock_inventory'), [[...wanted]]);
+  if (locked.rows.length === 0) return 0;
+  const available = new Map(locked.rows.map((r) => [r.sku, BigInt(r.available)]));
+  const taken = new Map<string, bigint>();
+  const rejectedIds: string[] = [];
+  const need = new Map<string, bigint>();
+  for (let i = lo; i < hi; i++) {
+    const row = rows[i] as StagedRow;
+    const id = idOf.get(row.id);
+    if (id === undefined) continue;
+    need.clear();
+    row.skus.forEach((sku, j) => {
+      if (available.has(sku)) need.set(sku, (need.get(sku) ?? 0n) + BigInt(row.qtys[j] as number));
+    });
+    let fits = true;
+    for (const [sku, qty] of need) if ((available.get(sku) as bigint) < qty) fits = false;
+    if (!fits) {
+      rejectedIds.push(id);
+      continue;
+    }
+    for (const [sku, qty] of need) {
+      available.set(sku, (available.get(sku) as bigint) - qty);
+      taken.set(sku, (taken.get(sku) ?? 0n) + qty);
+    }
+  }
+  if (taken.size > 0) {
+    await client.query(sqlFile('apply/reserve_stock'), [[...taken.keys()], [...taken.values()].map(String)]);
+  }
+  if (rejectedIds.length > 0) await client.query(sqlFile('apply/reject_orders'), [rejectedIds, STOCK_REASON]);
+  return rejectedIds.length;
+}
+
+/** PostgreSQL text cannot hold NUL; a dead letter's raw payload may (it was never validated). */
+function storable(value: string | null): string | null {
+  return value === null ? null : value.replaceAll('\u0000', '\ufffd');
+}
+
+/** Writes (or refreshes) the dead_letters rows of a batch, autocommitted. */
+async function insertDeadLetters(pool: Pool, task: ApplyTask, deadLetters: readonly DeadLetter[]): Promise<void> {
+  const byId = new Map(task.entries.map((e) => [e.id, e]));
+  const cols: Array<Array<string | number | null>> = [[], [], [], [], [], [], [], []];
+  for (const d of deadLetters) {
+    const entry = byId.get(d.id);
+    const field = (name: string): string | null => {
+      const f = entry?.fields;
+      if (!f) return null;
+      for (let i = 0; i + 1 < f.length; i += 2) if (f[i] === name) return f[i + 1] as string;
+      return null;
+    };
+    const values: Array<string | number | null> = [field('c'), field('k'), d.id, d.reason, d.sqlstate ?? null, d.message, field('o')].map(storable);
+    values.push(entry?.deliveries ?? 1);
+    values.forEach((v, i) => {
+      (cols[i] as Array<string | number | null>).push(v);
+    });
+  }
+  await pool.query(sqlFile('apply/insert_dead_letters'), [task.stream, ...cols]);
+}
