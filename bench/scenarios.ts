@@ -223,38 +223,52 @@ function rampPhases(r: RampOptions): LoadPhase[] {
   return phases;
 }
 
-/** Live stop rule: two bad seconds in a row of the bounds the client and lag exporter can see. */
+/**
+ * Live stop rule — only clear overload ends a ramp early, so one noisy second on a shared machine
+ * does not: the oldest backlog entry over the bound, failures or drops, or the per-second accept
+ * p99 over 5× its bound, each for three consecutive seconds. The precise bounds are applied per
+ * step afterwards (findKnee).
+ */
 function rampStopRule(r: RampOptions): RunOptions['shouldStop'] {
   return (s: SecondSample, history: readonly SecondSample[]) => {
+    if (r.warmupS > 0 && s.phase === 0) return undefined;
     const bad = (x: SecondSample) => {
-      if (x.acceptP99Ms > r.acceptP99Ms) return `accept p99 ${x.acceptP99Ms.toFixed(1)} ms > ${r.acceptP99Ms} ms`;
+      if (x.acceptP99Ms > r.acceptP99Ms * 5) return `accept p99 ${x.acceptP99Ms.toFixed(1)} ms > 5 × ${r.acceptP99Ms} ms`;
       if (x.backlogAgeSeconds !== null && x.backlogAgeSeconds > r.maxBacklogAgeS) return `backlog age ${x.backlogAgeSeconds.toFixed(1)} s > ${r.maxBacklogAgeS} s`;
       if (x.dropped > 0 || x.failed > Math.max(1, x.offered * 0.01)) return `failures (${x.failed} failed, ${x.dropped} dropped)`;
       return undefined;
     };
-    if (r.warmupS > 0 && s.phase === 0) return undefined;
-    const prev = history.at(-2);
+    const last = history.slice(-3);
     const now = bad(s);
-    return now && prev && bad(prev) ? `${now} at ${s.phase >= 0 ? `step ${s.phase}` : 'drain'}` : undefined;
+    return now && last.length === 3 && last.every((x) => bad(x) !== undefined) ? `${now} for 3 s at step ${s.phase}` : undefined;
   };
 }
 
+function stepProblems(p: SystemSummary['phases'][number], r: RampOptions): string[] {
+  const reasons: string[] = [];
+  if (p.accept.p99Ms > r.acceptP99Ms) reasons.push(`accept p99 ${p.accept.p99Ms} ms > ${r.acceptP99Ms} ms`);
+  if (p.commit.p99Ms > r.commitP99Ms) reasons.push(`commit p99 ${p.commit.p99Ms} ms > ${r.commitP99Ms} ms`);
+  if (p.backlogAgeMaxS !== null && p.backlogAgeMaxS > r.maxBacklogAgeS) reasons.push(`backlog age ${p.backlogAgeMaxS} s > ${r.maxBacklogAgeS} s`);
+  const lost = p.failed + p.dropped + p.abandoned;
+  if (lost > Math.max(1, p.offered * 0.01)) reasons.push(`${lost} of ${p.offered} submissions failed or dropped`);
+  if (p.durationS < r.stepS * 0.9) reasons.push(`step cut short after ${p.durationS} s`);
+  return reasons;
+}
+
+/**
+ * The maximum sustainable rate is the highest step that met every bound; the first failing step
+ * is the first one above it that did not. Failing steps *below* it (noise on a shared machine)
+ * are listed, not hidden.
+ */
 export function findKnee(s: SystemSummary, r: RampOptions): Knee {
-  let best: number | null = null;
-  for (const p of s.phases) {
-    if (r.warmupS > 0 && p.phase === 0) continue;
-    if (p.offered === 0) break;
-    const reasons: string[] = [];
-    if (p.accept.p99Ms > r.acceptP99Ms) reasons.push(`accept p99 ${p.accept.p99Ms} ms > ${r.acceptP99Ms} ms`);
-    if (p.commit.p99Ms > r.commitP99Ms) reasons.push(`commit p99 ${p.commit.p99Ms} ms > ${r.commitP99Ms} ms`);
-    if (p.backlogAgeMaxS !== null && p.backlogAgeMaxS > r.maxBacklogAgeS) reasons.push(`backlog age ${p.backlogAgeMaxS} s > ${r.maxBacklogAgeS} s`);
-    const lost = p.failed + p.dropped + p.abandoned;
-    if (lost > Math.max(1, p.offered * 0.01)) reasons.push(`${lost} of ${p.offered} submissions failed or dropped`);
-    if (p.durationS < r.stepS * 0.9) reasons.push(`step cut short after ${p.durationS} s`);
-    if (reasons.length > 0) return { maxSustainableRate: best, firstFailingRate: p.offeredRate, reason: reasons.join('; ') };
-    best = p.offeredRate;
-  }
-  return { maxSustainableRate: best, firstFailingRate: null, reason: `every step up to ${best} orders/s met the bounds (the knee is above the tested range)` };
+  const steps = s.phases.filter((p) => !(r.warmupS > 0 && p.phase === 0) && p.offered > 0).map((p) => ({ p, problems: stepProblems(p, r) }));
+  const passing = steps.filter((x) => x.problems.length === 0);
+  const best = passing.length > 0 ? Math.max(...passing.map((x) => x.p.offeredRate)) : null;
+  const above = steps.find((x) => x.problems.length > 0 && (best === null || x.p.offeredRate > best));
+  const below = steps.filter((x) => x.problems.length > 0 && best !== null && x.p.offeredRate < best);
+  const noise = below.length > 0 ? ` (lower steps that missed a bound: ${below.map((x) => `${x.p.offeredRate}/s: ${x.problems.join(', ')}`).join('; ')})` : '';
+  if (above) return { maxSustainableRate: best, firstFailingRate: above.p.offeredRate, reason: above.problems.join('; ') + noise };
+  return { maxSustainableRate: best, firstFailingRate: null, reason: `every step up to ${best} orders/s met the bounds (the knee is above the tested range)${noise}` };
 }
 
 const kneeText = (k: Knee) => (k.maxSustainableRate === null ? 'none (the first step already failed)' : k.firstFailingRate === null ? `≥ ${k.maxSustainableRate}` : `${k.maxSustainableRate}`);
@@ -481,7 +495,9 @@ export async function compare(o: BenchOptions): Promise<{ report: Report; dir: s
     return Math.round(best);
   };
   // The highest step every system sustained: where their latencies are compared like for like.
-  const common = Math.min(...results.map((r) => r.knee.maxSustainableRate ?? 0));
+  // (When a system sustained no step, the first step is the common one.)
+  const knees = results.map((r) => r.knee.maxSustainableRate).filter((k): k is number => k !== null);
+  const common = knees.length === results.length ? Math.min(...knees) : o.ramp.startRate;
   const at = (s: SystemSummary) => s.phases.find((p) => p.offeredRate === common);
   const ratio = (a: number | null | undefined, b: number | null | undefined) => (a && b ? Math.round((a / b) * 100) / 100 : null);
   const ratios = Object.fromEntries(
