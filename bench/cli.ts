@@ -159,7 +159,7 @@ export function addBenchCommand(program: Command, action: <A extends unknown[]>(
     .option('--note <text>', 'a note for the report (repeatable)', collect, [])
     .action(
       action(async (scenario: Scenario, opts: CliOpts) => {
-        const command = `surge bench ${process.argv.slice(3).join(' ')}`;
+        const command = `surge bench ${process.argv.slice(3).map((a) => (/[\s"'$]/.test(a) ? JSON.stringify(a) : a)).join(' ')}`;
         const { report, dir } = await runScenario(scenario, toBenchOptions(opts, command));
         for (const f of report.findings) console.log(f);
         const failed = report.checks.filter((c) => !c.ok);

@@ -103,9 +103,9 @@ export function systemsTable(systems: readonly SystemSummary[]): Table {
 
 export function phasesTable(s: SystemSummary): Table {
   return {
-    title: `${s.label}: per phase (offered rate step)`,
+    title: `${s.label}: per phase (offered rate step; phases never reached are left out)`,
     headers: ['phase', 'offered/s', 'seconds', 'accepted', 'failed', 'dropped', 'accept p50 / p99 / p99.9 ms', 'commit p50 / p99 ms', 'max backlog', 'max backlog age s'],
-    rows: s.phases.map((p) => [
+    rows: s.phases.filter((p) => p.offered > 0).map((p) => [
       p.phase,
       p.offeredRate,
       fixed(p.durationS),

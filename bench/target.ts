@@ -312,7 +312,8 @@ export async function startSyncBaseline(o: BaselineOptions): Promise<Target> {
     databaseUrl: s.databaseUrl,
     settings: { pgConnections: o.concurrency },
     memorySources: [{ role: 'sync-server', pid: child.pid as number }],
-    backlog: async () => ({ entries: 0, ageSeconds: 0 }),
+    // No queue: an order is in flight only inside its own request (the client-side check covers it).
+    backlog: async () => undefined,
     async stop() {
       await stopChild(child);
       await s.cleanup();
