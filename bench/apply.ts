@@ -139,6 +139,7 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
     if (trickleRate === undefined) for (let i = 0; i < orders.length; i += 2000) await send(orders.slice(i, i + 2000));
     // Timed from the worker's start (threads spawning included) to the last ack.
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     const worker = await startWorker(config, { pgPlacement: args.placement as PgPlacement | undefined });
     if (trickleRate !== undefined) {
       // Steady arrivals: every 10 ms, the orders due by now.
@@ -153,6 +154,7 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
     }
     await timeUntil(async () => (await backlog(redis, prefix, SHARDS)) === 0);
     const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     const scraped = await (await fetch(`http://127.0.0.1:${worker.port}/metrics`)).text();
     const batches = Number(/^surge_apply_batch_size_count\S* (\S+)$/m.exec(scraped)?.[1] ?? 0);
     await worker.stop();
@@ -169,6 +171,8 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
       seconds,
       ordersPerSecond: orders.length / seconds,
       batches,
+      /** CPU time of this process (main thread + piscina threads; trickle mode includes the sender). */
+      nodeCpuSeconds: round((cpu.user + cpu.system) / 1e6),
       endToEndMs: latency ? { p50: Math.round(latency.p50), p99: Math.round(latency.p99), max: Math.round(latency.max) } : undefined,
       trickleRate,
       settings: {
@@ -289,6 +293,7 @@ const bull = run('bull') ? await benchBull(orders.slice(0, BULL_N), Number(args[
 Object.assign(result, { surge, rawCopy: raw, bullmq: bull });
 if (surge && raw) result.surgeVsRawCopy = round(surge.ordersPerSecond / raw.ordersPerSecond);
 if (surge && bull) result.surgeVsBullmq = round(surge.ordersPerSecond / bull.ordersPerSecond);
+if (raw && bull) result.rawCopyVsBullmq = round(raw.ordersPerSecond / bull.ordersPerSecond);
 
 const line = (name: string, r?: { orders: number; seconds: number; ordersPerSecond: number }) =>
   r ? `${name.padEnd(28)} ${String(r.orders).padStart(7)} orders  ${r.seconds.toFixed(2).padStart(7)} s  ${Math.round(r.ordersPerSecond).toString().padStart(7)} orders/s` : '';
@@ -296,11 +301,12 @@ const m = result.machine as ReturnType<typeof machine>;
 const text = [
   `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, node ${m.node}, ${m.postgres}, ${m.redis}, load ${m.loadavg.join(' ')}`,
   surge ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, surge)}  (${JSON.stringify(surge.settings)})` : '',
-  surge ? `surge: ${surge.batches} batches, end-to-end ms ${JSON.stringify(surge.endToEndMs)}` : '',
+  surge ? `surge: ${surge.batches} batches, worker CPU ${surge.nodeCpuSeconds} s (${Math.round((surge.nodeCpuSeconds * 1e6) / surge.orders)} µs/order), end-to-end ms ${JSON.stringify(surge.endToEndMs)}` : '',
   line('raw COPY (physical limit)', raw),
   bull ? `${line(`bullmq job/order (c=${bull.concurrency})`, bull)}` : '',
   result.surgeVsRawCopy !== undefined ? `surge / raw COPY = ${result.surgeVsRawCopy} (goal ≥ 0.5)` : '',
   result.surgeVsBullmq !== undefined ? `surge / bullmq   = ${result.surgeVsBullmq} (goal ≥ 15)` : '',
+  result.rawCopyVsBullmq !== undefined ? `raw COPY / bullmq = ${result.rawCopyVsBullmq} (the ceiling of surge / bullmq on this machine)` : '',
 ]
   .filter(Boolean)
   .join('\n');

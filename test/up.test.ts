@@ -54,7 +54,12 @@ describe('surge up', () => {
   test('the printed curl line gets a 202 and the order is applied; Ctrl-C stops every child', async () => {
     const up = startUp(['--data-dir', dataDir], { ...t.env, SURGE_LOG_LEVEL: 'warn' });
     try {
-      await waitFor('the banner', () => up.output().includes('Surge is up.'), { timeoutMs: 60_000 });
+      await waitFor('the banner (or surge up exiting)', () => up.child.exitCode !== null || up.output().includes('Surge is up.'), {
+        timeoutMs: 60_000,
+      }).catch((e: Error) => {
+        throw new Error(`${e.message}; output:\n${up.output()}`);
+      });
+      assert.ok(up.output().includes('Surge is up.'), `surge up exited (${up.child.exitCode}) before the banner:\n${up.output()}`);
       const out = up.output();
       const url = /POST orders to\s+(\S+)/.exec(out)?.[1];
       const key = /Authorization: Bearer (\S+)'/.exec(out)?.[1];
@@ -92,7 +97,12 @@ describe('surge up', () => {
     delete env.REDIS_URL;
     const up = startUp(['--data-dir', dir, '--embedded-postgres', '--start-redis', '--roles', 'lag-exporter'], env);
     try {
-      await waitFor('the banner', () => up.output().includes('Surge is up.'), { timeoutMs: 90_000 });
+      await waitFor('the banner (or surge up exiting)', () => up.child.exitCode !== null || up.output().includes('Surge is up.'), {
+        timeoutMs: 90_000,
+      }).catch((e: Error) => {
+        throw new Error(`${e.message}; output:\n${up.output()}`);
+      });
+      assert.ok(up.output().includes('Surge is up.'), `surge up exited (${up.child.exitCode}) before the banner:\n${up.output()}`);
       const pgPort = /started embedded PostgreSQL on 127\.0\.0\.1:(\d+)/.exec(up.output())?.[1];
       assert.ok(pgPort, up.output());
       assert.match(up.output(), /started redis-server on redis:\/\/127\.0\.0\.1:\d+/);

@@ -50,7 +50,7 @@ function portKey(variable: string): keyof Config {
 }
 
 /** Every problem in a parsed compose file; `root` is where its relative paths start. */
-export function composeProblems(doc: ComposeFile, root: string, options: { skipFiles?: readonly string[] } = {}): string[] {
+export function composeProblems(doc: ComposeFile, root: string): string[] {
   const problems: string[] = [];
   const services = doc.services ?? {};
   const names = Object.keys(services);
@@ -67,7 +67,6 @@ export function composeProblems(doc: ComposeFile, root: string, options: { skipF
       if (!source) continue;
       if (source.startsWith('.')) {
         const rel = posix.normalize(source);
-        if (options.skipFiles?.includes(rel)) continue;
         if (!existsSync(join(root, rel))) problems.push(`${where}: mounts ${rel}, which does not exist`);
       } else if (!(source in (doc.volumes ?? {}))) {
         problems.push(`${where}: uses volume ${source}, which is not declared`);
