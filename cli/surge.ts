@@ -10,6 +10,7 @@ import { createLogger } from '../common/log.js';
 import { stopOnSignals } from '../common/lifecycle.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { addBenchCommand } from '../bench/cli.js';
 import { startIngest } from '../ingest/server.js';
 import { dlqCommand, maintenanceCommand } from '../maintenance/commands.js';
 import { startLagExporter } from '../metrics/exporter.js';
@@ -193,6 +194,8 @@ program
 // Dead letters and scheduled maintenance (maintenance/, docs/maintenance.md).
 program.addCommand(dlqCommand());
 program.addCommand(maintenanceCommand());
+// Benchmarks for capacity planners (bench/, docs/benchmarks.md).
+addBenchCommand(program, action);
 
 // Lag: the exporter and the operator's terminal view (metrics/, docs/metrics.md).
 program

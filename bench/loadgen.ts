@@ -1,0 +1,342 @@
+// The load generator: one child process (see generators.ts for the parent side). An open model:
+// arrivals are scheduled at a fixed rate whether or not earlier requests have been answered, and
+// every latency is measured from the arrival's *intended* send time, so time spent queued in the
+// client (all connections busy) or in the server counts — coordinated omission cannot hide it.
+// Bounded in count (maxRequests) and time (phases), loopback targets only.
+import { performance } from 'node:perf_hooks';
+import * as hdr from 'hdr-histogram-js';
+import { Pool } from 'undici';
+import { orderFor, orderKey, type WorkloadOptions } from './workload.js';
+
+export interface LoadPhase {
+  /** Arrivals per second from this generator. */
+  rate: number;
+  durationMs: number;
+}
+
+export interface RetryPolicy {
+  /** Retries after the first attempt (503, 409, 429, other 5xx, network errors). 0 = none. */
+  max: number;
+  /** Backoff base; doubled per attempt with jitter, capped at maxDelayMs. Retry-After wins when given. */
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export interface LoadPlan {
+  /** Base URL of the target, e.g. http://127.0.0.1:8080. Must be a loopback address. */
+  url: string;
+  /** Request path. Default /v1/orders. */
+  path: string;
+  apiKey: string;
+  /** Prefix of every idempotency key of this run. */
+  runKey: string;
+  generator: number;
+  phases: LoadPhase[];
+  /** Hard bound on arrivals from this generator. */
+  maxRequests: number;
+  /** HTTP connections in the pool. */
+  connections: number;
+  /** Arrivals that find this many submissions outstanding are dropped and counted. */
+  maxInFlight: number;
+  /** Per-attempt timeout, from the attempt's start. */
+  timeoutMs: number;
+  /** Share of arrivals that resend a recent key with its identical body (0–1). */
+  duplicateFraction: number;
+  retry: RetryPolicy;
+  workload: WorkloadOptions;
+  seed: number;
+}
+
+/** One second of one generator, by completion time. */
+export interface Tick {
+  generator: number;
+  /** Whole seconds since the generator started. */
+  second: number;
+  phase: number;
+  /** Arrivals scheduled in this second. */
+  offered: number;
+  /** Submissions finished with a 2xx (first answer for the key). */
+  accepted: number;
+  /** 2xx replays (Idempotent-Replayed: true). */
+  replayed: number;
+  /** Submissions that ended without a 2xx after their retries. */
+  failed: number;
+  /** Attempts answered 503/409/429/5xx or failed on the network (each may be retried). */
+  errors: number;
+  retries: number;
+  dropped: number;
+  inFlight: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+export interface PhaseResult {
+  phase: number;
+  rate: number;
+  /** Time the phase actually ran (shorter if stopped early). */
+  durationMs: number;
+  offered: number;
+  duplicatesSent: number;
+  accepted: number;
+  replayed: number;
+  failed: number;
+  errors: number;
+  retries: number;
+  dropped: number;
+  /** Submissions still unanswered when the generator gave up waiting. */
+  abandoned: number;
+  /** Accept latency of 2xx submissions, µs, hdr-histogram compressed base64. */
+  histogram: string;
+}
+
+export interface GeneratorResult {
+  generator: number;
+  startedAtMs: number;
+  endedAtMs: number;
+  phases: PhaseResult[];
+  /** Every idempotency key that got a 2xx. */
+  acceptedKeys: string[];
+  /** Final status of submissions by code ('net' = network error, 'timeout'). */
+  statusCounts: Record<string, number>;
+  errorSamples: string[];
+}
+
+export type ParentMessage = { type: 'start'; plan: LoadPlan } | { type: 'stop' };
+export type ChildMessage = { type: 'tick'; tick: Tick } | { type: 'done'; result: GeneratorResult } | { type: 'error'; message: string };
+
+export const HISTOGRAM_OPTIONS = { lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 } as const;
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
+
+/** Throws unless the URL points at this machine: the suite never loads someone else's server. */
+export function assertLoopback(url: string): void {
+  const host = new URL(url).hostname;
+  if (!LOOPBACK.has(host) && !host.startsWith('127.')) {
+    throw new Error(`refusing to load ${url}: the benchmark only targets loopback addresses (127.0.0.0/8, ::1, localhost)`);
+  }
+}
+
+const RETRYABLE = (status: number) => status === 503 || status === 409 || status === 429 || status >= 500;
+
+export async function runGenerator(plan: LoadPlan, emit: (m: ChildMessage) => void, stopSignal: AbortSignal): Promise<GeneratorResult> {
+  assertLoopback(plan.url);
+  const pool = new Pool(plan.url, { connections: plan.connections, pipelining: 1, headersTimeout: plan.timeoutMs, bodyTimeout: plan.timeoutMs });
+  const startedAtMs = Date.now();
+  const t0 = performance.now();
+  const rnd = (() => {
+    let a = plan.seed >>> 0;
+    return () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = Math.imul(a ^ (a >>> 15), a | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  })();
+
+  const phaseHist = plan.phases.map(() => hdr.build(HISTOGRAM_OPTIONS));
+  const phases: PhaseResult[] = plan.phases.map((p, i) => ({
+    phase: i,
+    rate: p.rate,
+    durationMs: 0,
+    offered: 0,
+    duplicatesSent: 0,
+    accepted: 0,
+    replayed: 0,
+    failed: 0,
+    errors: 0,
+    retries: 0,
+    dropped: 0,
+    abandoned: 0,
+    histogram: '',
+  }));
+  let windowHist = hdr.build(HISTOGRAM_OPTIONS);
+  let win = { offered: 0, accepted: 0, replayed: 0, failed: 0, errors: 0, retries: 0, dropped: 0 };
+  const acceptedKeys = new Set<string>();
+  const statusCounts: Record<string, number> = {};
+  const errorSamples: string[] = [];
+  const recent: string[] = [];
+  let outstanding = 0;
+  let total = 0;
+  let currentPhase = 0;
+  let second = 0;
+
+  const headersFor = (key: string) => ({
+    authorization: `Bearer ${plan.apiKey}`,
+    'idempotency-key': key,
+    'content-type': 'application/json',
+  });
+
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  const submit = async (key: string, phase: number, intended: number): Promise<void> => {
+    const body = JSON.stringify(orderFor(key, plan.workload));
+    const ph = phases[phase] as PhaseResult;
+    let final = 'net';
+    for (let attempt = 0; ; attempt++) {
+      let status = 0;
+      let retryAfterMs: number | undefined;
+      let replayed = false;
+      try {
+        const res = await pool.request({
+          path: plan.path,
+          method: 'POST',
+          headers: headersFor(key),
+          body,
+          signal: AbortSignal.timeout(plan.timeoutMs),
+        });
+        status = res.statusCode;
+        replayed = res.headers['idempotent-replayed'] === 'true';
+        const ra = Number(res.headers['retry-after']);
+        if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000;
+        if (status >= 300 && errorSamples.length < 10) errorSamples.push(`${status} ${(await res.body.text()).slice(0, 200)}`);
+        else await res.body.dump();
+        final = String(status);
+      } catch (e) {
+        const err = e as Error & { code?: string };
+        final = err.name === 'TimeoutError' || err.code === 'UND_ERR_HEADERS_TIMEOUT' ? 'timeout' : 'net';
+        if (errorSamples.length < 10) errorSamples.push(`${final}: ${err.code ?? err.name} ${err.message}`);
+      }
+      if (status >= 200 && status < 300) {
+        const ms = performance.now() - intended;
+        const us = Math.max(1, Math.round(ms * 1000));
+        phaseHist[phase]?.recordValue(us);
+        windowHist.recordValue(us);
+        if (replayed || acceptedKeys.has(key)) {
+          ph.replayed++;
+          win.replayed++;
+        } else {
+          ph.accepted++;
+          win.accepted++;
+        }
+        acceptedKeys.add(key);
+        break;
+      }
+      const retryable = status === 0 || RETRYABLE(status);
+      if (retryable) {
+        ph.errors++;
+        win.errors++;
+      }
+      if (!retryable || attempt >= plan.retry.max || stopSignal.aborted) {
+        ph.failed++;
+        win.failed++;
+        break;
+      }
+      ph.retries++;
+      win.retries++;
+      const backoff = Math.min(plan.retry.maxDelayMs, plan.retry.baseDelayMs * 2 ** attempt * (0.5 + rnd()));
+      await sleep(Math.min(plan.retry.maxDelayMs, retryAfterMs ?? backoff));
+    }
+    statusCounts[final] = (statusCounts[final] ?? 0) + 1;
+  };
+
+  const dispatch = (phase: number, seq: number, intended: number) => {
+    const ph = phases[phase] as PhaseResult;
+    ph.offered++;
+    win.offered++;
+    total++;
+    if (outstanding >= plan.maxInFlight) {
+      ph.dropped++;
+      win.dropped++;
+      return;
+    }
+    let key: string;
+    if (recent.length > 0 && rnd() < plan.duplicateFraction) {
+      key = recent[Math.floor(rnd() * recent.length)] as string;
+      ph.duplicatesSent++;
+    } else {
+      key = orderKey(plan.runKey, phase, plan.generator, seq);
+      recent.push(key);
+      if (recent.length > 1024) recent.shift();
+    }
+    outstanding++;
+    void submit(key, phase, intended).finally(() => {
+      outstanding--;
+    });
+  };
+
+  const tickTimer = setInterval(() => {
+    second++;
+    emit({
+      type: 'tick',
+      tick: {
+        generator: plan.generator,
+        second,
+        phase: currentPhase,
+        ...win,
+        inFlight: outstanding,
+        p50Ms: windowHist.totalCount ? windowHist.getValueAtPercentile(50) / 1000 : 0,
+        p99Ms: windowHist.totalCount ? windowHist.getValueAtPercentile(99) / 1000 : 0,
+        maxMs: windowHist.totalCount ? windowHist.maxValue / 1000 : 0,
+      },
+    });
+    windowHist.destroy();
+    windowHist = hdr.build(HISTOGRAM_OPTIONS);
+    win = { offered: 0, accepted: 0, replayed: 0, failed: 0, errors: 0, retries: 0, dropped: 0 };
+  }, 1000);
+
+  // The arrival schedule: phase p's k-th arrival is intended at phaseStart + k / rate.
+  await new Promise<void>((resolve) => {
+    let phaseStart = t0;
+    let seq = 0;
+    const finishPhase = (now: number) => {
+      (phases[currentPhase] as PhaseResult).durationMs = Math.round(Math.min(now, phaseStart + (plan.phases[currentPhase]?.durationMs ?? 0)) - phaseStart);
+    };
+    const pump = () => {
+      const now = performance.now();
+      for (;;) {
+        const p = plan.phases[currentPhase];
+        if (!p || stopSignal.aborted || total >= plan.maxRequests) {
+          if (p) finishPhase(now);
+          resolve();
+          return;
+        }
+        const next = phaseStart + (seq * 1000) / p.rate;
+        if (next >= phaseStart + p.durationMs) {
+          finishPhase(phaseStart + p.durationMs);
+          phaseStart += p.durationMs;
+          currentPhase++;
+          seq = 0;
+          continue;
+        }
+        if (next > now) {
+          setTimeout(pump, Math.min(5, next - now));
+          return;
+        }
+        dispatch(currentPhase, seq, next);
+        seq++;
+      }
+    };
+    pump();
+  });
+
+  // Wait for what is still outstanding, bounded: each attempt times out, retries are capped.
+  const deadline = performance.now() + (plan.timeoutMs + plan.retry.maxDelayMs) * (plan.retry.max + 1) + 1000;
+  while (outstanding > 0 && performance.now() < deadline) await sleep(10);
+  clearInterval(tickTimer);
+  if (outstanding > 0) {
+    const last = phases[Math.min(currentPhase, phases.length - 1)] as PhaseResult;
+    last.abandoned += outstanding;
+  }
+  await pool.close().catch(() => {});
+  phases.forEach((p, i) => {
+    p.histogram = hdr.encodeIntoCompressedBase64(phaseHist[i] as hdr.Histogram);
+  });
+  return { generator: plan.generator, startedAtMs, endedAtMs: Date.now(), phases, acceptedKeys: [...acceptedKeys], statusCounts, errorSamples };
+}
+
+// Entry point when forked by generators.ts.
+if (process.send && process.argv.includes('--surge-loadgen')) {
+  const stop = new AbortController();
+  const send = (m: ChildMessage) => process.send?.(m);
+  process.on('message', (m: ParentMessage) => {
+    if (m.type === 'stop') stop.abort();
+    else if (m.type === 'start') {
+      runGenerator(m.plan, send, stop.signal).then(
+        (result) => send({ type: 'done', result }),
+        (e: unknown) => send({ type: 'error', message: (e as Error).message }),
+      );
+    }
+  });
+  process.on('disconnect', () => stop.abort());
+}

@@ -1,0 +1,190 @@
+// Writes a benchmark's results: results.json (everything, machine-readable), report.md (what a
+// planner reads) and the SVG charts, into bench/results/<date>-<scenario>/ (or --out).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import type { TopLevelSpec } from 'vega-lite';
+import { cdfSpec, latencyVsRateSpec, renderSvg, throughputSpec } from './charts.js';
+import type { SystemSummary } from './summary.js';
+
+export interface Machine {
+  cpuModel: string;
+  cpus: number;
+  cpuMHz: number;
+  memoryGiB: number;
+  freeMemoryGiB: number;
+  os: string;
+  node: string;
+  loadAverage: number[];
+}
+
+export function describeMachine(): Machine {
+  const cpus = os.cpus();
+  return {
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    cpus: cpus.length,
+    cpuMHz: cpus[0]?.speed ?? 0,
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    freeMemoryGiB: Math.round((os.freemem() / 2 ** 30) * 10) / 10,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    loadAverage: os.loadavg().map((l) => Math.round(l * 100) / 100),
+  };
+}
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface Table {
+  title: string;
+  headers: string[];
+  rows: Array<Array<string | number>>;
+}
+
+export interface Chart {
+  file: string;
+  title: string;
+  spec: TopLevelSpec;
+}
+
+export interface Report {
+  scenario: string;
+  title: string;
+  startedAt: string;
+  finishedAt: string;
+  command: string;
+  machine: Machine;
+  options: Record<string, unknown>;
+  /** Headline answers, one line each. */
+  findings: string[];
+  tables: Table[];
+  checks: Check[];
+  notes: string[];
+  systems: SystemSummary[];
+  extra: Record<string, unknown>;
+}
+
+export function resultsDir(root: string, scenario: string, at = new Date()): string {
+  const stamp = at.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
+  return join(root, `${stamp}-${scenario}`);
+}
+
+function mdTable(t: Table): string {
+  const esc = (v: string | number) => String(v).replace(/\|/g, '\\|');
+  return [`**${t.title}**`, '', `| ${t.headers.map(esc).join(' | ')} |`, `| ${t.headers.map(() => '---').join(' | ')} |`, ...t.rows.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
+}
+
+const fixed = (n: number | null | undefined, d = 1) => (n === null || n === undefined ? '–' : n.toFixed(d));
+
+/** The per-system table every report has. */
+export function systemsTable(systems: readonly SystemSummary[]): Table {
+  return {
+    title: 'Per system',
+    headers: ['system', 'accepted', 'applied', 'rejected', 'dead-lettered', 'missing', 'accept p50 / p99 ms', 'commit p50 / p99 ms', 'accepted/s', 'committed/s', 'peak backlog', 'drain s'],
+    rows: systems.map((s) => [
+      s.label,
+      s.outcome.accepted,
+      s.outcome.applied,
+      s.outcome.rejected,
+      s.outcome.deadLettered,
+      s.outcome.missing,
+      `${fixed(s.accept.p50Ms)} / ${fixed(s.accept.p99Ms)}`,
+      `${fixed(s.commit.p50Ms)} / ${fixed(s.commit.p99Ms)}`,
+      fixed(s.acceptedPerSec),
+      fixed(s.committedPerSec),
+      s.peakBacklog ?? '–',
+      fixed(s.drainSeconds),
+    ]),
+  };
+}
+
+export function phasesTable(s: SystemSummary): Table {
+  return {
+    title: `${s.label}: per phase (offered rate step; phases never reached are left out)`,
+    headers: ['phase', 'offered/s', 'seconds', 'accepted', 'failed', 'dropped', 'accept p50 / p99 / p99.9 ms', 'commit p50 / p99 ms', 'max backlog', 'max backlog age s'],
+    rows: s.phases.filter((p) => p.offered > 0).map((p) => [
+      p.phase,
+      p.offeredRate,
+      fixed(p.durationS),
+      p.accepted,
+      p.failed,
+      p.dropped,
+      `${fixed(p.accept.p50Ms)} / ${fixed(p.accept.p99Ms)} / ${fixed(p.accept.p999Ms)}`,
+      `${fixed(p.commit.p50Ms)} / ${fixed(p.commit.p99Ms)}`,
+      p.backlogMax ?? '–',
+      fixed(p.backlogAgeMaxS),
+    ]),
+  };
+}
+
+export function littleTable(systems: readonly SystemSummary[]): Table {
+  return {
+    title: "Little's law sanity checks (L = λ·W on steady samples)",
+    headers: ['system', 'check', 'λ /s', 'W s', 'λ·W', 'measured L', 'ratio', 'ok'],
+    rows: systems.flatMap((s) => s.littles.map((l) => [s.label, l.what, l.lambda, l.wSeconds, l.predicted, l.measured, l.ratio ?? '–', l.ok ? 'yes' : 'NO'])),
+  };
+}
+
+/** The charts every report has: throughput/backlog per system, latency vs rate, CDF. */
+export function standardCharts(systems: readonly SystemSummary[]): Chart[] {
+  const many = systems.length > 1;
+  return [
+    ...systems.map((s) => ({ file: many ? `throughput-${s.system}.svg` : 'throughput.svg', title: `${s.label}: throughput and backlog over time`, spec: throughputSpec(s) })),
+    { file: 'latency-vs-rate.svg', title: 'Latency percentiles vs offered rate', spec: latencyVsRateSpec(systems) },
+    { file: 'latency-cdf.svg', title: 'Latency CDF', spec: cdfSpec(systems) },
+  ];
+}
+
+export async function writeReport(report: Report, dir: string, charts: readonly Chart[]): Promise<{ dir: string; files: string[] }> {
+  mkdirSync(dir, { recursive: true });
+  const files: string[] = [];
+  for (const c of charts) {
+    writeFileSync(join(dir, c.file), await renderSvg(c.spec));
+    files.push(c.file);
+  }
+  writeFileSync(join(dir, 'results.json'), `${JSON.stringify({ ...report, charts: charts.map((c) => c.file) }, null, 2)}\n`);
+  files.push('results.json');
+  const m = report.machine;
+  const md = [
+    `# ${report.title}`,
+    '',
+    `Scenario \`${report.scenario}\`, ${report.startedAt} → ${report.finishedAt}.`,
+    '',
+    '```',
+    report.command,
+    '```',
+    '',
+    '## Answers',
+    '',
+    ...report.findings.map((f) => `- ${f}`),
+    '',
+    '## Checks',
+    '',
+    ...report.checks.map((c) => `- ${c.ok ? 'PASS' : 'FAIL'} — ${c.name}: ${c.detail}`),
+    '',
+    '## Figures',
+    '',
+    ...report.tables.flatMap((t) => [mdTable(t), '']),
+    '## Charts',
+    '',
+    ...charts.flatMap((c) => [`![${c.title}](${c.file})`, '']),
+    '## Machine',
+    '',
+    `- ${m.cpus} × ${m.cpuModel} (${m.cpuMHz} MHz), ${m.memoryGiB} GiB RAM (${m.freeMemoryGiB} GiB free at start)`,
+    `- ${m.os}, Node ${m.node}, load average at start ${m.loadAverage.join(' / ')}`,
+    '',
+    '## Configuration',
+    '',
+    '```json',
+    JSON.stringify({ options: report.options, systems: Object.fromEntries(report.systems.map((s) => [s.label, s.settings])) }, null, 2),
+    '```',
+    '',
+    ...(report.notes.length > 0 ? ['## Notes', '', ...report.notes.map((n) => `- ${n}`), ''] : []),
+  ].join('\n');
+  writeFileSync(join(dir, 'report.md'), md);
+  files.push('report.md');
+  return { dir, files };
+}

@@ -1,0 +1,630 @@
+// The scenarios of `surge bench`: steady, ramp, flash-sale, soak, compare, sweep. Each builds its
+// load plan, runs it against one or more targets (run.ts), checks the ledger and writes a report.
+import { randomBytes } from 'node:crypto';
+import { capacitySpec, lineSpec, memorySpec } from './charts.js';
+import { createPool } from '../common/db.js';
+import type { LoadPhase } from './loadgen.js';
+import { type Chart, type Check, describeMachine, littleTable, phasesTable, type Report, resultsDir, standardCharts, systemsTable, type Table, writeReport } from './report.js';
+import { measure, type RunOptions, type RunResult, type SecondSample } from './run.js';
+import { littleChecks, type SystemSummary, summarize } from './summary.js';
+import { runningSurge, type RunningOptions, startBullmqBaseline, startSurge, startSyncBaseline, type SystemName, type Target } from './target.js';
+import { DEFAULT_WORKLOAD } from './workload.js';
+
+export const SCENARIOS = ['steady', 'ramp', 'flash-sale', 'soak', 'compare', 'sweep'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+export interface BenchOptions {
+  /** Seconds-long, small-number version (the test suite runs every scenario this way). */
+  quick: boolean;
+  /** Against a running stack (all four given) or, when undefined, a stack the benchmark starts. */
+  running?: RunningOptions;
+  /** Environment overrides for stacks the benchmark starts (DATABASE_URL, SURGE_SHARDS, …). */
+  env: Record<string, string>;
+  /** Worker processes for a started Surge stack. Default 1. */
+  workers: number;
+  /** Offered rate for steady/soak (orders/s). */
+  rate: number;
+  /** Seconds of load for steady/soak. */
+  durationS: number;
+  ramp: RampOptions;
+  flash: FlashOptions;
+  sweep: SweepOptions;
+  /** Connections (undici pool) and the most outstanding submissions. */
+  connections: number;
+  maxInFlight: number;
+  generators: number;
+  timeoutMs: number;
+  drainTimeoutS: number;
+  /** Job concurrency / pg connections of the comparison baselines. */
+  baselineConcurrency: number;
+  seed: number;
+  /** Root of results (a dated folder is made in it) — or exactly `outDir` when given. */
+  resultsRoot: string;
+  outDir?: string;
+  command: string;
+  notes: string[];
+  progress: (line: string, final: boolean) => void;
+  log: (line: string) => void;
+}
+
+export interface RampOptions {
+  /** Seconds at a low rate first (connections, JIT, caches), excluded from the knee. 0 = none. */
+  warmupS: number;
+  startRate: number;
+  stepRate: number;
+  maxRate: number;
+  stepS: number;
+  /** The knee: client accept p99 above this … */
+  acceptP99Ms: number;
+  /** … or accept-to-commit p99 above this … */
+  commitP99Ms: number;
+  /** … or the oldest backlog entry older than this. */
+  maxBacklogAgeS: number;
+}
+
+export interface FlashOptions {
+  orders: number;
+  burstS: number;
+  hotSkus: number;
+  stockPerSku: number;
+  duplicateFraction: number;
+  retries: number;
+}
+
+export interface SweepOptions {
+  workers: number[];
+  batchSizes: number[];
+  shards: number[];
+  /** Orders/s the recommendation must carry (0: recommend the best per worker). */
+  targetRate: number;
+  /** Headroom the recommendation keeps above targetRate (1.25 = 25 %). */
+  headroom: number;
+}
+
+export const DEFAULTS: Omit<BenchOptions, 'command' | 'progress' | 'log' | 'resultsRoot'> = {
+  quick: false,
+  env: {},
+  workers: 1,
+  rate: 500,
+  durationS: 60,
+  ramp: { warmupS: 5, startRate: 250, stepRate: 250, maxRate: 6000, stepS: 10, acceptP99Ms: 100, commitP99Ms: 1000, maxBacklogAgeS: 5 },
+  flash: { orders: 100_000, burstS: 10, hotSkus: 5, stockPerSku: 2000, duplicateFraction: 0.2, retries: 3 },
+  sweep: { workers: [1, 2], batchSizes: [100, 500], shards: [4], targetRate: 0, headroom: 1.25 },
+  connections: 64,
+  maxInFlight: 20_000,
+  generators: 1,
+  timeoutMs: 10_000,
+  drainTimeoutS: 180,
+  baselineConcurrency: 16,
+  seed: 42,
+  notes: [],
+};
+
+/** The quick preset: every scenario in seconds with small numbers (what the tests run). */
+export function quickOptions(o: BenchOptions): BenchOptions {
+  return {
+    ...o,
+    quick: true,
+    rate: 50,
+    durationS: 3,
+    ramp: { ...o.ramp, warmupS: 1, startRate: 40, stepRate: 40, maxRate: 120, stepS: 2 },
+    flash: { ...o.flash, orders: 300, burstS: 2, hotSkus: 2, stockPerSku: 60 },
+    sweep: { ...o.sweep, workers: [1], batchSizes: [50, 200], shards: [2] },
+    connections: 8,
+    maxInFlight: 2000,
+    drainTimeoutS: 60,
+    baselineConcurrency: 4,
+  };
+}
+
+const runKeyFor = (scenario: string) => `b${Date.now().toString(36)}${randomBytes(2).toString('hex')}-${scenario.replace(/[^a-z]/g, '')}`;
+
+function baseRun(o: BenchOptions, label: string, phases: LoadPhase[]): RunOptions {
+  const total = phases.reduce((a, p) => a + (p.rate * p.durationMs) / 1000, 0);
+  return {
+    label,
+    phases,
+    maxRequests: Math.ceil(total) + 1,
+    connections: o.connections,
+    maxInFlight: o.maxInFlight,
+    timeoutMs: o.timeoutMs,
+    duplicateFraction: 0,
+    retry: { max: 0, baseDelayMs: 50, maxDelayMs: 1000 },
+    workload: { ...DEFAULT_WORKLOAD },
+    generators: o.generators,
+    seed: o.seed,
+    drainTimeoutMs: o.drainTimeoutS * 1000,
+    sampleMemory: false,
+    progress: o.progress,
+  };
+}
+
+async function openTarget(system: SystemName, o: BenchOptions, env: Record<string, string> = {}, workers = o.workers): Promise<Target> {
+  if (system === 'surge') {
+    if (o.running) return runningSurge(o.running);
+    return await startSurge({ env: { ...o.env, ...env }, workers, log: o.log });
+  }
+  const b = { env: { ...o.env, ...env }, concurrency: o.baselineConcurrency, log: o.log };
+  return system === 'sync-insert' ? await startSyncBaseline(b) : await startBullmqBaseline(b);
+}
+
+async function withTarget<T>(system: SystemName, o: BenchOptions, fn: (t: Target) => Promise<T>, env: Record<string, string> = {}, workers = o.workers): Promise<T> {
+  o.progress(`starting ${system}${Object.keys(env).length > 0 ? ` ${JSON.stringify(env)}` : ''}${workers > 1 ? ` with ${workers} workers` : ''} …`, true);
+  const t = await openTarget(system, o, env, workers);
+  try {
+    return await fn(t);
+  } finally {
+    await t.stop();
+  }
+}
+
+const SYSTEM_LABEL: Record<SystemName, string> = { surge: 'Surge', 'sync-insert': 'sync INSERT per request', bullmq: 'BullMQ job per order' };
+
+function ledgerChecks(s: SystemSummary): Check[] {
+  const o = s.outcome;
+  return [
+    {
+      name: `${s.label}: accepted = applied + rejected + dead-lettered`,
+      ok: o.missing === 0 && o.accepted === o.applied + o.rejected + o.deadLettered - o.landedWithoutAnswer,
+      detail: `${o.accepted} = ${o.applied} + ${o.rejected} + ${o.deadLettered}${o.landedWithoutAnswer ? ` − ${o.landedWithoutAnswer} landed without a 2xx` : ''}; missing ${o.missing}`,
+    },
+    { name: `${s.label}: drained`, ok: s.drainSeconds !== null, detail: s.drainSeconds === null ? 'NOT drained within the drain timeout' : `${s.drainSeconds} s after the load` },
+  ];
+}
+
+function littleCheckList(systems: readonly SystemSummary[]): Check[] {
+  return systems.flatMap((s) =>
+    s.littles.map((l) => ({ name: `${s.label}: Little's law, ${l.what}`, ok: l.ok, detail: `λ·W = ${l.predicted}, measured L = ${l.measured}${l.ratio !== null ? ` (ratio ${l.ratio})` : ''}` })),
+  );
+}
+
+function newReport(scenario: Scenario, title: string, o: BenchOptions, startedAt: Date): Report {
+  const { progress: _p, log: _l, running, ...rest } = o;
+  return {
+    scenario,
+    title,
+    startedAt: startedAt.toISOString(),
+    finishedAt: '',
+    command: o.command,
+    machine: describeMachine(),
+    options: { ...rest, running: running ? { url: running.url, lagUrl: running.lagUrl } : undefined },
+    findings: [],
+    tables: [],
+    checks: [],
+    notes: [...o.notes],
+    systems: [],
+    extra: {},
+  };
+}
+
+async function finish(report: Report, o: BenchOptions, charts: Chart[]): Promise<{ report: Report; dir: string }> {
+  report.finishedAt = new Date().toISOString();
+  const dir = o.outDir ?? resultsDir(o.resultsRoot, report.scenario, new Date(report.startedAt));
+  await writeReport(report, dir, charts);
+  o.progress(`report written to ${dir}/report.md`, true);
+  return { report, dir };
+}
+
+// ---------------------------------------------------------------------------------------------
+// ramp: shared by ramp, compare and sweep
+
+export interface Knee {
+  /** Highest offered rate that met every bound (null: not even the first step). */
+  maxSustainableRate: number | null;
+  /** The first step that did not, and why. */
+  firstFailingRate: number | null;
+  reason: string;
+}
+
+/** Phase 0 is the warm-up when warmupS > 0 (at half the first step, at most 100/s). */
+function rampPhases(r: RampOptions): LoadPhase[] {
+  const phases: LoadPhase[] = r.warmupS > 0 ? [{ rate: Math.max(1, Math.min(r.startRate / 2, 100)), durationMs: r.warmupS * 1000 }] : [];
+  for (let rate = r.startRate; rate <= r.maxRate; rate += r.stepRate) phases.push({ rate, durationMs: r.stepS * 1000 });
+  return phases;
+}
+
+/**
+ * Live stop rule — only clear overload ends a ramp early, so one noisy second on a shared machine
+ * does not: the oldest backlog entry over the bound, failures or drops, or the per-second accept
+ * p99 over 5× its bound, each for three consecutive seconds. The precise bounds are applied per
+ * step afterwards (findKnee).
+ */
+function rampStopRule(r: RampOptions): RunOptions['shouldStop'] {
+  return (s: SecondSample, history: readonly SecondSample[]) => {
+    if (r.warmupS > 0 && s.phase === 0) return undefined;
+    const bad = (x: SecondSample) => {
+      if (x.acceptP99Ms > r.acceptP99Ms * 5) return `accept p99 ${x.acceptP99Ms.toFixed(1)} ms > 5 × ${r.acceptP99Ms} ms`;
+      if (x.backlogAgeSeconds !== null && x.backlogAgeSeconds > r.maxBacklogAgeS) return `backlog age ${x.backlogAgeSeconds.toFixed(1)} s > ${r.maxBacklogAgeS} s`;
+      if (x.dropped > 0 || x.failed > Math.max(1, x.offered * 0.01)) return `failures (${x.failed} failed, ${x.dropped} dropped)`;
+      return undefined;
+    };
+    const last = history.slice(-3);
+    const now = bad(s);
+    return now && last.length === 3 && last.every((x) => bad(x) !== undefined) ? `${now} for 3 s at step ${s.phase}` : undefined;
+  };
+}
+
+function stepProblems(p: SystemSummary['phases'][number], r: RampOptions): string[] {
+  const reasons: string[] = [];
+  if (p.accept.p99Ms > r.acceptP99Ms) reasons.push(`accept p99 ${p.accept.p99Ms} ms > ${r.acceptP99Ms} ms`);
+  if (p.commit.p99Ms > r.commitP99Ms) reasons.push(`commit p99 ${p.commit.p99Ms} ms > ${r.commitP99Ms} ms`);
+  if (p.backlogAgeMaxS !== null && p.backlogAgeMaxS > r.maxBacklogAgeS) reasons.push(`backlog age ${p.backlogAgeMaxS} s > ${r.maxBacklogAgeS} s`);
+  const lost = p.failed + p.dropped + p.abandoned;
+  if (lost > Math.max(1, p.offered * 0.01)) reasons.push(`${lost} of ${p.offered} submissions failed or dropped`);
+  if (p.durationS < r.stepS * 0.9) reasons.push(`step cut short after ${p.durationS} s`);
+  return reasons;
+}
+
+/**
+ * The maximum sustainable rate is the highest step that met every bound; the first failing step
+ * is the first one above it that did not. Failing steps *below* it (noise on a shared machine)
+ * are listed, not hidden.
+ */
+export function findKnee(s: SystemSummary, r: RampOptions): Knee {
+  const steps = s.phases.filter((p) => !(r.warmupS > 0 && p.phase === 0) && p.offered > 0).map((p) => ({ p, problems: stepProblems(p, r) }));
+  const passing = steps.filter((x) => x.problems.length === 0);
+  const best = passing.length > 0 ? Math.max(...passing.map((x) => x.p.offeredRate)) : null;
+  const above = steps.find((x) => x.problems.length > 0 && (best === null || x.p.offeredRate > best));
+  const below = steps.filter((x) => x.problems.length > 0 && best !== null && x.p.offeredRate < best);
+  const noise = below.length > 0 ? ` (lower steps that missed a bound: ${below.map((x) => `${x.p.offeredRate}/s: ${x.problems.join(', ')}`).join('; ')})` : '';
+  if (above) return { maxSustainableRate: best, firstFailingRate: above.p.offeredRate, reason: above.problems.join('; ') + noise };
+  return { maxSustainableRate: best, firstFailingRate: null, reason: `every step up to ${best} orders/s met the bounds (the knee is above the tested range)${noise}` };
+}
+
+const kneeText = (k: Knee) => (k.maxSustainableRate === null ? 'none (the first step already failed)' : k.firstFailingRate === null ? `≥ ${k.maxSustainableRate}` : `${k.maxSustainableRate}`);
+
+async function runRamp(t: Target, o: BenchOptions, label: string): Promise<{ summary: SystemSummary; knee: Knee; run: RunResult }> {
+  const run = await measure(t, runKeyFor('ramp'), { ...baseRun(o, label, rampPhases(o.ramp)), shouldStop: rampStopRule(o.ramp) });
+  const summary = summarize(t.system, label, t.settings, run);
+  const knee = findKnee(summary, o.ramp);
+  // Little's law on the knee step (the highest steady one) rather than across changing rates.
+  const kneePhase = summary.phases.find((p) => p.offeredRate === knee.maxSustainableRate);
+  if (kneePhase) {
+    const steps = run.samples.filter((x) => x.phase === kneePhase.phase);
+    const t0 = steps[0]?.t ?? 0;
+    summary.littles = littleChecks(steps.map((x) => ({ ...x, t: x.t - t0 })), kneePhase.accept.meanMs, kneePhase.commit.meanMs, 1).map((l) => ({ ...l, what: `${l.what} (at ${kneePhase.offeredRate}/s)` }));
+  } else summary.littles = [];
+  return { summary, knee, run };
+}
+
+const bounds = (r: RampOptions) => `accept p99 ≤ ${r.acceptP99Ms} ms, accept-to-commit p99 ≤ ${r.commitP99Ms} ms, backlog age ≤ ${r.maxBacklogAgeS} s, < 1 % failed`;
+
+// ---------------------------------------------------------------------------------------------
+
+export async function steady(o: BenchOptions, soak = false): Promise<{ report: Report; dir: string }> {
+  const started = new Date();
+  const scenario: Scenario = soak ? 'soak' : 'steady';
+  const report = newReport(scenario, soak ? `Soak: ${o.rate} orders/s for ${o.durationS} s` : `Steady: ${o.rate} orders/s for ${o.durationS} s`, o, started);
+  const summary = await withTarget('surge', o, async (t) => {
+    const run = await measure(t, runKeyFor(scenario), { ...baseRun(o, scenario, [{ rate: o.rate, durationMs: o.durationS * 1000 }]), sampleMemory: soak });
+    return summarize(t.system, SYSTEM_LABEL.surge, t.settings, run);
+  });
+  report.systems = [summary];
+  const p = summary.phases[0];
+  report.findings.push(
+    `Offered ${o.rate} orders/s for ${o.durationS} s: accepted ${summary.outcome.accepted} (${summary.acceptedPerSec}/s), accept p99 ${summary.accept.p99Ms} ms, accept-to-commit p99 ${summary.commit.p99Ms} ms.`,
+    `Peak backlog ${summary.peakBacklog ?? 'not sampled'} entries; drained ${summary.drainSeconds ?? 'NOT'} s after the load.`,
+  );
+  if (p && p.failed + p.dropped > 0) report.findings.push(`${p.failed} submissions failed and ${p.dropped} were dropped by the generator.`);
+  report.checks.push(...ledgerChecks(summary), ...littleCheckList([summary]));
+  report.tables.push(systemsTable([summary]), littleTable([summary]));
+  const charts = standardCharts([summary]);
+  if (soak) {
+    const drift = soakDrift(summary);
+    report.extra.drift = drift;
+    report.findings.push(...drift.lines);
+    report.tables.push(drift.table);
+    charts.push(
+      { file: 'memory.svg', title: 'Resident memory over time', spec: memorySpec(summary) },
+      {
+        file: 'latency-drift.svg',
+        title: 'Latency p99 over time',
+        spec: lineSpec(
+          'p99 over time: accept (per second answered) and accept-to-commit (per second received)',
+          [
+            ...summary.samples.filter((s) => !s.draining && s.acceptP99Ms > 0).map((s) => ({ x: s.t, y: s.acceptP99Ms, series: 'accept p99' })),
+            ...summary.commitP99BySecond.map((c) => ({ x: c.t, y: c.p99Ms, series: 'commit p99' })),
+          ],
+          'seconds since start',
+          'ms',
+        ),
+      },
+    );
+  }
+  return finish(report, o, charts);
+}
+
+interface Drift {
+  lines: string[];
+  table: Table;
+  memorySlopeMiBPerMin: Record<string, number>;
+  acceptP99FirstMs: number;
+  acceptP99LastMs: number;
+  commitP99FirstMs: number;
+  commitP99LastMs: number;
+}
+
+/** First fifth vs last fifth of the load (after 2 s warm-up): latency and memory drift. */
+export function soakDrift(s: SystemSummary): Drift {
+  const load = s.samples.filter((x) => !x.draining && x.t > 2);
+  const fifth = Math.max(1, Math.floor(load.length / 5));
+  const first = load.slice(0, fifth);
+  const last = load.slice(-fifth);
+  const med = (v: number[]) => {
+    const a = [...v].sort((x, y) => x - y);
+    return a.length ? (a[Math.floor(a.length / 2)] as number) : 0;
+  };
+  const acceptP99FirstMs = med(first.map((x) => x.acceptP99Ms));
+  const acceptP99LastMs = med(last.map((x) => x.acceptP99Ms));
+  const commits = s.commitP99BySecond.filter((c) => c.t > 2);
+  const cf = Math.max(1, Math.floor(commits.length / 5));
+  const commitP99FirstMs = med(commits.slice(0, cf).map((c) => c.p99Ms));
+  const commitP99LastMs = med(commits.slice(-cf).map((c) => c.p99Ms));
+  const roles = [...new Set(load.flatMap((x) => Object.keys(x.memoryMiB)))];
+  const memorySlopeMiBPerMin: Record<string, number> = {};
+  const rows: Array<Array<string | number>> = [];
+  for (const role of roles) {
+    const pts = load.filter((x) => x.memoryMiB[role] !== undefined).map((x) => [x.t, x.memoryMiB[role] as number] as const);
+    if (pts.length < 2) continue;
+    const n = pts.length;
+    const mx = pts.reduce((a, p) => a + p[0], 0) / n;
+    const my = pts.reduce((a, p) => a + p[1], 0) / n;
+    const sxx = pts.reduce((a, p) => a + (p[0] - mx) ** 2, 0);
+    const slope = sxx > 0 ? pts.reduce((a, p) => a + (p[0] - mx) * (p[1] - my), 0) / sxx : 0;
+    memorySlopeMiBPerMin[role] = Math.round(slope * 60 * 100) / 100;
+    rows.push([role, (pts[0] as readonly [number, number])[1], (pts.at(-1) as readonly [number, number])[1], memorySlopeMiBPerMin[role] as number]);
+  }
+  const lines = [
+    `Accept p99 (median of per-second p99): first fifth ${acceptP99FirstMs} ms → last fifth ${acceptP99LastMs} ms.`,
+    `Accept-to-commit p99: first fifth ${commitP99FirstMs} ms → last fifth ${commitP99LastMs} ms.`,
+    roles.length > 0
+      ? `Memory slope (least squares, MiB/min): ${Object.entries(memorySlopeMiBPerMin).map(([r, v]) => `${r} ${v}`).join(', ')}.`
+      : 'Memory was not sampled (no /metrics with process_resident_memory_bytes and no known PIDs).',
+  ];
+  return {
+    lines,
+    table: { title: 'Memory drift (resident set size)', headers: ['process', 'first MiB', 'last MiB', 'slope MiB/min'], rows },
+    memorySlopeMiBPerMin,
+    acceptP99FirstMs,
+    acceptP99LastMs,
+    commitP99FirstMs,
+    commitP99LastMs,
+  };
+}
+
+export async function ramp(o: BenchOptions): Promise<{ report: Report; dir: string }> {
+  const report = newReport('ramp', 'Ramp: the maximum sustainable rate', o, new Date());
+  const { summary, knee } = await withTarget('surge', o, (t) => runRamp(t, o, SYSTEM_LABEL.surge));
+  report.systems = [summary];
+  report.extra.knee = knee;
+  report.findings.push(
+    `Maximum sustainable rate: ${kneeText(knee)} orders/s (bounds: ${bounds(o.ramp)}).`,
+    knee.firstFailingRate !== null ? `At ${knee.firstFailingRate} orders/s: ${knee.reason}.` : knee.reason,
+    summary.stoppedBecause ? `The ramp stopped early: ${summary.stoppedBecause}.` : 'The ramp ran every step.',
+  );
+  report.checks.push(...ledgerChecks(summary), ...littleCheckList([summary]));
+  report.tables.push(phasesTable(summary), systemsTable([summary]), littleTable([summary]));
+  return finish(report, o, standardCharts([summary]));
+}
+
+export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir: string }> {
+  const f = o.flash;
+  const report = newReport('flash-sale', `Flash sale: ${f.orders} orders in ${f.burstS} s on ${f.hotSkus} hot SKUs`, o, new Date());
+  const runKey = runKeyFor('flash');
+  const hotSkus = Array.from({ length: f.hotSkus }, (_, i) => `${runKey}-hot-${i}`);
+  const result = await withTarget('surge', o, async (t) => {
+    const pool = createPool(t.databaseUrl, { max: 1, applicationName: 'surge-bench' });
+    try {
+      for (const sku of hotSkus) await pool.query('INSERT INTO inventory (sku, available) VALUES ($1, $2)', [sku, f.stockPerSku]);
+      const run = await measure(t, runKey, {
+        ...baseRun(o, 'flash-sale', [{ rate: f.orders / f.burstS, durationMs: f.burstS * 1000 }]),
+        maxRequests: f.orders,
+        duplicateFraction: f.duplicateFraction,
+        retry: { max: f.retries, baseDelayMs: 100, maxDelayMs: 2000 },
+        workload: { ...DEFAULT_WORKLOAD, hotSkus, hotFraction: 1 },
+        connections: Math.max(o.connections, 64),
+      });
+      const stock = await pool.query<{ sku: string; available: string; sold: string }>(
+        `SELECT i.sku, i.available,
+                coalesce((SELECT sum(oi.qty) FROM order_items oi JOIN orders o ON o.id = oi.order_pk
+                           WHERE oi.sku = i.sku AND o.status = 'applied'), 0) AS sold
+           FROM inventory i WHERE i.sku = ANY($1) ORDER BY i.sku`,
+        [hotSkus],
+      );
+      return { run, summary: summarize(t.system, SYSTEM_LABEL.surge, t.settings, run), stock: stock.rows };
+    } finally {
+      await pool.end();
+    }
+  });
+  const { summary, stock, run } = result;
+  // What a planner means by "how long does the burst take to drain": from the scheduled end of the
+  // burst until the last of its orders is committed (includes the time ingest needed to accept them).
+  const burstEndMs = run.load.startedAtMs + f.burstS * 1000;
+  const lastAcceptedAfterBurstS = Math.round((run.load.endedAtMs - burstEndMs) / 100) / 10;
+  const committedAfterBurstS = run.lastAppliedMs === undefined ? null : Math.round((run.lastAppliedMs - burstEndMs) / 100) / 10;
+  const p = summary.phases[0];
+  const sold = stock.reduce((a, r) => a + Number(r.sold), 0);
+  const oversell = stock.reduce((a, r) => a + Math.max(0, Number(r.sold) - f.stockPerSku), 0);
+  const ledgerOk = stock.every((r) => Number(r.available) === f.stockPerSku - Number(r.sold) && Number(r.available) >= 0);
+  const flash = {
+    offered: p?.offered ?? 0,
+    duplicatesSent: p?.duplicatesSent ?? 0,
+    replayed: p?.replayed ?? 0,
+    retries: p?.retries ?? 0,
+    accepted: summary.outcome.accepted,
+    applied: summary.outcome.applied,
+    rejected: summary.outcome.rejected,
+    rejectedReasons: summary.outcome.rejectedReasons,
+    deadLettered: summary.outcome.deadLettered,
+    stock: f.stockPerSku * f.hotSkus,
+    sold,
+    oversell,
+    drainSeconds: summary.drainSeconds,
+    lastAnswerAfterBurstS: lastAcceptedAfterBurstS,
+    committedAfterBurstS,
+    timeouts: summary.statusCounts.timeout ?? 0,
+    peakBacklog: summary.peakBacklog,
+    peakBacklogAgeS: summary.peakBacklogAgeS,
+  };
+  report.systems = [summary];
+  report.extra.flash = flash;
+  report.extra.stock = stock;
+  report.findings.push(
+    `Offered ${flash.offered} submissions (${flash.duplicatesSent} duplicates, ${flash.retries} retries) in ${f.burstS} s: ${flash.accepted} distinct orders accepted (${flash.replayed} answered as replays).`,
+    `Applied ${flash.applied}, rejected ${flash.rejected} (${Object.entries(flash.rejectedReasons).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}), dead-lettered ${flash.deadLettered}.`,
+    `Stock ${flash.stock} units, sold ${sold}, oversell ${oversell}.`,
+    `The burst was fully committed ${committedAfterBurstS ?? '–'} s after its scheduled end (the last answer came ${lastAcceptedAfterBurstS} s after it; the backlog drained ${flash.drainSeconds ?? 'NOT'} s after the last answer); peak backlog ${flash.peakBacklog ?? 'not sampled'} entries (oldest ${flash.peakBacklogAgeS ?? '–'} s).`,
+    `Accept latency p50 / p99 ${summary.accept.p50Ms} / ${summary.accept.p99Ms} ms from the intended send time (retries included); ${flash.retries} retries after 503/409/429/5xx or a client-side timeout (${o.timeoutMs} ms per attempt, waiting for a connection included).`,
+  );
+  report.checks.push(
+    { name: 'no oversell', ok: oversell === 0, detail: `sold ${sold} of ${flash.stock}; per SKU: ${stock.map((r) => `${r.sku.split('-').at(-1)}: ${r.sold}/${f.stockPerSku}`).join(', ')}` },
+    { name: 'inventory = stock − sold, never negative', ok: ledgerOk, detail: stock.map((r) => `available ${r.available}`).join(', ') },
+    ...ledgerChecks(summary),
+  );
+  report.tables.push(
+    systemsTable([summary]),
+    { title: 'Flash sale', headers: Object.keys(flash), rows: [Object.values(flash).map((v) => (typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v ?? '–')))] },
+  );
+  return finish(report, o, standardCharts([summary]));
+}
+
+export async function compare(o: BenchOptions): Promise<{ report: Report; dir: string }> {
+  const report = newReport('compare', 'Compare: sync INSERT per request vs BullMQ job per order vs Surge', o, new Date());
+  const results: Array<{ summary: SystemSummary; knee: Knee }> = [];
+  for (const system of ['sync-insert', 'bullmq', 'surge'] as const) {
+    const r = await withTarget(system, o, (t) => runRamp(t, o, SYSTEM_LABEL[system]));
+    results.push({ summary: r.summary, knee: r.knee });
+  }
+  const by = (s: SystemName) => results.find((r) => r.summary.system === s) as { summary: SystemSummary; knee: Knee };
+  const surge = by('surge');
+  const peakCommit = (s: SystemSummary) => {
+    const c = s.samples.map((x) => x.committed);
+    let best = 0;
+    for (let i = 0; i + 3 <= c.length; i++) best = Math.max(best, ((c[i] as number) + (c[i + 1] as number) + (c[i + 2] as number)) / 3);
+    return Math.round(best);
+  };
+  // The highest step every system sustained: where their latencies are compared like for like.
+  // (When a system sustained no step, the first step is the common one.)
+  const knees = results.map((r) => r.knee.maxSustainableRate).filter((k): k is number => k !== null);
+  const common = knees.length === results.length ? Math.min(...knees) : o.ramp.startRate;
+  const at = (s: SystemSummary) => s.phases.find((p) => p.offeredRate === common);
+  const ratio = (a: number | null | undefined, b: number | null | undefined) => (a && b ? Math.round((a / b) * 100) / 100 : null);
+  const ratios = Object.fromEntries(
+    (['sync-insert', 'bullmq'] as const).map((base) => {
+      const b = by(base);
+      return [
+        base,
+        {
+          maxSustainableRate: ratio(surge.knee.maxSustainableRate, b.knee.maxSustainableRate),
+          peakCommittedPerSec: ratio(peakCommit(surge.summary), peakCommit(b.summary)),
+          acceptP99AtCommonRate: ratio(at(surge.summary)?.accept.p99Ms, at(b.summary)?.accept.p99Ms),
+          commitP99AtCommonRate: ratio(at(surge.summary)?.commit.p99Ms, at(b.summary)?.commit.p99Ms),
+        },
+      ];
+    }),
+  );
+  report.systems = results.map((r) => r.summary);
+  report.extra.knees = Object.fromEntries(results.map((r) => [r.summary.system, r.knee]));
+  report.extra.ratios = ratios;
+  report.extra.commonRate = common;
+  report.tables.push({
+    title: `Same workload, same ramp (${bounds(o.ramp)})`,
+    headers: ['system', 'max sustainable orders/s', 'peak committed/s (3 s)', `accept p99 @ ${common}/s ms`, `commit p99 @ ${common}/s ms`, 'stopped because'],
+    rows: results.map((r) => [r.summary.label, kneeText(r.knee), peakCommit(r.summary), at(r.summary)?.accept.p99Ms ?? '–', at(r.summary)?.commit.p99Ms ?? '–', r.summary.stoppedBecause ?? r.knee.reason]),
+  });
+  report.tables.push({
+    title: 'Ratios: Surge ÷ baseline (rates: higher is better for Surge; latencies: lower is better)',
+    headers: ['baseline', 'max sustainable rate', 'peak committed/s', 'accept p99', 'commit p99'],
+    rows: Object.entries(ratios).map(([b, r]) => [SYSTEM_LABEL[b as SystemName], r.maxSustainableRate ?? '–', r.peakCommittedPerSec ?? '–', r.acceptP99AtCommonRate ?? '–', r.commitP99AtCommonRate ?? '–']),
+  });
+  for (const r of results) report.tables.push(phasesTable(r.summary));
+  report.tables.push(systemsTable(report.systems), littleTable(report.systems));
+  for (const [b, r] of Object.entries(ratios)) {
+    report.findings.push(
+      `Surge vs ${SYSTEM_LABEL[b as SystemName]}: max sustainable rate ×${r.maxSustainableRate ?? '–'}, peak committed/s ×${r.peakCommittedPerSec ?? '–'}, accept p99 at ${common}/s ×${r.acceptP99AtCommonRate ?? '–'}, commit p99 ×${r.commitP99AtCommonRate ?? '–'}.`,
+    );
+  }
+  for (const r of results) report.findings.push(`${r.summary.label}: max sustainable ${kneeText(r.knee)} orders/s${r.knee.firstFailingRate !== null ? ` (at ${r.knee.firstFailingRate}/s: ${r.knee.reason})` : ''}.`);
+  report.checks.push(...report.systems.flatMap(ledgerChecks), ...littleCheckList(report.systems));
+  return finish(report, o, standardCharts(report.systems));
+}
+
+export async function sweep(o: BenchOptions): Promise<{ report: Report; dir: string }> {
+  const s = o.sweep;
+  const report = newReport('sweep', 'Sweep: capacity by workers, batch size and shards', o, new Date());
+  if (o.running) throw new Error('sweep starts its own stacks (one per configuration); it cannot run against --url');
+  const rows: Array<{ workers: number; shards: number; batch: number; knee: Knee; summary: SystemSummary }> = [];
+  for (const workers of s.workers) {
+    for (const shards of s.shards) {
+      for (const batch of s.batchSizes) {
+        const label = `${workers} worker${workers > 1 ? 's' : ''}, ${shards} shards, batch ${batch}`;
+        const env = { SURGE_SHARDS: String(shards), SURGE_BATCH_SIZE: String(batch) };
+        const r = await withTarget('surge', o, (t) => runRamp(t, o, label), env, workers);
+        rows.push({ workers, shards, batch, knee: r.knee, summary: { ...r.summary, system: `w${workers}-s${shards}-b${batch}` } });
+      }
+    }
+  }
+  const sorted = [...rows].sort((a, b) => a.workers - b.workers || a.shards - b.shards || a.batch - b.batch);
+  let recommendation: string;
+  const need = s.targetRate * s.headroom;
+  if (s.targetRate > 0) {
+    const fit = sorted.find((r) => (r.knee.maxSustainableRate ?? 0) >= need);
+    recommendation = fit
+      ? `To carry ${s.targetRate} orders/s with ${Math.round((s.headroom - 1) * 100)} % headroom (${need}/s): ${fit.summary.label} (max sustainable ${kneeText(fit.knee)}/s on this machine).`
+      : `No tested configuration sustains ${need}/s (${s.targetRate} + ${Math.round((s.headroom - 1) * 100)} % headroom) on this machine; the best was ${kneeText(bestOf(rows).knee)}/s (${bestOf(rows).summary.label}). Add worker replicas or shards beyond the tested range, on more cores.`;
+  } else {
+    const best = bestOf(rows);
+    recommendation = `Best tested configuration: ${best.summary.label} — max sustainable ${kneeText(best.knee)} orders/s. Plan replicas for the target rate × 1.25 headroom; re-run with --target-rate for a concrete pick.`;
+  }
+  const capacity: Table = {
+    title: `Capacity: workers → max orders/s with ${bounds(o.ramp)}`,
+    headers: ['workers', 'shards', 'batch size', 'max sustainable orders/s', 'first failing step', 'accept p99 at knee ms', 'commit p99 at knee ms', "Little's law at knee"],
+    rows: sorted.map((r) => {
+      const p = r.summary.phases.find((x) => x.offeredRate === r.knee.maxSustainableRate);
+      return [
+        r.workers,
+        r.shards,
+        r.batch,
+        kneeText(r.knee),
+        r.knee.firstFailingRate === null ? '–' : `${r.knee.firstFailingRate} (${r.knee.reason})`,
+        p?.accept.p99Ms ?? '–',
+        p?.commit.p99Ms ?? '–',
+        r.summary.littles.length === 0 ? '–' : r.summary.littles.map((l) => `${l.ok ? 'ok' : 'OFF'} ${l.measured}/${l.predicted}`).join('; '),
+      ];
+    }),
+  };
+  report.systems = rows.map((r) => r.summary);
+  report.extra.capacity = sorted.map((r) => ({ workers: r.workers, shards: r.shards, batchSize: r.batch, knee: r.knee }));
+  report.extra.recommendation = recommendation;
+  report.findings.push(recommendation, ...sorted.map((r) => `${r.summary.label}: ${kneeText(r.knee)} orders/s.`));
+  report.tables.push(capacity, systemsTable(report.systems), littleTable(report.systems));
+  report.checks.push(...report.systems.flatMap(ledgerChecks), ...littleCheckList(report.systems));
+  const charts: Chart[] = [
+    { file: 'capacity.svg', title: 'Max sustainable rate per configuration', spec: capacitySpec(sorted.map((r) => ({ config: r.summary.label, maxRate: r.knee.maxSustainableRate ?? 0 }))) },
+    ...standardCharts(report.systems),
+  ];
+  return finish(report, o, charts);
+}
+
+function bestOf<T extends { knee: Knee }>(rows: readonly T[]): T {
+  return rows.reduce((a, b) => ((b.knee.maxSustainableRate ?? 0) > (a.knee.maxSustainableRate ?? 0) ? b : a));
+}
+
+export async function runScenario(scenario: Scenario, options: BenchOptions): Promise<{ report: Report; dir: string }> {
+  const o = options.quick ? quickOptions(options) : options;
+  switch (scenario) {
+    case 'steady':
+      return steady(o);
+    case 'soak':
+      // Long enough in quick mode for a few memory samples after the warm-up.
+      return steady(o.quick ? { ...o, durationS: Math.max(o.durationS, 6) } : o, true);
+    case 'ramp':
+      return ramp(o);
+    case 'flash-sale':
+      return flashSale(o);
+    case 'compare':
+      return compare(o);
+    case 'sweep':
+      return sweep(o);
+  }
+}

@@ -1,0 +1,205 @@
+// From raw run data to the figures a report shows: percentiles, CDF points, per-phase rows,
+// peak backlog, and Little's-law sanity checks.
+import * as hdr from 'hdr-histogram-js';
+import { HISTOGRAM_OPTIONS } from './loadgen.js';
+import type { RunResult, SecondSample } from './run.js';
+
+export interface Percentiles {
+  count: number;
+  meanMs: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+}
+
+const r3 = (n: number) => Math.round(n * 1000) / 1000;
+
+export function percentiles(h: hdr.Histogram): Percentiles {
+  if (h.totalCount === 0) return { count: 0, meanMs: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, p999Ms: 0, maxMs: 0 };
+  const at = (p: number) => r3(h.getValueAtPercentile(p) / 1000);
+  return { count: h.totalCount, meanMs: r3(h.mean / 1000), p50Ms: at(50), p90Ms: at(90), p99Ms: at(99), p999Ms: at(99.9), maxMs: r3(h.maxValue / 1000) };
+}
+
+export const CDF_PERCENTILES = [0, 10, 25, 50, 75, 90, 95, 97.5, 99, 99.5, 99.9, 99.95, 99.99, 99.999, 100];
+
+export interface CdfPoint {
+  percentile: number;
+  ms: number;
+}
+
+export function cdf(h: hdr.Histogram): CdfPoint[] {
+  if (h.totalCount === 0) return [];
+  return CDF_PERCENTILES.map((p) => ({ percentile: p, ms: r3((p === 100 ? h.maxValue : h.getValueAtPercentile(p)) / 1000) }));
+}
+
+export interface PhaseRow {
+  phase: number;
+  offeredRate: number;
+  durationS: number;
+  offered: number;
+  accepted: number;
+  acceptedRate: number;
+  duplicatesSent: number;
+  replayed: number;
+  failed: number;
+  errors: number;
+  retries: number;
+  dropped: number;
+  abandoned: number;
+  accept: Percentiles;
+  commit: Percentiles;
+  backlogMax: number | null;
+  backlogAgeMaxS: number | null;
+}
+
+export interface LittleCheck {
+  what: string;
+  /** Arrival/throughput rate λ, per second. */
+  lambda: number;
+  /** Mean time in the system W, seconds. */
+  wSeconds: number;
+  /** λ·W. */
+  predicted: number;
+  /** Mean of the sampled occupancy L. */
+  measured: number;
+  ratio: number | null;
+  ok: boolean;
+  note: string;
+}
+
+export interface SystemSummary {
+  system: string;
+  label: string;
+  settings: Record<string, string | number>;
+  phases: PhaseRow[];
+  samples: SecondSample[];
+  outcome: RunResult['outcome'];
+  accept: Percentiles;
+  commit: Percentiles;
+  cdf: { accept: CdfPoint[]; commit: CdfPoint[] };
+  loadSeconds: number;
+  drainSeconds: number | null;
+  peakBacklog: number | null;
+  peakBacklogAgeS: number | null;
+  /** Accepted orders per second over the load; committed orders per second from first receive to last commit. */
+  acceptedPerSec: number;
+  committedPerSec: number | null;
+  stoppedBecause: string | null;
+  statusCounts: Record<string, number>;
+  errorSamples: string[];
+  commitP99BySecond: RunResult['commitP99BySecond'];
+  littles: LittleCheck[];
+}
+
+function maxOrNull(values: Array<number | null>): number | null {
+  const v = values.filter((x): x is number => x !== null);
+  return v.length > 0 ? Math.max(...v) : null;
+}
+
+const mean = (v: number[]) => (v.length > 0 ? v.reduce((a, b) => a + b, 0) / v.length : 0);
+
+/**
+ * Little's law L = λ·W on steady samples (load running, after a warm-up). Two systems: the
+ * pipeline behind the 202 (L = backlog entries, λ = commits/s, W = mean accept-to-commit) and the
+ * HTTP front (L = submissions in flight, λ = answers/s, W = mean accept latency). Sampling noise
+ * and a 1 s grid make small occupancies unreliable, so L < 5 on both sides counts as consistent.
+ */
+export function littleChecks(samples: readonly SecondSample[], acceptMeanMs: number, commitMeanMs: number, warmupS = 2): LittleCheck[] {
+  const steady = samples.filter((s) => !s.draining && s.t > warmupS);
+  const out: LittleCheck[] = [];
+  const check = (what: string, lambda: number, wSeconds: number, measured: number, note: string) => {
+    const predicted = lambda * wSeconds;
+    const small = predicted < 5 && measured < 5;
+    const ratio = predicted > 0 ? measured / predicted : null;
+    out.push({
+      what,
+      lambda: r3(lambda),
+      wSeconds: r3(wSeconds),
+      predicted: r3(predicted),
+      measured: r3(measured),
+      ratio: ratio === null ? null : r3(ratio),
+      ok: small || (ratio !== null && ratio >= 0.5 && ratio <= 2),
+      note,
+    });
+  };
+  const withBacklog = steady.filter((s) => s.backlog !== null);
+  if (withBacklog.length >= 3) {
+    check(
+      'pipeline: backlog = commit rate × mean accept-to-commit',
+      mean(withBacklog.map((s) => s.committed)),
+      commitMeanMs / 1000,
+      mean(withBacklog.map((s) => s.backlog as number)),
+      'L from the lag exporter (lag + pending), λ from PostgreSQL commits per second, W from applied_at − received_at',
+    );
+  }
+  if (steady.length >= 3) {
+    check(
+      'client: in-flight = answer rate × mean accept latency',
+      mean(steady.map((s) => s.accepted + s.replayed + s.failed)),
+      acceptMeanMs / 1000,
+      mean(steady.map((s) => s.inFlight)),
+      'L = submissions in flight in the generator at each tick, λ = answers per second, W = mean accept latency from the intended send time',
+    );
+  }
+  return out;
+}
+
+export function summarize(system: string, label: string, settings: Record<string, string | number>, run: RunResult): SystemSummary {
+  const phases: PhaseRow[] = run.load.phases.map((p, i) => {
+    const inPhase = run.samples.filter((s) => s.phase === i && !s.draining);
+    const durationS = p.durationMs / 1000;
+    return {
+      phase: i,
+      offeredRate: Math.round(p.rate * 10) / 10,
+      durationS,
+      offered: p.offered,
+      accepted: p.accepted,
+      acceptedRate: durationS > 0 ? Math.round((p.accepted / durationS) * 10) / 10 : 0,
+      duplicatesSent: p.duplicatesSent,
+      replayed: p.replayed,
+      failed: p.failed,
+      errors: p.errors,
+      retries: p.retries,
+      dropped: p.dropped,
+      abandoned: p.abandoned,
+      accept: percentiles(p.histogram),
+      commit: percentiles(run.commitByPhase[i] as hdr.Histogram),
+      backlogMax: maxOrNull(inPhase.map((s) => s.backlog)),
+      backlogAgeMaxS: maxOrNull(inPhase.map((s) => s.backlogAgeSeconds)),
+    };
+  });
+  const acceptAll = hdr.build(HISTOGRAM_OPTIONS);
+  for (const p of run.load.phases) acceptAll.add(p.histogram);
+  const accept = percentiles(acceptAll);
+  const commit = percentiles(run.commit);
+  const span = run.firstReceivedMs !== undefined && run.lastAppliedMs !== undefined ? (run.lastAppliedMs - run.firstReceivedMs) / 1000 : 0;
+  return {
+    system,
+    label,
+    settings,
+    phases,
+    samples: run.samples,
+    outcome: run.outcome,
+    accept,
+    commit,
+    cdf: { accept: cdf(acceptAll), commit: cdf(run.commit) },
+    loadSeconds: r3(run.loadSeconds),
+    drainSeconds: run.drainSeconds === undefined ? null : r3(run.drainSeconds),
+    peakBacklog: maxOrNull(run.samples.map((s) => s.backlog)),
+    peakBacklogAgeS: maxOrNull(run.samples.map((s) => s.backlogAgeSeconds)),
+    acceptedPerSec: run.loadSeconds > 0 ? Math.round((run.outcome.accepted / run.loadSeconds) * 10) / 10 : 0,
+    committedPerSec: span > 0 ? Math.round((commit.count / span) * 10) / 10 : null,
+    stoppedBecause: run.stoppedBecause ?? null,
+    statusCounts: run.load.statusCounts,
+    errorSamples: run.load.errorSamples,
+    commitP99BySecond: run.commitP99BySecond,
+    littles: littleChecks(run.samples, accept.meanMs, commit.meanMs),
+  };
+}
+
+/** accepted = applied + rejected + dead-lettered, nothing missing. */
+export function ledgerConsistent(o: RunResult['outcome']): boolean {
+  return o.accepted === o.applied + o.rejected + o.deadLettered - o.landedWithoutAnswer + o.missing && o.missing === 0;
+}

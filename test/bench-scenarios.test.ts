@@ -1,0 +1,140 @@
+// Every scenario of `surge bench` in its quick mode, through the CLI, against a Surge stack it
+// starts (ingest + workers + lag exporter via up()) on this test's database and Redis prefix. Each
+// report must have its charts and figures that add up: accepted = applied + rejected +
+// dead-lettered, nothing missing, no oversell in the flash sale, ratios in compare, a capacity
+// table in sweep, memory and drift in soak.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { PACKAGE_ROOT } from '../common/paths.js';
+import { createTestEnv, type TestEnv } from './support/env.js';
+
+const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
+
+interface Outcome {
+  accepted: number;
+  applied: number;
+  rejected: number;
+  deadLettered: number;
+  missing: number;
+  landedWithoutAnswer: number;
+}
+interface Results {
+  scenario: string;
+  charts: string[];
+  checks: Array<{ name: string; ok: boolean; detail: string }>;
+  systems: Array<{ system: string; outcome: Outcome; phases: unknown[]; samples: Array<{ memoryMiB: Record<string, number> }> }>;
+  machine: { cpus: number; node: string };
+  command: string;
+  extra: Record<string, unknown>;
+}
+
+function bench(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'bench', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.once('exit', (code) => resolve({ code, out }));
+  });
+}
+
+function checkReport(dir: string, scenario: string): Results {
+  const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as Results;
+  const md = readFileSync(join(dir, 'report.md'), 'utf8');
+  assert.equal(r.scenario, scenario);
+  assert.equal(r.machine.node, process.version);
+  assert.ok(r.machine.cpus > 0);
+  assert.match(r.command, new RegExp(`bench ${scenario}`));
+  assert.ok(r.charts.includes('latency-vs-rate.svg') && r.charts.includes('latency-cdf.svg') && r.charts.some((c) => c.startsWith('throughput')), r.charts.join(','));
+  for (const c of r.charts) {
+    const svg = readFileSync(join(dir, c), 'utf8');
+    assert.match(svg, /^<svg[\s\S]*<\/svg>$/, `${c} is an SVG`);
+    assert.ok(md.includes(`](${c})`), `report.md embeds ${c}`);
+  }
+  assert.ok(r.systems.length > 0);
+  for (const s of r.systems) {
+    const o = s.outcome;
+    assert.ok(o.accepted > 0, `${s.system} accepted something`);
+    assert.equal(o.missing, 0, `${s.system}: nothing accepted is missing`);
+    assert.equal(o.accepted, o.applied + o.rejected + o.deadLettered - o.landedWithoutAnswer, `${s.system}: accepted = applied + rejected + dead-lettered`);
+  }
+  const ledger = r.checks.filter((c) => !c.name.includes("Little's law"));
+  assert.ok(ledger.length > 0);
+  for (const c of ledger) assert.ok(c.ok, `${c.name}: ${c.detail}`);
+  assert.match(md, /## Machine/);
+  return r;
+}
+
+describe('surge bench --quick (every scenario)', () => {
+  let t: TestEnv;
+  const root = mkdtempSync(join(tmpdir(), 'surge-bench-'));
+  before(async () => {
+    t = await createTestEnv({ SURGE_BATCH_LINGER_MS: '5' });
+  });
+  after(async () => {
+    await t.cleanup();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  const run = async (scenario: string, extra: string[] = []): Promise<Results> => {
+    const dir = join(root, scenario);
+    const r = await bench([scenario, '--quick', '--out', dir, ...extra], t.env);
+    assert.equal(r.code, 0, r.out);
+    assert.ok(existsSync(join(dir, 'report.md')), r.out);
+    return checkReport(dir, scenario);
+  };
+
+  test('steady', async () => {
+    const r = await run('steady');
+    assert.equal(r.systems[0]?.phases.length, 1);
+  });
+
+  test('ramp reports a maximum sustainable rate per the bounds', async () => {
+    const r = await run('ramp');
+    const knee = r.extra.knee as { maxSustainableRate: number | null; reason: string };
+    assert.ok('maxSustainableRate' in knee && knee.reason.length > 0);
+    assert.ok((r.systems[0]?.phases.length ?? 0) >= 1);
+  });
+
+  test('flash-sale: limited stock, duplicates and retries — no oversell, rejections are out_of_stock', async () => {
+    const r = await run('flash-sale');
+    const f = r.extra.flash as { oversell: number; sold: number; stock: number; rejected: number; rejectedReasons: Record<string, number>; duplicatesSent: number; drainSeconds: number | null };
+    assert.equal(f.oversell, 0);
+    assert.ok(f.sold <= f.stock);
+    assert.ok(f.duplicatesSent > 0, 'duplicates were sent');
+    assert.ok(f.rejected > 0, 'demand exceeded stock, so some orders were rejected');
+    assert.deepEqual(Object.keys(f.rejectedReasons), ['out_of_stock']);
+    assert.notEqual(f.drainSeconds, null);
+    assert.ok(r.checks.some((c) => c.name === 'no oversell' && c.ok));
+  });
+
+  test('soak reports memory and latency drift', async () => {
+    const r = await run('soak');
+    assert.ok(r.charts.includes('memory.svg') && r.charts.includes('latency-drift.svg'));
+    const d = r.extra.drift as { memorySlopeMiBPerMin: Record<string, number> };
+    assert.ok(Object.keys(d.memorySlopeMiBPerMin).length > 0, 'memory was sampled');
+  });
+
+  test('compare: sync INSERT, BullMQ and Surge in one run, with ratios', async () => {
+    const r = await run('compare');
+    assert.deepEqual(r.systems.map((s) => s.system), ['sync-insert', 'bullmq', 'surge']);
+    const ratios = r.extra.ratios as Record<string, { maxSustainableRate: number | null }>;
+    assert.ok('sync-insert' in ratios && 'bullmq' in ratios);
+  });
+
+  test('sweep: a capacity table per configuration and a recommendation', async () => {
+    const r = await run('sweep');
+    const cap = r.extra.capacity as Array<{ batchSize: number; knee: unknown }>;
+    assert.deepEqual(cap.map((c) => c.batchSize), [50, 200]);
+    assert.equal(typeof r.extra.recommendation, 'string');
+    assert.ok(r.charts.includes('capacity.svg'));
+  });
+});

@@ -1,0 +1,186 @@
+// The benchmark suite's own parts, without a Surge stack: the open-model generator's latency is
+// measured from the intended send time (coordinated omission), the workload is valid and
+// reproducible, the knee and Little's-law arithmetic, Prometheus parsing, headless charts, and the
+// whole measure → report path against the sync-INSERT baseline (PostgreSQL only).
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type * as hdr from 'hdr-histogram-js';
+import { validateOrder } from '../common/order.js';
+import { renderSvg, throughputSpec } from '../bench/charts.js';
+import { startLoad } from '../bench/generators.js';
+import { assertLoopback } from '../bench/loadgen.js';
+import { parsePrometheus, sumOf } from '../bench/prom.js';
+import { describeMachine, standardCharts, systemsTable, writeReport } from '../bench/report.js';
+import { measure } from '../bench/run.js';
+import { findKnee } from '../bench/scenarios.js';
+import { littleChecks, type SystemSummary, summarize } from '../bench/summary.js';
+import { startSyncBaseline } from '../bench/target.js';
+import { DEFAULT_WORKLOAD, orderFor, orderKey, phaseOfKey } from '../bench/workload.js';
+import { createTestEnv, type TestEnv } from './support/env.js';
+
+describe('bench: workload and arithmetic', () => {
+  test('orders are valid, a pure function of the key, and hot orders buy only hot SKUs', () => {
+    const w = { ...DEFAULT_WORKLOAD, hotSkus: ['h1', 'h2'], hotFraction: 1 };
+    for (let i = 0; i < 200; i++) {
+      const key = orderKey('run', 1, 0, i);
+      const a = orderFor(key, DEFAULT_WORKLOAD);
+      assert.deepEqual(a, orderFor(key, DEFAULT_WORKLOAD));
+      assert.ok(validateOrder(a).ok, JSON.stringify(a));
+      assert.equal(new Set(a.items.map((x) => x.sku)).size, a.items.length, 'one line per SKU');
+      const hot = orderFor(key, w);
+      assert.ok(hot.items.every((x) => x.sku === 'h1' || x.sku === 'h2'));
+      assert.equal(phaseOfKey(key), 1);
+    }
+  });
+
+  test('Prometheus text: labels, sums, absent metrics', () => {
+    const s = parsePrometheus(
+      '# HELP x\nsurge_consumer_group_backlog{stream="a:{s0}:orders",group="appliers"} 3\nsurge_consumer_group_backlog{stream="b",group="appliers"} 4\nsurge_consumer_group_lag_seconds{stream="a"} NaN\n',
+    );
+    assert.equal(sumOf(s, 'surge_consumer_group_backlog'), 7);
+    assert.equal(sumOf(s, 'surge_consumer_group_backlog', { stream: 'b' }), 4);
+    assert.equal(sumOf(s, 'surge_consumer_group_lag_seconds'), undefined, 'NaN is absent, not 0');
+    assert.equal(s[0]?.labels.stream, 'a:{s0}:orders');
+  });
+
+  test("Little's law: consistent occupancy passes, a 4× mismatch fails", () => {
+    const samples = Array.from({ length: 10 }, (_, i) => ({
+      t: i + 1, phase: 0, offered: 100, accepted: 100, replayed: 0, failed: 0, errors: 0, dropped: 0,
+      inFlight: 10, acceptP50Ms: 0, acceptP99Ms: 0, committed: 100, backlog: 50, backlogAgeSeconds: 0.5, memoryMiB: {}, draining: false,
+    }));
+    // λ = 100/s; W accept = 100 ms → L 10 (matches inFlight); W commit = 125 ms → 12.5 vs 50 (4×).
+    const [pipeline, client] = littleChecks(samples, 100, 125);
+    assert.equal(client?.ok, true);
+    assert.equal(client?.predicted, 10);
+    assert.equal(pipeline?.ok, false);
+    assert.equal(pipeline?.ratio, 4);
+  });
+
+  test('the knee is the highest step meeting every bound; the first failing step above it says why', () => {
+    const p = (rate: number, acceptP99: number, commitP99: number, failed = 0) => ({
+      phase: 0, offeredRate: rate, durationS: 10, offered: rate * 10, accepted: rate * 10, acceptedRate: rate, duplicatesSent: 0, replayed: 0,
+      failed, errors: 0, retries: 0, dropped: 0, abandoned: 0,
+      accept: { count: 1, meanMs: 1, p50Ms: 1, p90Ms: 1, p99Ms: acceptP99, p999Ms: 1, maxMs: 1 },
+      commit: { count: 1, meanMs: 1, p50Ms: 1, p90Ms: 1, p99Ms: commitP99, p999Ms: 1, maxMs: 1 },
+      backlogMax: 0, backlogAgeMaxS: 0,
+    });
+    const bounds = { warmupS: 0, startRate: 100, stepRate: 100, maxRate: 400, stepS: 10, acceptP99Ms: 50, commitP99Ms: 500, maxBacklogAgeS: 5 };
+    const s = { phases: [p(100, 5, 50), p(200, 8, 90), p(300, 9, 900), p(400, 200, 50)] } as unknown as SystemSummary;
+    const k = findKnee(s, bounds);
+    assert.equal(k.maxSustainableRate, 200);
+    assert.equal(k.firstFailingRate, 300);
+    assert.match(k.reason, /commit p99/);
+    const failing = { phases: [p(100, 5, 50, 500)] } as unknown as SystemSummary;
+    assert.equal(findKnee(failing, bounds).maxSustainableRate, null);
+    // With a warm-up, phase 0 (cold start, slow) does not count.
+    const warm = { phases: [p(50, 900, 50), p(100, 5, 50)].map((x, i) => ({ ...x, phase: i })) } as unknown as SystemSummary;
+    assert.equal(findKnee(warm, { ...bounds, warmupS: 1 }).maxSustainableRate, 100);
+    // Without it the slow first step is reported as a lower step that missed a bound, not hidden.
+    const noisy = findKnee(warm, bounds);
+    assert.equal(noisy.maxSustainableRate, 100);
+    assert.match(noisy.reason, /lower steps that missed a bound: 50\/s/);
+  });
+
+  test('charts render to SVG headless', async () => {
+    const svg = await renderSvg(throughputSpec({ label: 'x', samples: [{ t: 1, offered: 1, accepted: 1, committed: 1, backlog: 2 }] } as unknown as SystemSummary));
+    assert.match(svg, /^<svg[\s\S]*<\/svg>$/);
+  });
+
+  test('the generator refuses non-loopback targets', () => {
+    assert.throws(() => assertLoopback('http://10.0.0.1:8080'), /loopback/);
+    assert.throws(() => assertLoopback('http://example.com'), /loopback/);
+    assertLoopback('http://127.0.0.1:1');
+    assertLoopback('http://localhost:1');
+  });
+});
+
+describe('bench: open-model generator', () => {
+  let server: ReturnType<typeof createServer>;
+  let url: string;
+  before(async () => {
+    // One request at a time, 100 ms each: a server with a capacity of 10/s.
+    let busy = Promise.resolve();
+    server = createServer((req, res) => {
+      req.resume();
+      busy = busy.then(
+        () =>
+          new Promise<void>((r) =>
+            setTimeout(() => {
+              res.writeHead(202, { 'content-type': 'application/json' });
+              res.end('{}');
+              r();
+            }, 100),
+          ),
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(() => server.close());
+
+  test('latency counts queueing from the intended send time (no coordinated omission)', async () => {
+    // 40 arrivals/s for 1 s against 10/s capacity: the k-th answer comes ≈ (k+1)·100 ms after the
+    // start although it was due at k·25 ms. A closed-loop client would report ≈ 100 ms for every
+    // request; measured from the intended time the p99 is ≈ 3.9 s − 25·39 ms ≈ 2.9 s.
+    const run = startLoad(
+      {
+        url, path: '/v1/orders', apiKey: 'k', runKey: 'co', phases: [{ rate: 40, durationMs: 1000 }], maxRequests: 40,
+        connections: 4, maxInFlight: 1000, timeoutMs: 20_000, duplicateFraction: 0,
+        retry: { max: 0, baseDelayMs: 1, maxDelayMs: 1 }, workload: DEFAULT_WORKLOAD,
+      },
+      { generators: 1, seed: 1, onTick: () => {} },
+    );
+    const r = await run.result;
+    const h = r.phases[0]?.histogram as hdr.Histogram;
+    assert.equal(r.phases[0]?.accepted, 40);
+    assert.equal(r.acceptedKeys.length, 40);
+    assert.ok(h.getValueAtPercentile(99) / 1000 > 1500, `p99 ${h.getValueAtPercentile(99) / 1000} ms should include the queueing`);
+    assert.ok(h.minNonZeroValue / 1000 >= 90, 'the first answer still takes the service time');
+  });
+});
+
+describe('bench: measure and report against the sync-INSERT baseline', () => {
+  let t: TestEnv;
+  const out = mkdtempSync(join(tmpdir(), 'surge-bench-unit-'));
+  before(async () => {
+    t = await createTestEnv();
+  });
+  after(async () => {
+    await t.cleanup();
+    rmSync(out, { recursive: true, force: true });
+  });
+
+  test('duplicates collapse to one row each; the ledger and report files add up', async () => {
+    const target = await startSyncBaseline({ env: t.env, concurrency: 2, log: () => {} });
+    try {
+      const run = await measure(target, 'unit-run', {
+        label: 'unit', phases: [{ rate: 40, durationMs: 1500 }], maxRequests: 60, connections: 4, maxInFlight: 100, timeoutMs: 5000,
+        duplicateFraction: 0.3, retry: { max: 1, baseDelayMs: 10, maxDelayMs: 100 }, workload: DEFAULT_WORKLOAD, generators: 1, seed: 3,
+        drainTimeoutMs: 10_000, sampleMemory: true, progress: () => {},
+      });
+      const s = summarize(target.system, 'sync', target.settings, run);
+      assert.ok((s.phases[0]?.duplicatesSent ?? 0) > 0, 'some duplicates were sent');
+      assert.equal(s.outcome.accepted, s.phases[0]?.accepted);
+      assert.equal(s.outcome.applied, s.outcome.accepted, 'one row per distinct accepted key');
+      assert.equal(s.outcome.missing, 0);
+      assert.equal(s.commit.count, s.outcome.applied);
+      await writeReport(
+        { scenario: 'unit', title: 'unit', startedAt: '', finishedAt: '', command: 'test', machine: describeMachine(), options: {}, findings: ['f'], tables: [systemsTable([s])], checks: [], notes: [], systems: [s], extra: {} },
+        out,
+        standardCharts([s]),
+      );
+      for (const f of ['report.md', 'results.json', 'throughput.svg', 'latency-vs-rate.svg', 'latency-cdf.svg']) assert.ok(existsSync(join(out, f)), f);
+      const json = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { machine: { cpus: number; node: string }; systems: Array<{ outcome: { applied: number } }> };
+      assert.equal(json.machine.node, process.version);
+      assert.equal(json.systems[0]?.outcome.applied, s.outcome.applied);
+      assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /!\[.*\]\(latency-cdf\.svg\)/);
+    } finally {
+      await target.stop();
+    }
+  });
+});
