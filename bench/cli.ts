@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { Argument, type Command, Option } from 'commander';
 import { PACKAGE_ROOT } from '../common/paths.js';
-import { type BenchOptions, DEFAULTS, runScenario, type Scenario, SCENARIOS } from './scenarios.js';
+import { type BenchOptions, DEFAULTS, type Scenario, SCENARIOS } from './options.js';
 
 const num = (v: string) => {
   const n = Number(v);
@@ -160,6 +160,8 @@ export function addBenchCommand(program: Command, action: <A extends unknown[]>(
     .action(
       action(async (scenario: Scenario, opts: CliOpts) => {
         const command = `surge bench ${process.argv.slice(3).map((a) => (/[\s"'$]/.test(a) ? JSON.stringify(a) : a)).join(' ')}`;
+        // Loaded on use: the scenarios need dev dependencies a production install lacks.
+        const { runScenario } = await import('./scenarios.js');
         const { report, dir } = await runScenario(scenario, toBenchOptions(opts, command));
         for (const f of report.findings) console.log(f);
         const failed = report.checks.filter((c) => !c.ok);

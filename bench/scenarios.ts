@@ -7,98 +7,12 @@ import type { LoadPhase } from './loadgen.js';
 import { type Chart, type Check, describeMachine, littleTable, phasesTable, type Report, resultsDir, standardCharts, systemsTable, type Table, writeReport } from './report.js';
 import { measure, type RunOptions, type RunResult, type SecondSample } from './run.js';
 import { littleChecks, type SystemSummary, summarize } from './summary.js';
-import { runningSurge, type RunningOptions, startBullmqBaseline, startSurge, startSyncBaseline, type SystemName, type Target } from './target.js';
+import { runningSurge, startBullmqBaseline, startSurge, startSyncBaseline, type SystemName, type Target } from './target.js';
+import type { BenchOptions, RampOptions, Scenario } from './options.js';
 import { DEFAULT_WORKLOAD } from './workload.js';
 
-export const SCENARIOS = ['steady', 'ramp', 'flash-sale', 'soak', 'compare', 'sweep'] as const;
-export type Scenario = (typeof SCENARIOS)[number];
+export { type BenchOptions, DEFAULTS, type Scenario, SCENARIOS } from './options.js';
 
-export interface BenchOptions {
-  /** Seconds-long, small-number version (the test suite runs every scenario this way). */
-  quick: boolean;
-  /** Against a running stack (all four given) or, when undefined, a stack the benchmark starts. */
-  running?: RunningOptions;
-  /** Environment overrides for stacks the benchmark starts (DATABASE_URL, SURGE_SHARDS, …). */
-  env: Record<string, string>;
-  /** Worker processes for a started Surge stack. Default 1. */
-  workers: number;
-  /** Offered rate for steady/soak (orders/s). */
-  rate: number;
-  /** Seconds of load for steady/soak. */
-  durationS: number;
-  ramp: RampOptions;
-  flash: FlashOptions;
-  sweep: SweepOptions;
-  /** Connections (undici pool) and the most outstanding submissions. */
-  connections: number;
-  maxInFlight: number;
-  generators: number;
-  timeoutMs: number;
-  drainTimeoutS: number;
-  /** Job concurrency / pg connections of the comparison baselines. */
-  baselineConcurrency: number;
-  seed: number;
-  /** Root of results (a dated folder is made in it) — or exactly `outDir` when given. */
-  resultsRoot: string;
-  outDir?: string;
-  command: string;
-  notes: string[];
-  progress: (line: string, final: boolean) => void;
-  log: (line: string) => void;
-}
-
-export interface RampOptions {
-  /** Seconds at a low rate first (connections, JIT, caches), excluded from the knee. 0 = none. */
-  warmupS: number;
-  startRate: number;
-  stepRate: number;
-  maxRate: number;
-  stepS: number;
-  /** The knee: client accept p99 above this … */
-  acceptP99Ms: number;
-  /** … or accept-to-commit p99 above this … */
-  commitP99Ms: number;
-  /** … or the oldest backlog entry older than this. */
-  maxBacklogAgeS: number;
-}
-
-export interface FlashOptions {
-  orders: number;
-  burstS: number;
-  hotSkus: number;
-  stockPerSku: number;
-  duplicateFraction: number;
-  retries: number;
-}
-
-export interface SweepOptions {
-  workers: number[];
-  batchSizes: number[];
-  shards: number[];
-  /** Orders/s the recommendation must carry (0: recommend the best per worker). */
-  targetRate: number;
-  /** Headroom the recommendation keeps above targetRate (1.25 = 25 %). */
-  headroom: number;
-}
-
-export const DEFAULTS: Omit<BenchOptions, 'command' | 'progress' | 'log' | 'resultsRoot'> = {
-  quick: false,
-  env: {},
-  workers: 1,
-  rate: 500,
-  durationS: 60,
-  ramp: { warmupS: 5, startRate: 250, stepRate: 250, maxRate: 6000, stepS: 10, acceptP99Ms: 100, commitP99Ms: 1000, maxBacklogAgeS: 5 },
-  flash: { orders: 100_000, burstS: 10, hotSkus: 5, stockPerSku: 2000, duplicateFraction: 0.2, retries: 3 },
-  sweep: { workers: [1, 2], batchSizes: [100, 500], shards: [4], targetRate: 0, headroom: 1.25 },
-  connections: 64,
-  maxInFlight: 20_000,
-  generators: 1,
-  timeoutMs: 10_000,
-  drainTimeoutS: 180,
-  baselineConcurrency: 16,
-  seed: 42,
-  notes: [],
-};
 
 /** The quick preset: every scenario in seconds with small numbers (what the tests run). */
 export function quickOptions(o: BenchOptions): BenchOptions {
