@@ -3,7 +3,7 @@
 // per-second ticks and final results.
 import { fork } from 'node:child_process';
 import * as hdr from 'hdr-histogram-js';
-import { assertLoopback, type ChildMessage, type GeneratorResult, HISTOGRAM_OPTIONS, type LoadPlan, type ParentMessage, type Tick } from './loadgen.js';
+import { assertLoopback, type ChildMessage, type GeneratorResult, HISTOGRAM_OPTIONS, type LoadPlan, type ParentMessage, type PhaseResult, type Tick } from './loadgen.js';
 
 export type PlanTemplate = Omit<LoadPlan, 'generator' | 'seed'>;
 
@@ -18,22 +18,8 @@ export interface LoadRun {
   result: Promise<MergedResult>;
 }
 
-export interface MergedPhase {
-  phase: number;
-  /** Offered rate of all generators together. */
-  rate: number;
-  durationMs: number;
-  offered: number;
-  duplicatesSent: number;
-  accepted: number;
-  replayed: number;
-  failed: number;
-  errors: number;
-  retries: number;
-  dropped: number;
-  abandoned: number;
-  histogram: hdr.Histogram;
-}
+/** One phase over all generators: the generators' PhaseResult, histograms decoded and added. */
+export type MergedPhase = Omit<PhaseResult, 'histogram'> & { histogram: hdr.Histogram };
 
 export interface MergedResult {
   startedAtMs: number;
