@@ -4,24 +4,17 @@
 // outcome ledger (accepted = applied + rejected + dead-lettered + missing).
 import * as hdr from 'hdr-histogram-js';
 import { type MergedPhase, type MergedResult, type MergedTick, startLoad } from './generators.js';
-import { HISTOGRAM_OPTIONS, type LoadPhase, type RetryPolicy } from './loadgen.js';
+import { HISTOGRAM_OPTIONS, type LoadPlan } from './loadgen.js';
 import { type Backlog, sampleMemory, type Target } from './target.js';
 import { createPool, type Pool } from '../common/db.js';
-import { phaseOfKey, type WorkloadOptions } from './workload.js';
+import { phaseOfKey } from './workload.js';
 
-export interface RunOptions {
+/** The load plan of every generator (LoadPlan in loadgen.ts), plus how the run is measured. */
+export interface RunOptions
+  extends Pick<LoadPlan, 'phases' | 'maxRequests' | 'connections' | 'maxInFlight' | 'timeoutMs' | 'duplicateFraction' | 'retry' | 'workload' | 'seed'> {
   /** Label on the progress line. */
   label: string;
-  phases: LoadPhase[];
-  maxRequests: number;
-  connections: number;
-  maxInFlight: number;
-  timeoutMs: number;
-  duplicateFraction: number;
-  retry: RetryPolicy;
-  workload: WorkloadOptions;
   generators: number;
-  seed: number;
   /** Longest wait after the load for everything accepted to be committed. */
   drainTimeoutMs: number;
   /** Sample memory of the target's processes each second (soak). */

@@ -2,13 +2,11 @@
 // validates and enqueues (jobId = client + key, answered 202 once BullMQ has the job); `worker`
 // runs a BullMQ Worker doing one INSERT per job. Env: DATABASE_URL, REDIS_URL, BENCH_BULL_PREFIX,
 // BENCH_PORT (front, 0 = any), BENCH_BULL_CONCURRENCY (worker, default 16).
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { createPool } from '../../common/db.js';
 import type { Order } from '../../common/order.js';
-import { type AcceptedRequest, announce, BULL_QUEUE, insertOrder, readOrderRequest, sendJson } from './common.js';
+import { type AcceptedRequest, announce, BULL_QUEUE, insertOrder, sendJson, serveOrders } from './common.js';
 
 const role = process.argv[2];
 const prefix = process.env.BENCH_BULL_PREFIX ?? 'surge-bench:bull';
@@ -29,25 +27,14 @@ interface JobData {
 if (role === 'front') {
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
   const queue = new Queue<JobData>(BULL_QUEUE, { connection, prefix });
-  const authCache = new Map<string, string | null>();
-  const server = createServer((req, res) => {
-    if (req.url === '/healthz' || req.url === '/readyz') return sendJson(res, 200, { ok: true });
-    void (async () => {
-      const r = await readOrderRequest(pool, authCache, req, res);
-      if (!r) return;
+  serveOrders(
+    pool,
+    async (r, res) => {
       await queue.add('order', { c: r.clientId, k: r.key, o: r.order, r: r.receivedAtMs }, { jobId: `${r.clientId}-${r.key}`, removeOnComplete: true, removeOnFail: 1000 });
       sendJson(res, 202, { idempotency_key: r.key, status: 'queued' });
-    })().catch((e: unknown) => {
-      if (!res.headersSent) sendJson(res, 503, { title: (e as Error).message, status: 503 });
-    });
-  });
-  server.keepAliveTimeout = 65_000;
-  server.listen(Number(process.env.BENCH_PORT ?? 0), '127.0.0.1', () => announce((server.address() as AddressInfo).port));
-  process.on('SIGTERM', () => {
-    server.close();
-    server.closeAllConnections();
-    void Promise.all([queue.close(), pool.end()]).then(() => process.exit(0));
-  });
+    },
+    () => Promise.all([queue.close(), pool.end()]),
+  );
 } else if (role === 'worker') {
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
   const worker = new Worker<JobData>(

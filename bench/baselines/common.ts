@@ -2,7 +2,8 @@
 // as Surge's ingest in spirit (bearer key, Idempotency-Key, order v1 validation) and the same
 // single-statement INSERT of an order with its items, so the comparison measures the pipeline,
 // not different validation or schema work.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { findClientByKey } from '../../common/clients.js';
 import type { Pool } from '../../common/db.js';
 import { idempotencyKeyProblem, type Order, validateOrder } from '../../common/order.js';
@@ -114,4 +115,29 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 /** Prints the bound port as one JSON line on stdout: how the parent learns it. */
 export function announce(port: number): void {
   process.stdout.write(`${JSON.stringify({ listening: port })}\n`);
+}
+
+/**
+ * The HTTP front both baselines share: health routes, the same request reading and validation as
+ * each other, `accept` for what the design does with an accepted order, 503 on its failure; the
+ * port announced to the parent; SIGTERM closes the server, then `close()`, then exits.
+ */
+export function serveOrders(pool: Pool, accept: (r: AcceptedRequest, res: ServerResponse) => Promise<void>, close: () => Promise<unknown>): void {
+  const authCache = new Map<string, string | null>();
+  const server = createServer((req, res) => {
+    if (req.url === '/healthz' || req.url === '/readyz') return sendJson(res, 200, { ok: true });
+    void (async () => {
+      const r = await readOrderRequest(pool, authCache, req, res);
+      if (r) await accept(r, res);
+    })().catch((e: unknown) => {
+      if (!res.headersSent) sendJson(res, 503, { title: (e as Error).message, status: 503 });
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  server.listen(Number(process.env.BENCH_PORT ?? 0), '127.0.0.1', () => announce((server.address() as AddressInfo).port));
+  process.on('SIGTERM', () => {
+    server.close();
+    server.closeAllConnections();
+    void close().then(() => process.exit(0));
+  });
 }
