@@ -96,22 +96,42 @@ function escapePointer(s: string): string {
 // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what we look for
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
-function unstorableStrings(value: unknown, path: string, out: FieldError[], depth = 0): void {
-  if (depth > 32) {
-    out.push({ path, message: 'is nested too deeply (at most 32 levels)' });
+/** JSON pointer of a path given as segments; built only when an error needs it. */
+function pointer(segments: ReadonlyArray<string | number>): string {
+  let out = '';
+  for (const s of segments) out += `/${typeof s === 'number' ? s : escapePointer(s)}`;
+  return out;
+}
+
+/**
+ * Lists strings (values and field names) that PostgreSQL cannot store. `at` is the path of
+ * `value` as segments, shared and restored on the way back: the common case (nothing wrong)
+ * allocates no path strings.
+ */
+function unstorableStrings(value: unknown, at: Array<string | number>, out: FieldError[]): void {
+  if (typeof value === 'string') {
+    if (UNSTORABLE.test(value)) out.push({ path: pointer(at), message: 'contains NUL or invalid UTF-16/UTF-8, which cannot be stored' });
     return;
   }
-  if (typeof value === 'string') {
-    if (UNSTORABLE.test(value)) out.push({ path, message: 'contains NUL or invalid UTF-16/UTF-8, which cannot be stored' });
-  } else if (Array.isArray(value)) {
-    value.forEach((v, i) => {
-      unstorableStrings(v, `${path}/${i}`, out, depth + 1);
-    });
-  } else if (value !== null && typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) {
-      if (UNSTORABLE.test(k)) out.push({ path: `${path}/${escapePointer(k)}`, message: 'field name contains NUL or invalid UTF-16' });
-      unstorableStrings(v, `${path}/${escapePointer(k)}`, out, depth + 1);
+  if (value === null || typeof value !== 'object') return;
+  if (at.length > 32) {
+    out.push({ path: pointer(at), message: 'is nested too deeply (at most 32 levels)' });
+    return;
+  }
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      at.push(i);
+      unstorableStrings(value[i], at, out);
+      at.pop();
     }
+    return;
+  }
+  for (const k in value) {
+    if (!Object.hasOwn(value, k)) continue;
+    at.push(k);
+    if (UNSTORABLE.test(k)) out.push({ path: pointer(at), message: 'field name contains NUL or invalid UTF-16' });
+    unstorableStrings((value as Record<string, unknown>)[k], at, out);
+    at.pop();
   }
 }
 
@@ -121,7 +141,7 @@ export type ValidationResult = { ok: true; order: Order } | { ok: false; errors:
 export function validateOrder(body: unknown): ValidationResult {
   const errors: FieldError[] = [];
   if (!validateSchema(body)) errors.push(...ajvErrors(validateSchema.errors));
-  unstorableStrings(body, '', errors);
+  unstorableStrings(body, [], errors);
   if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
     const metadata = (body as { metadata?: unknown }).metadata;
     if (metadata !== undefined && metadata !== null && typeof metadata === 'object') {

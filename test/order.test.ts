@@ -28,6 +28,20 @@ describe('order schema', () => {
     assert.equal(validateOrder({ ...good, metadata: { big: 'x'.repeat(5000) } }).ok, false);
   });
 
+  test('unstorable strings deep in metadata get their exact JSON pointer; nesting is bounded', () => {
+    const r = validateOrder({ ...good, metadata: { 'a/b': [{ 'c~d': 'x\u0000' }], ok: 'fine', 'bad\u0000key': 1 } });
+    assert.deepEqual(r.ok ? [] : r.errors, [
+      { path: '/metadata/a~1b/0/c~0d', message: 'contains NUL or invalid UTF-16/UTF-8, which cannot be stored' },
+      { path: '/metadata/bad\u0000key', message: 'field name contains NUL or invalid UTF-16' },
+    ]);
+    let deep: unknown = 'leaf';
+    for (let i = 0; i < 32; i++) deep = { n: deep };
+    // The body is level 0; metadata and its 31 nested objects are levels 1–32.
+    assert.equal(validateOrder({ ...good, metadata: deep as Record<string, unknown> }).ok, true, '32 levels are allowed');
+    const tooDeep = validateOrder({ ...good, metadata: { n: deep } as Record<string, unknown> });
+    assert.ok(!tooDeep.ok && tooDeep.errors.some((e) => e.message.startsWith('is nested too deeply') && e.path === `/metadata${'/n'.repeat(32)}`));
+  });
+
   test('idempotency keys: 1–255 printable ASCII', () => {
     assert.equal(idempotencyKeyProblem('abc-123'), undefined);
     assert.match(idempotencyKeyProblem(undefined) ?? '', /required/);
