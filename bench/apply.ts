@@ -6,13 +6,17 @@
 // BullMQ job-per-order worker doing one INSERT per job, what a team would build otherwise.
 // Prints orders/s for each and the ratios; writes bench/results/apply-<date>.{json,md}.
 //
-//   npm run bench:apply -- [--orders 50000] [--bull-orders 10000] [--placement threads|main]
+// The three are measured in interleaved rounds (surge, raw, bull, surge, raw, bull, …) and the
+// ratios are the medians of the per-round ratios: the machine is shared, and a neighbour's burst
+// then hits one round, not a whole side of the comparison.
+//
+//   npm run bench:apply -- [--orders 100000] [--bull-orders 10000] [--rounds 3] [--placement threads|main]
 //                          [--batch-size N] [--linger MS] [--threads N] [--pool N] [--shards N]
 //                          [--bull-concurrency N] [--only surge|raw|bull] [--no-save] [--label TEXT]
 //   npm run bench:apply -- --trickle RATE [--seconds 10] [--linger MS] …   (latency at a steady rate:
 //                          orders arrive while the worker runs; prints end-to-end p50/p99 and batches)
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -34,7 +38,8 @@ import { type PgPlacement, startWorker } from '../workers/worker.js';
 
 const { values: args } = parseArgs({
   options: {
-    orders: { type: 'string', default: '50000' },
+    orders: { type: 'string', default: '100000' },
+    rounds: { type: 'string', default: '3' },
     'bull-orders': { type: 'string', default: '10000' },
     placement: { type: 'string' },
     'batch-size': { type: 'string' },
@@ -65,12 +70,19 @@ interface QueuedOrder {
   order: Order;
 }
 
-function makeOrders(n: number): QueuedOrder[] {
-  let seed = 7;
-  const rnd = (k: number) => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return seed % k;
+/** mulberry32: a small seeded PRNG with 32-bit integer arithmetic (every run sees the same orders). */
+function prng(seed: number): (k: number) => number {
+  let a = seed | 0;
+  return (k) => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * k);
   };
+}
+
+function makeOrders(n: number): QueuedOrder[] {
+  const rnd = prng(7);
   return Array.from({ length: n }, (_, i) => ({
     client: `client-${i % CLIENTS}`,
     key: `bench-${i}-${rnd(1e9)}`,
@@ -103,6 +115,25 @@ function machine() {
     postgres: version('psql', ['--version']),
     redis: version('redis-server', ['--version']),
   };
+}
+
+/**
+ * CPU seconds (user + system) the given processes have used, from /proc: PostgreSQL runs on this
+ * machine, so its backends' CPU is readable. Undefined where /proc is not (another OS, a remote
+ * server) — the figure is then left out of the report.
+ */
+function procCpuSeconds(pids: readonly number[]): number | undefined {
+  let ticks = 0;
+  try {
+    for (const pid of pids) {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    }
+  } catch {
+    return undefined;
+  }
+  return ticks / 100; // USER_HZ is 100 on Linux
 }
 
 async function timeUntil(probe: () => Promise<boolean>, intervalMs = 20): Promise<void> {
@@ -155,6 +186,9 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
     await timeUntil(async () => (await backlog(redis, prefix, SHARDS)) === 0);
     const seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
+    // The worker's own PostgreSQL backends (they live from its start to its stop).
+    const backends = (await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'surge-worker'")).rows;
+    const pgCpu = procCpuSeconds(backends.map((b) => b.pid));
     const scraped = await (await fetch(`http://127.0.0.1:${worker.port}/metrics`)).text();
     const batches = Number(/^surge_apply_batch_size_count\S* (\S+)$/m.exec(scraped)?.[1] ?? 0);
     await worker.stop();
@@ -173,6 +207,8 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
       batches,
       /** CPU time of this process (main thread + piscina threads; trickle mode includes the sender). */
       nodeCpuSeconds: round((cpu.user + cpu.system) / 1e6),
+      /** CPU time of the worker's PostgreSQL backends (local server only). */
+      postgresCpuSeconds: pgCpu === undefined ? undefined : round(pgCpu),
       endToEndMs: latency ? { p50: Math.round(latency.p50), p99: Math.round(latency.p99), max: Math.round(latency.max) } : undefined,
       trickleRate,
       settings: {
@@ -197,7 +233,7 @@ async function benchRawCopy(orders: QueuedOrder[]) {
   const client = new pg.Client({ connectionString: db.url });
   await client.connect();
   try {
-    // Same columns, constraints and indexes as orders/order_items; no identity, no FK, no staging.
+    // Same columns, constraints and indexes as orders/order_items; no identity, no triggers, no staging.
     await client.query('CREATE TABLE raw_orders (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)');
     await client.query('CREATE TABLE raw_items (LIKE order_items INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)');
     const t0 = performance.now();
@@ -283,30 +319,70 @@ async function benchBull(orders: QueuedOrder[], concurrency: number) {
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
+const median = (xs: number[]): number => {
+  const v = [...xs].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  return v.length % 2 ? (v[m] as number) : ((v[m - 1] as number) + (v[m] as number)) / 2;
+};
 const trickle = args.trickle === undefined ? undefined : Number(args.trickle);
+const rounds = trickle === undefined ? Math.max(1, Number(args.rounds)) : 1;
 const orders = makeOrders(trickle === undefined ? N : Math.round(trickle * Number(args.seconds)));
-const result: Record<string, unknown> = { date: new Date().toISOString(), label: args.label, machine: machine(), orders: N };
+const result: Record<string, unknown> = { date: new Date().toISOString(), label: args.label, machine: machine(), orders: N, rounds };
 const run = (what: string) => trickle === undefined && (!only || only === what);
-const surge = (trickle !== undefined || run('surge')) ? await benchSurge(orders, trickle) : undefined;
-const raw = run('raw') ? await benchRawCopy(orders) : undefined;
-const bull = run('bull') ? await benchBull(orders.slice(0, BULL_N), Number(args['bull-concurrency'])) : undefined;
-Object.assign(result, { surge, rawCopy: raw, bullmq: bull });
-if (surge && raw) result.surgeVsRawCopy = round(surge.ordersPerSecond / raw.ordersPerSecond);
-if (surge && bull) result.surgeVsBullmq = round(surge.ordersPerSecond / bull.ordersPerSecond);
-if (raw && bull) result.rawCopyVsBullmq = round(raw.ordersPerSecond / bull.ordersPerSecond);
+type Surge = Awaited<ReturnType<typeof benchSurge>>;
+type Raw = Awaited<ReturnType<typeof benchRawCopy>>;
+type Bull = Awaited<ReturnType<typeof benchBull>>;
+const perRound: Array<{ surge?: Surge; rawCopy?: Raw; bullmq?: Bull; surgeVsRawCopy?: number; surgeVsBullmq?: number; rawCopyVsBullmq?: number }> = [];
+for (let r = 0; r < rounds; r++) {
+  const surge = trickle !== undefined || run('surge') ? await benchSurge(orders, trickle) : undefined;
+  const rawCopy = run('raw') ? await benchRawCopy(orders) : undefined;
+  const bullmq = run('bull') ? await benchBull(orders.slice(0, BULL_N), Number(args['bull-concurrency'])) : undefined;
+  perRound.push({
+    surge,
+    rawCopy,
+    bullmq,
+    surgeVsRawCopy: surge && rawCopy ? round(surge.ordersPerSecond / rawCopy.ordersPerSecond) : undefined,
+    surgeVsBullmq: surge && bullmq ? round(surge.ordersPerSecond / bullmq.ordersPerSecond) : undefined,
+    rawCopyVsBullmq: rawCopy && bullmq ? round(rawCopy.ordersPerSecond / bullmq.ordersPerSecond) : undefined,
+  });
+}
+result.perRound = perRound;
+const med = (pick: (x: (typeof perRound)[number]) => number | undefined): number | undefined => {
+  const xs = perRound.map(pick).filter((x): x is number => x !== undefined);
+  return xs.length ? round(median(xs)) : undefined;
+};
+result.median = {
+  surgeOrdersPerSecond: med((x) => x.surge?.ordersPerSecond),
+  rawCopyOrdersPerSecond: med((x) => x.rawCopy?.ordersPerSecond),
+  bullmqOrdersPerSecond: med((x) => x.bullmq?.ordersPerSecond),
+  surgeVsRawCopy: med((x) => x.surgeVsRawCopy),
+  surgeVsBullmq: med((x) => x.surgeVsBullmq),
+  rawCopyVsBullmq: med((x) => x.rawCopyVsBullmq),
+};
+result.machineLoadAfter = os.loadavg().map((x) => round(x));
 
 const line = (name: string, r?: { orders: number; seconds: number; ordersPerSecond: number }) =>
   r ? `${name.padEnd(28)} ${String(r.orders).padStart(7)} orders  ${r.seconds.toFixed(2).padStart(7)} s  ${Math.round(r.ordersPerSecond).toString().padStart(7)} orders/s` : '';
 const m = result.machine as ReturnType<typeof machine>;
+const medians = result.median as Record<string, number | undefined>;
+const ratioLine = (name: string, key: 'surgeVsRawCopy' | 'surgeVsBullmq' | 'rawCopyVsBullmq', goal: string) =>
+  medians[key] === undefined ? '' : `${name} = ${medians[key]} median (rounds: ${perRound.map((x) => x[key]).join(', ')})${goal}`;
 const text = [
-  `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, node ${m.node}, ${m.postgres}, ${m.redis}, load ${m.loadavg.join(' ')}`,
-  surge ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, surge)}  (${JSON.stringify(surge.settings)})` : '',
-  surge ? `surge: ${surge.batches} batches, worker CPU ${surge.nodeCpuSeconds} s (${Math.round((surge.nodeCpuSeconds * 1e6) / surge.orders)} µs/order), end-to-end ms ${JSON.stringify(surge.endToEndMs)}` : '',
-  line('raw COPY (physical limit)', raw),
-  bull ? `${line(`bullmq job/order (c=${bull.concurrency})`, bull)}` : '',
-  result.surgeVsRawCopy !== undefined ? `surge / raw COPY = ${result.surgeVsRawCopy} (goal ≥ 0.5)` : '',
-  result.surgeVsBullmq !== undefined ? `surge / bullmq   = ${result.surgeVsBullmq} (goal ≥ 15)` : '',
-  result.rawCopyVsBullmq !== undefined ? `raw COPY / bullmq = ${result.rawCopyVsBullmq} (the ceiling of surge / bullmq on this machine)` : '',
+  `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, node ${m.node}, ${m.postgres}, ${m.redis}, load ${m.loadavg.join(' ')} before, ${(result.machineLoadAfter as number[]).join(' ')} after`,
+  ...perRound.flatMap((x, i) => [
+    rounds > 1 ? `round ${i + 1}` : '',
+    x.surge ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, x.surge)}  (${JSON.stringify(x.surge.settings)})` : '',
+    x.surge
+      ? `surge: ${x.surge.batches} batches, CPU µs/order: worker ${Math.round((x.surge.nodeCpuSeconds * 1e6) / x.surge.orders)}` +
+        (x.surge.postgresCpuSeconds === undefined ? '' : `, its PostgreSQL backends ${Math.round((x.surge.postgresCpuSeconds * 1e6) / x.surge.orders)}`) +
+        `; end-to-end ms ${JSON.stringify(x.surge.endToEndMs)}`
+      : '',
+    line('raw COPY (physical limit)', x.rawCopy),
+    x.bullmq ? `${line(`bullmq job/order (c=${x.bullmq.concurrency})`, x.bullmq)}` : '',
+  ]),
+  ratioLine('surge / raw COPY', 'surgeVsRawCopy', ' (goal ≥ 0.5)'),
+  ratioLine('surge / bullmq  ', 'surgeVsBullmq', ' (goal ≥ 15)'),
+  ratioLine('raw COPY / bullmq', 'rawCopyVsBullmq', ' (the ceiling of surge / bullmq on this machine)'),
 ]
   .filter(Boolean)
   .join('\n');

@@ -206,13 +206,29 @@ export type DecodeResult = { ok: true; entry: DecodedEntry } | { ok: false; reas
 /** Decodes a stream entry's flat field list; never throws. */
 export function decodeEntry(fields: readonly string[] | null | undefined): DecodeResult {
   if (!fields) return { ok: false, reason: 'entry has no fields (payload deleted)' };
-  const map = new Map<string, string>();
-  for (let i = 0; i + 1 < fields.length; i += 2) map.set(fields[i] as string, fields[i + 1] as string);
-  const v = map.get('v');
+  // A plain scan, no Map: this runs once per order on the apply path. A repeated field: last wins.
+  let v: string | undefined;
+  let clientId: string | undefined;
+  let idempotencyKey: string | undefined;
+  let raw: string | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const value = fields[i + 1] as string;
+    switch (fields[i]) {
+      case 'v':
+        v = value;
+        break;
+      case 'c':
+        clientId = value;
+        break;
+      case 'k':
+        idempotencyKey = value;
+        break;
+      case 'o':
+        raw = value;
+        break;
+    }
+  }
   if (v !== ENTRY_SCHEMA_VERSION) return { ok: false, reason: `unsupported entry schema version ${JSON.stringify(v ?? null)}` };
-  const clientId = map.get('c');
-  const idempotencyKey = map.get('k');
-  const raw = map.get('o');
   if (!clientId) return { ok: false, reason: 'missing field c (client id)' };
   if (idempotencyKey === undefined || idempotencyKeyProblem(idempotencyKey) !== undefined) {
     return { ok: false, reason: 'missing or invalid field k (idempotency key)' };

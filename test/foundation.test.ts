@@ -105,3 +105,48 @@ describe('migrate', () => {
     await assert.rejects(surge(['clients', 'add', 'shop-frontend'], { DATABASE_URL: db.url }), /already exists/);
   });
 });
+
+describe('schema: order_items belong to an order (migration 007)', () => {
+  let db: TestDatabase;
+  let c: pg.Client;
+  before(async () => {
+    db = await createTestDatabase();
+    c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+  });
+  after(async () => {
+    await c.end();
+    await db.drop();
+  });
+
+  const newOrder = async (key: string): Promise<string> =>
+    (
+      await c.query<{ id: string }>(
+        `INSERT INTO orders (client_id, idempotency_key, customer_id, currency, total_cents, status, received_at, stream, entry_id)
+         VALUES ('c', $1, 'cust', 'EUR', 0, 'applied', now(), 's', '1-0') RETURNING id`,
+        [key],
+      )
+    ).rows[0]?.id as string;
+  const items = async (): Promise<number> => Number((await c.query('SELECT count(*) AS n FROM order_items')).rows[0].n);
+
+  test('a line for a missing order is refused with SQLSTATE 23503 (insert, multi-row insert, update)', async () => {
+    const id = await newOrder('fk-1');
+    await c.query("INSERT INTO order_items VALUES ($1, 1, 'a', 1, 1)", [id]);
+    await assert.rejects(c.query("INSERT INTO order_items VALUES ($1::bigint + 1000, 1, 'a', 1, 1)", [id]), { code: '23503' });
+    await assert.rejects(c.query("INSERT INTO order_items VALUES ($1, 2, 'a', 1, 1), ($1::bigint + 1000, 1, 'a', 1, 1)", [id]), { code: '23503' });
+    await assert.rejects(c.query('UPDATE order_items SET order_pk = order_pk + 1000'), { code: '23503' });
+    assert.equal(await items(), 1, 'the refused statements left nothing behind');
+  });
+
+  test('deleting or truncating orders removes their lines, and only theirs', async () => {
+    const keep = await newOrder('fk-keep');
+    const gone = await newOrder('fk-gone');
+    await c.query("INSERT INTO order_items VALUES ($1, 1, 'a', 1, 1), ($1, 2, 'b', 1, 1), ($2, 1, 'a', 1, 1)", [gone, keep]);
+    const before = await items();
+    await c.query('DELETE FROM orders WHERE id = $1', [gone]);
+    assert.equal(await items(), before - 2);
+    assert.equal(Number((await c.query('SELECT count(*) AS n FROM order_items WHERE order_pk = $1', [keep])).rows[0].n), 1);
+    await c.query('TRUNCATE orders');
+    assert.equal(await items(), 0);
+  });
+});

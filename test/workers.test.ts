@@ -12,7 +12,7 @@ import { dlqKey, GROUP, shardFor, streamKey } from '../common/keys.js';
 import { encodeEntry, type Order } from '../common/order.js';
 import { createRedis, type RedisClient } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
-import { classifyError } from '../workers/apply.js';
+import { classifyError, totalCents } from '../workers/apply.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { startWorker, type WorkerHandle } from '../workers/worker.js';
 import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
@@ -75,6 +75,13 @@ describe('COPY text encoding', () => {
     const { buffer, rowEnds } = copyBuffer([copyRow(['1', 'é\t']), copyRow(['2', '🎉'])]);
     assert.equal(buffer.subarray(0, rowEnds[0]).toString(), '1\té\\t\n');
     assert.equal(buffer.subarray(rowEnds[0], rowEnds[1]).toString(), '2\t🎉\n');
+  });
+
+  test('total_cents is exact past 2^53 (100 lines at the largest qty and price)', () => {
+    assert.equal(totalCents([{ sku: 'a', qty: 2, unit_price_cents: 150 }, { sku: 'b', qty: 1, unit_price_cents: 1 }]), '301');
+    const max = Array.from({ length: 100 }, () => ({ sku: 'a', qty: 10_000, unit_price_cents: 100_000_000_001 }));
+    assert.equal(totalCents(max), (100n * 10_000n * 100_000_000_001n).toString());
+    assert.equal(totalCents(max), '100000000001000000');
   });
 
   test('SQLSTATE classes: data and integrity errors are permanent, the rest retried', () => {

@@ -1,5 +1,6 @@
 // The apply step: decode a batch of stream entries, stage them with one COPY, insert the new
-// orders (deduplicated, ON CONFLICT DO NOTHING), reserve stock in stream order, COMMIT.
+// orders (deduplicated, ON CONFLICT DO NOTHING), COPY the inserted orders' lines into
+// order_items, reserve stock in stream order, COMMIT.
 // Transient PostgreSQL errors retry the batch with jittered backoff; permanent ones split the
 // batch until the bad entry is alone, and only it is dead-lettered. Used inside the piscina
 // threads (workers/thread.ts) and, when PostgreSQL work runs on the main thread, by it.
@@ -9,9 +10,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import copyStreams from 'pg-copy-streams';
 import type { Pool, PoolClient } from '../common/db.js';
 import { entryIdMillis } from '../common/keys.js';
-import { decodeEntry } from '../common/order.js';
+import { decodeEntry, type OrderItem } from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
-import { copyBuffer, copyRow } from './copy.js';
+import { copyBuffer, copyRow, copyValue } from './copy.js';
 
 const { from: copyFrom } = copyStreams;
 
@@ -39,23 +40,26 @@ export interface DeadLetter {
   sqlstate?: string;
 }
 
-/** One staged order: what the stock step needs, in stream order. */
+/** One staged order, in stream order: what the stock step and the order_items COPY need. */
 export interface StagedRow {
   id: string;
   skus: string[];
   qtys: number[];
+  /**
+   * Its lines in COPY text form, each `\t<line>\t<sku>\t<qty>\t<unit_price_cents>\n`: the
+   * order's id (known after the insert) goes in front of each.
+   */
+  lines: string[];
 }
 
 /**
- * A batch encoded for COPY: the orders' rows in one buffer and their lines in another, where each
- * entry's rows end in both (to split the batch at any entry), and what was set aside.
+ * A batch encoded for COPY: the orders' rows in one buffer, where each entry's row ends (to split
+ * the batch at any entry), and what was set aside.
  */
 export interface EncodedBatch {
   rows: StagedRow[];
   copy: Uint8Array;
   rowEnds: number[];
-  itemsCopy: Uint8Array;
-  itemEnds: number[];
   deadLetters: DeadLetter[];
 }
 
@@ -137,13 +141,37 @@ class RetryBudgetExceeded extends Error {
 }
 
 /**
- * Decodes every entry and encodes the decodable ones as COPY rows (one Buffer). Entries that
- * cannot be decoded, or that the main thread marked, are set aside as dead letters.
+ * Σ qty × unit_price_cents as a decimal string. Validated lines keep every product exact in a
+ * double (≤ 10⁴ × 10¹¹); the sum of up to 100 may pass 2⁵³, and then it is redone in bigint.
+ */
+export function totalCents(items: readonly OrderItem[]): string {
+  let total = 0;
+  for (const item of items) total += item.qty * item.unit_price_cents;
+  if (Number.isSafeInteger(total)) return String(total);
+  let big = 0n;
+  for (const item of items) big += BigInt(item.qty) * BigInt(item.unit_price_cents);
+  return String(big);
+}
+
+// Entries of one batch mostly share their millisecond (an entry ID is ms-seq): format each once.
+let lastMs = Number.NaN;
+let lastIso = '';
+function receivedAt(ms: number): string {
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
+/**
+ * Decodes every entry and encodes the decodable ones as COPY rows (one Buffer), each with its
+ * lines pre-encoded. Entries that cannot be decoded, or that the main thread marked, are set
+ * aside as dead letters.
  */
 export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
   const rows: StagedRow[] = [];
   const text: string[] = [];
-  const itemText: string[] = [];
   const deadLetters: DeadLetter[] = [];
   for (const entry of entries) {
     if (entry.deadLetter) {
@@ -156,30 +184,35 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
       continue;
     }
     const { clientId, idempotencyKey, order } = decoded.entry;
-    let lines = '';
-    order.items.forEach((item, j) => {
-      lines += copyRow([entry.id, String(j + 1), item.sku, String(item.qty), String(item.unit_price_cents)]);
-    });
-    itemText.push(lines);
+    const n = order.items.length;
+    const skus: string[] = new Array(n);
+    const qtys: number[] = new Array(n);
+    const lines: string[] = new Array(n);
+    for (let j = 0; j < n; j++) {
+      const item = order.items[j] as OrderItem;
+      skus[j] = item.sku;
+      qtys[j] = item.qty;
+      lines[j] = `\t${j + 1}\t${copyValue(item.sku)}\t${item.qty}\t${item.unit_price_cents}\n`;
+    }
     text.push(
       copyRow([
         String(rows.length),
         entry.id,
-        new Date(entryIdMillis(entry.id)).toISOString(),
+        receivedAt(entryIdMillis(entry.id)),
         clientId,
         idempotencyKey,
         order.order_id,
         order.customer_id,
         order.currency,
+        totalCents(order.items),
         order.placed_at,
         order.metadata === undefined ? undefined : JSON.stringify(order.metadata),
       ]),
     );
-    rows.push({ id: entry.id, skus: order.items.map((i) => i.sku), qtys: order.items.map((i) => i.qty) });
+    rows.push({ id: entry.id, skus, qtys, lines });
   }
   const orders = copyBuffer(text);
-  const items = copyBuffer(itemText);
-  return { rows, copy: orders.buffer, rowEnds: orders.rowEnds, itemsCopy: items.buffer, itemEnds: items.rowEnds, deadLetters };
+  return { rows, copy: orders.buffer, rowEnds: orders.rowEnds, deadLetters };
 }
 
 // Connections that already have the staging tables (they live as long as the session).
@@ -189,15 +222,28 @@ interface StagedBatch {
   rows: readonly StagedRow[];
   orders: Buffer;
   rowEnds: readonly number[];
-  items: Buffer;
-  itemEnds: readonly number[];
 }
 
-/** COPYs rows [lo, hi) of a buffer whose row ends are `ends`. */
-async function copySlice(client: PoolClient, sql: string, buffer: Buffer, ends: readonly number[], lo: number, hi: number): Promise<void> {
-  const start = lo === 0 ? 0 : (ends[lo - 1] as number);
-  const end = ends[hi - 1] as number;
-  await pipeline(Readable.from([buffer.subarray(start, end)]), client.query(copyFrom(sql)));
+/** COPYs one buffer. */
+async function copyIn(client: PoolClient, sql: string, data: Buffer): Promise<void> {
+  await pipeline(Readable.from([data]), client.query(copyFrom(sql)));
+}
+
+/** Rows [lo, hi) of a buffer whose row ends are `ends`. */
+function slice(buffer: Buffer, ends: readonly number[], lo: number, hi: number): Buffer {
+  return buffer.subarray(lo === 0 ? 0 : (ends[lo - 1] as number), ends[hi - 1] as number);
+}
+
+/** The order_items COPY text of the inserted orders among rows [lo, hi): `<id>` + each line. */
+function itemsCopy(rows: readonly StagedRow[], lo: number, hi: number, idOf: ReadonlyMap<string, string>): Buffer {
+  let text = '';
+  for (let i = lo; i < hi; i++) {
+    const row = rows[i] as StagedRow;
+    const id = idOf.get(row.id);
+    if (id === undefined) continue;
+    for (const line of row.lines) text += id + line;
+  }
+  return Buffer.from(text, 'utf8');
 }
 
 /**
@@ -221,7 +267,7 @@ export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBa
   const deadLetters = [...encoded.deadLetters];
   // After a structured clone (main-thread placement) the buffers arrive as plain Uint8Arrays.
   const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-  const staged: StagedBatch = { rows: encoded.rows, orders: asBuffer(encoded.copy), rowEnds: encoded.rowEnds, items: asBuffer(encoded.itemsCopy), itemEnds: encoded.itemEnds };
+  const staged: StagedBatch = { rows: encoded.rows, orders: asBuffer(encoded.copy), rowEnds: encoded.rowEnds };
   const base = options.baseBackoffMs ?? 50;
   const cap = options.maxBackoffMs ?? 2000;
   const deadline = Date.now() + options.retryBudgetMs;
@@ -275,7 +321,7 @@ export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBa
   return { ack: task.entries.filter((e) => !dead.has(e.id)).map((e) => e.id), deadLetters, stats };
 }
 
-/** One transaction over rows [lo, hi): COPY, insert, reserve stock, COMMIT. */
+/** One transaction over rows [lo, hi): COPY, insert, COPY lines, reserve stock, COMMIT. */
 async function transaction(pool: Pool, stream: string, batch: StagedBatch, lo: number, hi: number, stats: ApplyStats): Promise<void> {
   const client = await pool.connect();
   let broken = false;
@@ -288,14 +334,13 @@ async function transaction(pool: Pool, stream: string, batch: StagedBatch, lo: n
   try {
     if (!hasStage.has(client)) {
       await client.query(sqlFile('apply/create_stage'));
-      await client.query(sqlFile('apply/create_stage_items'));
       hasStage.add(client);
     }
     await client.query('BEGIN');
-    await copySlice(client, sqlFile('apply/copy_stage'), batch.orders, batch.rowEnds, lo, hi);
-    await copySlice(client, sqlFile('apply/copy_stage_items'), batch.items, batch.itemEnds, lo, hi);
+    await copyIn(client, sqlFile('apply/copy_stage'), slice(batch.orders, batch.rowEnds, lo, hi));
     const inserted = await client.query<{ id: string; entry_id: string }>(sqlFile('apply/insert_orders'), [stream]);
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
+    if (idOf.size > 0) await copyIn(client, sqlFile('apply/copy_order_items'), itemsCopy(batch.rows, lo, hi, idOf));
     const rejected = await reserveStock(client, batch.rows, lo, hi, idOf);
     await client.query('COMMIT');
     const committedAt = Date.now();

@@ -1,6 +1,7 @@
--- Once per session (outside a transaction): the staging table the first COPY fills, one row per
--- stream entry; `seq` is the entry's position in the batch (stream order). ON COMMIT DELETE ROWS
--- empties it at the end of every batch transaction (a rollback discards its rows anyway).
+-- Once per session (outside a transaction): the staging table the COPY fills, one row per stream
+-- entry; `seq` is the entry's position in the batch (stream order); total_cents is summed by the
+-- worker from the validated lines. ON COMMIT DELETE ROWS empties it at the end of every batch
+-- transaction (a rollback discards its rows anyway).
 CREATE TEMP TABLE IF NOT EXISTS surge_stage (
   seq             integer NOT NULL,
   entry_id        text NOT NULL,
@@ -10,6 +11,7 @@ CREATE TEMP TABLE IF NOT EXISTS surge_stage (
   order_id        text,
   customer_id     text NOT NULL,
   currency        text NOT NULL,
+  total_cents     bigint NOT NULL,
   placed_at       timestamptz,
   metadata        jsonb
 ) ON COMMIT DELETE ROWS
