@@ -19,6 +19,7 @@ import {
   enqueueReplays,
   getDeadLetter,
   listDeadLetters,
+  MAX_REPLAY_CHUNK,
   matchingIds,
   purgeDeadLetters,
   replayDeadLetter,
@@ -47,6 +48,12 @@ function parseId(raw: string): number {
 function positive(raw: string): number {
   if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new InvalidArgumentError('expected a positive integer');
   return Number(raw);
+}
+
+function chunkSize(raw: string): number {
+  const n = positive(raw);
+  if (n > MAX_REPLAY_CHUNK) throw new InvalidArgumentError(`at most ${MAX_REPLAY_CHUNK}`);
+  return n;
 }
 
 interface FilterOpts {
@@ -176,7 +183,7 @@ export function dlqCommand(): Command {
     .option('--all', 'every dead letter not replayed yet')
     .option('--force', 'replay even those replayed before')
     .option('--detach', 'enqueue the BullMQ jobs and return (a running `surge maintenance` replays them)')
-    .option('--chunk-size <n>', 'dead letters per BullMQ job (default 100)', positive, 100)
+    .option('--chunk-size <n>', `dead letters per BullMQ job (default 100, at most ${MAX_REPLAY_CHUNK})`, chunkSize, 100)
     .option('--json', 'print the result as JSON')
     .action(
       action(async (ids: number[] | undefined, opts: FilterOpts & { all?: boolean; force?: boolean; detach?: boolean; chunkSize: number; json?: boolean }) => {
