@@ -260,9 +260,10 @@ const SPECS = [
     name: 'SURGE_IDEMPOTENCY_TTL_SECONDS',
     key: 'idempotencyTtlSeconds',
     default: '86400',
-    accepts: 'integer 3600–2592000',
-    description: 'Lifetime of the Redis idempotency record (PostgreSQL keeps the key as the final word).',
-    parse: int(3600, 2592000),
+    accepts: 'integer 60–2592000',
+    description:
+      'Lifetime of the Redis idempotency record (PostgreSQL keeps the key as the final word). Keep it ≥ 86400 and beyond any client retry window in production; short values are for soaks and tests.',
+    parse: int(60, 2592000),
   },
   {
     name: 'SURGE_AUTH_CACHE_MS',
