@@ -60,6 +60,10 @@ export interface Config {
   consumerIdleMs: number;
   /** `surge maintenance` `/metrics`, `/healthz`, `/readyz` port. */
   maintenanceMetricsPort: number;
+  /** Address `surge dashboard` binds (loopback by default, whatever SURGE_LISTEN_HOST says). */
+  dashboardHost: string;
+  /** Port of `surge dashboard` (Bull Board). */
+  dashboardPort: number;
   logLevel: LogLevel;
 }
 
@@ -424,6 +428,23 @@ const SPECS = [
     default: '9466',
     accepts: 'integer 0–65535',
     description: '`surge maintenance` `/metrics`, `/healthz`, `/readyz` port. 0 picks a free port.',
+    parse: int(0, 65535),
+  },
+  {
+    name: 'SURGE_DASHBOARD_HOST',
+    key: 'dashboardHost',
+    default: '127.0.0.1',
+    accepts: 'an address',
+    description:
+      'Address `surge dashboard` (Bull Board) binds. Not taken from `SURGE_LISTEN_HOST`: the board can retry and delete jobs and has no login, so it stays on loopback unless set here or with `--host`.',
+    parse: text,
+  },
+  {
+    name: 'SURGE_DASHBOARD_PORT',
+    key: 'dashboardPort',
+    default: '9467',
+    accepts: 'integer 0–65535',
+    description: '`surge dashboard` port (`--port`). 0 picks a free port.',
     parse: int(0, 65535),
   },
   {
