@@ -88,7 +88,7 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
   let ready = false;
 
   // A job's result is stored with it (BullMQ's `returnvalue`), so it is a few counters whatever
-  // the shard count; per-stream figures go to the metrics and the log.
+  // the shard count; per-stream figures go to the metrics (and consumer names to the log).
   const run = async (name: MaintenanceJobName): Promise<unknown> => {
     switch (name) {
       case 'trim-streams': {
