@@ -57,7 +57,7 @@ export interface SurgeStartOptions {
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 
-function rssOfPid(pid: number): number | undefined {
+export function rssOfPid(pid: number): number | undefined {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : undefined;
@@ -180,7 +180,8 @@ function listening(child: ChildProcess, what: string): Promise<number> {
   });
 }
 
-async function stopChild(child: ChildProcess, timeoutMs = 25_000): Promise<void> {
+/** SIGTERM, then SIGKILL after `timeoutMs`; resolves once the child has exited. */
+export async function stopChild(child: ChildProcess, timeoutMs = 25_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   await new Promise<void>((resolve) => {
     const force = setTimeout(() => child.kill('SIGKILL'), timeoutMs);

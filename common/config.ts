@@ -60,6 +60,10 @@ export interface Config {
   consumerIdleMs: number;
   /** `surge maintenance` `/metrics`, `/healthz`, `/readyz` port. */
   maintenanceMetricsPort: number;
+  /** Address `surge dashboard` binds (loopback by default, whatever SURGE_LISTEN_HOST says). */
+  dashboardHost: string;
+  /** Port of `surge dashboard` (Bull Board). */
+  dashboardPort: number;
   logLevel: LogLevel;
 }
 
@@ -260,9 +264,10 @@ const SPECS = [
     name: 'SURGE_IDEMPOTENCY_TTL_SECONDS',
     key: 'idempotencyTtlSeconds',
     default: '86400',
-    accepts: 'integer 3600–2592000',
-    description: 'Lifetime of the Redis idempotency record (PostgreSQL keeps the key as the final word).',
-    parse: int(3600, 2592000),
+    accepts: 'integer 60–2592000',
+    description:
+      'Lifetime of the Redis idempotency record (PostgreSQL keeps the key as the final word). Keep it ≥ 86400 and beyond any client retry window in production; short values are for soaks and tests.',
+    parse: int(60, 2592000),
   },
   {
     name: 'SURGE_AUTH_CACHE_MS',
@@ -423,6 +428,23 @@ const SPECS = [
     default: '9466',
     accepts: 'integer 0–65535',
     description: '`surge maintenance` `/metrics`, `/healthz`, `/readyz` port. 0 picks a free port.',
+    parse: int(0, 65535),
+  },
+  {
+    name: 'SURGE_DASHBOARD_HOST',
+    key: 'dashboardHost',
+    default: '127.0.0.1',
+    accepts: 'an address',
+    description:
+      'Address `surge dashboard` (Bull Board) binds. Not taken from `SURGE_LISTEN_HOST`: the board can retry and delete jobs and has no login, so it stays on loopback unless set here or with `--host`.',
+    parse: text,
+  },
+  {
+    name: 'SURGE_DASHBOARD_PORT',
+    key: 'dashboardPort',
+    default: '9467',
+    accepts: 'integer 0–65535',
+    description: '`surge dashboard` port (`--port`). 0 picks a free port.',
     parse: int(0, 65535),
   },
   {

@@ -19,6 +19,7 @@ import {
   enqueueReplays,
   getDeadLetter,
   listDeadLetters,
+  MAX_REPLAY_CHUNK,
   matchingIds,
   purgeDeadLetters,
   replayDeadLetter,
@@ -47,6 +48,12 @@ function parseId(raw: string): number {
 function positive(raw: string): number {
   if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new InvalidArgumentError('expected a positive integer');
   return Number(raw);
+}
+
+function chunkSize(raw: string): number {
+  const n = positive(raw);
+  if (n > MAX_REPLAY_CHUNK) throw new InvalidArgumentError(`at most ${MAX_REPLAY_CHUNK}`);
+  return n;
 }
 
 interface FilterOpts {
@@ -176,7 +183,7 @@ export function dlqCommand(): Command {
     .option('--all', 'every dead letter not replayed yet')
     .option('--force', 'replay even those replayed before')
     .option('--detach', 'enqueue the BullMQ jobs and return (a running `surge maintenance` replays them)')
-    .option('--chunk-size <n>', 'dead letters per BullMQ job (default 100)', positive, 100)
+    .option('--chunk-size <n>', `dead letters per BullMQ job (default 100, at most ${MAX_REPLAY_CHUNK})`, chunkSize, 100)
     .option('--json', 'print the result as JSON')
     .action(
       action(async (ids: number[] | undefined, opts: FilterOpts & { all?: boolean; force?: boolean; detach?: boolean; chunkSize: number; json?: boolean }) => {
@@ -274,6 +281,38 @@ export function maintenanceCommand(): Command {
         const logger = createLogger(config.logLevel, 'maintenance');
         const handle = await startMaintenance(config, { logger });
         stopOnSignals('maintenance', handle, { timeoutMs: config.shutdownTimeoutMs, logger });
+      }),
+    );
+}
+
+function port(raw: string): number {
+  if (!/^\d+$/.test(raw) || Number(raw) > 65535) throw new InvalidArgumentError('expected a port, 0–65535 (0 picks a free one)');
+  return Number(raw);
+}
+
+export function dashboardCommand(): Command {
+  return new Command('dashboard')
+    .description('serve Bull Board for the maintenance and dlq-replay queues (jobs, schedulers, failures) on a local port')
+    .option('--host <address>', 'address to bind (default SURGE_DASHBOARD_HOST, 127.0.0.1; the board has no login)')
+    .option('--port <n>', 'port (default SURGE_DASHBOARD_PORT, 9467; 0 picks a free one)', port)
+    .option('--read-only', 'hide and refuse every action (retry, promote, clean, pause, delete, schedulers)')
+    .addHelpText(
+      'after',
+      '\nBull Board lists each queue\'s jobs by state with their data, progress, result and errors; the\n' +
+        'maintenance queue also shows its job schedulers. Without --read-only it can retry, promote and\n' +
+        'delete jobs and run or change schedulers: keep it on loopback (or behind your own authenticating\n' +
+        'proxy). SIGTERM/SIGINT stop it.',
+    )
+    .action(
+      action(async (opts: { host?: string; port?: number; readOnly?: boolean }) => {
+        const overrides: Partial<Config> = {};
+        if (opts.host !== undefined) overrides.dashboardHost = opts.host;
+        if (opts.port !== undefined) overrides.dashboardPort = opts.port;
+        const config = configOrExit(overrides);
+        const logger = createLogger(config.logLevel, 'dashboard');
+        const { startDashboard } = await import('./dashboard.js');
+        const handle = await startDashboard(config, { host: config.dashboardHost, port: config.dashboardPort, readOnly: opts.readOnly ?? false, logger });
+        stopOnSignals('dashboard', handle, { timeoutMs: config.shutdownTimeoutMs, logger });
       }),
     );
 }

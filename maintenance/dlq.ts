@@ -6,7 +6,7 @@
 // the normal apply path handles it; PostgreSQL's unique (client_id, idempotency_key) makes a replay
 // of an already-applied order a no-op (counted `duplicate` by the worker).
 import { randomBytes } from 'node:crypto';
-import { type Job, Queue, Worker } from 'bullmq';
+import { type Job, type Queue, Worker } from 'bullmq';
 import type { Config } from '../common/config.js';
 import type { Pool } from '../common/db.js';
 import { dlqKey, dlqSyncedKey, ENTRY_SCHEMA_VERSION, shardFor, shardOfStream, streamKey } from '../common/keys.js';
@@ -15,7 +15,7 @@ import { decodeEntry } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import { sqlFile } from '../common/sql.js';
 import type { MaintenanceMetrics } from '../metrics/definitions.js';
-import { bullConnection, bullPrefix, EVENTS_MAX_LEN, KEEP_FINISHED, REPLAY_QUEUE } from './queues.js';
+import { bullConnection, bullPrefix, createQueue, REPLAY_HISTORY, REPLAY_QUEUE } from './queues.js';
 
 export interface DlqDeps {
   pool: Pool;
@@ -304,22 +304,25 @@ export interface ReplayBatch {
 export const REPLAY_JOB_ATTEMPTS = 5;
 export const REPLAY_BACKOFF_MS = 1000;
 
-export function createReplayQueue(config: Config, connection: RedisClient): Queue<ReplayJobData> {
-  return new Queue<ReplayJobData>(REPLAY_QUEUE, {
-    connection,
-    prefix: bullPrefix(config),
-    streams: { events: { maxLen: EVENTS_MAX_LEN } },
-    defaultJobOptions: { attempts: REPLAY_JOB_ATTEMPTS, backoff: { type: 'exponential', delay: REPLAY_BACKOFF_MS }, ...KEEP_FINISHED },
+export function createReplayQueue(config: Pick<Config, 'redisPrefix'>, connection: RedisClient): Queue<ReplayJobData> {
+  return createQueue<ReplayJobData>(config, REPLAY_QUEUE, connection, {
+    attempts: REPLAY_JOB_ATTEMPTS,
+    backoff: { type: 'exponential', delay: REPLAY_BACKOFF_MS },
+    ...REPLAY_HISTORY,
   });
 }
 
-/** Splits the IDs into chunk jobs (default 100 IDs each) of one batch. */
+/** Most dead-letter IDs per replay job: bounds the size of one job in Redis (docs/maintenance.md). */
+export const MAX_REPLAY_CHUNK = 1000;
+
+/** Splits the IDs into chunk jobs (default 100 IDs each, at most MAX_REPLAY_CHUNK) of one batch. */
 export async function enqueueReplays(
   queue: Queue<ReplayJobData>,
   ids: number[],
   options: { force?: boolean; chunkSize?: number; backoffMs?: number } = {},
 ): Promise<ReplayBatch> {
   const chunk = options.chunkSize ?? 100;
+  if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_REPLAY_CHUNK) throw new RangeError(`chunk size must be 1–${MAX_REPLAY_CHUNK}, got ${chunk}`);
   const batch = `r${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
   const jobs = [];
   for (let i = 0; i < ids.length; i += chunk) {
@@ -404,7 +407,7 @@ export async function batchStatus(queue: Queue<ReplayJobData>, batch: ReplayBatc
   for (const id of batch.jobIds) {
     const job = await queue.getJob(id);
     if (!job) {
-      // Only finished jobs are removed (KEEP_FINISHED keeps the last 1,000 completed).
+      // Only finished jobs are removed (REPLAY_HISTORY keeps the last 1,000 completed).
       s.completedJobs++;
       continue;
     }

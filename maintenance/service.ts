@@ -3,7 +3,7 @@
 // (idempotent: one scheduler per id) and runs a worker; BullMQ hands each tick's job to exactly
 // one worker, so each job runs once per tick across all replicas.
 import { hostname } from 'node:os';
-import { type Job, Queue, Worker } from 'bullmq';
+import { type Job, type Queue, Worker } from 'bullmq';
 import type { Registry } from 'prom-client';
 import type { Config } from '../common/config.js';
 import { createPool } from '../common/db.js';
@@ -11,8 +11,8 @@ import { createLogger, type Logger } from '../common/log.js';
 import { createRedis, redisReady } from '../common/redis.js';
 import { createRegistry, MAINTENANCE_JOBS, type MaintenanceJobName, maintenanceMetrics } from '../metrics/definitions.js';
 import { startMetricsServer } from '../metrics/server.js';
-import { type DlqDeps, startReplayWorker, syncDeadLetterStreams } from './dlq.js';
-import { bullConnection, bullPrefix, EVENTS_MAX_LEN, KEEP_FINISHED, MAINTENANCE_QUEUE } from './queues.js';
+import { createReplayQueue, type DlqDeps, startReplayWorker, syncDeadLetterStreams } from './dlq.js';
+import { bullConnection, bullPrefix, createMaintenanceQueue, MAINTENANCE_QUEUE } from './queues.js';
 import { expireDeadLetters, expireOrders } from './retention.js';
 import { cleanupConsumers, trimStreams } from './streams.js';
 import { allStreamKeys } from '../common/keys.js';
@@ -81,31 +81,39 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
   const workerConnection = bullConnection(config, 'surge-maintenance-worker');
   const deps: DlqDeps = { pool, redis, prefix: config.redisPrefix, shards: config.shards, metrics };
   let queue: Queue | undefined;
+  let replayQueue: Queue | undefined;
   let worker: Worker | undefined;
   let replay: ReturnType<typeof startReplayWorker> | undefined;
   let server: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   let ready = false;
 
+  // A job's result is stored with it (BullMQ's `returnvalue`), so it is a few counters whatever
+  // the shard count; per-stream figures go to the metrics (and consumer names to the log).
   const run = async (name: MaintenanceJobName): Promise<unknown> => {
     switch (name) {
       case 'trim-streams': {
         const results = await trimStreams(redis, config.redisPrefix, config.shards);
         for (const r of results) if (r.trimmed > 0) metrics.trimmed.inc({ stream: r.stream }, r.trimmed);
-        return { trimmed: results.reduce((n, r) => n + r.trimmed, 0), streams: results };
+        return { trimmed: results.reduce((n, r) => n + r.trimmed, 0), streams: results.length };
       }
       case 'consumers': {
-        const out = [];
+        const total = { removed: 0, claimed: 0, keptWithPending: 0 };
         for (const stream of allStreamKeys(config.redisPrefix, config.shards)) {
           const r = await cleanupConsumers(redis, stream, { idleMs: config.consumerIdleMs, liveMs: config.claimTimeoutMs });
-          if (r.removed.length > 0) metrics.consumersRemoved.inc({ stream }, r.removed.length);
+          if (r.removed.length > 0) {
+            metrics.consumersRemoved.inc({ stream }, r.removed.length);
+            logger.info({ stream, consumers: r.removed }, 'removed idle consumers');
+          }
           if (r.claimed > 0) metrics.entriesReassigned.inc({ stream }, r.claimed);
           metrics.idleWithPending.set({ stream }, r.keptWithPending.length);
           if (r.keptWithPending.length > 0) {
             logger.warn({ stream, consumers: r.keptWithPending }, 'idle consumers hold pending entries and no live consumer can take them; kept');
           }
-          out.push(r);
+          total.removed += r.removed.length;
+          total.claimed += r.claimed;
+          total.keptWithPending += r.keptWithPending.length;
         }
-        return out;
+        return total;
       }
       case 'expire-orders': {
         const r = await expireOrders(pool, config.orderRetentionDays, { batchSize: config.retentionBatchSize });
@@ -134,6 +142,7 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
     await replay?.close();
     await worker?.close();
     await queue?.close();
+    await replayQueue?.close();
     queueConnection.disconnect();
     workerConnection.disconnect();
     redis.disconnect();
@@ -142,11 +151,13 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
 
   try {
     await redisReady(redis);
-    queue = new Queue(MAINTENANCE_QUEUE, { connection: queueConnection, prefix: bullPrefix(config), streams: { events: { maxLen: EVENTS_MAX_LEN } } });
+    // The schedulers' job template takes the queue's default job options (attempts, bounded history).
+    queue = createMaintenanceQueue(config, queueConnection);
     const schedule = maintenanceSchedule(config);
-    for (const name of MAINTENANCE_JOBS) {
-      await queue.upsertJobScheduler(name, { every: schedule[name] }, { name, opts: { attempts: 2, backoff: { type: 'exponential', delay: 1000 }, ...KEEP_FINISHED } });
-    }
+    for (const name of MAINTENANCE_JOBS) await queue.upsertJobScheduler(name, { every: schedule[name] }, { name });
+    // Only to write the replay queue's meta (its events cap) before this process's replay worker
+    // touches the queue: BullMQ's scripts would otherwise set BullMQ's default cap (10,000).
+    replayQueue = createReplayQueue(config, queueConnection);
     worker = new Worker(
       MAINTENANCE_QUEUE,
       async (job: Job) => {

@@ -1,7 +1,8 @@
-// Test helpers standing in for the workers (which land separately): dead-letter an entry the way
-// a worker does (XADD to the DLQ stream + XACK in one MULTI, plus the dead_letters row), and a
-// minimal applier (one INSERT … ON CONFLICT DO NOTHING per entry, XACK after COMMIT) so the
-// replay tests can watch an order being applied. Neither is product code.
+// Test helpers for the dead-letter tests: dead-letter an entry the way a worker does (XADD to the
+// DLQ stream + XACK in one MULTI, plus the dead_letters row), and a minimal synchronous applier
+// (one INSERT … ON CONFLICT DO NOTHING per entry, XACK after COMMIT) so the replay tests can apply
+// exactly what is in the streams at one moment and count inserted/duplicate. Neither is product
+// code: the soak (`surge work`) and the end-to-end test (`startWorker`) use the real workers.
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { dlqKey, GROUP, shardFor, shardOfStream, streamKey } from '../../common/keys.js';
