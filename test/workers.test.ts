@@ -342,6 +342,38 @@ describe('workers apply orders', () => {
     }
   });
 
+  test('a batch that runs longer than the claim timeout is not claimed while its worker lives (heartbeat)', async () => {
+    // Claim timeout 2 s (statement timeout 500 ms). A poison entry among 256 makes the batch
+    // bisect: 17 transactions, each slowed by 250 ms, ≈ 4 s in all — twice the claim timeout.
+    const ctx = await setup({ SURGE_SHARDS: '1', SURGE_CLAIM_TIMEOUT_MS: '2000', SURGE_CLAIM_INTERVAL_MS: '50' });
+    try {
+      await ctx.db.query(`CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.25); RETURN NULL; END $$`);
+      await ctx.db.query('CREATE TRIGGER slow BEFORE INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION slow()');
+      await ctx.db.query(`CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.idempotency_key = 'k-100' THEN RAISE EXCEPTION 'poison' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$`);
+      await ctx.db.query('CREATE TRIGGER poison BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION poison()');
+      const a = await startWorker(ctx.env.config, { consumerName: 'slow-a' });
+      ctx.workers.push(a);
+      await enqueue(ctx.redis, ctx.env.prefix, 1, Array.from({ length: 256 }, (_, i) => ({ client: 'c1', key: `k-${i}`, order: simpleOrder(i) })));
+      const key = streamKey(ctx.env.prefix, 0);
+      await waitFor('worker a holds the batch', async () => {
+        const summary = (await ctx.redis.xpending(key, GROUP)) as [number, string, string, Array<[string, string]> | null];
+        return summary[3]?.some(([c, n]) => c === 'slow-a' && Number(n) === 256) ?? false;
+      });
+      // A second live consumer, claiming every 50 ms whatever has been idle for 2 s.
+      const b = await startWorker(ctx.env.config, { consumerName: 'slow-b' });
+      ctx.workers.push(b);
+      await waitForDrained(ctx.redis, ctx.env.prefix, 1);
+      assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders'), 255);
+      const dl = await ctx.db.query<{ idempotency_key: string; deliveries: number }>('SELECT idempotency_key, deliveries FROM dead_letters');
+      assert.deepEqual(dl.rows, [{ idempotency_key: 'k-100', deliveries: 1 }], 'the poison entry alone, delivered once');
+      assert.equal(metricSum(await scrape(b.port), 'surge_entries_claimed_total'), 0, 'the second worker claimed nothing');
+      assert.equal(metricSum(await scrape(a.port), 'surge_entries_claimed_total'), 0);
+    } finally {
+      await teardown(ctx);
+    }
+  });
+
   test('reclaim: idle entries are claimed and applied, over-delivered ones dead-lettered, trimmed ones counted lost and acked', async () => {
     const ctx = await setup({ SURGE_SHARDS: '1', SURGE_CLAIM_TIMEOUT_MS: '200', SURGE_CLAIM_INTERVAL_MS: '50', SURGE_MAX_DELIVERIES: '3' });
     try {

@@ -107,10 +107,11 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   const abort = new AbortController();
   const pause = (ms: number) => sleep(ms, undefined, { signal: abort.signal }).catch(() => {});
 
-  // In-flight bookkeeping: batches and the entry IDs they hold (per shard), plus capacity waiters.
+  // In-flight bookkeeping: batches and the entry IDs they hold (per shard, with the time each was
+  // handed to a thread), plus capacity waiters.
   let inFlight = 0;
   const running = new Set<Promise<void>>();
-  const heldIds = shards.map(() => new Set<string>());
+  const heldIds = shards.map(() => new Map<string, number>());
   let waiters: Array<() => void> = [];
   const wake = () => {
     const w = waiters;
@@ -194,8 +195,9 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   /** Runs one batch: apply, record, ack. Failures leave the entries pending (reclaimed later). */
   const submit = (shard: number, entries: TaskEntry[]) => {
     if (entries.length === 0) return;
-    const held = heldIds[shard] as Set<string>;
-    for (const e of entries) held.add(e.id);
+    const held = heldIds[shard] as Map<string, number>;
+    const now = Date.now();
+    for (const e of entries) held.set(e.id, now);
     inFlight++;
     metrics.inFlight.inc();
     const task: ThreadTask = { kind: 'apply', stream: streamKey(config.redisPrefix, shard), entries };
@@ -320,7 +322,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         logger.warn({ stream: key, count: page.deleted.length }, 'claimed entries whose payload was trimmed: counted lost and acked');
       }
       // Our own in-flight entries may come back too (a batch older than the claim timeout): skip them.
-      const held = heldIds[shard] as Set<string>;
+      const held = heldIds[shard] as Map<string, number>;
       const taken = page.entries.filter(([id]) => !held.has(id));
       if (taken.length === 0) continue;
       metrics.claimed.inc({ stream: key }, taken.length);
@@ -347,6 +349,33 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     }
   };
 
+  /**
+   * Heartbeat of the entries in flight: a batch that runs long (hot-SKU lock queues, PostgreSQL
+   * retries, a loaded machine) must not be claimed — by another consumer or by our own
+   * XAUTOCLAIM, which would also count a delivery. Every quarter of the claim timeout, the entries
+   * this process holds that have been idle for half of it get their idle time reset (XCLAIM
+   * JUSTID: no delivery counted). Independent of the reclaim loop, which can wait for capacity.
+   * A batch held for more than 10 claim timeouts is considered stuck and left to be claimed.
+   */
+  const heartbeatLoop = async () => {
+    const every = Math.max(10, Math.floor(config.claimTimeoutMs / 4));
+    const minIdle = Math.floor(config.claimTimeoutMs / 2);
+    while (!stopping) {
+      await pause(every);
+      for (const shard of shards) {
+        const held = heldIds[shard] as Map<string, number>;
+        if (stopping || held.size === 0) continue;
+        const since = Date.now() - 10 * config.claimTimeoutMs;
+        const ids: string[] = [];
+        for (const [id, at] of held) if (at > since) ids.push(id);
+        if (ids.length === 0) continue;
+        await redis.xclaim(streamKey(config.redisPrefix, shard), GROUP, consumer, minIdle, ...ids, 'JUSTID').catch((e: unknown) => {
+          logger.debug({ err: e }, 'heartbeat XCLAIM failed; retried next beat');
+        });
+      }
+    }
+  };
+
   let server: Awaited<ReturnType<typeof startMetricsServer>>;
   try {
     // Warm up: every thread loads its modules before the first batch is read (readiness).
@@ -356,7 +385,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     await closeAll();
     throw e;
   }
-  const loops = [...shards.map(shardLoop), reclaimLoop()];
+  const loops = [...shards.map(shardLoop), reclaimLoop(), heartbeatLoop()];
   logger.info({ consumer, shards: config.shards, threads, placement, batchSize: config.batchSize, port: server.port }, 'worker started');
 
   let stopped: Promise<void> | undefined;
