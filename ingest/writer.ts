@@ -6,7 +6,7 @@
 import type { Config } from '../common/config.js';
 import { idemKey, shardFor, streamKey } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
-import { encodeEntry, type Order, orderFingerprint } from '../common/order.js';
+import { canonicalJson, encodeEntry, type Order, orderFingerprint } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { DurabilityBarrier } from './durability.js';
 import { type AcceptOutcome, STATE_DONE, STATE_PENDING } from './scripts.js';
@@ -57,6 +57,8 @@ export class OrderWriter {
     const { redisPrefix, shards } = this.options.config;
     const shard = shardFor(clientId, idempotencyKey, shards);
     const durable = this.options.barrier !== undefined;
+    // One canonical text per order: the fingerprint and the stream entry share it.
+    const canonical = canonicalJson(order);
     return {
       clientId,
       idempotencyKey,
@@ -64,12 +66,12 @@ export class OrderWriter {
       recordKey: idemKey(redisPrefix, shard, clientId, idempotencyKey),
       streamKey: streamKey(redisPrefix, shard),
       args: [
-        orderFingerprint(order),
+        orderFingerprint(order, canonical),
         durable ? this.pendingTtl : this.ttl,
         durable ? STATE_PENDING : STATE_DONE,
         `s${shard}-`,
         `"idempotency_key":${JSON.stringify(idempotencyKey)},"status":"queued"}`,
-        ...encodeEntry(clientId, idempotencyKey, order),
+        ...encodeEntry(clientId, idempotencyKey, order, canonical),
       ],
     };
   }
