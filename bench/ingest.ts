@@ -24,7 +24,7 @@ import { loadConfig } from '../common/config.js';
 import { shardFor, streamKey } from '../common/keys.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createRedis } from '../common/redis.js';
-import { startIngest } from '../ingest/server.js';
+import { INGEST_REDIS_OPTIONS, startIngest } from '../ingest/server.js';
 import { createTestEnv } from '../test/support/env.js';
 
 const ORDER = { customer_id: 'bench-customer', currency: 'EUR', items: [{ sku: 'sku-1', qty: 1, unit_price_cents: 1999 }, { sku: 'sku-2', qty: 3, unit_price_cents: 250 }] };
@@ -40,7 +40,9 @@ async function serve(kind: string): Promise<void> {
     process.on('SIGTERM', () => void svc.stop().then(() => process.exit(0)));
     return;
   }
-  const redis = createRedis(config, { offlineQueue: false, maxRetriesPerRequest: 0 });
+  // The same connection options as ingest (incl. auto-pipelining): the comparison measures
+  // Surge's work per order, not a difference in Redis client settings.
+  const redis = createRedis(config, { ...INGEST_REDIS_OPTIONS, connectionName: 'surge-bench-baseline' });
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -84,6 +86,8 @@ interface Figures {
   /** Share of one core the load generator used during the measurement (1 = a whole core). */
   loadGenCores: number;
   serverCores: number;
+  /** Share of the server's CPU time spent in the kernel (socket reads and writes). */
+  serverSystemShare: number;
 }
 
 type Scenario = 'a' | 'b' | 'c';
@@ -118,14 +122,14 @@ async function stopChild(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-/** CPU seconds (user + system) a process used so far, from /proc (Linux); NaN elsewhere. */
-function processCpuSeconds(pid: number | undefined): number {
+/** CPU seconds (user, system) a process used so far, from /proc (Linux); NaN elsewhere. */
+function processCpu(pid: number | undefined): { user: number; system: number } {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
   } catch {
-    return Number.NaN;
+    return { user: Number.NaN, system: Number.NaN };
   }
 }
 const CLOCK_TICKS = 100;
@@ -217,12 +221,14 @@ async function main(): Promise<void> {
       for (const s of order) {
         const { child, url } = servers.get(s) as { child: ChildProcess; url: string };
         const o = optsOf(s);
-        const cpu0 = { server: processCpuSeconds(child.pid), redis: await redisCpuSeconds(redis), gen: process.cpuUsage() };
+        const cpu0 = { server: processCpu(child.pid), redis: await redisCpuSeconds(redis), gen: process.cpuUsage() };
         const t0 = performance.now();
         const r = await load(url, SCENARIOS[s].path, { ...o, duration });
         const wall = (performance.now() - t0) / 1000;
         const gen = process.cpuUsage(cpu0.gen);
-        const serverCpu = processCpuSeconds(child.pid) - cpu0.server;
+        const server1 = processCpu(child.pid);
+        const serverUser = server1.user - cpu0.server.user;
+        const serverCpu = serverUser + server1.system - cpu0.server.system;
         const redisCpu = (await redisCpuSeconds(redis)) - cpu0.redis;
         const genCpu = (gen.user + gen.system) / 1e6;
         const perRequest = o.batch ? BATCH_SIZE : 1;
@@ -243,10 +249,11 @@ async function main(): Promise<void> {
           loadGenCpuUsPerOrder: round2((genCpu * 1e6) / orders),
           loadGenCores: round2(genCpu / wall),
           serverCores: round2(serverCpu / wall),
+          serverSystemShare: round2(1 - serverUser / serverCpu),
         };
         figures.push(f);
         console.log(
-          `round ${round} ${SCENARIOS[s].label}: ${f.requestsPerSecond} req/s, ${f.ordersPerSecond} orders/s, p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms, non-2xx ${f.non2xx}, errors ${f.errors}; CPU µs/order server ${f.serverCpuUsPerOrder}, redis ${f.redisCpuUsPerOrder}, load generator ${f.loadGenCpuUsPerOrder} (${f.loadGenCores} cores)`,
+          `round ${round} ${SCENARIOS[s].label}: ${f.requestsPerSecond} req/s, ${f.ordersPerSecond} orders/s, p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms, non-2xx ${f.non2xx}, errors ${f.errors}; CPU µs/order server ${f.serverCpuUsPerOrder} (${Math.round(f.serverSystemShare * 100)} % kernel), redis ${f.redisCpuUsPerOrder}, load generator ${f.loadGenCpuUsPerOrder} (${f.loadGenCores} cores)`,
         );
       }
     }

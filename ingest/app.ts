@@ -177,15 +177,18 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     done(null, body);
   });
 
-  app.addHook('onSend', async (request, reply) => {
+  // Hooks in callback style: no promise per request and hook.
+  app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id);
+    done(null, payload);
   });
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.config.metricRoute ?? 'other';
     const code = reply.statusCode;
     metrics.requests.inc({ route, code: String(code) });
     metrics.duration.observe({ route }, reply.elapsedTime / 1000);
     if (code >= 400 && code < 500) request.log.info({ route, code }, 'client error');
+    done();
   });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
@@ -228,7 +231,7 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     }
     request.apiClient = client;
   };
-  const shedLoad = async (_request: FastifyRequest, reply: FastifyReply) => {
+  const shedLoad = (reply: FastifyReply) => {
     const reason = backpressure.overloaded();
     if (!reason) return;
     metrics.orders.inc({ result: 'unavailable' });
@@ -242,9 +245,12 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     });
   };
 
+  // Writes: authentication, then load shedding, in one hook (a reply returned = answered).
+  const authenticateAndShed = async (request: FastifyRequest, reply: FastifyReply) => (await authenticate(request, reply)) ?? shedLoad(reply);
+
   app.post(
     '/v1/orders',
-    { config: { metricRoute: ROUTES.create }, bodyLimit: SINGLE_BODY_LIMIT, onRequest: [authenticate, shedLoad] },
+    { config: { metricRoute: ROUTES.create }, bodyLimit: SINGLE_BODY_LIMIT, onRequest: authenticateAndShed },
     async (request, reply) => {
       const client = request.apiClient as ApiClient;
       const rawKey = request.headers['idempotency-key'];
@@ -284,7 +290,7 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
 
   app.post(
     '/v1/orders::batch',
-    { config: { metricRoute: ROUTES.batch }, bodyLimit: BATCH_BODY_LIMIT, onRequest: [authenticate, shedLoad] },
+    { config: { metricRoute: ROUTES.batch }, bodyLimit: BATCH_BODY_LIMIT, onRequest: authenticateAndShed },
     async (request, reply) => {
       const client = request.apiClient as ApiClient;
       if (!Buffer.isBuffer(request.body)) {
