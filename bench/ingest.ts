@@ -6,7 +6,7 @@
 // Every request carries a fresh Idempotency-Key (no replays). Prints req/s, p50/p99 and the
 // ratios b/a and c(orders/s)/b(orders/s), and writes bench/results/ingest-<date>.{json,md}.
 //
-//   npm run bench:ingest -- [--rounds 5] [--duration 5] [--warmup 3] [--connections 100] [--batch-connections 10] [--scenarios a,b,c] [--no-write]
+//   npm run bench:ingest -- [--rounds 5] [--duration 5] [--warmup 3] [--connections 100] [--batch-connections 10] [--scenarios a,b,c[,a0]] [--no-write]
 // Scenarios run in interleaved rounds (a, b, c, a, b, c, …) against servers started once; each
 // round reports req/s, latency and the CPU time per order of server, Redis and load generator.
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -40,9 +40,10 @@ async function serve(kind: string): Promise<void> {
     process.on('SIGTERM', () => void svc.stop().then(() => process.exit(0)));
     return;
   }
-  // The same connection options as ingest (incl. auto-pipelining): the comparison measures
-  // Surge's work per order, not a difference in Redis client settings.
-  const redis = createRedis(config, { ...INGEST_REDIS_OPTIONS, connectionName: 'surge-bench-baseline' });
+  // (a) uses the same connection options as ingest (incl. auto-pipelining): the comparison
+  // measures Surge's work per order, not a difference in Redis client settings. `baseline-plain`
+  // (a0, for reference only) is the same server with one socket write per XADD.
+  const redis = createRedis(config, { ...INGEST_REDIS_OPTIONS, autoPipelining: kind !== 'baseline-plain', connectionName: `surge-bench-${kind}` });
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -90,9 +91,10 @@ interface Figures {
   serverSystemShare: number;
 }
 
-type Scenario = 'a' | 'b' | 'c';
-const SCENARIOS: Record<Scenario, { label: string; kind: 'baseline' | 'surge'; path: string; batch: boolean }> = {
+type Scenario = 'a' | 'a0' | 'b' | 'c';
+const SCENARIOS: Record<Scenario, { label: string; kind: 'baseline' | 'baseline-plain' | 'surge'; path: string; batch: boolean }> = {
   a: { label: 'a: node:http + XADD', kind: 'baseline', path: '/', batch: false },
+  a0: { label: 'a0: node:http + XADD, not auto-pipelined (reference)', kind: 'baseline-plain', path: '/', batch: false },
   b: { label: 'b: surge POST /v1/orders', kind: 'surge', path: '/v1/orders', batch: false },
   c: { label: `c: surge POST /v1/orders:batch (${BATCH_SIZE}/request)`, kind: 'surge', path: '/v1/orders:batch', batch: true },
 };
@@ -269,6 +271,7 @@ async function main(): Promise<void> {
     };
     const stat = (xs: number[]) => ({ perRound: xs, median: Number(median(xs).toFixed(3)), min: Math.min(...xs), max: Math.max(...xs) });
     const ba = stat(ratios('b', 'a'));
+    const ba0 = stat(ratios('b', 'a0'));
     const cb = stat(ratios('c', 'b'));
     const medians = Object.fromEntries(
       order.map((s) => {
@@ -307,12 +310,13 @@ async function main(): Promise<void> {
       machine,
       figures,
       medians,
-      ratios: { surgeOverBaseline: ba, batchOrdersOverSingleOrders: cb },
+      ratios: { surgeOverBaseline: ba, batchOrdersOverSingleOrders: cb, ...(ba0.perRound.length ? { surgeOverPlainBaseline: ba0 } : {}) },
       goals: { surgeOverBaseline: '≥ 0.8', batchOrdersOverSingleOrders: '≥ 3' },
     };
     const fmt = (r: typeof ba) => `median ${r.median} (min ${r.min}, max ${r.max}; rounds ${r.perRound.join(', ')})`;
     if (ba.perRound.length) console.log(`ratio b/a (req/s): ${fmt(ba)} (goal ≥ 0.8)`);
     if (cb.perRound.length) console.log(`ratio c/b (orders/s): ${fmt(cb)} (goal ≥ 3)`);
+    if (ba0.perRound.length) console.log(`ratio b/a0 (req/s, reference): ${fmt(ba0)}`);
     console.log(`machine: ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}, redis ${machine.redis}; load average ${machine.loadAverageBefore.join(' ')} before, ${machine.loadAverageAfter.join(' ')} after`);
     if (!values['no-write']) {
       const dir = join(PACKAGE_ROOT, 'bench', 'results');
@@ -345,6 +349,7 @@ async function main(): Promise<void> {
         '',
         ...(ba.perRound.length ? [`Ratio b/a (req/s): **${fmt(ba)}** (goal ≥ 0.8).`, ''] : []),
         ...(cb.perRound.length ? [`Ratio c/b (orders/s): **${fmt(cb)}** (goal ≥ 3).`, ''] : []),
+        ...(ba0.perRound.length ? [`Ratio b/a0 (req/s; reference only, a0 writes one XADD per socket write): ${fmt(ba0)}.`, ''] : []),
       ].join('\n');
       writeFileSync(`${stem}.md`, md);
       console.log(`wrote ${stem}.json and ${stem}.md`);
