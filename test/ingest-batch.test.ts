@@ -6,13 +6,14 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { type CreatedClient, createClient } from '../common/clients.js';
-import { allStreamKeys, idemKey, shardFor } from '../common/keys.js';
+import { allStreamKeys, idemKey, shardFor, streamKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
 import type { Order } from '../common/order.js';
 import { createRedis, redisReady } from '../common/redis.js';
 import { defineIngestCommands } from '../ingest/scripts.js';
-import { type IngestService, startIngest } from '../ingest/server.js';
+import { INGEST_REDIS_OPTIONS, type IngestService, startIngest } from '../ingest/server.js';
 import { ORDERS_PER_SCRIPT_CALL, OrderWriter } from '../ingest/writer.js';
+import { startRedisCluster } from './support/cluster.js';
 import { createTestEnv, type TestEnv } from './support/env.js';
 import { http } from './support/http.js';
 
@@ -159,6 +160,41 @@ describe('ingest :batch (many orders per script call)', () => {
       );
     } finally {
       conn.disconnect();
+    }
+  });
+});
+
+describe('ingest :batch on Redis Cluster (3 masters, 8 shards)', () => {
+  test('many-order script calls and auto-pipelined single calls route by shard; replays and one entry per key', async () => {
+    const cluster = await startRedisCluster({ masters: 3 });
+    const config = {
+      redisUrl: 'redis://127.0.0.1',
+      redisClusterNodes: cluster.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })),
+      redisPrefix: `surge-batch-cluster-${Date.now().toString(36)}`,
+      shards: 8,
+      idempotencyTtlSeconds: 3600,
+      durableTimeoutMs: 1000,
+    };
+    const conn = createRedis(config, INGEST_REDIS_OPTIONS);
+    conn.on('error', () => {});
+    defineIngestCommands(conn);
+    try {
+      await redisReady(conn, 20_000);
+      const writer = new OrderWriter({ redis: conn, config, logger: silent });
+      const keys = Array.from({ length: 600 }, (_, i) => `c-${i % 500}`); // the last 100 repeat earlier keys
+      const outcomes = await writer.writeMany(keys.map((k) => writer.prepare('client-1', k, order(Number(k.slice(2))))));
+      assert.deepEqual(
+        outcomes.map((o) => o.kind),
+        keys.map((_, i) => (i < 500 ? 'accepted' : 'replayed')),
+      );
+      const again = await Promise.all(keys.slice(0, 50).map((k) => writer.write(writer.prepare('client-1', k, order(Number(k.slice(2)))))));
+      assert.ok(again.every((o, i) => o.kind === 'replayed' && o.body === (outcomes[i] as { body: string }).body));
+      let n = 0;
+      for (let shard = 0; shard < 8; shard++) n += await conn.xlen(streamKey(config.redisPrefix, shard));
+      assert.equal(n, 500, 'one entry per key');
+    } finally {
+      conn.disconnect();
+      await cluster.stop();
     }
   });
 });
