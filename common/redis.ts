@@ -20,7 +20,9 @@ export interface RedisConnectOptions {
    * ioredis auto-pipelining: commands issued in the same event-loop turn leave in one socket
    * write (one syscall) instead of one write each. Each command stays its own command with its
    * own reply; only the transport is shared. Ingest turns it on (a write per request cost more
-   * than the request's Lua call).
+   * than the request's Lua call). Single Redis only: on Cluster, ioredis's auto-pipeline for a
+   * master stalled for good after that master was killed and restarted (test/faults/
+   * redis-cluster), so Cluster connections never use it.
    */
   autoPipelining?: boolean;
 }
@@ -61,13 +63,13 @@ export function createRedis(config: Pick<Config, 'redisUrl' | 'redisClusterNodes
     const cluster = new Cluster(config.redisClusterNodes, {
       redisOptions: {
         ...base,
+        enableAutoPipelining: false,
         username: url.username ? decodeURIComponent(url.username) : undefined,
         password: url.password ? decodeURIComponent(url.password) : undefined,
         tls: url.protocol === 'rediss:' ? {} : undefined,
       },
       enableOfflineQueue: base.enableOfflineQueue,
       lazyConnect: base.lazyConnect,
-      enableAutoPipelining: base.enableAutoPipelining ?? false,
       clusterRetryStrategy: (times) => Math.min(100 * times, 2000),
     });
     // Each node connection is a Redis instance with the same problem.

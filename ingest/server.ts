@@ -25,7 +25,7 @@ export interface IngestOptions {
 
 /**
  * Ingest's Redis connection: no offline queue and no retries (an outage is a fast 503, a lost
- * reply is never resent), auto-pipelined (SEMANTICS 1.5; docs/ingest.md § Hot path). The
+ * reply is never resent), auto-pipelined on a single Redis (SEMANTICS 1.5; docs/ingest.md § Hot path). The
  * benchmark's baseline server uses the same options.
  */
 export const INGEST_REDIS_OPTIONS = { connectionName: 'surge-ingest', offlineQueue: false, maxRetriesPerRequest: 0, autoPipelining: true } as const;

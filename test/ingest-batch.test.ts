@@ -165,7 +165,7 @@ describe('ingest :batch (many orders per script call)', () => {
 });
 
 describe('ingest :batch on Redis Cluster (3 masters, 8 shards)', () => {
-  test('many-order script calls and auto-pipelined single calls route by shard; replays and one entry per key', async () => {
+  test('many-order script calls and single calls route by shard; replays and one entry per key', async () => {
     const cluster = await startRedisCluster({ masters: 3 });
     const config = {
       redisUrl: 'redis://127.0.0.1',
