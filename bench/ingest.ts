@@ -6,9 +6,11 @@
 // Every request carries a fresh Idempotency-Key (no replays). Prints req/s, p50/p99 and the
 // ratios b/a and c(orders/s)/b(orders/s), and writes bench/results/ingest-<date>.{json,md}.
 //
-//   npm run bench:ingest -- [--duration 10] [--warmup 3] [--connections 100] [--batch-connections 10] [--no-write]
+//   npm run bench:ingest -- [--rounds 5] [--duration 5] [--warmup 3] [--connections 100] [--batch-connections 10] [--scenarios a,b,c[,a0]] [--no-write]
+// Scenarios run in interleaved rounds (a, b, c, a, b, c, …) against servers started once; each
+// round reports req/s, latency and the CPU time per order of server, Redis and load generator.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
@@ -22,7 +24,7 @@ import { loadConfig } from '../common/config.js';
 import { shardFor, streamKey } from '../common/keys.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createRedis } from '../common/redis.js';
-import { startIngest } from '../ingest/server.js';
+import { INGEST_REDIS_OPTIONS, startIngest } from '../ingest/server.js';
 import { createTestEnv } from '../test/support/env.js';
 
 const ORDER = { customer_id: 'bench-customer', currency: 'EUR', items: [{ sku: 'sku-1', qty: 1, unit_price_cents: 1999 }, { sku: 'sku-2', qty: 3, unit_price_cents: 250 }] };
@@ -38,7 +40,10 @@ async function serve(kind: string): Promise<void> {
     process.on('SIGTERM', () => void svc.stop().then(() => process.exit(0)));
     return;
   }
-  const redis = createRedis(config, { offlineQueue: false, maxRetriesPerRequest: 0 });
+  // (a) uses the same connection options as ingest (incl. auto-pipelining): the comparison
+  // measures Surge's work per order, not a difference in Redis client settings. `baseline-plain`
+  // (a0, for reference only) is the same server with one socket write per XADD.
+  const redis = createRedis(config, { ...INGEST_REDIS_OPTIONS, autoPipelining: kind !== 'baseline-plain', connectionName: `surge-bench-${kind}` });
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -65,7 +70,8 @@ async function serve(kind: string): Promise<void> {
 
 // ---- orchestrator ----
 interface Figures {
-  scenario: string;
+  scenario: Scenario;
+  round: number;
   connections: number;
   durationSeconds: number;
   requestsPerSecond: number;
@@ -74,7 +80,24 @@ interface Figures {
   latencyP99Ms: number;
   non2xx: number;
   errors: number;
+  /** CPU time per order (µs) of the server process, of Redis, and of the load generator (this process). */
+  serverCpuUsPerOrder: number;
+  redisCpuUsPerOrder: number;
+  loadGenCpuUsPerOrder: number;
+  /** Share of one core the load generator used during the measurement (1 = a whole core). */
+  loadGenCores: number;
+  serverCores: number;
+  /** Share of the server's CPU time spent in the kernel (socket reads and writes). */
+  serverSystemShare: number;
 }
+
+type Scenario = 'a' | 'a0' | 'b' | 'c';
+const SCENARIOS: Record<Scenario, { label: string; kind: 'baseline' | 'baseline-plain' | 'surge'; path: string; batch: boolean }> = {
+  a: { label: 'a: node:http + XADD', kind: 'baseline', path: '/', batch: false },
+  a0: { label: 'a0: node:http + XADD, not auto-pipelined (reference)', kind: 'baseline-plain', path: '/', batch: false },
+  b: { label: 'b: surge POST /v1/orders', kind: 'surge', path: '/v1/orders', batch: false },
+  c: { label: `c: surge POST /v1/orders:batch (${BATCH_SIZE}/request)`, kind: 'surge', path: '/v1/orders:batch', batch: true },
+};
 
 function startChild(kind: string, env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
   // SURGE_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the server processes.
@@ -101,19 +124,32 @@ async function stopChild(child: ChildProcess): Promise<void> {
   await exited;
 }
 
+/** CPU seconds (user, system) a process used so far, from /proc (Linux); NaN elsewhere. */
+function processCpu(pid: number | undefined): { user: number; system: number } {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
+  } catch {
+    return { user: Number.NaN, system: Number.NaN };
+  }
+}
+const CLOCK_TICKS = 100;
+
+async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const num = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN);
+  return num('used_cpu_user') + num('used_cpu_sys');
+}
+
 let keySeq = 0;
 const runId = Date.now().toString(36);
 const nextKey = () => `b-${runId}-${keySeq++}`;
 
-async function load(
-  scenario: string,
-  url: string,
-  path: string,
-  options: { connections: number; duration: number; apiKey?: string; batch?: boolean; ordersPerRequest: number },
-): Promise<Figures> {
+async function load(url: string, path: string, options: { connections: number; duration: number; apiKey?: string; batch: boolean }): Promise<autocannon.Result> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
-  const result = await autocannon({
+  return autocannon({
     url: url + path,
     method: 'POST',
     connections: options.connections,
@@ -132,67 +168,129 @@ async function load(
       },
     ],
   });
-  const rps = result.requests.average;
-  return {
-    scenario,
-    connections: options.connections,
-    durationSeconds: options.duration,
-    requestsPerSecond: Math.round(rps),
-    ordersPerSecond: Math.round(rps * options.ordersPerRequest),
-    latencyP50Ms: result.latency.p50,
-    latencyP99Ms: result.latency.p99,
-    non2xx: result.non2xx,
-    errors: result.errors,
-  };
 }
+
+function median(values: readonly number[]): number {
+  const s = [...values].sort((x, y) => x - y);
+  const n = s.length;
+  if (n === 0) return Number.NaN;
+  return n % 2 ? (s[(n - 1) / 2] as number) : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
+}
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       serve: { type: 'string' },
-      duration: { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '5' },
+      duration: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '3' },
       connections: { type: 'string', default: '100' },
       'batch-connections': { type: 'string', default: '10' },
+      scenarios: { type: 'string', default: 'a,b,c' },
       'no-write': { type: 'boolean', default: false },
     },
   });
   if (values.serve) return serve(values.serve);
+  const rounds = Number(values.rounds);
   const duration = Number(values.duration);
   const warmup = Number(values.warmup);
   const connections = Number(values.connections);
   const batchConnections = Number(values['batch-connections']);
+  const order = values.scenarios.split(',').filter((s): s is Scenario => s in SCENARIOS);
 
-  const loadBefore = loadavg()[0] ?? 0;
+  const loadBefore = loadavg().map(round2);
   const env = await createTestEnv({ SURGE_LOG_LEVEL: 'warn', SURGE_MAX_BACKLOG: '0', SURGE_SHARDS: '4' });
   const redis = new Redis(env.redisUrl);
   const pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
   const figures: Figures[] = [];
+  const servers = new Map<Scenario, { child: ChildProcess; url: string }>();
   try {
     const { apiKey } = await createClient(pool, 'bench');
-    const run = async (kind: 'baseline' | 'surge', scenario: string, path: string, opts: { connections: number; batch?: boolean; ordersPerRequest: number }) => {
-      const { child, url } = await startChild(kind, env.env);
-      try {
-        const o = { ...opts, apiKey };
-        process.stdout.write(`${scenario}: warm-up ${warmup} s … `);
-        await load(scenario, url, path, { ...o, duration: warmup });
-        const f = await load(scenario, url, path, { ...o, duration });
-        process.stdout.write(`${f.requestsPerSecond} req/s, ${f.ordersPerSecond} orders/s, p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms, non-2xx ${f.non2xx}, errors ${f.errors}\n`);
+    // One server process per scenario, all started up front and warmed up once; they idle
+    // (≈ 0 CPU) while another scenario is measured.
+    for (const s of order) servers.set(s, await startChild(SCENARIOS[s].kind, env.env));
+    const optsOf = (s: Scenario) => ({ connections: SCENARIOS[s].batch ? batchConnections : connections, batch: SCENARIOS[s].batch, apiKey });
+    for (const s of order) {
+      const { url } = servers.get(s) as { url: string };
+      process.stdout.write(`warm-up ${SCENARIOS[s].label} ${warmup} s\n`);
+      await load(url, SCENARIOS[s].path, { ...optsOf(s), duration: warmup });
+    }
+    // Interleaved rounds (a, b, c, a, b, c, …): drift of the host (other jobs, Redis memory,
+    // CPU frequency) hits every scenario alike, and the ratios are taken within a round.
+    for (let round = 1; round <= rounds; round++) {
+      for (const s of order) {
+        const { child, url } = servers.get(s) as { child: ChildProcess; url: string };
+        const o = optsOf(s);
+        const cpu0 = { server: processCpu(child.pid), redis: await redisCpuSeconds(redis), gen: process.cpuUsage() };
+        const t0 = performance.now();
+        const r = await load(url, SCENARIOS[s].path, { ...o, duration });
+        const wall = (performance.now() - t0) / 1000;
+        const gen = process.cpuUsage(cpu0.gen);
+        const server1 = processCpu(child.pid);
+        const serverUser = server1.user - cpu0.server.user;
+        const serverCpu = serverUser + server1.system - cpu0.server.system;
+        const redisCpu = (await redisCpuSeconds(redis)) - cpu0.redis;
+        const genCpu = (gen.user + gen.system) / 1e6;
+        const perRequest = o.batch ? BATCH_SIZE : 1;
+        const orders = r.requests.total * perRequest || 1;
+        const f: Figures = {
+          scenario: s,
+          round,
+          connections: o.connections,
+          durationSeconds: duration,
+          requestsPerSecond: Math.round(r.requests.average),
+          ordersPerSecond: Math.round(r.requests.average * perRequest),
+          latencyP50Ms: r.latency.p50,
+          latencyP99Ms: r.latency.p99,
+          non2xx: r.non2xx,
+          errors: r.errors,
+          serverCpuUsPerOrder: round2((serverCpu * 1e6) / orders),
+          redisCpuUsPerOrder: round2((redisCpu * 1e6) / orders),
+          loadGenCpuUsPerOrder: round2((genCpu * 1e6) / orders),
+          loadGenCores: round2(genCpu / wall),
+          serverCores: round2(serverCpu / wall),
+          serverSystemShare: round2(1 - serverUser / serverCpu),
+        };
         figures.push(f);
-        return f;
-      } finally {
-        await stopChild(child);
+        console.log(
+          `round ${round} ${SCENARIOS[s].label}: ${f.requestsPerSecond} req/s, ${f.ordersPerSecond} orders/s, p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms, non-2xx ${f.non2xx}, errors ${f.errors}; CPU µs/order server ${f.serverCpuUsPerOrder} (${Math.round(f.serverSystemShare * 100)} % kernel), redis ${f.redisCpuUsPerOrder}, load generator ${f.loadGenCpuUsPerOrder} (${f.loadGenCores} cores)`,
+        );
       }
+    }
+    const of = (s: Scenario, round: number) => figures.find((f) => f.scenario === s && f.round === round);
+    const ratios = (num: Scenario, den: Scenario) => {
+      const out: number[] = [];
+      for (let round = 1; round <= rounds; round++) {
+        const n = of(num, round);
+        const d = of(den, round);
+        if (n && d && d.ordersPerSecond > 0) out.push(Number((n.ordersPerSecond / d.ordersPerSecond).toFixed(3)));
+      }
+      return out;
     };
-    const a = await run('baseline', 'a: node:http + XADD', '/', { connections, ordersPerRequest: 1 });
-    const b = await run('surge', 'b: surge POST /v1/orders', '/v1/orders', { connections, ordersPerRequest: 1 });
-    const c = await run('surge', `c: surge POST /v1/orders:batch (${BATCH_SIZE}/request)`, '/v1/orders:batch', {
-      connections: batchConnections,
-      batch: true,
-      ordersPerRequest: BATCH_SIZE,
-    });
-    const ratioBA = b.requestsPerSecond / a.requestsPerSecond;
-    const ratioCB = c.ordersPerSecond / b.ordersPerSecond;
+    const stat = (xs: number[]) => ({ perRound: xs, median: Number(median(xs).toFixed(3)), min: Math.min(...xs), max: Math.max(...xs) });
+    const ba = stat(ratios('b', 'a'));
+    const ba0 = stat(ratios('b', 'a0'));
+    const cb = stat(ratios('c', 'b'));
+    const medians = Object.fromEntries(
+      order.map((s) => {
+        const fs = figures.filter((f) => f.scenario === s);
+        return [
+          s,
+          {
+            requestsPerSecond: median(fs.map((f) => f.requestsPerSecond)),
+            ordersPerSecond: median(fs.map((f) => f.ordersPerSecond)),
+            latencyP50Ms: median(fs.map((f) => f.latencyP50Ms)),
+            latencyP99Ms: median(fs.map((f) => f.latencyP99Ms)),
+            serverCpuUsPerOrder: median(fs.map((f) => f.serverCpuUsPerOrder)),
+            redisCpuUsPerOrder: median(fs.map((f) => f.redisCpuUsPerOrder)),
+            loadGenCpuUsPerOrder: median(fs.map((f) => f.loadGenCpuUsPerOrder)),
+            loadGenCores: median(fs.map((f) => f.loadGenCores)),
+          },
+        ];
+      }),
+    ) as Record<string, Record<string, number>>;
     const redisVersion = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? '?';
     const machine = {
       cpus: cpus().length,
@@ -201,22 +299,25 @@ async function main(): Promise<void> {
       freeMemoryMiB: Math.round(freemem() / 2 ** 20),
       node: process.version,
       redis: redisVersion,
-      // Other processes on the host skew every figure: record how busy it was.
-      loadAverage1mBefore: Number(loadBefore.toFixed(2)),
-      loadAverage1mAfter: Number((loadavg()[0] ?? 0).toFixed(2)),
+      // Other processes on the host skew every figure: record how busy it was (1, 5, 15 min).
+      loadAverageBefore: loadBefore,
+      loadAverageAfter: loadavg().map(round2),
     };
-    const command = `npm run bench:ingest -- --duration ${duration} --warmup ${warmup} --connections ${connections} --batch-connections ${batchConnections}`;
+    const command = `npm run bench:ingest -- --rounds ${rounds} --duration ${duration} --warmup ${warmup} --connections ${connections} --batch-connections ${batchConnections}${values.scenarios !== 'a,b,c' ? ` --scenarios ${values.scenarios}` : ''}`;
     const summary = {
       date: new Date().toISOString(),
       command,
       machine,
       figures,
-      ratios: { surgeOverBaseline: Number(ratioBA.toFixed(3)), batchOrdersOverSingleOrders: Number(ratioCB.toFixed(2)) },
+      medians,
+      ratios: { surgeOverBaseline: ba, batchOrdersOverSingleOrders: cb, ...(ba0.perRound.length ? { surgeOverPlainBaseline: ba0 } : {}) },
       goals: { surgeOverBaseline: '≥ 0.8', batchOrdersOverSingleOrders: '≥ 3' },
     };
-    console.log(`ratio b/a (req/s): ${ratioBA.toFixed(3)} (goal ≥ 0.8)`);
-    console.log(`ratio c/b (orders/s): ${ratioCB.toFixed(2)} (goal ≥ 3)`);
-    console.log(`machine: ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}, redis ${machine.redis}`);
+    const fmt = (r: typeof ba) => `median ${r.median} (min ${r.min}, max ${r.max}; rounds ${r.perRound.join(', ')})`;
+    if (ba.perRound.length) console.log(`ratio b/a (req/s): ${fmt(ba)} (goal ≥ 0.8)`);
+    if (cb.perRound.length) console.log(`ratio c/b (orders/s): ${fmt(cb)} (goal ≥ 3)`);
+    if (ba0.perRound.length) console.log(`ratio b/a0 (req/s, reference): ${fmt(ba0)}`);
+    console.log(`machine: ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}, redis ${machine.redis}; load average ${machine.loadAverageBefore.join(' ')} before, ${machine.loadAverageAfter.join(' ')} after`);
     if (!values['no-write']) {
       const dir = join(PACKAGE_ROOT, 'bench', 'results');
       mkdirSync(dir, { recursive: true });
@@ -225,23 +326,36 @@ async function main(): Promise<void> {
       const md = [
         `# Ingest benchmark, ${summary.date}`,
         '',
-        `Command: \`${command}\``,
+        `Command: \`${command}\` (on a shared host, wrap it in \`flock /tmp/surge-heavy.lock\`)`,
         '',
-        `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.totalMemoryMiB} MiB RAM, Node ${machine.node}, Redis ${machine.redis} (same host); 1-min load average ${machine.loadAverage1mBefore} before, ${machine.loadAverage1mAfter} after.`,
+        `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.totalMemoryMiB} MiB RAM, Node ${machine.node}, Redis ${machine.redis} (same host); load average (1/5/15 min) ${machine.loadAverageBefore.join(' / ')} before, ${machine.loadAverageAfter.join(' / ')} after.`,
         '',
-        '| Scenario | Connections | req/s | orders/s | p50 ms | p99 ms | non-2xx | errors |',
-        '| --- | --- | --- | --- | --- | --- | --- | --- |',
+        `Rounds are interleaved (${order.join(', ')}, ${order.join(', ')}, …), ${duration} s each after one ${warmup} s warm-up per server; ratios are taken within a round.`,
+        'CPU columns: CPU time per order of the server process (its kernel share in the log), of Redis (INFO cpu: the whole server, so other clients of a shared Redis count too), and of the load generator (autocannon, one thread).',
+        '',
+        '| Round | Scenario | Conns | req/s | orders/s | p50 ms | p99 ms | non-2xx | errors | server µs/order | Redis µs/order | loadgen µs/order | loadgen cores |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
         ...figures.map(
-          (f) => `| ${f.scenario} | ${f.connections} | ${f.requestsPerSecond} | ${f.ordersPerSecond} | ${f.latencyP50Ms} | ${f.latencyP99Ms} | ${f.non2xx} | ${f.errors} |`,
+          (f) =>
+            `| ${f.round} | ${SCENARIOS[f.scenario].label} | ${f.connections} | ${f.requestsPerSecond} | ${f.ordersPerSecond} | ${f.latencyP50Ms} | ${f.latencyP99Ms} | ${f.non2xx} | ${f.errors} | ${f.serverCpuUsPerOrder} | ${f.redisCpuUsPerOrder} | ${f.loadGenCpuUsPerOrder} | ${f.loadGenCores} |`,
         ),
         '',
-        `Ratio b/a (req/s): **${ratioBA.toFixed(3)}** (goal ≥ 0.8). Ratio c/b (orders/s): **${ratioCB.toFixed(2)}** (goal ≥ 3).`,
+        '| Medians | req/s | orders/s | p50 ms | p99 ms | server µs/order | Redis µs/order | loadgen µs/order |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- |',
+        ...order.map((s) => {
+          const m = medians[s] as Record<string, number>;
+          return `| ${SCENARIOS[s].label} | ${m.requestsPerSecond} | ${m.ordersPerSecond} | ${m.latencyP50Ms} | ${m.latencyP99Ms} | ${m.serverCpuUsPerOrder} | ${m.redisCpuUsPerOrder} | ${m.loadGenCpuUsPerOrder} |`;
+        }),
         '',
+        ...(ba.perRound.length ? [`Ratio b/a (req/s): **${fmt(ba)}** (goal ≥ 0.8).`, ''] : []),
+        ...(cb.perRound.length ? [`Ratio c/b (orders/s): **${fmt(cb)}** (goal ≥ 3).`, ''] : []),
+        ...(ba0.perRound.length ? [`Ratio b/a0 (req/s; reference only, a0 writes one XADD per socket write): ${fmt(ba0)}.`, ''] : []),
       ].join('\n');
       writeFileSync(`${stem}.md`, md);
       console.log(`wrote ${stem}.json and ${stem}.md`);
     }
   } finally {
+    for (const { child } of servers.values()) await stopChild(child);
     redis.disconnect();
     await pool.end();
     await env.cleanup();

@@ -1,6 +1,6 @@
 // The order (v1): its schema, its validation (every failing field path), its canonical form and
 // fingerprint, and its stream-entry encoding. Ingest validates with it; workers decode with it.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsImport from 'ajv-formats';
 import { ENTRY_SCHEMA_VERSION } from './keys.js';
@@ -170,29 +170,46 @@ export function idempotencyKeyProblem(key: string | undefined): string | undefin
   return undefined;
 }
 
-/** JSON with object keys sorted at every level: equal orders give equal text. */
+/**
+ * JSON with object keys sorted at every level: equal orders give equal text. Built by string
+ * concatenation (no per-level arrays): it runs once per order on the ingest hot path.
+ */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out += ',';
+      const item = canonicalJson(value[i]) as string | undefined;
+      if (item !== undefined) out += item;
+    }
+    return `${out}]`;
+  }
   const keys = Object.keys(value).sort();
-  return `{${keys
-    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
-    .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
-    .join(',')}}`;
+  let out = '{';
+  let first = true;
+  for (const k of keys) {
+    const v = (value as Record<string, unknown>)[k];
+    if (v === undefined) continue;
+    out += `${first ? '' : ','}${JSON.stringify(k)}:${canonicalJson(v)}`;
+    first = false;
+  }
+  return `${out}}`;
 }
 
 /**
  * The payload fingerprint of SEMANTICS 1.2: SHA-256 over method, path and the canonical body.
  * Method and path are fixed to the single-order route so that the same order sent through
- * `/v1/orders` or `/v1/orders:batch` has the same fingerprint.
+ * `/v1/orders` or `/v1/orders:batch` has the same fingerprint. Pass `canonical` when the
+ * caller already has `canonicalJson(order)` (ingest shares it with the stream entry).
  */
-export function orderFingerprint(order: Order): string {
-  return createHash('sha256').update(`POST /v1/orders\n${canonicalJson(order)}`).digest('hex');
+export function orderFingerprint(order: Order, canonical: string = canonicalJson(order)): string {
+  return hash('sha256', `POST /v1/orders\n${canonical}`);
 }
 
 /** Stream entry fields, in XADD order: v (schema version), c (client), k (key), o (order JSON). */
-export function encodeEntry(clientId: string, idempotencyKey: string, order: Order): string[] {
-  return ['v', ENTRY_SCHEMA_VERSION, 'c', clientId, 'k', idempotencyKey, 'o', canonicalJson(order)];
+export function encodeEntry(clientId: string, idempotencyKey: string, order: Order, canonical: string = canonicalJson(order)): string[] {
+  return ['v', ENTRY_SCHEMA_VERSION, 'c', clientId, 'k', idempotencyKey, 'o', canonical];
 }
 
 export interface DecodedEntry {

@@ -177,15 +177,18 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     done(null, body);
   });
 
-  app.addHook('onSend', async (request, reply) => {
+  // Hooks in callback style: no promise per request and hook.
+  app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id);
+    done(null, payload);
   });
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.config.metricRoute ?? 'other';
     const code = reply.statusCode;
     metrics.requests.inc({ route, code: String(code) });
     metrics.duration.observe({ route }, reply.elapsedTime / 1000);
     if (code >= 400 && code < 500) request.log.info({ route, code }, 'client error');
+    done();
   });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
@@ -228,7 +231,7 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     }
     request.apiClient = client;
   };
-  const shedLoad = async (_request: FastifyRequest, reply: FastifyReply) => {
+  const shedLoad = (reply: FastifyReply) => {
     const reason = backpressure.overloaded();
     if (!reason) return;
     metrics.orders.inc({ result: 'unavailable' });
@@ -242,9 +245,12 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     });
   };
 
+  // Writes: authentication, then load shedding, in one hook (a reply returned = answered).
+  const authenticateAndShed = async (request: FastifyRequest, reply: FastifyReply) => (await authenticate(request, reply)) ?? shedLoad(reply);
+
   app.post(
     '/v1/orders',
-    { config: { metricRoute: ROUTES.create }, bodyLimit: SINGLE_BODY_LIMIT, onRequest: [authenticate, shedLoad] },
+    { config: { metricRoute: ROUTES.create }, bodyLimit: SINGLE_BODY_LIMIT, onRequest: authenticateAndShed },
     async (request, reply) => {
       const client = request.apiClient as ApiClient;
       const rawKey = request.headers['idempotency-key'];
@@ -284,7 +290,7 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
 
   app.post(
     '/v1/orders::batch',
-    { config: { metricRoute: ROUTES.batch }, bodyLimit: BATCH_BODY_LIMIT, onRequest: [authenticate, shedLoad] },
+    { config: { metricRoute: ROUTES.batch }, bodyLimit: BATCH_BODY_LIMIT, onRequest: authenticateAndShed },
     async (request, reply) => {
       const client = request.apiClient as ApiClient;
       if (!Buffer.isBuffer(request.body)) {
@@ -295,35 +301,33 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
       if (items.value.length === 0 || items.value.length > MAX_BATCH_ORDERS) {
         return sendProblem(reply, problem(400, 'batch-size', 'Wrong number of orders', `a batch holds 1 to ${MAX_BATCH_ORDERS} orders; this one has ${items.value.length}`));
       }
-      const results: BatchResult[] = new Array(items.value.length);
+      // The 207 body is built as text: each accepted result embeds the stored 202 body as it is
+      // (the exact bytes a single-order replay returns), without parsing it back.
+      const results: string[] = new Array(items.value.length);
       const toWrite: Array<{ index: number; key: string; prepared: PreparedOrder }> = [];
       items.value.forEach((item, index) => {
         const checked = checkBatchItem(item);
         if ('problem' in checked) {
           metrics.orders.inc({ result: 'invalid' });
-          results[index] = { index, idempotency_key: checked.key ?? null, status: checked.problem.status, problem: checked.problem };
+          results[index] = JSON.stringify({ index, idempotency_key: checked.key ?? null, status: checked.problem.status, problem: checked.problem } satisfies BatchResult);
         } else toWrite.push({ index, key: checked.key, prepared: writer.prepare(client.id, checked.key, checked.order) });
       });
       const outcomes = await writer.writeMany(toWrite.map((w) => w.prepared));
       let failure: unknown;
+      const counts = new Map<string, number>();
       toWrite.forEach((w, j) => {
         const outcome = outcomes[j] as WriteOutcome;
-        metrics.orders.inc({ result: ORDER_RESULT[outcome.kind] });
+        const result = ORDER_RESULT[outcome.kind];
+        counts.set(result, (counts.get(result) ?? 0) + 1);
         if (outcome.kind === 'unavailable') failure ??= outcome.err ?? outcome.reason;
         const answer = answerFor(outcome, w.key, backpressure.retryAfterSeconds);
         results[w.index] = answer.problem
-          ? { index: w.index, idempotency_key: w.key, status: answer.status, problem: answer.problem }
-          : {
-              index: w.index,
-              idempotency_key: w.key,
-              status: 202,
-              replayed: outcome.kind === 'replayed',
-              location: location(w.key),
-              body: JSON.parse(answer.body) as AcceptedBody,
-            };
+          ? JSON.stringify({ index: w.index, idempotency_key: w.key, status: answer.status, problem: answer.problem } satisfies BatchResult)
+          : `{"index":${w.index},"idempotency_key":${JSON.stringify(w.key)},"status":202,"replayed":${outcome.kind === 'replayed'},"location":${JSON.stringify(location(w.key))},"body":${answer.body}}`;
       });
+      for (const [result, n] of counts) metrics.orders.inc({ result }, n);
       if (failure !== undefined) request.log.error({ err: failure }, 'batch: some orders not accepted');
-      return reply.code(207).type('application/json').send({ results });
+      return reply.code(207).type('application/json; charset=utf-8').send(`{"results":[${results.join(',')}]}`);
     },
   );
 

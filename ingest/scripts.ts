@@ -36,6 +36,56 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return {'new', body}
 `;
 
+/**
+ * `:batch`: the accept call for many orders of one shard at once. Each order gets exactly what
+ * ACCEPT_LUA would have done to it (the orders run one after the other, in request order, so
+ * a key repeated within the call meets the record the first one stored), inside one script
+ * call: one EVALSHA and one reply instead of one per order.
+ *
+ * KEYS[1] shard stream  KEYS[2..n+1] the orders' idempotency records (all on the stream's shard)
+ * ARGV[1] record TTL (s)  ARGV[2] state to store  ARGV[3] order_ref prefix (`s<i>-`)
+ * ARGV[4] entry field v  ARGV[5] entry field c (client)
+ * then 4 per order: fingerprint, rest of the 202 body, entry field k (key), entry field o (order)
+ *
+ * Returns a flat list, two per order: outcome, body — the outcomes of ACCEPT_LUA, plus `error`
+ * (body = Redis's error) when a command failed for that order; the other orders go on.
+ */
+export const ACCEPT_MANY_LUA = `
+local ttl, state, refPrefix, v, c = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local out = {}
+local n = 0
+local a = 6
+for i = 2, #KEYS do
+  local fp = ARGV[a]
+  local outcome, body = 'error', ''
+  local rec = redis.pcall('HMGET', KEYS[i], 'f', 's', 'b')
+  if rec.err then
+    body = rec.err
+  elseif rec[1] then
+    if rec[1] ~= fp then outcome = 'mismatch'
+    elseif rec[2] ~= '${STATE_DONE}' then outcome = 'pending'
+    else outcome, body = 'replay', rec[3] end
+  else
+    local id = redis.pcall('XADD', KEYS[1], '*', 'v', v, 'c', c, 'k', ARGV[a + 2], 'o', ARGV[a + 3])
+    if type(id) == 'table' then
+      body = id.err
+    else
+      local b = '{"order_ref":"' .. refPrefix .. id .. '",' .. ARGV[a + 1]
+      local r = redis.pcall('HSET', KEYS[i], 'f', fp, 's', state, 'b', b)
+      if type(r) == 'table' and r.err then body = r.err else
+        r = redis.pcall('EXPIRE', KEYS[i], ttl)
+        if type(r) == 'table' and r.err then body = r.err else outcome, body = 'new', b end
+      end
+    end
+  end
+  out[n + 1] = outcome
+  out[n + 2] = body
+  n = n + 2
+  a = a + 4
+end
+return out
+`;
+
 /** Durable mode, after WAITAOF/WAIT confirmed: mark our pending record done with the full TTL. */
 export const CONFIRM_LUA = `
 if redis.call('HGET', KEYS[1], 'b') == ARGV[1] then
@@ -56,10 +106,14 @@ return 0
 `;
 
 export type AcceptOutcome = 'new' | 'replay' | 'mismatch' | 'pending';
+/** Outcomes of ACCEPT_MANY_LUA: those of ACCEPT_LUA, or `error` when Redis refused a command for that order. */
+export type AcceptManyOutcome = AcceptOutcome | 'error';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     surgeAccept(recordKey: string, streamKey: string, ...args: string[]): Result<[AcceptOutcome, string], Context>;
+    /** numKeys = 1 + the number of orders; see ACCEPT_MANY_LUA. Replies [outcome, body, outcome, body, …]. */
+    surgeAcceptMany(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
     surgeConfirm(recordKey: string, body: string, ttlSeconds: string): Result<number, Context>;
     surgeRelease(recordKey: string, body: string): Result<number, Context>;
   }
@@ -68,6 +122,7 @@ declare module 'ioredis' {
 /** Registers the scripts on a connection (idempotent per connection). */
 export function defineIngestCommands(redis: RedisClient): void {
   redis.defineCommand('surgeAccept', { numberOfKeys: 2, lua: ACCEPT_LUA });
+  redis.defineCommand('surgeAcceptMany', { lua: ACCEPT_MANY_LUA });
   redis.defineCommand('surgeConfirm', { numberOfKeys: 1, lua: CONFIRM_LUA });
   redis.defineCommand('surgeRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
 }

@@ -23,6 +23,13 @@ export interface IngestOptions {
   redisConnectTimeoutMs?: number;
 }
 
+/**
+ * Ingest's Redis connection: no offline queue and no retries (an outage is a fast 503, a lost
+ * reply is never resent), auto-pipelined on a single Redis (SEMANTICS 1.5; docs/ingest.md § Hot path). The
+ * benchmark's baseline server uses the same options.
+ */
+export const INGEST_REDIS_OPTIONS = { connectionName: 'surge-ingest', offlineQueue: false, maxRetriesPerRequest: 0, autoPipelining: true } as const;
+
 export interface IngestService {
   port: number;
   /** http://host:port */
@@ -32,7 +39,7 @@ export interface IngestService {
 
 export async function startIngest(config: Config, options: IngestOptions = {}): Promise<IngestService> {
   const logger = options.logger ?? createLogger(config.logLevel, 'ingest');
-  const redis = createRedis(config, { connectionName: 'surge-ingest', offlineQueue: false, maxRetriesPerRequest: 0 });
+  const redis = createRedis(config, INGEST_REDIS_OPTIONS);
   // Without a listener ioredis logs connection errors to stderr; the backpressure timer reports them.
   redis.on('error', () => {});
   defineIngestCommands(redis);

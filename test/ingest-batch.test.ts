@@ -1,0 +1,200 @@
+// POST /v1/orders:batch writes each shard's orders with ACCEPT_MANY_LUA (many orders per script
+// call). Every order must get what POST /v1/orders would have answered, call by call: new,
+// replayed (byte for byte), mismatched (422), repeated within the batch, across script calls.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { type CreatedClient, createClient } from '../common/clients.js';
+import { allStreamKeys, idemKey, shardFor, streamKey } from '../common/keys.js';
+import { createLogger } from '../common/log.js';
+import type { Order } from '../common/order.js';
+import { createRedis, redisReady } from '../common/redis.js';
+import { defineIngestCommands } from '../ingest/scripts.js';
+import { INGEST_REDIS_OPTIONS, type IngestService, startIngest } from '../ingest/server.js';
+import { ORDERS_PER_SCRIPT_CALL, OrderWriter } from '../ingest/writer.js';
+import { startRedisCluster } from './support/cluster.js';
+import { createTestEnv, type TestEnv } from './support/env.js';
+import { http } from './support/http.js';
+
+const silent = createLogger('silent', 'ingest-batch-test');
+
+function order(n: number, customer = 'cust-1'): Order {
+  return { customer_id: customer, currency: 'EUR', items: [{ sku: `sku-${n % 7}`, qty: 1 + (n % 5), unit_price_cents: 100 * n }] };
+}
+
+interface Result {
+  index: number;
+  idempotency_key: string;
+  status: number;
+  replayed?: boolean;
+  location?: string;
+  body?: { order_ref: string; idempotency_key: string; status: string };
+  problem?: { type: string };
+}
+
+describe('ingest :batch (many orders per script call)', () => {
+  let env: TestEnv;
+  let ingest: IngestService;
+  let redis: Redis;
+  let pool: pg.Pool;
+  let alice: CreatedClient;
+
+  const auth = () => ({ authorization: `Bearer ${alice.apiKey}` });
+  const single = (key: string, o: Order) =>
+    http(ingest.url, { method: 'POST', path: '/v1/orders', headers: { ...auth(), 'content-type': 'application/json', 'idempotency-key': key }, body: JSON.stringify(o) });
+  const batch = (items: Array<{ key: string; order: Order }>) =>
+    http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: { ...auth(), 'content-type': 'application/json' },
+      body: JSON.stringify(items.map((i) => ({ idempotency_key: i.key, ...i.order }))),
+    });
+  const entries = async () => {
+    let n = 0;
+    for (const k of allStreamKeys(env.prefix, env.config.shards)) n += await redis.xlen(k);
+    return n;
+  };
+
+  before(async () => {
+    env = await createTestEnv({ SURGE_SHARDS: '2' });
+    redis = new Redis(env.redisUrl);
+    pool = new pg.Pool({ connectionString: env.db.url, max: 2 });
+    alice = await createClient(pool, 'alice');
+    ingest = await startIngest(env.config, { logger: silent });
+  });
+  after(async () => {
+    await ingest?.stop();
+    redis?.disconnect();
+    await pool?.end();
+    await env?.cleanup();
+  });
+
+  test('a batch mixing new, replayed, mismatched and repeated keys answers each order as single calls would', async () => {
+    // 700 items on 2 shards: every shard needs more than one script call.
+    assert.ok(700 / 2 > ORDERS_PER_SCRIPT_CALL);
+    const plan = (prefix: string) => {
+      const items: Array<{ key: string; order: Order }> = [];
+      for (let i = 0; i < 700; i++) {
+        if (i % 10 === 3) items.push({ key: `${prefix}-old-${i}`, order: order(i) }); // sent before: replay
+        else if (i % 10 === 6) items.push({ key: `${prefix}-old-${i}`, order: order(i, 'someone-else') }); // sent before with another order: 422
+        else if (i % 50 === 9 && i > 100) items.push({ key: `${prefix}-new-${i - 100}`, order: order(i - 100) }); // repeats an earlier item: replay
+        else if (i % 50 === 19 && i > 100) items.push({ key: `${prefix}-new-${i - 100}`, order: order(i) }); // repeats an earlier key, other order: 422
+        else items.push({ key: `${prefix}-new-${i}`, order: order(i) });
+      }
+      return items;
+    };
+    const previous = new Map<string, string>();
+    for (const prefix of ['s', 'b']) {
+      for (let i = 3; i < 700; i += 10) {
+        const res = await single(`${prefix}-old-${i}`, order(i));
+        assert.equal(res.status, 202);
+        previous.set(`${prefix}-old-${i}`, res.text);
+      }
+      for (let i = 6; i < 700; i += 10) assert.equal((await single(`${prefix}-old-${i}`, order(i))).status, 202);
+    }
+
+    // Reference: the same plan, one POST /v1/orders per item, in order.
+    const expected: Array<{ status: number; replayed: boolean; text: string }> = [];
+    const firstBody = new Map<string, string>();
+    for (const item of plan('s')) {
+      const res = await single(item.key, item.order);
+      expected.push({ status: res.status, replayed: res.headers['idempotent-replayed'] === 'true', text: res.text });
+      if (res.status === 202 && !firstBody.has(item.key)) firstBody.set(item.key, previous.get(item.key) ?? res.text);
+    }
+
+    const before = await entries();
+    const items = plan('b');
+    const res = await batch(items);
+    assert.equal(res.status, 207);
+    assert.match(String(res.headers['content-type']), /^application\/json; charset=utf-8/);
+    const results = (res.json as { results: Result[] }).results;
+    assert.equal(results.length, items.length);
+    const bodies = new Map<string, string>();
+    results.forEach((r, i) => {
+      const want = expected[i] as { status: number; replayed: boolean; text: string };
+      const item = items[i] as { key: string };
+      assert.equal(r.index, i);
+      assert.equal(r.idempotency_key, item.key);
+      assert.equal(r.status, want.status, `item ${i}`);
+      if (r.status === 202) {
+        assert.equal(r.replayed, want.replayed, `item ${i} replayed`);
+        assert.equal(r.location, `/v1/orders/${item.key}`);
+        const text = JSON.stringify(r.body);
+        if (r.replayed) assert.equal(text, previous.get(item.key) ?? bodies.get(item.key), `item ${i}: the stored 202 body`);
+        else bodies.set(item.key, text);
+      } else {
+        assert.deepEqual(r.problem, (JSON.parse(want.text) as { type: string; status: number }) as unknown, `item ${i} problem`);
+      }
+    });
+    const created = expected.filter((e) => e.status === 202 && !e.replayed).length;
+    assert.equal(await entries(), before + created, 'one entry per new order, none for replays, mismatches and repeats');
+
+    // Each new batch order replays through the single route, byte for byte.
+    for (const [key, text] of [...bodies].slice(0, 20)) {
+      const again = await single(key, items.find((i) => i.key === key)?.order as Order);
+      assert.equal(again.status, 202);
+      assert.equal(again.headers['idempotent-replayed'], 'true');
+      assert.equal(again.text, text);
+    }
+  });
+
+  test('a record Redis cannot read fails only its own order (503 unavailable); the others are written', async () => {
+    const conn = createRedis(env.config, { offlineQueue: false, maxRetriesPerRequest: 0 });
+    defineIngestCommands(conn);
+    await redisReady(conn);
+    try {
+      const writer = new OrderWriter({ redis: conn, config: env.config, logger: silent });
+      const keys = ['w-1', 'w-2', 'w-3', 'w-4', 'w-5'];
+      const broken = 'w-3';
+      await redis.set(idemKey(env.prefix, shardFor(alice.id, broken, env.config.shards), alice.id, broken), 'not a hash');
+      const outcomes = await writer.writeMany(keys.map((k, i) => writer.prepare(alice.id, k, order(i))));
+      assert.deepEqual(
+        outcomes.map((o) => o.kind),
+        ['accepted', 'accepted', 'unavailable', 'accepted', 'accepted'],
+      );
+      const again = await writer.writeMany(keys.map((k, i) => writer.prepare(alice.id, k, order(i))));
+      assert.deepEqual(
+        again.map((o) => o.kind),
+        ['replayed', 'replayed', 'unavailable', 'replayed', 'replayed'],
+      );
+    } finally {
+      conn.disconnect();
+    }
+  });
+});
+
+describe('ingest :batch on Redis Cluster (3 masters, 8 shards)', () => {
+  test('many-order script calls and single calls route by shard; replays and one entry per key', async () => {
+    const cluster = await startRedisCluster({ masters: 3 });
+    const config = {
+      redisUrl: 'redis://127.0.0.1',
+      redisClusterNodes: cluster.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })),
+      redisPrefix: `surge-batch-cluster-${Date.now().toString(36)}`,
+      shards: 8,
+      idempotencyTtlSeconds: 3600,
+      durableTimeoutMs: 1000,
+    };
+    const conn = createRedis(config, INGEST_REDIS_OPTIONS);
+    conn.on('error', () => {});
+    defineIngestCommands(conn);
+    try {
+      await redisReady(conn, 20_000);
+      const writer = new OrderWriter({ redis: conn, config, logger: silent });
+      const keys = Array.from({ length: 600 }, (_, i) => `c-${i % 500}`); // the last 100 repeat earlier keys
+      const outcomes = await writer.writeMany(keys.map((k) => writer.prepare('client-1', k, order(Number(k.slice(2))))));
+      assert.deepEqual(
+        outcomes.map((o) => o.kind),
+        keys.map((_, i) => (i < 500 ? 'accepted' : 'replayed')),
+      );
+      const again = await Promise.all(keys.slice(0, 50).map((k) => writer.write(writer.prepare('client-1', k, order(Number(k.slice(2)))))));
+      assert.ok(again.every((o, i) => o.kind === 'replayed' && o.body === (outcomes[i] as { body: string }).body));
+      let n = 0;
+      for (let shard = 0; shard < 8; shard++) n += await conn.xlen(streamKey(config.redisPrefix, shard));
+      assert.equal(n, 500, 'one entry per key');
+    } finally {
+      conn.disconnect();
+      await cluster.stop();
+    }
+  });
+});
