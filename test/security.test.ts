@@ -150,14 +150,16 @@ describe('security', () => {
     // The apply path: COPY's statement is a static file, its data only comes from copyRow.
     const apply = readFileSync(join(PACKAGE_ROOT, 'workers', 'apply.ts'), 'utf8');
     const copyCalls = [...apply.matchAll(/copyFrom\(([^)]*)\)/g)].map((m) => m[1]);
-    assert.deepEqual(copyCalls, ['sql'], 'COPY runs in one helper (copySlice) only');
-    const slices = [...apply.matchAll(/copySlice\(client, ([^,]+),/g)].map((m) => m[1]);
-    assert.ok(slices.length >= 1 && slices.every((a) => /^sqlFile\('apply\/copy_stage[a-z_]*'\)$/.test(a as string)), `COPY statements are static sql/ files: ${slices.join(', ')}`);
-    assert.match(apply, /copyRow\(\[/, 'COPY rows come from the escaping encoder (workers/copy.ts)');
+    assert.deepEqual(copyCalls, ['sql'], 'COPY runs in one helper (copyIn) only');
+    const copies = [...apply.matchAll(/copyIn\(client, ([^,]+),/g)].map((m) => m[1]);
+    assert.deepEqual(copies, ["sqlFile('apply/copy_stage')", "sqlFile('apply/copy_order_items')"], 'COPY statements are static sql/ files');
+    assert.match(apply, /copyRow\(\[/, 'order rows come from the escaping encoder (workers/copy.ts)');
+    // Order lines: the one string (sku) goes through the encoder; qty and price are validated integers.
+    assert.match(apply, /lines\[j\] = `\\t\$\{j \+ 1\}\\t\$\{copyValue\(item\.sku\)\}\\t\$\{item\.qty\}\\t\$\{item\.unit_price_cents\}\\n`;/, 'order lines escape the sku');
     // sql/ holds no dynamic SQL (no EXECUTE format(...) with unescaped input).
     const sqlDir = join(PACKAGE_ROOT, 'sql');
     const sqlFiles = readdirSync(sqlDir, { recursive: true }).map(String).filter((f) => f.endsWith('.sql'));
     assert.ok(sqlFiles.length > 5);
-    for (const f of sqlFiles) assert.doesNotMatch(readFileSync(join(sqlDir, f), 'utf8'), /\bEXECUTE\b\s+(?!format\([^)]*%I)/i, f);
+    for (const f of sqlFiles) assert.doesNotMatch(readFileSync(join(sqlDir, f), 'utf8'), /\bEXECUTE\b\s+(?!format\([^)]*%I|FUNCTION\b|PROCEDURE\b)/i, f);
   });
 });
