@@ -138,6 +138,29 @@ describe('schema: order_items belong to an order (migration 007)', () => {
     assert.equal(await items(), 1, 'the refused statements left nothing behind');
   });
 
+  test('the line check is planned afresh: a plan made while index scans were off is not reused', async () => {
+    // PL/pgSQL caches a function's plans for the session; the check uses EXECUTE so that a plan
+    // made when orders was small (a sequential scan) is not kept once orders is big.
+    await c.query(`INSERT INTO orders (client_id, idempotency_key, customer_id, currency, total_cents, status, received_at, stream, entry_id)
+                   SELECT 'c', 'plan-' || g, 'cust', 'EUR', 0, 'applied', now(), 's', '1-0' FROM generate_series(1, 20000) AS g`);
+    await c.query('ANALYZE orders');
+    const id = await newOrder('plan-check');
+    await c.query('SET enable_indexscan = off');
+    await c.query('SET enable_bitmapscan = off');
+    await c.query("INSERT INTO order_items VALUES ($1, 1, 'a', 1, 1)", [id]);
+    await c.query('RESET enable_indexscan');
+    await c.query('RESET enable_bitmapscan');
+    // pg_stat_xact_* counts what this backend has not flushed yet (possibly several transactions):
+    // compare before and after, inside one transaction.
+    const seqScans = async () => Number((await c.query<{ n: string }>("SELECT seq_scan AS n FROM pg_stat_xact_user_tables WHERE relname = 'orders'")).rows[0]?.n);
+    await c.query('BEGIN');
+    const before = await seqScans();
+    await c.query("INSERT INTO order_items VALUES ($1, 2, 'a', 1, 1)", [id]);
+    const after = await seqScans();
+    await c.query('COMMIT');
+    assert.equal(after - before, 0, 'the check read orders through its index');
+  });
+
   test('deleting or truncating orders removes their lines, and only theirs', async () => {
     const keep = await newOrder('fk-keep');
     const gone = await newOrder('fk-gone');
