@@ -215,7 +215,7 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
   return { rows, copy: orders.buffer, rowEnds: orders.rowEnds, deadLetters };
 }
 
-// Connections that already have the staging tables (they live as long as the session).
+// Connections that already have the staging table (it lives as long as the session).
 const hasStage = new WeakSet<PoolClient>();
 
 interface StagedBatch {
