@@ -94,6 +94,11 @@ function fmt(n: number | null | undefined, digits = 0): string {
   return n === null || n === undefined ? '–' : n.toFixed(digits);
 }
 
+/** The load generator's figures a sample takes from a tick. */
+type LoadFigures = Pick<MergedTick, 'phase' | 'offered' | 'accepted' | 'replayed' | 'failed' | 'errors' | 'dropped' | 'inFlight' | 'p50Ms' | 'p99Ms'>;
+/** While draining no load is offered: phase -1, every figure 0. */
+const DRAINING: LoadFigures = { phase: -1, offered: 0, accepted: 0, replayed: 0, failed: 0, errors: 0, dropped: 0, inFlight: 0, p50Ms: 0, p99Ms: 0 };
+
 export async function measure(target: Target, runKey: string, o: RunOptions): Promise<RunResult> {
   const pool = createPool(target.databaseUrl, { max: 2, applicationName: 'surge-bench' });
   try {
@@ -103,7 +108,8 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
     let loadDone = false;
     const t0 = Date.now();
 
-    const sampleSide = async (): Promise<{ committed: number; backlog: Backlog | undefined; memoryMiB: Record<string, number> }> => {
+    type Side = { committed: number; backlog: Backlog | undefined; memoryMiB: Record<string, number> };
+    const sampleSide = async (): Promise<Side> => {
       const [c, backlog, mem] = await Promise.all([
         pool.query<{ n: string; m: string | null }>('SELECT count(*) AS n, max(id) AS m FROM orders WHERE id > $1', [lastId]),
         target.backlog().catch(() => undefined),
@@ -115,6 +121,26 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       return { committed: Number(row?.n ?? 0), backlog, memoryMiB };
     };
 
+    /** One second's sample: the load's figures (zeros while draining) and the target's side. */
+    const toSample = (t: number, load: LoadFigures, side: Side, draining: boolean): SecondSample => ({
+      t,
+      phase: load.phase,
+      offered: load.offered,
+      accepted: load.accepted,
+      replayed: load.replayed,
+      failed: load.failed,
+      errors: load.errors,
+      dropped: load.dropped,
+      inFlight: load.inFlight,
+      acceptP50Ms: load.p50Ms,
+      acceptP99Ms: load.p99Ms,
+      committed: side.committed,
+      backlog: side.backlog?.entries ?? null,
+      backlogAgeSeconds: side.backlog?.ageSeconds ?? null,
+      memoryMiB: side.memoryMiB,
+      draining,
+    });
+
     const line = (s: SecondSample) =>
       `[${o.label} ${s.t}s${s.draining ? ' drain' : ''}] offered ${s.offered}/s accepted ${s.accepted}/s committed ${s.committed}/s ` +
       `backlog ${fmt(s.backlog)} (${fmt(s.backlogAgeSeconds, 1)} s) accept p99 ${fmt(s.acceptP99Ms, 1)} ms errors ${s.errors} dropped ${s.dropped} in-flight ${s.inFlight}`;
@@ -125,24 +151,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       sideBusy = true;
       void sampleSide()
         .then((side) => {
-          const s: SecondSample = {
-            t: tick.second,
-            phase: tick.phase,
-            offered: tick.offered,
-            accepted: tick.accepted,
-            replayed: tick.replayed,
-            failed: tick.failed,
-            errors: tick.errors,
-            dropped: tick.dropped,
-            inFlight: tick.inFlight,
-            acceptP50Ms: tick.p50Ms,
-            acceptP99Ms: tick.p99Ms,
-            committed: side.committed,
-            backlog: side.backlog?.entries ?? null,
-            backlogAgeSeconds: side.backlog?.ageSeconds ?? null,
-            memoryMiB: side.memoryMiB,
-            draining: loadDone,
-          };
+          const s = toSample(tick.second, tick, side, loadDone);
           samples.push(s);
           o.progress(line(s), false);
           if (!stoppedBecause && o.shouldStop) {
@@ -191,24 +200,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       await sleep(1000);
       tDrain++;
       const side = await sampleSide();
-      const s: SecondSample = {
-        t: tDrain,
-        phase: -1,
-        offered: 0,
-        accepted: 0,
-        replayed: 0,
-        failed: 0,
-        errors: 0,
-        dropped: 0,
-        inFlight: 0,
-        acceptP50Ms: 0,
-        acceptP99Ms: 0,
-        committed: side.committed,
-        backlog: side.backlog?.entries ?? null,
-        backlogAgeSeconds: side.backlog?.ageSeconds ?? null,
-        memoryMiB: side.memoryMiB,
-        draining: true,
-      };
+      const s = toSample(tDrain, DRAINING, side, true);
       samples.push(s);
       o.progress(`${line(s)} · ${n}/${result.acceptedKeys.length} committed`, false);
     }
