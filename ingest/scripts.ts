@@ -10,51 +10,32 @@ export const STATE_DONE = 'done';
 export const STATE_PENDING = 'pending';
 
 /**
- * The one atomic call per order: check the idempotency record; if absent, XADD the entry and
- * store the record (fingerprint, state, the exact 202 body) with a TTL.
+ * The accept call: for each order, one after the other in the order given, check its
+ * idempotency record; if absent, XADD the entry and store the record (fingerprint, state, the
+ * exact 202 body) with a TTL. Each order is handled by exactly one call, atomically (a script
+ * runs alone), so the check and the XADD cannot interleave with another writer (SEMANTICS 1).
+ * One call carries the orders of one shard that are ready in the same event-loop turn — a
+ * single POST alone at low load, several concurrent POSTs under load, up to
+ * ORDERS_PER_SCRIPT_CALL of a `:batch` — so a surge costs one EVALSHA per group, not per order.
+ * A key repeated within a call meets the record the earlier order stored.
  *
- * KEYS[1] idempotency record (hash: f = fingerprint, s = state, b = 202 body)
- * KEYS[2] shard stream
- * ARGV[1] fingerprint  ARGV[2] record TTL (s)  ARGV[3] state to store
- * ARGV[4] order_ref prefix (`s<i>-`)  ARGV[5] rest of the 202 body after `"order_ref":"…",`
- * ARGV[6..] entry fields (v, c, k, o)
+ * KEYS[1] shard stream  KEYS[2..n+1] the orders' idempotency records (hash: f = fingerprint,
+ * s = state, b = 202 body), all on the stream's shard
+ * ARGV[1] record TTL (s)  ARGV[2] state to store  ARGV[3] order_ref prefix (`s<i>-`)
+ * ARGV[4] entry field v (schema version)
+ * then 5 per order: fingerprint, rest of the 202 body after `"order_ref":"…",`, entry fields
+ * c (client), k (key), o (order)
  *
- * Returns {outcome, body}: `new` (entry added; body = the 202 body), `replay` (body = the stored
- * 202 body), `mismatch` (another fingerprint), `pending` (same key still being confirmed).
+ * Returns a flat list, two per order: outcome, body — `new` (entry added; body = the 202 body),
+ * `replay` (body = the stored 202 body), `mismatch` (another fingerprint), `pending` (same key
+ * still being confirmed), or `error` (body = Redis's error) when a command failed for that
+ * order; the other orders go on.
  */
 export const ACCEPT_LUA = `
-local rec = redis.call('HMGET', KEYS[1], 'f', 's', 'b')
-if rec[1] then
-  if rec[1] ~= ARGV[1] then return {'mismatch', ''} end
-  if rec[2] ~= '${STATE_DONE}' then return {'pending', ''} end
-  return {'replay', rec[3]}
-end
-local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 6))
-local body = '{"order_ref":"' .. ARGV[4] .. id .. '",' .. ARGV[5]
-redis.call('HSET', KEYS[1], 'f', ARGV[1], 's', ARGV[3], 'b', body)
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return {'new', body}
-`;
-
-/**
- * `:batch`: the accept call for many orders of one shard at once. Each order gets exactly what
- * ACCEPT_LUA would have done to it (the orders run one after the other, in request order, so
- * a key repeated within the call meets the record the first one stored), inside one script
- * call: one EVALSHA and one reply instead of one per order.
- *
- * KEYS[1] shard stream  KEYS[2..n+1] the orders' idempotency records (all on the stream's shard)
- * ARGV[1] record TTL (s)  ARGV[2] state to store  ARGV[3] order_ref prefix (`s<i>-`)
- * ARGV[4] entry field v  ARGV[5] entry field c (client)
- * then 4 per order: fingerprint, rest of the 202 body, entry field k (key), entry field o (order)
- *
- * Returns a flat list, two per order: outcome, body — the outcomes of ACCEPT_LUA, plus `error`
- * (body = Redis's error) when a command failed for that order; the other orders go on.
- */
-export const ACCEPT_MANY_LUA = `
-local ttl, state, refPrefix, v, c = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ttl, state, refPrefix, v = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local out = {}
 local n = 0
-local a = 6
+local a = 5
 for i = 2, #KEYS do
   local fp = ARGV[a]
   local outcome, body = 'error', ''
@@ -66,7 +47,7 @@ for i = 2, #KEYS do
     elseif rec[2] ~= '${STATE_DONE}' then outcome = 'pending'
     else outcome, body = 'replay', rec[3] end
   else
-    local id = redis.pcall('XADD', KEYS[1], '*', 'v', v, 'c', c, 'k', ARGV[a + 2], 'o', ARGV[a + 3])
+    local id = redis.pcall('XADD', KEYS[1], '*', 'v', v, 'c', ARGV[a + 2], 'k', ARGV[a + 3], 'o', ARGV[a + 4])
     if type(id) == 'table' then
       body = id.err
     else
@@ -81,10 +62,13 @@ for i = 2, #KEYS do
   out[n + 1] = outcome
   out[n + 2] = body
   n = n + 2
-  a = a + 4
+  a = a + 5
 end
 return out
 `;
+
+/** Arguments per order in ACCEPT_LUA (after the 4 shared ones). */
+export const ACCEPT_ARGS_PER_ORDER = 5;
 
 /** Durable mode, after WAITAOF/WAIT confirmed: mark our pending record done with the full TTL. */
 export const CONFIRM_LUA = `
@@ -105,15 +89,13 @@ end
 return 0
 `;
 
-export type AcceptOutcome = 'new' | 'replay' | 'mismatch' | 'pending';
-/** Outcomes of ACCEPT_MANY_LUA: those of ACCEPT_LUA, or `error` when Redis refused a command for that order. */
-export type AcceptManyOutcome = AcceptOutcome | 'error';
+/** Outcomes of ACCEPT_LUA, per order. */
+export type AcceptOutcome = 'new' | 'replay' | 'mismatch' | 'pending' | 'error';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    surgeAccept(recordKey: string, streamKey: string, ...args: string[]): Result<[AcceptOutcome, string], Context>;
-    /** numKeys = 1 + the number of orders; see ACCEPT_MANY_LUA. Replies [outcome, body, outcome, body, …]. */
-    surgeAcceptMany(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
+    /** numKeys = 1 + the number of orders; see ACCEPT_LUA. Replies [outcome, body, outcome, body, …]. */
+    surgeAccept(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
     surgeConfirm(recordKey: string, body: string, ttlSeconds: string): Result<number, Context>;
     surgeRelease(recordKey: string, body: string): Result<number, Context>;
   }
@@ -121,8 +103,7 @@ declare module 'ioredis' {
 
 /** Registers the scripts on a connection (idempotent per connection). */
 export function defineIngestCommands(redis: RedisClient): void {
-  redis.defineCommand('surgeAccept', { numberOfKeys: 2, lua: ACCEPT_LUA });
-  redis.defineCommand('surgeAcceptMany', { lua: ACCEPT_MANY_LUA });
+  redis.defineCommand('surgeAccept', { lua: ACCEPT_LUA });
   redis.defineCommand('surgeConfirm', { numberOfKeys: 1, lua: CONFIRM_LUA });
   redis.defineCommand('surgeRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
 }

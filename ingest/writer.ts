@@ -1,6 +1,6 @@
-// Writes accepted orders to their shard streams: one Lua call per order (check the idempotency
-// record, XADD, store the record); for batches one call per shard per chunk of orders, plus the durable-mode
-// confirmation. Every Redis failure becomes `unavailable` (the caller answers 503 and caches
+// Writes accepted orders to their shard streams: each order in exactly one atomic Lua call
+// (check the idempotency record, XADD, store the record), the orders of one shard ready in the
+// same event-loop turn sharing a call; plus the durable-mode confirmation. Every Redis failure becomes `unavailable` (the caller answers 503 and caches
 // nothing, SEMANTICS 1.5): the XADD may have happened, and PostgreSQL's unique
 // (client_id, idempotency_key) absorbs the duplicate a retry may then add.
 import type { Config } from '../common/config.js';
@@ -9,7 +9,7 @@ import type { Logger } from '../common/log.js';
 import { canonicalJson, type Order, orderFingerprint } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { DurabilityBarrier } from './durability.js';
-import { type AcceptManyOutcome, type AcceptOutcome, STATE_DONE, STATE_PENDING } from './scripts.js';
+import { ACCEPT_ARGS_PER_ORDER, type AcceptOutcome, STATE_DONE, STATE_PENDING } from './scripts.js';
 
 export interface PreparedOrder {
   clientId: string;
@@ -25,11 +25,16 @@ export interface PreparedOrder {
 }
 
 /**
- * Orders per ACCEPT_MANY_LUA call. A script blocks Redis while it runs (~5 µs per order), so a
- * 1,000-order batch is cut into calls of this size: each shard's calls still go in one pipeline
- * (one round trip), and other clients wait at most ~1 ms behind one call.
+ * Most orders per ACCEPT_LUA call. A script blocks Redis while it runs (~5 µs per order), so a
+ * 1,000-order batch is cut into calls of this size: the calls are sent back to back (one socket
+ * write when auto-pipelined), and other clients wait at most ~1 ms behind one call.
  */
 export const ORDERS_PER_SCRIPT_CALL = 200;
+
+interface Queued {
+  order: PreparedOrder;
+  resolve: (outcome: WriteOutcome) => void;
+}
 
 export type WriteOutcome =
   | { kind: 'accepted'; body: string }
@@ -88,96 +93,78 @@ export class OrderWriter {
     return this.options.barrier ? STATE_PENDING : STATE_DONE;
   }
 
-  /** One order: one atomic ACCEPT_LUA call. */
-  async write(p: PreparedOrder): Promise<WriteOutcome> {
-    let reply: [AcceptOutcome, string];
-    try {
-      reply = await this.options.redis.surgeAccept(
-        p.recordKey,
-        p.streamKey,
-        p.fingerprint,
-        this.recordTtl,
-        this.recordState,
-        `s${p.shard}-`,
-        p.bodyRest,
-        'v',
-        ENTRY_SCHEMA_VERSION,
-        'c',
-        p.clientId,
-        'k',
-        p.idempotencyKey,
-        'o',
-        p.canonical,
-      );
-    } catch (err) {
-      return { kind: 'unavailable', reason: 'redis write failed or outcome unknown', err };
-    }
-    return this.settle(p, reply);
-  }
-
   /**
-   * Writes many orders of one client: per shard, ACCEPT_MANY_LUA calls of up to
-   * ORDERS_PER_SCRIPT_CALL orders in one pipeline; all shards in parallel; results in input order.
-   * Within a shard the orders keep their request order (a repeated key meets the first one's record).
+   * One order: queued for its shard's next ACCEPT_LUA call. Orders of one shard that become
+   * ready in the same event-loop turn (concurrent requests, a batch) share one call, sent when
+   * the turn's I/O callbacks are done (setImmediate); each order is still checked, added and
+   * recorded atomically, in the order `write` was called.
    */
-  async writeMany(orders: readonly PreparedOrder[]): Promise<WriteOutcome[]> {
-    const byShard = new Map<number, number[]>();
-    orders.forEach((p, i) => {
-      const list = byShard.get(p.shard);
-      if (list) list.push(i);
-      else byShard.set(p.shard, [i]);
+  write(p: PreparedOrder): Promise<WriteOutcome> {
+    return new Promise<WriteOutcome>((resolve) => {
+      const queue = this.queued.get(p.shard);
+      if (queue) queue.push({ order: p, resolve });
+      else this.queued.set(p.shard, [{ order: p, resolve }]);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.flush);
+      }
     });
-    const out: WriteOutcome[] = new Array(orders.length);
-    await Promise.all([...byShard.values()].map((indexes) => this.writeShard(orders, indexes, out)));
-    return out;
   }
 
-  private async writeShard(orders: readonly PreparedOrder[], indexes: number[], out: WriteOutcome[]): Promise<void> {
-    const first = orders[indexes[0] as number] as PreparedOrder;
-    const head = [this.recordTtl, this.recordState, `s${first.shard}-`, ENTRY_SCHEMA_VERSION, first.clientId];
-    const pipeline = this.options.redis.pipeline();
-    const chunks: number[][] = [];
-    for (let start = 0; start < indexes.length; start += ORDERS_PER_SCRIPT_CALL) {
-      const chunk = indexes.slice(start, start + ORDERS_PER_SCRIPT_CALL);
-      const keys: string[] = [first.streamKey];
-      const args: string[] = [];
-      for (const i of chunk) {
-        const p = orders[i] as PreparedOrder;
-        if (p.shard !== first.shard || p.clientId !== first.clientId) throw new Error('writeShard: orders of one shard and client only');
-        keys.push(p.recordKey);
-        args.push(p.fingerprint, p.bodyRest, p.idempotencyKey, p.canonical);
-      }
-      pipeline.surgeAcceptMany(keys.length, ...keys, ...head, ...args);
-      chunks.push(chunk);
+  /** Many orders (a `:batch`): each as `write`; results in input order. */
+  writeMany(orders: readonly PreparedOrder[]): Promise<WriteOutcome[]> {
+    return Promise.all(orders.map((p) => this.write(p)));
+  }
+
+  private readonly queued = new Map<number, Queued[]>();
+  private flushScheduled = false;
+
+  /** Sends every queued order: per shard, calls of up to ORDERS_PER_SCRIPT_CALL orders. */
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    for (const queue of this.queued.values()) {
+      for (let start = 0; start < queue.length; start += ORDERS_PER_SCRIPT_CALL) void this.accept(queue.slice(start, start + ORDERS_PER_SCRIPT_CALL));
     }
-    let results: Array<[Error | null, unknown]> | null;
+    this.queued.clear();
+  };
+
+  /** One ACCEPT_LUA call for orders of one shard; never rejects (failures become `unavailable`). */
+  private async accept(group: readonly Queued[]): Promise<void> {
+    const first = (group[0] as Queued).order;
+    const keysAndArgs: string[] = new Array(1 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + 4);
+    keysAndArgs[0] = first.streamKey;
+    let a = 1;
+    for (const { order } of group) keysAndArgs[a++] = order.recordKey;
+    keysAndArgs[a++] = this.recordTtl;
+    keysAndArgs[a++] = this.recordState;
+    keysAndArgs[a++] = `s${first.shard}-`;
+    keysAndArgs[a++] = ENTRY_SCHEMA_VERSION;
+    for (const { order } of group) {
+      keysAndArgs[a++] = order.fingerprint;
+      keysAndArgs[a++] = order.bodyRest;
+      keysAndArgs[a++] = order.clientId;
+      keysAndArgs[a++] = order.idempotencyKey;
+      keysAndArgs[a++] = order.canonical;
+    }
+    let reply: string[];
     try {
-      results = await pipeline.exec();
+      reply = await this.options.redis.surgeAccept(1 + group.length, ...keysAndArgs);
     } catch (err) {
-      for (const i of indexes) out[i] = { kind: 'unavailable', reason: 'redis write failed or outcome unknown', err };
+      for (const q of group) q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err });
       return;
     }
-    const settling: Array<Promise<void>> = [];
-    chunks.forEach((chunk, c) => {
-      const [err, reply] = results?.[c] ?? [new Error('no reply'), null];
-      chunk.forEach((i, j) => {
-        const outcome = err ? undefined : ((reply as string[])[2 * j] as AcceptManyOutcome | undefined);
-        const body = err ? '' : ((reply as string[])[2 * j + 1] ?? '');
-        if (err || outcome === undefined || outcome === 'error') {
-          out[i] = { kind: 'unavailable', reason: 'redis write failed or outcome unknown', err: err ?? new Error(`redis refused the write: ${body}`) };
-        } else {
-          settling.push(
-            this.settle(orders[i] as PreparedOrder, [outcome, body]).then((o) => {
-              out[i] = o;
-            }),
-          );
-        }
-      });
+    group.forEach((q, j) => {
+      const outcome = reply[2 * j] as AcceptOutcome | undefined;
+      const body = reply[2 * j + 1] ?? '';
+      if (outcome === undefined || outcome === 'error') {
+        q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err: new Error(`redis refused the write: ${body || 'no reply for this order'}`) });
+      } else {
+        this.settle(q.order, outcome, body).then(q.resolve, (err: unknown) => q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err }));
+      }
     });
-    await Promise.all(settling);
   }
 
-  private async settle(p: PreparedOrder, [outcome, body]: [AcceptOutcome, string]): Promise<WriteOutcome> {
+  private async settle(p: PreparedOrder, outcome: Exclude<AcceptOutcome, 'error'>, body: string): Promise<WriteOutcome> {
     switch (outcome) {
       case 'replay':
         return { kind: 'replayed', body };
