@@ -198,17 +198,37 @@ export function canonicalJson(value: unknown): string {
 }
 
 /**
+ * canonicalJson of a validated order, written field by field: the schema fixes the fields and
+ * their sorted order (currency, customer_id, items, metadata, order_id, placed_at; qty, sku,
+ * unit_price_cents), so only metadata needs the general walk. Same text as canonicalJson —
+ * fingerprints stored by earlier versions still match (a property test holds them equal).
+ */
+export function canonicalOrderJson(order: Order): string {
+  let out = `{"currency":${JSON.stringify(order.currency)},"customer_id":${JSON.stringify(order.customer_id)},"items":[`;
+  const items = order.items;
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i] as OrderItem;
+    out += `${i > 0 ? ',' : ''}{"qty":${JSON.stringify(item.qty)},"sku":${JSON.stringify(item.sku)},"unit_price_cents":${JSON.stringify(item.unit_price_cents)}}`;
+  }
+  out += ']';
+  if (order.metadata !== undefined) out += `,"metadata":${canonicalJson(order.metadata)}`;
+  if (order.order_id !== undefined) out += `,"order_id":${JSON.stringify(order.order_id)}`;
+  if (order.placed_at !== undefined) out += `,"placed_at":${JSON.stringify(order.placed_at)}`;
+  return `${out}}`;
+}
+
+/**
  * The payload fingerprint of SEMANTICS 1.2: SHA-256 over method, path and the canonical body.
  * Method and path are fixed to the single-order route so that the same order sent through
  * `/v1/orders` or `/v1/orders:batch` has the same fingerprint. Pass `canonical` when the
- * caller already has `canonicalJson(order)` (ingest shares it with the stream entry).
+ * caller already has `canonicalOrderJson(order)` (ingest shares it with the stream entry).
  */
-export function orderFingerprint(order: Order, canonical: string = canonicalJson(order)): string {
+export function orderFingerprint(order: Order, canonical: string = canonicalOrderJson(order)): string {
   return hash('sha256', `POST /v1/orders\n${canonical}`);
 }
 
 /** Stream entry fields, in XADD order: v (schema version), c (client), k (key), o (order JSON). */
-export function encodeEntry(clientId: string, idempotencyKey: string, order: Order, canonical: string = canonicalJson(order)): string[] {
+export function encodeEntry(clientId: string, idempotencyKey: string, order: Order, canonical: string = canonicalOrderJson(order)): string[] {
   return ['v', ENTRY_SCHEMA_VERSION, 'c', clientId, 'k', idempotencyKey, 'o', canonical];
 }
 

@@ -6,7 +6,7 @@
 import type { Config } from '../common/config.js';
 import { ENTRY_SCHEMA_VERSION, idemKey, shardFor, streamKey } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
-import { canonicalJson, type Order, orderFingerprint } from '../common/order.js';
+import { canonicalOrderJson, type Order, orderFingerprint } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { DurabilityBarrier } from './durability.js';
 import { ACCEPT_ARGS_PER_ORDER, type AcceptOutcome, STATE_DONE, STATE_PENDING } from './scripts.js';
@@ -20,7 +20,7 @@ export interface PreparedOrder {
   fingerprint: string;
   /** The 202 body after `"order_ref":"…",`. */
   bodyRest: string;
-  /** canonicalJson(order): the entry's `o` field. */
+  /** canonicalOrderJson(order): the entry's `o` field. */
   canonical: string;
 }
 
@@ -72,7 +72,7 @@ export class OrderWriter {
     const { redisPrefix, shards } = this.options.config;
     const shard = shardFor(clientId, idempotencyKey, shards);
     // One canonical text per order: the fingerprint and the stream entry share it.
-    const canonical = canonicalJson(order);
+    const canonical = canonicalOrderJson(order);
     return {
       clientId,
       idempotencyKey,

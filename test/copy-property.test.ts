@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../common/db.js';
 import { streamKey } from '../common/keys.js';
-import { canonicalJson, decodeEntry, encodeEntry, type Order, validateOrder } from '../common/order.js';
+import { canonicalJson, canonicalOrderJson, decodeEntry, encodeEntry, type Order, validateOrder } from '../common/order.js';
 import { applyBatch, encodeBatch, type TaskEntry } from '../workers/apply.js';
 import { copyRow, copyValue } from '../workers/copy.js';
 import { createTestEnv, type TestEnv } from './support/env.js';
@@ -69,6 +69,17 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
   after(async () => {
     await pool?.end();
     await env?.cleanup();
+  });
+
+  test('canonicalOrderJson (the ingest fast path) writes the same text as canonicalJson for every valid order', () => {
+    fc.assert(
+      fc.property(validOrderArb, fc.boolean(), (o, shuffle) => {
+        // The same order as a client may send it: keys in any order (JSON.parse keeps the sender's order).
+        const sent = shuffle ? (JSON.parse(JSON.stringify(Object.fromEntries(Object.entries(o).reverse()))) as Order) : o;
+        assert.equal(canonicalOrderJson(sent), canonicalJson(sent));
+      }),
+      { numRuns: RUNS * 25 },
+    );
   });
 
   test('COPY text encoding: specials escaped, \\N only for NULL, one line per row', () => {

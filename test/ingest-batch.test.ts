@@ -1,5 +1,5 @@
-// POST /v1/orders:batch writes each shard's orders with ACCEPT_MANY_LUA (many orders per script
-// call). Every order must get what POST /v1/orders would have answered, call by call: new,
+// POST /v1/orders:batch writes each shard's orders with ACCEPT_LUA (many orders per script
+// call; concurrent single orders share calls the same way). Every order must get what POST /v1/orders would have answered, call by call: new,
 // replayed (byte for byte), mismatched (422), repeated within the batch, across script calls.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -136,6 +136,51 @@ describe('ingest :batch (many orders per script call)', () => {
       assert.equal(again.status, 202);
       assert.equal(again.headers['idempotent-replayed'], 'true');
       assert.equal(again.text, text);
+    }
+  });
+
+  test('concurrent single writes of one turn share script calls per shard; each is still checked, added and recorded once', async () => {
+    const conn = createRedis(env.config, { offlineQueue: false, maxRetriesPerRequest: 0 });
+    defineIngestCommands(conn);
+    await redisReady(conn);
+    // Count the script calls this writer makes (the calls themselves go to the real Redis).
+    const calls: number[] = [];
+    const accept = conn.surgeAccept.bind(conn);
+    conn.surgeAccept = ((numKeys: number, ...rest: string[]) => {
+      calls.push(numKeys - 1);
+      return accept(numKeys, ...rest);
+    }) as typeof conn.surgeAccept;
+    try {
+      const writer = new OrderWriter({ redis: conn, config: env.config, logger: silent });
+      // 60 distinct keys, then the first 10 again with the same order and 5 again with another
+      // order, all started in the same turn: repeats meet the record of the first write.
+      const keys = Array.from({ length: 60 }, (_, i) => `co-${i}`);
+      const before = await entries();
+      const outcomes = await Promise.all([
+        ...keys.map((k, i) => writer.write(writer.prepare(alice.id, k, order(i)))),
+        ...keys.slice(0, 10).map((k, i) => writer.write(writer.prepare(alice.id, k, order(i)))),
+        ...keys.slice(10, 15).map((k, i) => writer.write(writer.prepare(alice.id, k, order(i, 'someone-else')))),
+      ]);
+      const shardsUsed = new Set(keys.map((k) => shardFor(alice.id, k, env.config.shards))).size;
+      assert.equal(calls.length, shardsUsed, 'one call per shard for the whole turn');
+      assert.equal(
+        calls.reduce((a, b) => a + b, 0),
+        75,
+      );
+      assert.deepEqual(
+        outcomes.map((o) => o.kind),
+        [...keys.map(() => 'accepted'), ...keys.slice(0, 10).map(() => 'replayed'), ...keys.slice(10, 15).map(() => 'mismatch')],
+      );
+      for (let i = 0; i < 10; i++) assert.deepEqual((outcomes[60 + i] as { body: string }).body, (outcomes[i] as { body: string }).body);
+      assert.equal(await entries(), before + 60, 'one entry per key');
+
+      // Writes of later turns make calls of their own.
+      calls.length = 0;
+      const one = await writer.write(writer.prepare(alice.id, 'co-late', order(1)));
+      assert.equal(one.kind, 'accepted');
+      assert.deepEqual(calls, [1]);
+    } finally {
+      conn.disconnect();
     }
   });
 
