@@ -17,6 +17,7 @@ import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
+import { fastify } from 'fastify';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createClient } from '../common/clients.js';
@@ -44,6 +45,26 @@ async function serve(kind: string): Promise<void> {
   // measures Surge's work per order, not a difference in Redis client settings. `baseline-plain`
   // (a0, for reference only) is the same server with one socket write per XADD.
   const redis = createRedis(config, { ...INGEST_REDIS_OPTIONS, autoPipelining: kind !== 'baseline-plain', connectionName: `surge-bench-${kind}` });
+  const xadd = (key: string, order: unknown) =>
+    redis.xadd(streamKey(config.redisPrefix, shardFor('baseline', key, config.shards)), '*', 'v', '1', 'c', 'baseline', 'k', key, 'o', JSON.stringify(order));
+  if (kind === 'baseline-fastify') {
+    // (f, reference): the same work as (a) in fastify with its defaults (JSON body parser,
+    // no logger): what the framework alone costs against bare node:http.
+    const app = fastify();
+    app.post('/', async (request, reply) => {
+      const key = String(request.headers['idempotency-key'] ?? '');
+      try {
+        const id = await xadd(key, request.body);
+        return reply.code(202).type('application/json').send(JSON.stringify({ order_ref: id, idempotency_key: key, status: 'queued' }));
+      } catch {
+        return reply.code(503).send();
+      }
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    process.stdout.write(`${JSON.stringify({ port: (app.server.address() as AddressInfo).port })}\n`);
+    process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));
+    return;
+  }
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -56,9 +77,7 @@ async function serve(kind: string): Promise<void> {
         return;
       }
       const key = String(req.headers['idempotency-key'] ?? '');
-      redis
-        .xadd(streamKey(config.redisPrefix, shardFor('baseline', key, config.shards)), '*', 'v', '1', 'c', 'baseline', 'k', key, 'o', JSON.stringify(order))
-        .then(
+      xadd(key, order).then(
           (id) => res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ order_ref: id, idempotency_key: key, status: 'queued' })),
           () => res.writeHead(503).end(),
         );
@@ -91,10 +110,11 @@ interface Figures {
   serverSystemShare: number;
 }
 
-type Scenario = 'a' | 'a0' | 'b' | 'c';
-const SCENARIOS: Record<Scenario, { label: string; kind: 'baseline' | 'baseline-plain' | 'surge'; path: string; batch: boolean }> = {
+type Scenario = 'a' | 'a0' | 'f' | 'b' | 'c';
+const SCENARIOS: Record<Scenario, { label: string; kind: 'baseline' | 'baseline-plain' | 'baseline-fastify' | 'surge'; path: string; batch: boolean }> = {
   a: { label: 'a: node:http + XADD', kind: 'baseline', path: '/', batch: false },
   a0: { label: 'a0: node:http + XADD, not auto-pipelined (reference)', kind: 'baseline-plain', path: '/', batch: false },
+  f: { label: 'f: fastify + XADD (reference)', kind: 'baseline-fastify', path: '/', batch: false },
   b: { label: 'b: surge POST /v1/orders', kind: 'surge', path: '/v1/orders', batch: false },
   c: { label: `c: surge POST /v1/orders:batch (${BATCH_SIZE}/request)`, kind: 'surge', path: '/v1/orders:batch', batch: true },
 };
@@ -272,6 +292,8 @@ async function main(): Promise<void> {
     const stat = (xs: number[]) => ({ perRound: xs, median: Number(median(xs).toFixed(3)), min: Math.min(...xs), max: Math.max(...xs) });
     const ba = stat(ratios('b', 'a'));
     const ba0 = stat(ratios('b', 'a0'));
+    const fa = stat(ratios('f', 'a'));
+    const bf = stat(ratios('b', 'f'));
     const cb = stat(ratios('c', 'b'));
     const medians = Object.fromEntries(
       order.map((s) => {
@@ -310,13 +332,15 @@ async function main(): Promise<void> {
       machine,
       figures,
       medians,
-      ratios: { surgeOverBaseline: ba, batchOrdersOverSingleOrders: cb, ...(ba0.perRound.length ? { surgeOverPlainBaseline: ba0 } : {}) },
+      ratios: { surgeOverBaseline: ba, batchOrdersOverSingleOrders: cb, ...(ba0.perRound.length ? { surgeOverPlainBaseline: ba0 } : {}), ...(fa.perRound.length ? { fastifyOverBaseline: fa, surgeOverFastify: bf } : {}) },
       goals: { surgeOverBaseline: '≥ 0.8', batchOrdersOverSingleOrders: '≥ 3' },
     };
     const fmt = (r: typeof ba) => `median ${r.median} (min ${r.min}, max ${r.max}; rounds ${r.perRound.join(', ')})`;
     if (ba.perRound.length) console.log(`ratio b/a (req/s): ${fmt(ba)} (goal ≥ 0.8)`);
     if (cb.perRound.length) console.log(`ratio c/b (orders/s): ${fmt(cb)} (goal ≥ 3)`);
     if (ba0.perRound.length) console.log(`ratio b/a0 (req/s, reference): ${fmt(ba0)}`);
+    if (fa.perRound.length) console.log(`ratio f/a (req/s, reference: the framework alone): ${fmt(fa)}`);
+    if (bf.perRound.length) console.log(`ratio b/f (req/s, reference: Surge's work on top of the framework): ${fmt(bf)}`);
     console.log(`machine: ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}, redis ${machine.redis}; load average ${machine.loadAverageBefore.join(' ')} before, ${machine.loadAverageAfter.join(' ')} after`);
     if (!values['no-write']) {
       const dir = join(PACKAGE_ROOT, 'bench', 'results');
@@ -350,6 +374,9 @@ async function main(): Promise<void> {
         ...(ba.perRound.length ? [`Ratio b/a (req/s): **${fmt(ba)}** (goal ≥ 0.8).`, ''] : []),
         ...(cb.perRound.length ? [`Ratio c/b (orders/s): **${fmt(cb)}** (goal ≥ 3).`, ''] : []),
         ...(ba0.perRound.length ? [`Ratio b/a0 (req/s; reference only, a0 writes one XADD per socket write): ${fmt(ba0)}.`, ''] : []),
+        ...(fa.perRound.length
+          ? [`Ratio f/a (req/s; reference only, the framework alone): ${fmt(fa)}.`, '', `Ratio b/f (req/s; reference only, Surge's work on top of the framework): ${fmt(bf)}.`, '']
+          : []),
       ].join('\n');
       writeFileSync(`${stem}.md`, md);
       console.log(`wrote ${stem}.json and ${stem}.md`);

@@ -1,7 +1,7 @@
 // The ingest HTTP API (v1) as a fastify app: POST /v1/orders, POST /v1/orders:batch,
 // GET /v1/orders/:key, /healthz, /readyz, /metrics. Every error is application/problem+json
 // (RFC 9457). The app holds no connections of its own: `startIngest` (server.ts) builds them.
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, fastify, LogController } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { ApiClient } from '../common/clients.js';
@@ -15,7 +15,7 @@ import type { IngestMetrics } from '../metrics/definitions.js';
 import type { Authenticator } from './auth.js';
 import { bearerToken } from './auth.js';
 import type { Backpressure } from './backpressure.js';
-import { STATE_DONE } from './scripts.js';
+import { parseRecord, STATE_DONE } from './scripts.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
 
 /** Largest body of POST /v1/orders (DESIGN § HTTP API). */
@@ -144,9 +144,13 @@ const ORDER_RESULT: Record<WriteOutcome['kind'], string> = {
   unavailable: 'unavailable',
 };
 
+/** Request ids this process makes: a random per-process prefix and a counter (cheaper than a UUID per request, unique all the same). */
+const REQUEST_ID_PREFIX = randomBytes(6).toString('hex');
+let requestSeq = 0;
+
 function requestId(req: { headers: Record<string, string | string[] | undefined> }): string {
   const given = req.headers['x-request-id'];
-  return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : randomUUID();
+  return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : `${REQUEST_ID_PREFIX}-${(requestSeq++).toString(36)}`;
 }
 
 export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
@@ -461,9 +465,8 @@ export async function lookupOrder(deps: Pick<IngestAppDeps, 'pool' | 'redis' | '
     return { idempotency_key: key, status: 'dead_lettered', ...(shard !== undefined ? { order_ref: `s${shard}-${dl.entry_id}` } : {}), reason: dl.reason };
   }
   const shard = shardFor(clientId, key, shards);
-  const [state, body] = await deps.redis.hmget(idemKey(prefix, shard, clientId, key), 's', 'b');
-  if (state !== STATE_DONE || !body) return undefined;
-  const accepted = JSON.parse(body) as AcceptedBody;
-  return { idempotency_key: key, status: 'queued', order_ref: accepted.order_ref };
+  const record = parseRecord(await deps.redis.get(idemKey(prefix, shard, clientId, key)));
+  if (record?.state !== STATE_DONE) return undefined;
+  return { idempotency_key: key, status: 'queued', order_ref: `s${shard}-${record.entryId}` };
 }
 

@@ -5,76 +5,100 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../common/redis.js';
 
-/** Record states: `done` = answered 202 (replayable); `pending` = durable mode, not yet confirmed. */
-export const STATE_DONE = 'done';
-export const STATE_PENDING = 'pending';
+/**
+ * The idempotency record is one string: state (1 character), fingerprint (64 hex digits), then
+ * the stream entry id — e.g. `d3f79…6dea1795326383087-0`. The 202 body is rebuilt from it (see
+ * acceptedBody), so a record holds no copy of the body: ~220 bytes of Redis memory per record
+ * where a hash holding the body took ~500.
+ */
+export const STATE_DONE = 'd';
+/** Durable mode: written, not yet confirmed by WAITAOF/WAIT. */
+export const STATE_PENDING = 'p';
+export const FINGERPRINT_LENGTH = 64;
+
+export interface IdempotencyRecord {
+  state: string;
+  fingerprint: string;
+  entryId: string;
+}
+
+/** Reads a record's value (undefined when it is not one). */
+export function parseRecord(value: string | null | undefined): IdempotencyRecord | undefined {
+  if (!value || value.length <= 1 + FINGERPRINT_LENGTH) return undefined;
+  return { state: value.slice(0, 1), fingerprint: value.slice(1, 1 + FINGERPRINT_LENGTH), entryId: value.slice(1 + FINGERPRINT_LENGTH) };
+}
+
+/** A record's value. */
+export function recordValue(state: string, fingerprint: string, entryId: string): string {
+  return state + fingerprint + entryId;
+}
+
+/**
+ * The 202 body of an accepted order: a function of its shard, entry id and key, so a replay
+ * rebuilds the first answer byte for byte.
+ */
+export function acceptedBody(shard: number, entryId: string, idempotencyKey: string): string {
+  return `{"order_ref":"s${shard}-${entryId}","idempotency_key":${JSON.stringify(idempotencyKey)},"status":"queued"}`;
+}
 
 /**
  * The accept call: for each order, one after the other in the order given, check its
- * idempotency record; if absent, XADD the entry and store the record (fingerprint, state, the
- * exact 202 body) with a TTL. Each order is handled by exactly one call, atomically (a script
- * runs alone), so the check and the XADD cannot interleave with another writer (SEMANTICS 1).
- * One call carries the orders of one shard that are ready in the same event-loop turn — a
- * single POST alone at low load, several concurrent POSTs under load, up to
- * ORDERS_PER_SCRIPT_CALL of a `:batch` — so a surge costs one EVALSHA per group, not per order.
- * A key repeated within a call meets the record the earlier order stored.
+ * idempotency record; if absent, XADD the entry and store the record (state, fingerprint, entry
+ * id) with a TTL. Each order is handled by exactly one call, atomically (a script runs alone),
+ * so the check and the XADD cannot interleave with another writer (SEMANTICS 1). One call
+ * carries the orders of one shard that are ready in the same event-loop turn — a single POST
+ * alone at low load, several concurrent POSTs under load, up to ORDERS_PER_SCRIPT_CALL of a
+ * `:batch` — so a surge costs one EVALSHA per group, not per order. A key repeated within a
+ * call meets the record the earlier order stored.
  *
- * KEYS[1] shard stream  KEYS[2..n+1] the orders' idempotency records (hash: f = fingerprint,
- * s = state, b = 202 body), all on the stream's shard
- * ARGV[1] record TTL (s)  ARGV[2] state to store  ARGV[3] order_ref prefix (`s<i>-`)
- * ARGV[4] entry field v (schema version)
- * then 5 per order: fingerprint, rest of the 202 body after `"order_ref":"…",`, entry fields
- * c (client), k (key), o (order)
+ * KEYS[1] shard stream  KEYS[2..n+1] the orders' idempotency records, all on the stream's shard
+ * ARGV[1] record TTL (s)  ARGV[2] state to store  ARGV[3] entry field v (schema version)
+ * then 4 per order: fingerprint, entry fields c (client), k (key), o (order)
  *
- * Returns a flat list, two per order: outcome, body — `new` (entry added; body = the 202 body),
- * `replay` (body = the stored 202 body), `mismatch` (another fingerprint), `pending` (same key
- * still being confirmed), or `error` (body = Redis's error) when a command failed for that
- * order; the other orders go on.
+ * Returns a flat list, two per order: outcome, then `new` (entry added) or `replay` → the
+ * entry id; `mismatch` (another fingerprint) or `pending` (same key still being confirmed) →
+ * ''; `error` → Redis's error, when a command failed for that order (the others go on; a
+ * record that is not a string is such an error).
  */
 export const ACCEPT_LUA = `
-local ttl, state, refPrefix, v = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ttl, state, v = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
 local n = 0
-local a = 5
+local a = 4
 for i = 2, #KEYS do
   local fp = ARGV[a]
-  local outcome, body = 'error', ''
-  local rec = redis.pcall('HMGET', KEYS[i], 'f', 's', 'b')
-  if rec.err then
-    body = rec.err
-  elseif rec[1] then
-    if rec[1] ~= fp then outcome = 'mismatch'
-    elseif rec[2] ~= '${STATE_DONE}' then outcome = 'pending'
-    else outcome, body = 'replay', rec[3] end
+  local outcome, result = 'error', ''
+  local rec = redis.pcall('GET', KEYS[i])
+  if type(rec) == 'table' then
+    result = rec.err
+  elseif rec then
+    if string.sub(rec, 2, ${1 + FINGERPRINT_LENGTH}) ~= fp then outcome = 'mismatch'
+    elseif string.sub(rec, 1, 1) ~= '${STATE_DONE}' then outcome = 'pending'
+    else outcome, result = 'replay', string.sub(rec, ${2 + FINGERPRINT_LENGTH}) end
   else
-    local id = redis.pcall('XADD', KEYS[1], '*', 'v', v, 'c', ARGV[a + 2], 'k', ARGV[a + 3], 'o', ARGV[a + 4])
+    local id = redis.pcall('XADD', KEYS[1], '*', 'v', v, 'c', ARGV[a + 1], 'k', ARGV[a + 2], 'o', ARGV[a + 3])
     if type(id) == 'table' then
-      body = id.err
+      result = id.err
     else
-      local b = '{"order_ref":"' .. refPrefix .. id .. '",' .. ARGV[a + 1]
-      local r = redis.pcall('HSET', KEYS[i], 'f', fp, 's', state, 'b', b)
-      if type(r) == 'table' and r.err then body = r.err else
-        r = redis.pcall('EXPIRE', KEYS[i], ttl)
-        if type(r) == 'table' and r.err then body = r.err else outcome, body = 'new', b end
-      end
+      local r = redis.pcall('SET', KEYS[i], state .. fp .. id, 'EX', ttl)
+      if type(r) == 'table' and r.err then result = r.err else outcome, result = 'new', id end
     end
   end
   out[n + 1] = outcome
-  out[n + 2] = body
+  out[n + 2] = result
   n = n + 2
-  a = a + 5
+  a = a + 4
 end
 return out
 `;
 
-/** Arguments per order in ACCEPT_LUA (after the 4 shared ones). */
-export const ACCEPT_ARGS_PER_ORDER = 5;
+/** Arguments per order in ACCEPT_LUA (after the 3 shared ones). */
+export const ACCEPT_ARGS_PER_ORDER = 4;
 
 /** Durable mode, after WAITAOF/WAIT confirmed: mark our pending record done with the full TTL. */
 export const CONFIRM_LUA = `
-if redis.call('HGET', KEYS[1], 'b') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 's', '${STATE_DONE}')
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], '${STATE_DONE}' .. string.sub(ARGV[1], 2), 'EX', ARGV[2])
   return 1
 end
 return 0
@@ -82,7 +106,7 @@ return 0
 
 /** Durable mode, when the write could not be confirmed: drop our pending record (cache nothing). */
 export const RELEASE_LUA = `
-if redis.call('HGET', KEYS[1], 'b') == ARGV[1] then
+if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -94,10 +118,11 @@ export type AcceptOutcome = 'new' | 'replay' | 'mismatch' | 'pending' | 'error';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** numKeys = 1 + the number of orders; see ACCEPT_LUA. Replies [outcome, body, outcome, body, …]. */
+    /** numKeys = 1 + the number of orders; see ACCEPT_LUA. Replies [outcome, result, outcome, result, …]. */
     surgeAccept(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
-    surgeConfirm(recordKey: string, body: string, ttlSeconds: string): Result<number, Context>;
-    surgeRelease(recordKey: string, body: string): Result<number, Context>;
+    /** pendingValue: the record as ACCEPT_LUA stored it (state pending). */
+    surgeConfirm(recordKey: string, pendingValue: string, ttlSeconds: string): Result<number, Context>;
+    surgeRelease(recordKey: string, pendingValue: string): Result<number, Context>;
   }
 }
 

@@ -9,7 +9,7 @@ import type { Logger } from '../common/log.js';
 import { canonicalOrderJson, type Order, orderFingerprint } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { DurabilityBarrier } from './durability.js';
-import { ACCEPT_ARGS_PER_ORDER, type AcceptOutcome, STATE_DONE, STATE_PENDING } from './scripts.js';
+import { ACCEPT_ARGS_PER_ORDER, type AcceptOutcome, acceptedBody, recordValue, STATE_DONE, STATE_PENDING } from './scripts.js';
 
 export interface PreparedOrder {
   clientId: string;
@@ -18,8 +18,6 @@ export interface PreparedOrder {
   recordKey: string;
   streamKey: string;
   fingerprint: string;
-  /** The 202 body after `"order_ref":"…",`. */
-  bodyRest: string;
   /** canonicalOrderJson(order): the entry's `o` field. */
   canonical: string;
 }
@@ -80,7 +78,6 @@ export class OrderWriter {
       recordKey: idemKey(redisPrefix, shard, clientId, idempotencyKey),
       streamKey: streamKey(redisPrefix, shard),
       fingerprint: orderFingerprint(order, canonical),
-      bodyRest: `"idempotency_key":${JSON.stringify(idempotencyKey)},"status":"queued"}`,
       canonical,
     };
   }
@@ -131,17 +128,15 @@ export class OrderWriter {
   /** One ACCEPT_LUA call for orders of one shard; never rejects (failures become `unavailable`). */
   private async accept(group: readonly Queued[]): Promise<void> {
     const first = (group[0] as Queued).order;
-    const keysAndArgs: string[] = new Array(1 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + 4);
+    const keysAndArgs: string[] = new Array(1 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + 3);
     keysAndArgs[0] = first.streamKey;
     let a = 1;
     for (const { order } of group) keysAndArgs[a++] = order.recordKey;
     keysAndArgs[a++] = this.recordTtl;
     keysAndArgs[a++] = this.recordState;
-    keysAndArgs[a++] = `s${first.shard}-`;
     keysAndArgs[a++] = ENTRY_SCHEMA_VERSION;
     for (const { order } of group) {
       keysAndArgs[a++] = order.fingerprint;
-      keysAndArgs[a++] = order.bodyRest;
       keysAndArgs[a++] = order.clientId;
       keysAndArgs[a++] = order.idempotencyKey;
       keysAndArgs[a++] = order.canonical;
@@ -155,43 +150,45 @@ export class OrderWriter {
     }
     group.forEach((q, j) => {
       const outcome = reply[2 * j] as AcceptOutcome | undefined;
-      const body = reply[2 * j + 1] ?? '';
+      const result = reply[2 * j + 1] ?? '';
       if (outcome === undefined || outcome === 'error') {
-        q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err: new Error(`redis refused the write: ${body || 'no reply for this order'}`) });
+        q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err: new Error(`redis refused the write: ${result || 'no reply for this order'}`) });
       } else {
-        this.settle(q.order, outcome, body).then(q.resolve, (err: unknown) => q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err }));
+        this.settle(q.order, outcome, result).then(q.resolve, (err: unknown) => q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err }));
       }
     });
   }
 
-  private async settle(p: PreparedOrder, outcome: Exclude<AcceptOutcome, 'error'>, body: string): Promise<WriteOutcome> {
+  /** `entryId`: the new or replayed order's stream entry id (ACCEPT_LUA's result). */
+  private async settle(p: PreparedOrder, outcome: Exclude<AcceptOutcome, 'error'>, entryId: string): Promise<WriteOutcome> {
     switch (outcome) {
       case 'replay':
-        return { kind: 'replayed', body };
+        return { kind: 'replayed', body: acceptedBody(p.shard, entryId, p.idempotencyKey) };
       case 'mismatch':
         return { kind: 'mismatch' };
       case 'pending':
         return { kind: 'pending' };
       case 'new':
-        return this.options.barrier ? this.confirm(p, body, this.options.barrier) : { kind: 'accepted', body };
+        return this.options.barrier ? this.confirm(p, entryId, this.options.barrier) : { kind: 'accepted', body: acceptedBody(p.shard, entryId, p.idempotencyKey) };
       default:
         return { kind: 'unavailable', reason: `unexpected script reply ${JSON.stringify(outcome)}` };
     }
   }
 
-  private async confirm(p: PreparedOrder, body: string, barrier: DurabilityBarrier): Promise<WriteOutcome> {
+  private async confirm(p: PreparedOrder, entryId: string, barrier: DurabilityBarrier): Promise<WriteOutcome> {
     const redis = this.options.redis;
+    const pending = recordValue(STATE_PENDING, p.fingerprint, entryId);
     if (await barrier.wait()) {
       try {
-        await redis.surgeConfirm(p.recordKey, body, this.ttl);
+        await redis.surgeConfirm(p.recordKey, pending, this.ttl);
       } catch (err) {
         // The entry is durable; only the record stays pending until its short TTL ends.
         this.options.logger.error({ err, shard: p.shard }, 'could not mark idempotency record done');
       }
-      return { kind: 'accepted', body };
+      return { kind: 'accepted', body: acceptedBody(p.shard, entryId, p.idempotencyKey) };
     }
     try {
-      await redis.surgeRelease(p.recordKey, body);
+      await redis.surgeRelease(p.recordKey, pending);
     } catch (err) {
       this.options.logger.error({ err, shard: p.shard }, 'could not release pending idempotency record (it expires by itself)');
     }

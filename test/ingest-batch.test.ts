@@ -192,7 +192,8 @@ describe('ingest :batch (many orders per script call)', () => {
       const writer = new OrderWriter({ redis: conn, config: env.config, logger: silent });
       const keys = ['w-1', 'w-2', 'w-3', 'w-4', 'w-5'];
       const broken = 'w-3';
-      await redis.set(idemKey(env.prefix, shardFor(alice.id, broken, env.config.shards), alice.id, broken), 'not a hash');
+      // A record of another type (here a hash) makes GET fail with WRONGTYPE inside the script.
+      await redis.hset(idemKey(env.prefix, shardFor(alice.id, broken, env.config.shards), alice.id, broken), 'x', 'not a record');
       const outcomes = await writer.writeMany(keys.map((k, i) => writer.prepare(alice.id, k, order(i))));
       assert.deepEqual(
         outcomes.map((o) => o.kind),

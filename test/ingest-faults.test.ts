@@ -12,6 +12,7 @@ import { type CreatedClient, createClient } from '../common/clients.js';
 import { allStreamKeys, idemKey, shardFor, streamKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { parseRecord, STATE_PENDING } from '../ingest/scripts.js';
 import { type IngestService, startIngest } from '../ingest/server.js';
 import { createTestEnv, type RedisServer, startRedisServer, type TestEnv, waitFor } from './support/env.js';
 import { http } from './support/http.js';
@@ -183,7 +184,7 @@ describe('ingest: durable mode', () => {
       const shard = shardFor(client.id, 'd-2', env.config.shards);
       const record = idemKey(env.prefix, shard, client.id, 'd-2');
       const first = postOrder(a, client, 'd-2');
-      await waitFor('pending record', async () => (await admin.hget(record, 's')) === 'pending');
+      await waitFor('pending record', async () => parseRecord(await admin.get(record))?.state === STATE_PENDING);
       const second = await postOrder(b, client, 'd-2');
       assert.equal(second.status, 409);
       assert.equal(second.headers['retry-after'], '1');

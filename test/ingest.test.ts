@@ -8,8 +8,9 @@ import pg from 'pg';
 import { type CreatedClient, createClient } from '../common/clients.js';
 import { allStreamKeys, GROUP, idemKey, shardFor, streamKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
-import { decodeEntry, type Order } from '../common/order.js';
+import { decodeEntry, type Order, orderFingerprint } from '../common/order.js';
 import { ensureGroups } from '../common/streams.js';
+import { parseRecord, STATE_DONE } from '../ingest/scripts.js';
 import { type IngestService, startIngest } from '../ingest/server.js';
 import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
 import { http } from './support/http.js';
@@ -98,8 +99,15 @@ describe('ingest', () => {
     const decoded = decodeEntry(fields);
     assert.ok(decoded.ok);
     assert.deepEqual(decoded.entry, { clientId: alice.id, idempotencyKey: 'happy-1', order: o });
-    const ttl = await redis.ttl(idemKey(env.prefix, shard, alice.id, 'happy-1'));
+    const recordKey = idemKey(env.prefix, shard, alice.id, 'happy-1');
+    const ttl = await redis.ttl(recordKey);
     assert.ok(ttl > 86_000 && ttl <= 86_400, `ttl ${ttl}`);
+    // The record: state done, the order's fingerprint, the entry id; no copy of the body.
+    assert.deepEqual(parseRecord(await redis.get(recordKey)), { state: STATE_DONE, fingerprint: orderFingerprint(o), entryId: m[2] });
+    assert.ok(Number(await redis.memory('USAGE', recordKey)) < 300, 'a record is small');
+    // The response also carries a request id; each request gets its own unless the client sent one.
+    const other = await post('happy-1', o);
+    assert.ok(res.headers['x-request-id'] && other.headers['x-request-id'] && res.headers['x-request-id'] !== other.headers['x-request-id']);
   });
 
   test('a replay (same payload, other key order and spacing) answers the stored 202 with Idempotent-Replayed and adds no entry', async () => {
