@@ -31,7 +31,7 @@ export const ORDERS_PER_SCRIPT_CALL = 200;
 
 interface Queued {
   order: PreparedOrder;
-  resolve: (outcome: WriteOutcome) => void;
+  done: (outcome: WriteOutcome) => void;
 }
 
 export type WriteOutcome =
@@ -64,6 +64,7 @@ export class OrderWriter {
     // A pending record outlives the WAIT by a margin; if this process dies before confirming,
     // the record expires and a retry writes again (PostgreSQL absorbs the duplicate).
     this.pendingTtl = String(Math.ceil(options.config.durableTimeoutMs / 1000) + 10);
+    this.streamKeys = Array.from({ length: options.config.shards }, (_, shard) => streamKey(options.config.redisPrefix, shard));
   }
 
   prepare(clientId: string, idempotencyKey: string, order: Order): PreparedOrder {
@@ -76,11 +77,14 @@ export class OrderWriter {
       idempotencyKey,
       shard,
       recordKey: idemKey(redisPrefix, shard, clientId, idempotencyKey),
-      streamKey: streamKey(redisPrefix, shard),
+      streamKey: this.streamKeys[shard] ?? streamKey(redisPrefix, shard),
       fingerprint: orderFingerprint(order, canonical),
       canonical,
     };
   }
+
+  /** streamKey(prefix, shard) per shard, made once. */
+  private readonly streamKeys: string[];
 
   private get recordTtl(): string {
     return this.options.barrier ? this.pendingTtl : this.ttl;
@@ -97,20 +101,32 @@ export class OrderWriter {
    * recorded atomically, in the order `write` was called.
    */
   write(p: PreparedOrder): Promise<WriteOutcome> {
-    return new Promise<WriteOutcome>((resolve) => {
-      const queue = this.queued.get(p.shard);
-      if (queue) queue.push({ order: p, resolve });
-      else this.queued.set(p.shard, [{ order: p, resolve }]);
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(this.flush);
-      }
-    });
+    return new Promise<WriteOutcome>((resolve) => this.enqueue(p, resolve));
   }
 
   /** Many orders (a `:batch`): each as `write`; results in input order. */
   writeMany(orders: readonly PreparedOrder[]): Promise<WriteOutcome[]> {
-    return Promise.all(orders.map((p) => this.write(p)));
+    const out: WriteOutcome[] = new Array(orders.length);
+    if (orders.length === 0) return Promise.resolve(out);
+    return new Promise((resolve) => {
+      let left = orders.length;
+      orders.forEach((p, i) => {
+        this.enqueue(p, (outcome) => {
+          out[i] = outcome;
+          if (--left === 0) resolve(out);
+        });
+      });
+    });
+  }
+
+  private enqueue(order: PreparedOrder, done: (outcome: WriteOutcome) => void): void {
+    const queue = this.queued.get(order.shard);
+    if (queue) queue.push({ order, done });
+    else this.queued.set(order.shard, [{ order, done }]);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
   }
 
   private readonly queued = new Map<number, Queued[]>();
@@ -145,33 +161,32 @@ export class OrderWriter {
     try {
       reply = await this.options.redis.surgeAccept(1 + group.length, ...keysAndArgs);
     } catch (err) {
-      for (const q of group) q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err });
+      for (const q of group) q.done({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err });
       return;
     }
-    group.forEach((q, j) => {
+    const barrier = this.options.barrier;
+    for (let j = 0; j < group.length; j++) {
+      const { order: p, done } = group[j] as Queued;
       const outcome = reply[2 * j] as AcceptOutcome | undefined;
       const result = reply[2 * j + 1] ?? '';
-      if (outcome === undefined || outcome === 'error') {
-        q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err: new Error(`redis refused the write: ${result || 'no reply for this order'}`) });
-      } else {
-        this.settle(q.order, outcome, result).then(q.resolve, (err: unknown) => q.resolve({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err }));
+      switch (outcome) {
+        case 'new':
+          // `result` is the entry id. Durable mode answers once WAITAOF/WAIT confirmed it.
+          if (barrier) this.confirm(p, result, barrier).then(done, (err: unknown) => done({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err }));
+          else done({ kind: 'accepted', body: acceptedBody(p.shard, result, p.idempotencyKey) });
+          break;
+        case 'replay':
+          done({ kind: 'replayed', body: acceptedBody(p.shard, result, p.idempotencyKey) });
+          break;
+        case 'mismatch':
+          done({ kind: 'mismatch' });
+          break;
+        case 'pending':
+          done({ kind: 'pending' });
+          break;
+        default:
+          done({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err: new Error(`redis refused the write: ${result || `reply ${JSON.stringify(outcome)}`}`) });
       }
-    });
-  }
-
-  /** `entryId`: the new or replayed order's stream entry id (ACCEPT_LUA's result). */
-  private async settle(p: PreparedOrder, outcome: Exclude<AcceptOutcome, 'error'>, entryId: string): Promise<WriteOutcome> {
-    switch (outcome) {
-      case 'replay':
-        return { kind: 'replayed', body: acceptedBody(p.shard, entryId, p.idempotencyKey) };
-      case 'mismatch':
-        return { kind: 'mismatch' };
-      case 'pending':
-        return { kind: 'pending' };
-      case 'new':
-        return this.options.barrier ? this.confirm(p, entryId, this.options.barrier) : { kind: 'accepted', body: acceptedBody(p.shard, entryId, p.idempotencyKey) };
-      default:
-        return { kind: 'unavailable', reason: `unexpected script reply ${JSON.stringify(outcome)}` };
     }
   }
 
