@@ -73,7 +73,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     throw err;
   }
 
-  const writer = new OrderWriter({ redis, config, logger, ...(barrier ? { barrier } : {}) });
+  const writer = new OrderWriter({ redis, config, logger, metrics, ...(barrier ? { barrier } : {}) });
   const auth = new Authenticator(pool, { ttlMs: config.authCacheMs });
   const app = buildIngestApp({ config, redis, pool, auth, backpressure, writer, metrics, registry, logger, draining: () => draining });
   try {

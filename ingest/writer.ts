@@ -6,6 +6,7 @@
 import type { Config } from '../common/config.js';
 import { ENTRY_SCHEMA_VERSION, idemKey, shardFor, streamKey } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
+import type { IngestMetrics } from '../metrics/definitions.js';
 import { canonicalOrderJson, type Order, orderFingerprint } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { DurabilityBarrier } from './durability.js';
@@ -46,6 +47,8 @@ export interface OrderWriterOptions {
   config: Pick<Config, 'redisPrefix' | 'shards' | 'idempotencyTtlSeconds' | 'durableTimeoutMs'>;
   /** Present in durable mode. */
   barrier?: DurabilityBarrier;
+  /** Observes the orders per accept call (`surge_ingest_accept_call_orders`). */
+  metrics?: Pick<IngestMetrics, 'acceptCallOrders'>;
   logger: Logger;
 }
 
@@ -157,6 +160,7 @@ export class OrderWriter {
       keysAndArgs[a++] = order.idempotencyKey;
       keysAndArgs[a++] = order.canonical;
     }
+    this.options.metrics?.acceptCallOrders.observe(group.length);
     let reply: string[];
     try {
       reply = await this.options.redis.surgeAccept(1 + group.length, ...keysAndArgs);

@@ -48,6 +48,12 @@ export function ingestMetrics(registry: Registry) {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    acceptCallOrders: new Histogram({
+      name: 'surge_ingest_accept_call_orders',
+      help: 'Orders per Redis accept call (orders of one shard ready in the same event-loop turn share a call).',
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200],
+      registers: [registry],
+    }),
     overloaded: new Gauge({
       name: 'surge_ingest_overloaded',
       help: '1 while ingest sheds load (answers 503), by reason.',

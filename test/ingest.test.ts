@@ -382,6 +382,10 @@ describe('ingest', () => {
     assert.match(m.text, /surge_ingest_requests_total\{route="POST \/v1\/orders",code="422",role="ingest"\} [1-9]/);
     assert.match(m.text, /surge_ingest_orders_total\{result="replayed",role="ingest"\} [1-9]/);
     assert.match(m.text, /surge_ingest_request_duration_seconds_bucket\{le="0.005",role="ingest",route="POST \/v1\/orders:batch"\}/);
+    // Orders per accept call: every order went through one, so the sum counts them all.
+    const count = Number(/surge_ingest_accept_call_orders_count\{role="ingest"\} (\d+)/.exec(m.text)?.[1]);
+    const sum = Number(/surge_ingest_accept_call_orders_sum\{role="ingest"\} (\d+)/.exec(m.text)?.[1]);
+    assert.ok(count > 0 && sum >= count, `accept calls ${count}, orders ${sum}`);
     assert.doesNotMatch(m.text, /same-key-50|cust-1/, 'no key or customer in label values');
   });
 });
