@@ -305,30 +305,44 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
       if (items.value.length === 0 || items.value.length > MAX_BATCH_ORDERS) {
         return sendProblem(reply, problem(400, 'batch-size', 'Wrong number of orders', `a batch holds 1 to ${MAX_BATCH_ORDERS} orders; this one has ${items.value.length}`));
       }
-      // The 207 body is built as text: each accepted result embeds the stored 202 body as it is
-      // (the exact bytes a single-order replay returns), without parsing it back.
-      const results: string[] = new Array(items.value.length);
-      const toWrite: Array<{ index: number; key: string; prepared: PreparedOrder }> = [];
-      items.value.forEach((item, index) => {
-        const checked = checkBatchItem(item);
+      // The 207 body is built as text: each accepted result embeds the 202 body as the single
+      // route answers it (the same bytes a replay returns), without parsing it back.
+      const n = items.value.length;
+      const results: string[] = new Array(n);
+      const indexes: number[] = [];
+      const prepared: PreparedOrder[] = [];
+      let invalid = 0;
+      for (let index = 0; index < n; index++) {
+        const checked = checkBatchItem(items.value[index] as BatchItem);
         if ('problem' in checked) {
-          metrics.orders.inc({ result: 'invalid' });
+          invalid++;
           results[index] = JSON.stringify({ index, idempotency_key: checked.key ?? null, status: checked.problem.status, problem: checked.problem } satisfies BatchResult);
-        } else toWrite.push({ index, key: checked.key, prepared: writer.prepare(client.id, checked.key, checked.order) });
-      });
-      const outcomes = await writer.writeMany(toWrite.map((w) => w.prepared));
+        } else {
+          indexes.push(index);
+          prepared.push(writer.prepare(client.id, checked.key, checked.order));
+        }
+      }
+      // The parsed orders are not needed past this point: let them go before the Redis round
+      // trip rather than keep a thousand objects alive (and promoted by the GC) until the answer.
+      items.value.length = 0;
+      const outcomes = await writer.writeMany(prepared);
       let failure: unknown;
       const counts = new Map<string, number>();
-      toWrite.forEach((w, j) => {
+      if (invalid > 0) counts.set('invalid', invalid);
+      for (let j = 0; j < prepared.length; j++) {
         const outcome = outcomes[j] as WriteOutcome;
+        const index = indexes[j] as number;
+        const key = (prepared[j] as PreparedOrder).idempotencyKey;
         const result = ORDER_RESULT[outcome.kind];
         counts.set(result, (counts.get(result) ?? 0) + 1);
-        if (outcome.kind === 'unavailable') failure ??= outcome.err ?? outcome.reason;
-        const answer = answerFor(outcome, w.key, backpressure.retryAfterSeconds);
-        results[w.index] = answer.problem
-          ? JSON.stringify({ index: w.index, idempotency_key: w.key, status: answer.status, problem: answer.problem } satisfies BatchResult)
-          : `{"index":${w.index},"idempotency_key":${JSON.stringify(w.key)},"status":202,"replayed":${outcome.kind === 'replayed'},"location":${JSON.stringify(location(w.key))},"body":${answer.body}}`;
-      });
+        if (outcome.kind === 'accepted' || outcome.kind === 'replayed') {
+          results[index] = `{"index":${index},"idempotency_key":${JSON.stringify(key)},"status":202,"replayed":${outcome.kind === 'replayed'},"location":${JSON.stringify(location(key))},"body":${outcome.body}}`;
+        } else {
+          if (outcome.kind === 'unavailable') failure ??= outcome.err ?? outcome.reason;
+          const answer = answerFor(outcome, key, backpressure.retryAfterSeconds);
+          results[index] = JSON.stringify({ index, idempotency_key: key, status: answer.status, problem: answer.problem as Problem } satisfies BatchResult);
+        }
+      }
       for (const [result, n] of counts) metrics.orders.inc({ result }, n);
       if (failure !== undefined) request.log.error({ err: failure }, 'batch: some orders not accepted');
       return reply.code(207).type('application/json; charset=utf-8').send(`{"results":[${results.join(',')}]}`);
