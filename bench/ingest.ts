@@ -6,7 +6,8 @@
 // Every request carries a fresh Idempotency-Key (no replays). Prints req/s, p50/p99 and the
 // ratios b/a and c(orders/s)/b(orders/s), and writes bench/results/ingest-<date>.{json,md}.
 //
-//   npm run bench:ingest -- [--rounds 5] [--duration 5] [--warmup 3] [--connections 100] [--batch-connections 10] [--scenarios a,b,c[,a0]] [--no-write]
+//   npm run bench:ingest -- [--rounds 5] [--duration 5] [--warmup 3] [--connections 100] [--batch-connections 10] [--scenarios a,b,c[,a0][,f]] [--no-write]
+// References: (a0) the baseline without auto-pipelining; (f) the baseline's work in fastify (the framework alone).
 // Scenarios run in interleaved rounds (a, b, c, a, b, c, …) against servers started once; each
 // round reports req/s, latency and the CPU time per order of server, Redis and load generator.
 import { type ChildProcess, spawn } from 'node:child_process';
