@@ -23,6 +23,8 @@ export interface Config {
   ingestHeadersTimeoutMs: number;
   /** The whole request, body included, must arrive within this. */
   ingestRequestTimeoutMs: number;
+  /** Threads that prepare large `:batch` bodies (0: the main thread does). */
+  ingestBatchThreads: number;
   workerMetricsPort: number;
   lagExporterPort: number;
   durability: Durability;
@@ -226,6 +228,14 @@ const SPECS = [
     accepts: 'integer 100–600000, ≥ the headers timeout',
     description: 'Ingest answers 408 and closes the connection when a whole request (body included) has not arrived within this.',
     parse: int(100, 600000),
+  },
+  {
+    name: 'SURGE_INGEST_BATCH_THREADS',
+    key: 'ingestBatchThreads',
+    default: '1',
+    accepts: 'integer 0–16',
+    description: 'Threads that parse, validate and fingerprint `:batch` bodies of 16 KiB or more, off the event loop. 0: the main thread does it (use 0 when ingest has a single core).',
+    parse: int(0, 16),
   },
   {
     name: 'SURGE_WORKER_METRICS_PORT',

@@ -9,12 +9,13 @@ import type { Config } from '../common/config.js';
 import type { Pool } from '../common/db.js';
 import { idemKey, shardFor, shardOfStream } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
-import { type FieldError, idempotencyKeyProblem, type Order, validateOrder } from '../common/order.js';
+import { validateOrder } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
 import type { Authenticator } from './auth.js';
 import { bearerToken } from './auth.js';
 import type { Backpressure } from './backpressure.js';
+import { type BatchResult, keyProblem, type PreparedBatch, type Problem, parseJson, problem } from './requests.js';
 import { parseRecord, STATE_DONE } from './scripts.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
 
@@ -22,7 +23,6 @@ import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
 export const SINGLE_BODY_LIMIT = 64 * 1024;
 /** Largest body of POST /v1/orders:batch: 1,000 orders at up to ~8 KiB each on average. */
 export const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
-export const MAX_BATCH_ORDERS = 1000;
 /** Retry-After (s) for 409: the first request is waiting for WAITAOF/WAIT, which is bounded by SURGE_DURABLE_TIMEOUT_MS. */
 const CONFLICT_RETRY_AFTER = 1;
 
@@ -55,57 +55,14 @@ export interface IngestAppDeps {
   metrics: IngestMetrics;
   registry: Registry;
   logger: Logger;
+  /** Parses, checks and prepares a `:batch` body (on a thread when configured: ingest/batch.ts). */
+  prepareBatch: (body: Buffer, contentType: string, clientId: string) => Promise<PreparedBatch>;
   /** True once a graceful stop began (/readyz answers 503). */
   draining: () => boolean;
 }
 
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail?: string;
-  errors?: FieldError[];
-}
-
-const PROBLEM_BASE = 'https://surge.dev/problems/';
-
-export function problem(status: number, slug: string, title: string, detail?: string, errors?: FieldError[]): Problem {
-  return {
-    type: `${PROBLEM_BASE}${slug}`,
-    title,
-    status,
-    ...(detail !== undefined ? { detail } : {}),
-    ...(errors !== undefined ? { errors } : {}),
-  };
-}
-
 function sendProblem(reply: FastifyReply, p: Problem, headers: Record<string, string> = {}): FastifyReply {
   return reply.code(p.status).headers(headers).type('application/problem+json').send(JSON.stringify(p));
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-type Parsed = { ok: true; value: unknown } | { ok: false; problem: Problem };
-
-/** Decodes bytes as strict UTF-8 (invalid bytes are an error, not U+FFFD) and parses JSON. */
-export function parseJson(bytes: Uint8Array): Parsed {
-  let text: string;
-  try {
-    text = utf8.decode(bytes);
-  } catch {
-    return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
-  }
-  try {
-    return { ok: true, value: JSON.parse(text) };
-  } catch (e) {
-    return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
-  }
-}
-
-function keyProblem(key: string | undefined, where: string): Problem | undefined {
-  const msg = idempotencyKeyProblem(key);
-  if (msg === undefined) return undefined;
-  return problem(400, 'invalid-idempotency-key', key === undefined || key === '' ? 'Idempotency-Key is required' : 'Invalid Idempotency-Key', `${where} ${msg}`);
 }
 
 const LOCATION_PREFIX = '/v1/orders/';
@@ -300,31 +257,22 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
       if (!Buffer.isBuffer(request.body)) {
         return sendProblem(reply, problem(400, 'malformed-json', 'Malformed JSON', 'the request has no body'));
       }
-      const items = parseBatch(request.body, String(request.headers['content-type'] ?? ''));
-      if (!items.ok) return sendProblem(reply, items.problem);
-      if (items.value.length === 0 || items.value.length > MAX_BATCH_ORDERS) {
-        return sendProblem(reply, problem(400, 'batch-size', 'Wrong number of orders', `a batch holds 1 to ${MAX_BATCH_ORDERS} orders; this one has ${items.value.length}`));
+      let batch: PreparedBatch;
+      try {
+        batch = await deps.prepareBatch(request.body, String(request.headers['content-type'] ?? ''), client.id);
+      } catch (err) {
+        request.log.error({ err }, 'batch: preparing the orders failed');
+        return sendProblem(reply, problem(503, 'unavailable', 'Order batch not accepted', 'the batch could not be prepared; nothing was recorded, retry'), {
+          'retry-after': String(backpressure.retryAfterSeconds),
+        });
       }
+      if (!batch.ok) return sendProblem(reply, batch.problem);
       // The 207 body is built as text: each accepted result embeds the 202 body as the single
       // route answers it (the same bytes a replay returns), without parsing it back.
-      const n = items.value.length;
-      const results: string[] = new Array(n);
-      const indexes: number[] = [];
-      const prepared: PreparedOrder[] = [];
-      let invalid = 0;
-      for (let index = 0; index < n; index++) {
-        const checked = checkBatchItem(items.value[index] as BatchItem);
-        if ('problem' in checked) {
-          invalid++;
-          results[index] = JSON.stringify({ index, idempotency_key: checked.key ?? null, status: checked.problem.status, problem: checked.problem } satisfies BatchResult);
-        } else {
-          indexes.push(index);
-          prepared.push(writer.prepare(client.id, checked.key, checked.order));
-        }
-      }
-      // The parsed orders are not needed past this point: let them go before the Redis round
-      // trip rather than keep a thousand objects alive (and promoted by the GC) until the answer.
-      items.value.length = 0;
+      const { prepared, indexes } = batch;
+      const results: string[] = new Array(batch.count);
+      for (const { index, result } of batch.invalid) results[index] = result;
+      const invalid = batch.invalid.length;
       const outcomes = await writer.writeMany(prepared);
       let failure: unknown;
       const counts = new Map<string, number>();
@@ -380,67 +328,6 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     return reply.type(deps.registry.contentType).send(body);
   });
   return app;
-}
-
-interface AcceptedBody {
-  order_ref: string;
-  idempotency_key: string;
-  status: 'queued';
-}
-
-export type BatchResult =
-  | { index: number; idempotency_key: string; status: 202; replayed: boolean; location: string; body: AcceptedBody }
-  | { index: number; idempotency_key: string | null; status: number; problem: Problem };
-
-type BatchItem = { ok: true; value: unknown } | { ok: false; problem: Problem };
-
-/** Splits a batch body into items: a JSON array, or NDJSON (one order per line) by Content-Type. */
-export function parseBatch(bytes: Buffer, contentType: string): { ok: true; value: BatchItem[] } | { ok: false; problem: Problem } {
-  const ndjson = /^application\/(x-ndjson|jsonl)\b/i.test(contentType);
-  if (!ndjson) {
-    const parsed = parseJson(bytes);
-    if (!parsed.ok) return parsed;
-    if (!Array.isArray(parsed.value)) return { ok: false, problem: problem(400, 'malformed-batch', 'A batch is a JSON array of orders', 'the body is not an array') };
-    return { ok: true, value: parsed.value.map((value) => ({ ok: true, value })) };
-  }
-  let text: string;
-  try {
-    text = utf8.decode(bytes);
-  } catch {
-    return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
-  }
-  const lines = text.split('\n').filter((line) => line.trim() !== '');
-  return {
-    ok: true,
-    value: lines.map((line) => {
-      try {
-        return { ok: true, value: JSON.parse(line) as unknown };
-      } catch (e) {
-        return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
-      }
-    }),
-  };
-}
-
-/** One batch item: `idempotency_key` plus the order's fields. */
-function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?: string; problem: Problem } {
-  if (!item.ok) return { problem: item.problem };
-  const value = item.value;
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    return { problem: problem(400, 'invalid-order', 'Invalid order', 'each batch item is an object', [{ path: '', message: 'must be object' }]) };
-  }
-  const { idempotency_key: rawKey, ...order } = value as Record<string, unknown>;
-  const key = typeof rawKey === 'string' ? rawKey : undefined;
-  const badKey = keyProblem(key, 'idempotency_key');
-  const valid = validateOrder(order);
-  if (badKey || !valid.ok) {
-    const errors: FieldError[] = [
-      ...(badKey ? [{ path: '/idempotency_key', message: idempotencyKeyProblem(key) as string }] : []),
-      ...(valid.ok ? [] : valid.errors),
-    ];
-    return { ...(key !== undefined ? { key } : {}), problem: problem(400, 'invalid-order', 'Invalid order', `${errors.length} field(s) failed validation`, errors) };
-  }
-  return { key: key as string, order: valid.order };
 }
 
 export interface OrderState {

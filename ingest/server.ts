@@ -12,6 +12,7 @@ import { createRegistry, ingestMetrics } from '../metrics/definitions.js';
 import { buildIngestApp } from './app.js';
 import { Authenticator } from './auth.js';
 import { Backpressure } from './backpressure.js';
+import { BatchPreparer } from './batch.js';
 import { checkDurability, DurabilityBarrier } from './durability.js';
 import { defineIngestCommands } from './scripts.js';
 import { OrderWriter } from './writer.js';
@@ -47,9 +48,12 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
   const registry = createRegistry({ defaultMetrics: true, role: 'ingest' });
   const metrics = ingestMetrics(registry);
   const backpressure = new Backpressure(redis, config, metrics, logger);
+  // No thread starts until the first large batch.
+  const batches = new BatchPreparer(config, metrics);
   let draining = false;
   const closeConnections = async () => {
     backpressure.stop();
+    await batches.close().catch(() => {});
     await redis.quit().catch(() => redis.disconnect());
     await pool.end().catch(() => {});
   };
@@ -75,7 +79,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
 
   const writer = new OrderWriter({ redis, config, logger, metrics, ...(barrier ? { barrier } : {}) });
   const auth = new Authenticator(pool, { ttlMs: config.authCacheMs });
-  const app = buildIngestApp({ config, redis, pool, auth, backpressure, writer, metrics, registry, logger, draining: () => draining });
+  const app = buildIngestApp({ config, redis, pool, auth, backpressure, writer, metrics, registry, logger, prepareBatch: batches.prepare, draining: () => draining });
   try {
     await app.listen({ port: config.ingestPort, host: config.listenHost });
   } catch (err) {

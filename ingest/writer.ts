@@ -58,6 +58,23 @@ export function parseOrderRef(ref: string): { shard: number; entryId: string } |
   return m ? { shard: Number(m[1]), entryId: m[2] as string } : undefined;
 }
 
+/** What writing an order needs, computed once: shard, keys, canonical text and fingerprint. */
+export function prepareOrder(config: Pick<Config, 'redisPrefix' | 'shards'>, clientId: string, idempotencyKey: string, order: Order): PreparedOrder {
+  const { redisPrefix, shards } = config;
+  const shard = shardFor(clientId, idempotencyKey, shards);
+  // One canonical text per order: the fingerprint and the stream entry share it.
+  const canonical = canonicalOrderJson(order);
+  return {
+    clientId,
+    idempotencyKey,
+    shard,
+    recordKey: idemKey(redisPrefix, shard, clientId, idempotencyKey),
+    streamKey: streamKey(redisPrefix, shard),
+    fingerprint: orderFingerprint(order, canonical),
+    canonical,
+  };
+}
+
 export class OrderWriter {
   private readonly ttl: string;
   private readonly pendingTtl: string;
@@ -67,27 +84,12 @@ export class OrderWriter {
     // A pending record outlives the WAIT by a margin; if this process dies before confirming,
     // the record expires and a retry writes again (PostgreSQL absorbs the duplicate).
     this.pendingTtl = String(Math.ceil(options.config.durableTimeoutMs / 1000) + 10);
-    this.streamKeys = Array.from({ length: options.config.shards }, (_, shard) => streamKey(options.config.redisPrefix, shard));
   }
 
+  /** prepareOrder with this writer's config. */
   prepare(clientId: string, idempotencyKey: string, order: Order): PreparedOrder {
-    const { redisPrefix, shards } = this.options.config;
-    const shard = shardFor(clientId, idempotencyKey, shards);
-    // One canonical text per order: the fingerprint and the stream entry share it.
-    const canonical = canonicalOrderJson(order);
-    return {
-      clientId,
-      idempotencyKey,
-      shard,
-      recordKey: idemKey(redisPrefix, shard, clientId, idempotencyKey),
-      streamKey: this.streamKeys[shard] ?? streamKey(redisPrefix, shard),
-      fingerprint: orderFingerprint(order, canonical),
-      canonical,
-    };
+    return prepareOrder(this.options.config, clientId, idempotencyKey, order);
   }
-
-  /** streamKey(prefix, shard) per shard, made once. */
-  private readonly streamKeys: string[];
 
   private get recordTtl(): string {
     return this.options.barrier ? this.pendingTtl : this.ttl;

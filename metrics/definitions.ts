@@ -54,6 +54,12 @@ export function ingestMetrics(registry: Registry) {
       buckets: [1, 2, 5, 10, 20, 50, 100, 200],
       registers: [registry],
     }),
+    batchesPrepared: new Counter({
+      name: 'surge_ingest_batches_prepared_total',
+      help: 'POST /v1/orders:batch bodies parsed and prepared, by where: thread (SURGE_INGEST_BATCH_THREADS) or main.',
+      labelNames: ['on'] as const,
+      registers: [registry],
+    }),
     overloaded: new Gauge({
       name: 'surge_ingest_overloaded',
       help: '1 while ingest sheds load (answers 503), by reason.',

@@ -11,6 +11,7 @@ import { createLogger } from '../common/log.js';
 import type { Order } from '../common/order.js';
 import { createRedis, redisReady } from '../common/redis.js';
 import { defineIngestCommands } from '../ingest/scripts.js';
+import { THREAD_MIN_BODY_BYTES } from '../ingest/batch.js';
 import { INGEST_REDIS_OPTIONS, type IngestService, startIngest } from '../ingest/server.js';
 import { ORDERS_PER_SCRIPT_CALL, OrderWriter } from '../ingest/writer.js';
 import { startRedisCluster } from './support/cluster.js';
@@ -136,6 +137,42 @@ describe('ingest :batch (many orders per script call)', () => {
       assert.equal(again.status, 202);
       assert.equal(again.headers['idempotent-replayed'], 'true');
       assert.equal(again.text, text);
+    }
+  });
+
+  test('a batch prepared on the thread and the same batch prepared in place: the same orders (the second is all replays, byte for byte)', async () => {
+    // 300 orders: well above THREAD_MIN_BODY_BYTES, so `ingest` (1 thread, the default) prepares it on its thread.
+    const items = Array.from({ length: 300 }, (_, i) => ({ key: `tp-${i}`, order: order(i, i % 3 === 0 ? 'cust-é€🛒' : 'cust-1') }));
+    const body = JSON.stringify(items.map((i) => ({ idempotency_key: i.key, ...i.order })));
+    assert.ok(Buffer.byteLength(body) >= THREAD_MIN_BODY_BYTES);
+    assert.equal(env.config.ingestBatchThreads, 1);
+    const inPlace = await startIngest({ ...env.config, ingestBatchThreads: 0 }, { logger: silent });
+    try {
+      const send = (url: string) =>
+        http(url, { method: 'POST', path: '/v1/orders:batch', headers: { ...auth(), 'content-type': 'application/json' }, body });
+      const prepared = async (url: string, on: string) =>
+        Number(new RegExp(`surge_ingest_batches_prepared_total\\{on="${on}",role="ingest"\\} (\\d+)`).exec((await http(url, { path: '/metrics' })).text)?.[1] ?? 0);
+      const before = await entries();
+      const onThread = await prepared(ingest.url, 'thread');
+      const first = (await send(ingest.url)).json as { results: Result[] };
+      assert.equal(await prepared(ingest.url, 'thread'), onThread + 1, 'prepared on the thread');
+      const second = (await send(inPlace.url)).json as { results: Result[] };
+      assert.equal(await prepared(inPlace.url, 'main'), 1, 'prepared in place');
+      assert.equal(await entries(), before + 300);
+      assert.deepEqual(
+        first.results.map((r) => [r.status, r.replayed]),
+        items.map(() => [202, false]),
+      );
+      assert.deepEqual(
+        second.results.map((r) => [r.status, r.replayed]),
+        items.map(() => [202, true]),
+      );
+      assert.deepEqual(
+        second.results.map((r) => r.body),
+        first.results.map((r) => r.body),
+      );
+    } finally {
+      await inPlace.stop();
     }
   });
 

@@ -1,0 +1,148 @@
+// Request bodies, from bytes to orders ready for Redis: strict UTF-8 and JSON parsing, problem
+// details (RFC 9457), the idempotency-key check, and a whole `:batch` body parsed, checked and
+// prepared (canonical text, fingerprint, shard, keys). No fastify and no connections here, so a
+// piscina thread can run `prepareBatch` off the event loop (ingest/batch-thread.ts).
+import type { Config } from '../common/config.js';
+import { type FieldError, idempotencyKeyProblem, type Order, validateOrder } from '../common/order.js';
+import { type PreparedOrder, prepareOrder } from './writer.js';
+
+export const MAX_BATCH_ORDERS = 1000;
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  errors?: FieldError[];
+}
+
+const PROBLEM_BASE = 'https://surge.dev/problems/';
+
+export function problem(status: number, slug: string, title: string, detail?: string, errors?: FieldError[]): Problem {
+  return {
+    type: `${PROBLEM_BASE}${slug}`,
+    title,
+    status,
+    ...(detail !== undefined ? { detail } : {}),
+    ...(errors !== undefined ? { errors } : {}),
+  };
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+type Parsed = { ok: true; value: unknown } | { ok: false; problem: Problem };
+
+/** Decodes bytes as strict UTF-8 (invalid bytes are an error, not U+FFFD) and parses JSON. */
+export function parseJson(bytes: Uint8Array): Parsed {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
+  }
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch (e) {
+    return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
+  }
+}
+
+export function keyProblem(key: string | undefined, where: string): Problem | undefined {
+  const msg = idempotencyKeyProblem(key);
+  if (msg === undefined) return undefined;
+  return problem(400, 'invalid-idempotency-key', key === undefined || key === '' ? 'Idempotency-Key is required' : 'Invalid Idempotency-Key', `${where} ${msg}`);
+}
+
+interface AcceptedBody {
+  order_ref: string;
+  idempotency_key: string;
+  status: 'queued';
+}
+
+export type BatchResult =
+  | { index: number; idempotency_key: string; status: 202; replayed: boolean; location: string; body: AcceptedBody }
+  | { index: number; idempotency_key: string | null; status: number; problem: Problem };
+
+type BatchItem = { ok: true; value: unknown } | { ok: false; problem: Problem };
+
+/** Splits a batch body into items: a JSON array, or NDJSON (one order per line) by Content-Type. */
+export function parseBatch(bytes: Uint8Array, contentType: string): { ok: true; value: BatchItem[] } | { ok: false; problem: Problem } {
+  const ndjson = /^application\/(x-ndjson|jsonl)\b/i.test(contentType);
+  if (!ndjson) {
+    const parsed = parseJson(bytes);
+    if (!parsed.ok) return parsed;
+    if (!Array.isArray(parsed.value)) return { ok: false, problem: problem(400, 'malformed-batch', 'A batch is a JSON array of orders', 'the body is not an array') };
+    return { ok: true, value: parsed.value.map((value) => ({ ok: true, value })) };
+  }
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
+  }
+  const lines = text.split('\n').filter((line) => line.trim() !== '');
+  return {
+    ok: true,
+    value: lines.map((line) => {
+      try {
+        return { ok: true, value: JSON.parse(line) as unknown };
+      } catch (e) {
+        return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
+      }
+    }),
+  };
+}
+
+/** One batch item: `idempotency_key` plus the order's fields. */
+function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?: string; problem: Problem } {
+  if (!item.ok) return { problem: item.problem };
+  const value = item.value;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return { problem: problem(400, 'invalid-order', 'Invalid order', 'each batch item is an object', [{ path: '', message: 'must be object' }]) };
+  }
+  const { idempotency_key: rawKey, ...order } = value as Record<string, unknown>;
+  const key = typeof rawKey === 'string' ? rawKey : undefined;
+  const badKey = keyProblem(key, 'idempotency_key');
+  const valid = validateOrder(order);
+  if (badKey || !valid.ok) {
+    const errors: FieldError[] = [
+      ...(badKey ? [{ path: '/idempotency_key', message: idempotencyKeyProblem(key) as string }] : []),
+      ...(valid.ok ? [] : valid.errors),
+    ];
+    return { ...(key !== undefined ? { key } : {}), problem: problem(400, 'invalid-order', 'Invalid order', `${errors.length} field(s) failed validation`, errors) };
+  }
+  return { key: key as string, order: valid.order };
+}
+
+/**
+ * A `:batch` body, parsed and checked: the orders to write (prepared, with their item index) and
+ * the finished result of every invalid item; or the problem of the whole request.
+ */
+export type PreparedBatch =
+  | { ok: false; problem: Problem }
+  | { ok: true; count: number; prepared: PreparedOrder[]; indexes: number[]; invalid: Array<{ index: number; result: string }> };
+
+export function prepareBatch(bytes: Uint8Array, contentType: string, clientId: string, config: Pick<Config, 'redisPrefix' | 'shards'>): PreparedBatch {
+  const items = parseBatch(bytes, contentType);
+  if (!items.ok) return items;
+  const count = items.value.length;
+  if (count === 0 || count > MAX_BATCH_ORDERS) {
+    return { ok: false, problem: problem(400, 'batch-size', 'Wrong number of orders', `a batch holds 1 to ${MAX_BATCH_ORDERS} orders; this one has ${count}`) };
+  }
+  const prepared: PreparedOrder[] = [];
+  const indexes: number[] = [];
+  const invalid: Array<{ index: number; result: string }> = [];
+  for (let index = 0; index < count; index++) {
+    const checked = checkBatchItem(items.value[index] as BatchItem);
+    if ('problem' in checked) {
+      invalid.push({
+        index,
+        result: JSON.stringify({ index, idempotency_key: checked.key ?? null, status: checked.problem.status, problem: checked.problem } satisfies BatchResult),
+      });
+    } else {
+      indexes.push(index);
+      prepared.push(prepareOrder(config, clientId, checked.key, checked.order));
+    }
+  }
+  return { ok: true, count, prepared, indexes, invalid };
+}
