@@ -107,6 +107,8 @@ interface Figures {
   /** Share of one core the load generator used during the measurement (1 = a whole core). */
   loadGenCores: number;
   serverCores: number;
+  /** CPU time per order of the server's main thread (the event loop), µs. */
+  serverMainThreadUsPerOrder: number;
   /** Share of the server's CPU time spent in the kernel (socket reads and writes). */
   serverSystemShare: number;
 }
@@ -146,9 +148,9 @@ async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 /** CPU seconds (user, system) a process used so far, from /proc (Linux); NaN elsewhere. */
-function processCpu(pid: number | undefined): { user: number; system: number } {
+function processCpu(pid: number | undefined, thread?: number): { user: number; system: number } {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
   } catch {
@@ -244,12 +246,15 @@ async function main(): Promise<void> {
       for (const s of order) {
         const { child, url } = servers.get(s) as { child: ChildProcess; url: string };
         const o = optsOf(s);
-        const cpu0 = { server: processCpu(child.pid), redis: await redisCpuSeconds(redis), gen: process.cpuUsage() };
+        // The server's main thread (its task id is its pid) runs the event loop: the bottleneck.
+        const cpu0 = { server: processCpu(child.pid), main: processCpu(child.pid, child.pid), redis: await redisCpuSeconds(redis), gen: process.cpuUsage() };
         const t0 = performance.now();
         const r = await load(url, SCENARIOS[s].path, { ...o, duration });
         const wall = (performance.now() - t0) / 1000;
         const gen = process.cpuUsage(cpu0.gen);
         const server1 = processCpu(child.pid);
+        const main1 = processCpu(child.pid, child.pid);
+        const mainCpu = main1.user + main1.system - cpu0.main.user - cpu0.main.system;
         const serverUser = server1.user - cpu0.server.user;
         const serverCpu = serverUser + server1.system - cpu0.server.system;
         const redisCpu = (await redisCpuSeconds(redis)) - cpu0.redis;
@@ -275,11 +280,12 @@ async function main(): Promise<void> {
           loadGenCpuUsPerOrder: round2((genCpu * 1e6) / orders),
           loadGenCores: round2(genCpu / wall),
           serverCores: round2(serverCpu / wall),
+          serverMainThreadUsPerOrder: round2((mainCpu * 1e6) / orders),
           serverSystemShare: round2(1 - serverUser / serverCpu),
         };
         figures.push(f);
         console.log(
-          `round ${round} ${SCENARIOS[s].label}: ${f.requestsPerSecond} req/s, ${f.ordersPerSecond} orders/s, p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms, non-2xx ${f.non2xx}, errors ${f.errors}; CPU µs/order server ${f.serverCpuUsPerOrder} (${Math.round(f.serverSystemShare * 100)} % kernel), redis ${f.redisCpuUsPerOrder}, load generator ${f.loadGenCpuUsPerOrder} (${f.loadGenCores} cores)`,
+          `round ${round} ${SCENARIOS[s].label}: ${f.requestsPerSecond} req/s, ${f.ordersPerSecond} orders/s, p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms, non-2xx ${f.non2xx}, errors ${f.errors}; CPU µs/order server ${f.serverCpuUsPerOrder} (${Math.round(f.serverSystemShare * 100)} % kernel; main thread ${f.serverMainThreadUsPerOrder}), redis ${f.redisCpuUsPerOrder}, load generator ${f.loadGenCpuUsPerOrder} (${f.loadGenCores} cores)`,
         );
       }
     }
@@ -310,6 +316,7 @@ async function main(): Promise<void> {
             latencyP50Ms: median(fs.map((f) => f.latencyP50Ms)),
             latencyP99Ms: median(fs.map((f) => f.latencyP99Ms)),
             serverCpuUsPerOrder: median(fs.map((f) => f.serverCpuUsPerOrder)),
+            serverMainThreadUsPerOrder: median(fs.map((f) => f.serverMainThreadUsPerOrder)),
             redisCpuUsPerOrder: median(fs.map((f) => f.redisCpuUsPerOrder)),
             loadGenCpuUsPerOrder: median(fs.map((f) => f.loadGenCpuUsPerOrder)),
             loadGenCores: median(fs.map((f) => f.loadGenCores)),
@@ -359,20 +366,20 @@ async function main(): Promise<void> {
         `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.totalMemoryMiB} MiB RAM, Node ${machine.node}, Redis ${machine.redis} (same host); load average (1/5/15 min) ${machine.loadAverageBefore.join(' / ')} before, ${machine.loadAverageAfter.join(' / ')} after.`,
         '',
         `Rounds are interleaved (${order.join(', ')}, ${order.join(', ')}, …), ${duration} s each after one ${warmup} s warm-up per server; ratios are taken within a round.`,
-        'CPU columns: CPU time per order of the server process (its kernel share in the log), of Redis (INFO cpu: the whole server, so other clients of a shared Redis count too), and of the load generator (autocannon, one thread).',
+        'CPU columns: CPU time per order of the server process (its kernel share in the log) and of its main thread (the event loop), of Redis (INFO cpu: the whole server, so other clients of a shared Redis count too), and of the load generator (autocannon, one thread).',
         '',
-        '| Round | Scenario | Conns | req/s | orders/s | p50 ms | p99 ms | non-2xx | errors | server µs/order | Redis µs/order | loadgen µs/order | loadgen cores |',
-        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+        '| Round | Scenario | Conns | req/s | orders/s | p50 ms | p99 ms | non-2xx | errors | server µs/order | main thread µs/order | Redis µs/order | loadgen µs/order | loadgen cores |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
         ...figures.map(
           (f) =>
-            `| ${f.round} | ${SCENARIOS[f.scenario].label} | ${f.connections} | ${f.requestsPerSecond} | ${f.ordersPerSecond} | ${f.latencyP50Ms} | ${f.latencyP99Ms} | ${f.non2xx} | ${f.errors} | ${f.serverCpuUsPerOrder} | ${f.redisCpuUsPerOrder} | ${f.loadGenCpuUsPerOrder} | ${f.loadGenCores} |`,
+            `| ${f.round} | ${SCENARIOS[f.scenario].label} | ${f.connections} | ${f.requestsPerSecond} | ${f.ordersPerSecond} | ${f.latencyP50Ms} | ${f.latencyP99Ms} | ${f.non2xx} | ${f.errors} | ${f.serverCpuUsPerOrder} | ${f.serverMainThreadUsPerOrder} | ${f.redisCpuUsPerOrder} | ${f.loadGenCpuUsPerOrder} | ${f.loadGenCores} |`,
         ),
         '',
-        '| Medians | req/s | orders/s | p50 ms | p99 ms | server µs/order | Redis µs/order | loadgen µs/order |',
-        '| --- | --- | --- | --- | --- | --- | --- | --- |',
+        '| Medians | req/s | orders/s | p50 ms | p99 ms | server µs/order | main thread µs/order | Redis µs/order | loadgen µs/order |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
         ...order.map((s) => {
           const m = medians[s] as Record<string, number>;
-          return `| ${SCENARIOS[s].label} | ${m.requestsPerSecond} | ${m.ordersPerSecond} | ${m.latencyP50Ms} | ${m.latencyP99Ms} | ${m.serverCpuUsPerOrder} | ${m.redisCpuUsPerOrder} | ${m.loadGenCpuUsPerOrder} |`;
+          return `| ${SCENARIOS[s].label} | ${m.requestsPerSecond} | ${m.ordersPerSecond} | ${m.latencyP50Ms} | ${m.latencyP99Ms} | ${m.serverCpuUsPerOrder} | ${m.serverMainThreadUsPerOrder} | ${m.redisCpuUsPerOrder} | ${m.loadGenCpuUsPerOrder} |`;
         }),
         '',
         ...(ba.perRound.length ? [`Ratio b/a (req/s): **${fmt(ba)}** (goal ≥ 0.8).`, ''] : []),

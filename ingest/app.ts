@@ -138,10 +138,12 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     done(null, body);
   });
 
-  // Hooks in callback style: no promise per request and hook.
-  app.addHook('onSend', (request, reply, payload, done) => {
+  // Hooks in callback style: no promise per request and hook. The request id is set first thing
+  // (an onSend hook would cost every reply a trip through fastify's onSend runner); replies
+  // built later, errors and 404s included, keep it.
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
-    done(null, payload);
+    done();
   });
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.config.metricRoute ?? 'other';
@@ -172,42 +174,54 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, problem(404, 'not-found', 'Not found', `no route ${request.method} ${request.url.split('?')[0]}`)));
 
-  // Auth first (before the body is read), then load shedding for writes.
-  const authenticate = async (request: FastifyRequest, reply: FastifyReply) => {
-    const token = bearerToken(request.headers.authorization);
-    if (!token) {
-      return sendProblem(reply, problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'), { 'www-authenticate': 'Bearer' });
-    }
-    let client: ApiClient | undefined;
-    try {
-      client = await deps.auth.lookup(token);
-    } catch (err) {
-      request.log.error({ err }, 'api key lookup failed');
-      return sendProblem(reply, problem(503, 'unavailable', 'Authentication unavailable', 'the key store (PostgreSQL) cannot be reached'), {
-        'retry-after': String(backpressure.retryAfterSeconds),
-      });
-    }
-    if (!client) {
-      return sendProblem(reply, problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'), { 'www-authenticate': 'Bearer error="invalid_token"' });
-    }
-    request.apiClient = client;
-  };
-  const shedLoad = (reply: FastifyReply) => {
+  // Auth first (before the body is read), then, for writes, load shedding. Callback style: a
+  // key whose lookup is cached and settled (nearly every request) is answered without a promise.
+  // A hook that replies does not call done (fastify: respond from a hook).
+  const shedLoad = (reply: FastifyReply): boolean => {
     const reason = backpressure.overloaded();
-    if (!reason) return;
+    if (!reason) return false;
     metrics.orders.inc({ result: 'unavailable' });
     const detail = {
       redis_down: 'Redis is unreachable',
       backlog: 'the backlog of unapplied orders is over SURGE_MAX_BACKLOG',
       memory: 'Redis memory use is over its limit',
     }[reason];
-    return sendProblem(reply, problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`), {
+    sendProblem(reply, problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`), {
       'retry-after': String(backpressure.retryAfterSeconds),
     });
+    return true;
   };
-
-  // Writes: authentication, then load shedding, in one hook (a reply returned = answered).
-  const authenticateAndShed = async (request: FastifyRequest, reply: FastifyReply) => (await authenticate(request, reply)) ?? shedLoad(reply);
+  const authHook =
+    (shed: boolean) =>
+    (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void): void => {
+      const token = bearerToken(request.headers.authorization);
+      if (!token) {
+        sendProblem(reply, problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'), { 'www-authenticate': 'Bearer' });
+        return;
+      }
+      const admit = (client: ApiClient | undefined) => {
+        if (!client) {
+          sendProblem(reply, problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'), { 'www-authenticate': 'Bearer error="invalid_token"' });
+          return;
+        }
+        request.apiClient = client;
+        if (shed && shedLoad(reply)) return;
+        done();
+      };
+      const hit = deps.auth.cached(token);
+      if (hit) {
+        admit(hit.client);
+        return;
+      }
+      deps.auth.lookup(token).then(admit, (err: unknown) => {
+        request.log.error({ err }, 'api key lookup failed');
+        sendProblem(reply, problem(503, 'unavailable', 'Authentication unavailable', 'the key store (PostgreSQL) cannot be reached'), {
+          'retry-after': String(backpressure.retryAfterSeconds),
+        });
+      });
+    };
+  const authenticate = authHook(false);
+  const authenticateAndShed = authHook(true);
 
   app.post(
     '/v1/orders',

@@ -15,6 +15,8 @@ export interface AuthenticatorOptions {
 interface CacheEntry {
   expires: number;
   result: Promise<ApiClient | undefined>;
+  /** Set once `result` resolved: lets the hot path answer without a promise. */
+  settled?: { client: ApiClient | undefined };
 }
 
 /** Parses `Authorization: Bearer <key>`; undefined when absent or another scheme. */
@@ -35,6 +37,15 @@ export class Authenticator {
     this.maxEntries = options.maxEntries ?? 10_000;
   }
 
+  /**
+   * The cached answer for this key, when there is a fresh one that has already arrived:
+   * `{ client }` (client undefined = unknown or disabled key). Undefined: ask `lookup`.
+   */
+  cached(apiKey: string): { client: ApiClient | undefined } | undefined {
+    const hit = this.cache.get(apiKey);
+    return hit && hit.expires > Date.now() ? hit.settled : undefined;
+  }
+
   /** The active client owning this key, or undefined. Rejects when PostgreSQL cannot be asked. */
   lookup(apiKey: string): Promise<ApiClient | undefined> {
     const now = Date.now();
@@ -42,8 +53,15 @@ export class Authenticator {
     if (hit && hit.expires > now) return hit.result;
     const result = findClientByKey(this.pool, apiKey);
     if (this.options.ttlMs > 0) {
+      const entry: CacheEntry = { expires: now + this.options.ttlMs, result };
       this.cache.delete(apiKey);
-      this.cache.set(apiKey, { expires: now + this.options.ttlMs, result });
+      this.cache.set(apiKey, entry);
+      result.then(
+        (client) => {
+          entry.settled = { client };
+        },
+        () => {},
+      );
       if (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value as string);
       // A failed lookup (database down) is not cached.
       result.catch(() => {

@@ -244,6 +244,14 @@ describe('ingest', () => {
     assertProblem(await http(ingest.url, { method: 'POST', path: '/v1/orders', headers: { 'content-type': 'application/json' }, body: '{}' }), 401);
     assertProblem(await http(ingest.url, { path: '/v1/orders/x', headers: { authorization: `Basic ${alice.apiKey}` } }), 401);
     assert.equal(await entries(), before);
+    // Early answers, errors and 404s carry the request id too; a client's own id is echoed.
+    assert.ok(unknown.headers['x-request-id']);
+    const notFound = await http(ingest.url, { path: '/nowhere', headers: { 'x-request-id': 'client-trace-42' } });
+    assert.equal(notFound.status, 404);
+    assert.equal(notFound.headers['x-request-id'], 'client-trace-42');
+    const tooBig = await post('big-id', order(), { raw: 'x'.repeat(70 * 1024) });
+    assert.equal(tooBig.status, 413);
+    assert.ok(tooBig.headers['x-request-id']);
   });
 
   test('a non-JSON Content-Type → 415', async () => {
