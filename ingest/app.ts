@@ -110,6 +110,27 @@ function requestId(req: { headers: Record<string, string | string[] | undefined>
   return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : `${REQUEST_ID_PREFIX}-${(requestSeq++).toString(36)}`;
 }
 
+/**
+ * What happens when a response is done. fastify calls its LogController once per response
+ * whatever the route (404s and errors included); Surge's records the request metrics there and
+ * logs a 4xx at info, instead of an access log line. An `onResponse` hook would do the same at
+ * ~1 µs more per request (the hook runner).
+ */
+class RequestMetrics extends LogController {
+  constructor(private readonly metrics: Pick<IngestMetrics, 'requests' | 'duration'>) {
+    super({ disableRequestLogging: true });
+  }
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const route = request.routeOptions.config.metricRoute ?? 'other';
+    const code = reply.statusCode;
+    this.metrics.requests.inc({ route, code: String(code) });
+    this.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+    if (error) request.log.error({ err: error, route, code }, 'response failed');
+    else if (code >= 400 && code < 500) request.log.info({ route, code }, 'client error');
+  }
+}
+
 export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   const { metrics, backpressure, writer, logger, config } = deps;
   const app = fastify({
@@ -122,7 +143,7 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     },
     requestTimeout: config.ingestRequestTimeoutMs,
     loggerInstance: logger as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true }),
+    logController: new RequestMetrics(metrics),
     bodyLimit: SINGLE_BODY_LIMIT,
     genReqId: requestId,
     return503OnClosing: true,
@@ -143,14 +164,6 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   // built later, errors and 404s included, keep it.
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
-    done();
-  });
-  app.addHook('onResponse', (request, reply, done) => {
-    const route = request.routeOptions.config.metricRoute ?? 'other';
-    const code = reply.statusCode;
-    metrics.requests.inc({ route, code: String(code) });
-    metrics.duration.observe({ route }, reply.elapsedTime / 1000);
-    if (code >= 400 && code < 500) request.log.info({ route, code }, 'client error');
     done();
   });
 
