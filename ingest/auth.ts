@@ -56,17 +56,16 @@ export class Authenticator {
       const entry: CacheEntry = { expires: now + this.options.ttlMs, result };
       this.cache.delete(apiKey);
       this.cache.set(apiKey, entry);
+      if (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value as string);
       result.then(
         (client) => {
           entry.settled = { client };
         },
-        () => {},
+        // A failed lookup (database down) is not cached.
+        () => {
+          if (this.cache.get(apiKey) === entry) this.cache.delete(apiKey);
+        },
       );
-      if (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value as string);
-      // A failed lookup (database down) is not cached.
-      result.catch(() => {
-        if (this.cache.get(apiKey)?.result === result) this.cache.delete(apiKey);
-      });
     }
     return result;
   }

@@ -36,11 +36,6 @@ export class BatchPreparer {
         : undefined;
   }
 
-  /** Threads the pool will use (0 = in place). */
-  get threads(): number {
-    return this.pool ? this.config.ingestBatchThreads : 0;
-  }
-
   prepare = async (body: Buffer, contentType: string, clientId: string): Promise<PreparedBatch> => {
     const { redisPrefix, shards } = this.config;
     if (!this.pool || body.byteLength < THREAD_MIN_BODY_BYTES) {

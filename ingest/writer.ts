@@ -1,8 +1,9 @@
 // Writes accepted orders to their shard streams: each order in exactly one atomic Lua call
 // (check the idempotency record, XADD, store the record), the orders of one shard ready in the
-// same event-loop turn sharing a call; plus the durable-mode confirmation. Every Redis failure becomes `unavailable` (the caller answers 503 and caches
-// nothing, SEMANTICS 1.5): the XADD may have happened, and PostgreSQL's unique
-// (client_id, idempotency_key) absorbs the duplicate a retry may then add.
+// same event-loop turn sharing a call; plus the durable-mode confirmation. Every Redis failure
+// becomes `unavailable` (the caller answers 503 and caches nothing, SEMANTICS 1.5): the XADD may
+// have happened, and PostgreSQL's unique (client_id, idempotency_key) absorbs the duplicate a
+// retry may then add.
 import type { Config } from '../common/config.js';
 import { ENTRY_SCHEMA_VERSION, idemKey, shardFor, streamKey } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
