@@ -59,6 +59,11 @@ export function parseOrderRef(ref: string): { shard: number; entryId: string } |
   return m ? { shard: Number(m[1]), entryId: m[2] as string } : undefined;
 }
 
+/** A write whose effect is unknown (the call failed, or Redis refused it): answered 503, nothing cached. */
+function unknownOutcome(err: unknown): WriteOutcome {
+  return { kind: 'unavailable', reason: 'redis write failed or outcome unknown', err };
+}
+
 /** What writing an order needs, computed once: shard, keys, canonical text and fingerprint. */
 export function prepareOrder(config: Pick<Config, 'redisPrefix' | 'shards'>, clientId: string, idempotencyKey: string, order: Order): PreparedOrder {
   const { redisPrefix, shards } = config;
@@ -168,7 +173,7 @@ export class OrderWriter {
     try {
       reply = await this.options.redis.surgeAccept(1 + group.length, ...keysAndArgs);
     } catch (err) {
-      for (const q of group) q.done({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err });
+      for (const q of group) q.done(unknownOutcome(err));
       return;
     }
     const barrier = this.options.barrier;
@@ -179,7 +184,7 @@ export class OrderWriter {
       switch (outcome) {
         case 'new':
           // `result` is the entry id. Durable mode answers once WAITAOF/WAIT confirmed it.
-          if (barrier) this.confirm(p, result, barrier).then(done, (err: unknown) => done({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err }));
+          if (barrier) this.confirm(p, result, barrier).then(done, (err: unknown) => done(unknownOutcome(err)));
           else done({ kind: 'accepted', body: acceptedBody(p.shard, result, p.idempotencyKey) });
           break;
         case 'replay':
@@ -192,7 +197,7 @@ export class OrderWriter {
           done({ kind: 'pending' });
           break;
         default:
-          done({ kind: 'unavailable', reason: 'redis write failed or outcome unknown', err: new Error(`redis refused the write: ${result || `reply ${JSON.stringify(outcome)}`}`) });
+          done(unknownOutcome(new Error(`redis refused the write: ${result || `reply ${JSON.stringify(outcome)}`}`)));
       }
     }
   }
