@@ -1,6 +1,7 @@
 // Writes accepted orders to their shard streams: each order in exactly one atomic Lua call
 // (check the idempotency record, XADD, store the record), the orders of one shard ready in the
-// same event-loop turn sharing a call; plus the durable-mode confirmation. Every Redis failure
+// same event-loop turn sharing a call, and on a single Redis all of a turn's calls leaving in one
+// pipeline; plus the durable-mode confirmation. Every Redis failure
 // becomes `unavailable` (the caller answers 503 and caches nothing, SEMANTICS 1.5): the XADD may
 // have happened, and PostgreSQL's unique (client_id, idempotency_key) absorbs the duplicate a
 // retry may then add.
@@ -27,7 +28,7 @@ export interface PreparedOrder {
 /**
  * Most orders per ACCEPT_LUA call. A script blocks Redis while it runs (~5 µs per order), so a
  * 1,000-order batch is cut into calls of this size: the calls are sent back to back (one socket
- * write when auto-pipelined), and other clients wait at most ~1 ms behind one call.
+ * write on a single Redis), and other clients wait at most ~1 ms behind one call.
  */
 export const ORDERS_PER_SCRIPT_CALL = 200;
 
@@ -143,21 +144,53 @@ export class OrderWriter {
   private readonly queued = new Map<number, Queued[]>();
   private flushScheduled = false;
 
-  /** Sends every queued order: per shard, calls of up to ORDERS_PER_SCRIPT_CALL orders. */
+  /**
+   * Sends every queued order: per shard, calls of up to ORDERS_PER_SCRIPT_CALL orders. On a
+   * single Redis all the calls of a turn go out now, in one explicit pipeline (one socket write):
+   * left to auto-pipelining they would wait for one more event-loop turn (ioredis flushes its
+   * auto-pipeline on setImmediate), while the loop reads yet more requests. On Redis Cluster the
+   * shards live on different nodes, so each call is sent on its own.
+   */
   private readonly flush = (): void => {
     this.flushScheduled = false;
+    const groups: Queued[][] = [];
     for (const queue of this.queued.values()) {
-      for (let start = 0; start < queue.length; start += ORDERS_PER_SCRIPT_CALL) void this.accept(queue.slice(start, start + ORDERS_PER_SCRIPT_CALL));
+      for (let start = 0; start < queue.length; start += ORDERS_PER_SCRIPT_CALL) groups.push(queue.slice(start, start + ORDERS_PER_SCRIPT_CALL));
     }
     this.queued.clear();
+    const redis = this.options.redis;
+    if (redis.isCluster) {
+      for (const group of groups) {
+        redis.surgeAccept(...this.acceptArgs(group)).then(
+          (reply) => this.settle(group, reply),
+          (err: unknown) => this.fail(group, err),
+        );
+      }
+      return;
+    }
+    const pipeline = redis.pipeline();
+    for (const group of groups) pipeline.surgeAccept(...this.acceptArgs(group));
+    pipeline.exec().then(
+      (results) => {
+        groups.forEach((group, i) => {
+          const [err, reply] = results?.[i] ?? [new Error('no reply for this call')];
+          if (err) this.fail(group, err);
+          else this.settle(group, reply as string[]);
+        });
+      },
+      (err: unknown) => {
+        for (const group of groups) this.fail(group, err);
+      },
+    );
   };
 
-  /** One ACCEPT_LUA call for orders of one shard; never rejects (failures become `unavailable`). */
-  private async accept(group: readonly Queued[]): Promise<void> {
+  /** ACCEPT_LUA's numKeys, keys and arguments for one group (orders of one shard). */
+  private acceptArgs(group: readonly Queued[]): [number, ...string[]] {
     const first = (group[0] as Queued).order;
-    const keysAndArgs: string[] = new Array(1 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + 3);
-    keysAndArgs[0] = first.streamKey;
-    let a = 1;
+    const keysAndArgs: [number, ...string[]] = new Array(2 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + 3) as [number, ...string[]];
+    keysAndArgs[0] = 1 + group.length;
+    keysAndArgs[1] = first.streamKey;
+    let a = 2;
     for (const { order } of group) keysAndArgs[a++] = order.recordKey;
     keysAndArgs[a++] = this.recordTtl;
     keysAndArgs[a++] = this.recordState;
@@ -169,13 +202,16 @@ export class OrderWriter {
       keysAndArgs[a++] = order.canonical;
     }
     this.options.metrics?.acceptCallOrders.observe(group.length);
-    let reply: string[];
-    try {
-      reply = await this.options.redis.surgeAccept(1 + group.length, ...keysAndArgs);
-    } catch (err) {
-      for (const q of group) q.done(unknownOutcome(err));
-      return;
-    }
+    return keysAndArgs;
+  }
+
+  /** The call failed as a whole: its effect is unknown for every order in it. */
+  private fail(group: readonly Queued[], err: unknown): void {
+    for (const q of group) q.done(unknownOutcome(err));
+  }
+
+  /** Hands each order of a group the outcome ACCEPT_LUA reported for it. */
+  private settle(group: readonly Queued[], reply: readonly string[]): void {
     const barrier = this.options.barrier;
     for (let j = 0; j < group.length; j++) {
       const { order: p, done } = group[j] as Queued;

@@ -3,7 +3,7 @@
 // replayed (byte for byte), mismatched (422), repeated within the batch, across script calls.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Redis } from 'ioredis';
+import { type Command, Redis } from 'ioredis';
 import pg from 'pg';
 import { type CreatedClient, createClient } from '../common/clients.js';
 import { allStreamKeys, idemKey, shardFor, streamKey } from '../common/keys.js';
@@ -180,13 +180,14 @@ describe('ingest :batch (many orders per script call)', () => {
     const conn = createRedis(env.config, { offlineQueue: false, maxRetriesPerRequest: 0 });
     defineIngestCommands(conn);
     await redisReady(conn);
-    // Count the script calls this writer makes (the calls themselves go to the real Redis).
+    // Count the script calls this writer sends, as they reach the connection (pipelined or not;
+    // the calls themselves go to the real Redis): the orders in each, from its numKeys.
     const calls: number[] = [];
-    const accept = conn.surgeAccept.bind(conn);
-    conn.surgeAccept = ((numKeys: number, ...rest: string[]) => {
-      calls.push(numKeys - 1);
-      return accept(numKeys, ...rest);
-    }) as typeof conn.surgeAccept;
+    const send = conn.sendCommand.bind(conn);
+    conn.sendCommand = ((command: Command, stream?: unknown) => {
+      if (command.name === 'evalsha' || command.name === 'eval') calls.push(Number(command.args[1]) - 1);
+      return send(command, stream as never);
+    }) as typeof conn.sendCommand;
     try {
       const writer = new OrderWriter({ redis: conn, config: env.config, logger: silent });
       // 60 distinct keys, then the first 10 again with the same order and 5 again with another
