@@ -5,6 +5,7 @@ import { Agent } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { pino } from 'pino';
 import { type CreatedClient, createClient } from '../common/clients.js';
 import { allStreamKeys, GROUP, idemKey, shardFor, streamKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
@@ -395,6 +396,38 @@ describe('ingest', () => {
     const sum = Number(/surge_ingest_accept_call_orders_sum\{role="ingest"\} (\d+)/.exec(m.text)?.[1]);
     assert.ok(count > 0 && sum >= count, `accept calls ${count}, orders ${sum}`);
     assert.doesNotMatch(m.text, /same-key-50|cust-1/, 'no key or customer in label values');
+  });
+
+  test('logs: a JSON line per client error, bound to the request id; accepted orders log nothing; no order contents', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'info', base: { component: 'ingest' } }, { write: (line: string) => void lines.push(line) });
+    const svc = await startIngest(env.config, { logger });
+    try {
+      const secret = 'customer-who-must-not-be-logged';
+      const send = (key: string, body: unknown) =>
+        http(svc.url, {
+          method: 'POST',
+          path: '/v1/orders',
+          headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json', 'idempotency-key': key },
+          body: JSON.stringify(body),
+        });
+      const started = lines.length;
+      const good = await send('log-ok-1', order({ customer_id: secret }));
+      assert.equal(good.status, 202);
+      const bad = await send('log-bad-1', order({ customer_id: secret, items: [] }));
+      assert.equal(bad.status, 400);
+      const logged = await waitFor('the client error line', () => {
+        const found = lines.slice(started).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'client error');
+        return found.length > 0 ? found : undefined;
+      });
+      assert.equal(logged.length, 1, 'one line, for the 400 only');
+      assert.equal(logged[0]?.reqId, bad.headers['x-request-id'], 'the line carries the request id the client got');
+      assert.equal(logged[0]?.code, 400);
+      assert.equal(logged[0]?.level, 30);
+      assert.ok(!lines.some((l) => l.includes(secret)), 'no order contents in the logs');
+    } finally {
+      await svc.stop();
+    }
   });
 });
 
