@@ -30,13 +30,16 @@ export function createRegistry(options: { defaultMetrics: boolean; role: string 
 /**
  * A counter for a hot path: `inc` adds to a plain number per label set, and the prom-client
  * Counter receives the sums when it is collected (on every scrape). prom-client's own `inc`
- * checks and hashes the label set on each call (~0.2 µs on the ingest host); this is one string
- * and one Map lookup. The label sets are the same small, bounded ones.
+ * checks and hashes the label set on each call (~0.2 µs on the ingest host); here each label
+ * value is one Map lookup (values are mostly constant strings, whose hash V8 keeps). The label
+ * sets are the same small, bounded ones.
  */
 export class TalliedCounter<T extends string> {
   readonly counter: Counter<T>;
   private readonly names: readonly T[];
-  private readonly pending = new Map<string, { labels: LabelValues<T>; n: number }>();
+  /** One level per label name, in order; a leaf holds the count of one label set. */
+  private readonly root: TallyNode<T> = { next: new Map() };
+  private readonly tallies: Array<{ labels: LabelValues<T>; n: number }> = [];
 
   constructor(config: CounterConfiguration<T>) {
     this.names = config.labelNames ?? [];
@@ -44,21 +47,36 @@ export class TalliedCounter<T extends string> {
   }
 
   inc(labels: LabelValues<T>, n = 1): void {
-    let key = '';
-    for (const name of this.names) key += `${labels[name]}\u0000`;
-    const entry = this.pending.get(key);
-    if (entry) entry.n += n;
-    else this.pending.set(key, { labels, n });
+    let node = this.root;
+    for (const name of this.names) {
+      const value = labels[name];
+      let child = node.next.get(value);
+      if (child === undefined) {
+        child = { next: new Map() };
+        node.next.set(value, child);
+      }
+      node = child;
+    }
+    if (node.tally) node.tally.n += n;
+    else {
+      node.tally = { labels, n };
+      this.tallies.push(node.tally);
+    }
   }
 
   /** Moves the counts so far into the prom-client Counter. */
   flush(): void {
-    for (const entry of this.pending.values()) {
-      if (entry.n === 0) continue;
-      this.counter.inc(entry.labels, entry.n);
-      entry.n = 0;
+    for (const tally of this.tallies) {
+      if (tally.n === 0) continue;
+      this.counter.inc(tally.labels, tally.n);
+      tally.n = 0;
     }
   }
+}
+
+interface TallyNode<T extends string> {
+  next: Map<string | number | undefined, TallyNode<T>>;
+  tally?: { labels: LabelValues<T>; n: number };
 }
 
 export function ingestMetrics(registry: Registry) {
