@@ -41,6 +41,9 @@ export function acceptedBody(shard: number, entryId: string, idempotencyKey: str
   return `{"order_ref":"s${shard}-${entryId}","idempotency_key":${JSON.stringify(idempotencyKey)},"status":"queued"}`;
 }
 
+/** The first character of ACCEPT_LUA's reply for an order: its outcome. */
+export const ACCEPT_REPLY = { new: 'n', replay: 'r', mismatch: 'm', pending: 'p', error: 'e' } as const;
+
 /**
  * The accept call: for each order, one after the other in the order given, check its
  * idempotency record; if absent, XADD the entry and store the record (state, fingerprint, entry
@@ -55,10 +58,12 @@ export function acceptedBody(shard: number, entryId: string, idempotencyKey: str
  * ARGV[1] record TTL (s)  ARGV[2] state to store  ARGV[3] entry field v (schema version)
  * then 4 per order: fingerprint, entry fields c (client), k (key), o (order)
  *
- * Returns a flat list, two per order: outcome, then `new` (entry added) or `replay` → the
- * entry id; `mismatch` (another fingerprint) or `pending` (same key still being confirmed) →
- * ''; `error` → Redis's error, when a command failed for that order (the others go on; a
- * record that is not a string is such an error).
+ * Returns one string per order, in order: its first character is the outcome (ACCEPT_REPLY),
+ * the rest its result: `n` new and `r` replay → the entry id; `m` mismatch (another
+ * fingerprint) and `p` pending (same key still being confirmed) → nothing; `e` → Redis's error,
+ * when a command failed for that order (the others go on; a record that is not a string is
+ * such an error). One string rather than two per order: less for Redis to build and ingest to
+ * parse.
  */
 export const ACCEPT_LUA = `
 local ttl, state, v = ARGV[1], ARGV[2], ARGV[3]
@@ -67,26 +72,25 @@ local n = 0
 local a = 4
 for i = 2, #KEYS do
   local fp = ARGV[a]
-  local outcome, result = 'error', ''
+  local reply
   local rec = redis.pcall('GET', KEYS[i])
   if type(rec) == 'table' then
-    result = rec.err
+    reply = '${ACCEPT_REPLY.error}' .. tostring(rec.err)
   elseif rec then
-    if string.sub(rec, 2, ${1 + FINGERPRINT_LENGTH}) ~= fp then outcome = 'mismatch'
-    elseif string.sub(rec, 1, 1) ~= '${STATE_DONE}' then outcome = 'pending'
-    else outcome, result = 'replay', string.sub(rec, ${2 + FINGERPRINT_LENGTH}) end
+    if string.sub(rec, 2, ${1 + FINGERPRINT_LENGTH}) ~= fp then reply = '${ACCEPT_REPLY.mismatch}'
+    elseif string.sub(rec, 1, 1) ~= '${STATE_DONE}' then reply = '${ACCEPT_REPLY.pending}'
+    else reply = '${ACCEPT_REPLY.replay}' .. string.sub(rec, ${2 + FINGERPRINT_LENGTH}) end
   else
     local id = redis.pcall('XADD', KEYS[1], '*', 'v', v, 'c', ARGV[a + 1], 'k', ARGV[a + 2], 'o', ARGV[a + 3])
     if type(id) == 'table' then
-      result = id.err
+      reply = '${ACCEPT_REPLY.error}' .. tostring(id.err)
     else
       local r = redis.pcall('SET', KEYS[i], state .. fp .. id, 'EX', ttl)
-      if type(r) == 'table' and r.err then result = r.err else outcome, result = 'new', id end
+      if type(r) == 'table' and r.err then reply = '${ACCEPT_REPLY.error}' .. tostring(r.err) else reply = '${ACCEPT_REPLY.new}' .. id end
     end
   end
-  out[n + 1] = outcome
-  out[n + 2] = result
-  n = n + 2
+  n = n + 1
+  out[n] = reply
   a = a + 4
 end
 return out
@@ -113,12 +117,10 @@ end
 return 0
 `;
 
-/** Outcomes of ACCEPT_LUA, per order. */
-export type AcceptOutcome = 'new' | 'replay' | 'mismatch' | 'pending' | 'error';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** numKeys = 1 + the number of orders; see ACCEPT_LUA. Replies [outcome, result, outcome, result, …]. */
+    /** numKeys = 1 + the number of orders; see ACCEPT_LUA. Replies one string per order (outcome character, then result). */
     surgeAccept(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
     /** pendingValue: the record as ACCEPT_LUA stored it (state pending). */
     surgeConfirm(recordKey: string, pendingValue: string, ttlSeconds: string): Result<number, Context>;

@@ -12,7 +12,7 @@ import type { IngestMetrics } from '../metrics/definitions.js';
 import { canonicalOrderJson, type Order, orderFingerprint } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { DurabilityBarrier } from './durability.js';
-import { ACCEPT_ARGS_PER_ORDER, type AcceptOutcome, acceptedBody, recordValue, STATE_DONE, STATE_PENDING } from './scripts.js';
+import { ACCEPT_ARGS_PER_ORDER, ACCEPT_REPLY, acceptedBody, recordValue, STATE_DONE, STATE_PENDING } from './scripts.js';
 
 export interface PreparedOrder {
   clientId: string;
@@ -215,25 +215,25 @@ export class OrderWriter {
     const barrier = this.options.barrier;
     for (let j = 0; j < group.length; j++) {
       const { order: p, done } = group[j] as Queued;
-      const outcome = reply[2 * j] as AcceptOutcome | undefined;
-      const result = reply[2 * j + 1] ?? '';
-      switch (outcome) {
-        case 'new':
+      const answer = reply[j] ?? '';
+      const result = answer.slice(1);
+      switch (answer[0]) {
+        case ACCEPT_REPLY.new:
           // `result` is the entry id. Durable mode answers once WAITAOF/WAIT confirmed it.
           if (barrier) this.confirm(p, result, barrier).then(done, (err: unknown) => done(unknownOutcome(err)));
           else done({ kind: 'accepted', body: acceptedBody(p.shard, result, p.idempotencyKey) });
           break;
-        case 'replay':
+        case ACCEPT_REPLY.replay:
           done({ kind: 'replayed', body: acceptedBody(p.shard, result, p.idempotencyKey) });
           break;
-        case 'mismatch':
+        case ACCEPT_REPLY.mismatch:
           done({ kind: 'mismatch' });
           break;
-        case 'pending':
+        case ACCEPT_REPLY.pending:
           done({ kind: 'pending' });
           break;
         default:
-          done(unknownOutcome(new Error(`redis refused the write: ${result || `reply ${JSON.stringify(outcome)}`}`)));
+          done(unknownOutcome(new Error(`redis refused the write: ${answer[0] === ACCEPT_REPLY.error ? result : `reply ${JSON.stringify(reply[j])}`}`)));
       }
     }
   }
