@@ -6,7 +6,7 @@
 // Every request carries a fresh Idempotency-Key (no replays). Prints req/s, p50/p99 and the
 // ratios b/a and c(orders/s)/b(orders/s), and writes bench/results/ingest-<date>.{json,md}.
 //
-//   npm run bench:ingest -- [--rounds 5] [--duration 5] [--warmup 3] [--connections 100] [--batch-connections 10] [--scenarios a,b,c[,a0][,f]] [--no-write]
+//   npm run bench:ingest -- [--rounds 5] [--duration 5] [--warmup 3] [--connections 100] [--batch-connections 10] [--scenarios a,b,c[,a0][,f]] [--no-write] [--help]
 // References: (a0) the baseline without auto-pipelining; (f) the baseline's work in fastify (the framework alone).
 // Scenarios run in interleaved rounds (a, b, c, a, b, c, …) against servers started once; each
 // round reports req/s, latency and the CPU time per order of server, Redis and load generator.
@@ -202,6 +202,34 @@ function median(values: readonly number[]): number {
 
 const round2 = (x: number) => Math.round(x * 100) / 100;
 
+const USAGE = `Usage: npm run bench:ingest -- [options]
+
+Ingest benchmark (issue 3): interleaved rounds of autocannon against
+  a   a bare node:http server that parses the body and does one XADD per request
+  b   Surge POST /v1/orders (100 connections by default)
+  c   Surge POST /v1/orders:batch, ${BATCH_SIZE} orders per request
+  f   fastify + XADD (reference: the framework alone)
+  a0  the baseline without auto-pipelining (reference)
+Prints req/s, p50/p99, CPU per order (server, its main thread, Redis, load generator) and the
+ratios b/a and c/b per round with their medians; writes bench/results/ingest-<date>.{json,md}.
+
+Options:
+  --rounds N             interleaved rounds (default 5)
+  --duration S           seconds per scenario and round (default 5)
+  --warmup S             warm-up seconds per server, once (default 3)
+  --connections N        connections for a, a0, f, b (default 100)
+  --batch-connections N  connections for c (default 10)
+  --scenarios LIST       comma-separated, from a,b,c,f,a0 (default a,b,c)
+  --no-write             print only, write no result files
+  -h, --help             this text
+
+It makes its own database and key prefix and removes them afterwards, like the tests:
+SURGE_TEST_REDIS_URL (default redis://127.0.0.1:6379) and SURGE_TEST_DATABASE_URL (an admin
+URL, default postgres://postgres@127.0.0.1:5432/postgres). SURGE_BENCH_NODE_ARGS passes Node
+flags (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") to the server processes. On a shared host
+run it under flock /tmp/surge-heavy.lock.
+`;
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -213,8 +241,13 @@ async function main(): Promise<void> {
       'batch-connections': { type: 'string', default: '10' },
       scenarios: { type: 'string', default: 'a,b,c' },
       'no-write': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
   if (values.serve) return serve(values.serve);
   const rounds = Number(values.rounds);
   const duration = Number(values.duration);

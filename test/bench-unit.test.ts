@@ -184,3 +184,18 @@ describe('bench: measure and report against the sync-INSERT baseline', () => {
     }
   });
 });
+
+describe('bench:ingest command line', () => {
+  test('--help prints the usage, naming every option the parser accepts, and starts nothing', async () => {
+    const { execFile } = await import('node:child_process');
+    const script = join(import.meta.dirname, '..', 'bench', 'ingest.js');
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [script, '--help'], { timeout: 10_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    assert.match(out, /^Usage: npm run bench:ingest/);
+    const source = readFileSync(script, 'utf8');
+    const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].map((m) => m[1] as string).filter((o) => o !== 'serve');
+    assert.ok(options.length >= 8, `options found: ${options.join(', ')}`);
+    for (const option of options) assert.ok(out.includes(`--${option}`), `--help names --${option}`);
+  });
+});
