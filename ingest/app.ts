@@ -322,7 +322,7 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
         metrics.orders.inc({ result: 'invalid' });
         return sendProblem(reply, parsed.problem);
       }
-      const valid = validateOrder(parsed.value);
+      const valid = validateOrder(parsed.value, parsed.escapeFree);
       if (!valid.ok) {
         metrics.orders.inc({ result: 'invalid' });
         return sendProblem(reply, problem(400, 'invalid-order', 'Invalid order', `${valid.errors.length} field(s) failed validation`, valid.errors));

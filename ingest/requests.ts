@@ -30,7 +30,8 @@ export function problem(status: number, slug: string, title: string, detail?: st
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-type Parsed = { ok: true; value: unknown } | { ok: false; problem: Problem };
+/** `escapeFree`: the text holds no `\u` escape (validateOrder then skips its per-string check). */
+type Parsed = { ok: true; value: unknown; escapeFree: boolean } | { ok: false; problem: Problem };
 
 /** Decodes bytes as strict UTF-8 (invalid bytes are an error, not U+FFFD) and parses JSON. */
 export function parseJson(bytes: Uint8Array): Parsed {
@@ -41,7 +42,7 @@ export function parseJson(bytes: Uint8Array): Parsed {
     return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
   }
   try {
-    return { ok: true, value: JSON.parse(text) };
+    return { ok: true, value: JSON.parse(text), escapeFree: !text.includes('\\u') };
   } catch (e) {
     return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
   }
@@ -63,7 +64,7 @@ export type BatchResult =
   | { index: number; idempotency_key: string; status: 202; replayed: boolean; location: string; body: AcceptedBody }
   | { index: number; idempotency_key: string | null; status: number; problem: Problem };
 
-type BatchItem = { ok: true; value: unknown } | { ok: false; problem: Problem };
+type BatchItem = { ok: true; value: unknown; escapeFree: boolean } | { ok: false; problem: Problem };
 
 /** Splits a batch body into items: a JSON array, or NDJSON (one order per line) by Content-Type. */
 export function parseBatch(bytes: Uint8Array, contentType: string): { ok: true; value: BatchItem[] } | { ok: false; problem: Problem } {
@@ -72,7 +73,8 @@ export function parseBatch(bytes: Uint8Array, contentType: string): { ok: true; 
     const parsed = parseJson(bytes);
     if (!parsed.ok) return parsed;
     if (!Array.isArray(parsed.value)) return { ok: false, problem: problem(400, 'malformed-batch', 'A batch is a JSON array of orders', 'the body is not an array') };
-    return { ok: true, value: parsed.value.map((value) => ({ ok: true, value })) };
+    const escapeFree = parsed.escapeFree;
+    return { ok: true, value: parsed.value.map((value) => ({ ok: true, value, escapeFree })) };
   }
   let text: string;
   try {
@@ -81,11 +83,12 @@ export function parseBatch(bytes: Uint8Array, contentType: string): { ok: true; 
     return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
   }
   const lines = text.split('\n').filter((line) => line.trim() !== '');
+  const escapeFree = !text.includes('\\u');
   return {
     ok: true,
     value: lines.map((line) => {
       try {
-        return { ok: true, value: JSON.parse(line) as unknown };
+        return { ok: true, value: JSON.parse(line) as unknown, escapeFree };
       } catch (e) {
         return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
       }
@@ -103,7 +106,7 @@ function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?
   const { idempotency_key: rawKey, ...order } = value as Record<string, unknown>;
   const key = typeof rawKey === 'string' ? rawKey : undefined;
   const badKey = keyProblem(key, 'idempotency_key');
-  const valid = validateOrder(order);
+  const valid = validateOrder(order, item.escapeFree);
   if (badKey || !valid.ok) {
     const errors: FieldError[] = [
       ...(badKey ? [{ path: '/idempotency_key', message: idempotencyKeyProblem(key) as string }] : []),
