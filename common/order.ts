@@ -203,6 +203,15 @@ export function canonicalJson(value: unknown): string {
   return `${out}}`;
 }
 
+/** Strings JSON.stringify leaves as they are between quotes: no quote, backslash, control character or surrogate. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what JSON escapes
+const PLAIN_JSON_STRING = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+
+/** JSON.stringify of a string, without its general path for the usual plain string. */
+function jsonString(s: string): string {
+  return PLAIN_JSON_STRING.test(s) ? `"${s}"` : JSON.stringify(s);
+}
+
 /**
  * canonicalJson of a validated order, written field by field: the schema fixes the fields and
  * their sorted order (currency, customer_id, items, metadata, order_id, placed_at; qty, sku,
@@ -210,16 +219,17 @@ export function canonicalJson(value: unknown): string {
  * fingerprints stored by earlier versions still match (a property test holds them equal).
  */
 export function canonicalOrderJson(order: Order): string {
-  let out = `{"currency":${JSON.stringify(order.currency)},"customer_id":${JSON.stringify(order.customer_id)},"items":[`;
+  let out = `{"currency":${jsonString(order.currency)},"customer_id":${jsonString(order.customer_id)},"items":[`;
   const items = order.items;
   for (let i = 0; i < items.length; i++) {
     const item = items[i] as OrderItem;
-    out += `${i > 0 ? ',' : ''}{"qty":${JSON.stringify(item.qty)},"sku":${JSON.stringify(item.sku)},"unit_price_cents":${JSON.stringify(item.unit_price_cents)}}`;
+    // qty and unit_price_cents are validated integers: a number's JSON text is its String().
+    out += `${i > 0 ? ',' : ''}{"qty":${String(item.qty)},"sku":${jsonString(item.sku)},"unit_price_cents":${String(item.unit_price_cents)}}`;
   }
   out += ']';
   if (order.metadata !== undefined) out += `,"metadata":${canonicalJson(order.metadata)}`;
-  if (order.order_id !== undefined) out += `,"order_id":${JSON.stringify(order.order_id)}`;
-  if (order.placed_at !== undefined) out += `,"placed_at":${JSON.stringify(order.placed_at)}`;
+  if (order.order_id !== undefined) out += `,"order_id":${jsonString(order.order_id)}`;
+  if (order.placed_at !== undefined) out += `,"placed_at":${jsonString(order.placed_at)}`;
   return `${out}}`;
 }
 
