@@ -31,8 +31,11 @@ test('multi-item orders across hot SKUs, two workers: no deadlock errors, no par
       if (i % 7 === 0) items.push({ sku: `free-${i}`, qty: 5, unit_price_cents: 1 });
       return { client: 'c1', key: `k-${i}`, order: { customer_id: `c${i}`, currency: 'EUR', items } };
     });
+    // Both workers are reading before the orders arrive: started one after the other with the
+    // streams already full, the first could drain them all before the second began (seen on a
+    // loaded CI host), and there would be no contention between workers to test.
+    workers.push(...(await Promise.all([startWorker(env.config, { consumerName: 'w1' }), startWorker(env.config, { consumerName: 'w2' })])));
     await enqueue(redis, env.prefix, 4, orders);
-    workers.push(await startWorker(env.config, { consumerName: 'w1' }), await startWorker(env.config, { consumerName: 'w2' }));
     await waitForDrained(redis, env.prefix, 4);
 
     const byKey = new Map(orders.map((o) => [o.key, o.order]));
