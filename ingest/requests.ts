@@ -33,16 +33,27 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /** `escapeFree`: the text holds no `\u` escape (validateOrder then skips its per-string check). */
 type Parsed = { ok: true; value: unknown; escapeFree: boolean } | { ok: false; problem: Problem };
 
-/** Decodes bytes as strict UTF-8 (invalid bytes are an error, not U+FFFD) and parses JSON. */
-export function parseJson(bytes: Uint8Array): Parsed {
-  let text: string;
+/** Decodes bytes as strict UTF-8: invalid bytes are an error, not U+FFFD. */
+function decodeUtf8(bytes: Uint8Array): { ok: true; text: string } | { ok: false; problem: Problem } {
   try {
-    text = utf8.decode(bytes);
+    return { ok: true, text: utf8.decode(bytes) };
   } catch {
     return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
   }
+}
+
+/** True when JSON text holds no `\u` escape: no string parsed from it holds NUL or a lone surrogate. */
+function escapeFree(text: string): boolean {
+  return !text.includes('\\u');
+}
+
+/** Decodes bytes as strict UTF-8 and parses JSON. */
+export function parseJson(bytes: Uint8Array): Parsed {
+  const decoded = decodeUtf8(bytes);
+  if (!decoded.ok) return decoded;
+  const text = decoded.text;
   try {
-    return { ok: true, value: JSON.parse(text), escapeFree: !text.includes('\\u') };
+    return { ok: true, value: JSON.parse(text), escapeFree: escapeFree(text) };
   } catch (e) {
     return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
   }
@@ -73,22 +84,18 @@ export function parseBatch(bytes: Uint8Array, contentType: string): { ok: true; 
     const parsed = parseJson(bytes);
     if (!parsed.ok) return parsed;
     if (!Array.isArray(parsed.value)) return { ok: false, problem: problem(400, 'malformed-batch', 'A batch is a JSON array of orders', 'the body is not an array') };
-    const escapeFree = parsed.escapeFree;
-    return { ok: true, value: parsed.value.map((value) => ({ ok: true, value, escapeFree })) };
+    const noEscape = parsed.escapeFree;
+    return { ok: true, value: parsed.value.map((value) => ({ ok: true, value, escapeFree: noEscape })) };
   }
-  let text: string;
-  try {
-    text = utf8.decode(bytes);
-  } catch {
-    return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
-  }
-  const lines = text.split('\n').filter((line) => line.trim() !== '');
-  const escapeFree = !text.includes('\\u');
+  const decoded = decodeUtf8(bytes);
+  if (!decoded.ok) return decoded;
+  const lines = decoded.text.split('\n').filter((line) => line.trim() !== '');
+  const noEscape = escapeFree(decoded.text);
   return {
     ok: true,
     value: lines.map((line) => {
       try {
-        return { ok: true, value: JSON.parse(line) as unknown, escapeFree };
+        return { ok: true, value: JSON.parse(line) as unknown, escapeFree: noEscape };
       } catch (e) {
         return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
       }

@@ -158,6 +158,7 @@ export class OrderWriter {
       for (let start = 0; start < queue.length; start += ORDERS_PER_SCRIPT_CALL) groups.push(queue.slice(start, start + ORDERS_PER_SCRIPT_CALL));
     }
     this.queued.clear();
+    for (const group of groups) this.options.metrics?.acceptCallOrders.observe(group.length);
     const redis = this.options.redis;
     if (redis.isCluster) {
       for (const group of groups) {
@@ -201,7 +202,6 @@ export class OrderWriter {
       keysAndArgs[a++] = order.idempotencyKey;
       keysAndArgs[a++] = order.canonical;
     }
-    this.options.metrics?.acceptCallOrders.observe(group.length);
     return keysAndArgs;
   }
 
