@@ -111,14 +111,14 @@ function requestId(req: { headers: Record<string, string | string[] | undefined>
   return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : `${REQUEST_ID_PREFIX}-${(requestSeq++).toString(36)}`;
 }
 
+/** A pino log call's arguments, passed on as given. */
+type LogArgs = [obj: unknown, msg?: string, ...args: unknown[]];
+
 /**
  * A request's logger whose pino child (bound to the request id) is made the first time it logs.
  * fastify asks for a child logger per request; nearly every request never logs, and a pino child
  * costs ~0.5 µs of the event loop. The lines it writes are the child's, reqId included.
  */
-/** A pino log call's arguments, passed on as given. */
-type LogArgs = [obj: unknown, msg?: string, ...args: unknown[]];
-
 class LazyRequestLogger implements FastifyBaseLogger {
   private made: FastifyBaseLogger | undefined;
 

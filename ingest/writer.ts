@@ -54,12 +54,6 @@ export interface OrderWriterOptions {
   logger: Logger;
 }
 
-/** `order_ref` = `s<shard>-<stream entry id>`: the shard stream and the entry in it. */
-export function parseOrderRef(ref: string): { shard: number; entryId: string } | undefined {
-  const m = /^s(\d+)-(\d+-\d+)$/.exec(ref);
-  return m ? { shard: Number(m[1]), entryId: m[2] as string } : undefined;
-}
-
 /** A write whose effect is unknown (the call failed, or Redis refused it): answered 503, nothing cached. */
 function unknownOutcome(err: unknown): WriteOutcome {
   return { kind: 'unavailable', reason: 'redis write failed or outcome unknown', err };
