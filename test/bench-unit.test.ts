@@ -9,8 +9,10 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import autocannon from 'autocannon';
 import type * as hdr from 'hdr-histogram-js';
 import { validateOrder } from '../common/order.js';
+import { httpRequestBytes, takeRequestsFrom } from '../bench/autocannon-requests.js';
 import { renderSvg, throughputSpec } from '../bench/charts.js';
 import { startLoad } from '../bench/generators.js';
 import { assertLoopback } from '../bench/loadgen.js';
@@ -197,5 +199,48 @@ describe('bench:ingest command line', () => {
     const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].map((m) => m[1] as string).filter((o) => o !== 'serve');
     assert.ok(options.length >= 8, `options found: ${options.join(', ')}`);
     for (const option of options) assert.ok(out.includes(`--${option}`), `--help names --${option}`);
+  });
+});
+
+describe('bench:ingest request source (--requests template)', () => {
+  test('writes the bytes autocannon’s own request builder writes for the same request', async () => {
+    const { createRequire } = await import('node:module');
+    const require = createRequire(import.meta.url);
+    type Builder = (defaults: Record<string, unknown>) => (req: Record<string, unknown>, context: object) => Buffer;
+    const requestBuilder = require('autocannon/lib/httpRequestBuilder.js') as Builder;
+    const headers = { 'content-type': 'application/json', authorization: 'Bearer sk_test' };
+    const body = '{"customer_id":"c-é","currency":"EUR"}';
+    const build = requestBuilder({ method: 'POST', path: '/v1/orders', hostname: '127.0.0.1', port: 8123, headers });
+    const ours = httpRequestBytes('http://127.0.0.1:8123/v1/orders', 'POST', headers);
+    const theirsWithKey = build({ body, headers: { ...headers, 'idempotency-key': 'k-1' } }, {});
+    assert.equal(ours(body, ['idempotency-key', 'k-1']).toString('latin1'), theirsWithKey.toString('latin1'));
+    assert.equal(ours(`[${body}]`).toString('latin1'), build({ body: `[${body}]` }, {}).toString('latin1'));
+  });
+
+  test('drives autocannon: every request arrives whole, each with its own key', async () => {
+    const seen: { key: string; body: string }[] = [];
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        seen.push({ key: String(req.headers['idempotency-key']), body: Buffer.concat(chunks).toString('utf8') });
+        res.writeHead(202).end('ok');
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/orders`;
+      const bytes = httpRequestBytes(url, 'POST', { 'content-type': 'application/json' });
+      let n = 0;
+      const body = '{"order":"é"}';
+      const result = await autocannon({ url, method: 'POST', connections: 4, amount: 200, setupClient: (client) => takeRequestsFrom(client, () => bytes(body, ['idempotency-key', `k-${n++}`])) });
+      assert.equal(result['2xx'], 200);
+      assert.equal(result.errors, 0);
+      assert.equal(seen.length, 200);
+      assert.equal(new Set(seen.map((s) => s.key)).size, 200, 'no key sent twice');
+      assert.ok(seen.every((s) => s.body === body));
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
