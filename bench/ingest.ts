@@ -10,8 +10,8 @@
 // References: (a0) the baseline without auto-pipelining; (f) the baseline's work in fastify (the framework alone).
 // Scenarios run in interleaved rounds (a, b, c, a, b, c, …) against servers started once; each
 // round reports req/s, latency and the CPU time per order of server, Redis and load generator.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
@@ -29,6 +29,7 @@ import { createRedis } from '../common/redis.js';
 import { INGEST_REDIS_OPTIONS, startIngest } from '../ingest/server.js';
 import { createTestEnv } from '../test/support/env.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
+import { processCpu, startServer, stopServer } from './ingest-servers.js';
 
 const ORDER = { customer_id: 'bench-customer', currency: 'EUR', items: [{ sku: 'sku-1', qty: 1, unit_price_cents: 1999 }, { sku: 'sku-2', qty: 3, unit_price_cents: 250 }] };
 const ORDER_JSON = JSON.stringify(ORDER);
@@ -123,42 +124,7 @@ const SCENARIOS: Record<Scenario, { label: string; kind: 'baseline' | 'baseline-
   c: { label: `c: surge POST /v1/orders:batch (${BATCH_SIZE}/request)`, kind: 'surge', path: '/v1/orders:batch', batch: true },
 };
 
-function startChild(kind: string, env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
-  // SURGE_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the server processes.
-  const nodeArgs = (process.env.SURGE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, new URL(import.meta.url).pathname, '--serve', kind], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.once('exit', (code) => reject(new Error(`${kind} server exited with ${code}`)));
-    child.stdout?.on('data', (c: Buffer) => {
-      out += c.toString();
-      const line = out.split('\n').find((l) => l.startsWith('{"port"'));
-      if (line) resolve({ child, url: `http://127.0.0.1:${(JSON.parse(line) as { port: number }).port}` });
-    });
-  });
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-}
-
-/** CPU seconds (user, system) a process used so far, from /proc (Linux); NaN elsewhere. */
-function processCpu(pid: number | undefined, thread?: number): { user: number; system: number } {
-  try {
-    const stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
-  } catch {
-    return { user: Number.NaN, system: Number.NaN };
-  }
-}
-const CLOCK_TICKS = 100;
+const startChild = (kind: string, env: Record<string, string>) => startServer(new URL(import.meta.url).pathname, kind, env);
 
 async function redisCpuSeconds(redis: Redis): Promise<number> {
   const info = await redis.info('cpu');
@@ -455,7 +421,7 @@ async function main(): Promise<void> {
       console.log(`wrote ${stem}.json and ${stem}.md`);
     }
   } finally {
-    for (const { child } of servers.values()) await stopChild(child);
+    for (const { child } of servers.values()) await stopServer(child);
     redis.disconnect();
     await pool.end();
     await env.cleanup();
