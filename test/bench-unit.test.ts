@@ -202,6 +202,40 @@ describe('bench:ingest command line', () => {
   });
 });
 
+describe('bench:ingest-ab (paired A/B of two builds)', () => {
+  const script = join(import.meta.dirname, '..', 'bench', 'ingest-ab.js');
+  const run = async (args: string[]) => {
+    const { execFile } = await import('node:child_process');
+    return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [script, ...args], { timeout: 90_000 }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr })),
+    );
+  };
+
+  test('--help names every option the parser accepts; without --b it says what is missing', async () => {
+    const help = await run(['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /^Usage: npm run bench:ingest-ab/);
+    const source = readFileSync(script, 'utf8');
+    const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].map((m) => m[1] as string);
+    assert.ok(options.length >= 7, `options found: ${options.join(', ')}`);
+    for (const option of options) assert.ok(help.stdout.includes(`--${option}`), `--help names --${option}`);
+    const missing = await run([]);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /--b: the dist directory of build B is required/);
+  });
+
+  test('an A/A run of this build measures both servers and prints the ratios', async () => {
+    const dist = join(import.meta.dirname, '..');
+    const r = await run(['--b', dist, '--rounds', '1', '--duration', '2', '--warmup', '1', '--rate', '200', '--connections', '4']);
+    assert.equal(r.code, 0, r.stderr);
+    const round = /round 1: A (\d+) requests.* \| B (\d+) requests.*B\/A main thread ([\d.]+), process ([\d.]+)/.exec(r.stdout);
+    assert.ok(round, r.stdout);
+    assert.ok(Number(round[1]) > 0 && Number(round[2]) > 0);
+    for (const ratio of [Number(round[3]), Number(round[4])]) assert.ok(ratio > 0.2 && ratio < 5, `ratio ${ratio}`);
+    assert.match(r.stdout, /median B\/A of CPU per request: main thread [\d.]+, whole process [\d.]+/);
+  });
+});
+
 describe('bench:ingest request source (--requests template)', () => {
   test('writes the bytes autocannon’s own request builder writes for the same request', async () => {
     const { createRequire } = await import('node:module');

@@ -1,0 +1,147 @@
+// Paired A/B of two ingest builds (issue 3's hot-path work): both servers run at the same time,
+// each loaded by its own autocannon at the same fixed request rate, and the CPU time each
+// spends per request is compared round by round. A shared, noisy host slows both alike within
+// a round, so the ratio B/A resolves differences of a few per cent that interleaved saturated
+// runs of bench:ingest (±5–10 % per round) cannot. It measures CPU per request, not capacity.
+//
+//   npm run bench:ingest-ab -- --b <other build's dist dir> [--a <dist dir>] [--rate 3000] [--rounds 6] [--duration 8] [--warmup 3] [--connections 50]
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { createClient } from '../common/clients.js';
+import { PACKAGE_ROOT } from '../common/paths.js';
+import { createTestEnv } from '../test/support/env.js';
+import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
+import { processCpu, type ServerProcess, startServer, stopServer } from './ingest-servers.js';
+
+const USAGE = `Usage: npm run bench:ingest-ab -- --b DIR [options]
+
+Paired A/B of two ingest builds: servers A and B run at once, each loaded by autocannon at the
+same fixed rate with POST /v1/orders (a fresh key per request); per round, the CPU time per
+request of each server's main thread and of the whole process, and the ratios B/A.
+A ratio below 1 means B spends less CPU per request. Run an A/A (--b the same as --a) to see
+the spread on the host.
+
+Options:
+  --a DIR           build A: a compiled dist directory (default: this package's dist)
+  --b DIR           build B: another dist directory, e.g. a git worktree's dist (required)
+  --rate N          requests per second to each server (default 3000)
+  --rounds N        measured rounds (default 6)
+  --duration S      seconds per round (default 8)
+  --warmup S        warm-up seconds, once (default 3)
+  --connections N   connections per server (default 50)
+  -h, --help        this text
+
+Both builds must have bench/ingest.js (its --serve surge mode starts ingest). The run makes its
+own database and key prefix and removes them afterwards, as bench:ingest does. On a shared host
+run it under flock /tmp/surge-heavy.lock.
+`;
+
+const ORDER_JSON = JSON.stringify({ customer_id: 'bench-customer', currency: 'EUR', items: [{ sku: 'sku-1', qty: 1, unit_price_cents: 1999 }, { sku: 'sku-2', qty: 3, unit_price_cents: 250 }] });
+
+interface Side {
+  name: 'A' | 'B';
+  server: ServerProcess;
+}
+
+interface SideRound {
+  ok: number;
+  non2xx: number;
+  errors: number;
+  mainUsPerRequest: number;
+  processUsPerRequest: number;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  const n = s.length;
+  return n % 2 ? (s[(n - 1) / 2] as number) : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      a: { type: 'string', default: join(PACKAGE_ROOT, 'dist') },
+      b: { type: 'string' },
+      rate: { type: 'string', default: '3000' },
+      rounds: { type: 'string', default: '6' },
+      duration: { type: 'string', default: '8' },
+      warmup: { type: 'string', default: '3' },
+      connections: { type: 'string', default: '50' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (!values.b) throw new Error('--b: the dist directory of build B is required (see --help)');
+  const rate = Number(values.rate);
+  const rounds = Number(values.rounds);
+  const duration = Number(values.duration);
+  const warmup = Number(values.warmup);
+  const connections = Number(values.connections);
+  for (const [name, n] of Object.entries({ rate, rounds, duration, warmup, connections })) {
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: expected a positive number, got ${n}`);
+  }
+
+  const env = await createTestEnv({ SURGE_LOG_LEVEL: 'warn', SURGE_MAX_BACKLOG: '0', SURGE_SHARDS: '4' });
+  const pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
+  const sides: Side[] = [];
+  try {
+    const { apiKey } = await createClient(pool, 'bench-ab');
+    sides.push({ name: 'A', server: await startServer(join(values.a, 'bench', 'ingest.js'), 'surge', env.env) });
+    sides.push({ name: 'B', server: await startServer(join(values.b, 'bench', 'ingest.js'), 'surge', env.env) });
+    const runId = Date.now().toString(36);
+    let seq = 0;
+    const load = (url: string, seconds: number) => {
+      const bytes = httpRequestBytes(`${url}/v1/orders`, 'POST', { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` });
+      return autocannon({
+        url: `${url}/v1/orders`,
+        method: 'POST',
+        connections,
+        duration: seconds,
+        overallRate: rate,
+        setupClient: (client) => takeRequestsFrom(client, () => bytes(ORDER_JSON, ['idempotency-key', `ab-${runId}-${seq++}`])),
+      });
+    };
+    process.stdout.write(`A: ${values.a}\nB: ${values.b}\n${rate} requests/s to each, ${connections} connections, ${rounds} rounds of ${duration} s after ${warmup} s warm-up\n`);
+    await Promise.all(sides.map((s) => load(s.server.url, warmup)));
+    const ratios = { main: [] as number[], process: [] as number[] };
+    for (let round = 1; round <= rounds; round++) {
+      const cpu = (s: Side) => {
+        const pid = s.server.child.pid;
+        const main = processCpu(pid, pid);
+        const whole = processCpu(pid);
+        return { main: main.user + main.system, whole: whole.user + whole.system };
+      };
+      const before = sides.map(cpu);
+      const results = await Promise.all(sides.map((s) => load(s.server.url, duration)));
+      const after = sides.map(cpu);
+      const figures: SideRound[] = results.map((r, i) => {
+        const ok = r['2xx'];
+        const b = before[i] as { main: number; whole: number };
+        const a = after[i] as { main: number; whole: number };
+        return { ok, non2xx: r.non2xx, errors: r.errors, mainUsPerRequest: ((a.main - b.main) * 1e6) / ok, processUsPerRequest: ((a.whole - b.whole) * 1e6) / ok };
+      });
+      const [fa, fb] = figures as [SideRound, SideRound];
+      for (const f of figures) {
+        if (f.ok === 0 || f.non2xx > 0 || f.errors > 0) throw new Error(`round ${round}: a server did not answer every request with 2xx (${JSON.stringify(f)}); the comparison would mean nothing`);
+      }
+      ratios.main.push(fb.mainUsPerRequest / fa.mainUsPerRequest);
+      ratios.process.push(fb.processUsPerRequest / fa.processUsPerRequest);
+      const f1 = (x: number) => x.toFixed(1);
+      process.stdout.write(
+        `round ${round}: A ${fa.ok} requests, CPU µs/request main thread ${f1(fa.mainUsPerRequest)}, process ${f1(fa.processUsPerRequest)} | B ${fb.ok} requests, main thread ${f1(fb.mainUsPerRequest)}, process ${f1(fb.processUsPerRequest)} | B/A main thread ${(ratios.main.at(-1) as number).toFixed(3)}, process ${(ratios.process.at(-1) as number).toFixed(3)}\n`,
+      );
+    }
+    process.stdout.write(`median B/A of CPU per request: main thread ${median(ratios.main).toFixed(3)}, whole process ${median(ratios.process).toFixed(3)} (below 1: B spends less)\n`);
+  } finally {
+    for (const s of sides) await stopServer(s.server.child);
+    await pool.end();
+    await env.cleanup();
+  }
+}
+
+await main();
