@@ -8,7 +8,7 @@ import { cpus } from 'node:os';
 import { Redis } from 'ioredis';
 import { streamKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
-import type { Order } from '../common/order.js';
+import { canonicalFingerprint, type Order } from '../common/order.js';
 import { acceptedBody, defineIngestCommands } from '../ingest/scripts.js';
 import { OrderWriter } from '../ingest/writer.js';
 import { startRedisServer } from '../test/support/env.js';
@@ -46,7 +46,7 @@ try {
     const pipeline = redis.pipeline();
     for (const { p, body } of prepared.slice(i, i + 1000)) {
       const k = p.recordKey.replace(/^surge:/, 'hash:');
-      pipeline.hset(k, 'f', p.fingerprint, 's', 'done', 'b', body).expire(k, 86_400);
+      pipeline.hset(k, 'f', canonicalFingerprint(p.canonical), 's', 'done', 'b', body).expire(k, 86_400);
     }
     await pipeline.exec();
   }

@@ -240,6 +240,11 @@ export function canonicalOrderJson(order: Order): string {
  * caller already has `canonicalOrderJson(order)` (ingest shares it with the stream entry).
  */
 export function orderFingerprint(order: Order, canonical: string = canonicalOrderJson(order)): string {
+  return canonicalFingerprint(canonical);
+}
+
+/** orderFingerprint from the order's canonical text (`canonicalOrderJson(order)`). */
+export function canonicalFingerprint(canonical: string): string {
   return hash('sha256', `POST /v1/orders\n${canonical}`);
 }
 
