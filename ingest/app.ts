@@ -10,13 +10,13 @@ import type { Config } from '../common/config.js';
 import type { Pool } from '../common/db.js';
 import { idemKey, shardFor, shardOfStream } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
-import { validateOrder } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
 import type { Authenticator } from './auth.js';
 import { bearerToken } from './auth.js';
 import type { Backpressure } from './backpressure.js';
-import { type BatchResult, keyProblem, type PreparedBatch, type Problem, parseJson, problem } from './requests.js';
+import { OrderIntake } from './intake.js';
+import { type BatchResult, keyProblem, type PreparedBatch, type Problem, problem } from './requests.js';
 import { parseRecord, STATE_DONE } from './scripts.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
 
@@ -195,6 +195,8 @@ class RequestMetrics extends LogController {
 
 export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   const { metrics, backpressure, writer, logger, config } = deps;
+  // POST /v1/orders: bodies checked and written once per event-loop turn (ingest/intake.ts).
+  const intake = new OrderIntake(writer);
   const app = fastify({
     // Slow clients (slowloris): Node answers 408 and closes the connection when the headers
     // (headersTimeout) or the whole request (requestTimeout) take too long; it checks open
@@ -317,17 +319,11 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
         metrics.orders.inc({ result: 'invalid' });
         return sendProblem(reply, problem(400, 'malformed-json', 'Malformed JSON', 'the request has no JSON body'));
       }
-      const parsed = parseJson(request.body);
-      if (!parsed.ok) {
+      const outcome = await intake.submit(request.body, client.id, key as string);
+      if (outcome.kind === 'invalid') {
         metrics.orders.inc({ result: 'invalid' });
-        return sendProblem(reply, parsed.problem);
+        return sendProblem(reply, outcome.problem);
       }
-      const valid = validateOrder(parsed.value, parsed.escapeFree);
-      if (!valid.ok) {
-        metrics.orders.inc({ result: 'invalid' });
-        return sendProblem(reply, problem(400, 'invalid-order', 'Invalid order', `${valid.errors.length} field(s) failed validation`, valid.errors));
-      }
-      const outcome = await writer.write(writer.prepare(client.id, key as string, valid.order));
       metrics.orders.inc({ result: ORDER_RESULT[outcome.kind] });
       if (outcome.kind === 'unavailable') request.log.error({ err: outcome.err, reason: outcome.reason }, 'order not accepted');
       const answer = answerFor(outcome, key as string, backpressure.retryAfterSeconds);

@@ -59,6 +59,19 @@ export function parseJson(bytes: Uint8Array): Parsed {
   }
 }
 
+/** A single order's body: strict UTF-8, JSON, then the order schema; a 400 problem when it fails. */
+export function checkOrderBody(bytes: Uint8Array): { ok: true; order: Order } | { ok: false; problem: Problem } {
+  const parsed = parseJson(bytes);
+  if (!parsed.ok) return parsed;
+  const valid = validateOrder(parsed.value, parsed.escapeFree);
+  if (!valid.ok) return { ok: false, problem: invalidOrder(valid.errors) };
+  return { ok: true, order: valid.order };
+}
+
+function invalidOrder(errors: FieldError[]): Problem {
+  return problem(400, 'invalid-order', 'Invalid order', `${errors.length} field(s) failed validation`, errors);
+}
+
 export function keyProblem(key: string | undefined, where: string): Problem | undefined {
   const msg = idempotencyKeyProblem(key);
   if (msg === undefined) return undefined;
@@ -119,7 +132,7 @@ function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?
       ...(badKey ? [{ path: '/idempotency_key', message: idempotencyKeyProblem(key) as string }] : []),
       ...(valid.ok ? [] : valid.errors),
     ];
-    return { ...(key !== undefined ? { key } : {}), problem: problem(400, 'invalid-order', 'Invalid order', `${errors.length} field(s) failed validation`, errors) };
+    return { ...(key !== undefined ? { key } : {}), problem: invalidOrder(errors) };
   }
   return { key: key as string, order: valid.order };
 }

@@ -136,6 +136,19 @@ export class OrderWriter {
     return new Promise<WriteOutcome>((resolve) => this.enqueue(p, resolve));
   }
 
+  /** `write` with a callback instead of a promise; `done` is called once. */
+  submit(p: PreparedOrder, done: (outcome: WriteOutcome) => void): void {
+    this.enqueue(p, done);
+  }
+
+  /**
+   * Sends what is queued now rather than on the writer's own setImmediate: for callers that
+   * run in a setImmediate callback themselves, where one scheduled now would wait a loop turn.
+   */
+  flushNow(): void {
+    this.flush();
+  }
+
   /** Many orders (a `:batch`): each as `write`; results in input order. */
   writeMany(orders: readonly PreparedOrder[]): Promise<WriteOutcome[]> {
     const out: WriteOutcome[] = new Array(orders.length);
@@ -173,6 +186,8 @@ export class OrderWriter {
    */
   private readonly flush = (): void => {
     this.flushScheduled = false;
+    // Nothing queued: flushNow sent it already.
+    if (this.queued.size === 0) return;
     const groups: Queued[][] = [];
     for (const queue of this.queued.values()) {
       for (let start = 0; start < queue.length; start += ORDERS_PER_SCRIPT_CALL) groups.push(queue.slice(start, start + ORDERS_PER_SCRIPT_CALL));

@@ -12,6 +12,7 @@ import type { Order } from '../common/order.js';
 import { createRedis, redisReady } from '../common/redis.js';
 import { defineIngestCommands } from '../ingest/scripts.js';
 import { THREAD_MIN_BODY_BYTES } from '../ingest/batch.js';
+import { OrderIntake } from '../ingest/intake.js';
 import { INGEST_REDIS_OPTIONS, type IngestService, startIngest } from '../ingest/server.js';
 import { ORDERS_PER_SCRIPT_CALL, OrderWriter } from '../ingest/writer.js';
 import { startRedisCluster } from './support/cluster.js';
@@ -217,6 +218,46 @@ describe('ingest :batch (many orders per script call)', () => {
       const one = await writer.write(writer.prepare(alice.id, 'co-late', order(1)));
       assert.equal(one.kind, 'accepted');
       assert.deepEqual(calls, [1]);
+    } finally {
+      conn.disconnect();
+    }
+  });
+
+  test('single orders of one turn are checked and written together (OrderIntake): each gets its own outcome; bad ones cost the others nothing', async () => {
+    const conn = createRedis(env.config, { offlineQueue: false, maxRetriesPerRequest: 0 });
+    defineIngestCommands(conn);
+    await redisReady(conn);
+    try {
+      const intake = new OrderIntake(new OrderWriter({ redis: conn, config: env.config, logger: silent }));
+      const json = (o: unknown) => Buffer.from(JSON.stringify(o));
+      const before = await entries();
+      // All submitted in the same turn: one check-and-write pass handles them.
+      const outcomes = await Promise.all([
+        intake.submit(json(order(1)), alice.id, 'in-1'),
+        intake.submit(Buffer.from('{"customer_id":'), alice.id, 'in-2'),
+        intake.submit(json({ ...order(3), items: [] }), alice.id, 'in-3'),
+        intake.submit(Buffer.from([0x7b, 0xff, 0x7d]), alice.id, 'in-4'),
+        intake.submit(json(order(5)), alice.id, 'in-5'),
+        intake.submit(json(order(1)), alice.id, 'in-1'),
+        intake.submit(json(order(2)), alice.id, 'in-5'),
+      ]);
+      assert.deepEqual(
+        outcomes.map((o) => o.kind),
+        ['accepted', 'invalid', 'invalid', 'invalid', 'accepted', 'replayed', 'mismatch'],
+      );
+      const problemOf = (i: number) => (outcomes[i] as { problem: { type: string; errors?: Array<{ path: string }> } }).problem;
+      assert.match(problemOf(1).type, /malformed-json$/);
+      assert.match(problemOf(2).type, /invalid-order$/);
+      assert.deepEqual(
+        problemOf(2).errors?.map((e) => e.path),
+        ['/items'],
+      );
+      assert.match(problemOf(3).type, /invalid-utf8$/);
+      const bodyOf = (i: number) => JSON.parse((outcomes[i] as { body: string }).body) as { idempotency_key: string; order_ref: string };
+      assert.equal(bodyOf(0).idempotency_key, 'in-1');
+      assert.equal(bodyOf(4).idempotency_key, 'in-5');
+      assert.deepEqual(bodyOf(5), bodyOf(0), 'the replay in the same turn answers the first write');
+      assert.equal(await entries(), before + 2, 'one entry per accepted key');
     } finally {
       conn.disconnect();
     }

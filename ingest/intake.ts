@@ -1,0 +1,66 @@
+// Single orders (POST /v1/orders), checked and prepared once per event-loop turn: the handler
+// hands over the body, and when the turn's I/O callbacks are done (setImmediate) every body of
+// the turn is decoded, parsed, validated and prepared, one after the other, and the valid ones
+// go to Redis in the writer's calls right away. Each order is still checked on its own and
+// answered with its own outcome; a bad one costs no other its place.
+//
+// Why per turn: in the server, each step that runs between two requests' HTTP work runs with its
+// code and data gone cold. Measured in place at 5,000 requests/s: JSON.parse of the benchmark
+// order ~3.6 µs, validation ~2 µs, SHA-256 ~2.8–4 µs, against ~1 µs, 0.7 µs and 1.2 µs back to
+// back in a loop. `npm run bench:ingest-ab` put the main thread's CPU per request at 0.95–0.98
+// of the per-request version (docs/ingest.md § Hot path).
+import type { Order } from '../common/order.js';
+import { checkOrderBody, type Problem } from './requests.js';
+import type { OrderWriter, WriteOutcome } from './writer.js';
+
+/** What became of a single order: refused as invalid (400), or its write's outcome. */
+export type IntakeOutcome = WriteOutcome | { kind: 'invalid'; problem: Problem };
+
+interface Submitted {
+  body: Uint8Array;
+  clientId: string;
+  idempotencyKey: string;
+  resolve: (outcome: IntakeOutcome) => void;
+  reject: (err: unknown) => void;
+}
+
+export class OrderIntake {
+  private pending: Submitted[] = [];
+  private scheduled = false;
+
+  constructor(private readonly writer: OrderWriter) {}
+
+  /**
+   * Checks and writes one order's body at the end of this turn. Resolves with the order's
+   * outcome; rejects only when checking threw (a bug: the route answers 500).
+   */
+  submit(body: Uint8Array, clientId: string, idempotencyKey: string): Promise<IntakeOutcome> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ body, clientId, idempotencyKey, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(this.run);
+      }
+    });
+  }
+
+  private readonly run = (): void => {
+    this.scheduled = false;
+    const turn = this.pending;
+    this.pending = [];
+    for (const s of turn) {
+      let checked: { ok: true; order: Order } | { ok: false; problem: Problem };
+      try {
+        checked = checkOrderBody(s.body);
+      } catch (err) {
+        s.reject(err);
+        continue;
+      }
+      if (checked.ok) this.writer.submit(this.writer.prepare(s.clientId, s.idempotencyKey, checked.order), s.resolve);
+      else s.resolve({ kind: 'invalid', problem: checked.problem });
+    }
+    // Sent now: the writer's own setImmediate, scheduled from inside this one, would run a loop
+    // iteration later.
+    this.writer.flushNow();
+  };
+}
