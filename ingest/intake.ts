@@ -9,9 +9,8 @@
 // order ~3.6 µs, validation ~2 µs, SHA-256 ~2.8–4 µs, against ~1 µs, 0.7 µs and 1.2 µs back to
 // back in a loop. `npm run bench:ingest-ab` put the main thread's CPU per request at 0.95–0.98
 // of the per-request version (docs/ingest.md § Hot path).
-import type { Order } from '../common/order.js';
 import { checkOrderBody, type Problem } from './requests.js';
-import type { OrderWriter, WriteOutcome } from './writer.js';
+import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
 
 /** What became of a single order: refused as invalid (400), or its write's outcome. */
 export type IntakeOutcome = WriteOutcome | { kind: 'invalid'; problem: Problem };
@@ -32,7 +31,7 @@ export class OrderIntake {
 
   /**
    * Checks and writes one order's body at the end of this turn. Resolves with the order's
-   * outcome; rejects only when checking threw (a bug: the route answers 500).
+   * outcome; rejects only when checking or preparing it threw (a bug: the route answers 500).
    */
   submit(body: Uint8Array, clientId: string, idempotencyKey: string): Promise<IntakeOutcome> {
     return new Promise((resolve, reject) => {
@@ -49,15 +48,20 @@ export class OrderIntake {
     const turn = this.pending;
     this.pending = [];
     for (const s of turn) {
-      let checked: { ok: true; order: Order } | { ok: false; problem: Problem };
+      // A throw here is a bug; it fails its own request (500), not the turn's others.
+      let prepared: PreparedOrder;
       try {
-        checked = checkOrderBody(s.body);
+        const checked = checkOrderBody(s.body);
+        if (!checked.ok) {
+          s.resolve({ kind: 'invalid', problem: checked.problem });
+          continue;
+        }
+        prepared = this.writer.prepare(s.clientId, s.idempotencyKey, checked.order);
       } catch (err) {
         s.reject(err);
         continue;
       }
-      if (checked.ok) this.writer.submit(this.writer.prepare(s.clientId, s.idempotencyKey, checked.order), s.resolve);
-      else s.resolve({ kind: 'invalid', problem: checked.problem });
+      this.writer.submit(prepared, s.resolve);
     }
     // Sent now: the writer's own setImmediate, scheduled from inside this one, would run a loop
     // iteration later.

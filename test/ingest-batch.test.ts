@@ -258,6 +258,24 @@ describe('ingest :batch (many orders per script call)', () => {
       assert.equal(bodyOf(4).idempotency_key, 'in-5');
       assert.deepEqual(bodyOf(5), bodyOf(0), 'the replay in the same turn answers the first write');
       assert.equal(await entries(), before + 2, 'one entry per accepted key');
+
+      // A throw while preparing one order (a bug) fails that order alone; its turn goes on.
+      const writer = new OrderWriter({ redis: conn, config: env.config, logger: silent });
+      const prepare = writer.prepare.bind(writer);
+      writer.prepare = (clientId, key, o) => {
+        if (key === 'in-boom') throw new Error('boom');
+        return prepare(clientId, key, o);
+      };
+      const failing = new OrderIntake(writer);
+      const settled = await Promise.allSettled([
+        failing.submit(json(order(6)), alice.id, 'in-6'),
+        failing.submit(json(order(7)), alice.id, 'in-boom'),
+        failing.submit(json(order(8)), alice.id, 'in-8'),
+      ]);
+      assert.deepEqual(
+        settled.map((r) => (r.status === 'fulfilled' ? r.value.kind : (r.reason as Error).message)),
+        ['accepted', 'boom', 'accepted'],
+      );
     } finally {
       conn.disconnect();
     }
