@@ -13,7 +13,7 @@ import { createClient } from '../common/clients.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv } from '../test/support/env.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
-import { processCpu, type ServerProcess, startServer, stopServer } from './ingest-servers.js';
+import { BENCH_ORDER_JSON, median, processCpu, type ServerProcess, startServer, stopServer } from './ingest-servers.js';
 
 const USAGE = `Usage: npm run bench:ingest-ab -- --b DIR [options]
 
@@ -38,8 +38,6 @@ own database and key prefix and removes them afterwards, as bench:ingest does. O
 run it under flock /tmp/surge-heavy.lock.
 `;
 
-const ORDER_JSON = JSON.stringify({ customer_id: 'bench-customer', currency: 'EUR', items: [{ sku: 'sku-1', qty: 1, unit_price_cents: 1999 }, { sku: 'sku-2', qty: 3, unit_price_cents: 250 }] });
-
 interface Side {
   name: 'A' | 'B';
   server: ServerProcess;
@@ -51,12 +49,6 @@ interface SideRound {
   errors: number;
   mainUsPerRequest: number;
   processUsPerRequest: number;
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((x, y) => x - y);
-  const n = s.length;
-  return n % 2 ? (s[(n - 1) / 2] as number) : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
 }
 
 async function main(): Promise<void> {
@@ -103,7 +95,7 @@ async function main(): Promise<void> {
         connections,
         duration: seconds,
         overallRate: rate,
-        setupClient: (client) => takeRequestsFrom(client, () => bytes(ORDER_JSON, ['idempotency-key', `ab-${runId}-${seq++}`])),
+        setupClient: (client) => takeRequestsFrom(client, () => bytes(BENCH_ORDER_JSON, ['idempotency-key', `ab-${runId}-${seq++}`])),
       });
     };
     process.stdout.write(`A: ${values.a}\nB: ${values.b}\n${rate} requests/s to each, ${connections} connections, ${rounds} rounds of ${duration} s after ${warmup} s warm-up\n`);

@@ -1,6 +1,6 @@
-// Server processes of the ingest benchmarks (bench/ingest.ts, bench/ingest-ab.ts): each server
-// runs as `node <script> --serve <kind>` in a child process of its own and prints {"port"} once
-// it listens; its CPU time is read from /proc.
+// What the ingest benchmarks (bench/ingest.ts, bench/ingest-ab.ts) share: their server
+// processes — each runs as `node <script> --serve <kind>` in a child process of its own and prints
+// {"port"} once it listens; its CPU time is read from /proc — the order they send, and medians.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
@@ -48,4 +48,22 @@ export function processCpu(pid: number | undefined, thread?: number): { user: nu
   } catch {
     return { user: Number.NaN, system: Number.NaN };
   }
+}
+
+/** The order every ingest benchmark request carries (a single order's body; :batch items add a key). */
+export const BENCH_ORDER_JSON = JSON.stringify({
+  customer_id: 'bench-customer',
+  currency: 'EUR',
+  items: [
+    { sku: 'sku-1', qty: 1, unit_price_cents: 1999 },
+    { sku: 'sku-2', qty: 3, unit_price_cents: 250 },
+  ],
+});
+
+/** Median of the values; NaN when there are none. */
+export function median(values: readonly number[]): number {
+  const s = [...values].sort((x, y) => x - y);
+  const n = s.length;
+  if (n === 0) return Number.NaN;
+  return n % 2 ? (s[(n - 1) / 2] as number) : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
 }

@@ -29,10 +29,8 @@ import { createRedis } from '../common/redis.js';
 import { INGEST_REDIS_OPTIONS, startIngest } from '../ingest/server.js';
 import { createTestEnv } from '../test/support/env.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
-import { processCpu, startServer, stopServer } from './ingest-servers.js';
+import { BENCH_ORDER_JSON, median, processCpu, startServer, stopServer } from './ingest-servers.js';
 
-const ORDER = { customer_id: 'bench-customer', currency: 'EUR', items: [{ sku: 'sku-1', qty: 1, unit_price_cents: 1999 }, { sku: 'sku-2', qty: 3, unit_price_cents: 250 }] };
-const ORDER_JSON = JSON.stringify(ORDER);
 const BATCH_SIZE = 1000;
 
 // ---- child mode: run one server, print {"port"} on stdout, stop on SIGTERM ----
@@ -151,7 +149,7 @@ interface LoadOptions {
 /** The body of a :batch request: BATCH_SIZE orders, each with a fresh key (a single order's key goes in a header). */
 function batchBody(): string {
   const parts: string[] = new Array(BATCH_SIZE);
-  for (let i = 0; i < BATCH_SIZE; i++) parts[i] = `{"idempotency_key":"${nextKey()}",${ORDER_JSON.slice(1)}`;
+  for (let i = 0; i < BATCH_SIZE; i++) parts[i] = `{"idempotency_key":"${nextKey()}",${BENCH_ORDER_JSON.slice(1)}`;
   return `[${parts.join(',')}]`;
 }
 
@@ -161,7 +159,7 @@ async function load(url: string, path: string, options: LoadOptions): Promise<au
   const common = { url: url + path, method: 'POST' as const, connections: options.connections, duration: options.duration, headers };
   if (options.requests === 'template') {
     const bytes = httpRequestBytes(url + path, 'POST', headers);
-    const next = options.batch ? () => bytes(batchBody()) : () => bytes(ORDER_JSON, ['idempotency-key', nextKey()]);
+    const next = options.batch ? () => bytes(batchBody()) : () => bytes(BENCH_ORDER_JSON, ['idempotency-key', nextKey()]);
     return autocannon({ ...common, setupClient: (client) => takeRequestsFrom(client, next) });
   }
   return autocannon({
@@ -169,17 +167,10 @@ async function load(url: string, path: string, options: LoadOptions): Promise<au
     requests: [
       {
         setupRequest: (req) =>
-          options.batch ? { ...req, body: batchBody() } : { ...req, body: ORDER_JSON, headers: { ...req.headers, 'idempotency-key': nextKey() } },
+          options.batch ? { ...req, body: batchBody() } : { ...req, body: BENCH_ORDER_JSON, headers: { ...req.headers, 'idempotency-key': nextKey() } },
       },
     ],
   });
-}
-
-function median(values: readonly number[]): number {
-  const s = [...values].sort((x, y) => x - y);
-  const n = s.length;
-  if (n === 0) return Number.NaN;
-  return n % 2 ? (s[(n - 1) / 2] as number) : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
 }
 
 const round2 = (x: number) => Math.round(x * 100) / 100;
