@@ -1,7 +1,7 @@
 // The ingest HTTP API (v1) as a fastify app: POST /v1/orders, POST /v1/orders:batch,
 // GET /v1/orders/:key, /healthz, /readyz, /metrics. Every error is application/problem+json
 // (RFC 9457). The app holds no connections of its own: `startIngest` (server.ts) builds them.
-import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
 import { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, fastify, LogController } from 'fastify';
 import type { Bindings, ChildLoggerOptions } from 'pino';
 import type { Registry } from 'prom-client';
@@ -12,30 +12,18 @@ import { idemKey, shardFor, shardOfStream } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
 import type { RedisClient } from '../common/redis.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
+import { admit, answerFor, location, ORDER_RESULT, PROBLEM_TYPE, ROUTES, requestId, SINGLE_BODY_LIMIT } from './answers.js';
 import type { Authenticator } from './auth.js';
-import { bearerToken } from './auth.js';
 import type { Backpressure } from './backpressure.js';
+import { BODY_TYPES, createOrderHandler, isCreateOrder } from './create-order.js';
 import { OrderIntake } from './intake.js';
 import { type BatchResult, keyProblem, type PreparedBatch, type Problem, problem } from './requests.js';
 import { parseRecord, STATE_DONE } from './scripts.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
 
-/** Largest body of POST /v1/orders (DESIGN § HTTP API). */
-export const SINGLE_BODY_LIMIT = 64 * 1024;
+export { ROUTES, SINGLE_BODY_LIMIT };
 /** Largest body of POST /v1/orders:batch: 1,000 orders at up to ~8 KiB each on average. */
 export const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
-/** Retry-After (s) for 409: the first request is waiting for WAITAOF/WAIT, which is bounded by SURGE_DURABLE_TIMEOUT_MS. */
-const CONFLICT_RETRY_AFTER = 1;
-
-export const ROUTES = {
-  create: 'POST /v1/orders',
-  batch: 'POST /v1/orders:batch',
-  get: 'GET /v1/orders/:key',
-  healthz: 'GET /healthz',
-  readyz: 'GET /readyz',
-  metrics: 'GET /metrics',
-} as const;
-
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** The bounded `route` label of the request metrics. */
@@ -63,52 +51,7 @@ export interface IngestAppDeps {
 }
 
 function sendProblem(reply: FastifyReply, p: Problem, headers: Record<string, string> = {}): FastifyReply {
-  return reply.code(p.status).headers(headers).type('application/problem+json').send(JSON.stringify(p));
-}
-
-const LOCATION_PREFIX = '/v1/orders/';
-
-function location(key: string): string {
-  return LOCATION_PREFIX + encodeURIComponent(key);
-}
-
-/** What one write outcome answers: status, headers, body (a 202 body or a problem). */
-function answerFor(outcome: WriteOutcome, key: string, retryAfter: number): { status: number; headers: Record<string, string>; body: string; problem?: Problem } {
-  switch (outcome.kind) {
-    case 'accepted':
-      return { status: 202, headers: { location: location(key) }, body: outcome.body };
-    case 'replayed':
-      return { status: 202, headers: { location: location(key), 'idempotent-replayed': 'true' }, body: outcome.body };
-    case 'mismatch': {
-      const p = problem(422, 'idempotency-key-reused', 'Idempotency-Key reused with another payload', 'this key was first used with a different order; use a new key for a new order');
-      return { status: 422, headers: {}, body: JSON.stringify(p), problem: p };
-    }
-    case 'pending': {
-      const p = problem(409, 'request-in-progress', 'A request with this Idempotency-Key is still being written', 'retry after the Retry-After delay');
-      return { status: 409, headers: { 'retry-after': String(CONFLICT_RETRY_AFTER) }, body: JSON.stringify(p), problem: p };
-    }
-    case 'unavailable': {
-      const p = problem(503, 'unavailable', 'Order not accepted: storage unavailable', `${outcome.reason}; nothing was recorded for this key, retry with the same Idempotency-Key`);
-      return { status: 503, headers: { 'retry-after': String(retryAfter) }, body: JSON.stringify(p), problem: p };
-    }
-  }
-}
-
-const ORDER_RESULT: Record<WriteOutcome['kind'], string> = {
-  accepted: 'accepted',
-  replayed: 'replayed',
-  mismatch: 'mismatch',
-  pending: 'conflict',
-  unavailable: 'unavailable',
-};
-
-/** Request ids this process makes: a random per-process prefix and a counter (cheaper than a UUID per request, unique all the same). */
-const REQUEST_ID_PREFIX = randomBytes(6).toString('hex');
-let requestSeq = 0;
-
-function requestId(req: { headers: Record<string, string | string[] | undefined> }): string {
-  const given = req.headers['x-request-id'];
-  return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : `${REQUEST_ID_PREFIX}-${(requestSeq++).toString(36)}`;
+  return reply.code(p.status).headers(headers).type(PROBLEM_TYPE).send(JSON.stringify(p));
 }
 
 /** A pino log call's arguments, passed on as given. */
@@ -197,13 +140,30 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   const { metrics, backpressure, writer, logger, config } = deps;
   // POST /v1/orders: bodies checked and written once per event-loop turn (ingest/intake.ts).
   const intake = new OrderIntake(writer);
+  // POST /v1/orders is served on node:http directly (create-order.ts: why); fastify the rest.
+  const createOrder = createOrderHandler({ auth: deps.auth, backpressure, metrics, intake, logger, draining: deps.draining });
   const app = fastify({
-    // Slow clients (slowloris): Node answers 408 and closes the connection when the headers
-    // (headersTimeout) or the whole request (requestTimeout) take too long; it checks open
-    // connections every connectionsCheckingInterval. fastify's default requestTimeout is 0 (none).
-    http: {
-      headersTimeout: config.ingestHeadersTimeoutMs,
-      connectionsCheckingInterval: Math.max(50, Math.min(5000, Math.floor(config.ingestHeadersTimeoutMs / 4))),
+    // The server is made here rather than by fastify so that its request listener can hand
+    // POST /v1/orders to createOrder; it is set up as fastify sets up its own (keepAliveTimeout,
+    // requestTimeout, connectionTimeout from fastify's options, with its defaults).
+    serverFactory: (handler, options) => {
+      const server = createServer(
+        {
+          // Slow clients (slowloris): Node answers 408 and closes the connection when the headers
+          // (headersTimeout) or the whole request (requestTimeout) take too long; it checks open
+          // connections every connectionsCheckingInterval. fastify's default requestTimeout is 0 (none).
+          headersTimeout: config.ingestHeadersTimeoutMs,
+          requestTimeout: config.ingestRequestTimeoutMs,
+          connectionsCheckingInterval: Math.max(50, Math.min(5000, Math.floor(config.ingestHeadersTimeoutMs / 4))),
+        },
+        (req, res) => {
+          if (isCreateOrder(req)) createOrder(req, res);
+          else handler(req, res);
+        },
+      );
+      server.keepAliveTimeout = Number(options.keepAliveTimeout);
+      server.setTimeout(Number(options.connectionTimeout));
+      return server;
     },
     requestTimeout: config.ingestRequestTimeoutMs,
     loggerInstance: logger as FastifyBaseLogger,
@@ -220,7 +180,7 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   // Bodies arrive as bytes: we decode them ourselves to reject invalid UTF-8 (fastify's parser
   // would silently turn it into U+FFFD) and to report malformed JSON as problem+json.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser(['application/json', 'application/x-ndjson', 'application/jsonl'], { parseAs: 'buffer' }, (_req, body, done) => {
+  app.addContentTypeParser([...BODY_TYPES], { parseAs: 'buffer' }, (_req, body, done) => {
     done(null, body);
   });
 
@@ -252,88 +212,28 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, problem(404, 'not-found', 'Not found', `no route ${request.method} ${request.url.split('?')[0]}`)));
 
-  // Auth first (before the body is read), then, for writes, load shedding. Callback style: a
-  // key whose lookup is cached and settled (nearly every request) is answered without a promise.
+  // Auth first (before the body is read), then, for writes, load shedding (answers.ts: admit).
   // A hook that replies does not call done (fastify: respond from a hook).
-  const shedLoad = (reply: FastifyReply): boolean => {
-    const reason = backpressure.overloaded();
-    if (!reason) return false;
-    metrics.orders.inc({ result: 'unavailable' });
-    const detail = {
-      redis_down: 'Redis is unreachable',
-      backlog: 'the backlog of unapplied orders is over SURGE_MAX_BACKLOG',
-      memory: 'Redis memory use is over its limit',
-    }[reason];
-    sendProblem(reply, problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`), {
-      'retry-after': String(backpressure.retryAfterSeconds),
-    });
-    return true;
-  };
   const authHook =
     (shed: boolean) =>
     (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void): void => {
-      const token = bearerToken(request.headers.authorization);
-      if (!token) {
-        sendProblem(reply, problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'), { 'www-authenticate': 'Bearer' });
-        return;
-      }
-      const admit = (client: ApiClient | undefined) => {
-        if (!client) {
-          sendProblem(reply, problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'), { 'www-authenticate': 'Bearer error="invalid_token"' });
-          return;
-        }
-        request.apiClient = client;
-        if (shed && shedLoad(reply)) return;
-        done();
-      };
-      const hit = deps.auth.cached(token);
-      if (hit) {
-        admit(hit.client);
-        return;
-      }
-      deps.auth.lookup(token).then(admit, (err: unknown) => {
-        request.log.error({ err }, 'api key lookup failed');
-        sendProblem(reply, problem(503, 'unavailable', 'Authentication unavailable', 'the key store (PostgreSQL) cannot be reached'), {
-          'retry-after': String(backpressure.retryAfterSeconds),
-        });
-      });
+      admit(
+        deps,
+        request.headers.authorization,
+        shed,
+        (client, refusal) => {
+          if (refusal) {
+            sendProblem(reply, refusal.problem, refusal.headers);
+            return;
+          }
+          request.apiClient = client ?? null;
+          done();
+        },
+        (err) => request.log.error({ err }, 'api key lookup failed'),
+      );
     };
   const authenticate = authHook(false);
   const authenticateAndShed = authHook(true);
-
-  app.post(
-    '/v1/orders',
-    { config: { metricRoute: ROUTES.create }, bodyLimit: SINGLE_BODY_LIMIT, onRequest: authenticateAndShed },
-    async (request, reply) => {
-      const client = request.apiClient as ApiClient;
-      const rawKey = request.headers['idempotency-key'];
-      const key = Array.isArray(rawKey) ? undefined : rawKey;
-      const badKey = Array.isArray(rawKey)
-        ? problem(400, 'invalid-idempotency-key', 'Invalid Idempotency-Key', 'send exactly one Idempotency-Key header')
-        : keyProblem(key, 'Idempotency-Key');
-      if (badKey) {
-        metrics.orders.inc({ result: 'invalid' });
-        return sendProblem(reply, badKey);
-      }
-      if (!Buffer.isBuffer(request.body)) {
-        metrics.orders.inc({ result: 'invalid' });
-        return sendProblem(reply, problem(400, 'malformed-json', 'Malformed JSON', 'the request has no JSON body'));
-      }
-      const outcome = await intake.submit(request.body, client.id, key as string);
-      if (outcome.kind === 'invalid') {
-        metrics.orders.inc({ result: 'invalid' });
-        return sendProblem(reply, outcome.problem);
-      }
-      metrics.orders.inc({ result: ORDER_RESULT[outcome.kind] });
-      if (outcome.kind === 'unavailable') request.log.error({ err: outcome.err, reason: outcome.reason }, 'order not accepted');
-      const answer = answerFor(outcome, key as string, backpressure.retryAfterSeconds);
-      reply
-        .code(answer.status)
-        .headers(answer.headers)
-        .type(answer.problem ? 'application/problem+json' : 'application/json');
-      return reply.send(answer.body);
-    },
-  );
 
   app.post(
     '/v1/orders::batch',

@@ -4,6 +4,7 @@
 // confirmed), and the `surge ingest` command.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -126,6 +127,45 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
     await stopping;
     await svc.stop();
     assert.equal(stopped, true);
+  });
+
+  test('an order arriving on a kept-alive connection while stopping: 503 + Retry-After + Connection: close, nothing written', async () => {
+    const svc = await startIngest(env.config, { logger: silent });
+    const before = await entries(admin, env);
+    const request = (key: string) => {
+      const body = JSON.stringify(ORDER);
+      return `POST /v1/orders HTTP/1.1\r\nHost: t\r\nauthorization: Bearer ${client.apiKey}\r\ncontent-type: application/json\r\nidempotency-key: ${key}\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    };
+    const socket = connect(svc.port, '127.0.0.1');
+    let received = '';
+    socket.on('data', (d: Buffer) => {
+      received += d.toString();
+    });
+    const closed = new Promise((r) => socket.once('close', r));
+    try {
+      await admin.call('CLIENT', 'PAUSE', '30000', 'WRITE');
+      socket.write(request('drain-first'));
+      await waitForPausedWrite(admin);
+      const stopping = svc.stop();
+      // The second request comes on the connection the first keeps busy, after the stop began.
+      socket.write(request('drain-second'));
+      await admin.call('CLIENT', 'UNPAUSE');
+      await closed;
+      await stopping;
+      const answers = received.split(/(?=HTTP\/1\.1 )/);
+      assert.equal(answers.length, 2, received);
+      assert.match(answers[0] as string, /^HTTP\/1\.1 202 /);
+      const refused = answers[1] as string;
+      assert.match(refused, /^HTTP\/1\.1 503 /);
+      assert.match(refused, /\r\nretry-after: \d+\r\n/i);
+      assert.match(refused, /\r\nconnection: close\r\n/i);
+      assert.match(refused, /"type":"https:\/\/surge\.dev\/problems\/shutting-down"/);
+      assert.equal(await entries(admin, env), before + 1, 'only the first order was written');
+    } finally {
+      socket.destroy();
+      await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
+      await svc.stop();
+    }
   });
 });
 

@@ -1,0 +1,143 @@
+// What the ingest routes answer, independent of how the response is written: the fastify routes
+// (app.ts) and POST /v1/orders on node:http (create-order.ts) share these, so both speak the same
+// problems, headers, request ids and admission rules.
+import { randomBytes } from 'node:crypto';
+import type { ApiClient } from '../common/clients.js';
+import type { IngestMetrics } from '../metrics/definitions.js';
+import type { Authenticator } from './auth.js';
+import { bearerToken } from './auth.js';
+import type { Backpressure } from './backpressure.js';
+import { type Problem, problem } from './requests.js';
+import type { WriteOutcome } from './writer.js';
+
+/** Largest body of POST /v1/orders (DESIGN § HTTP API). */
+export const SINGLE_BODY_LIMIT = 64 * 1024;
+/** Retry-After (s) for 409: the first request is waiting for WAITAOF/WAIT, which is bounded by SURGE_DURABLE_TIMEOUT_MS. */
+const CONFLICT_RETRY_AFTER = 1;
+
+/** The bounded `route` label of the request metrics. */
+export const ROUTES = {
+  create: 'POST /v1/orders',
+  batch: 'POST /v1/orders:batch',
+  get: 'GET /v1/orders/:key',
+  healthz: 'GET /healthz',
+  readyz: 'GET /readyz',
+  metrics: 'GET /metrics',
+} as const;
+
+export const PROBLEM_TYPE = 'application/problem+json';
+
+const LOCATION_PREFIX = '/v1/orders/';
+
+export function location(key: string): string {
+  return LOCATION_PREFIX + encodeURIComponent(key);
+}
+
+/** A refusal: the problem and the headers that go with it (Retry-After, WWW-Authenticate). */
+export interface Refusal {
+  problem: Problem;
+  headers: Record<string, string>;
+}
+
+/** What one write outcome answers: status, headers, body (a 202 body or a problem). */
+export function answerFor(outcome: WriteOutcome, key: string, retryAfter: number): { status: number; headers: Record<string, string>; body: string; problem?: Problem } {
+  switch (outcome.kind) {
+    case 'accepted':
+      return { status: 202, headers: { location: location(key) }, body: outcome.body };
+    case 'replayed':
+      return { status: 202, headers: { location: location(key), 'idempotent-replayed': 'true' }, body: outcome.body };
+    case 'mismatch': {
+      const p = problem(422, 'idempotency-key-reused', 'Idempotency-Key reused with another payload', 'this key was first used with a different order; use a new key for a new order');
+      return { status: 422, headers: {}, body: JSON.stringify(p), problem: p };
+    }
+    case 'pending': {
+      const p = problem(409, 'request-in-progress', 'A request with this Idempotency-Key is still being written', 'retry after the Retry-After delay');
+      return { status: 409, headers: { 'retry-after': String(CONFLICT_RETRY_AFTER) }, body: JSON.stringify(p), problem: p };
+    }
+    case 'unavailable': {
+      const p = problem(503, 'unavailable', 'Order not accepted: storage unavailable', `${outcome.reason}; nothing was recorded for this key, retry with the same Idempotency-Key`);
+      return { status: 503, headers: { 'retry-after': String(retryAfter) }, body: JSON.stringify(p), problem: p };
+    }
+  }
+}
+
+/** The `result` label of surge_ingest_orders_total for each write outcome. */
+export const ORDER_RESULT: Record<WriteOutcome['kind'], string> = {
+  accepted: 'accepted',
+  replayed: 'replayed',
+  mismatch: 'mismatch',
+  pending: 'conflict',
+  unavailable: 'unavailable',
+};
+
+/** Request ids this process makes: a random per-process prefix and a counter (cheaper than a UUID per request, unique all the same). */
+const REQUEST_ID_PREFIX = randomBytes(6).toString('hex');
+let requestSeq = 0;
+
+/** The client's X-Request-Id when it is one printable-ASCII token of up to 128 characters, else a new one. */
+export function requestId(req: { headers: Record<string, string | string[] | undefined> }): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : `${REQUEST_ID_PREFIX}-${(requestSeq++).toString(36)}`;
+}
+
+export interface AdmissionDeps {
+  auth: Authenticator;
+  backpressure: Backpressure;
+  metrics: Pick<IngestMetrics, 'orders'>;
+}
+
+/**
+ * Who may go on: the API key of `Authorization: Bearer` is looked up (cached; a key whose
+ * lookup is cached and settled — nearly every request — is answered at once, without a
+ * promise), then, for writes (`shed`), load shedding. Calls `done` once, with the client or
+ * with the refusal to send; `lookupFailed` hears a key store that could not be asked.
+ */
+export function admit(
+  deps: AdmissionDeps,
+  authorization: string | undefined,
+  shed: boolean,
+  done: (client: ApiClient | undefined, refusal: Refusal | undefined) => void,
+  lookupFailed: (err: unknown) => void,
+): void {
+  const token = bearerToken(authorization);
+  if (!token) {
+    done(undefined, { problem: problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'), headers: { 'www-authenticate': 'Bearer' } });
+    return;
+  }
+  const decide = (client: ApiClient | undefined) => {
+    if (!client) {
+      done(undefined, { problem: problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'), headers: { 'www-authenticate': 'Bearer error="invalid_token"' } });
+      return;
+    }
+    const overloaded = shed ? shedding(deps) : undefined;
+    done(overloaded ? undefined : client, overloaded);
+  };
+  const hit = deps.auth.cached(token);
+  if (hit) {
+    decide(hit.client);
+    return;
+  }
+  deps.auth.lookup(token).then(decide, (err: unknown) => {
+    lookupFailed(err);
+    done(undefined, {
+      problem: problem(503, 'unavailable', 'Authentication unavailable', 'the key store (PostgreSQL) cannot be reached'),
+      headers: { 'retry-after': String(deps.backpressure.retryAfterSeconds) },
+    });
+  });
+}
+
+/** Load shedding: the 503 to send when the backlog, Redis memory or Redis itself says so (counted as an unavailable order). */
+function shedding({ backpressure, metrics }: AdmissionDeps): Refusal | undefined {
+  const reason = backpressure.overloaded();
+  if (!reason) return undefined;
+  metrics.orders.inc({ result: 'unavailable' });
+  const detail = {
+    redis_down: 'Redis is unreachable',
+    backlog: 'the backlog of unapplied orders is over SURGE_MAX_BACKLOG',
+    memory: 'Redis memory use is over its limit',
+  }[reason];
+  return {
+    problem: problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`),
+    headers: { 'retry-after': String(backpressure.retryAfterSeconds) },
+  };
+}
