@@ -39,24 +39,27 @@ export interface Refusal {
   headers: Record<string, string>;
 }
 
-/** What one write outcome answers: status, headers, body (a 202 body or a problem). */
-export function answerFor(outcome: WriteOutcome, key: string, retryAfter: number): { status: number; headers: Record<string, string>; body: string; problem?: Problem } {
+/**
+ * What one write outcome answers: status, headers (name, value, name, value, …: the form
+ * node:http's writeHead takes without walking an object), body (a 202 body or a problem).
+ */
+export function answerFor(outcome: WriteOutcome, key: string, retryAfter: number): { status: number; headers: string[]; body: string; problem?: Problem } {
   switch (outcome.kind) {
     case 'accepted':
-      return { status: 202, headers: { location: location(key) }, body: outcome.body };
+      return { status: 202, headers: ['location', location(key)], body: outcome.body };
     case 'replayed':
-      return { status: 202, headers: { location: location(key), 'idempotent-replayed': 'true' }, body: outcome.body };
+      return { status: 202, headers: ['location', location(key), 'idempotent-replayed', 'true'], body: outcome.body };
     case 'mismatch': {
       const p = problem(422, 'idempotency-key-reused', 'Idempotency-Key reused with another payload', 'this key was first used with a different order; use a new key for a new order');
-      return { status: 422, headers: {}, body: JSON.stringify(p), problem: p };
+      return { status: 422, headers: [], body: JSON.stringify(p), problem: p };
     }
     case 'pending': {
       const p = problem(409, 'request-in-progress', 'A request with this Idempotency-Key is still being written', 'retry after the Retry-After delay');
-      return { status: 409, headers: { 'retry-after': String(CONFLICT_RETRY_AFTER) }, body: JSON.stringify(p), problem: p };
+      return { status: 409, headers: ['retry-after', String(CONFLICT_RETRY_AFTER)], body: JSON.stringify(p), problem: p };
     }
     case 'unavailable': {
       const p = problem(503, 'unavailable', 'Order not accepted: storage unavailable', `${outcome.reason}; nothing was recorded for this key, retry with the same Idempotency-Key`);
-      return { status: 503, headers: { 'retry-after': String(retryAfter) }, body: JSON.stringify(p), problem: p };
+      return { status: 503, headers: ['retry-after', String(retryAfter)], body: JSON.stringify(p), problem: p };
     }
   }
 }

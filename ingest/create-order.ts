@@ -52,14 +52,18 @@ export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage
 
     // Every answer goes through here: the request metrics and the info line of a 4xx, as the
     // fastify routes' LogController (app.ts) does for theirs.
-    const respond = (status: number, headers: Record<string, string>, contentType: string, body: string): void => {
-      res.writeHead(status, { 'x-request-id': reqId, ...headers, 'content-type': contentType, 'content-length': String(Buffer.byteLength(body)) });
+    // Headers as a flat list (name, value, …): writeHead takes it without walking an object.
+    const respond = (status: number, headers: readonly string[], contentType: string, body: string): void => {
+      const head = ['x-request-id', reqId];
+      for (const h of headers) head.push(h);
+      head.push('content-type', contentType, 'content-length', String(Buffer.byteLength(body)));
+      res.writeHead(status, head);
       res.end(body);
       metrics.requests.inc({ route, code: String(status) });
       metrics.duration.observe({ route }, (performance.now() - started) / 1000);
       if (status >= 400 && status < 500) logger.info({ reqId, route, code: status }, 'client error');
     };
-    const refuse = (p: Problem, headers: Record<string, string> = {}): void => respond(p.status, headers, PROBLEM_CONTENT_TYPE, JSON.stringify(p));
+    const refuse = (p: Problem, headers: Record<string, string> = {}): void => respond(p.status, Object.entries(headers).flat(), PROBLEM_CONTENT_TYPE, JSON.stringify(p));
     const invalid = (p: Problem): void => {
       metrics.orders.inc({ result: 'invalid' });
       refuse(p);
