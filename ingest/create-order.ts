@@ -68,6 +68,13 @@ export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage
       metrics.orders.inc({ result: 'invalid' });
       refuse(p);
     };
+    // A throw here is a bug: it fails this request alone (500, or the connection dropped when
+    // the answer had begun), as fastify's error handler did, instead of the process.
+    const failed = (err: unknown): void => {
+      logger.error({ reqId, err }, 'request failed');
+      if (res.headersSent) res.destroy();
+      else refuse(problem(500, 'internal', 'Internal error'));
+    };
 
     if (deps.draining()) {
       refuse(problem(503, 'shutting-down', 'Shutting down', 'this instance is stopping; nothing was recorded, retry'), {
@@ -89,8 +96,8 @@ export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage
         return;
       }
       const key = rawKey as string;
-      intake.submit(body, clientId, key).then(
-        (outcome) => {
+      intake.submit(body, clientId, key).then((outcome) => {
+        try {
           if (outcome.kind === 'invalid') {
             invalid(outcome.problem);
             return;
@@ -99,12 +106,10 @@ export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage
           if (outcome.kind === 'unavailable') logger.error({ reqId, err: outcome.err, reason: outcome.reason }, 'order not accepted');
           const answer = answerFor(outcome, key, backpressure.retryAfterSeconds);
           respond(answer.status, answer.headers, answer.problem ? PROBLEM_CONTENT_TYPE : JSON_CONTENT_TYPE, answer.body);
-        },
-        (err: unknown) => {
-          logger.error({ reqId, err }, 'request failed');
-          refuse(problem(500, 'internal', 'Internal error'));
-        },
-      );
+        } catch (err) {
+          failed(err);
+        }
+      }, failed);
     };
 
     const readBody = (clientId: string): void => {
@@ -159,15 +164,24 @@ export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage
       req.on('error', onError);
     };
 
-    admit(
-      deps,
-      req.headers.authorization,
-      true,
-      (client, refusal) => {
-        if (refusal) refuse(refusal.problem, refusal.headers);
-        else readBody((client as NonNullable<typeof client>).id);
-      },
-      (err) => logger.error({ reqId, err }, 'api key lookup failed'),
-    );
+    try {
+      admit(
+        deps,
+        req.headers.authorization,
+        true,
+        (client, refusal) => {
+          // Called at once, or later from the key lookup's promise: guarded either way.
+          try {
+            if (refusal) refuse(refusal.problem, refusal.headers);
+            else readBody((client as NonNullable<typeof client>).id);
+          } catch (err) {
+            failed(err);
+          }
+        },
+        (err) => logger.error({ reqId, err }, 'api key lookup failed'),
+      );
+    } catch (err) {
+      failed(err);
+    }
   };
 }
