@@ -1,6 +1,6 @@
-// The ingest HTTP API (v1) as a fastify app: POST /v1/orders, POST /v1/orders:batch,
-// GET /v1/orders/:key, /healthz, /readyz, /metrics. Every error is application/problem+json
-// (RFC 9457). The app holds no connections of its own: `startIngest` (server.ts) builds them.
+// The ingest HTTP API (v1): a fastify app serving POST /v1/orders:batch, GET /v1/orders/:key,
+// /healthz, /readyz and /metrics, on a server whose request listener hands POST /v1/orders to
+// create-order.ts. Every error is application/problem+json (RFC 9457). The app holds no connections of its own: `startIngest` (server.ts) builds them.
 import { createServer } from 'node:http';
 import { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, fastify, LogController } from 'fastify';
 import type { Bindings, ChildLoggerOptions } from 'pino';
@@ -21,7 +21,6 @@ import { type BatchResult, keyProblem, type PreparedBatch, type Problem, problem
 import { parseRecord, STATE_DONE } from './scripts.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
 
-export { ROUTES, SINGLE_BODY_LIMIT };
 /** Largest body of POST /v1/orders:batch: 1,000 orders at up to ~8 KiB each on average. */
 export const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
 declare module 'fastify' {
@@ -144,8 +143,8 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   const createOrder = createOrderHandler({ auth: deps.auth, backpressure, metrics, intake, logger, draining: deps.draining });
   const app = fastify({
     // The server is made here rather than by fastify so that its request listener can hand
-    // POST /v1/orders to createOrder; it is set up as fastify sets up its own (keepAliveTimeout,
-    // requestTimeout, connectionTimeout from fastify's options, with its defaults).
+    // POST /v1/orders to createOrder; it is set up as fastify sets up its own (keepAliveTimeout
+    // and connectionTimeout from fastify's options, with its defaults; requestTimeout is ours).
     serverFactory: (handler, options) => {
       const server = createServer(
         {
@@ -165,7 +164,6 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
       server.setTimeout(Number(options.connectionTimeout));
       return server;
     },
-    requestTimeout: config.ingestRequestTimeoutMs,
     loggerInstance: logger as FastifyBaseLogger,
     logController: new RequestMetrics(metrics),
     childLoggerFactory: (parent, bindings, options) => new LazyRequestLogger(parent, bindings, options),
