@@ -33,6 +33,16 @@ export function location(key: string): string {
   return LOCATION_PREFIX + encodeURIComponent(key);
 }
 
+/** 413: the body is over `limit` bytes (both paths: fastify's error handler, create-order.ts). */
+export function bodyTooLarge(limit: number): Problem {
+  return problem(413, 'body-too-large', 'Body too large', `the body is larger than ${limit} bytes`);
+}
+
+/** 415: a Content-Type the order routes do not read. */
+export function unsupportedMediaType(): Problem {
+  return problem(415, 'unsupported-media-type', 'Unsupported Content-Type', 'send application/json (or, for :batch, application/x-ndjson)');
+}
+
 /** A refusal: the problem and the headers that go with it (Retry-After, WWW-Authenticate). */
 export interface Refusal {
   problem: Problem;

@@ -12,7 +12,7 @@ import { idemKey, shardFor, shardOfStream } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
 import type { RedisClient } from '../common/redis.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
-import { admit, answerFor, location, ORDER_RESULT, PROBLEM_TYPE, ROUTES, requestId, SINGLE_BODY_LIMIT } from './answers.js';
+import { admit, answerFor, bodyTooLarge, location, ORDER_RESULT, PROBLEM_TYPE, ROUTES, requestId, SINGLE_BODY_LIMIT, unsupportedMediaType } from './answers.js';
 import type { Authenticator } from './auth.js';
 import type { Backpressure } from './backpressure.js';
 import { BODY_TYPES, createOrderHandler, isCreateOrder } from './create-order.js';
@@ -193,20 +193,9 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const status = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500;
     if (status >= 500) request.log.error({ err: error }, 'request failed');
-    const slugs: Record<number, [string, string]> = {
-      413: ['body-too-large', 'Body too large'],
-      415: ['unsupported-media-type', 'Unsupported Content-Type'],
-    };
-    const [slug, title] = slugs[status] ?? (status >= 500 ? ['internal', 'Internal error'] : ['bad-request', 'Bad request']);
-    const detail =
-      status === 413
-        ? `the body is larger than ${request.routeOptions.bodyLimit ?? SINGLE_BODY_LIMIT} bytes`
-        : status === 415
-          ? 'send application/json (or, for :batch, application/x-ndjson)'
-          : status >= 500
-            ? undefined
-            : error.message;
-    return sendProblem(reply, problem(status, slug, title, detail));
+    if (status === 413) return sendProblem(reply, bodyTooLarge(request.routeOptions.bodyLimit ?? SINGLE_BODY_LIMIT));
+    if (status === 415) return sendProblem(reply, unsupportedMediaType());
+    return sendProblem(reply, status >= 500 ? problem(status, 'internal', 'Internal error') : problem(status, 'bad-request', 'Bad request', error.message));
   });
   app.setNotFoundHandler((request, reply) => sendProblem(reply, problem(404, 'not-found', 'Not found', `no route ${request.method} ${request.url.split('?')[0]}`)));
 

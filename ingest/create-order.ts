@@ -11,7 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../common/log.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
-import { type AdmissionDeps, admit, answerFor, ORDER_RESULT, requestId, ROUTES, SINGLE_BODY_LIMIT } from './answers.js';
+import { type AdmissionDeps, admit, answerFor, bodyTooLarge, ORDER_RESULT, requestId, ROUTES, SINGLE_BODY_LIMIT, unsupportedMediaType } from './answers.js';
 import type { OrderIntake } from './intake.js';
 import { keyProblem, type Problem, problem } from './requests.js';
 
@@ -124,12 +124,11 @@ export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage
         }
       }
       if (contentType === undefined || !BODY_TYPES.includes(mediaType(contentType))) {
-        refuse(problem(415, 'unsupported-media-type', 'Unsupported Content-Type', 'send application/json (or, for :batch, application/x-ndjson)'));
+        refuse(unsupportedMediaType());
         return;
       }
       // The client may go on sending what we will not read: the connection closes after a 413.
-      const tooLarge = () =>
-        refuse(problem(413, 'body-too-large', 'Body too large', `the body is larger than ${SINGLE_BODY_LIMIT} bytes`), { connection: 'close' });
+      const tooLarge = () => refuse(bodyTooLarge(SINGLE_BODY_LIMIT), { connection: 'close' });
       if (Number(headers['content-length']) > SINGLE_BODY_LIMIT) {
         tooLarge();
         return;
