@@ -13,7 +13,7 @@ export interface CreatedClient extends ApiClient {
   apiKey: string;
 }
 
-export function hashApiKey(apiKey: string): Buffer {
+function hashApiKey(apiKey: string): Buffer {
   return createHash('sha256').update(apiKey).digest();
 }
 

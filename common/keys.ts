@@ -4,7 +4,7 @@
 export const GROUP = 'appliers';
 export const ENTRY_SCHEMA_VERSION = '1';
 
-export function shardTag(shard: number): string {
+function shardTag(shard: number): string {
   return `{s${shard}}`;
 }
 

@@ -47,35 +47,3 @@ export function stopOnSignals(name: string, service: Stoppable, options: RunOpti
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 }
-
-/**
- * Wraps start/stop so both are safe to call twice: a second start() returns the first's promise,
- * stop() waits for a start in progress, and a second stop() returns the first's promise.
- */
-export class Lifecycle {
-  private starting: Promise<void> | undefined;
-  private stopping: Promise<void> | undefined;
-
-  constructor(
-    private readonly doStart: () => Promise<void>,
-    private readonly doStop: () => Promise<void>,
-  ) {}
-
-  start(): Promise<void> {
-    if (this.stopping) return Promise.reject(new Error('cannot start after stop'));
-    this.starting ??= this.doStart();
-    return this.starting;
-  }
-
-  stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      if (this.starting) await this.starting.catch(() => {});
-      await this.doStop();
-    })();
-    return this.stopping;
-  }
-
-  get isStopping(): boolean {
-    return this.stopping !== undefined;
-  }
-}

@@ -8,7 +8,7 @@ import pg from 'pg';
 import { MIGRATIONS_DIR } from './paths.js';
 
 /** pg_advisory_lock key: the first 8 bytes of sha256('surge.migrate') would do; a constant is clearer. */
-export const MIGRATION_LOCK_KEY = 7_310_455_120_993_331n;
+const MIGRATION_LOCK_KEY = 7_310_455_120_993_331n;
 
 export interface Migration {
   version: number;

@@ -22,7 +22,7 @@ import { parseRecord, STATE_DONE } from './scripts.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
 
 /** Largest body of POST /v1/orders:batch: 1,000 orders at up to ~8 KiB each on average. */
-export const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
+const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** The bounded `route` label of the request metrics. */
@@ -312,7 +312,7 @@ export interface OrderState {
 }
 
 /** PostgreSQL first (the final word), then dead letters, then the Redis record. */
-export async function lookupOrder(deps: Pick<IngestAppDeps, 'pool' | 'redis' | 'config'>, clientId: string, key: string): Promise<OrderState | undefined> {
+async function lookupOrder(deps: Pick<IngestAppDeps, 'pool' | 'redis' | 'config'>, clientId: string, key: string): Promise<OrderState | undefined> {
   const { redisPrefix: prefix, shards } = deps.config;
   const orders = await deps.pool.query<{ status: 'applied' | 'rejected'; reason: string | null; stream: string; entry_id: string; applied_at: Date }>(
     'SELECT status, reason, stream, entry_id, applied_at FROM orders WHERE client_id = $1 AND idempotency_key = $2',

@@ -9,7 +9,7 @@ import type { RedisClient } from '../common/redis.js';
 
 export type DurabilityCommand = { kind: 'WAITAOF'; args: [number, number, number] } | { kind: 'WAIT'; args: [number, number] };
 
-export class DurabilityUnavailableError extends Error {
+class DurabilityUnavailableError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'DurabilityUnavailableError';

@@ -6,7 +6,7 @@ import type { Config } from '../common/config.js';
 import { type FieldError, idempotencyKeyProblem, type Order, validateOrder } from '../common/order.js';
 import { type PreparedOrder, prepareOrder } from './writer.js';
 
-export const MAX_BATCH_ORDERS = 1000;
+const MAX_BATCH_ORDERS = 1000;
 
 export interface Problem {
   type: string;
@@ -91,7 +91,7 @@ export type BatchResult =
 type BatchItem = { ok: true; value: unknown; escapeFree: boolean } | { ok: false; problem: Problem };
 
 /** Splits a batch body into items: a JSON array, or NDJSON (one order per line) by Content-Type. */
-export function parseBatch(bytes: Uint8Array, contentType: string): { ok: true; value: BatchItem[] } | { ok: false; problem: Problem } {
+function parseBatch(bytes: Uint8Array, contentType: string): { ok: true; value: BatchItem[] } | { ok: false; problem: Problem } {
   const ndjson = /^application\/(x-ndjson|jsonl)\b/i.test(contentType);
   if (!ndjson) {
     const parsed = parseJson(bytes);

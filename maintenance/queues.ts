@@ -32,7 +32,7 @@ type History = Pick<DefaultJobOptions, 'removeOnComplete' | 'removeOnFail'>;
 /** Completed maintenance jobs kept (the newest; docs/maintenance.md "BullMQ's own memory"). */
 export const KEEP_COMPLETED = 100;
 /** Failed jobs kept per queue: rare, and what an operator looks at (7 days at most). */
-export const KEEP_FAILED = 1000;
+const KEEP_FAILED = 1000;
 const FAILED: History['removeOnFail'] = { age: 7 * 24 * 3600, count: KEEP_FAILED };
 
 /**
@@ -40,14 +40,14 @@ const FAILED: History['removeOnFail'] = { age: 7 * 24 * 3600, count: KEEP_FAILED
  * `SURGE_MAINTENANCE_INTERVAL_MS` at worst), so completed jobs are kept by count alone: the last
  * 100, whatever the tick.
  */
-export const MAINTENANCE_HISTORY: History = { removeOnComplete: { count: KEEP_COMPLETED }, removeOnFail: FAILED };
+const MAINTENANCE_HISTORY: History = { removeOnComplete: { count: KEEP_COMPLETED }, removeOnFail: FAILED };
 
 /**
  * Completed `dlq-replay` jobs kept: jobs only come from an operator's `surge dlq replay`, and the
  * CLI sums a batch's result from its completed jobs, so a batch of up to 1,000 chunk jobs (100,000
  * dead letters at the default chunk size) is reported whole.
  */
-export const KEEP_COMPLETED_REPLAYS = 1000;
+const KEEP_COMPLETED_REPLAYS = 1000;
 export const REPLAY_HISTORY: History = { removeOnComplete: { age: 24 * 3600, count: KEEP_COMPLETED_REPLAYS }, removeOnFail: FAILED };
 
 /**

@@ -53,7 +53,7 @@ export interface MaintenanceHandle {
 }
 
 /** The schedulers: job name → interval. */
-export function maintenanceSchedule(config: Config): Record<MaintenanceJobName, number> {
+function maintenanceSchedule(config: Config): Record<MaintenanceJobName, number> {
   return {
     'trim-streams': config.maintenanceIntervalMs,
     consumers: config.maintenanceIntervalMs,

@@ -8,9 +8,6 @@ import { type CounterConfiguration, collectDefaultMetrics, Counter, Gauge, Histo
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 export const BATCH_SIZE_BUCKETS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
-export const APPLY_RESULTS = ['inserted', 'duplicate', 'rejected', 'dead_lettered'] as const;
-export type ApplyResult = (typeof APPLY_RESULTS)[number];
-
 /** A registry for one process. Default process metrics go on main threads only (SEMANTICS 4.2). */
 export function createRegistry(options: { defaultMetrics: boolean; role: string }): Registry {
   const registry = new Registry();
@@ -173,7 +170,6 @@ export function workerMetrics(registry: Registry) {
     }),
   };
 }
-export type WorkerMetrics = ReturnType<typeof workerMetrics>;
 
 export function lagMetrics(registry: Registry) {
   const sg = ['stream', 'group'] as const;

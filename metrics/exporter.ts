@@ -30,7 +30,7 @@ export interface LagExporter {
 }
 
 /** Copies a reading into the gauges. Label sets that the reading lacks are removed (reset first). */
-export function applySnapshot(m: LagMetrics, snap: LagSnapshot): void {
+function applySnapshot(m: LagMetrics, snap: LagSnapshot): void {
   for (const g of [
     m.streamLength, m.lag, m.lagSeconds, m.pending, m.backlog, m.oldestPendingAge, m.consumers,
     m.consumerPending, m.consumerIdle, m.dlqDepth, m.lagNull, m.redisUsedMemory, m.redisMaxMemory,

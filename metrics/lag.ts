@@ -94,8 +94,8 @@ export interface ReadLagOptions {
   pageSize?: number;
 }
 
-export const DEFAULT_COUNT_LIMIT = 100_000;
-export const DEFAULT_PAGE_SIZE = 1_000;
+const DEFAULT_COUNT_LIMIT = 100_000;
+const DEFAULT_PAGE_SIZE = 1_000;
 
 // Counts the entries of KEYS[1] in (ARGV[1], ARGV[2]] (ARGV[1] = '-' for "from the start"), at
 // most ARGV[3] of them; returns {count, last ID seen}. Only the count crosses the network.
@@ -272,7 +272,7 @@ function parseInfo(text: string): Map<string, string> {
 }
 
 /** INFO memory of the node (single node) or of every master (Cluster). */
-export async function readRedisMemory(redis: RedisClient): Promise<RedisMemory[]> {
+async function readRedisMemory(redis: RedisClient): Promise<RedisMemory[]> {
   const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
   return await Promise.all(
     nodes.map(async (node) => {

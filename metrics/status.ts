@@ -22,9 +22,9 @@ export interface StatusReport extends LagSnapshot {
   applyRateError?: string;
 }
 
-export const APPLY_RATE_WINDOW_SECONDS = 60;
+const APPLY_RATE_WINDOW_SECONDS = 60;
 
-export async function readApplyRate(pool: Pool, windowSeconds: number = APPLY_RATE_WINDOW_SECONDS): Promise<ApplyRate> {
+async function readApplyRate(pool: Pool, windowSeconds: number = APPLY_RATE_WINDOW_SECONDS): Promise<ApplyRate> {
   const { rows } = await pool.query<{ status: string; n: string }>(
     `SELECT status, count(*) AS n FROM orders WHERE applied_at > now() - make_interval(secs => $1) GROUP BY status`,
     [windowSeconds],
@@ -35,7 +35,7 @@ export async function readApplyRate(pool: Pool, windowSeconds: number = APPLY_RA
   return { windowSeconds, applied, rejected, perSecond: (applied + rejected) / windowSeconds };
 }
 
-export async function collectStatus(redis: RedisClient, pool: Pool, config: Pick<Config, 'redisPrefix' | 'shards'>, now: number = Date.now()): Promise<StatusReport> {
+async function collectStatus(redis: RedisClient, pool: Pool, config: Pick<Config, 'redisPrefix' | 'shards'>, now: number = Date.now()): Promise<StatusReport> {
   const [snap, rate] = await Promise.all([
     readLag(redis, config.redisPrefix, config.shards, now),
     readApplyRate(pool).then(
@@ -77,7 +77,7 @@ function table(header: string[], rows: string[][]): string[] {
 }
 
 /** The human-readable report (what `surge status` prints). */
-export function formatStatus(r: StatusReport): string {
+function formatStatus(r: StatusReport): string {
   const out: string[] = [];
   out.push(`Surge status  ${new Date(r.at).toISOString()}  prefix ${r.prefix}  group ${r.group}  ${r.shards.length} shards`);
   for (const m of r.memory) {

@@ -24,7 +24,7 @@ import type { ThreadData, ThreadResult, ThreadTask } from './thread.js';
  * (SURGE_PG_POOL_SIZE connections) runs COPY and the statements. Chosen by measurement.
  */
 export type PgPlacement = 'threads' | 'main';
-export const DEFAULT_PG_PLACEMENT: PgPlacement = 'threads';
+const DEFAULT_PG_PLACEMENT: PgPlacement = 'threads';
 
 export interface WorkerOptions {
   /** Default: a pino logger at SURGE_LOG_LEVEL. */
