@@ -31,8 +31,8 @@ import { encodeEntry, type Order } from '../common/order.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createRedis } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
-import { createTestDatabase, deleteRedisPrefix, TEST_REDIS_URL, uniquePrefix } from '../test/support/env.js';
-import { backlog } from '../test/support/workers.js';
+import { createTestDatabase, deleteRedisPrefix, TEST_REDIS_URL, uniquePrefix } from '../devkit/scratch.js';
+import { backlog } from '../devkit/backlog.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { type PgPlacement, startWorker } from '../workers/worker.js';
 

@@ -11,7 +11,7 @@ import autocannon from 'autocannon';
 import pg from 'pg';
 import { createClient } from '../common/clients.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
-import { createTestEnv } from '../test/support/env.js';
+import { createTestEnv } from '../devkit/scratch.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
 import { BENCH_ORDER_JSON, median, processCpu, type ServerProcess, startServer, stopServer } from './ingest-servers.js';
 

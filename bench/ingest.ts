@@ -27,7 +27,7 @@ import { shardFor, streamKey } from '../common/keys.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createRedis } from '../common/redis.js';
 import { INGEST_REDIS_OPTIONS, startIngest } from '../ingest/server.js';
-import { createTestEnv } from '../test/support/env.js';
+import { createTestEnv } from '../devkit/scratch.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
 import { BENCH_ORDER_JSON, median, processCpu, startServer, stopServer } from './ingest-servers.js';
 

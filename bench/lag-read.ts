@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { GROUP, streamKey } from '../common/keys.js';
 import { ensureGroups } from '../common/streams.js';
 import { readLag } from '../metrics/lag.js';
-import { startRedisServer } from '../test/support/env.js';
+import { startRedisServer } from '../devkit/redis-server.js';
 
 const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
 const SIZES = sizes.length > 0 ? sizes : [10_000, 100_000];

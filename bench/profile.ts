@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { createClient } from '../common/clients.js';
 import { createPool } from '../common/db.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
-import { freePort } from '../test/support/env.js';
+import { freePort } from '../common/net.js';
 import { startLoad } from './generators.js';
 import { resultsDir } from './report.js';
 import { scratch } from './target.js';

@@ -1,8 +1,8 @@
 // Reading the /metrics pages the benchmark samples (lag exporter, ingest, workers).
-import { parseExposition, type Sample } from '../test/support/prom.js';
+import { parseExposition, type Sample } from '../devkit/prom.js';
 export type { Sample };
 
-/** The one exposition parser of the project (test/support/prom.ts); handles braces and escapes in label values. */
+/** The one exposition parser of the project (devkit/prom.ts); handles braces and escapes in label values. */
 export function parsePrometheus(text: string): Sample[] {
   return parseExposition(text);
 }

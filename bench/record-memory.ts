@@ -11,7 +11,7 @@ import { createLogger } from '../common/log.js';
 import { canonicalFingerprint, type Order } from '../common/order.js';
 import { acceptedBody, defineIngestCommands } from '../ingest/scripts.js';
 import { OrderWriter } from '../ingest/writer.js';
-import { startRedisServer } from '../test/support/env.js';
+import { startRedisServer } from '../devkit/redis-server.js';
 
 const N = Number(process.argv[2] ?? 100_000);
 const SHARDS = 4;

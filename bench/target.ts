@@ -15,7 +15,7 @@ import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { up } from '../cli/up.js';
-import { deleteRedisPrefix } from '../test/support/env.js';
+import { deleteRedisPrefix } from '../devkit/scratch.js';
 import { BULL_QUEUE } from './baselines/common.js';
 import { bySuffix, maxOf, scrape, sumOf } from './prom.js';
 

@@ -10,7 +10,8 @@ import { idemKey, shardFor } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
 import { Authenticator } from '../ingest/auth.js';
 import { startIngest } from '../ingest/server.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { http } from './support/http.js';
 
 describe('ingest API-key cache', () => {

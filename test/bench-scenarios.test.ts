@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { PACKAGE_ROOT } from '../common/paths.js';
-import { createTestEnv, type TestEnv } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 

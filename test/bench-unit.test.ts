@@ -23,7 +23,7 @@ import { findKnee } from '../bench/scenarios.js';
 import { littleChecks, type SystemSummary, summarize } from '../bench/summary.js';
 import { startSyncBaseline } from '../bench/target.js';
 import { DEFAULT_WORKLOAD, orderFor, orderKey, phaseOfKey } from '../bench/workload.js';
-import { createTestEnv, type TestEnv } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 
 describe('bench: workload and arithmetic', () => {
   test('orders are valid, a pure function of the key, and hot orders buy only hot SKUs', () => {

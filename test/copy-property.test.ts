@@ -13,7 +13,7 @@ import { canonicalJson, canonicalOrderJson, decodeEntry, encodeEntry, type Order
 import { parseJson } from '../ingest/requests.js';
 import { applyBatch, encodeBatch, type TaskEntry } from '../workers/apply.js';
 import { copyRow, copyValue } from '../workers/copy.js';
-import { createTestEnv, type TestEnv } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 
 const RUNS = Number(process.env.SURGE_PROPERTY_RUNS ?? 40);
 const NASTY = ['\t', '\n', '\r', '\\', '\\N', '\\\\N', 'N', '\r\n', '🛒', '👩‍👩‍👧', '\u2028', '\u00e9', '\u{10FFFF}', '"', "'", ',', '|', ' ', '\u0001', '\u007f'];

@@ -7,7 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createReplayQueue, enqueueReplays } from '../maintenance/dlq.js';
 import { bullConnection, createMaintenanceQueue, MAINTENANCE_QUEUE, REPLAY_QUEUE } from '../maintenance/queues.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 

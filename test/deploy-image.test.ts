@@ -12,7 +12,9 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { PACKAGE_ROOT } from '../common/paths.js';
-import { createTestEnv, freePort, type TestEnv, uniqueName, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv, uniqueName } from '../devkit/scratch.js';
+import { freePort } from '../common/net.js';
+import { waitFor } from '../devkit/wait.js';
 
 const run = promisify(execFile);
 

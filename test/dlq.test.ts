@@ -21,7 +21,8 @@ import {
 import { bullConnection } from '../maintenance/queues.js';
 import { dlqEntryFields, ensureGroups } from '../common/streams.js';
 import { applyAvailable, createDeadLetter, sampleOrder } from './support/deadletters.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 
 const run = promisify(execFile);
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');

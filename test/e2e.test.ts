@@ -10,7 +10,8 @@ import { createClient } from '../common/clients.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { startIngest } from '../ingest/server.js';
 import { startWorker, type WorkerHandle } from '../workers/worker.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { http } from './support/http.js';
 import { metricSum, scrape } from './support/workers.js';
 

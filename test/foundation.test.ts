@@ -9,7 +9,7 @@ import { findClientByKey } from '../common/clients.js';
 import { CONFIG_VARIABLES, ConfigError, configMarkdownTable, loadConfig } from '../common/config.js';
 import { listMigrations } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
-import { createTestDatabase, type TestDatabase } from './support/env.js';
+import { createTestDatabase, type TestDatabase } from '../devkit/scratch.js';
 
 const run = promisify(execFile);
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');

@@ -16,7 +16,7 @@ import { OrderIntake } from '../ingest/intake.js';
 import { INGEST_REDIS_OPTIONS, type IngestService, startIngest } from '../ingest/server.js';
 import { ORDERS_PER_SCRIPT_CALL, OrderWriter } from '../ingest/writer.js';
 import { startRedisCluster } from './support/cluster.js';
-import { createTestEnv, type TestEnv } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { http } from './support/http.js';
 
 const silent = createLogger('silent', 'ingest-batch-test');

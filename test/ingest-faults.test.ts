@@ -15,7 +15,9 @@ import { createLogger } from '../common/log.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { parseRecord, STATE_PENDING } from '../ingest/scripts.js';
 import { type IngestService, startIngest } from '../ingest/server.js';
-import { createTestEnv, type RedisServer, startRedisServer, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { type RedisServer, startRedisServer } from '../devkit/redis-server.js';
+import { waitFor } from '../devkit/wait.js';
 import { http } from './support/http.js';
 
 const silent = createLogger('silent', 'ingest-test');

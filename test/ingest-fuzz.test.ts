@@ -13,7 +13,8 @@ import pg from 'pg';
 import { type CreatedClient, createClient } from '../common/clients.js';
 import { streamKey } from '../common/keys.js';
 import { canonicalJson, decodeEntry } from '../common/order.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { http } from './support/http.js';
 import { metricValues, type SurgeProcess, startSurge } from './support/procs.js';
 

@@ -13,7 +13,8 @@ import { decodeEntry, type Order, orderFingerprint } from '../common/order.js';
 import { ensureGroups } from '../common/streams.js';
 import { parseRecord, STATE_DONE } from '../ingest/scripts.js';
 import { type IngestService, startIngest } from '../ingest/server.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { http } from './support/http.js';
 
 const silent = createLogger('silent', 'ingest-test');

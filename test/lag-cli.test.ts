@@ -11,7 +11,8 @@ import { GROUP, streamKey } from '../common/keys.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { ensureGroups } from '../common/streams.js';
 import type { StatusReport } from '../metrics/status.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { scrape, value } from './support/prom.js';
 
 const run = promisify(execFile);

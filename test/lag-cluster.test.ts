@@ -11,7 +11,9 @@ import { createRedis, redisReady } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
 import { type LagExporter, startLagExporter } from '../metrics/exporter.js';
 import { readLag } from '../metrics/lag.js';
-import { type RedisServer, startRedisServer, uniquePrefix, waitFor } from './support/env.js';
+import { type RedisServer, startRedisServer } from '../devkit/redis-server.js';
+import { uniquePrefix } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { scrape, select, value } from './support/prom.js';
 
 const run = promisify(execFile);

@@ -15,7 +15,9 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { ensureGroups } from '../common/streams.js';
 import * as definitions from '../metrics/definitions.js';
 import { type LagExporter, startLagExporter } from '../metrics/exporter.js';
-import { createTestEnv, freePort, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { freePort } from '../common/net.js';
+import { waitFor } from '../devkit/wait.js';
 
 const ALERTS = join(PACKAGE_ROOT, 'metrics', 'alerts.yml');
 const ALERT_TESTS = join(PACKAGE_ROOT, 'metrics', 'alerts.test.yml');

@@ -7,8 +7,11 @@ import { dlqKey, GROUP, streamKey } from '../common/keys.js';
 import { ensureGroups } from '../common/streams.js';
 import { type LagExporter, startLagExporter } from '../metrics/exporter.js';
 import { readLag } from '../metrics/lag.js';
-import { createTestEnv, startRedisServer, type TestEnv, waitFor } from './support/env.js';
-import { type Sample, scrape, select, value } from './support/prom.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { startRedisServer } from '../devkit/redis-server.js';
+import { waitFor } from '../devkit/wait.js';
+import type { Sample } from '../devkit/prom.js';
+import { scrape, select, value } from './support/prom.js';
 
 // Entry IDs are built from BASE so every age is known exactly: the exporter's clock is BASE + 100 s.
 const BASE = Date.now() - 3_600_000;

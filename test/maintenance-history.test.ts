@@ -7,7 +7,8 @@ import { Redis } from 'ioredis';
 import { ensureGroups } from '../common/streams.js';
 import { bullPrefix, EVENTS_MAX_LEN, KEEP_COMPLETED, MAINTENANCE_QUEUE, REPLAY_QUEUE } from '../maintenance/queues.js';
 import { startMaintenance } from '../maintenance/service.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 
 /** docs/maintenance.md: the maintenance queue's worst case without failed jobs. */
 const MAINTENANCE_QUEUE_BOUND_BYTES = 400 * 1024;

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { GROUP } from '../common/keys.js';
 import { safeTrimStream } from '../maintenance/streams.js';
-import { deleteRedisPrefix, TEST_REDIS_URL, uniquePrefix } from './support/env.js';
+import { deleteRedisPrefix, TEST_REDIS_URL, uniquePrefix } from '../devkit/scratch.js';
 
 type Read = Array<[string, Array<[string, string[]]>]> | null;
 

@@ -12,7 +12,8 @@ import { bullConnection, bullPrefix, MAINTENANCE_QUEUE } from '../maintenance/qu
 import { expireDeadLetters, expireOrders } from '../maintenance/retention.js';
 import { startMaintenance } from '../maintenance/service.js';
 import { cleanupConsumers, listConsumers } from '../maintenance/streams.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 const DAY = 86_400_000;

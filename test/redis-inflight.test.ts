@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createRedis, IN_FLIGHT_LOST } from '../common/redis.js';
-import { type RedisServer, startRedisServer, waitFor } from './support/env.js';
+import { type RedisServer, startRedisServer } from '../devkit/redis-server.js';
+import { waitFor } from '../devkit/wait.js';
 
 describe('Redis client: commands in flight at a disconnect', () => {
   let server: RedisServer;

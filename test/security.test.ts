@@ -14,7 +14,8 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { type IngestService, startIngest } from '../ingest/server.js';
 import { startLagExporter } from '../metrics/exporter.js';
 import { startWorker, type WorkerHandle } from '../workers/worker.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { http } from './support/http.js';
 
 const silent = createLogger('silent', 'security-test');

@@ -6,7 +6,8 @@ import pg from 'pg';
 import { consumerName, GROUP, streamKey } from '../common/keys.js';
 import { createRedis, type RedisClient } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { enqueue, type QueuedOrder, simpleOrder, spawnWorker, type WorkerProcess, waitForDrained } from './support/workers.js';
 
 interface Ctx {

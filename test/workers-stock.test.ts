@@ -6,7 +6,7 @@ import type { Order } from '../common/order.js';
 import { createRedis } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
 import { startWorker } from '../workers/worker.js';
-import { createTestEnv } from './support/env.js';
+import { createTestEnv } from '../devkit/scratch.js';
 import { enqueue, metricSum, type QueuedOrder, scrape, waitForDrained } from './support/workers.js';
 
 test('multi-item orders across hot SKUs, two workers: no deadlock errors, no partial fills, never below zero', async () => {

@@ -15,7 +15,8 @@ import { ensureGroups } from '../common/streams.js';
 import { classifyError, totalCents } from '../workers/apply.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { startWorker, type WorkerHandle } from '../workers/worker.js';
-import { createTestEnv, type TestEnv, waitFor } from './support/env.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { enqueue, enqueueRaw, metricSum, type QueuedOrder, scrape, simpleOrder, waitForDrained } from './support/workers.js';
 
 interface Ctx {

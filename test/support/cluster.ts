@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { freePort, waitFor } from './env.js';
+import { freePort } from '../../common/net.js';
+import { waitFor } from '../../devkit/wait.js';
 
 const run = promisify(execFile);
 

@@ -3,7 +3,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../../common/paths.js';
-import { waitFor } from './env.js';
+import { waitFor } from '../../devkit/wait.js';
 
 export type SurgeRole = 'ingest' | 'work';
 

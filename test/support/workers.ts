@@ -2,11 +2,12 @@
 // streams drain, read a worker's /metrics, run `surge work` as a child process.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { allStreamKeys, GROUP, shardFor, streamKey } from '../../common/keys.js';
+import { shardFor, streamKey } from '../../common/keys.js';
 import { encodeEntry, type Order } from '../../common/order.js';
 import { PACKAGE_ROOT } from '../../common/paths.js';
 import type { RedisClient } from '../../common/redis.js';
-import { waitFor } from './env.js';
+import { backlog } from '../../devkit/backlog.js';
+import { waitFor } from '../../devkit/wait.js';
 
 export interface QueuedOrder {
   client: string;
@@ -37,25 +38,6 @@ export async function enqueue(redis: RedisClient, prefix: string, shards: number
 /** XADDs raw fields to one shard stream. */
 export async function enqueueRaw(redis: RedisClient, prefix: string, shard: number, fields: string[]): Promise<string> {
   return (await redis.xadd(streamKey(prefix, shard), '*', ...fields)) as string;
-}
-
-function infoMap(raw: unknown[]): Map<string, unknown> {
-  const m = new Map<string, unknown>();
-  for (let i = 0; i + 1 < raw.length; i += 2) m.set(String(raw[i]), raw[i + 1]);
-  return m;
-}
-
-/** Pending entries of the group plus 1 per shard that still has undelivered entries (0 = drained). */
-export async function backlog(redis: RedisClient, prefix: string, shards: number): Promise<number> {
-  let total = 0;
-  for (const key of allStreamKeys(prefix, shards)) {
-    const groups = (await redis.xinfo('GROUPS', key)) as unknown[][];
-    const g = groups.map(infoMap).find((m) => m.get('name') === GROUP);
-    if (!g) throw new Error(`no group on ${key}`);
-    const next = await redis.xrange(key, `(${String(g.get('last-delivered-id'))}`, '+', 'COUNT', 1);
-    total += Number(g.get('pending')) + next.length;
-  }
-  return total;
 }
 
 export async function waitForDrained(redis: RedisClient, prefix: string, shards: number, timeoutMs = 60_000): Promise<void> {
