@@ -25,13 +25,12 @@ import { parseArgs } from 'node:util';
 import { Queue, Worker } from 'bullmq';
 import pg from 'pg';
 import copyStreams from 'pg-copy-streams';
-import { loadConfig } from '../common/config.js';
 import { shardFor, streamKey } from '../common/keys.js';
 import { encodeEntry, type Order } from '../common/order.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createRedis } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
-import { createTestDatabase, deleteRedisPrefix, TEST_REDIS_URL, uniquePrefix } from '../devkit/scratch.js';
+import { createTestDatabase, createTestEnv, deleteRedisPrefix, TEST_REDIS_URL, uniquePrefix } from '../devkit/scratch.js';
 import { backlog } from '../devkit/backlog.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { type PgPlacement, startWorker } from '../workers/worker.js';
@@ -141,21 +140,12 @@ async function timeUntil(probe: () => Promise<boolean>, intervalMs = 20): Promis
 }
 
 async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
-  const db = await createTestDatabase();
-  const prefix = uniquePrefix();
-  const env: Record<string, string> = {
-    DATABASE_URL: db.url,
-    REDIS_URL: TEST_REDIS_URL,
-    SURGE_REDIS_PREFIX: prefix,
-    SURGE_SHARDS: String(SHARDS),
-    SURGE_WORKER_METRICS_PORT: '0',
-    SURGE_LOG_LEVEL: 'warn',
-  };
-  if (args['batch-size']) env.SURGE_BATCH_SIZE = args['batch-size'];
-  if (args.linger) env.SURGE_BATCH_LINGER_MS = args.linger;
-  if (args.threads) env.SURGE_WORKER_THREADS = args.threads;
-  if (args.pool) env.SURGE_PG_POOL_SIZE = args.pool;
-  const config = loadConfig(env);
+  const overrides: Record<string, string> = { SURGE_SHARDS: String(SHARDS), SURGE_LOG_LEVEL: 'warn' };
+  if (args['batch-size']) overrides.SURGE_BATCH_SIZE = args['batch-size'];
+  if (args.linger) overrides.SURGE_BATCH_LINGER_MS = args.linger;
+  if (args.threads) overrides.SURGE_WORKER_THREADS = args.threads;
+  if (args.pool) overrides.SURGE_PG_POOL_SIZE = args.pool;
+  const { db, prefix, config, cleanup } = await createTestEnv(overrides);
   const redis = createRedis(config);
   const admin = new pg.Client({ connectionString: db.url });
   await admin.connect();
@@ -223,8 +213,7 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
   } finally {
     await admin.end();
     redis.disconnect();
-    await deleteRedisPrefix(TEST_REDIS_URL, prefix);
-    await db.drop();
+    await cleanup();
   }
 }
 
