@@ -14,7 +14,7 @@ import { loadConfig } from '../common/config.js';
 import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
-import { up } from '../cli/up.js';
+import { up } from '../stack/up.js';
 import { deleteRedisPrefix } from '../devkit/scratch.js';
 import { BULL_QUEUE } from './baselines/common.js';
 import { bySuffix, maxOf, scrape, sumOf } from './prom.js';

@@ -17,7 +17,7 @@ import { startLagExporter } from '../metrics/exporter.js';
 import { runStatus } from '../metrics/status.js';
 import { startWorker } from '../workers/worker.js';
 import { action, configOrExit } from './common.js';
-import { banner, DEFAULT_DATA_DIR, type Role, up } from './up.js';
+import { banner, DEFAULT_DATA_DIR, type Role, up } from '../stack/up.js';
 
 const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 

@@ -1,7 +1,8 @@
-// `surge up` (what `npm start` runs): the whole stack on a laptop. Finds or starts Redis and
-// PostgreSQL, migrates, makes a development API key, then runs ingest, workers, the lag exporter
-// (and maintenance) as supervised child processes, printing where to POST and where the metrics
-// are. Ctrl-C stops everything it started, children first.
+// The stack starter behind `surge up` (what `npm start` runs) and the benchmarks' local target:
+// the whole stack on a laptop. Finds or starts Redis and PostgreSQL, migrates, makes a
+// development API key, then runs ingest, workers, the lag exporter (and maintenance) as
+// supervised child processes, printing where to POST and where the metrics are. Ctrl-C stops
+// everything it started, children first.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -13,6 +14,7 @@ import { createClient, findClientByKey } from '../common/clients.js';
 import { type Config, redactUrl } from '../common/config.js';
 import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
+import { freePort } from '../common/net.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 
 export interface UpOptions {
@@ -39,27 +41,14 @@ const PORT_KEYS = {
   SURGE_MAINTENANCE_METRICS_PORT: 'maintenanceMetricsPort',
 } as const satisfies Record<string, keyof Config>;
 
-const CLI = join(dirname(fileURLToPath(import.meta.url)), 'surge.js');
+// Each role runs as `surge <role>`, the same entry point an operator uses.
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'surge.js');
 
 export const DEFAULT_DATA_DIR = join(PACKAGE_ROOT, '.data');
 
 interface Cleanup {
   what: string;
   run: () => Promise<void>;
-}
-
-function freePort(preferred = 0): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', (e: NodeJS.ErrnoException) => {
-      if (preferred !== 0 && e.code === 'EADDRINUSE') freePort(0).then(resolve, reject);
-      else reject(e);
-    });
-    srv.listen(preferred, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : preferred));
-    });
-  });
 }
 
 async function portAvailable(host: string, port: number): Promise<boolean> {
