@@ -12,7 +12,7 @@ import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { addBenchCommand } from '../bench/cli.js';
 import { startIngest } from '../ingest/server.js';
-import { dashboardCommand, dlqCommand, maintenanceCommand } from '../maintenance/commands.js';
+import { dashboardCommand, dlqCommand, maintenanceCommand } from './maintenance.js';
 import { startLagExporter } from '../metrics/exporter.js';
 import { runStatus } from '../metrics/status.js';
 import { startWorker } from '../workers/worker.js';
@@ -191,7 +191,7 @@ program
     }),
   );
 
-// Dead letters and scheduled maintenance (maintenance/, docs/maintenance.md).
+// Dead letters and scheduled maintenance (cli/maintenance.ts wires maintenance/, docs/maintenance.md).
 program.addCommand(dlqCommand());
 program.addCommand(maintenanceCommand());
 program.addCommand(dashboardCommand());

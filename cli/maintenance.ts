@@ -1,5 +1,5 @@
-// `surge dlq …` and `surge maintenance`: argument parsing and printing; the work is in dlq.ts
-// and service.ts.
+// `surge dlq …`, `surge maintenance` and `surge dashboard`: argument parsing and printing; the
+// work is in maintenance/ (dlq.ts, service.ts, dashboard.ts).
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError } from 'commander';
 import type { Config } from '../common/config.js';
@@ -7,7 +7,6 @@ import { createPool } from '../common/db.js';
 import { stopOnSignals } from '../common/lifecycle.js';
 import { createLogger } from '../common/log.js';
 import { createRedis } from '../common/redis.js';
-import { action, configOrExit } from '../cli/common.js';
 import {
   type BatchStatus,
   batchStatus,
@@ -24,9 +23,10 @@ import {
   purgeDeadLetters,
   replayDeadLetter,
   startReplayWorker,
-} from './dlq.js';
-import { bullConnection } from './queues.js';
-import { startMaintenance } from './service.js';
+} from '../maintenance/dlq.js';
+import { bullConnection } from '../maintenance/queues.js';
+import { startMaintenance } from '../maintenance/service.js';
+import { action, configOrExit } from './common.js';
 
 /** `2024-05-01T00:00:00Z`, or an age: `30m`, `12h`, `7d` (that long ago). */
 export function parseTime(raw: string, now: number = Date.now()): Date {
@@ -310,7 +310,7 @@ export function dashboardCommand(): Command {
         if (opts.port !== undefined) overrides.dashboardPort = opts.port;
         const config = configOrExit(overrides);
         const logger = createLogger(config.logLevel, 'dashboard');
-        const { startDashboard } = await import('./dashboard.js');
+        const { startDashboard } = await import('../maintenance/dashboard.js');
         const handle = await startDashboard(config, { host: config.dashboardHost, port: config.dashboardPort, readOnly: opts.readOnly ?? false, logger });
         stopOnSignals('dashboard', handle, { timeoutMs: config.shutdownTimeoutMs, logger });
       }),
