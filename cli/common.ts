@@ -1,6 +1,8 @@
 // Helpers shared by the CLI commands: load config with a clear failure, run an action and turn
-// errors into a message and an exit code.
+// errors into a message and an exit code, run a long-lived role until a signal stops it.
 import { type Config, ConfigError, loadConfig } from '../common/config.js';
+import { type Stoppable, stopOnSignals } from '../common/lifecycle.js';
+import { createLogger, type Logger } from '../common/log.js';
 
 export function configOrExit(overrides: Partial<Config> = {}): Config {
   try {
@@ -24,4 +26,14 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): 
       process.exit(1);
     }
   };
+}
+
+/** Runs a long-lived role: its own logger, then a graceful stop on SIGTERM/SIGINT. */
+export function serve(name: string, component: string, start: (config: Config, logger: Logger) => Promise<Stoppable>): () => Promise<void> {
+  return action(async () => {
+    const config = configOrExit();
+    const logger = createLogger(config.logLevel, component);
+    const handle = await start(config, logger);
+    stopOnSignals(name, handle, { timeoutMs: config.shutdownTimeoutMs, logger });
+  });
 }

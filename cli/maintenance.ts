@@ -26,7 +26,7 @@ import {
 } from '../maintenance/dlq.js';
 import { bullConnection } from '../maintenance/queues.js';
 import { startMaintenance } from '../maintenance/service.js';
-import { action, configOrExit } from './common.js';
+import { action, configOrExit, serve } from './common.js';
 
 /** `2024-05-01T00:00:00Z`, or an age: `30m`, `12h`, `7d` (that long ago). */
 export function parseTime(raw: string, now: number = Date.now()): Date {
@@ -275,14 +275,7 @@ export function dlqCommand(): Command {
 export function maintenanceCommand(): Command {
   return new Command('maintenance')
     .description('run the scheduled maintenance (safe trim, idle consumers, retention) and the dead-letter replay queue')
-    .action(
-      action(async () => {
-        const config = configOrExit();
-        const logger = createLogger(config.logLevel, 'maintenance');
-        const handle = await startMaintenance(config, { logger });
-        stopOnSignals('maintenance', handle, { timeoutMs: config.shutdownTimeoutMs, logger });
-      }),
-    );
+    .action(serve('maintenance', 'maintenance', (config, logger) => startMaintenance(config, { logger })));
 }
 
 function port(raw: string): number {

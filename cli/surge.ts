@@ -6,8 +6,6 @@ import { Command, Option } from 'commander';
 import { createClient, disableClient, listClients } from '../common/clients.js';
 import { configMarkdownTable, redactUrl } from '../common/config.js';
 import { createPool, ensureDatabase } from '../common/db.js';
-import { createLogger } from '../common/log.js';
-import { stopOnSignals } from '../common/lifecycle.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { addBenchCommand } from '../bench/cli.js';
@@ -16,7 +14,7 @@ import { dashboardCommand, dlqCommand, maintenanceCommand } from './maintenance.
 import { startLagExporter } from '../metrics/exporter.js';
 import { runStatus } from '../metrics/status.js';
 import { startWorker } from '../workers/worker.js';
-import { action, configOrExit } from './common.js';
+import { action, configOrExit, serve } from './common.js';
 import { banner, DEFAULT_DATA_DIR, type Role, up } from '../stack/up.js';
 
 const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -111,26 +109,17 @@ program
   .command('ingest')
   .description('run the HTTP ingest API (POST /v1/orders, :batch, GET /v1/orders/<key>, /healthz, /readyz, /metrics)')
   .action(
-    action(async () => {
-      const config = configOrExit();
-      const logger = createLogger(config.logLevel, 'ingest');
+    serve('ingest', 'ingest', async (config, logger) => {
       const service = await startIngest(config, { logger });
       logger.info({ url: service.url, port: service.port, durability: config.durability, shards: config.shards }, `ingest listening on ${service.url}`);
-      stopOnSignals('ingest', service, { timeoutMs: config.shutdownTimeoutMs, logger });
+      return service;
     }),
   );
 
 program
   .command('work')
   .description('apply queued orders to PostgreSQL: consume every shard stream in batches (runs until SIGTERM/SIGINT)')
-  .action(
-    action(async () => {
-      const config = configOrExit();
-      const logger = createLogger(config.logLevel, 'worker');
-      const worker = await startWorker(config, { logger });
-      stopOnSignals('work', worker, { timeoutMs: config.shutdownTimeoutMs, logger });
-    }),
-  );
+  .action(serve('work', 'worker', (config, logger) => startWorker(config, { logger })));
 
 program
   .command('config')
@@ -202,14 +191,7 @@ addBenchCommand(program, action);
 program
   .command('lag-exporter')
   .description('serve consumer lag, backlog and their ages per shard on /metrics (SURGE_LAG_EXPORTER_PORT); run exactly one per deployment')
-  .action(
-    action(async () => {
-      const config = configOrExit();
-      const logger = createLogger(config.logLevel, 'lag-exporter');
-      const exporter = await startLagExporter(config, { logger });
-      stopOnSignals('lag-exporter', exporter, { timeoutMs: config.shutdownTimeoutMs, logger });
-    }),
-  );
+  .action(serve('lag-exporter', 'lag-exporter', (config, logger) => startLagExporter(config, { logger })));
 
 program
   .command('status')
