@@ -15,7 +15,10 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export const RESULTS_ROOT = join(PACKAGE_ROOT, 'bench', 'results');
 
-interface CliOpts {
+/** Options commander hands over as BenchOptions has them: one declaration of their types. */
+type PassedThrough = 'workers' | 'rate' | 'connections' | 'maxInFlight' | 'generators' | 'timeoutMs' | 'drainTimeoutS' | 'baselineConcurrency' | 'seed';
+
+interface CliOpts extends Pick<BenchOptions, PassedThrough> {
   quick?: boolean;
   url?: string;
   apiKey?: string;
@@ -23,8 +26,6 @@ interface CliOpts {
   lagUrl?: string;
   env: string[];
   keepData?: boolean;
-  workers: number;
-  rate: number;
   duration: number;
   warmupSeconds: number;
   startRate: number;
@@ -45,13 +46,6 @@ interface CliOpts {
   shards: number[];
   targetRate: number;
   headroom: number;
-  connections: number;
-  maxInFlight: number;
-  generators: number;
-  timeoutMs: number;
-  drainTimeoutS: number;
-  baselineConcurrency: number;
-  seed: number;
   out?: string;
   results: string;
   note: string[];
