@@ -3,7 +3,7 @@
 // per-second ticks and final results.
 import { fork } from 'node:child_process';
 import * as hdr from 'hdr-histogram-js';
-import { assertLoopback, type ChildMessage, type GeneratorResult, HISTOGRAM_OPTIONS, type LoadPlan, type ParentMessage, type PhaseResult, type Tick } from './loadgen.js';
+import { assertLoopback, type ChildMessage, type GeneratorResult, HISTOGRAM_OPTIONS, type LoadPlan, type ParentMessage, type PhaseResult, sumCounts, type Tick } from './loadgen.js';
 
 export type PlanTemplate = Omit<LoadPlan, 'generator' | 'seed'>;
 
@@ -86,13 +86,7 @@ function mergeTicks(list: Tick[]): MergedTick {
     generators: list.length,
     second: list[0]?.second ?? 0,
     phase: Math.max(...list.map((t) => t.phase)),
-    offered: sum((t) => t.offered),
-    accepted: sum((t) => t.accepted),
-    replayed: sum((t) => t.replayed),
-    failed: sum((t) => t.failed),
-    errors: sum((t) => t.errors),
-    retries: sum((t) => t.retries),
-    dropped: sum((t) => t.dropped),
+    ...sumCounts(list),
     inFlight: sum((t) => t.inFlight),
     // Percentiles of a merged window are not the max of parts in general; with one generator (the
     // default) they are exact, with several this is an upper bound for the progress line only.
@@ -113,14 +107,8 @@ function mergeResults(results: GeneratorResult[]): MergedResult {
       phase: i,
       rate: sum((p) => p.rate),
       durationMs: Math.max(...parts.map((p) => p.durationMs)),
-      offered: sum((p) => p.offered),
+      ...sumCounts(parts),
       duplicatesSent: sum((p) => p.duplicatesSent),
-      accepted: sum((p) => p.accepted),
-      replayed: sum((p) => p.replayed),
-      failed: sum((p) => p.failed),
-      errors: sum((p) => p.errors),
-      retries: sum((p) => p.retries),
-      dropped: sum((p) => p.dropped),
       abandoned: sum((p) => p.abandoned),
       histogram,
     };

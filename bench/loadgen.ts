@@ -47,13 +47,9 @@ export interface LoadPlan {
   seed: number;
 }
 
-/** One second of one generator, by completion time. */
-export interface Tick {
-  generator: number;
-  /** Whole seconds since the generator started. */
-  second: number;
-  phase: number;
-  /** Arrivals scheduled in this second. */
+/** What a generator counts of its submissions: per second (Tick), per phase (PhaseResult), in the report. */
+export interface Counts {
+  /** Arrivals scheduled. */
   offered: number;
   /** Submissions finished with a 2xx (first answer for the key). */
   accepted: number;
@@ -65,25 +61,37 @@ export interface Tick {
   errors: number;
   retries: number;
   dropped: number;
+}
+
+export function zeroCounts(): Counts {
+  return { offered: 0, accepted: 0, replayed: 0, failed: 0, errors: 0, retries: 0, dropped: 0 };
+}
+
+/** The counts of several generators (or windows) added up; other fields of the parts are ignored. */
+export function sumCounts(parts: readonly Counts[]): Counts {
+  const total = zeroCounts();
+  for (const p of parts) for (const k of Object.keys(total) as (keyof Counts)[]) total[k] += p[k];
+  return total;
+}
+
+/** One second of one generator, by completion time. */
+export interface Tick extends Counts {
+  generator: number;
+  /** Whole seconds since the generator started. */
+  second: number;
+  phase: number;
   inFlight: number;
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
 }
 
-export interface PhaseResult {
+export interface PhaseResult extends Counts {
   phase: number;
   rate: number;
   /** Time the phase actually ran (shorter if stopped early). */
   durationMs: number;
-  offered: number;
   duplicatesSent: number;
-  accepted: number;
-  replayed: number;
-  failed: number;
-  errors: number;
-  retries: number;
-  dropped: number;
   /** Submissions still unanswered when the generator gave up waiting. */
   abandoned: number;
   /** Accept latency of 2xx submissions, µs, hdr-histogram compressed base64. */
@@ -139,19 +147,13 @@ export async function runGenerator(plan: LoadPlan, emit: (m: ChildMessage) => vo
     phase: i,
     rate: p.rate,
     durationMs: 0,
-    offered: 0,
+    ...zeroCounts(),
     duplicatesSent: 0,
-    accepted: 0,
-    replayed: 0,
-    failed: 0,
-    errors: 0,
-    retries: 0,
-    dropped: 0,
     abandoned: 0,
     histogram: '',
   }));
   let windowHist = hdr.build(HISTOGRAM_OPTIONS);
-  let win = { offered: 0, accepted: 0, replayed: 0, failed: 0, errors: 0, retries: 0, dropped: 0 };
+  let win = zeroCounts();
   const acceptedKeys = new Set<string>();
   const statusCounts: Record<string, number> = {};
   const errorSamples: string[] = [];
@@ -272,7 +274,7 @@ export async function runGenerator(plan: LoadPlan, emit: (m: ChildMessage) => vo
     });
     windowHist.destroy();
     windowHist = hdr.build(HISTOGRAM_OPTIONS);
-    win = { offered: 0, accepted: 0, replayed: 0, failed: 0, errors: 0, retries: 0, dropped: 0 };
+    win = zeroCounts();
   }, 1000);
 
   // The arrival schedule: phase p's k-th arrival is intended at phaseStart + k / rate.

@@ -4,7 +4,7 @@
 // outcome ledger (accepted = applied + rejected + dead-lettered + missing).
 import * as hdr from 'hdr-histogram-js';
 import { type MergedPhase, type MergedResult, type MergedTick, startLoad } from './generators.js';
-import { HISTOGRAM_OPTIONS, type LoadPlan } from './loadgen.js';
+import { type Counts, HISTOGRAM_OPTIONS, type LoadPlan } from './loadgen.js';
 import { type Backlog, sampleMemory, type Target } from './target.js';
 import { createPool, type Pool } from '../common/db.js';
 import { phaseOfKey } from './workload.js';
@@ -24,16 +24,10 @@ export interface RunOptions
   progress: (line: string, final: boolean) => void;
 }
 
-export interface SecondSample {
+export interface SecondSample extends Omit<Counts, 'retries'> {
   /** Seconds since the load started. */
   t: number;
   phase: number;
-  offered: number;
-  accepted: number;
-  replayed: number;
-  failed: number;
-  errors: number;
-  dropped: number;
   inFlight: number;
   acceptP50Ms: number;
   acceptP99Ms: number;

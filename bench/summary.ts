@@ -1,7 +1,7 @@
 // From raw run data to the figures a report shows: percentiles, CDF points, per-phase rows,
 // peak backlog, and Little's-law sanity checks.
 import * as hdr from 'hdr-histogram-js';
-import { HISTOGRAM_OPTIONS } from './loadgen.js';
+import { type Counts, HISTOGRAM_OPTIONS } from './loadgen.js';
 import type { RunResult, SecondSample } from './run.js';
 
 export interface Percentiles {
@@ -34,19 +34,12 @@ export function cdf(h: hdr.Histogram): CdfPoint[] {
   return CDF_PERCENTILES.map((p) => ({ percentile: p, ms: r3((p === 100 ? h.maxValue : h.getValueAtPercentile(p)) / 1000) }));
 }
 
-export interface PhaseRow {
+export interface PhaseRow extends Counts {
   phase: number;
   offeredRate: number;
   durationS: number;
-  offered: number;
-  accepted: number;
   acceptedRate: number;
   duplicatesSent: number;
-  replayed: number;
-  failed: number;
-  errors: number;
-  retries: number;
-  dropped: number;
   abandoned: number;
   accept: Percentiles;
   commit: Percentiles;
