@@ -288,10 +288,17 @@ export interface BaselineOptions {
   log: (line: string) => void;
 }
 
-async function baselineClient(databaseUrl: string, name: string): Promise<string> {
+/** A migrated scratch database (and Redis prefix) for a baseline, with an API key of its own. */
+async function baselineScratch(o: BaselineOptions, what: string, clientName: string): Promise<{ base: Record<string, string>; s: Scratch & { databaseUrl: string }; apiKey: string }> {
+  const base = { ...(process.env as Record<string, string>), ...o.env };
+  const s = await scratch(base, false);
+  const { databaseUrl } = s;
+  if (!databaseUrl) throw new Error(`the ${what} baseline needs PostgreSQL (set DATABASE_URL)`);
+  if (base.DATABASE_URL) await migrate(databaseUrl);
   const pool = createPool(databaseUrl, { max: 1 });
   try {
-    return (await createClient(pool, `${name}-${randomBytes(3).toString('hex')}`)).apiKey;
+    const apiKey = (await createClient(pool, `${clientName}-${randomBytes(3).toString('hex')}`)).apiKey;
+    return { base, s: { ...s, databaseUrl }, apiKey };
   } finally {
     await pool.end();
   }
@@ -299,11 +306,7 @@ async function baselineClient(databaseUrl: string, name: string): Promise<string
 
 /** Baseline (a): a node:http server doing one INSERT per request. */
 export async function startSyncBaseline(o: BaselineOptions): Promise<Target> {
-  const base = { ...(process.env as Record<string, string>), ...o.env };
-  const s = await scratch(base, false);
-  if (!s.databaseUrl) throw new Error('the sync-insert baseline needs PostgreSQL (set DATABASE_URL)');
-  if (base.DATABASE_URL) await migrate(s.databaseUrl);
-  const apiKey = await baselineClient(s.databaseUrl, 'bench-sync');
+  const { base, s, apiKey } = await baselineScratch(o, 'sync-insert', 'bench-sync');
   const child = spawnNode([join(PACKAGE_ROOT, 'dist', 'bench', 'baselines', 'sync-server.js')], { ...base, DATABASE_URL: s.databaseUrl, BENCH_PORT: '0', BENCH_PG_POOL: String(o.concurrency) }, o.log);
   const port = await listening(child, 'sync-insert baseline');
   return {
@@ -324,11 +327,7 @@ export async function startSyncBaseline(o: BaselineOptions): Promise<Target> {
 
 /** Baseline (b): an HTTP front that enqueues one BullMQ job per order, a worker doing one INSERT per job. */
 export async function startBullmqBaseline(o: BaselineOptions): Promise<Target> {
-  const base = { ...(process.env as Record<string, string>), ...o.env };
-  const s = await scratch(base, false);
-  if (!s.databaseUrl) throw new Error('the BullMQ baseline needs PostgreSQL (set DATABASE_URL)');
-  if (base.DATABASE_URL) await migrate(s.databaseUrl);
-  const apiKey = await baselineClient(s.databaseUrl, 'bench-bullmq');
+  const { base, s, apiKey } = await baselineScratch(o, 'BullMQ', 'bench-bullmq');
   const bullPrefix = `${s.prefix}:bull`;
   const env = { ...base, DATABASE_URL: s.databaseUrl, REDIS_URL: s.redisUrl, BENCH_BULL_PREFIX: bullPrefix, BENCH_PORT: '0', BENCH_BULL_CONCURRENCY: String(o.concurrency) };
   const script = join(PACKAGE_ROOT, 'dist', 'bench', 'baselines', 'bullmq.js');
