@@ -29,7 +29,7 @@ import { startMaintenance } from '../maintenance/service.js';
 import { action, configOrExit, serve } from './common.js';
 
 /** `2024-05-01T00:00:00Z`, or an age: `30m`, `12h`, `7d` (that long ago). */
-export function parseTime(raw: string, now: number = Date.now()): Date {
+function parseTime(raw: string, now: number = Date.now()): Date {
   const m = /^(\d+)(s|m|h|d)$/.exec(raw.trim());
   if (m) {
     const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];

@@ -7,7 +7,7 @@ import pg from 'pg';
 import { type Config, loadConfig } from '../common/config.js';
 import { migrate } from '../common/migrate.js';
 
-export const ADMIN_DATABASE_URL = process.env.SURGE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const ADMIN_DATABASE_URL = process.env.SURGE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const TEST_REDIS_URL = process.env.SURGE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 export function uniqueName(kind: string): string {
