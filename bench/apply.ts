@@ -26,7 +26,8 @@ import { Queue, Worker } from 'bullmq';
 import pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 import { shardFor, streamKey } from '../common/keys.js';
-import { encodeEntry, type Order } from '../common/order.js';
+import { encodeEntry } from '../common/entry.js';
+import { canonicalOrderJson, type Order } from '../common/order.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createRedis } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
@@ -154,7 +155,7 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
     await admin.query('INSERT INTO inventory (sku, available) SELECT $1 || g, 1000000000 FROM generate_series(0, $2 - 1) AS g', ['sku-', STOCKED]);
     const send = async (slice: QueuedOrder[]) => {
       const pipe = redis.pipeline();
-      for (const o of slice) pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, SHARDS)), '*', ...encodeEntry(o.client, o.key, o.order));
+      for (const o of slice) pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, SHARDS)), '*', ...encodeEntry({ clientId: o.client, idempotencyKey: o.key, canonical: canonicalOrderJson(o.order) }));
       await pipe.exec();
     };
     if (trickleRate === undefined) for (let i = 0; i < orders.length; i += 2000) await send(orders.slice(i, i + 2000));

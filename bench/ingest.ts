@@ -23,6 +23,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createClient } from '../common/clients.js';
 import { loadConfig } from '../common/config.js';
+import { encodeEntry } from '../common/entry.js';
 import { shardFor, streamKey } from '../common/keys.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createRedis } from '../common/redis.js';
@@ -47,7 +48,7 @@ async function serve(kind: string): Promise<void> {
   // (a0, for reference only) is the same server with one socket write per XADD.
   const redis = createRedis(config, { ...INGEST_REDIS_OPTIONS, autoPipelining: kind !== 'baseline-plain', connectionName: `surge-bench-${kind}` });
   const xadd = (key: string, order: unknown) =>
-    redis.xadd(streamKey(config.redisPrefix, shardFor('baseline', key, config.shards)), '*', 'v', '1', 'c', 'baseline', 'k', key, 'o', JSON.stringify(order));
+    redis.xadd(streamKey(config.redisPrefix, shardFor('baseline', key, config.shards)), '*', ...encodeEntry({ clientId: 'baseline', idempotencyKey: key, canonical: JSON.stringify(order) }));
   if (kind === 'baseline-fastify') {
     // (f, reference): the same work as (a) in fastify with its defaults (JSON body parser,
     // no logger): what the framework alone costs against bare node:http.

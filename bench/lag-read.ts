@@ -4,6 +4,7 @@
 // Baseline (same run): a reading where Redis knows the lag. Prints the machine.
 import { cpus } from 'node:os';
 import { Redis } from 'ioredis';
+import { encodeEntry } from '../common/entry.js';
 import { GROUP, streamKey } from '../common/keys.js';
 import { ensureGroups } from '../common/streams.js';
 import { readLag } from '../metrics/lag.js';
@@ -39,7 +40,7 @@ try {
     await r.del(key);
     for (let i = 0; i < n; i += 1000) {
       const p = r.pipeline();
-      for (let j = i; j < Math.min(n, i + 1000); j++) p.xadd(key, '*', 'v', '1', 'c', 'bench', 'k', `k${j}`, 'o', PAYLOAD);
+      for (let j = i; j < Math.min(n, i + 1000); j++) p.xadd(key, '*', ...encodeEntry({ clientId: 'bench', idempotencyKey: `k${j}`, canonical: PAYLOAD }));
       await p.exec();
     }
     await ensureGroups(r, PREFIX, 1);

@@ -2,7 +2,6 @@
 // carries the hash tag `{s<i>}` so the same code works on Redis Cluster.
 
 export const GROUP = 'appliers';
-export const ENTRY_SCHEMA_VERSION = '1';
 
 function shardTag(shard: number): string {
   return `{s${shard}}`;

@@ -1,9 +1,9 @@
 // The order (v1): its schema, its validation (every failing field path), its canonical form and
-// fingerprint, and its stream-entry encoding. Ingest validates with it; workers decode with it.
+// fingerprint. Ingest validates with it; the stream entry (common/entry.ts) carries its canonical
+// form and the workers validate it again when they decode.
 import { hash } from 'node:crypto';
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsImport from 'ajv-formats';
-import { ENTRY_SCHEMA_VERSION } from './keys.js';
 
 export interface OrderItem {
   sku: string;
@@ -246,61 +246,4 @@ export function orderFingerprint(order: Order, canonical: string = canonicalOrde
 /** orderFingerprint from the order's canonical text (`canonicalOrderJson(order)`). */
 export function canonicalFingerprint(canonical: string): string {
   return hash('sha256', `POST /v1/orders\n${canonical}`);
-}
-
-/** Stream entry fields, in XADD order: v (schema version), c (client), k (key), o (order JSON). */
-export function encodeEntry(clientId: string, idempotencyKey: string, order: Order, canonical: string = canonicalOrderJson(order)): string[] {
-  return ['v', ENTRY_SCHEMA_VERSION, 'c', clientId, 'k', idempotencyKey, 'o', canonical];
-}
-
-export interface DecodedEntry {
-  clientId: string;
-  idempotencyKey: string;
-  order: Order;
-}
-
-export type DecodeResult = { ok: true; entry: DecodedEntry } | { ok: false; reason: string };
-
-/** Decodes a stream entry's flat field list; never throws. */
-export function decodeEntry(fields: readonly string[] | null | undefined): DecodeResult {
-  if (!fields) return { ok: false, reason: 'entry has no fields (payload deleted)' };
-  // A plain scan, no Map: this runs once per order on the apply path. A repeated field: last wins.
-  let v: string | undefined;
-  let clientId: string | undefined;
-  let idempotencyKey: string | undefined;
-  let raw: string | undefined;
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const value = fields[i + 1] as string;
-    switch (fields[i]) {
-      case 'v':
-        v = value;
-        break;
-      case 'c':
-        clientId = value;
-        break;
-      case 'k':
-        idempotencyKey = value;
-        break;
-      case 'o':
-        raw = value;
-        break;
-    }
-  }
-  if (v !== ENTRY_SCHEMA_VERSION) return { ok: false, reason: `unsupported entry schema version ${JSON.stringify(v ?? null)}` };
-  if (!clientId) return { ok: false, reason: 'missing field c (client id)' };
-  if (idempotencyKey === undefined || idempotencyKeyProblem(idempotencyKey) !== undefined) {
-    return { ok: false, reason: 'missing or invalid field k (idempotency key)' };
-  }
-  if (raw === undefined) return { ok: false, reason: 'missing field o (order)' };
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(raw);
-  } catch (e) {
-    return { ok: false, reason: `field o is not JSON: ${(e as Error).message}` };
-  }
-  const result = validateOrder(parsed);
-  if (!result.ok) {
-    return { ok: false, reason: `invalid order: ${result.errors.map((e) => `${e.path || '/'} ${e.message}`).join('; ')}` };
-  }
-  return { ok: true, entry: { clientId, idempotencyKey, order: result.order } };
 }

@@ -3,6 +3,7 @@
 // `defineCommand` sends them with EVALSHA and falls back to EVAL after NOSCRIPT (e.g. after a
 // Redis restart emptied the script cache).
 import type { Result } from 'ioredis';
+import { ENTRY_VALUE_COUNT, entryXaddLua } from '../common/entry.js';
 import type { RedisClient } from '../common/redis.js';
 
 /**
@@ -41,6 +42,12 @@ export function acceptedBody(shard: number, entryId: string, idempotencyKey: str
   return `{"order_ref":"s${shard}-${entryId}","idempotency_key":${JSON.stringify(idempotencyKey)},"status":"queued"}`;
 }
 
+/** Arguments per order in ACCEPT_LUA (after the shared ones): its fingerprint and its entry's values. */
+export const ACCEPT_ARGS_PER_ORDER = 1 + ENTRY_VALUE_COUNT;
+
+/** Arguments of ACCEPT_LUA before the first order's: record TTL and state. */
+export const ACCEPT_SHARED_ARGS = 2;
+
 /** The first character of ACCEPT_LUA's reply for an order: its outcome. */
 export const ACCEPT_REPLY = { new: 'n', replay: 'r', mismatch: 'm', pending: 'p', error: 'e' } as const;
 
@@ -55,8 +62,9 @@ export const ACCEPT_REPLY = { new: 'n', replay: 'r', mismatch: 'm', pending: 'p'
  * call meets the record the earlier order stored.
  *
  * KEYS[1] shard stream  KEYS[2..n+1] the orders' idempotency records, all on the stream's shard
- * ARGV[1] record TTL (s)  ARGV[2] state to store  ARGV[3] entry field v (schema version)
- * then 4 per order: fingerprint, entry fields c (client), k (key), o (order)
+ * ARGV[1] record TTL (s)  ARGV[2] state to store
+ * then per order: fingerprint, then the entry's values (common/entry.ts putEntryValues); the
+ * entry's field names and version are written into the script from common/entry.ts
  *
  * Returns one string per order, in order: its first character is the outcome (ACCEPT_REPLY),
  * the rest its result: `n` new and `r` replay → the entry id; `m` mismatch (another
@@ -66,10 +74,10 @@ export const ACCEPT_REPLY = { new: 'n', replay: 'r', mismatch: 'm', pending: 'p'
  * parse.
  */
 export const ACCEPT_LUA = `
-local ttl, state, v = ARGV[1], ARGV[2], ARGV[3]
+local ttl, state = ARGV[1], ARGV[2]
 local out = {}
 local n = 0
-local a = 4
+local a = ${ACCEPT_SHARED_ARGS + 1}
 for i = 2, #KEYS do
   local fp = ARGV[a]
   local reply
@@ -81,7 +89,7 @@ for i = 2, #KEYS do
     elseif string.sub(rec, 1, 1) ~= '${STATE_DONE}' then reply = '${ACCEPT_REPLY.pending}'
     else reply = '${ACCEPT_REPLY.replay}' .. string.sub(rec, ${2 + FINGERPRINT_LENGTH}) end
   else
-    local id = redis.pcall('XADD', KEYS[1], '*', 'v', v, 'c', ARGV[a + 1], 'k', ARGV[a + 2], 'o', ARGV[a + 3])
+    local id = redis.pcall('XADD', KEYS[1], '*', ${entryXaddLua('a', 1)})
     if type(id) == 'table' then
       reply = '${ACCEPT_REPLY.error}' .. tostring(id.err)
     else
@@ -91,13 +99,11 @@ for i = 2, #KEYS do
   end
   n = n + 1
   out[n] = reply
-  a = a + 4
+  a = a + ${ACCEPT_ARGS_PER_ORDER}
 end
 return out
 `;
 
-/** Arguments per order in ACCEPT_LUA (after the 3 shared ones). */
-export const ACCEPT_ARGS_PER_ORDER = 4;
 
 /** Durable mode, after WAITAOF/WAIT confirmed: mark our pending record done with the full TTL. */
 export const CONFIRM_LUA = `

@@ -6,17 +6,17 @@
 // have happened, and PostgreSQL's unique (client_id, idempotency_key) absorbs the duplicate a
 // retry may then add.
 import type { Config } from '../common/config.js';
-import { ENTRY_SCHEMA_VERSION, idemKey, shardFor, streamKey } from '../common/keys.js';
+import { type EntryValues, putEntryValues } from '../common/entry.js';
+import { idemKey, shardFor, streamKey } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
 import { canonicalFingerprint, canonicalOrderJson, type Order } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { DurabilityBarrier } from './durability.js';
-import { ACCEPT_ARGS_PER_ORDER, ACCEPT_REPLY, acceptedBody, recordValue, STATE_DONE, STATE_PENDING } from './scripts.js';
+import { ACCEPT_ARGS_PER_ORDER, ACCEPT_REPLY, ACCEPT_SHARED_ARGS, acceptedBody, recordValue, STATE_DONE, STATE_PENDING } from './scripts.js';
 
-export interface PreparedOrder {
-  clientId: string;
-  idempotencyKey: string;
+/** An order ready to write: its entry's values (common/entry.ts) and where they go. */
+export interface PreparedOrder extends EntryValues {
   shard: number;
   recordKey: string;
   streamKey: string;
@@ -26,8 +26,6 @@ export interface PreparedOrder {
    * fingerprints of a turn together when it sends them (see OrderWriter.flush).
    */
   fingerprint: string | undefined;
-  /** canonicalOrderJson(order): the entry's `o` field. */
-  canonical: string;
 }
 
 /**
@@ -221,19 +219,16 @@ export class OrderWriter {
   /** ACCEPT_LUA's numKeys, keys and arguments for one group (orders of one shard). */
   private acceptArgs(group: readonly Queued[]): [number, ...string[]] {
     const first = (group[0] as Queued).order;
-    const keysAndArgs: [number, ...string[]] = new Array(2 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + 3) as [number, ...string[]];
+    const keysAndArgs: [number, ...string[]] = new Array(2 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + ACCEPT_SHARED_ARGS) as [number, ...string[]];
     keysAndArgs[0] = 1 + group.length;
     keysAndArgs[1] = first.streamKey;
     let a = 2;
     for (const { order } of group) keysAndArgs[a++] = order.recordKey;
     keysAndArgs[a++] = this.recordTtl;
     keysAndArgs[a++] = this.recordState;
-    keysAndArgs[a++] = ENTRY_SCHEMA_VERSION;
     for (const { order } of group) {
       keysAndArgs[a++] = fingerprintOf(order);
-      keysAndArgs[a++] = order.clientId;
-      keysAndArgs[a++] = order.idempotencyKey;
-      keysAndArgs[a++] = order.canonical;
+      a = putEntryValues(keysAndArgs, a, order);
     }
     return keysAndArgs;
   }

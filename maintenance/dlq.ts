@@ -9,9 +9,9 @@ import { randomBytes } from 'node:crypto';
 import { type Job, type Queue, Worker } from 'bullmq';
 import type { Config } from '../common/config.js';
 import type { Pool } from '../common/db.js';
-import { dlqKey, dlqSyncedKey, ENTRY_SCHEMA_VERSION, shardFor, shardOfStream, streamKey } from '../common/keys.js';
+import { decodeEntry, ENTRY_FIELD, encodeEntry, entryField as field } from '../common/entry.js';
+import { dlqKey, dlqSyncedKey, shardFor, shardOfStream, streamKey } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
-import { decodeEntry } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import { sqlFile } from '../common/sql.js';
 import type { MaintenanceMetrics } from '../metrics/definitions.js';
@@ -174,7 +174,7 @@ async function replayLocked(deps: DlqDeps, id: number, options: ReplayOptions): 
       } else if (row.client_id === null || row.idempotency_key === null || row.payload === null) {
         result = { id, outcome: 'not_replayable', detail: 'the dead letter has no client, idempotency key or payload' };
       } else {
-        const fields = ['v', ENTRY_SCHEMA_VERSION, 'c', row.client_id, 'k', row.idempotency_key, 'o', row.payload];
+        const fields = encodeEntry({ clientId: row.client_id, idempotencyKey: row.idempotency_key, canonical: row.payload });
         const decoded = decodeEntry(fields);
         if (!decoded.ok) result = { id, outcome: 'not_replayable', detail: decoded.reason };
         else {
@@ -230,11 +230,6 @@ export async function purgeDeadLetters(deps: DlqDeps, ids: number[]): Promise<Pu
   return result;
 }
 
-function field(fields: readonly string[], name: string): string | undefined {
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
-  return undefined;
-}
-
 /**
  * Creates the `dead_letters` row of every DLQ stream entry that lacks one (a worker stopped
  * between its XADD and its INSERT). Only entries older than `graceMs` are looked at, so a worker
@@ -258,14 +253,14 @@ export async function syncDeadLetterStreams(deps: DlqDeps, options: { graceMs: n
         const at = field(f, 'dl_at');
         const seen = at && !Number.isNaN(Date.parse(at)) ? new Date(at) : new Date(Number(dlqId.split('-')[0]));
         const r = await deps.pool.query(sqlFile('maintenance/dlq_backfill'), [
-          field(f, 'c') ?? null,
-          field(f, 'k') ?? null,
+          field(f, ENTRY_FIELD.client) ?? null,
+          field(f, ENTRY_FIELD.key) ?? null,
           stream,
           entryId,
           field(f, 'dl_reason') ?? 'unknown',
           field(f, 'dl_sqlstate') ?? '',
           field(f, 'dl_message') ?? null,
-          field(f, 'o') ?? null,
+          field(f, ENTRY_FIELD.order) ?? null,
           Number(field(f, 'dl_deliveries') ?? 1) || 1,
           seen,
         ]);

@@ -9,7 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { createPool, type Pool } from '../common/db.js';
 import { streamKey } from '../common/keys.js';
-import { canonicalJson, canonicalOrderJson, decodeEntry, encodeEntry, type Order, validateOrder } from '../common/order.js';
+import { decodeEntry, encodeEntry } from '../common/entry.js';
+import { canonicalJson, canonicalOrderJson, type Order, validateOrder } from '../common/order.js';
 import { parseJson } from '../ingest/requests.js';
 import { applyBatch, encodeBatch, type TaskEntry } from '../workers/apply.js';
 import { copyRow, copyValue } from '../workers/copy.js';
@@ -156,7 +157,7 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
           }
           const key = `p-${++seq}`;
           expected.set(key, valid.order);
-          entries.push({ id: `${base}-${seq}`, fields: encodeEntry('c_prop', key, valid.order), deliveries: 1 });
+          entries.push({ id: `${base}-${seq}`, fields: encodeEntry({ clientId: 'c_prop', idempotencyKey: key, canonical: canonicalOrderJson(valid.order) }), deliveries: 1 });
         }
         if (entries.length === 0) return;
         const task = { stream: streamKey(env.prefix, 0), entries };

@@ -6,7 +6,8 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { dlqKey, shardFor, streamKey } from '../common/keys.js';
-import { encodeEntry } from '../common/order.js';
+import { encodeEntry } from '../common/entry.js';
+import { canonicalOrderJson, type Order } from '../common/order.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import {
   batchStatus,
@@ -26,6 +27,9 @@ import { waitFor } from '../devkit/wait.js';
 
 const run = promisify(execFile);
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
+
+/** An order's entry as the DLQ replay writes it (common/entry.ts encodeEntry). */
+const entry = (clientId: string, idempotencyKey: string, order: Order) => encodeEntry({ clientId, idempotencyKey, canonical: canonicalOrderJson(order) });
 
 describe('dead letters', () => {
   let t: TestEnv;
@@ -87,7 +91,7 @@ describe('dead letters', () => {
     const client = 'replay-c';
     const key = 'order-42';
     const stream = streamKey(t.prefix, shardFor(client, key, 4));
-    await redis.xadd(stream, '*', ...encodeEntry(client, key, sampleOrder('blocked')));
+    await redis.xadd(stream, '*', ...entry(client, key, sampleOrder('blocked')));
     const first = await applyAvailable(redis, pool, t.prefix, 4);
     assert.deepEqual(first, { inserted: 0, duplicate: 0, deadLettered: 1 });
     const row = (await pool.query<{ id: string; sqlstate: string }>('SELECT id, sqlstate FROM dead_letters WHERE client_id = $1', [client])).rows;
@@ -105,7 +109,7 @@ describe('dead letters', () => {
     assert.equal(out.stream, stream, 're-enqueued to the order’s own shard');
     assert.equal(await redis.xlen(stream), lenBefore + 1);
     const [[, fields]] = (await redis.xrange(stream, out.entryId, out.entryId)) as Array<[string, string[]]>;
-    assert.deepEqual(fields, encodeEntry(client, key, sampleOrder('blocked')), 'the original v,c,k,o');
+    assert.deepEqual(fields, entry(client, key, sampleOrder('blocked')), 'the original v,c,k,o');
     const marked = await getDeadLetter(pool, id);
     assert.ok(marked?.replayedAt);
     assert.equal(marked?.replays, 1);
@@ -226,7 +230,7 @@ describe('dead letters', () => {
 
   test('a DLQ stream entry whose row was never written gets one (once)', async () => {
     const stream = streamKey(t.prefix, 1);
-    const fields = encodeEntry('orphan', 'o-1', sampleOrder());
+    const fields = entry('orphan', 'o-1', sampleOrder());
     await redis.xadd(dlqKey(t.prefix, 1), '*', ...dlqEntryFields(fields, { stream, entryId: '1-1', reason: 'max_deliveries', message: 'delivered 6 times', deliveries: 6 }));
     assert.equal(await syncDeadLetterStreams(deps, { graceMs: 60_000 }), 0, 'younger than the grace period: left to its worker');
     assert.equal(await syncDeadLetterStreams(deps, { graceMs: 0, now: Date.now() + 1 }), 1);

@@ -9,7 +9,8 @@ import { pino } from 'pino';
 import { type CreatedClient, createClient } from '../common/clients.js';
 import { allStreamKeys, GROUP, idemKey, shardFor, streamKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
-import { decodeEntry, type Order, orderFingerprint } from '../common/order.js';
+import { decodeEntry, encodeEntry } from '../common/entry.js';
+import { canonicalOrderJson, type Order, orderFingerprint } from '../common/order.js';
 import { ensureGroups } from '../common/streams.js';
 import { parseRecord, STATE_DONE } from '../ingest/scripts.js';
 import { type IngestService, startIngest } from '../ingest/server.js';
@@ -101,6 +102,8 @@ describe('ingest', () => {
     const decoded = decodeEntry(fields);
     assert.ok(decoded.ok);
     assert.deepEqual(decoded.entry, { clientId: alice.id, idempotencyKey: 'happy-1', order: o });
+    // The accept script's XADD writes exactly the entry encodeEntry (the DLQ replay's) writes.
+    assert.deepEqual(fields, encodeEntry({ clientId: alice.id, idempotencyKey: 'happy-1', canonical: canonicalOrderJson(o) }));
     const recordKey = idemKey(env.prefix, shard, alice.id, 'happy-1');
     const ttl = await redis.ttl(recordKey);
     assert.ok(ttl > 86_000 && ttl <= 86_400, `ttl ${ttl}`);

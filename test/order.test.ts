@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { shardFor, streamKey } from '../common/keys.js';
-import { canonicalJson, decodeEntry, encodeEntry, idempotencyKeyProblem, orderFingerprint, validateOrder } from '../common/order.js';
+import { decodeEntry, encodeEntry } from '../common/entry.js';
+import { canonicalJson, canonicalOrderJson, idempotencyKeyProblem, orderFingerprint, validateOrder } from '../common/order.js';
 
 const good = { customer_id: 'cust-1', currency: 'EUR', items: [{ sku: 'A', qty: 1, unit_price_cents: 100 }] };
 
@@ -57,7 +58,7 @@ describe('order schema', () => {
   });
 
   test('entries round-trip and bad entries decode to a reason', () => {
-    const d = decodeEntry(encodeEntry('c_1', 'k1', good));
+    const d = decodeEntry(encodeEntry({ clientId: 'c_1', idempotencyKey: 'k1', canonical: canonicalOrderJson(good) }));
     assert.deepEqual(d, { ok: true, entry: { clientId: 'c_1', idempotencyKey: 'k1', order: good } });
     assert.equal(decodeEntry(['v', '1', 'c', 'c_1', 'k', 'k1', 'o', '{not json']).ok, false);
     assert.equal(decodeEntry(['v', '9', 'c', 'c_1', 'k', 'k1', 'o', '{}']).ok, false);

@@ -9,7 +9,7 @@ import copyStreams from 'pg-copy-streams';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { dlqKey, GROUP, shardFor, streamKey } from '../common/keys.js';
-import { encodeEntry, type Order } from '../common/order.js';
+import { canonicalOrderJson } from '../common/order.js';
 import { createRedis, type RedisClient } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
 import { classifyError, totalCents } from '../workers/apply.js';
@@ -394,7 +394,7 @@ describe('workers apply orders', () => {
       assert.equal(dl.rows[0].entry_id, ids[1]);
       assert.equal(dl.rows[0].reason, 'max_deliveries');
       assert.equal(dl.rows[0].deliveries, 4);
-      assert.equal(dl.rows[0].payload, encodeEntry('c1', 'k-1', simpleOrder(1) as Order)[7]);
+      assert.equal(dl.rows[0].payload, canonicalOrderJson(simpleOrder(1)));
       const text = await scrape(worker.port);
       assert.equal(metricSum(text, 'surge_entries_lost_total'), 1);
       assert.equal(metricSum(text, 'surge_orders_applied_total', { result: 'dead_lettered' }), 1);

@@ -10,7 +10,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import copyStreams from 'pg-copy-streams';
 import type { Pool, PoolClient } from '../common/db.js';
 import { entryIdMillis } from '../common/keys.js';
-import { decodeEntry, type OrderItem } from '../common/order.js';
+import { decodeEntry, ENTRY_FIELD, entryField } from '../common/entry.js';
+import type { OrderItem } from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
 import { copyBuffer, copyRow, copyValue } from './copy.js';
 
@@ -422,13 +423,16 @@ async function insertDeadLetters(pool: Pool, task: ApplyTask, deadLetters: reado
   const cols: Array<Array<string | number | null>> = [[], [], [], [], [], [], [], []];
   for (const d of deadLetters) {
     const entry = byId.get(d.id);
-    const field = (name: string): string | null => {
-      const f = entry?.fields;
-      if (!f) return null;
-      for (let i = 0; i + 1 < f.length; i += 2) if (f[i] === name) return f[i + 1] as string;
-      return null;
-    };
-    const values: Array<string | number | null> = [field('c'), field('k'), d.id, d.reason, d.sqlstate ?? null, d.message, field('o')].map(storable);
+    const field = (name: string): string | null => entryField(entry?.fields, name) ?? null;
+    const values: Array<string | number | null> = [
+      field(ENTRY_FIELD.client),
+      field(ENTRY_FIELD.key),
+      d.id,
+      d.reason,
+      d.sqlstate ?? null,
+      d.message,
+      field(ENTRY_FIELD.order),
+    ].map(storable);
     values.push(entry?.deliveries ?? 1);
     values.forEach((v, i) => {
       (cols[i] as Array<string | number | null>).push(v);

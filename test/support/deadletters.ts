@@ -6,7 +6,8 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { dlqKey, GROUP, shardFor, shardOfStream, streamKey } from '../../common/keys.js';
-import { decodeEntry, encodeEntry, type Order } from '../../common/order.js';
+import { decodeEntry, ENTRY_FIELD, encodeEntry, entryField } from '../../common/entry.js';
+import { canonicalOrderJson, type Order } from '../../common/order.js';
 import { dlqEntryFields, ensureGroups } from '../../common/streams.js';
 
 export interface DeadLetterSpec {
@@ -25,14 +26,22 @@ export async function deadLetterEntry(redis: Redis, pool: pg.Pool, prefix: strin
   if (shard === undefined) throw new Error(`not a shard stream: ${spec.stream}`);
   const info = { stream: spec.stream, entryId: spec.entryId, reason: spec.reason, message: spec.message, sqlstate: spec.sqlstate, deliveries: spec.deliveries ?? 1 };
   await redis.multi().xadd(dlqKey(prefix, shard), '*', ...dlqEntryFields(spec.fields, info)).xack(spec.stream, GROUP, spec.entryId).exec();
-  const map = new Map<string, string>();
-  for (let i = 0; i + 1 < spec.fields.length; i += 2) map.set(spec.fields[i] as string, spec.fields[i + 1] as string);
   const r = await pool.query<{ id: string }>(
     `INSERT INTO dead_letters (client_id, idempotency_key, stream, entry_id, reason, sqlstate, message, payload, deliveries)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
      ON CONFLICT (stream, entry_id) DO UPDATE SET deliveries = EXCLUDED.deliveries, last_seen_at = now()
      RETURNING id`,
-    [map.get('c') ?? null, map.get('k') ?? null, spec.stream, spec.entryId, spec.reason, spec.sqlstate ?? null, spec.message, map.get('o') ?? null, spec.deliveries ?? 1],
+    [
+      entryField(spec.fields, ENTRY_FIELD.client) ?? null,
+      entryField(spec.fields, ENTRY_FIELD.key) ?? null,
+      spec.stream,
+      spec.entryId,
+      spec.reason,
+      spec.sqlstate ?? null,
+      spec.message,
+      entryField(spec.fields, ENTRY_FIELD.order) ?? null,
+      spec.deliveries ?? 1,
+    ],
   );
   return Number(r.rows[0]?.id);
 }
@@ -54,7 +63,7 @@ export async function createDeadLetter(
 ): Promise<{ id: number; stream: string; entryId: string }> {
   await ensureGroups(redis, prefix, shards);
   const stream = streamKey(prefix, shardFor(o.client, o.key, shards));
-  const fields = o.fields ?? encodeEntry(o.client, o.key, o.order ?? sampleOrder());
+  const fields = o.fields ?? encodeEntry({ clientId: o.client, idempotencyKey: o.key, canonical: canonicalOrderJson(o.order ?? sampleOrder()) });
   const entryId = (await redis.xadd(stream, '*', ...fields)) as string;
   const read = (await redis.xreadgroup('GROUP', GROUP, 'test-helper', 'COUNT', 1, 'STREAMS', stream, '>')) as Array<[string, Array<[string, string[]]>]>;
   const got = read?.[0]?.[1]?.[0]?.[0];

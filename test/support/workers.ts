@@ -3,7 +3,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { shardFor, streamKey } from '../../common/keys.js';
-import { encodeEntry, type Order } from '../../common/order.js';
+import { encodeEntry } from '../../common/entry.js';
+import { canonicalOrderJson, type Order } from '../../common/order.js';
 import { PACKAGE_ROOT } from '../../common/paths.js';
 import type { RedisClient } from '../../common/redis.js';
 import { backlog } from '../../devkit/backlog.js';
@@ -25,7 +26,7 @@ export async function enqueue(redis: RedisClient, prefix: string, shards: number
   for (let i = 0; i < orders.length; i += 1000) {
     const pipe = redis.pipeline();
     for (const o of orders.slice(i, i + 1000)) {
-      pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, shards)), '*', ...encodeEntry(o.client, o.key, o.order));
+      pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, shards)), '*', ...encodeEntry({ clientId: o.client, idempotencyKey: o.key, canonical: canonicalOrderJson(o.order) }));
     }
     for (const [err, id] of (await pipe.exec()) ?? []) {
       if (err) throw err;

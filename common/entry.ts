@@ -1,0 +1,124 @@
+// The order stream entry: its field names, its encoding, its decoding and field lookup. Ingest's
+// accept script (its XADD is built from these names), the DLQ replay, the workers and the dead
+// letters all go through this file, so a field is added here and nowhere else.
+import { idempotencyKeyProblem, type Order, validateOrder } from './order.js';
+
+/** The entry layout's version (field `v`): a decoder refuses any other. */
+export const ENTRY_SCHEMA_VERSION = '1';
+
+/** The entry's field names. */
+export const ENTRY_FIELD = {
+  version: 'v',
+  client: 'c',
+  key: 'k',
+  order: 'o',
+} as const;
+
+/** What an entry carries besides its version, as written. */
+export interface EntryValues {
+  clientId: string;
+  idempotencyKey: string;
+  /** canonicalOrderJson(order): the order as the entry holds it. */
+  canonical: string;
+}
+
+/**
+ * The fields after `v`, in XADD order, each with where its value comes from: encodeEntry,
+ * putEntryValues and entryXaddLua all walk this list, so they cannot disagree.
+ */
+const VALUE_FIELDS: ReadonlyArray<readonly [name: string, value: (e: EntryValues) => string]> = [
+  [ENTRY_FIELD.client, (e) => e.clientId],
+  [ENTRY_FIELD.key, (e) => e.idempotencyKey],
+  [ENTRY_FIELD.order, (e) => e.canonical],
+];
+
+/** How many values putEntryValues writes per entry. */
+export const ENTRY_VALUE_COUNT = VALUE_FIELDS.length;
+
+/**
+ * Writes an entry's values (not their names) into `out` from index `at`; returns the next
+ * index. Ingest's accept call passes them to its script, which pairs them with the names
+ * (entryXaddLua).
+ */
+export function putEntryValues(out: unknown[], at: number, e: EntryValues): number {
+  for (const [, value] of VALUE_FIELDS) out[at++] = value(e);
+  return at;
+}
+
+/** An entry's flat field list, in XADD order: v, c, k, o. */
+export function encodeEntry(e: EntryValues): string[] {
+  const fields: string[] = [ENTRY_FIELD.version, ENTRY_SCHEMA_VERSION];
+  for (const [name, value] of VALUE_FIELDS) fields.push(name, value(e));
+  return fields;
+}
+
+/**
+ * The XADD field/value arguments of an entry in a Lua script: names and version are literals,
+ * the values are ARGV[<base> + first], ARGV[<base> + first + 1], … in putEntryValues order.
+ */
+export function entryXaddLua(base: string, first: number): string {
+  let out = `'${ENTRY_FIELD.version}', '${ENTRY_SCHEMA_VERSION}'`;
+  VALUE_FIELDS.forEach(([name], i) => {
+    out += `, '${name}', ARGV[${base} + ${first + i}]`;
+  });
+  return out;
+}
+
+/** The value of field `name` in a flat field list (the first one), or undefined. */
+export function entryField(fields: readonly string[] | null | undefined, name: string): string | undefined {
+  if (!fields) return undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+  return undefined;
+}
+
+export interface DecodedEntry {
+  clientId: string;
+  idempotencyKey: string;
+  order: Order;
+}
+
+export type DecodeResult = { ok: true; entry: DecodedEntry } | { ok: false; reason: string };
+
+/** Decodes a stream entry's flat field list; never throws. */
+export function decodeEntry(fields: readonly string[] | null | undefined): DecodeResult {
+  if (!fields) return { ok: false, reason: 'entry has no fields (payload deleted)' };
+  // A plain scan, no Map: this runs once per order on the apply path. A repeated field: last wins.
+  let v: string | undefined;
+  let clientId: string | undefined;
+  let idempotencyKey: string | undefined;
+  let raw: string | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const value = fields[i + 1] as string;
+    switch (fields[i]) {
+      case ENTRY_FIELD.version:
+        v = value;
+        break;
+      case ENTRY_FIELD.client:
+        clientId = value;
+        break;
+      case ENTRY_FIELD.key:
+        idempotencyKey = value;
+        break;
+      case ENTRY_FIELD.order:
+        raw = value;
+        break;
+    }
+  }
+  if (v !== ENTRY_SCHEMA_VERSION) return { ok: false, reason: `unsupported entry schema version ${JSON.stringify(v ?? null)}` };
+  if (!clientId) return { ok: false, reason: `missing field ${ENTRY_FIELD.client} (client id)` };
+  if (idempotencyKey === undefined || idempotencyKeyProblem(idempotencyKey) !== undefined) {
+    return { ok: false, reason: `missing or invalid field ${ENTRY_FIELD.key} (idempotency key)` };
+  }
+  if (raw === undefined) return { ok: false, reason: `missing field ${ENTRY_FIELD.order} (order)` };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (e) {
+    return { ok: false, reason: `field ${ENTRY_FIELD.order} is not JSON: ${(e as Error).message}` };
+  }
+  const result = validateOrder(parsed);
+  if (!result.ok) {
+    return { ok: false, reason: `invalid order: ${result.errors.map((e) => `${e.path || '/'} ${e.message}`).join('; ')}` };
+  }
+  return { ok: true, entry: { clientId, idempotencyKey, order: result.order } };
+}
