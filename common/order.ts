@@ -29,15 +29,53 @@ export const LIMITS = {
   maxString: 64,
 } as const;
 
-export const ORDER_SCHEMA = {
-  $id: 'https://surge.dev/schemas/order-v1.json',
-  type: 'object',
-  additionalProperties: false,
-  required: ['customer_id', 'currency', 'items'],
-  properties: {
-    customer_id: { type: 'string', minLength: 1, maxLength: LIMITS.maxString },
-    currency: { type: 'string', pattern: '^[A-Z]{3}$' },
-    items: {
+/**
+ * One top-level order field: its part of the schema and how it travels on. Methods rather than
+ * function properties, so every field's entry can be walked as an OrderFieldEntry.
+ */
+interface OrderField<T> {
+  /** Its JSON schema (ORDER_SCHEMA's property). */
+  schema: Record<string, unknown>;
+  /** In the schema's `required`; the type makes it agree with the Order interface. */
+  required: undefined extends T ? false : true;
+  /** Its value in canonical JSON: canonicalJson's text for any validated value. */
+  json(value: NonNullable<T>): string;
+  /** The staging-table column it fills (sql/apply/create_stage.sql, copy_stage.sql, insert_orders.sql)… */
+  column: string;
+  /** …and the text written there before COPY escaping; undefined is NULL. */
+  stage(value: T): string | undefined;
+}
+
+/**
+ * Every top-level order field, once, in the staging table's column order. ORDER_SCHEMA, the
+ * canonical JSON (canonicalOrderJson) and the worker's COPY row are derived from it; keyed by
+ * the Order interface, so a field missing here or extra here does not compile, and
+ * test/order-fields.test.ts binds it to the SQL column lists and the migrated `orders` table.
+ */
+const ORDER_FIELDS: { [K in keyof Order]-?: OrderField<Order[K]> } = {
+  order_id: {
+    schema: { type: 'string', minLength: 1, maxLength: LIMITS.maxString },
+    required: false,
+    json: jsonString,
+    column: 'order_id',
+    stage: (v) => v,
+  },
+  customer_id: {
+    schema: { type: 'string', minLength: 1, maxLength: LIMITS.maxString },
+    required: true,
+    json: jsonString,
+    column: 'customer_id',
+    stage: (v) => v,
+  },
+  currency: {
+    schema: { type: 'string', pattern: '^[A-Z]{3}$' },
+    required: true,
+    json: jsonString,
+    column: 'currency',
+    stage: (v) => v,
+  },
+  items: {
+    schema: {
       type: 'array',
       minItems: 1,
       maxItems: LIMITS.maxItems,
@@ -52,11 +90,51 @@ export const ORDER_SCHEMA = {
         },
       },
     },
-    order_id: { type: 'string', minLength: 1, maxLength: LIMITS.maxString },
-    placed_at: { type: 'string', format: 'date-time' },
-    metadata: { type: 'object' },
+    required: true,
+    json: itemsJson,
+    // The lines themselves go to order_items (workers/apply.ts, copy_order_items.sql).
+    column: 'total_cents',
+    stage: totalCents,
   },
-} as const;
+  placed_at: {
+    schema: { type: 'string', format: 'date-time' },
+    required: false,
+    json: jsonString,
+    column: 'placed_at',
+    stage: (v) => v,
+  },
+  metadata: {
+    schema: { type: 'object' },
+    required: false,
+    json: canonicalJson,
+    column: 'metadata',
+    stage: (v) => (v === undefined ? undefined : JSON.stringify(v)),
+  },
+};
+
+/** A row of the fields table with its name, as the derived code walks it. */
+export interface OrderFieldEntry {
+  name: keyof Order;
+  schema: Record<string, unknown>;
+  required: boolean;
+  json(value: unknown): string;
+  column: string;
+  stage(value: unknown): string | undefined;
+}
+
+/** The fields table as a list, in staging-column order. */
+export const ORDER_FIELD_LIST: readonly OrderFieldEntry[] = (Object.keys(ORDER_FIELDS) as Array<keyof Order>).map((name) => ({
+  name,
+  ...ORDER_FIELDS[name],
+}));
+
+export const ORDER_SCHEMA = {
+  $id: 'https://surge.dev/schemas/order-v1.json',
+  type: 'object',
+  additionalProperties: false,
+  required: ORDER_FIELD_LIST.filter((f) => f.required).map((f) => f.name),
+  properties: Object.fromEntries(ORDER_FIELD_LIST.map((f) => [f.name, f.schema])),
+};
 
 export interface FieldError {
   /** JSON pointer of the failing field, e.g. `/items/0/qty` ('' for the body itself). */
@@ -212,25 +290,61 @@ function jsonString(s: string): string {
   return PLAIN_JSON_STRING.test(s) ? `"${s}"` : JSON.stringify(s);
 }
 
-/**
- * canonicalJson of a validated order, written field by field: the schema fixes the fields and
- * their sorted order (currency, customer_id, items, metadata, order_id, placed_at; qty, sku,
- * unit_price_cents), so only metadata needs the general walk. Same text as canonicalJson —
- * fingerprints stored by earlier versions still match (a property test holds them equal).
- */
-export function canonicalOrderJson(order: Order): string {
-  let out = `{"currency":${jsonString(order.currency)},"customer_id":${jsonString(order.customer_id)},"items":[`;
-  const items = order.items;
+/** An item's canonical JSON; its fields (qty, sku, unit_price_cents) are written in sorted order. */
+function itemsJson(items: readonly OrderItem[]): string {
+  let out = '[';
   for (let i = 0; i < items.length; i++) {
     const item = items[i] as OrderItem;
     // qty and unit_price_cents are validated integers: a number's JSON text is its String().
     out += `${i > 0 ? ',' : ''}{"qty":${String(item.qty)},"sku":${jsonString(item.sku)},"unit_price_cents":${String(item.unit_price_cents)}}`;
   }
-  out += ']';
-  if (order.metadata !== undefined) out += `,"metadata":${canonicalJson(order.metadata)}`;
-  if (order.order_id !== undefined) out += `,"order_id":${jsonString(order.order_id)}`;
-  if (order.placed_at !== undefined) out += `,"placed_at":${jsonString(order.placed_at)}`;
-  return `${out}}`;
+  return `${out}]`;
+}
+
+interface CanonicalStep {
+  name: keyof Order;
+  /** `{"name":` when it is the first field written, else `,"name":`, built once. */
+  first: string;
+  next: string;
+  json(value: unknown): string;
+}
+
+/** The fields table in canonicalJson's key order (the same sort). */
+const CANONICAL_STEPS: readonly CanonicalStep[] = ORDER_FIELD_LIST.map((f) => f.name)
+  .sort()
+  .map((name) => {
+    const f = ORDER_FIELD_LIST.find((e) => e.name === name) as OrderFieldEntry;
+    return { name, first: `{${JSON.stringify(name)}:`, next: `,${JSON.stringify(name)}:`, json: f.json };
+  });
+
+/**
+ * canonicalJson of a validated order, walked from the fields table: the schema fixes the fields,
+ * so their sorted order is known ahead and each field's value has a writer that skips the
+ * general walk (only metadata needs it). Same text as canonicalJson — fingerprints stored by
+ * earlier versions still match (a property test holds them equal).
+ */
+export function canonicalOrderJson(order: Order): string {
+  let out = '';
+  for (let i = 0; i < CANONICAL_STEPS.length; i++) {
+    const step = CANONICAL_STEPS[i] as CanonicalStep;
+    const value = order[step.name];
+    if (value === undefined) continue;
+    out += (out === '' ? step.first : step.next) + step.json(value);
+  }
+  return out === '' ? '{}' : `${out}}`;
+}
+
+/**
+ * Σ qty × unit_price_cents as a decimal string. Validated lines keep every product exact in a
+ * double (≤ 10⁴ × 10¹¹); the sum of up to 100 may pass 2⁵³, and then it is redone in bigint.
+ */
+export function totalCents(items: readonly OrderItem[]): string {
+  let total = 0;
+  for (const item of items) total += item.qty * item.unit_price_cents;
+  if (Number.isSafeInteger(total)) return String(total);
+  let big = 0n;
+  for (const item of items) big += BigInt(item.qty) * BigInt(item.unit_price_cents);
+  return String(big);
 }
 
 /**

@@ -154,7 +154,7 @@ describe('security', () => {
     assert.deepEqual(copyCalls, ['sql'], 'COPY runs in one helper (copyIn) only');
     const copies = [...apply.matchAll(/copyIn\(client, ([^,]+),/g)].map((m) => m[1]);
     assert.deepEqual(copies, ["sqlFile('apply/copy_stage')", "sqlFile('apply/copy_order_items')"], 'COPY statements are static sql/ files');
-    assert.match(apply, /copyRow\(\[/, 'order rows come from the escaping encoder (workers/copy.ts)');
+    assert.match(apply, /copyRow\(rowValues\)/, 'order rows come from the escaping encoder (workers/copy.ts)');
     // Order lines: the one string (sku) goes through the encoder; qty and price are validated integers.
     assert.match(apply, /lines\[j\] = `\\t\$\{j \+ 1\}\\t\$\{copyValue\(item\.sku\)\}\\t\$\{item\.qty\}\\t\$\{item\.unit_price_cents\}\\n`;/, 'order lines escape the sku');
     // sql/ holds no dynamic SQL (no EXECUTE format(...) with unescaped input; EXECUTE of a constant string is static).

@@ -11,7 +11,7 @@ import copyStreams from 'pg-copy-streams';
 import type { Pool, PoolClient } from '../common/db.js';
 import { entryIdMillis } from '../common/keys.js';
 import { decodeEntry, ENTRY_FIELD, entryField } from '../common/entry.js';
-import type { OrderItem } from '../common/order.js';
+import { ORDER_FIELD_LIST, type OrderFieldEntry, type OrderItem } from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
 import { copyBuffer, copyRow, copyValue } from './copy.js';
 
@@ -142,17 +142,10 @@ class RetryBudgetExceeded extends Error {
 }
 
 /**
- * Σ qty × unit_price_cents as a decimal string. Validated lines keep every product exact in a
- * double (≤ 10⁴ × 10¹¹); the sum of up to 100 may pass 2⁵³, and then it is redone in bigint.
+ * The staging columns encodeBatch writes ahead of the order's own (common/order.ts
+ * ORDER_FIELD_LIST), in sql/apply/copy_stage.sql's order.
  */
-export function totalCents(items: readonly OrderItem[]): string {
-  let total = 0;
-  for (const item of items) total += item.qty * item.unit_price_cents;
-  if (Number.isSafeInteger(total)) return String(total);
-  let big = 0n;
-  for (const item of items) big += BigInt(item.qty) * BigInt(item.unit_price_cents);
-  return String(big);
-}
+export const STAGE_ENTRY_COLUMNS = ['seq', 'entry_id', 'received_at', 'client_id', 'idempotency_key'] as const;
 
 // Entries of one batch mostly share their millisecond (an entry ID is ms-seq): format each once.
 let lastMs = Number.NaN;
@@ -174,6 +167,8 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
   const rows: StagedRow[] = [];
   const text: string[] = [];
   const deadLetters: DeadLetter[] = [];
+  // Each row's values, refilled per entry: STAGE_ENTRY_COLUMNS, then the fields table's columns.
+  const rowValues: Array<string | undefined> = new Array(STAGE_ENTRY_COLUMNS.length + ORDER_FIELD_LIST.length);
   for (const entry of entries) {
     if (entry.deadLetter) {
       deadLetters.push({ id: entry.id, reason: entry.deadLetter.reason, message: entry.deadLetter.message });
@@ -195,21 +190,16 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
       qtys[j] = item.qty;
       lines[j] = `\t${j + 1}\t${copyValue(item.sku)}\t${item.qty}\t${item.unit_price_cents}\n`;
     }
-    text.push(
-      copyRow([
-        String(rows.length),
-        entry.id,
-        receivedAt(entryIdMillis(entry.id)),
-        clientId,
-        idempotencyKey,
-        order.order_id,
-        order.customer_id,
-        order.currency,
-        totalCents(order.items),
-        order.placed_at,
-        order.metadata === undefined ? undefined : JSON.stringify(order.metadata),
-      ]),
-    );
+    rowValues[0] = String(rows.length);
+    rowValues[1] = entry.id;
+    rowValues[2] = receivedAt(entryIdMillis(entry.id));
+    rowValues[3] = clientId;
+    rowValues[4] = idempotencyKey;
+    for (let c = 0; c < ORDER_FIELD_LIST.length; c++) {
+      const field = ORDER_FIELD_LIST[c] as OrderFieldEntry;
+      rowValues[STAGE_ENTRY_COLUMNS.length + c] = field.stage(order[field.name]);
+    }
+    text.push(copyRow(rowValues));
     rows.push({ id: entry.id, skus, qtys, lines });
   }
   const orders = copyBuffer(text);
