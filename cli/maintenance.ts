@@ -12,7 +12,7 @@ import {
   batchStatus,
   countDeadLetters,
   createReplayQueue,
-  type DeadLetter,
+  type DeadLetterRecord,
   type DeadLetterFilter,
   type DlqDeps,
   enqueueReplays,
@@ -100,7 +100,7 @@ async function withDeps<T>(config: Config, fn: (deps: DlqDeps) => Promise<T>): P
   }
 }
 
-function short(d: DeadLetter): string {
+function short(d: DeadLetterRecord): string {
   const msg = (d.message ?? '').replace(/\s+/g, ' ');
   return [
     d.id,

@@ -25,7 +25,8 @@ export interface DlqDeps {
   metrics?: Pick<MaintenanceMetrics, 'replays'>;
 }
 
-export interface DeadLetter {
+/** A stored dead letter: one `dead_letters` row, as operators inspect and replay it. */
+export interface DeadLetterRecord {
   id: number;
   clientId: string | null;
   idempotencyKey: string | null;
@@ -77,7 +78,7 @@ interface Row {
   replay_entry_id: string | null;
 }
 
-function fromRow(r: Row): DeadLetter {
+function fromRow(r: Row): DeadLetterRecord {
   return {
     id: Number(r.id),
     clientId: r.client_id,
@@ -106,7 +107,7 @@ const COLUMNS = () => sqlFile('maintenance/dlq_columns');
 const WHERE = () => sqlFile('maintenance/dlq_filter');
 
 /** Dead letters matching the filter, by id, `limit` at a time after `afterId`. */
-export async function listDeadLetters(pool: Pool, filter: DeadLetterFilter = {}, page: { limit?: number; afterId?: number } = {}): Promise<DeadLetter[]> {
+export async function listDeadLetters(pool: Pool, filter: DeadLetterFilter = {}, page: { limit?: number; afterId?: number } = {}): Promise<DeadLetterRecord[]> {
   const r = await pool.query<Row>(`SELECT ${COLUMNS()} FROM dead_letters WHERE ${WHERE()} AND id > $7 ORDER BY id LIMIT $8`, [
     ...filterParams(filter),
     page.afterId ?? 0,
@@ -133,7 +134,7 @@ export async function matchingIds(pool: Pool, filter: DeadLetterFilter): Promise
   }
 }
 
-export async function getDeadLetter(pool: Pool, id: number): Promise<DeadLetter | undefined> {
+export async function getDeadLetter(pool: Pool, id: number): Promise<DeadLetterRecord | undefined> {
   return (await listDeadLetters(pool, { ids: [id] }, { limit: 1 }))[0];
 }
 

@@ -32,8 +32,8 @@ export interface ApplyTask {
   entries: TaskEntry[];
 }
 
-/** An entry that will not be applied, and why. */
-export interface DeadLetter {
+/** An entry of a batch that will not be applied, and why (it becomes a DLQ entry and a `dead_letters` row). */
+export interface BatchDeadLetter {
   id: string;
   /** `undecodable`, `permanent_error` or `max_deliveries`. */
   reason: string;
@@ -61,7 +61,7 @@ export interface EncodedBatch {
   rows: StagedRow[];
   copy: Uint8Array;
   rowEnds: number[];
-  deadLetters: DeadLetter[];
+  deadLetters: BatchDeadLetter[];
 }
 
 export interface ApplyStats {
@@ -91,7 +91,7 @@ export interface BatchOutcome {
   /** Entries to XACK (applied, rejected, duplicates). */
   ack: string[];
   /** Entries to move to the DLQ stream (their dead_letters rows are committed). */
-  deadLetters: DeadLetter[];
+  deadLetters: BatchDeadLetter[];
   stats: ApplyStats;
 }
 
@@ -166,7 +166,7 @@ function receivedAt(ms: number): string {
 export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
   const rows: StagedRow[] = [];
   const text: string[] = [];
-  const deadLetters: DeadLetter[] = [];
+  const deadLetters: BatchDeadLetter[] = [];
   // Each row's values, refilled per entry: STAGE_ENTRY_COLUMNS, then the fields table's columns.
   const rowValues: Array<string | undefined> = new Array(STAGE_ENTRY_COLUMNS.length + ORDER_FIELD_LIST.length);
   for (const entry of entries) {
@@ -408,7 +408,7 @@ function storable(value: string | null): string | null {
 }
 
 /** Writes (or refreshes) the dead_letters rows of a batch, autocommitted. */
-async function insertDeadLetters(pool: Pool, task: ApplyTask, deadLetters: readonly DeadLetter[]): Promise<void> {
+async function insertDeadLetters(pool: Pool, task: ApplyTask, deadLetters: readonly BatchDeadLetter[]): Promise<void> {
   const byId = new Map(task.entries.map((e) => [e.id, e]));
   const cols: Array<Array<string | number | null>> = [[], [], [], [], [], [], [], []];
   for (const d of deadLetters) {
