@@ -4,7 +4,7 @@
 import { idempotencyKeyProblem, type Order, validateOrder } from './order.js';
 
 /** The entry layout's version (field `v`): a decoder refuses any other. */
-export const ENTRY_SCHEMA_VERSION = '1';
+const ENTRY_SCHEMA_VERSION = '1';
 
 /** The entry's field names. */
 export const ENTRY_FIELD = {

@@ -20,7 +20,7 @@ export interface Order {
   metadata?: Record<string, unknown>;
 }
 
-export const LIMITS = {
+const LIMITS = {
   maxItems: 100,
   maxQty: 10000,
   maxUnitPriceCents: 100_000_000_000,

@@ -15,7 +15,7 @@ import type { RedisClient } from '../common/redis.js';
 export const STATE_DONE = 'd';
 /** Durable mode: written, not yet confirmed by WAITAOF/WAIT. */
 export const STATE_PENDING = 'p';
-export const FINGERPRINT_LENGTH = 64;
+const FINGERPRINT_LENGTH = 64;
 
 export interface IdempotencyRecord {
   state: string;
@@ -73,7 +73,7 @@ export const ACCEPT_REPLY = { new: 'n', replay: 'r', mismatch: 'm', pending: 'p'
  * such an error). One string rather than two per order: less for Redis to build and ingest to
  * parse.
  */
-export const ACCEPT_LUA = `
+const ACCEPT_LUA = `
 local ttl, state = ARGV[1], ARGV[2]
 local out = {}
 local n = 0
@@ -106,7 +106,7 @@ return out
 
 
 /** Durable mode, after WAITAOF/WAIT confirmed: mark our pending record done with the full TTL. */
-export const CONFIRM_LUA = `
+const CONFIRM_LUA = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], '${STATE_DONE}' .. string.sub(ARGV[1], 2), 'EX', ARGV[2])
   return 1
@@ -115,7 +115,7 @@ return 0
 `;
 
 /** Durable mode, when the write could not be confirmed: drop our pending record (cache nothing). */
-export const RELEASE_LUA = `
+const RELEASE_LUA = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1

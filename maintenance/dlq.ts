@@ -297,8 +297,8 @@ export interface ReplayBatch {
 }
 
 /** Retries of one chunk: 5 attempts, exponential backoff from 1 s (1, 2, 4, 8 s). */
-export const REPLAY_JOB_ATTEMPTS = 5;
-export const REPLAY_BACKOFF_MS = 1000;
+const REPLAY_JOB_ATTEMPTS = 5;
+const REPLAY_BACKOFF_MS = 1000;
 
 export function createReplayQueue(config: Pick<Config, 'redisPrefix'>, connection: RedisClient): Queue<ReplayJobData> {
   return createQueue<ReplayJobData>(config, REPLAY_QUEUE, connection, {
@@ -340,7 +340,7 @@ export async function enqueueReplays(
  * the last ID the failed attempt finished (progress is stored with the job), so even `force`
  * replays add each entry once per batch.
  */
-export function replayProcessor(deps: DlqDeps, options: { lockTimeoutMs?: number } = {}) {
+function replayProcessor(deps: DlqDeps, options: { lockTimeoutMs?: number } = {}) {
   return async (job: Job<ReplayJobData>): Promise<ReplayProgress> => {
     const prior = job.progress as Partial<ReplayProgress> | number;
     const progress: ReplayProgress =

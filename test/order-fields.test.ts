@@ -9,7 +9,7 @@ import { encodeEntry } from '../common/entry.js';
 import { canonicalJson, canonicalOrderJson, ORDER_FIELD_LIST, ORDER_SCHEMA, type Order, validateOrder } from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
 import { encodeBatch, STAGE_ENTRY_COLUMNS } from '../workers/apply.js';
-import { createTestDatabase, type TestDatabase } from './support/env.js';
+import { createTestDatabase, type TestDatabase } from '../devkit/scratch.js';
 
 /** Every field set (Required: a field added to Order does not compile here until it has a value). */
 const FULL_ORDER: Required<Order> = {

@@ -103,7 +103,7 @@ export interface ApplyOptions {
   maxBackoffMs?: number;
 }
 
-export const STOCK_REASON = 'out_of_stock';
+const STOCK_REASON = 'out_of_stock';
 
 /** Error classes the data of one entry can cause: split the batch and dead-letter the culprit. */
 const PERMANENT_CLASSES = new Set(['22', '23', 'P0']);
