@@ -31,7 +31,13 @@ import { canonicalOrderJson, type Order } from '../common/order.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createRedis } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
-import { createTestDatabase, createTestEnv, deleteRedisPrefix, TEST_REDIS_URL, uniquePrefix } from '../devkit/scratch.js';
+import {
+  createTestDatabase,
+  createTestEnv,
+  deleteRedisPrefix,
+  TEST_REDIS_URL,
+  uniquePrefix,
+} from '../devkit/scratch.js';
 import { backlog } from '../devkit/backlog.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { type PgPlacement, startWorker } from '../workers/worker.js';
@@ -91,7 +97,11 @@ function makeOrders(n: number): QueuedOrder[] {
       currency: 'EUR',
       order_id: `order-${i}`,
       placed_at: new Date(1_700_000_000_000 + i * 1000).toISOString(),
-      items: Array.from({ length: 1 + rnd(3) }, () => ({ sku: `sku-${rnd(SKUS)}`, qty: 1 + rnd(3), unit_price_cents: 100 + rnd(10000) })),
+      items: Array.from({ length: 1 + rnd(3) }, () => ({
+        sku: `sku-${rnd(SKUS)}`,
+        qty: 1 + rnd(3),
+        unit_price_cents: 100 + rnd(10000),
+      })),
     },
   }));
 }
@@ -152,10 +162,18 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
   await admin.connect();
   try {
     await ensureGroups(redis, prefix, SHARDS);
-    await admin.query('INSERT INTO inventory (sku, available) SELECT $1 || g, 1000000000 FROM generate_series(0, $2 - 1) AS g', ['sku-', STOCKED]);
+    await admin.query(
+      'INSERT INTO inventory (sku, available) SELECT $1 || g, 1000000000 FROM generate_series(0, $2 - 1) AS g',
+      ['sku-', STOCKED],
+    );
     const send = async (slice: QueuedOrder[]) => {
       const pipe = redis.pipeline();
-      for (const o of slice) pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, SHARDS)), '*', ...encodeEntry({ clientId: o.client, idempotencyKey: o.key, canonical: canonicalOrderJson(o.order) }));
+      for (const o of slice)
+        pipe.xadd(
+          streamKey(prefix, shardFor(o.client, o.key, SHARDS)),
+          '*',
+          ...encodeEntry({ clientId: o.client, idempotencyKey: o.key, canonical: canonicalOrderJson(o.order) }),
+        );
       await pipe.exec();
     };
     if (trickleRate === undefined) for (let i = 0; i < orders.length; i += 2000) await send(orders.slice(i, i + 2000));
@@ -178,7 +196,11 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
     const seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     // The worker's own PostgreSQL backends (they live from its start to its stop).
-    const backends = (await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'surge-worker'")).rows;
+    const backends = (
+      await admin.query<{ pid: number }>(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'surge-worker'",
+      )
+    ).rows;
     const pgCpu = procCpuSeconds(backends.map((b) => b.pid));
     const scraped = await (await fetch(`http://127.0.0.1:${worker.port}/metrics`)).text();
     const batches = Number(/^surge_apply_batch_size_count\S* (\S+)$/m.exec(scraped)?.[1] ?? 0);
@@ -200,7 +222,9 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
       nodeCpuSeconds: round((cpu.user + cpu.system) / 1e6),
       /** CPU time of the worker's PostgreSQL backends (local server only). */
       postgresCpuSeconds: pgCpu === undefined ? undefined : round(pgCpu),
-      endToEndMs: latency ? { p50: Math.round(latency.p50), p99: Math.round(latency.p99), max: Math.round(latency.max) } : undefined,
+      endToEndMs: latency
+        ? { p50: Math.round(latency.p50), p99: Math.round(latency.p99), max: Math.round(latency.max) }
+        : undefined,
       trickleRate,
       settings: {
         placement: args.placement ?? 'default',
@@ -224,8 +248,12 @@ async function benchRawCopy(orders: QueuedOrder[]) {
   await client.connect();
   try {
     // Same columns, constraints and indexes as orders/order_items; no identity, no triggers, no staging.
-    await client.query('CREATE TABLE raw_orders (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)');
-    await client.query('CREATE TABLE raw_items (LIKE order_items INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)');
+    await client.query(
+      'CREATE TABLE raw_orders (LIKE orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)',
+    );
+    await client.query(
+      'CREATE TABLE raw_items (LIKE order_items INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)',
+    );
     const t0 = performance.now();
     const now = new Date().toISOString();
     const orderRows: string[] = [];
@@ -233,14 +261,36 @@ async function benchRawCopy(orders: QueuedOrder[]) {
     orders.forEach((o, i) => {
       const total = o.order.items.reduce((s, x) => s + x.qty * x.unit_price_cents, 0);
       orderRows.push(
-        copyRow([String(i + 1), o.client, o.key, o.order.order_id, o.order.customer_id, o.order.currency, String(total), 'applied', null, o.order.placed_at, null, now, now, 'bench', `${i}-0`]),
+        copyRow([
+          String(i + 1),
+          o.client,
+          o.key,
+          o.order.order_id,
+          o.order.customer_id,
+          o.order.currency,
+          String(total),
+          'applied',
+          null,
+          o.order.placed_at,
+          null,
+          now,
+          now,
+          'bench',
+          `${i}-0`,
+        ]),
       );
       o.order.items.forEach((x, j) => {
         itemRows.push(copyRow([String(i + 1), String(j + 1), x.sku, String(x.qty), String(x.unit_price_cents)]));
       });
     });
-    await pipeline(Readable.from([copyBuffer(orderRows).buffer]), client.query(copyStreams.from('COPY raw_orders FROM STDIN')));
-    await pipeline(Readable.from([copyBuffer(itemRows).buffer]), client.query(copyStreams.from('COPY raw_items FROM STDIN')));
+    await pipeline(
+      Readable.from([copyBuffer(orderRows).buffer]),
+      client.query(copyStreams.from('COPY raw_orders FROM STDIN')),
+    );
+    await pipeline(
+      Readable.from([copyBuffer(itemRows).buffer]),
+      client.query(copyStreams.from('COPY raw_items FROM STDIN')),
+    );
     const seconds = (performance.now() - t0) / 1000;
     return { orders: orders.length, seconds, ordersPerSecond: orders.length / seconds };
   } finally {
@@ -266,7 +316,11 @@ async function benchBull(orders: QueuedOrder[], concurrency: number) {
     SELECT o.id, i.line, i.sku, i.qty, i.price FROM o, unnest($9::text[], $10::int[], $11::bigint[]) WITH ORDINALITY AS i(sku, qty, price, line)`;
   try {
     for (let i = 0; i < orders.length; i += 1000) {
-      await queue.addBulk(orders.slice(i, i + 1000).map((o) => ({ name: 'order', data: o, opts: { removeOnComplete: true, attempts: 3 } })));
+      await queue.addBulk(
+        orders
+          .slice(i, i + 1000)
+          .map((o) => ({ name: 'order', data: o, opts: { removeOnComplete: true, attempts: 3 } })),
+      );
     }
     let done = 0;
     const t0 = performance.now();
@@ -317,12 +371,25 @@ const median = (xs: number[]): number => {
 const trickle = args.trickle === undefined ? undefined : Number(args.trickle);
 const rounds = trickle === undefined ? Math.max(1, Number(args.rounds)) : 1;
 const orders = makeOrders(trickle === undefined ? N : Math.round(trickle * Number(args.seconds)));
-const result: Record<string, unknown> = { date: new Date().toISOString(), label: args.label, machine: machine(), orders: N, rounds };
+const result: Record<string, unknown> = {
+  date: new Date().toISOString(),
+  label: args.label,
+  machine: machine(),
+  orders: N,
+  rounds,
+};
 const run = (what: string) => trickle === undefined && (!only || only === what);
 type Surge = Awaited<ReturnType<typeof benchSurge>>;
 type Raw = Awaited<ReturnType<typeof benchRawCopy>>;
 type Bull = Awaited<ReturnType<typeof benchBull>>;
-const perRound: Array<{ surge?: Surge; rawCopy?: Raw; bullmq?: Bull; surgeVsRawCopy?: number; surgeVsBullmq?: number; rawCopyVsBullmq?: number }> = [];
+const perRound: Array<{
+  surge?: Surge;
+  rawCopy?: Raw;
+  bullmq?: Bull;
+  surgeVsRawCopy?: number;
+  surgeVsBullmq?: number;
+  rawCopyVsBullmq?: number;
+}> = [];
 for (let r = 0; r < rounds; r++) {
   const surge = trickle !== undefined || run('surge') ? await benchSurge(orders, trickle) : undefined;
   const rawCopy = run('raw') ? await benchRawCopy(orders) : undefined;
@@ -352,19 +419,27 @@ result.median = {
 result.machineLoadAfter = os.loadavg().map((x) => round(x));
 
 const line = (name: string, r?: { orders: number; seconds: number; ordersPerSecond: number }) =>
-  r ? `${name.padEnd(28)} ${String(r.orders).padStart(7)} orders  ${r.seconds.toFixed(2).padStart(7)} s  ${Math.round(r.ordersPerSecond).toString().padStart(7)} orders/s` : '';
+  r
+    ? `${name.padEnd(28)} ${String(r.orders).padStart(7)} orders  ${r.seconds.toFixed(2).padStart(7)} s  ${Math.round(r.ordersPerSecond).toString().padStart(7)} orders/s`
+    : '';
 const m = result.machine as ReturnType<typeof machine>;
 const medians = result.median as Record<string, number | undefined>;
 const ratioLine = (name: string, key: 'surgeVsRawCopy' | 'surgeVsBullmq' | 'rawCopyVsBullmq', goal: string) =>
-  medians[key] === undefined ? '' : `${name} = ${medians[key]} median (rounds: ${perRound.map((x) => x[key]).join(', ')})${goal}`;
+  medians[key] === undefined
+    ? ''
+    : `${name} = ${medians[key]} median (rounds: ${perRound.map((x) => x[key]).join(', ')})${goal}`;
 const text = [
   `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, node ${m.node}, ${m.postgres}, ${m.redis}, load ${m.loadavg.join(' ')} before, ${(result.machineLoadAfter as number[]).join(' ')} after`,
   ...perRound.flatMap((x, i) => [
     rounds > 1 ? `round ${i + 1}` : '',
-    x.surge ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, x.surge)}  (${JSON.stringify(x.surge.settings)})` : '',
+    x.surge
+      ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, x.surge)}  (${JSON.stringify(x.surge.settings)})`
+      : '',
     x.surge
       ? `surge: ${x.surge.batches} batches, CPU µs/order: worker ${Math.round((x.surge.nodeCpuSeconds * 1e6) / x.surge.orders)}` +
-        (x.surge.postgresCpuSeconds === undefined ? '' : `, its PostgreSQL backends ${Math.round((x.surge.postgresCpuSeconds * 1e6) / x.surge.orders)}`) +
+        (x.surge.postgresCpuSeconds === undefined
+          ? ''
+          : `, its PostgreSQL backends ${Math.round((x.surge.postgresCpuSeconds * 1e6) / x.surge.orders)}`) +
         `; end-to-end ms ${JSON.stringify(x.surge.endToEndMs)}`
       : '',
     line('raw COPY (physical limit)', x.rawCopy),
@@ -384,7 +459,10 @@ if (!args['no-save']) {
   const stamp = (result.date as string).slice(0, 10);
   const command = `npm run bench:apply -- ${process.argv.slice(2).join(' ')}`.trim();
   writeFileSync(join(dir, `apply-${stamp}.json`), `${JSON.stringify({ command, ...result }, null, 2)}\n`);
-  writeFileSync(join(dir, `apply-${stamp}.md`), `# bench:apply ${stamp}\n\nCommand: \`${command}\`\n\n\`\`\`\n${text}\n\`\`\`\n`);
+  writeFileSync(
+    join(dir, `apply-${stamp}.md`),
+    `# bench:apply ${stamp}\n\nCommand: \`${command}\`\n\n\`\`\`\n${text}\n\`\`\`\n`,
+  );
   console.log(`saved bench/results/apply-${stamp}.{json,md}`);
 }
 process.exit(0);

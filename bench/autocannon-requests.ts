@@ -12,12 +12,21 @@ import type autocannon from 'autocannon';
  * them: request line, Host, Connection: keep-alive, the headers in the order given, then
  * Content-Length and the body. `extra` is one more header, after `headers`.
  */
-export function httpRequestBytes(url: string, method: string, headers: Readonly<Record<string, string>>): (body: string, extra?: readonly [string, string]) => Buffer {
+export function httpRequestBytes(
+  url: string,
+  method: string,
+  headers: Readonly<Record<string, string>>,
+): (body: string, extra?: readonly [string, string]) => Buffer {
   const { host, pathname, search } = new URL(url);
-  const head = `${method} ${pathname}${search} HTTP/1.1\r\nHost: ${host}\r\nConnection: keep-alive\r\n${Object.entries(headers)
+  const head = `${method} ${pathname}${search} HTTP/1.1\r\nHost: ${host}\r\nConnection: keep-alive\r\n${Object.entries(
+    headers,
+  )
     .map(([name, value]) => `${name}: ${value}\r\n`)
     .join('')}`;
-  return (body, extra) => Buffer.from(`${head}${extra ? `${extra[0]}: ${extra[1]}\r\n` : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  return (body, extra) =>
+    Buffer.from(
+      `${head}${extra ? `${extra[0]}: ${extra[1]}\r\n` : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
 }
 
 /** Where an autocannon 9 client takes its next request's bytes (lib/httpClient.js, lib/requestIterator.js). */
@@ -35,7 +44,9 @@ interface RequestIteratorInternals {
 export function takeRequestsFrom(client: autocannon.Client, next: () => Buffer): void {
   const it = (client as unknown as { requestIterator?: Partial<RequestIteratorInternals> }).requestIterator;
   if (!it || typeof it.nextRequest !== 'function' || !it.currentRequest) {
-    throw new Error('autocannon: client.requestIterator.nextRequest not found (autocannon internals changed); run bench:ingest with --requests setup-request');
+    throw new Error(
+      'autocannon: client.requestIterator.nextRequest not found (autocannon internals changed); run bench:ingest with --requests setup-request',
+    );
   }
   const iterator = it as RequestIteratorInternals;
   iterator.currentRequest = { requestBuffer: next() };

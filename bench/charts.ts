@@ -24,7 +24,9 @@ export function throughputSpec(s: SystemSummary): TopLevelSpec {
     { t: x.t, series: 'accepted/s', value: x.accepted },
     { t: x.t, series: 'committed/s', value: x.committed },
   ]);
-  const backlog = s.samples.filter((x) => x.backlog !== null).map((x) => ({ t: x.t, series: 'backlog (entries)', value: x.backlog }));
+  const backlog = s.samples
+    .filter((x) => x.backlog !== null)
+    .map((x) => ({ t: x.t, series: 'backlog (entries)', value: x.backlog }));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: `${s.label}: throughput and backlog over time`,
@@ -90,7 +92,12 @@ export function cdfSpec(systems: readonly SystemSummary[]): TopLevelSpec {
     (['accept', 'commit'] as const).flatMap((kind) =>
       s.cdf[kind]
         .filter((c) => c.percentile < 100)
-        .map((c) => ({ series: `${s.label} ${kind}`, nines: Math.round(-Math.log10(1 - c.percentile / 100) * 1000) / 1000, percentile: c.percentile, ms: Math.max(0.01, c.ms) })),
+        .map((c) => ({
+          series: `${s.label} ${kind}`,
+          nines: Math.round(-Math.log10(1 - c.percentile / 100) * 1000) / 1000,
+          percentile: c.percentile,
+          ms: Math.max(0.01, c.ms),
+        })),
     ),
   );
   return {
@@ -101,7 +108,11 @@ export function cdfSpec(systems: readonly SystemSummary[]): TopLevelSpec {
     data: { values },
     mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'nines', type: 'quantitative', title: 'percentile (0 = p0, 1 = p90, 2 = p99, 3 = p99.9, 4 = p99.99)' },
+      x: {
+        field: 'nines',
+        type: 'quantitative',
+        title: 'percentile (0 = p0, 1 = p90, 2 = p99, 3 = p99.9, 4 = p99.99)',
+      },
       y: { field: 'ms', type: 'quantitative', title: 'latency (ms, log)', scale: { type: 'log' } },
       color: { field: 'series', type: 'nominal', title: null },
       tooltip: [{ field: 'percentile' }, { field: 'ms' }],
@@ -144,7 +155,12 @@ export function capacitySpec(rows: ReadonlyArray<{ config: string; maxRate: numb
 }
 
 /** A plain multi-series line chart. */
-export function lineSpec(title: string, values: ReadonlyArray<{ x: number; y: number; series: string }>, xTitle: string, yTitle: string): TopLevelSpec {
+export function lineSpec(
+  title: string,
+  values: ReadonlyArray<{ x: number; y: number; series: string }>,
+  xTitle: string,
+  yTitle: string,
+): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title,

@@ -16,7 +16,16 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 export const RESULTS_ROOT = join(PACKAGE_ROOT, 'bench', 'results');
 
 /** Options commander hands over as BenchOptions has them: one declaration of their types. */
-type PassedThrough = 'workers' | 'rate' | 'connections' | 'maxInFlight' | 'generators' | 'timeoutMs' | 'drainTimeoutS' | 'baselineConcurrency' | 'seed';
+type PassedThrough =
+  | 'workers'
+  | 'rate'
+  | 'connections'
+  | 'maxInFlight'
+  | 'generators'
+  | 'timeoutMs'
+  | 'drainTimeoutS'
+  | 'baselineConcurrency'
+  | 'seed';
 
 interface CliOpts extends Pick<BenchOptions, PassedThrough> {
   quick?: boolean;
@@ -67,7 +76,8 @@ function progressPrinter(): (line: string, final: boolean) => void {
 
 export function toBenchOptions(o: CliOpts, command: string): BenchOptions {
   const given = [o.url, o.apiKey, o.databaseUrl].filter((x) => x !== undefined).length;
-  if (given > 0 && given < 3) throw new Error('against a running stack give --url, --api-key and --database-url (and --lag-url for backlog)');
+  if (given > 0 && given < 3)
+    throw new Error('against a running stack give --url, --api-key and --database-url (and --lag-url for backlog)');
   const env: Record<string, string> = {};
   for (const kv of o.env) {
     const i = kv.indexOf('=');
@@ -79,14 +89,39 @@ export function toBenchOptions(o: CliOpts, command: string): BenchOptions {
   return {
     ...DEFAULTS,
     quick: o.quick ?? false,
-    running: given === 3 ? { url: o.url as string, apiKey: o.apiKey as string, databaseUrl: o.databaseUrl as string, lagUrl: o.lagUrl } : undefined,
+    running:
+      given === 3
+        ? { url: o.url as string, apiKey: o.apiKey as string, databaseUrl: o.databaseUrl as string, lagUrl: o.lagUrl }
+        : undefined,
     env,
     workers: o.workers,
     rate: o.rate,
     durationS: o.duration,
-    ramp: { warmupS: o.warmupSeconds, startRate: o.startRate, stepRate: o.stepRate, maxRate: o.maxRate, stepS: o.stepSeconds, acceptP99Ms: o.acceptP99Ms, commitP99Ms: o.commitP99Ms, maxBacklogAgeS: o.maxBacklogAgeS },
-    flash: { orders: o.orders, burstS: o.burstSeconds, hotSkus: o.hotSkus, stockPerSku: o.stock, duplicateFraction: o.duplicates, retries: o.retries },
-    sweep: { workers: o.sweepWorkers, batchSizes: o.batchSizes, shards: o.shards, targetRate: o.targetRate, headroom: o.headroom },
+    ramp: {
+      warmupS: o.warmupSeconds,
+      startRate: o.startRate,
+      stepRate: o.stepRate,
+      maxRate: o.maxRate,
+      stepS: o.stepSeconds,
+      acceptP99Ms: o.acceptP99Ms,
+      commitP99Ms: o.commitP99Ms,
+      maxBacklogAgeS: o.maxBacklogAgeS,
+    },
+    flash: {
+      orders: o.orders,
+      burstS: o.burstSeconds,
+      hotSkus: o.hotSkus,
+      stockPerSku: o.stock,
+      duplicateFraction: o.duplicates,
+      retries: o.retries,
+    },
+    sweep: {
+      workers: o.sweepWorkers,
+      batchSizes: o.batchSizes,
+      shards: o.shards,
+      targetRate: o.targetRate,
+      headroom: o.headroom,
+    },
     connections: o.connections,
     maxInFlight: o.maxInFlight,
     generators: o.generators,
@@ -106,7 +141,10 @@ export function toBenchOptions(o: CliOpts, command: string): BenchOptions {
 }
 
 /** Adds `surge bench` to the CLI. */
-export function addBenchCommand(program: Command, action: <A extends unknown[]>(fn: (...args: A) => Promise<void>) => (...args: A) => Promise<void>): void {
+export function addBenchCommand(
+  program: Command,
+  action: <A extends unknown[]>(fn: (...args: A) => Promise<void>) => (...args: A) => Promise<void>,
+): void {
   const d = DEFAULTS;
   program
     .command('bench')
@@ -117,7 +155,12 @@ export function addBenchCommand(program: Command, action: <A extends unknown[]>(
     .option('--api-key <key>', 'API key for --url')
     .option('--database-url <url>', "the running stack's PostgreSQL (accept-to-commit latency, the ledger)")
     .option('--lag-url <url>', "the running stack's lag exporter /metrics (backlog)")
-    .option('--env <KEY=VALUE>', 'environment for stacks the benchmark starts (repeatable), e.g. SURGE_BATCH_SIZE=200', collect, [])
+    .option(
+      '--env <KEY=VALUE>',
+      'environment for stacks the benchmark starts (repeatable), e.g. SURGE_BATCH_SIZE=200',
+      collect,
+      [],
+    )
     .option('--keep-data', 'keep the database and Redis keys of started stacks')
     .option('--workers <n>', 'worker processes of a started stack', num, d.workers)
     .option('--rate <n>', 'steady/soak: offered orders per second', num, d.rate)
@@ -142,18 +185,31 @@ export function addBenchCommand(program: Command, action: <A extends unknown[]>(
     .option('--target-rate <n>', 'sweep: the rate the recommendation must carry', num, d.sweep.targetRate)
     .option('--headroom <factor>', 'sweep: headroom over --target-rate', num, d.sweep.headroom)
     .option('--connections <n>', 'HTTP connections of the load generator', num, d.connections)
-    .option('--max-in-flight <n>', 'outstanding submissions before arrivals are dropped (and counted)', num, d.maxInFlight)
+    .option(
+      '--max-in-flight <n>',
+      'outstanding submissions before arrivals are dropped (and counted)',
+      num,
+      d.maxInFlight,
+    )
     .option('--generators <n>', 'load generator processes', num, d.generators)
     .option('--timeout-ms <ms>', 'per-request timeout', num, d.timeoutMs)
     .option('--drain-timeout-s <s>', 'longest wait for the backlog to drain after the load', num, d.drainTimeoutS)
-    .option('--baseline-concurrency <n>', 'compare: pg connections (sync) / job concurrency (BullMQ)', num, d.baselineConcurrency)
+    .option(
+      '--baseline-concurrency <n>',
+      'compare: pg connections (sync) / job concurrency (BullMQ)',
+      num,
+      d.baselineConcurrency,
+    )
     .option('--seed <n>', 'workload seed', num, d.seed)
     .option('--out <dir>', 'write the report exactly here instead of a dated folder')
     .addOption(new Option('--results <dir>', 'root of dated result folders').default(RESULTS_ROOT))
     .option('--note <text>', 'a note for the report (repeatable)', collect, [])
     .action(
       action(async (scenario: Scenario, opts: CliOpts) => {
-        const command = `surge bench ${process.argv.slice(3).map((a) => (/[\s"'$]/.test(a) ? JSON.stringify(a) : a)).join(' ')}`;
+        const command = `surge bench ${process.argv
+          .slice(3)
+          .map((a) => (/[\s"'$]/.test(a) ? JSON.stringify(a) : a))
+          .join(' ')}`;
         // Loaded on use: the scenarios need dev dependencies a production install lacks.
         const { runScenario } = await import('./scenarios.js');
         const { report, dir } = await runScenario(scenario, toBenchOptions(opts, command));

@@ -3,7 +3,17 @@
 // per-second ticks and final results.
 import { fork } from 'node:child_process';
 import * as hdr from 'hdr-histogram-js';
-import { assertLoopback, type ChildMessage, type GeneratorResult, HISTOGRAM_OPTIONS, type LoadPlan, type ParentMessage, type PhaseResult, sumCounts, type Tick } from './loadgen.js';
+import {
+  assertLoopback,
+  type ChildMessage,
+  type GeneratorResult,
+  HISTOGRAM_OPTIONS,
+  type LoadPlan,
+  type ParentMessage,
+  type PhaseResult,
+  sumCounts,
+  type Tick,
+} from './loadgen.js';
 
 export type PlanTemplate = Omit<LoadPlan, 'generator' | 'seed'>;
 
@@ -45,7 +55,10 @@ export function splitPlan(template: PlanTemplate, generators: number, seed: numb
   }));
 }
 
-export function startLoad(template: PlanTemplate, options: { generators: number; seed: number; onTick: (t: MergedTick) => void }): LoadRun {
+export function startLoad(
+  template: PlanTemplate,
+  options: { generators: number; seed: number; onTick: (t: MergedTick) => void },
+): LoadRun {
   assertLoopback(template.url);
   const plans = splitPlan(template, options.generators, options.seed);
   const pending = new Map<number, Tick[]>();
@@ -66,7 +79,9 @@ export function startLoad(template: PlanTemplate, options: { generators: number;
           child.disconnect();
         } else reject(new Error(`load generator ${plan.generator}: ${m.message}`));
       });
-      child.once('exit', (code, signal) => reject(new Error(`load generator ${plan.generator} exited (${signal ?? code}) before reporting`)));
+      child.once('exit', (code, signal) =>
+        reject(new Error(`load generator ${plan.generator} exited (${signal ?? code}) before reporting`)),
+      );
     });
     child.send({ type: 'start', plan } satisfies ParentMessage);
     return { child, done };
@@ -114,7 +129,8 @@ function mergeResults(results: GeneratorResult[]): MergedResult {
     };
   });
   const statusCounts: Record<string, number> = {};
-  for (const r of results) for (const [k, v] of Object.entries(r.statusCounts)) statusCounts[k] = (statusCounts[k] ?? 0) + v;
+  for (const r of results)
+    for (const [k, v] of Object.entries(r.statusCounts)) statusCounts[k] = (statusCounts[k] ?? 0) + v;
   return {
     startedAtMs: Math.min(...results.map((r) => r.startedAtMs)),
     endedAtMs: Math.max(...results.map((r) => r.endedAtMs)),

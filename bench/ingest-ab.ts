@@ -88,17 +88,23 @@ async function main(): Promise<void> {
     const runId = Date.now().toString(36);
     let seq = 0;
     const load = (url: string, seconds: number) => {
-      const bytes = httpRequestBytes(`${url}/v1/orders`, 'POST', { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` });
+      const bytes = httpRequestBytes(`${url}/v1/orders`, 'POST', {
+        'content-type': 'application/json',
+        authorization: `Bearer ${apiKey}`,
+      });
       return autocannon({
         url: `${url}/v1/orders`,
         method: 'POST',
         connections,
         duration: seconds,
         overallRate: rate,
-        setupClient: (client) => takeRequestsFrom(client, () => bytes(BENCH_ORDER_JSON, ['idempotency-key', `ab-${runId}-${seq++}`])),
+        setupClient: (client) =>
+          takeRequestsFrom(client, () => bytes(BENCH_ORDER_JSON, ['idempotency-key', `ab-${runId}-${seq++}`])),
       });
     };
-    process.stdout.write(`A: ${values.a}\nB: ${values.b}\n${rate} requests/s to each, ${connections} connections, ${rounds} rounds of ${duration} s after ${warmup} s warm-up\n`);
+    process.stdout.write(
+      `A: ${values.a}\nB: ${values.b}\n${rate} requests/s to each, ${connections} connections, ${rounds} rounds of ${duration} s after ${warmup} s warm-up\n`,
+    );
     await Promise.all(sides.map((s) => load(s.server.url, warmup)));
     const ratios = { main: [] as number[], process: [] as number[] };
     for (let round = 1; round <= rounds; round++) {
@@ -115,11 +121,20 @@ async function main(): Promise<void> {
         const ok = r['2xx'];
         const b = before[i] as { main: number; whole: number };
         const a = after[i] as { main: number; whole: number };
-        return { ok, non2xx: r.non2xx, errors: r.errors, mainUsPerRequest: ((a.main - b.main) * 1e6) / ok, processUsPerRequest: ((a.whole - b.whole) * 1e6) / ok };
+        return {
+          ok,
+          non2xx: r.non2xx,
+          errors: r.errors,
+          mainUsPerRequest: ((a.main - b.main) * 1e6) / ok,
+          processUsPerRequest: ((a.whole - b.whole) * 1e6) / ok,
+        };
       });
       const [fa, fb] = figures as [SideRound, SideRound];
       for (const f of figures) {
-        if (f.ok === 0 || f.non2xx > 0 || f.errors > 0) throw new Error(`round ${round}: a server did not answer every request with 2xx (${JSON.stringify(f)}); the comparison would mean nothing`);
+        if (f.ok === 0 || f.non2xx > 0 || f.errors > 0)
+          throw new Error(
+            `round ${round}: a server did not answer every request with 2xx (${JSON.stringify(f)}); the comparison would mean nothing`,
+          );
       }
       ratios.main.push(fb.mainUsPerRequest / fa.mainUsPerRequest);
       ratios.process.push(fb.processUsPerRequest / fa.processUsPerRequest);
@@ -128,7 +143,9 @@ async function main(): Promise<void> {
         `round ${round}: A ${fa.ok} requests, CPU µs/request main thread ${f1(fa.mainUsPerRequest)}, process ${f1(fa.processUsPerRequest)} | B ${fb.ok} requests, main thread ${f1(fb.mainUsPerRequest)}, process ${f1(fb.processUsPerRequest)} | B/A main thread ${(ratios.main.at(-1) as number).toFixed(3)}, process ${(ratios.process.at(-1) as number).toFixed(3)}\n`,
       );
     }
-    process.stdout.write(`median B/A of CPU per request: main thread ${median(ratios.main).toFixed(3)}, whole process ${median(ratios.process).toFixed(3)} (below 1: B spends less)\n`);
+    process.stdout.write(
+      `median B/A of CPU per request: main thread ${median(ratios.main).toFixed(3)}, whole process ${median(ratios.process).toFixed(3)} (below 1: B spends less)\n`,
+    );
   } finally {
     for (const s of sides) await stopServer(s.server.child);
     await pool.end();

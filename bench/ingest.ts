@@ -46,9 +46,17 @@ async function serve(kind: string): Promise<void> {
   // (a) uses the same connection options as ingest (incl. auto-pipelining): the comparison
   // measures Surge's work per order, not a difference in Redis client settings. `baseline-plain`
   // (a0, for reference only) is the same server with one socket write per XADD.
-  const redis = createRedis(config, { ...INGEST_REDIS_OPTIONS, autoPipelining: kind !== 'baseline-plain', connectionName: `surge-bench-${kind}` });
+  const redis = createRedis(config, {
+    ...INGEST_REDIS_OPTIONS,
+    autoPipelining: kind !== 'baseline-plain',
+    connectionName: `surge-bench-${kind}`,
+  });
   const xadd = (key: string, order: unknown) =>
-    redis.xadd(streamKey(config.redisPrefix, shardFor('baseline', key, config.shards)), '*', ...encodeEntry({ clientId: 'baseline', idempotencyKey: key, canonical: JSON.stringify(order) }));
+    redis.xadd(
+      streamKey(config.redisPrefix, shardFor('baseline', key, config.shards)),
+      '*',
+      ...encodeEntry({ clientId: 'baseline', idempotencyKey: key, canonical: JSON.stringify(order) }),
+    );
   if (kind === 'baseline-fastify') {
     // (f, reference): the same work as (a) in fastify with its defaults (JSON body parser,
     // no logger): what the framework alone costs against bare node:http.
@@ -57,7 +65,10 @@ async function serve(kind: string): Promise<void> {
       const key = String(request.headers['idempotency-key'] ?? '');
       try {
         const id = await xadd(key, request.body);
-        return reply.code(202).type('application/json').send(JSON.stringify({ order_ref: id, idempotency_key: key, status: 'queued' }));
+        return reply
+          .code(202)
+          .type('application/json')
+          .send(JSON.stringify({ order_ref: id, idempotency_key: key, status: 'queued' }));
       } catch {
         return reply.code(503).send();
       }
@@ -80,12 +91,17 @@ async function serve(kind: string): Promise<void> {
       }
       const key = String(req.headers['idempotency-key'] ?? '');
       xadd(key, order).then(
-          (id) => res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ order_ref: id, idempotency_key: key, status: 'queued' })),
-          () => res.writeHead(503).end(),
-        );
+        (id) =>
+          res
+            .writeHead(202, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ order_ref: id, idempotency_key: key, status: 'queued' })),
+        () => res.writeHead(503).end(),
+      );
     });
   });
-  server.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ port: (server.address() as AddressInfo).port })}\n`));
+  server.listen(0, '127.0.0.1', () =>
+    process.stdout.write(`${JSON.stringify({ port: (server.address() as AddressInfo).port })}\n`),
+  );
   process.on('SIGTERM', () => server.close(() => process.exit(0)));
 }
 
@@ -115,15 +131,29 @@ interface Figures {
 }
 
 type Scenario = 'a' | 'a0' | 'f' | 'b' | 'c';
-const SCENARIOS: Record<Scenario, { label: string; kind: 'baseline' | 'baseline-plain' | 'baseline-fastify' | 'surge'; path: string; batch: boolean }> = {
+const SCENARIOS: Record<
+  Scenario,
+  { label: string; kind: 'baseline' | 'baseline-plain' | 'baseline-fastify' | 'surge'; path: string; batch: boolean }
+> = {
   a: { label: 'a: node:http + XADD', kind: 'baseline', path: '/', batch: false },
-  a0: { label: 'a0: node:http + XADD, not auto-pipelined (reference)', kind: 'baseline-plain', path: '/', batch: false },
+  a0: {
+    label: 'a0: node:http + XADD, not auto-pipelined (reference)',
+    kind: 'baseline-plain',
+    path: '/',
+    batch: false,
+  },
   f: { label: 'f: fastify + XADD (reference)', kind: 'baseline-fastify', path: '/', batch: false },
   b: { label: 'b: surge POST /v1/orders', kind: 'surge', path: '/v1/orders', batch: false },
-  c: { label: `c: surge POST /v1/orders:batch (${BATCH_SIZE}/request)`, kind: 'surge', path: '/v1/orders:batch', batch: true },
+  c: {
+    label: `c: surge POST /v1/orders:batch (${BATCH_SIZE}/request)`,
+    kind: 'surge',
+    path: '/v1/orders:batch',
+    batch: true,
+  },
 };
 
-const startChild = (kind: string, env: Record<string, string>) => startServer(new URL(import.meta.url).pathname, kind, env);
+const startChild = (kind: string, env: Record<string, string>) =>
+  startServer(new URL(import.meta.url).pathname, kind, env);
 
 async function redisCpuSeconds(redis: Redis): Promise<number> {
   const info = await redis.info('cpu');
@@ -157,10 +187,18 @@ function batchBody(): string {
 async function load(url: string, path: string, options: LoadOptions): Promise<autocannon.Result> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
-  const common = { url: url + path, method: 'POST' as const, connections: options.connections, duration: options.duration, headers };
+  const common = {
+    url: url + path,
+    method: 'POST' as const,
+    connections: options.connections,
+    duration: options.duration,
+    headers,
+  };
   if (options.requests === 'template') {
     const bytes = httpRequestBytes(url + path, 'POST', headers);
-    const next = options.batch ? () => bytes(batchBody()) : () => bytes(BENCH_ORDER_JSON, ['idempotency-key', nextKey()]);
+    const next = options.batch
+      ? () => bytes(batchBody())
+      : () => bytes(BENCH_ORDER_JSON, ['idempotency-key', nextKey()]);
     return autocannon({ ...common, setupClient: (client) => takeRequestsFrom(client, next) });
   }
   return autocannon({
@@ -168,7 +206,9 @@ async function load(url: string, path: string, options: LoadOptions): Promise<au
     requests: [
       {
         setupRequest: (req) =>
-          options.batch ? { ...req, body: batchBody() } : { ...req, body: BENCH_ORDER_JSON, headers: { ...req.headers, 'idempotency-key': nextKey() } },
+          options.batch
+            ? { ...req, body: batchBody() }
+            : { ...req, body: BENCH_ORDER_JSON, headers: { ...req.headers, 'idempotency-key': nextKey() } },
       },
     ],
   });
@@ -237,7 +277,8 @@ async function main(): Promise<void> {
   const batchConnections = Number(values['batch-connections']);
   const order = values.scenarios.split(',').filter((s): s is Scenario => s in SCENARIOS);
   const requests = values.requests as RequestMode;
-  if (!REQUEST_MODES.includes(requests)) throw new Error(`--requests: expected one of ${REQUEST_MODES.join(', ')}, got ${values.requests}`);
+  if (!REQUEST_MODES.includes(requests))
+    throw new Error(`--requests: expected one of ${REQUEST_MODES.join(', ')}, got ${values.requests}`);
 
   const loadBefore = loadavg().map(round2);
   const env = await createTestEnv({ SURGE_LOG_LEVEL: 'warn', SURGE_MAX_BACKLOG: '0', SURGE_SHARDS: '4' });
@@ -250,7 +291,12 @@ async function main(): Promise<void> {
     // One server process per scenario, all started up front and warmed up once; they idle
     // (≈ 0 CPU) while another scenario is measured.
     for (const s of order) servers.set(s, await startChild(SCENARIOS[s].kind, env.env));
-    const optsOf = (s: Scenario) => ({ connections: SCENARIOS[s].batch ? batchConnections : connections, batch: SCENARIOS[s].batch, apiKey, requests });
+    const optsOf = (s: Scenario) => ({
+      connections: SCENARIOS[s].batch ? batchConnections : connections,
+      batch: SCENARIOS[s].batch,
+      apiKey,
+      requests,
+    });
     for (const s of order) {
       const { url } = servers.get(s) as { url: string };
       process.stdout.write(`warm-up ${SCENARIOS[s].label} ${warmup} s\n`);
@@ -263,7 +309,12 @@ async function main(): Promise<void> {
         const { child, url } = servers.get(s) as { child: ChildProcess; url: string };
         const o = optsOf(s);
         // The server's main thread (its task id is its pid) runs the event loop: the bottleneck.
-        const cpu0 = { server: processCpu(child.pid), main: processCpu(child.pid, child.pid), redis: await redisCpuSeconds(redis), gen: process.cpuUsage() };
+        const cpu0 = {
+          server: processCpu(child.pid),
+          main: processCpu(child.pid, child.pid),
+          redis: await redisCpuSeconds(redis),
+          gen: process.cpuUsage(),
+        };
         const t0 = performance.now();
         const r = await load(url, SCENARIOS[s].path, { ...o, duration });
         const wall = (performance.now() - t0) / 1000;
@@ -315,7 +366,12 @@ async function main(): Promise<void> {
       }
       return out;
     };
-    const stat = (xs: number[]) => ({ perRound: xs, median: Number(median(xs).toFixed(3)), min: Math.min(...xs), max: Math.max(...xs) });
+    const stat = (xs: number[]) => ({
+      perRound: xs,
+      median: Number(median(xs).toFixed(3)),
+      min: Math.min(...xs),
+      max: Math.max(...xs),
+    });
     const ba = stat(ratios('b', 'a'));
     const ba0 = stat(ratios('b', 'a0'));
     const fa = stat(ratios('f', 'a'));
@@ -360,7 +416,12 @@ async function main(): Promise<void> {
       machine,
       figures,
       medians,
-      ratios: { surgeOverBaseline: ba, batchOrdersOverSingleOrders: cb, ...(ba0.perRound.length ? { surgeOverPlainBaseline: ba0 } : {}), ...(fa.perRound.length ? { fastifyOverBaseline: fa, surgeOverFastify: bf } : {}) },
+      ratios: {
+        surgeOverBaseline: ba,
+        batchOrdersOverSingleOrders: cb,
+        ...(ba0.perRound.length ? { surgeOverPlainBaseline: ba0 } : {}),
+        ...(fa.perRound.length ? { fastifyOverBaseline: fa, surgeOverFastify: bf } : {}),
+      },
       goals: { surgeOverBaseline: '≥ 0.8', batchOrdersOverSingleOrders: '≥ 3' },
     };
     const fmt = (r: typeof ba) => `median ${r.median} (min ${r.min}, max ${r.max}; rounds ${r.perRound.join(', ')})`;
@@ -368,8 +429,11 @@ async function main(): Promise<void> {
     if (cb.perRound.length) console.log(`ratio c/b (orders/s): ${fmt(cb)} (goal ≥ 3)`);
     if (ba0.perRound.length) console.log(`ratio b/a0 (req/s, reference): ${fmt(ba0)}`);
     if (fa.perRound.length) console.log(`ratio f/a (req/s, reference: the framework alone): ${fmt(fa)}`);
-    if (bf.perRound.length) console.log(`ratio b/f (req/s, reference: Surge's work on top of the framework): ${fmt(bf)}`);
-    console.log(`machine: ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}, redis ${machine.redis}; load average ${machine.loadAverageBefore.join(' ')} before, ${machine.loadAverageAfter.join(' ')} after`);
+    if (bf.perRound.length)
+      console.log(`ratio b/f (req/s, reference: Surge's work on top of the framework): ${fmt(bf)}`);
+    console.log(
+      `machine: ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}, redis ${machine.redis}; load average ${machine.loadAverageBefore.join(' ')} before, ${machine.loadAverageAfter.join(' ')} after`,
+    );
     if (!values['no-write']) {
       const dir = join(PACKAGE_ROOT, 'bench', 'results');
       mkdirSync(dir, { recursive: true });
@@ -384,7 +448,7 @@ async function main(): Promise<void> {
         '',
         `Rounds are interleaved (${order.join(', ')}, ${order.join(', ')}, …), ${duration} s each after one ${warmup} s warm-up per server; ratios are taken within a round.`,
         requests === 'template'
-          ? 'Requests: each one\'s bytes made from a fixed head with a fresh Idempotency-Key (`--requests template`, the default; results written before it existed used `setup-request`, which costs the load generator ~1.8× the CPU per request).'
+          ? "Requests: each one's bytes made from a fixed head with a fresh Idempotency-Key (`--requests template`, the default; results written before it existed used `setup-request`, which costs the load generator ~1.8× the CPU per request)."
           : 'Requests: rebuilt by autocannon for each request through `setupRequest` (`--requests setup-request`, as in the results written before `--requests` existed).',
         'CPU columns: CPU time per order of the server process (its kernel share in the log) and of its main thread (the event loop), of Redis (INFO cpu: the whole server, so other clients of a shared Redis count too), and of the load generator (autocannon, one thread).',
         '',
@@ -404,9 +468,16 @@ async function main(): Promise<void> {
         '',
         ...(ba.perRound.length ? [`Ratio b/a (req/s): **${fmt(ba)}** (goal ≥ 0.8).`, ''] : []),
         ...(cb.perRound.length ? [`Ratio c/b (orders/s): **${fmt(cb)}** (goal ≥ 3).`, ''] : []),
-        ...(ba0.perRound.length ? [`Ratio b/a0 (req/s; reference only, a0 writes one XADD per socket write): ${fmt(ba0)}.`, ''] : []),
+        ...(ba0.perRound.length
+          ? [`Ratio b/a0 (req/s; reference only, a0 writes one XADD per socket write): ${fmt(ba0)}.`, '']
+          : []),
         ...(fa.perRound.length
-          ? [`Ratio f/a (req/s; reference only, the framework alone): ${fmt(fa)}.`, '', `Ratio b/f (req/s; reference only, Surge's work on top of the framework): ${fmt(bf)}.`, '']
+          ? [
+              `Ratio f/a (req/s; reference only, the framework alone): ${fmt(fa)}.`,
+              '',
+              `Ratio b/f (req/s; reference only, Surge's work on top of the framework): ${fmt(bf)}.`,
+              '',
+            ]
           : []),
       ].join('\n');
       writeFileSync(`${stem}.md`, md);

@@ -111,9 +111,16 @@ export interface GeneratorResult {
 }
 
 export type ParentMessage = { type: 'start'; plan: LoadPlan } | { type: 'stop' };
-export type ChildMessage = { type: 'tick'; tick: Tick } | { type: 'done'; result: GeneratorResult } | { type: 'error'; message: string };
+export type ChildMessage =
+  | { type: 'tick'; tick: Tick }
+  | { type: 'done'; result: GeneratorResult }
+  | { type: 'error'; message: string };
 
-export const HISTOGRAM_OPTIONS = { lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 } as const;
+export const HISTOGRAM_OPTIONS = {
+  lowestDiscernibleValue: 1,
+  highestTrackableValue: 3_600_000_000,
+  numberOfSignificantValueDigits: 3,
+} as const;
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 
@@ -121,15 +128,26 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 export function assertLoopback(url: string): void {
   const host = new URL(url).hostname;
   if (!LOOPBACK.has(host) && !host.startsWith('127.')) {
-    throw new Error(`refusing to load ${url}: the benchmark only targets loopback addresses (127.0.0.0/8, ::1, localhost)`);
+    throw new Error(
+      `refusing to load ${url}: the benchmark only targets loopback addresses (127.0.0.0/8, ::1, localhost)`,
+    );
   }
 }
 
 const RETRYABLE = (status: number) => status === 503 || status === 409 || status === 429 || status >= 500;
 
-export async function runGenerator(plan: LoadPlan, emit: (m: ChildMessage) => void, stopSignal: AbortSignal): Promise<GeneratorResult> {
+export async function runGenerator(
+  plan: LoadPlan,
+  emit: (m: ChildMessage) => void,
+  stopSignal: AbortSignal,
+): Promise<GeneratorResult> {
   assertLoopback(plan.url);
-  const pool = new Pool(plan.url, { connections: plan.connections, pipelining: 1, headersTimeout: plan.timeoutMs, bodyTimeout: plan.timeoutMs });
+  const pool = new Pool(plan.url, {
+    connections: plan.connections,
+    pipelining: 1,
+    headersTimeout: plan.timeoutMs,
+    bodyTimeout: plan.timeoutMs,
+  });
   const startedAtMs = Date.now();
   const t0 = performance.now();
   const rnd = (() => {
@@ -191,7 +209,8 @@ export async function runGenerator(plan: LoadPlan, emit: (m: ChildMessage) => vo
         replayed = res.headers['idempotent-replayed'] === 'true';
         const ra = Number(res.headers['retry-after']);
         if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000;
-        if (status >= 300 && errorSamples.length < 10) errorSamples.push(`${status} ${(await res.body.text()).slice(0, 200)}`);
+        if (status >= 300 && errorSamples.length < 10)
+          errorSamples.push(`${status} ${(await res.body.text()).slice(0, 200)}`);
         else await res.body.dump();
         final = String(status);
       } catch (e) {
@@ -282,7 +301,9 @@ export async function runGenerator(plan: LoadPlan, emit: (m: ChildMessage) => vo
     let phaseStart = t0;
     let seq = 0;
     const finishPhase = (now: number) => {
-      (phases[currentPhase] as PhaseResult).durationMs = Math.round(Math.min(now, phaseStart + (plan.phases[currentPhase]?.durationMs ?? 0)) - phaseStart);
+      (phases[currentPhase] as PhaseResult).durationMs = Math.round(
+        Math.min(now, phaseStart + (plan.phases[currentPhase]?.durationMs ?? 0)) - phaseStart,
+      );
     };
     const pump = () => {
       const now = performance.now();
@@ -324,7 +345,15 @@ export async function runGenerator(plan: LoadPlan, emit: (m: ChildMessage) => vo
   phases.forEach((p, i) => {
     p.histogram = hdr.encodeIntoCompressedBase64(phaseHist[i] as hdr.Histogram);
   });
-  return { generator: plan.generator, startedAtMs, endedAtMs: Date.now(), phases, acceptedKeys: [...acceptedKeys], statusCounts, errorSamples };
+  return {
+    generator: plan.generator,
+    startedAtMs,
+    endedAtMs: Date.now(),
+    phases,
+    acceptedKeys: [...acceptedKeys],
+    statusCounts,
+    errorSamples,
+  };
 }
 
 // Entry point when forked by generators.ts.

@@ -24,14 +24,32 @@ const SELF = join(PACKAGE_ROOT, 'dist', 'bench', 'profile.js');
 async function load(url: string, apiKey: string, rate: number, seconds: number): Promise<void> {
   const run = startLoad(
     {
-      url, path: '/v1/orders', apiKey, runKey: `prof${Date.now().toString(36)}`, phases: [{ rate, durationMs: seconds * 1000 }],
-      maxRequests: Math.ceil(rate * seconds), connections: 32, maxInFlight: 10_000, timeoutMs: 10_000, duplicateFraction: 0,
-      retry: { max: 0, baseDelayMs: 1, maxDelayMs: 1 }, workload: DEFAULT_WORKLOAD,
+      url,
+      path: '/v1/orders',
+      apiKey,
+      runKey: `prof${Date.now().toString(36)}`,
+      phases: [{ rate, durationMs: seconds * 1000 }],
+      maxRequests: Math.ceil(rate * seconds),
+      connections: 32,
+      maxInFlight: 10_000,
+      timeoutMs: 10_000,
+      duplicateFraction: 0,
+      retry: { max: 0, baseDelayMs: 1, maxDelayMs: 1 },
+      workload: DEFAULT_WORKLOAD,
     },
-    { generators: 1, seed: 1, onTick: (t) => process.stderr.write(`[profile load ${t.second}s] offered ${t.offered}/s accepted ${t.accepted}/s p99 ${t.p99Ms.toFixed(1)} ms errors ${t.errors}\n`) },
+    {
+      generators: 1,
+      seed: 1,
+      onTick: (t) =>
+        process.stderr.write(
+          `[profile load ${t.second}s] offered ${t.offered}/s accepted ${t.accepted}/s p99 ${t.p99Ms.toFixed(1)} ms errors ${t.errors}\n`,
+        ),
+    },
   );
   const r = await run.result;
-  process.stderr.write(`profile load done: ${r.acceptedKeys.length} accepted, statuses ${JSON.stringify(r.statusCounts)}\n`);
+  process.stderr.write(
+    `profile load done: ${r.acceptedKeys.length} accepted, statuses ${JSON.stringify(r.statusCounts)}\n`,
+  );
 }
 
 async function ready(url: string, timeoutMs = 60_000): Promise<void> {
@@ -56,7 +74,10 @@ function exited(child: ChildProcess): Promise<number | null> {
   });
 }
 
-async function profile(role: 'ingest' | 'workers', opts: { rate: number; seconds: number; tools: string[]; out: string }): Promise<void> {
+async function profile(
+  role: 'ingest' | 'workers',
+  opts: { rate: number; seconds: number; tools: string[]; out: string },
+): Promise<void> {
   if (!existsSync(CLINIC)) throw new Error('clinic is not installed (npm install installs it as a devDependency)');
   const s = await scratch(process.env as Record<string, string>, false);
   if (!s.databaseUrl) throw new Error('profiling needs PostgreSQL (set DATABASE_URL)');
@@ -77,7 +98,9 @@ async function profile(role: 'ingest' | 'workers', opts: { rate: number; seconds
   };
   const profiled = role === 'ingest' ? 'ingest' : 'work';
   const others = (['ingest', 'work', 'lag-exporter'] as const).filter((r) => r !== profiled);
-  const children = others.map((r) => spawn(process.execPath, [CLI, r], { env, stdio: ['ignore', 'inherit', 'inherit'] }));
+  const children = others.map((r) =>
+    spawn(process.execPath, [CLI, r], { env, stdio: ['ignore', 'inherit', 'inherit'] }),
+  );
   mkdirSync(opts.out, { recursive: true });
   try {
     if (role === 'workers') await ready(`http://127.0.0.1:${ports.ingest}/readyz`);
@@ -86,10 +109,14 @@ async function profile(role: 'ingest' | 'workers', opts: { rate: number; seconds
       const target = role === 'ingest' ? 'http://127.0.0.1:$PORT' : `http://127.0.0.1:${ports.ingest}`;
       const onPort = `"${process.execPath}" "${SELF}" load ${target} ${apiKey} ${opts.rate} ${opts.seconds}`;
       process.stderr.write(`clinic ${tool} on surge ${profiled}: ${opts.rate} orders/s for ${opts.seconds} s …\n`);
-      const c = spawn(CLINIC, [tool, '--dest', dest, '--on-port', onPort, '--', process.execPath, CLI, profiled], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+      const c = spawn(CLINIC, [tool, '--dest', dest, '--on-port', onPort, '--', process.execPath, CLI, profiled], {
+        env,
+        stdio: ['ignore', 'inherit', 'inherit'],
+      });
       const code = await exited(c);
       const html = existsSync(dest) ? readdirSync(dest).filter((f) => f.endsWith('.html')) : [];
-      if (code !== 0 || html.length === 0) throw new Error(`clinic ${tool} exited with ${code} and wrote ${html.length} HTML report(s) in ${dest}`);
+      if (code !== 0 || html.length === 0)
+        throw new Error(`clinic ${tool} exited with ${code} and wrote ${html.length} HTML report(s) in ${dest}`);
       for (const h of html) {
         // The HTML is self-contained; the raw sample folder beside it (up to tens of MB) is not needed to read it.
         rmSync(join(dest, h.replace(/\.html$/, '')), { recursive: true, force: true });
@@ -110,14 +137,26 @@ if (mode === 'load') {
 } else if (mode === 'ingest' || mode === 'workers') {
   const { values } = parseArgs({
     args: rest,
-    options: { rate: { type: 'string', default: '300' }, seconds: { type: 'string', default: '20' }, tools: { type: 'string', default: 'doctor,flame' }, out: { type: 'string' } },
+    options: {
+      rate: { type: 'string', default: '300' },
+      seconds: { type: 'string', default: '20' },
+      tools: { type: 'string', default: 'doctor,flame' },
+      out: { type: 'string' },
+    },
   });
   const out = values.out ?? resultsDir(join(PACKAGE_ROOT, 'bench', 'results'), `profile-${mode}`);
-  await profile(mode, { rate: Number(values.rate), seconds: Number(values.seconds), tools: (values.tools as string).split(','), out }).catch((e: unknown) => {
+  await profile(mode, {
+    rate: Number(values.rate),
+    seconds: Number(values.seconds),
+    tools: (values.tools as string).split(','),
+    out,
+  }).catch((e: unknown) => {
     process.stderr.write(`profile: ${(e as Error).message}\n`);
     process.exit(1);
   });
 } else {
-  process.stderr.write('usage: profile.js ingest|workers [--rate N] [--seconds S] [--tools doctor,flame] [--out DIR]\n');
+  process.stderr.write(
+    'usage: profile.js ingest|workers [--rate N] [--seconds S] [--tools doctor,flame] [--out DIR]\n',
+  );
   process.exit(2);
 }

@@ -8,7 +8,11 @@ export function parsePrometheus(text: string): Sample[] {
 }
 
 /** Sum of every sample named `name` (optionally filtered by labels); undefined when absent. */
-export function sumOf(samples: readonly Sample[], name: string, where: Record<string, string> = {}): number | undefined {
+export function sumOf(
+  samples: readonly Sample[],
+  name: string,
+  where: Record<string, string> = {},
+): number | undefined {
   let found = false;
   let total = 0;
   for (const s of samples) {

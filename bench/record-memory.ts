@@ -16,7 +16,11 @@ import { startRedisServer } from '../devkit/redis-server.js';
 const N = Number(process.argv[2] ?? 100_000);
 const SHARDS = 4;
 const CLIENT = '0b6b2a1e-5a5e-4a8e-9d7e-2a3b4c5d6e7f'; // client ids are UUIDs
-const ORDER: Order = { customer_id: 'c-77', currency: 'EUR', items: [{ sku: 'tee-m', qty: 2, unit_price_cents: 1999 }] };
+const ORDER: Order = {
+  customer_id: 'c-77',
+  currency: 'EUR',
+  items: [{ sku: 'tee-m', qty: 2, unit_price_cents: 1999 }],
+};
 const key = (i: number) => `order-2026-11-22-${String(i).padStart(7, '0')}`; // a 24-character key
 
 const server = await startRedisServer();
@@ -24,7 +28,9 @@ const redis = new Redis(server.url, { enableAutoPipelining: true });
 defineIngestCommands(redis);
 const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1]);
 try {
-  console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}; node ${process.version}; redis ${/redis_version:(\S+)/.exec(await redis.info('server'))?.[1]}`);
+  console.log(
+    `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}; node ${process.version}; redis ${/redis_version:(\S+)/.exec(await redis.info('server'))?.[1]}`,
+  );
   const config = { redisPrefix: 'surge', shards: SHARDS, idempotencyTtlSeconds: 86_400, durableTimeoutMs: 1000 };
   const writer = new OrderWriter({ redis, config, logger: createLogger('silent', 'bench') });
 
@@ -37,7 +43,8 @@ try {
     prepared.push(...chunk.map((p, j) => ({ p, body: (outcomes[j] as { body: string }).body })));
   }
   let streams = 0;
-  for (let s = 0; s < SHARDS; s++) streams += Number(await redis.memory('USAGE', streamKey('surge', s), 'SAMPLES', '0'));
+  for (let s = 0; s < SHARDS; s++)
+    streams += Number(await redis.memory('USAGE', streamKey('surge', s), 'SAMPLES', '0'));
   const records = (await usedMemory()) - before - streams;
 
   // The earlier format, same keys under another prefix, same TTL.
@@ -53,11 +60,17 @@ try {
   const hashes = (await usedMemory()) - before2;
 
   const per = (bytes: number) => Math.round(bytes / N);
-  console.log(`${N} records, key like ${JSON.stringify(prepared[0]?.p.recordKey)}, body like ${JSON.stringify(acceptedBody(0, '1795326383087-0', key(0)))}`);
-  console.log(`string record (state, fingerprint, entry id): ${per(records)} B per record (streams took ${(streams / 2 ** 20).toFixed(1)} MiB, not counted)`);
+  console.log(
+    `${N} records, key like ${JSON.stringify(prepared[0]?.p.recordKey)}, body like ${JSON.stringify(acceptedBody(0, '1795326383087-0', key(0)))}`,
+  );
+  console.log(
+    `string record (state, fingerprint, entry id): ${per(records)} B per record (streams took ${(streams / 2 ** 20).toFixed(1)} MiB, not counted)`,
+  );
   console.log(`baseline, hash with the 202 body:            ${per(hashes)} B per record`);
   console.log(`ratio string / hash: ${(records / hashes).toFixed(2)}`);
-  console.log(`at 1,000 orders/s and a 24 h TTL: ${((per(records) * 86_400_000) / 2 ** 30).toFixed(1)} GiB of records (hash format: ${((per(hashes) * 86_400_000) / 2 ** 30).toFixed(1)} GiB)`);
+  console.log(
+    `at 1,000 orders/s and a 24 h TTL: ${((per(records) * 86_400_000) / 2 ** 30).toFixed(1)} GiB of records (hash format: ${((per(hashes) * 86_400_000) / 2 ** 30).toFixed(1)} GiB)`,
+  );
 } finally {
   redis.disconnect();
   await server.stop();

@@ -68,13 +68,22 @@ export interface Report {
 }
 
 export function resultsDir(root: string, scenario: string, at = new Date()): string {
-  const stamp = at.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
+  const stamp = at
+    .toISOString()
+    .replace(/:/g, '-')
+    .replace(/\.\d+Z$/, 'Z');
   return join(root, `${stamp}-${scenario}`);
 }
 
 function mdTable(t: Table): string {
   const esc = (v: string | number) => String(v).replace(/\|/g, '\\|');
-  return [`**${t.title}**`, '', `| ${t.headers.map(esc).join(' | ')} |`, `| ${t.headers.map(() => '---').join(' | ')} |`, ...t.rows.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
+  return [
+    `**${t.title}**`,
+    '',
+    `| ${t.headers.map(esc).join(' | ')} |`,
+    `| ${t.headers.map(() => '---').join(' | ')} |`,
+    ...t.rows.map((r) => `| ${r.map(esc).join(' | ')} |`),
+  ].join('\n');
 }
 
 const fixed = (n: number | null | undefined, d = 1) => (n === null || n === undefined ? '–' : n.toFixed(d));
@@ -83,7 +92,20 @@ const fixed = (n: number | null | undefined, d = 1) => (n === null || n === unde
 export function systemsTable(systems: readonly SystemSummary[]): Table {
   return {
     title: 'Per system',
-    headers: ['system', 'accepted', 'applied', 'rejected', 'dead-lettered', 'missing', 'accept p50 / p99 ms', 'commit p50 / p99 ms', 'accepted/s', 'committed/s', 'peak backlog', 'drain s'],
+    headers: [
+      'system',
+      'accepted',
+      'applied',
+      'rejected',
+      'dead-lettered',
+      'missing',
+      'accept p50 / p99 ms',
+      'commit p50 / p99 ms',
+      'accepted/s',
+      'committed/s',
+      'peak backlog',
+      'drain s',
+    ],
     rows: systems.map((s) => [
       s.label,
       s.outcome.accepted,
@@ -104,19 +126,32 @@ export function systemsTable(systems: readonly SystemSummary[]): Table {
 export function phasesTable(s: SystemSummary): Table {
   return {
     title: `${s.label}: per phase (offered rate step; phases never reached are left out)`,
-    headers: ['phase', 'offered/s', 'seconds', 'accepted', 'failed', 'dropped', 'accept p50 / p99 / p99.9 ms', 'commit p50 / p99 ms', 'max backlog', 'max backlog age s'],
-    rows: s.phases.filter((p) => p.offered > 0).map((p) => [
-      p.phase,
-      p.offeredRate,
-      fixed(p.durationS),
-      p.accepted,
-      p.failed,
-      p.dropped,
-      `${fixed(p.accept.p50Ms)} / ${fixed(p.accept.p99Ms)} / ${fixed(p.accept.p999Ms)}`,
-      `${fixed(p.commit.p50Ms)} / ${fixed(p.commit.p99Ms)}`,
-      p.backlogMax ?? '–',
-      fixed(p.backlogAgeMaxS),
-    ]),
+    headers: [
+      'phase',
+      'offered/s',
+      'seconds',
+      'accepted',
+      'failed',
+      'dropped',
+      'accept p50 / p99 / p99.9 ms',
+      'commit p50 / p99 ms',
+      'max backlog',
+      'max backlog age s',
+    ],
+    rows: s.phases
+      .filter((p) => p.offered > 0)
+      .map((p) => [
+        p.phase,
+        p.offeredRate,
+        fixed(p.durationS),
+        p.accepted,
+        p.failed,
+        p.dropped,
+        `${fixed(p.accept.p50Ms)} / ${fixed(p.accept.p99Ms)} / ${fixed(p.accept.p999Ms)}`,
+        `${fixed(p.commit.p50Ms)} / ${fixed(p.commit.p99Ms)}`,
+        p.backlogMax ?? '–',
+        fixed(p.backlogAgeMaxS),
+      ]),
   };
 }
 
@@ -124,7 +159,18 @@ export function littleTable(systems: readonly SystemSummary[]): Table {
   return {
     title: "Little's law sanity checks (L = λ·W on steady samples)",
     headers: ['system', 'check', 'λ /s', 'W s', 'λ·W', 'measured L', 'ratio', 'ok'],
-    rows: systems.flatMap((s) => s.littles.map((l) => [s.label, l.what, l.lambda, l.wSeconds, l.predicted, l.measured, l.ratio ?? '–', l.ok ? 'yes' : 'NO'])),
+    rows: systems.flatMap((s) =>
+      s.littles.map((l) => [
+        s.label,
+        l.what,
+        l.lambda,
+        l.wSeconds,
+        l.predicted,
+        l.measured,
+        l.ratio ?? '–',
+        l.ok ? 'yes' : 'NO',
+      ]),
+    ),
   };
 }
 
@@ -132,20 +178,31 @@ export function littleTable(systems: readonly SystemSummary[]): Table {
 export function standardCharts(systems: readonly SystemSummary[]): Chart[] {
   const many = systems.length > 1;
   return [
-    ...systems.map((s) => ({ file: many ? `throughput-${s.system}.svg` : 'throughput.svg', title: `${s.label}: throughput and backlog over time`, spec: throughputSpec(s) })),
+    ...systems.map((s) => ({
+      file: many ? `throughput-${s.system}.svg` : 'throughput.svg',
+      title: `${s.label}: throughput and backlog over time`,
+      spec: throughputSpec(s),
+    })),
     { file: 'latency-vs-rate.svg', title: 'Latency percentiles vs offered rate', spec: latencyVsRateSpec(systems) },
     { file: 'latency-cdf.svg', title: 'Latency CDF', spec: cdfSpec(systems) },
   ];
 }
 
-export async function writeReport(report: Report, dir: string, charts: readonly Chart[]): Promise<{ dir: string; files: string[] }> {
+export async function writeReport(
+  report: Report,
+  dir: string,
+  charts: readonly Chart[],
+): Promise<{ dir: string; files: string[] }> {
   mkdirSync(dir, { recursive: true });
   const files: string[] = [];
   for (const c of charts) {
     writeFileSync(join(dir, c.file), await renderSvg(c.spec));
     files.push(c.file);
   }
-  writeFileSync(join(dir, 'results.json'), `${JSON.stringify({ ...report, charts: charts.map((c) => c.file) }, null, 2)}\n`);
+  writeFileSync(
+    join(dir, 'results.json'),
+    `${JSON.stringify({ ...report, charts: charts.map((c) => c.file) }, null, 2)}\n`,
+  );
   files.push('results.json');
   const m = report.machine;
   const md = [
@@ -179,7 +236,11 @@ export async function writeReport(report: Report, dir: string, charts: readonly 
     '## Configuration',
     '',
     '```json',
-    JSON.stringify({ options: report.options, systems: Object.fromEntries(report.systems.map((s) => [s.label, s.settings])) }, null, 2),
+    JSON.stringify(
+      { options: report.options, systems: Object.fromEntries(report.systems.map((s) => [s.label, s.settings])) },
+      null,
+      2,
+    ),
     '```',
     '',
     ...(report.notes.length > 0 ? ['## Notes', '', ...report.notes.map((n) => `- ${n}`), ''] : []),

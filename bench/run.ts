@@ -11,7 +11,18 @@ import { phaseOfKey } from './workload.js';
 
 /** The load plan of every generator (LoadPlan in loadgen.ts), plus how the run is measured. */
 export interface RunOptions
-  extends Pick<LoadPlan, 'phases' | 'maxRequests' | 'connections' | 'maxInFlight' | 'timeoutMs' | 'duplicateFraction' | 'retry' | 'workload' | 'seed'> {
+  extends Pick<
+    LoadPlan,
+    | 'phases'
+    | 'maxRequests'
+    | 'connections'
+    | 'maxInFlight'
+    | 'timeoutMs'
+    | 'duplicateFraction'
+    | 'retry'
+    | 'workload'
+    | 'seed'
+  > {
   /** Label on the progress line. */
   label: string;
   generators: number;
@@ -89,9 +100,23 @@ function fmt(n: number | null | undefined, digits = 0): string {
 }
 
 /** The load generator's figures a sample takes from a tick. */
-type LoadFigures = Pick<MergedTick, 'phase' | 'offered' | 'accepted' | 'replayed' | 'failed' | 'errors' | 'dropped' | 'inFlight' | 'p50Ms' | 'p99Ms'>;
+type LoadFigures = Pick<
+  MergedTick,
+  'phase' | 'offered' | 'accepted' | 'replayed' | 'failed' | 'errors' | 'dropped' | 'inFlight' | 'p50Ms' | 'p99Ms'
+>;
 /** While draining no load is offered: phase -1, every figure 0. */
-const DRAINING: LoadFigures = { phase: -1, offered: 0, accepted: 0, replayed: 0, failed: 0, errors: 0, dropped: 0, inFlight: 0, p50Ms: 0, p99Ms: 0 };
+const DRAINING: LoadFigures = {
+  phase: -1,
+  offered: 0,
+  accepted: 0,
+  replayed: 0,
+  failed: 0,
+  errors: 0,
+  dropped: 0,
+  inFlight: 0,
+  p50Ms: 0,
+  p99Ms: 0,
+};
 
 export async function measure(target: Target, runKey: string, o: RunOptions): Promise<RunResult> {
   const pool = createPool(target.databaseUrl, { max: 2, applicationName: 'surge-bench' });
@@ -105,13 +130,17 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
     type Side = { committed: number; backlog: Backlog | undefined; memoryMiB: Record<string, number> };
     const sampleSide = async (): Promise<Side> => {
       const [c, backlog, mem] = await Promise.all([
-        pool.query<{ n: string; m: string | null }>('SELECT count(*) AS n, max(id) AS m FROM orders WHERE id > $1', [lastId]),
+        pool.query<{ n: string; m: string | null }>('SELECT count(*) AS n, max(id) AS m FROM orders WHERE id > $1', [
+          lastId,
+        ]),
         target.backlog().catch(() => undefined),
         o.sampleMemory ? sampleMemory(target.memorySources) : Promise.resolve({} as Record<string, number>),
       ]);
       const row = c.rows[0];
       if (row?.m) lastId = Number(row.m);
-      const memoryMiB = Object.fromEntries(Object.entries(mem).map(([k, v]) => [k, Math.round((v / 1048576) * 10) / 10]));
+      const memoryMiB = Object.fromEntries(
+        Object.entries(mem).map(([k, v]) => [k, Math.round((v / 1048576) * 10) / 10]),
+      );
       return { committed: Number(row?.n ?? 0), backlog, memoryMiB };
     };
 
@@ -200,7 +229,9 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
     }
     o.progress(
       `[${o.label}] load ${loadSeconds.toFixed(1)} s, accepted ${result.acceptedKeys.length}, ` +
-        (drainSeconds === undefined ? `NOT drained after ${o.drainTimeoutMs / 1000} s` : `drained ${drainSeconds.toFixed(1)} s after the load`),
+        (drainSeconds === undefined
+          ? `NOT drained after ${o.drainTimeoutMs / 1000} s`
+          : `drained ${drainSeconds.toFixed(1)} s after the load`),
       true,
     );
 
@@ -210,13 +241,24 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
          FROM orders WHERE starts_with(idempotency_key, $1)`,
       [`${runKey}-`],
     );
-    const dead = await pool.query<{ k: string }>('SELECT DISTINCT idempotency_key AS k FROM dead_letters WHERE starts_with(idempotency_key, $1)', [`${runKey}-`]);
+    const dead = await pool.query<{ k: string }>(
+      'SELECT DISTINCT idempotency_key AS k FROM dead_letters WHERE starts_with(idempotency_key, $1)',
+      [`${runKey}-`],
+    );
     const accepted = new Set(result.acceptedKeys);
     const seen = new Set<string>();
     const commitByPhase = result.phases.map(() => hdr.build(HISTOGRAM_OPTIONS));
     const commit = hdr.build(HISTOGRAM_OPTIONS);
     const bySecond = new Map<number, hdr.Histogram>();
-    const outcome: Outcome = { accepted: accepted.size, applied: 0, rejected: 0, rejectedReasons: {}, deadLettered: 0, missing: 0, landedWithoutAnswer: 0 };
+    const outcome: Outcome = {
+      accepted: accepted.size,
+      applied: 0,
+      rejected: 0,
+      rejectedReasons: {},
+      deadLettered: 0,
+      missing: 0,
+      landedWithoutAnswer: 0,
+    };
     let firstReceivedMs: number | undefined;
     let lastAppliedMs: number | undefined;
     for (const row of rows.rows) {
@@ -248,7 +290,19 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
     const commitP99BySecond = [...bySecond.entries()]
       .sort((a, b) => a[0] - b[0])
       .map(([t, h]) => ({ t, p99Ms: h.getValueAtPercentile(99) / 1000, count: h.totalCount }));
-    return { load: result, samples, stoppedBecause, loadSeconds, drainSeconds, outcome, commitByPhase, commit, commitP99BySecond, firstReceivedMs, lastAppliedMs };
+    return {
+      load: result,
+      samples,
+      stoppedBecause,
+      loadSeconds,
+      drainSeconds,
+      outcome,
+      commitByPhase,
+      commit,
+      commitP99BySecond,
+      firstReceivedMs,
+      lastAppliedMs,
+    };
   } finally {
     await pool.end();
   }

@@ -4,15 +4,33 @@ import { randomBytes } from 'node:crypto';
 import { capacitySpec, lineSpec, memorySpec } from './charts.js';
 import { createPool } from '../common/db.js';
 import type { LoadPhase } from './loadgen.js';
-import { type Chart, type Check, describeMachine, littleTable, phasesTable, type Report, resultsDir, standardCharts, systemsTable, type Table, writeReport } from './report.js';
+import {
+  type Chart,
+  type Check,
+  describeMachine,
+  littleTable,
+  phasesTable,
+  type Report,
+  resultsDir,
+  standardCharts,
+  systemsTable,
+  type Table,
+  writeReport,
+} from './report.js';
 import { measure, type RunOptions, type RunResult, type SecondSample } from './run.js';
 import { littleChecks, type SystemSummary, summarize } from './summary.js';
-import { runningSurge, startBullmqBaseline, startSurge, startSyncBaseline, type SystemName, type Target } from './target.js';
+import {
+  runningSurge,
+  startBullmqBaseline,
+  startSurge,
+  startSyncBaseline,
+  type SystemName,
+  type Target,
+} from './target.js';
 import type { BenchOptions, RampOptions, Scenario } from './options.js';
 import { DEFAULT_WORKLOAD } from './workload.js';
 
 export { type BenchOptions, DEFAULTS, type Scenario, SCENARIOS } from './options.js';
-
 
 /** The quick preset: every scenario in seconds with small numbers (what the tests run). */
 export function quickOptions(o: BenchOptions): BenchOptions {
@@ -31,7 +49,8 @@ export function quickOptions(o: BenchOptions): BenchOptions {
   };
 }
 
-const runKeyFor = (scenario: string) => `b${Date.now().toString(36)}${randomBytes(2).toString('hex')}-${scenario.replace(/[^a-z]/g, '')}`;
+const runKeyFor = (scenario: string) =>
+  `b${Date.now().toString(36)}${randomBytes(2).toString('hex')}-${scenario.replace(/[^a-z]/g, '')}`;
 
 function baseRun(o: BenchOptions, label: string, phases: LoadPhase[]): RunOptions {
   const total = phases.reduce((a, p) => a + (p.rate * p.durationMs) / 1000, 0);
@@ -53,7 +72,12 @@ function baseRun(o: BenchOptions, label: string, phases: LoadPhase[]): RunOption
   };
 }
 
-async function openTarget(system: SystemName, o: BenchOptions, env: Record<string, string> = {}, workers = o.workers): Promise<Target> {
+async function openTarget(
+  system: SystemName,
+  o: BenchOptions,
+  env: Record<string, string> = {},
+  workers = o.workers,
+): Promise<Target> {
   if (system === 'surge') {
     if (o.running) return runningSurge(o.running);
     return await startSurge({ env: { ...o.env, ...env }, workers, log: o.log });
@@ -62,8 +86,17 @@ async function openTarget(system: SystemName, o: BenchOptions, env: Record<strin
   return system === 'sync-insert' ? await startSyncBaseline(b) : await startBullmqBaseline(b);
 }
 
-async function withTarget<T>(system: SystemName, o: BenchOptions, fn: (t: Target) => Promise<T>, env: Record<string, string> = {}, workers = o.workers): Promise<T> {
-  o.progress(`starting ${system}${Object.keys(env).length > 0 ? ` ${JSON.stringify(env)}` : ''}${workers > 1 ? ` with ${workers} workers` : ''} …`, true);
+async function withTarget<T>(
+  system: SystemName,
+  o: BenchOptions,
+  fn: (t: Target) => Promise<T>,
+  env: Record<string, string> = {},
+  workers = o.workers,
+): Promise<T> {
+  o.progress(
+    `starting ${system}${Object.keys(env).length > 0 ? ` ${JSON.stringify(env)}` : ''}${workers > 1 ? ` with ${workers} workers` : ''} …`,
+    true,
+  );
   const t = await openTarget(system, o, env, workers);
   try {
     return await fn(t);
@@ -72,7 +105,11 @@ async function withTarget<T>(system: SystemName, o: BenchOptions, fn: (t: Target
   }
 }
 
-const SYSTEM_LABEL: Record<SystemName, string> = { surge: 'Surge', 'sync-insert': 'sync INSERT per request', bullmq: 'BullMQ job per order' };
+const SYSTEM_LABEL: Record<SystemName, string> = {
+  surge: 'Surge',
+  'sync-insert': 'sync INSERT per request',
+  bullmq: 'BullMQ job per order',
+};
 
 function ledgerChecks(s: SystemSummary): Check[] {
   const o = s.outcome;
@@ -82,13 +119,21 @@ function ledgerChecks(s: SystemSummary): Check[] {
       ok: o.missing === 0 && o.accepted === o.applied + o.rejected + o.deadLettered - o.landedWithoutAnswer,
       detail: `${o.accepted} = ${o.applied} + ${o.rejected} + ${o.deadLettered}${o.landedWithoutAnswer ? ` − ${o.landedWithoutAnswer} landed without a 2xx` : ''}; missing ${o.missing}`,
     },
-    { name: `${s.label}: drained`, ok: s.drainSeconds !== null, detail: s.drainSeconds === null ? 'NOT drained within the drain timeout' : `${s.drainSeconds} s after the load` },
+    {
+      name: `${s.label}: drained`,
+      ok: s.drainSeconds !== null,
+      detail: s.drainSeconds === null ? 'NOT drained within the drain timeout' : `${s.drainSeconds} s after the load`,
+    },
   ];
 }
 
 function littleCheckList(systems: readonly SystemSummary[]): Check[] {
   return systems.flatMap((s) =>
-    s.littles.map((l) => ({ name: `${s.label}: Little's law, ${l.what}`, ok: l.ok, detail: `λ·W = ${l.predicted}, measured L = ${l.measured}${l.ratio !== null ? ` (ratio ${l.ratio})` : ''}` })),
+    s.littles.map((l) => ({
+      name: `${s.label}: Little's law, ${l.what}`,
+      ok: l.ok,
+      detail: `λ·W = ${l.predicted}, measured L = ${l.measured}${l.ratio !== null ? ` (ratio ${l.ratio})` : ''}`,
+    })),
   );
 }
 
@@ -132,7 +177,8 @@ export interface Knee {
 
 /** Phase 0 is the warm-up when warmupS > 0 (at half the first step, at most 100/s). */
 function rampPhases(r: RampOptions): LoadPhase[] {
-  const phases: LoadPhase[] = r.warmupS > 0 ? [{ rate: Math.max(1, Math.min(r.startRate / 2, 100)), durationMs: r.warmupS * 1000 }] : [];
+  const phases: LoadPhase[] =
+    r.warmupS > 0 ? [{ rate: Math.max(1, Math.min(r.startRate / 2, 100)), durationMs: r.warmupS * 1000 }] : [];
   for (let rate = r.startRate; rate <= r.maxRate; rate += r.stepRate) phases.push({ rate, durationMs: r.stepS * 1000 });
   return phases;
 }
@@ -147,14 +193,19 @@ function rampStopRule(r: RampOptions): RunOptions['shouldStop'] {
   return (s: SecondSample, history: readonly SecondSample[]) => {
     if (r.warmupS > 0 && s.phase === 0) return undefined;
     const bad = (x: SecondSample) => {
-      if (x.acceptP99Ms > r.acceptP99Ms * 5) return `accept p99 ${x.acceptP99Ms.toFixed(1)} ms > 5 × ${r.acceptP99Ms} ms`;
-      if (x.backlogAgeSeconds !== null && x.backlogAgeSeconds > r.maxBacklogAgeS) return `backlog age ${x.backlogAgeSeconds.toFixed(1)} s > ${r.maxBacklogAgeS} s`;
-      if (x.dropped > 0 || x.failed > Math.max(1, x.offered * 0.01)) return `failures (${x.failed} failed, ${x.dropped} dropped)`;
+      if (x.acceptP99Ms > r.acceptP99Ms * 5)
+        return `accept p99 ${x.acceptP99Ms.toFixed(1)} ms > 5 × ${r.acceptP99Ms} ms`;
+      if (x.backlogAgeSeconds !== null && x.backlogAgeSeconds > r.maxBacklogAgeS)
+        return `backlog age ${x.backlogAgeSeconds.toFixed(1)} s > ${r.maxBacklogAgeS} s`;
+      if (x.dropped > 0 || x.failed > Math.max(1, x.offered * 0.01))
+        return `failures (${x.failed} failed, ${x.dropped} dropped)`;
       return undefined;
     };
     const last = history.slice(-3);
     const now = bad(s);
-    return now && last.length === 3 && last.every((x) => bad(x) !== undefined) ? `${now} for 3 s at step ${s.phase}` : undefined;
+    return now && last.length === 3 && last.every((x) => bad(x) !== undefined)
+      ? `${now} for 3 s at step ${s.phase}`
+      : undefined;
   };
 }
 
@@ -162,7 +213,8 @@ function stepProblems(p: SystemSummary['phases'][number], r: RampOptions): strin
   const reasons: string[] = [];
   if (p.accept.p99Ms > r.acceptP99Ms) reasons.push(`accept p99 ${p.accept.p99Ms} ms > ${r.acceptP99Ms} ms`);
   if (p.commit.p99Ms > r.commitP99Ms) reasons.push(`commit p99 ${p.commit.p99Ms} ms > ${r.commitP99Ms} ms`);
-  if (p.backlogAgeMaxS !== null && p.backlogAgeMaxS > r.maxBacklogAgeS) reasons.push(`backlog age ${p.backlogAgeMaxS} s > ${r.maxBacklogAgeS} s`);
+  if (p.backlogAgeMaxS !== null && p.backlogAgeMaxS > r.maxBacklogAgeS)
+    reasons.push(`backlog age ${p.backlogAgeMaxS} s > ${r.maxBacklogAgeS} s`);
   const lost = p.failed + p.dropped + p.abandoned;
   if (lost > Math.max(1, p.offered * 0.01)) reasons.push(`${lost} of ${p.offered} submissions failed or dropped`);
   if (p.durationS < r.stepS * 0.9) reasons.push(`step cut short after ${p.durationS} s`);
@@ -175,20 +227,46 @@ function stepProblems(p: SystemSummary['phases'][number], r: RampOptions): strin
  * are listed, not hidden.
  */
 export function findKnee(s: SystemSummary, r: RampOptions): Knee {
-  const steps = s.phases.filter((p) => !(r.warmupS > 0 && p.phase === 0) && p.offered > 0).map((p) => ({ p, problems: stepProblems(p, r) }));
+  const steps = s.phases
+    .filter((p) => !(r.warmupS > 0 && p.phase === 0) && p.offered > 0)
+    .map((p) => ({ p, problems: stepProblems(p, r) }));
   const passing = steps.filter((x) => x.problems.length === 0);
   const best = passing.length > 0 ? Math.max(...passing.map((x) => x.p.offeredRate)) : null;
   const above = steps.find((x) => x.problems.length > 0 && (best === null || x.p.offeredRate > best));
   const below = steps.filter((x) => x.problems.length > 0 && best !== null && x.p.offeredRate < best);
-  const noise = below.length > 0 ? ` (lower steps that missed a bound: ${below.map((x) => `${x.p.offeredRate}/s: ${x.problems.join(', ')}`).join('; ')})` : '';
-  if (above) return { maxSustainableRate: best, firstFailingRate: above.p.offeredRate, reason: above.problems.join('; ') + noise };
-  return { maxSustainableRate: best, firstFailingRate: null, reason: `every step up to ${best} orders/s met the bounds (the knee is above the tested range)${noise}` };
+  const noise =
+    below.length > 0
+      ? ` (lower steps that missed a bound: ${below.map((x) => `${x.p.offeredRate}/s: ${x.problems.join(', ')}`).join('; ')})`
+      : '';
+  if (above)
+    return {
+      maxSustainableRate: best,
+      firstFailingRate: above.p.offeredRate,
+      reason: above.problems.join('; ') + noise,
+    };
+  return {
+    maxSustainableRate: best,
+    firstFailingRate: null,
+    reason: `every step up to ${best} orders/s met the bounds (the knee is above the tested range)${noise}`,
+  };
 }
 
-const kneeText = (k: Knee) => (k.maxSustainableRate === null ? 'none (the first step already failed)' : k.firstFailingRate === null ? `≥ ${k.maxSustainableRate}` : `${k.maxSustainableRate}`);
+const kneeText = (k: Knee) =>
+  k.maxSustainableRate === null
+    ? 'none (the first step already failed)'
+    : k.firstFailingRate === null
+      ? `≥ ${k.maxSustainableRate}`
+      : `${k.maxSustainableRate}`;
 
-async function runRamp(t: Target, o: BenchOptions, label: string): Promise<{ summary: SystemSummary; knee: Knee; run: RunResult }> {
-  const run = await measure(t, runKeyFor('ramp'), { ...baseRun(o, label, rampPhases(o.ramp)), shouldStop: rampStopRule(o.ramp) });
+async function runRamp(
+  t: Target,
+  o: BenchOptions,
+  label: string,
+): Promise<{ summary: SystemSummary; knee: Knee; run: RunResult }> {
+  const run = await measure(t, runKeyFor('ramp'), {
+    ...baseRun(o, label, rampPhases(o.ramp)),
+    shouldStop: rampStopRule(o.ramp),
+  });
   const summary = summarize(t.system, label, t.settings, run);
   const knee = findKnee(summary, o.ramp);
   // Little's law on the knee step (the highest steady one) rather than across changing rates.
@@ -196,21 +274,35 @@ async function runRamp(t: Target, o: BenchOptions, label: string): Promise<{ sum
   if (kneePhase) {
     const steps = run.samples.filter((x) => x.phase === kneePhase.phase);
     const t0 = steps[0]?.t ?? 0;
-    summary.littles = littleChecks(steps.map((x) => ({ ...x, t: x.t - t0 })), kneePhase.accept.meanMs, kneePhase.commit.meanMs, 1).map((l) => ({ ...l, what: `${l.what} (at ${kneePhase.offeredRate}/s)` }));
+    summary.littles = littleChecks(
+      steps.map((x) => ({ ...x, t: x.t - t0 })),
+      kneePhase.accept.meanMs,
+      kneePhase.commit.meanMs,
+      1,
+    ).map((l) => ({ ...l, what: `${l.what} (at ${kneePhase.offeredRate}/s)` }));
   } else summary.littles = [];
   return { summary, knee, run };
 }
 
-const bounds = (r: RampOptions) => `accept p99 ≤ ${r.acceptP99Ms} ms, accept-to-commit p99 ≤ ${r.commitP99Ms} ms, backlog age ≤ ${r.maxBacklogAgeS} s, < 1 % failed`;
+const bounds = (r: RampOptions) =>
+  `accept p99 ≤ ${r.acceptP99Ms} ms, accept-to-commit p99 ≤ ${r.commitP99Ms} ms, backlog age ≤ ${r.maxBacklogAgeS} s, < 1 % failed`;
 
 // ---------------------------------------------------------------------------------------------
 
 export async function steady(o: BenchOptions, soak = false): Promise<{ report: Report; dir: string }> {
   const started = new Date();
   const scenario: Scenario = soak ? 'soak' : 'steady';
-  const report = newReport(scenario, soak ? `Soak: ${o.rate} orders/s for ${o.durationS} s` : `Steady: ${o.rate} orders/s for ${o.durationS} s`, o, started);
+  const report = newReport(
+    scenario,
+    soak ? `Soak: ${o.rate} orders/s for ${o.durationS} s` : `Steady: ${o.rate} orders/s for ${o.durationS} s`,
+    o,
+    started,
+  );
   const summary = await withTarget('surge', o, async (t) => {
-    const run = await measure(t, runKeyFor(scenario), { ...baseRun(o, scenario, [{ rate: o.rate, durationMs: o.durationS * 1000 }]), sampleMemory: soak });
+    const run = await measure(t, runKeyFor(scenario), {
+      ...baseRun(o, scenario, [{ rate: o.rate, durationMs: o.durationS * 1000 }]),
+      sampleMemory: soak,
+    });
     return summarize(t.system, SYSTEM_LABEL.surge, t.settings, run);
   });
   report.systems = [summary];
@@ -219,7 +311,8 @@ export async function steady(o: BenchOptions, soak = false): Promise<{ report: R
     `Offered ${o.rate} orders/s for ${o.durationS} s: accepted ${summary.outcome.accepted} (${summary.acceptedPerSec}/s), accept p99 ${summary.accept.p99Ms} ms, accept-to-commit p99 ${summary.commit.p99Ms} ms.`,
     `Peak backlog ${summary.peakBacklog ?? 'not sampled'} entries; drained ${summary.drainSeconds ?? 'NOT'} s after the load.`,
   );
-  if (p && p.failed + p.dropped > 0) report.findings.push(`${p.failed} submissions failed and ${p.dropped} were dropped by the generator.`);
+  if (p && p.failed + p.dropped > 0)
+    report.findings.push(`${p.failed} submissions failed and ${p.dropped} were dropped by the generator.`);
   report.checks.push(...ledgerChecks(summary), ...littleCheckList([summary]));
   report.tables.push(systemsTable([summary]), littleTable([summary]));
   const charts = standardCharts([summary]);
@@ -236,7 +329,9 @@ export async function steady(o: BenchOptions, soak = false): Promise<{ report: R
         spec: lineSpec(
           'p99 over time: accept (per second answered) and accept-to-commit (per second received)',
           [
-            ...summary.samples.filter((s) => !s.draining && s.acceptP99Ms > 0).map((s) => ({ x: s.t, y: s.acceptP99Ms, series: 'accept p99' })),
+            ...summary.samples
+              .filter((s) => !s.draining && s.acceptP99Ms > 0)
+              .map((s) => ({ x: s.t, y: s.acceptP99Ms, series: 'accept p99' })),
             ...summary.commitP99BySecond.map((c) => ({ x: c.t, y: c.p99Ms, series: 'commit p99' })),
           ],
           'seconds since start',
@@ -278,7 +373,9 @@ export function soakDrift(s: SystemSummary): Drift {
   const memorySlopeMiBPerMin: Record<string, number> = {};
   const rows: Array<Array<string | number>> = [];
   for (const role of roles) {
-    const pts = load.filter((x) => x.memoryMiB[role] !== undefined).map((x) => [x.t, x.memoryMiB[role] as number] as const);
+    const pts = load
+      .filter((x) => x.memoryMiB[role] !== undefined)
+      .map((x) => [x.t, x.memoryMiB[role] as number] as const);
     if (pts.length < 2) continue;
     const n = pts.length;
     const mx = pts.reduce((a, p) => a + p[0], 0) / n;
@@ -286,18 +383,29 @@ export function soakDrift(s: SystemSummary): Drift {
     const sxx = pts.reduce((a, p) => a + (p[0] - mx) ** 2, 0);
     const slope = sxx > 0 ? pts.reduce((a, p) => a + (p[0] - mx) * (p[1] - my), 0) / sxx : 0;
     memorySlopeMiBPerMin[role] = Math.round(slope * 60 * 100) / 100;
-    rows.push([role, (pts[0] as readonly [number, number])[1], (pts.at(-1) as readonly [number, number])[1], memorySlopeMiBPerMin[role] as number]);
+    rows.push([
+      role,
+      (pts[0] as readonly [number, number])[1],
+      (pts.at(-1) as readonly [number, number])[1],
+      memorySlopeMiBPerMin[role] as number,
+    ]);
   }
   const lines = [
     `Accept p99 (median of per-second p99): first fifth ${acceptP99FirstMs} ms → last fifth ${acceptP99LastMs} ms.`,
     `Accept-to-commit p99: first fifth ${commitP99FirstMs} ms → last fifth ${commitP99LastMs} ms.`,
     roles.length > 0
-      ? `Memory slope (least squares, MiB/min): ${Object.entries(memorySlopeMiBPerMin).map(([r, v]) => `${r} ${v}`).join(', ')}.`
+      ? `Memory slope (least squares, MiB/min): ${Object.entries(memorySlopeMiBPerMin)
+          .map(([r, v]) => `${r} ${v}`)
+          .join(', ')}.`
       : 'Memory was not sampled (no /metrics with process_resident_memory_bytes and no known PIDs).',
   ];
   return {
     lines,
-    table: { title: 'Memory drift (resident set size)', headers: ['process', 'first MiB', 'last MiB', 'slope MiB/min'], rows },
+    table: {
+      title: 'Memory drift (resident set size)',
+      headers: ['process', 'first MiB', 'last MiB', 'slope MiB/min'],
+      rows,
+    },
     memorySlopeMiBPerMin,
     acceptP99FirstMs,
     acceptP99LastMs,
@@ -323,13 +431,19 @@ export async function ramp(o: BenchOptions): Promise<{ report: Report; dir: stri
 
 export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir: string }> {
   const f = o.flash;
-  const report = newReport('flash-sale', `Flash sale: ${f.orders} orders in ${f.burstS} s on ${f.hotSkus} hot SKUs`, o, new Date());
+  const report = newReport(
+    'flash-sale',
+    `Flash sale: ${f.orders} orders in ${f.burstS} s on ${f.hotSkus} hot SKUs`,
+    o,
+    new Date(),
+  );
   const runKey = runKeyFor('flash');
   const hotSkus = Array.from({ length: f.hotSkus }, (_, i) => `${runKey}-hot-${i}`);
   const result = await withTarget('surge', o, async (t) => {
     const pool = createPool(t.databaseUrl, { max: 1, applicationName: 'surge-bench' });
     try {
-      for (const sku of hotSkus) await pool.query('INSERT INTO inventory (sku, available) VALUES ($1, $2)', [sku, f.stockPerSku]);
+      for (const sku of hotSkus)
+        await pool.query('INSERT INTO inventory (sku, available) VALUES ($1, $2)', [sku, f.stockPerSku]);
       const run = await measure(t, runKey, {
         ...baseRun(o, 'flash-sale', [{ rate: f.orders / f.burstS, durationMs: f.burstS * 1000 }]),
         maxRequests: f.orders,
@@ -355,11 +469,14 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
   // burst until the last of its orders is committed (includes the time ingest needed to accept them).
   const burstEndMs = run.load.startedAtMs + f.burstS * 1000;
   const lastAcceptedAfterBurstS = Math.round((run.load.endedAtMs - burstEndMs) / 100) / 10;
-  const committedAfterBurstS = run.lastAppliedMs === undefined ? null : Math.round((run.lastAppliedMs - burstEndMs) / 100) / 10;
+  const committedAfterBurstS =
+    run.lastAppliedMs === undefined ? null : Math.round((run.lastAppliedMs - burstEndMs) / 100) / 10;
   const p = summary.phases[0];
   const sold = stock.reduce((a, r) => a + Number(r.sold), 0);
   const oversell = stock.reduce((a, r) => a + Math.max(0, Number(r.sold) - f.stockPerSku), 0);
-  const ledgerOk = stock.every((r) => Number(r.available) === f.stockPerSku - Number(r.sold) && Number(r.available) >= 0);
+  const ledgerOk = stock.every(
+    (r) => Number(r.available) === f.stockPerSku - Number(r.sold) && Number(r.available) >= 0,
+  );
   const flash = {
     offered: p?.offered ?? 0,
     duplicatesSent: p?.duplicatesSent ?? 0,
@@ -385,25 +502,45 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
   report.extra.stock = stock;
   report.findings.push(
     `Offered ${flash.offered} submissions (${flash.duplicatesSent} duplicates, ${flash.retries} retries) in ${f.burstS} s: ${flash.accepted} distinct orders accepted (${flash.replayed} answered as replays).`,
-    `Applied ${flash.applied}, rejected ${flash.rejected} (${Object.entries(flash.rejectedReasons).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}), dead-lettered ${flash.deadLettered}.`,
+    `Applied ${flash.applied}, rejected ${flash.rejected} (${
+      Object.entries(flash.rejectedReasons)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ') || 'none'
+    }), dead-lettered ${flash.deadLettered}.`,
     `Stock ${flash.stock} units, sold ${sold}, oversell ${oversell}.`,
     `The burst was fully committed ${committedAfterBurstS ?? '–'} s after its scheduled end (the last answer came ${lastAcceptedAfterBurstS} s after it; the backlog drained ${flash.drainSeconds ?? 'NOT'} s after the last answer); peak backlog ${flash.peakBacklog ?? 'not sampled'} entries (oldest ${flash.peakBacklogAgeS ?? '–'} s).`,
     `Accept latency p50 / p99 ${summary.accept.p50Ms} / ${summary.accept.p99Ms} ms from the intended send time (retries included); ${flash.retries} retries after 503/409/429/5xx or a client-side timeout (${o.timeoutMs} ms per attempt, waiting for a connection included).`,
   );
   report.checks.push(
-    { name: 'no oversell', ok: oversell === 0, detail: `sold ${sold} of ${flash.stock}; per SKU: ${stock.map((r) => `${r.sku.split('-').at(-1)}: ${r.sold}/${f.stockPerSku}`).join(', ')}` },
-    { name: 'inventory = stock − sold, never negative', ok: ledgerOk, detail: stock.map((r) => `available ${r.available}`).join(', ') },
+    {
+      name: 'no oversell',
+      ok: oversell === 0,
+      detail: `sold ${sold} of ${flash.stock}; per SKU: ${stock.map((r) => `${r.sku.split('-').at(-1)}: ${r.sold}/${f.stockPerSku}`).join(', ')}`,
+    },
+    {
+      name: 'inventory = stock − sold, never negative',
+      ok: ledgerOk,
+      detail: stock.map((r) => `available ${r.available}`).join(', '),
+    },
     ...ledgerChecks(summary),
   );
-  report.tables.push(
-    systemsTable([summary]),
-    { title: 'Flash sale', headers: Object.keys(flash), rows: [Object.values(flash).map((v) => (typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v ?? '–')))] },
-  );
+  report.tables.push(systemsTable([summary]), {
+    title: 'Flash sale',
+    headers: Object.keys(flash),
+    rows: [
+      Object.values(flash).map((v) => (typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v ?? '–'))),
+    ],
+  });
   return finish(report, o, standardCharts([summary]));
 }
 
 export async function compare(o: BenchOptions): Promise<{ report: Report; dir: string }> {
-  const report = newReport('compare', 'Compare: sync INSERT per request vs BullMQ job per order vs Surge', o, new Date());
+  const report = newReport(
+    'compare',
+    'Compare: sync INSERT per request vs BullMQ job per order vs Surge',
+    o,
+    new Date(),
+  );
   const results: Array<{ summary: SystemSummary; knee: Knee }> = [];
   for (const system of ['sync-insert', 'bullmq', 'surge'] as const) {
     const r = await withTarget(system, o, (t) => runRamp(t, o, SYSTEM_LABEL[system]));
@@ -414,7 +551,8 @@ export async function compare(o: BenchOptions): Promise<{ report: Report; dir: s
   const peakCommit = (s: SystemSummary) => {
     const c = s.samples.map((x) => x.committed);
     let best = 0;
-    for (let i = 0; i + 3 <= c.length; i++) best = Math.max(best, ((c[i] as number) + (c[i + 1] as number) + (c[i + 2] as number)) / 3);
+    for (let i = 0; i + 3 <= c.length; i++)
+      best = Math.max(best, ((c[i] as number) + (c[i + 1] as number) + (c[i + 2] as number)) / 3);
     return Math.round(best);
   };
   // The highest step every system sustained: where their latencies are compared like for like.
@@ -422,7 +560,8 @@ export async function compare(o: BenchOptions): Promise<{ report: Report; dir: s
   const knees = results.map((r) => r.knee.maxSustainableRate).filter((k): k is number => k !== null);
   const common = knees.length === results.length ? Math.min(...knees) : o.ramp.startRate;
   const at = (s: SystemSummary) => s.phases.find((p) => p.offeredRate === common);
-  const ratio = (a: number | null | undefined, b: number | null | undefined) => (a && b ? Math.round((a / b) * 100) / 100 : null);
+  const ratio = (a: number | null | undefined, b: number | null | undefined) =>
+    a && b ? Math.round((a / b) * 100) / 100 : null;
   const ratios = Object.fromEntries(
     (['sync-insert', 'bullmq'] as const).map((base) => {
       const b = by(base);
@@ -443,13 +582,33 @@ export async function compare(o: BenchOptions): Promise<{ report: Report; dir: s
   report.extra.commonRate = common;
   report.tables.push({
     title: `Same workload, same ramp (${bounds(o.ramp)})`,
-    headers: ['system', 'max sustainable orders/s', 'peak committed/s (3 s)', `accept p99 @ ${common}/s ms`, `commit p99 @ ${common}/s ms`, 'stopped because'],
-    rows: results.map((r) => [r.summary.label, kneeText(r.knee), peakCommit(r.summary), at(r.summary)?.accept.p99Ms ?? '–', at(r.summary)?.commit.p99Ms ?? '–', r.summary.stoppedBecause ?? r.knee.reason]),
+    headers: [
+      'system',
+      'max sustainable orders/s',
+      'peak committed/s (3 s)',
+      `accept p99 @ ${common}/s ms`,
+      `commit p99 @ ${common}/s ms`,
+      'stopped because',
+    ],
+    rows: results.map((r) => [
+      r.summary.label,
+      kneeText(r.knee),
+      peakCommit(r.summary),
+      at(r.summary)?.accept.p99Ms ?? '–',
+      at(r.summary)?.commit.p99Ms ?? '–',
+      r.summary.stoppedBecause ?? r.knee.reason,
+    ]),
   });
   report.tables.push({
     title: 'Ratios: Surge ÷ baseline (rates: higher is better for Surge; latencies: lower is better)',
     headers: ['baseline', 'max sustainable rate', 'peak committed/s', 'accept p99', 'commit p99'],
-    rows: Object.entries(ratios).map(([b, r]) => [SYSTEM_LABEL[b as SystemName], r.maxSustainableRate ?? '–', r.peakCommittedPerSec ?? '–', r.acceptP99AtCommonRate ?? '–', r.commitP99AtCommonRate ?? '–']),
+    rows: Object.entries(ratios).map(([b, r]) => [
+      SYSTEM_LABEL[b as SystemName],
+      r.maxSustainableRate ?? '–',
+      r.peakCommittedPerSec ?? '–',
+      r.acceptP99AtCommonRate ?? '–',
+      r.commitP99AtCommonRate ?? '–',
+    ]),
   });
   for (const r of results) report.tables.push(phasesTable(r.summary));
   report.tables.push(systemsTable(report.systems), littleTable(report.systems));
@@ -458,7 +617,10 @@ export async function compare(o: BenchOptions): Promise<{ report: Report; dir: s
       `Surge vs ${SYSTEM_LABEL[b as SystemName]}: max sustainable rate ×${r.maxSustainableRate ?? '–'}, peak committed/s ×${r.peakCommittedPerSec ?? '–'}, accept p99 at ${common}/s ×${r.acceptP99AtCommonRate ?? '–'}, commit p99 ×${r.commitP99AtCommonRate ?? '–'}.`,
     );
   }
-  for (const r of results) report.findings.push(`${r.summary.label}: max sustainable ${kneeText(r.knee)} orders/s${r.knee.firstFailingRate !== null ? ` (at ${r.knee.firstFailingRate}/s: ${r.knee.reason})` : ''}.`);
+  for (const r of results)
+    report.findings.push(
+      `${r.summary.label}: max sustainable ${kneeText(r.knee)} orders/s${r.knee.firstFailingRate !== null ? ` (at ${r.knee.firstFailingRate}/s: ${r.knee.reason})` : ''}.`,
+    );
   report.checks.push(...report.systems.flatMap(ledgerChecks), ...littleCheckList(report.systems));
   return finish(report, o, standardCharts(report.systems));
 }
@@ -474,7 +636,13 @@ export async function sweep(o: BenchOptions): Promise<{ report: Report; dir: str
         const label = `${workers} worker${workers > 1 ? 's' : ''}, ${shards} shards, batch ${batch}`;
         const env = { SURGE_SHARDS: String(shards), SURGE_BATCH_SIZE: String(batch) };
         const r = await withTarget('surge', o, (t) => runRamp(t, o, label), env, workers);
-        rows.push({ workers, shards, batch, knee: r.knee, summary: { ...r.summary, system: `w${workers}-s${shards}-b${batch}` } });
+        rows.push({
+          workers,
+          shards,
+          batch,
+          knee: r.knee,
+          summary: { ...r.summary, system: `w${workers}-s${shards}-b${batch}` },
+        });
       }
     }
   }
@@ -492,7 +660,16 @@ export async function sweep(o: BenchOptions): Promise<{ report: Report; dir: str
   }
   const capacity: Table = {
     title: `Capacity: workers → max orders/s with ${bounds(o.ramp)}`,
-    headers: ['workers', 'shards', 'batch size', 'max sustainable orders/s', 'first failing step', 'accept p99 at knee ms', 'commit p99 at knee ms', "Little's law at knee"],
+    headers: [
+      'workers',
+      'shards',
+      'batch size',
+      'max sustainable orders/s',
+      'first failing step',
+      'accept p99 at knee ms',
+      'commit p99 at knee ms',
+      "Little's law at knee",
+    ],
     rows: sorted.map((r) => {
       const p = r.summary.phases.find((x) => x.offeredRate === r.knee.maxSustainableRate);
       return [
@@ -503,18 +680,29 @@ export async function sweep(o: BenchOptions): Promise<{ report: Report; dir: str
         r.knee.firstFailingRate === null ? '–' : `${r.knee.firstFailingRate} (${r.knee.reason})`,
         p?.accept.p99Ms ?? '–',
         p?.commit.p99Ms ?? '–',
-        r.summary.littles.length === 0 ? '–' : r.summary.littles.map((l) => `${l.ok ? 'ok' : 'OFF'} ${l.measured}/${l.predicted}`).join('; '),
+        r.summary.littles.length === 0
+          ? '–'
+          : r.summary.littles.map((l) => `${l.ok ? 'ok' : 'OFF'} ${l.measured}/${l.predicted}`).join('; '),
       ];
     }),
   };
   report.systems = rows.map((r) => r.summary);
-  report.extra.capacity = sorted.map((r) => ({ workers: r.workers, shards: r.shards, batchSize: r.batch, knee: r.knee }));
+  report.extra.capacity = sorted.map((r) => ({
+    workers: r.workers,
+    shards: r.shards,
+    batchSize: r.batch,
+    knee: r.knee,
+  }));
   report.extra.recommendation = recommendation;
   report.findings.push(recommendation, ...sorted.map((r) => `${r.summary.label}: ${kneeText(r.knee)} orders/s.`));
   report.tables.push(capacity, systemsTable(report.systems), littleTable(report.systems));
   report.checks.push(...report.systems.flatMap(ledgerChecks), ...littleCheckList(report.systems));
   const charts: Chart[] = [
-    { file: 'capacity.svg', title: 'Max sustainable rate per configuration', spec: capacitySpec(sorted.map((r) => ({ config: r.summary.label, maxRate: r.knee.maxSustainableRate ?? 0 }))) },
+    {
+      file: 'capacity.svg',
+      title: 'Max sustainable rate per configuration',
+      spec: capacitySpec(sorted.map((r) => ({ config: r.summary.label, maxRate: r.knee.maxSustainableRate ?? 0 }))),
+    },
     ...standardCharts(report.systems),
   ];
   return finish(report, o, charts);

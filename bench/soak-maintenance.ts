@@ -91,7 +91,10 @@ function keyClass(prefix: string, key: string): KeyClass {
   return 'other';
 }
 
-async function memoryByClass(redis: Redis, prefix: string): Promise<{ bytes: Record<KeyClass, number>; recordKeys: number }> {
+async function memoryByClass(
+  redis: Redis,
+  prefix: string,
+): Promise<{ bytes: Record<KeyClass, number>; recordKeys: number }> {
   const bytes: Record<KeyClass, number> = { streams: 0, records: 0, bullmq: 0, other: 0 };
   let recordKeys = 0;
   let cursor = '0';
@@ -244,17 +247,26 @@ async function main(): Promise<void> {
         next += sampleMs;
         samples.push(await takeSample());
       }
-      await Promise.race([loadResult.catch(() => {}), new Promise((r) => setTimeout(r, Math.max(10, next - Date.now())))]);
+      await Promise.race([
+        loadResult.catch(() => {}),
+        new Promise((r) => setTimeout(r, Math.max(10, next - Date.now()))),
+      ]);
     }
     const result = await loadResult;
     load = result;
     // Drain: every accepted order applied (a failure here is reported, not hidden).
     drained = await waitFor(
       'the workers to apply every accepted order',
-      async () => Number((await pool.query<{ n: string }>('SELECT count(*) AS n FROM orders')).rows[0]?.n ?? 0) >= result.acceptedKeys.length,
+      async () =>
+        Number((await pool.query<{ n: string }>('SELECT count(*) AS n FROM orders')).rows[0]?.n ?? 0) >=
+        result.acceptedKeys.length,
       { timeoutMs: 120_000, intervalMs: 500 },
     ).catch(() => false);
-    afterDrain = { ...(await takeSample()), accepted: result.acceptedKeys.length, failed: result.phases[0]?.failed ?? failed };
+    afterDrain = {
+      ...(await takeSample()),
+      accepted: result.acceptedKeys.length,
+      failed: result.phases[0]?.failed ?? failed,
+    };
     loadAvg.end = loadavg()[0] ?? 0;
   } finally {
     // Ingest first (no new orders), then the workers drain and ack, then maintenance.
@@ -289,7 +301,9 @@ function report(samples: Sample[], o: ReportInput): void {
   // Baseline: the first sample at which everything bounded by design is at its bound — the records
   // one TTL in, BullMQ's completed history and events stream at their caps — if that comes within
   // the first two thirds of the run; otherwise the first sample after a third of the run.
-  const atBounds = samples.find((s) => s.t >= o.ttl && s.bullCompleted >= KEEP_COMPLETED && s.bullEvents >= EVENTS_MAX_LEN);
+  const atBounds = samples.find(
+    (s) => s.t >= o.ttl && s.bullCompleted >= KEEP_COMPLETED && s.bullEvents >= EVENTS_MAX_LEN,
+  );
   const bounded = atBounds !== undefined && atBounds.t <= (runS * 2) / 3;
   const warm = (bounded ? atBounds : samples.find((s) => s.t >= runS / 3)) ?? samples[0];
   const last = samples.at(-1);
@@ -297,7 +311,8 @@ function report(samples: Sample[], o: ReportInput): void {
   const mb = (b: number) => (b / 1048576).toFixed(2);
   const ratio = (a: number, b: number) => (b === 0 ? 'n/a' : (a / b).toFixed(2));
   const phase = o.load?.phases[0];
-  const ms = (p: number) => (phase && phase.histogram.totalCount > 0 ? (phase.histogram.getValueAtPercentile(p) / 1000).toFixed(1) : '-');
+  const ms = (p: number) =>
+    phase && phase.histogram.totalCount > 0 ? (phase.histogram.getValueAtPercentile(p) / 1000).toFixed(1) : '-';
   const accepted = o.load?.acceptedKeys.length ?? last.accepted;
   const applied = o.afterDrain?.applied ?? last.applied;
   const row = (s: Sample, t: string) =>
@@ -343,7 +358,9 @@ function report(samples: Sample[], o: ReportInput): void {
     `Idempotency records: at a steady rate they plateau at rate × TTL = ${o.rate} × ${o.ttl} s = ${plateauKeys} keys ` +
       `(≈ ${mb(plateauKeys * perRecord)} MiB at the ${perRecord.toFixed(0)} bytes per record measured here; at the production TTL of 86,400 s: ` +
       `≈ ${mb(o.rate * 86_400 * perRecord)} MiB). ` +
-      (warm.t >= o.ttl ? 'The baseline is taken after one TTL, so the records ratio checks the plateau.' : `The baseline comes before one TTL (${o.ttl} s): the records ratio is no plateau check.`),
+      (warm.t >= o.ttl
+        ? 'The baseline is taken after one TTL, so the records ratio checks the plateau.'
+        : `The baseline comes before one TTL (${o.ttl} s): the records ratio is no plateau check.`),
     `Without trimming Σ XLEN would equal "accepted" (${accepted}). BullMQ's state grows until the maintenance queue holds its 100 completed jobs ` +
       'and its events stream ~1,000 entries (the "completed / events" column; about 5 events per job), then stays (≈ 0.3 MiB; docs/maintenance.md "BullMQ\'s own memory").',
   ];

@@ -19,7 +19,15 @@ const r3 = (n: number) => Math.round(n * 1000) / 1000;
 export function percentiles(h: hdr.Histogram): Percentiles {
   if (h.totalCount === 0) return { count: 0, meanMs: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, p999Ms: 0, maxMs: 0 };
   const at = (p: number) => r3(h.getValueAtPercentile(p) / 1000);
-  return { count: h.totalCount, meanMs: r3(h.mean / 1000), p50Ms: at(50), p90Ms: at(90), p99Ms: at(99), p999Ms: at(99.9), maxMs: r3(h.maxValue / 1000) };
+  return {
+    count: h.totalCount,
+    meanMs: r3(h.mean / 1000),
+    p50Ms: at(50),
+    p90Ms: at(90),
+    p99Ms: at(99),
+    p999Ms: at(99.9),
+    maxMs: r3(h.maxValue / 1000),
+  };
 }
 
 export const CDF_PERCENTILES = [0, 10, 25, 50, 75, 90, 95, 97.5, 99, 99.5, 99.9, 99.95, 99.99, 99.999, 100];
@@ -31,7 +39,10 @@ export interface CdfPoint {
 
 export function cdf(h: hdr.Histogram): CdfPoint[] {
   if (h.totalCount === 0) return [];
-  return CDF_PERCENTILES.map((p) => ({ percentile: p, ms: r3((p === 100 ? h.maxValue : h.getValueAtPercentile(p)) / 1000) }));
+  return CDF_PERCENTILES.map((p) => ({
+    percentile: p,
+    ms: r3((p === 100 ? h.maxValue : h.getValueAtPercentile(p)) / 1000),
+  }));
 }
 
 export interface PhaseRow extends Counts {
@@ -99,7 +110,12 @@ const mean = (v: number[]) => (v.length > 0 ? v.reduce((a, b) => a + b, 0) / v.l
  * HTTP front (L = submissions in flight, λ = answers/s, W = mean accept latency). Sampling noise
  * and a 1 s grid make small occupancies unreliable, so L < 5 on both sides counts as consistent.
  */
-export function littleChecks(samples: readonly SecondSample[], acceptMeanMs: number, commitMeanMs: number, warmupS = 2): LittleCheck[] {
+export function littleChecks(
+  samples: readonly SecondSample[],
+  acceptMeanMs: number,
+  commitMeanMs: number,
+  warmupS = 2,
+): LittleCheck[] {
   const steady = samples.filter((s) => !s.draining && s.t > warmupS);
   const out: LittleCheck[] = [];
   const check = (what: string, lambda: number, wSeconds: number, measured: number, note: string) => {
@@ -139,7 +155,12 @@ export function littleChecks(samples: readonly SecondSample[], acceptMeanMs: num
   return out;
 }
 
-export function summarize(system: string, label: string, settings: Record<string, string | number>, run: RunResult): SystemSummary {
+export function summarize(
+  system: string,
+  label: string,
+  settings: Record<string, string | number>,
+  run: RunResult,
+): SystemSummary {
   const phases: PhaseRow[] = run.load.phases.map((p, i) => {
     const inPhase = run.samples.filter((s) => s.phase === i && !s.draining);
     const durationS = p.durationMs / 1000;
@@ -167,7 +188,10 @@ export function summarize(system: string, label: string, settings: Record<string
   for (const p of run.load.phases) acceptAll.add(p.histogram);
   const accept = percentiles(acceptAll);
   const commit = percentiles(run.commit);
-  const span = run.firstReceivedMs !== undefined && run.lastAppliedMs !== undefined ? (run.lastAppliedMs - run.firstReceivedMs) / 1000 : 0;
+  const span =
+    run.firstReceivedMs !== undefined && run.lastAppliedMs !== undefined
+      ? (run.lastAppliedMs - run.firstReceivedMs) / 1000
+      : 0;
   return {
     system,
     label,

@@ -87,8 +87,12 @@ export async function sampleMemory(sources: readonly MemorySource[]): Promise<Re
 export async function lagExporterBacklog(lagUrl: string): Promise<Backlog | undefined> {
   const m = await scrape(lagUrl);
   if (!m) return undefined;
-  const entries = sumOf(m, 'surge_consumer_group_backlog') ?? (sumOf(m, 'surge_consumer_group_lag') ?? 0) + (sumOf(m, 'surge_consumer_group_pending') ?? 0);
-  const ages = [maxOf(m, 'surge_consumer_group_lag_seconds'), maxOf(m, 'surge_oldest_pending_age_seconds')].filter((v): v is number => v !== undefined);
+  const entries =
+    sumOf(m, 'surge_consumer_group_backlog') ??
+    (sumOf(m, 'surge_consumer_group_lag') ?? 0) + (sumOf(m, 'surge_consumer_group_pending') ?? 0);
+  const ages = [maxOf(m, 'surge_consumer_group_lag_seconds'), maxOf(m, 'surge_oldest_pending_age_seconds')].filter(
+    (v): v is number => v !== undefined,
+  );
   return { entries, ageSeconds: ages.length > 0 ? Math.max(...ages) : undefined };
 }
 
@@ -214,7 +218,13 @@ export async function startSurge(opts: SurgeStartOptions): Promise<Target> {
   let stack: Awaited<ReturnType<typeof up>>;
   try {
     const config = loadConfig(process.env);
-    stack = await up(config, { dataDir, embeddedPostgres: false, startRedis: false, roles: ['ingest', 'work', 'lag-exporter'], out: opts.log });
+    stack = await up(config, {
+      dataDir,
+      embeddedPostgres: false,
+      startRedis: false,
+      roles: ['ingest', 'work', 'lag-exporter'],
+      out: opts.log,
+    });
   } catch (e) {
     await s.cleanup();
     rmSync(dataDir, { recursive: true, force: true });
@@ -289,7 +299,11 @@ export interface BaselineOptions {
 }
 
 /** A migrated scratch database (and Redis prefix) for a baseline, with an API key of its own. */
-async function baselineScratch(o: BaselineOptions, what: string, clientName: string): Promise<{ base: Record<string, string>; s: Scratch & { databaseUrl: string }; apiKey: string }> {
+async function baselineScratch(
+  o: BaselineOptions,
+  what: string,
+  clientName: string,
+): Promise<{ base: Record<string, string>; s: Scratch & { databaseUrl: string }; apiKey: string }> {
   const base = { ...(process.env as Record<string, string>), ...o.env };
   const s = await scratch(base, false);
   const { databaseUrl } = s;
@@ -307,7 +321,11 @@ async function baselineScratch(o: BaselineOptions, what: string, clientName: str
 /** Baseline (a): a node:http server doing one INSERT per request. */
 export async function startSyncBaseline(o: BaselineOptions): Promise<Target> {
   const { base, s, apiKey } = await baselineScratch(o, 'sync-insert', 'bench-sync');
-  const child = spawnNode([join(PACKAGE_ROOT, 'dist', 'bench', 'baselines', 'sync-server.js')], { ...base, DATABASE_URL: s.databaseUrl, BENCH_PORT: '0', BENCH_PG_POOL: String(o.concurrency) }, o.log);
+  const child = spawnNode(
+    [join(PACKAGE_ROOT, 'dist', 'bench', 'baselines', 'sync-server.js')],
+    { ...base, DATABASE_URL: s.databaseUrl, BENCH_PORT: '0', BENCH_PG_POOL: String(o.concurrency) },
+    o.log,
+  );
   const port = await listening(child, 'sync-insert baseline');
   return {
     system: 'sync-insert',
@@ -329,7 +347,14 @@ export async function startSyncBaseline(o: BaselineOptions): Promise<Target> {
 export async function startBullmqBaseline(o: BaselineOptions): Promise<Target> {
   const { base, s, apiKey } = await baselineScratch(o, 'BullMQ', 'bench-bullmq');
   const bullPrefix = `${s.prefix}:bull`;
-  const env = { ...base, DATABASE_URL: s.databaseUrl, REDIS_URL: s.redisUrl, BENCH_BULL_PREFIX: bullPrefix, BENCH_PORT: '0', BENCH_BULL_CONCURRENCY: String(o.concurrency) };
+  const env = {
+    ...base,
+    DATABASE_URL: s.databaseUrl,
+    REDIS_URL: s.redisUrl,
+    BENCH_BULL_PREFIX: bullPrefix,
+    BENCH_PORT: '0',
+    BENCH_BULL_CONCURRENCY: String(o.concurrency),
+  };
   const script = join(PACKAGE_ROOT, 'dist', 'bench', 'baselines', 'bullmq.js');
   const front = spawnNode([script, 'front'], env, o.log);
   const worker = spawnNode([script, 'worker'], env, o.log);

@@ -18,7 +18,14 @@ export interface WorkloadOptions {
   skuPrefix: string;
 }
 
-export const DEFAULT_WORKLOAD: WorkloadOptions = { skus: 1000, hotSkus: [], hotFraction: 0, maxItems: 3, maxQty: 3, skuPrefix: 'bench' };
+export const DEFAULT_WORKLOAD: WorkloadOptions = {
+  skus: 1000,
+  hotSkus: [],
+  hotFraction: 0,
+  maxItems: 3,
+  maxQty: 3,
+  skuPrefix: 'bench',
+};
 
 /** mulberry32: a tiny seeded PRNG (not cryptographic; only for reproducible workloads). */
 export function prng(seed: number): () => number {
@@ -47,7 +54,11 @@ export function orderFor(key: string, w: WorkloadOptions): Order {
   if (w.hotSkus.length > 0 && rnd() < w.hotFraction) {
     // A flash-sale order: one line of one hot SKU, quantity 1–2 (shoppers buy one or two).
     const sku = w.hotSkus[Math.floor(rnd() * w.hotSkus.length)] as string;
-    return { customer_id: `cust-${Math.floor(rnd() * 1e6)}`, currency: 'EUR', items: [{ sku, qty: 1 + Math.floor(rnd() * 2), unit_price_cents: 4999 }] };
+    return {
+      customer_id: `cust-${Math.floor(rnd() * 1e6)}`,
+      currency: 'EUR',
+      items: [{ sku, qty: 1 + Math.floor(rnd() * 2), unit_price_cents: 4999 }],
+    };
   }
   const n = 1 + Math.floor(rnd() * w.maxItems);
   const items = Array.from({ length: n }, (_, line) => ({

@@ -29,7 +29,11 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): 
 }
 
 /** Runs a long-lived role: its own logger, then a graceful stop on SIGTERM/SIGINT. */
-export function serve(name: string, component: string, start: (config: Config, logger: Logger) => Promise<Stoppable>): () => Promise<void> {
+export function serve(
+  name: string,
+  component: string,
+  start: (config: Config, logger: Logger) => Promise<Stoppable>,
+): () => Promise<void> {
   return action(async () => {
     const config = configOrExit();
     const logger = createLogger(config.logLevel, component);

@@ -122,7 +122,9 @@ function printStatus(s: BatchStatus, batch: string): void {
 }
 
 export function dlqCommand(): Command {
-  const dlq = new Command('dlq').description('inspect, replay and purge dead letters (orders that could not be applied)');
+  const dlq = new Command('dlq').description(
+    'inspect, replay and purge dead letters (orders that could not be applied)',
+  );
 
   withFilters(dlq.command('list').description('list dead letters, oldest first'))
     .option('--limit <n>', 'at most this many (default 100)', positive, 100)
@@ -139,9 +141,13 @@ export function dlqCommand(): Command {
             return;
           }
           const total = await countDeadLetters(pool, filter);
-          console.log(['id', 'first_seen', 'reason', 'sqlstate', 'client', 'key', 'deliveries', 'replayed', 'message'].join('\t'));
+          console.log(
+            ['id', 'first_seen', 'reason', 'sqlstate', 'client', 'key', 'deliveries', 'replayed', 'message'].join('\t'),
+          );
           for (const r of rows) console.log(short(r));
-          console.log(`${rows.length} of ${total} shown${total > rows.length ? ` (next page: --after ${rows.at(-1)?.id ?? 0})` : ''}`);
+          console.log(
+            `${rows.length} of ${total} shown${total > rows.length ? ` (next page: --after ${rows.at(-1)?.id ?? 0})` : ''}`,
+          );
         });
       }),
     );
@@ -162,7 +168,8 @@ export function dlqCommand(): Command {
             return;
           }
           const { payload, ...rest } = d;
-          for (const [k, v] of Object.entries(rest)) console.log(`${k}: ${v instanceof Date ? v.toISOString() : (v ?? '-')}`);
+          for (const [k, v] of Object.entries(rest))
+            console.log(`${k}: ${v instanceof Date ? v.toISOString() : (v ?? '-')}`);
           let pretty = payload ?? '-';
           try {
             if (payload) pretty = JSON.stringify(JSON.parse(payload), null, 2);
@@ -177,62 +184,83 @@ export function dlqCommand(): Command {
   withFilters(
     dlq
       .command('replay')
-      .description('re-enqueue dead letters to their shard stream (idempotency holds: an applied order stays applied once)')
+      .description(
+        're-enqueue dead letters to their shard stream (idempotency holds: an applied order stays applied once)',
+      )
       .argument('[ids...]', 'dead-letter ids', (v: string, prev: number[] = []) => [...prev, parseId(v)]),
   )
     .option('--all', 'every dead letter not replayed yet')
     .option('--force', 'replay even those replayed before')
     .option('--detach', 'enqueue the BullMQ jobs and return (a running `surge maintenance` replays them)')
-    .option('--chunk-size <n>', `dead letters per BullMQ job (default 100, at most ${MAX_REPLAY_CHUNK})`, chunkSize, 100)
+    .option(
+      '--chunk-size <n>',
+      `dead letters per BullMQ job (default 100, at most ${MAX_REPLAY_CHUNK})`,
+      chunkSize,
+      100,
+    )
     .option('--json', 'print the result as JSON')
     .action(
-      action(async (ids: number[] | undefined, opts: FilterOpts & { all?: boolean; force?: boolean; detach?: boolean; chunkSize: number; json?: boolean }) => {
-        const config = configOrExit();
-        const filter = toFilter(opts, ids ?? []);
-        if (!hasFilter(filter) && !opts.all) throw new Error('name dead-letter ids, a filter (--reason, --client, --since, --until) or --all');
-        await withDeps(config, async (deps) => {
-          if (filter.ids?.length === 1 && Object.keys(filter).length === 1) {
-            const r = await replayDeadLetter(deps, filter.ids[0] as number, { force: opts.force });
-            if (opts.json) console.log(JSON.stringify(r));
-            else if (r.outcome === 'replayed') console.log(`dead letter ${r.id} re-enqueued to ${r.stream} as ${r.entryId}`);
-            else console.log(`dead letter ${r.id} not replayed: ${r.outcome} (${r.detail})`);
-            if (r.outcome === 'missing' || r.outcome === 'not_replayable') process.exitCode = 1;
-            return;
-          }
-          if (filter.replayed === undefined && !opts.force) filter.replayed = false;
-          const targets = await matchingIds(deps.pool, filter);
-          if (targets.length === 0) {
-            console.log(opts.json ? JSON.stringify({ total: 0 }) : 'no matching dead letters');
-            return;
-          }
-          const connection = bullConnection(config, 'surge-dlq-cli');
-          const queue = createReplayQueue(config, connection);
-          const local = opts.detach ? undefined : startReplayWorker(config, deps);
-          try {
-            const batch = await enqueueReplays(queue, targets, { force: opts.force, chunkSize: opts.chunkSize });
-            if (opts.detach) {
-              console.log(opts.json ? JSON.stringify(batch) : `enqueued ${batch.total} dead letters as ${batch.jobIds.length} job(s) of batch ${batch.batch}`);
+      action(
+        async (
+          ids: number[] | undefined,
+          opts: FilterOpts & { all?: boolean; force?: boolean; detach?: boolean; chunkSize: number; json?: boolean },
+        ) => {
+          const config = configOrExit();
+          const filter = toFilter(opts, ids ?? []);
+          if (!hasFilter(filter) && !opts.all)
+            throw new Error('name dead-letter ids, a filter (--reason, --client, --since, --until) or --all');
+          await withDeps(config, async (deps) => {
+            if (filter.ids?.length === 1 && Object.keys(filter).length === 1) {
+              const r = await replayDeadLetter(deps, filter.ids[0] as number, { force: opts.force });
+              if (opts.json) console.log(JSON.stringify(r));
+              else if (r.outcome === 'replayed')
+                console.log(`dead letter ${r.id} re-enqueued to ${r.stream} as ${r.entryId}`);
+              else console.log(`dead letter ${r.id} not replayed: ${r.outcome} (${r.detail})`);
+              if (r.outcome === 'missing' || r.outcome === 'not_replayable') process.exitCode = 1;
               return;
             }
-            let status = await batchStatus(queue, batch);
-            while (!status.finished) {
-              printStatus(status, batch.batch);
-              await new Promise((r) => setTimeout(r, 500));
-              status = await batchStatus(queue, batch);
+            if (filter.replayed === undefined && !opts.force) filter.replayed = false;
+            const targets = await matchingIds(deps.pool, filter);
+            if (targets.length === 0) {
+              console.log(opts.json ? JSON.stringify({ total: 0 }) : 'no matching dead letters');
+              return;
             }
-            printStatus(status, batch.batch);
-            if (process.stderr.isTTY) process.stderr.write('\n');
-            if (opts.json) console.log(JSON.stringify({ batch: batch.batch, ...status }));
-            else console.log(`replayed ${status.replayed}, skipped ${status.skipped} (already replayed or not replayable) of ${status.total}`);
-            for (const f of status.failedJobs) console.error(`job ${f.jobId} failed after its retries: ${f.reason}`);
-            if (status.failedJobs.length > 0) process.exitCode = 1;
-          } finally {
-            await local?.close();
-            await queue.close();
-            connection.disconnect();
-          }
-        });
-      }),
+            const connection = bullConnection(config, 'surge-dlq-cli');
+            const queue = createReplayQueue(config, connection);
+            const local = opts.detach ? undefined : startReplayWorker(config, deps);
+            try {
+              const batch = await enqueueReplays(queue, targets, { force: opts.force, chunkSize: opts.chunkSize });
+              if (opts.detach) {
+                console.log(
+                  opts.json
+                    ? JSON.stringify(batch)
+                    : `enqueued ${batch.total} dead letters as ${batch.jobIds.length} job(s) of batch ${batch.batch}`,
+                );
+                return;
+              }
+              let status = await batchStatus(queue, batch);
+              while (!status.finished) {
+                printStatus(status, batch.batch);
+                await new Promise((r) => setTimeout(r, 500));
+                status = await batchStatus(queue, batch);
+              }
+              printStatus(status, batch.batch);
+              if (process.stderr.isTTY) process.stderr.write('\n');
+              if (opts.json) console.log(JSON.stringify({ batch: batch.batch, ...status }));
+              else
+                console.log(
+                  `replayed ${status.replayed}, skipped ${status.skipped} (already replayed or not replayable) of ${status.total}`,
+                );
+              for (const f of status.failedJobs) console.error(`job ${f.jobId} failed after its retries: ${f.reason}`);
+              if (status.failedJobs.length > 0) process.exitCode = 1;
+            } finally {
+              await local?.close();
+              await queue.close();
+              connection.disconnect();
+            }
+          });
+        },
+      ),
     );
 
   withFilters(
@@ -255,7 +283,10 @@ export function dlqCommand(): Command {
             return;
           }
           if (!opts.yes) {
-            if (!process.stdin.isTTY) throw new Error(`would delete ${targets.length} dead letter(s); not a terminal, so pass --yes to confirm`);
+            if (!process.stdin.isTTY)
+              throw new Error(
+                `would delete ${targets.length} dead letter(s); not a terminal, so pass --yes to confirm`,
+              );
             const rl = createInterface({ input: process.stdin, output: process.stderr });
             const answer = await rl.question(`Delete ${targets.length} dead letter(s) for good? [y/N] `);
             rl.close();
@@ -274,24 +305,29 @@ export function dlqCommand(): Command {
 
 export function maintenanceCommand(): Command {
   return new Command('maintenance')
-    .description('run the scheduled maintenance (safe trim, idle consumers, retention) and the dead-letter replay queue')
+    .description(
+      'run the scheduled maintenance (safe trim, idle consumers, retention) and the dead-letter replay queue',
+    )
     .action(serve('maintenance', 'maintenance', (config, logger) => startMaintenance(config, { logger })));
 }
 
 function port(raw: string): number {
-  if (!/^\d+$/.test(raw) || Number(raw) > 65535) throw new InvalidArgumentError('expected a port, 0–65535 (0 picks a free one)');
+  if (!/^\d+$/.test(raw) || Number(raw) > 65535)
+    throw new InvalidArgumentError('expected a port, 0–65535 (0 picks a free one)');
   return Number(raw);
 }
 
 export function dashboardCommand(): Command {
   return new Command('dashboard')
-    .description('serve Bull Board for the maintenance and dlq-replay queues (jobs, schedulers, failures) on a local port')
+    .description(
+      'serve Bull Board for the maintenance and dlq-replay queues (jobs, schedulers, failures) on a local port',
+    )
     .option('--host <address>', 'address to bind (default SURGE_DASHBOARD_HOST, 127.0.0.1; the board has no login)')
     .option('--port <n>', 'port (default SURGE_DASHBOARD_PORT, 9467; 0 picks a free one)', port)
     .option('--read-only', 'hide and refuse every action (retry, promote, clean, pause, delete, schedulers)')
     .addHelpText(
       'after',
-      '\nBull Board lists each queue\'s jobs by state with their data, progress, result and errors; the\n' +
+      "\nBull Board lists each queue's jobs by state with their data, progress, result and errors; the\n" +
         'maintenance queue also shows its job schedulers. Without --read-only it can retry, promote and\n' +
         'delete jobs and run or change schedulers: keep it on loopback (or behind your own authenticating\n' +
         'proxy). SIGTERM/SIGINT stop it.',
@@ -304,7 +340,12 @@ export function dashboardCommand(): Command {
         const config = configOrExit(overrides);
         const logger = createLogger(config.logLevel, 'dashboard');
         const { startDashboard } = await import('../maintenance/dashboard.js');
-        const handle = await startDashboard(config, { host: config.dashboardHost, port: config.dashboardPort, readOnly: opts.readOnly ?? false, logger });
+        const handle = await startDashboard(config, {
+          host: config.dashboardHost,
+          port: config.dashboardPort,
+          readOnly: opts.readOnly ?? false,
+          logger,
+        });
         stopOnSignals('dashboard', handle, { timeoutMs: config.shutdownTimeoutMs, logger });
       }),
     );

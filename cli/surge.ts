@@ -82,7 +82,11 @@ clients
       try {
         const rows = await listClients(pool);
         if (opts.json) console.log(JSON.stringify(rows));
-        else for (const r of rows) console.log(`${r.id}\t${r.name}\t${r.keyPrefix}…\t${r.createdAt.toISOString()}${r.disabled ? '\tdisabled' : ''}`);
+        else
+          for (const r of rows)
+            console.log(
+              `${r.id}\t${r.name}\t${r.keyPrefix}…\t${r.createdAt.toISOString()}${r.disabled ? '\tdisabled' : ''}`,
+            );
       } finally {
         await pool.end();
       }
@@ -90,7 +94,7 @@ clients
   );
 clients
   .command('disable')
-  .description('revoke a client\'s key (ingest caches keys for SURGE_AUTH_CACHE_MS)')
+  .description("revoke a client's key (ingest caches keys for SURGE_AUTH_CACHE_MS)")
   .argument('<name>', 'client name')
   .action(
     action(async (name: string) => {
@@ -111,7 +115,10 @@ program
   .action(
     serve('ingest', 'ingest', async (config, logger) => {
       const service = await startIngest(config, { logger });
-      logger.info({ url: service.url, port: service.port, durability: config.durability, shards: config.shards }, `ingest listening on ${service.url}`);
+      logger.info(
+        { url: service.url, port: service.port, durability: config.durability, shards: config.shards },
+        `ingest listening on ${service.url}`,
+      );
       return service;
     }),
   );
@@ -131,13 +138,25 @@ program
       return;
     }
     const config = configOrExit();
-    console.log(JSON.stringify({ ...config, databaseUrl: redactUrl(config.databaseUrl), redisUrl: redactUrl(config.redisUrl) }, null, 2));
+    console.log(
+      JSON.stringify(
+        { ...config, databaseUrl: redactUrl(config.databaseUrl), redisUrl: redactUrl(config.redisUrl) },
+        null,
+        2,
+      ),
+    );
   });
 
 program
   .command('up')
-  .description('run the whole stack on this machine (what `npm start` runs): finds or starts Redis and PostgreSQL, migrates, then supervises ingest, workers, the lag exporter and maintenance')
-  .option('--data-dir <dir>', 'folder for an embedded PostgreSQL, a started Redis and the dev API key', DEFAULT_DATA_DIR)
+  .description(
+    'run the whole stack on this machine (what `npm start` runs): finds or starts Redis and PostgreSQL, migrates, then supervises ingest, workers, the lag exporter and maintenance',
+  )
+  .option(
+    '--data-dir <dir>',
+    'folder for an embedded PostgreSQL, a started Redis and the dev API key',
+    DEFAULT_DATA_DIR,
+  )
   .option('--embedded-postgres', 'start the embedded PostgreSQL even if one answers on 127.0.0.1:5432')
   .option('--start-redis', 'start a private redis-server even if one answers on 127.0.0.1:6379')
   .option('--roles <list>', 'comma-separated roles to run', DEFAULT_ROLES.join(','))
@@ -150,7 +169,8 @@ program
       const config = configOrExit();
       const roles = opts.roles.split(',').map((r) => r.trim());
       const unknown = roles.filter((r) => !(DEFAULT_ROLES as readonly string[]).includes(r));
-      if (unknown.length > 0) throw new Error(`unknown role(s) ${unknown.join(', ')}; accepted: ${DEFAULT_ROLES.join(', ')}`);
+      if (unknown.length > 0)
+        throw new Error(`unknown role(s) ${unknown.join(', ')}; accepted: ${DEFAULT_ROLES.join(', ')}`);
       const out = (line: string) => process.stdout.write(`${line}\n`);
       const abort = new AbortController();
       let stack: Awaited<ReturnType<typeof up>> | undefined;
@@ -190,12 +210,16 @@ addBenchCommand(program, action);
 // Lag: the exporter and the operator's terminal view (metrics/, docs/metrics.md).
 program
   .command('lag-exporter')
-  .description('serve consumer lag, backlog and their ages per shard on /metrics (SURGE_LAG_EXPORTER_PORT); run exactly one per deployment')
+  .description(
+    'serve consumer lag, backlog and their ages per shard on /metrics (SURGE_LAG_EXPORTER_PORT); run exactly one per deployment',
+  )
   .action(serve('lag-exporter', 'lag-exporter', (config, logger) => startLagExporter(config, { logger })));
 
 program
   .command('status')
-  .description('per shard: length, lag, pending, backlog, oldest ages, consumers, DLQ depth; apply rate over the last minute')
+  .description(
+    'per shard: length, lag, pending, backlog, oldest ages, consumers, DLQ depth; apply rate over the last minute',
+  )
   .option('--watch', 'redraw in place until interrupted')
   .option('--interval <ms>', 'refresh interval for --watch', '2000')
   .option('--json', 'print the report as JSON (one line per refresh with --watch)')
@@ -203,7 +227,8 @@ program
     action(async (opts: { watch?: boolean; json?: boolean; interval: string }) => {
       const config = configOrExit();
       const intervalMs = Number(opts.interval);
-      if (!Number.isInteger(intervalMs) || intervalMs < 100) throw new Error(`--interval: "${opts.interval}" is not an integer ≥ 100`);
+      if (!Number.isInteger(intervalMs) || intervalMs < 100)
+        throw new Error(`--interval: "${opts.interval}" is not an integer ≥ 100`);
       const abort = new AbortController();
       const onSignal = () => abort.abort();
       process.once('SIGINT', onSignal);

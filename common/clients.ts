@@ -51,14 +51,28 @@ export async function findClientByKey(db: Queryable, apiKey: string): Promise<Ap
   return { id: row.id, name: row.name };
 }
 
-export async function listClients(db: Queryable): Promise<Array<ApiClient & { keyPrefix: string; createdAt: Date; disabled: boolean }>> {
-  const res = await db.query<{ id: string; name: string; key_prefix: string; created_at: Date; disabled_at: Date | null }>(
-    'SELECT id, name, key_prefix, created_at, disabled_at FROM api_clients ORDER BY created_at',
-  );
-  return res.rows.map((r) => ({ id: r.id, name: r.name, keyPrefix: r.key_prefix, createdAt: r.created_at, disabled: r.disabled_at !== null }));
+export async function listClients(
+  db: Queryable,
+): Promise<Array<ApiClient & { keyPrefix: string; createdAt: Date; disabled: boolean }>> {
+  const res = await db.query<{
+    id: string;
+    name: string;
+    key_prefix: string;
+    created_at: Date;
+    disabled_at: Date | null;
+  }>('SELECT id, name, key_prefix, created_at, disabled_at FROM api_clients ORDER BY created_at');
+  return res.rows.map((r) => ({
+    id: r.id,
+    name: r.name,
+    keyPrefix: r.key_prefix,
+    createdAt: r.created_at,
+    disabled: r.disabled_at !== null,
+  }));
 }
 
 export async function disableClient(db: Queryable, name: string): Promise<boolean> {
-  const res = await db.query('UPDATE api_clients SET disabled_at = now() WHERE name = $1 AND disabled_at IS NULL', [name]);
+  const res = await db.query('UPDATE api_clients SET disabled_at = now() WHERE name = $1 AND disabled_at IS NULL', [
+    name,
+  ]);
   return (res.rowCount ?? 0) > 0;
 }

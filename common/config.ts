@@ -119,7 +119,10 @@ function url(protocols: readonly string[]) {
     try {
       u = new URL(raw);
     } catch {
-      throw new ConfigError(name, `"${redact(raw)}" is not a URL; accepted: ${protocols.map((p) => `${p}//…`).join(' or ')}`);
+      throw new ConfigError(
+        name,
+        `"${redact(raw)}" is not a URL; accepted: ${protocols.map((p) => `${p}//…`).join(' or ')}`,
+      );
     }
     if (!protocols.includes(u.protocol)) {
       throw new ConfigError(name, `protocol ${u.protocol} is not accepted; accepted: ${protocols.join(' or ')}`);
@@ -146,7 +149,10 @@ function hostPorts(raw: string, name: string): Array<{ host: string; port: numbe
 
 function prefix(raw: string, name: string): string {
   if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(raw)) {
-    throw new ConfigError(name, `"${raw}" is not accepted; accepted: 1–64 characters of A–Z a–z 0–9 _ . : - (no braces)`);
+    throw new ConfigError(
+      name,
+      `"${raw}" is not accepted; accepted: 1–64 characters of A–Z a–z 0–9 _ . : - (no braces)`,
+    );
   }
   return raw;
 }
@@ -178,7 +184,8 @@ const SPECS = [
     key: 'redisClusterNodes',
     default: '',
     accepts: 'comma-separated host:port',
-    description: 'Seed nodes of a Redis Cluster; when set, Surge uses cluster mode and ignores the host of `REDIS_URL`.',
+    description:
+      'Seed nodes of a Redis Cluster; when set, Surge uses cluster mode and ignores the host of `REDIS_URL`.',
     parse: hostPorts,
   },
   {
@@ -218,7 +225,8 @@ const SPECS = [
     key: 'ingestHeadersTimeoutMs',
     default: '10000',
     accepts: 'integer 100–600000',
-    description: 'Ingest closes a connection whose request line and headers have not all arrived within this (slowloris guard; answers 408).',
+    description:
+      'Ingest closes a connection whose request line and headers have not all arrived within this (slowloris guard; answers 408).',
     parse: int(100, 600000),
   },
   {
@@ -226,7 +234,8 @@ const SPECS = [
     key: 'ingestRequestTimeoutMs',
     default: '30000',
     accepts: 'integer 100–600000, ≥ the headers timeout',
-    description: 'Ingest answers 408 and closes the connection when a whole request (body included) has not arrived within this.',
+    description:
+      'Ingest answers 408 and closes the connection when a whole request (body included) has not arrived within this.',
     parse: int(100, 600000),
   },
   {
@@ -234,7 +243,8 @@ const SPECS = [
     key: 'ingestBatchThreads',
     default: '1',
     accepts: 'integer 0–16',
-    description: 'Threads that parse, validate and fingerprint `:batch` bodies of 16 KiB or more, off the event loop. 0: the main thread does it (use 0 when ingest has a single core).',
+    description:
+      'Threads that parse, validate and fingerprint `:batch` bodies of 16 KiB or more, off the event loop. 0: the main thread does it (use 0 when ingest has a single core).',
     parse: int(0, 16),
   },
   {
@@ -300,7 +310,8 @@ const SPECS = [
     key: 'maxRedisMemoryBytes',
     default: '0',
     accepts: 'integer ≥ 0',
-    description: 'Ingest answers 503 while Redis `used_memory` exceeds this; 0 = 90 % of Redis `maxmemory` when that is set.',
+    description:
+      'Ingest answers 503 while Redis `used_memory` exceeds this; 0 = 90 % of Redis `maxmemory` when that is set.',
     parse: int(0, Number.MAX_SAFE_INTEGER),
   },
   {
@@ -324,7 +335,8 @@ const SPECS = [
     key: 'batchLingerMs',
     default: '0',
     accepts: 'integer 0–10000',
-    description: 'How long a worker waits to fill a batch before applying a partial one (0: backpressure alone makes batches grow under load; docs/workers.md).',
+    description:
+      'How long a worker waits to fill a batch before applying a partial one (0: backpressure alone makes batches grow under load; docs/workers.md).',
     parse: int(0, 10000),
   },
   {
@@ -340,7 +352,8 @@ const SPECS = [
     key: 'pgPoolSize',
     default: '4',
     accepts: 'integer 1–200',
-    description: 'PostgreSQL connections per worker process, shared equally by its threads (budget replicas × this against `max_connections`).',
+    description:
+      'PostgreSQL connections per worker process, shared equally by its threads (budget replicas × this against `max_connections`).',
     parse: int(1, 200),
   },
   {
@@ -388,7 +401,8 @@ const SPECS = [
     key: 'maintenanceIntervalMs',
     default: '60000',
     accepts: 'integer 100–86400000',
-    description: 'Tick of the stream maintenance jobs (safe trim, idle-consumer cleanup); one execution per tick across all `surge maintenance` replicas.',
+    description:
+      'Tick of the stream maintenance jobs (safe trim, idle-consumer cleanup); one execution per tick across all `surge maintenance` replicas.',
     parse: int(100, 86_400_000),
   },
   {
@@ -413,7 +427,8 @@ const SPECS = [
     key: 'deadLetterRetentionDays',
     default: '30',
     accepts: 'integer 0–36500',
-    description: 'Dead letters (table rows and DLQ stream entries) first seen longer ago than this are deleted, replayed or not. 0 keeps them forever.',
+    description:
+      'Dead letters (table rows and DLQ stream entries) first seen longer ago than this are deleted, replayed or not. 0 keeps them forever.',
     parse: int(0, 36500),
   },
   {
@@ -429,7 +444,8 @@ const SPECS = [
     key: 'consumerIdleMs',
     default: '3600000',
     accepts: 'integer 100–2592000000, ≥ `SURGE_CLAIM_TIMEOUT_MS`',
-    description: 'A group consumer idle longer than this is removed (`XGROUP DELCONSUMER`) — only once it holds no pending entries; its pending entries are first claimed by a live consumer.',
+    description:
+      'A group consumer idle longer than this is removed (`XGROUP DELCONSUMER`) — only once it holds no pending entries; its pending entries are first claimed by a live consumer.',
     parse: int(100, 2_592_000_000),
   },
   {
@@ -480,13 +496,22 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   }
   const config = { ...(out as unknown as Config), ...overrides };
   if (config.claimTimeoutMs < config.batchLingerMs * 3) {
-    throw new ConfigError('SURGE_CLAIM_TIMEOUT_MS', `must be at least 3× SURGE_BATCH_LINGER_MS (${config.batchLingerMs * 3})`);
+    throw new ConfigError(
+      'SURGE_CLAIM_TIMEOUT_MS',
+      `must be at least 3× SURGE_BATCH_LINGER_MS (${config.batchLingerMs * 3})`,
+    );
   }
   if (config.ingestHeadersTimeoutMs > config.ingestRequestTimeoutMs) {
-    throw new ConfigError('SURGE_INGEST_HEADERS_TIMEOUT_MS', `must not exceed SURGE_INGEST_REQUEST_TIMEOUT_MS (${config.ingestRequestTimeoutMs})`);
+    throw new ConfigError(
+      'SURGE_INGEST_HEADERS_TIMEOUT_MS',
+      `must not exceed SURGE_INGEST_REQUEST_TIMEOUT_MS (${config.ingestRequestTimeoutMs})`,
+    );
   }
   if (config.consumerIdleMs < config.claimTimeoutMs) {
-    throw new ConfigError('SURGE_CONSUMER_IDLE_MS', `must be at least SURGE_CLAIM_TIMEOUT_MS (${config.claimTimeoutMs})`);
+    throw new ConfigError(
+      'SURGE_CONSUMER_IDLE_MS',
+      `must be at least SURGE_CLAIM_TIMEOUT_MS (${config.claimTimeoutMs})`,
+    );
   }
   return config;
 }

@@ -104,7 +104,8 @@ export function decodeEntry(fields: readonly string[] | null | undefined): Decod
         break;
     }
   }
-  if (v !== ENTRY_SCHEMA_VERSION) return { ok: false, reason: `unsupported entry schema version ${JSON.stringify(v ?? null)}` };
+  if (v !== ENTRY_SCHEMA_VERSION)
+    return { ok: false, reason: `unsupported entry schema version ${JSON.stringify(v ?? null)}` };
   if (!clientId) return { ok: false, reason: `missing field ${ENTRY_FIELD.client} (client id)` };
   if (idempotencyKey === undefined || idempotencyKeyProblem(idempotencyKey) !== undefined) {
     return { ok: false, reason: `missing or invalid field ${ENTRY_FIELD.key} (idempotency key)` };
@@ -118,7 +119,10 @@ export function decodeEntry(fields: readonly string[] | null | undefined): Decod
   }
   const result = validateOrder(parsed);
   if (!result.ok) {
-    return { ok: false, reason: `invalid order: ${result.errors.map((e) => `${e.path || '/'} ${e.message}`).join('; ')}` };
+    return {
+      ok: false,
+      reason: `invalid order: ${result.errors.map((e) => `${e.path || '/'} ${e.message}`).join('; ')}`,
+    };
   }
   return { ok: true, entry: { clientId, idempotencyKey, order: result.order } };
 }

@@ -64,7 +64,9 @@ export async function migrate(databaseUrl: string, dir: string = MIGRATIONS_DIR)
         const prior = applied.get(m.version);
         if (prior) {
           if (prior.checksum !== m.checksum) {
-            throw new Error(`migration ${m.name} was applied with different contents (checksum mismatch); add a new migration instead of editing it`);
+            throw new Error(
+              `migration ${m.name} was applied with different contents (checksum mismatch); add a new migration instead of editing it`,
+            );
           }
           result.alreadyApplied.push(m.name);
           continue;

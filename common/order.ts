@@ -123,10 +123,12 @@ export interface OrderFieldEntry {
 }
 
 /** The fields table as a list, in staging-column order. */
-export const ORDER_FIELD_LIST: readonly OrderFieldEntry[] = (Object.keys(ORDER_FIELDS) as Array<keyof Order>).map((name) => ({
-  name,
-  ...ORDER_FIELDS[name],
-}));
+export const ORDER_FIELD_LIST: readonly OrderFieldEntry[] = (Object.keys(ORDER_FIELDS) as Array<keyof Order>).map(
+  (name) => ({
+    name,
+    ...ORDER_FIELDS[name],
+  }),
+);
 
 export const ORDER_SCHEMA = {
   $id: 'https://surge.dev/schemas/order-v1.json',
@@ -188,7 +190,8 @@ function pointer(segments: ReadonlyArray<string | number>): string {
  */
 function unstorableStrings(value: unknown, at: Array<string | number>, out: FieldError[], checkStrings: boolean): void {
   if (typeof value === 'string') {
-    if (checkStrings && UNSTORABLE.test(value)) out.push({ path: pointer(at), message: 'contains NUL or invalid UTF-16/UTF-8, which cannot be stored' });
+    if (checkStrings && UNSTORABLE.test(value))
+      out.push({ path: pointer(at), message: 'contains NUL or invalid UTF-16/UTF-8, which cannot be stored' });
     return;
   }
   if (value === null || typeof value !== 'object') return;
@@ -207,7 +210,8 @@ function unstorableStrings(value: unknown, at: Array<string | number>, out: Fiel
   for (const k in value) {
     if (!Object.hasOwn(value, k)) continue;
     at.push(k);
-    if (checkStrings && UNSTORABLE.test(k)) out.push({ path: pointer(at), message: 'field name contains NUL or invalid UTF-16' });
+    if (checkStrings && UNSTORABLE.test(k))
+      out.push({ path: pointer(at), message: 'field name contains NUL or invalid UTF-16' });
     unstorableStrings((value as Record<string, unknown>)[k], at, out, checkStrings);
     at.pop();
   }
@@ -249,7 +253,8 @@ export function validateOrder(body: unknown, escapeFree = false): ValidationResu
 /** Checks an Idempotency-Key: 1–255 printable ASCII. Returns an error message or undefined. */
 export function idempotencyKeyProblem(key: string | undefined): string | undefined {
   if (key === undefined || key === '') return 'is required';
-  if (key.length > LIMITS.maxIdempotencyKeyLength) return `is ${key.length} characters; at most ${LIMITS.maxIdempotencyKeyLength}`;
+  if (key.length > LIMITS.maxIdempotencyKeyLength)
+    return `is ${key.length} characters; at most ${LIMITS.maxIdempotencyKeyLength}`;
   if (!/^[\x21-\x7e]+$/.test(key)) return 'must be printable ASCII (0x21–0x7E) without spaces';
   return undefined;
 }

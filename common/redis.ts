@@ -41,12 +41,17 @@ export const IN_FLIGHT_LOST = 'Redis connection closed before the reply arrived;
  */
 function rejectInFlightOnClose(client: Redis): void {
   client.on('close', () => {
-    const flush = (client as unknown as { flushQueue?: (e: Error, o: { offlineQueue: boolean; commandQueue: boolean }) => void }).flushQueue;
+    const flush = (
+      client as unknown as { flushQueue?: (e: Error, o: { offlineQueue: boolean; commandQueue: boolean }) => void }
+    ).flushQueue;
     flush?.call(client, new Error(IN_FLIGHT_LOST), { offlineQueue: false, commandQueue: true });
   });
 }
 
-export function createRedis(config: Pick<Config, 'redisUrl' | 'redisClusterNodes'>, options: RedisConnectOptions = {}): RedisClient {
+export function createRedis(
+  config: Pick<Config, 'redisUrl' | 'redisClusterNodes'>,
+  options: RedisConnectOptions = {},
+): RedisClient {
   const base: RedisOptions = {
     connectionName: options.connectionName ?? 'surge',
     enableOfflineQueue: options.offlineQueue ?? true,

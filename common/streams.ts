@@ -40,12 +40,19 @@ export interface DeadLetterInfo {
 export function dlqEntryFields(original: readonly string[] | null, info: DeadLetterInfo): string[] {
   return [
     ...(original ?? []),
-    'dl_stream', info.stream,
-    'dl_id', info.entryId,
-    'dl_reason', info.reason,
-    'dl_message', info.message,
-    'dl_sqlstate', info.sqlstate ?? '',
-    'dl_deliveries', String(info.deliveries),
-    'dl_at', new Date().toISOString(),
+    'dl_stream',
+    info.stream,
+    'dl_id',
+    info.entryId,
+    'dl_reason',
+    info.reason,
+    'dl_message',
+    info.message,
+    'dl_sqlstate',
+    info.sqlstate ?? '',
+    'dl_deliveries',
+    String(info.deliveries),
+    'dl_at',
+    new Date().toISOString(),
   ];
 }

@@ -40,7 +40,8 @@ export function parseExposition(text: string): Sample[] {
       i++;
     }
     const rest = line.slice(i).trim().split(/\s+/)[0] ?? '';
-    const value = rest === '+Inf' ? Number.POSITIVE_INFINITY : rest === '-Inf' ? Number.NEGATIVE_INFINITY : Number(rest);
+    const value =
+      rest === '+Inf' ? Number.POSITIVE_INFINITY : rest === '-Inf' ? Number.NEGATIVE_INFINITY : Number(rest);
     out.push({ name, labels, value });
   }
   return out;

@@ -21,30 +21,50 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-export async function startRedisServer(options: { appendonly?: boolean; appendfsync?: 'always' | 'everysec'; extraArgs?: string[] } = {}): Promise<RedisServer> {
+export async function startRedisServer(
+  options: { appendonly?: boolean; appendfsync?: 'always' | 'everysec'; extraArgs?: string[] } = {},
+): Promise<RedisServer> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'surge-redis-'));
   const args = [
-    '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
-    '--appendonly', options.appendonly ? 'yes' : 'no',
-    '--appendfsync', options.appendfsync ?? 'everysec',
-    '--maxmemory-policy', 'noeviction',
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    options.appendonly ? 'yes' : 'no',
+    '--appendfsync',
+    options.appendfsync ?? 'everysec',
+    '--maxmemory-policy',
+    'noeviction',
     ...(options.extraArgs ?? []),
   ];
   let child: ChildProcess | undefined;
   const launch = async () => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
-    const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const probe = new Redis(port, '127.0.0.1', {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
     probe.on('error', () => {}); // refused while the server starts: expected, not worth a log line
     try {
-      await waitFor(`redis-server on port ${port}`, async () => {
-        if (probe.status !== 'ready') {
-          probe.disconnect();
-          await probe.connect();
-        }
-        const loading = (await probe.info('persistence')).includes('loading:1');
-        return !loading;
-      }, { timeoutMs: 10_000, intervalMs: 20 });
+      await waitFor(
+        `redis-server on port ${port}`,
+        async () => {
+          if (probe.status !== 'ready') {
+            probe.disconnect();
+            await probe.connect();
+          }
+          const loading = (await probe.info('persistence')).includes('loading:1');
+          return !loading;
+        },
+        { timeoutMs: 10_000, intervalMs: 20 },
+      );
     } finally {
       probe.disconnect();
     }

@@ -83,7 +83,10 @@ export interface TestEnv {
 }
 
 /** A database + Redis prefix for one test file or benchmark run. Call cleanup() when done. */
-export async function createTestEnv(overrides: Record<string, string> = {}, redisUrl: string = TEST_REDIS_URL): Promise<TestEnv> {
+export async function createTestEnv(
+  overrides: Record<string, string> = {},
+  redisUrl: string = TEST_REDIS_URL,
+): Promise<TestEnv> {
   const db = await createTestDatabase();
   const prefix = uniquePrefix();
   const env: Record<string, string> = {

@@ -40,7 +40,12 @@ export function bodyTooLarge(limit: number): Problem {
 
 /** 415: a Content-Type the order routes do not read. */
 export function unsupportedMediaType(): Problem {
-  return problem(415, 'unsupported-media-type', 'Unsupported Content-Type', 'send application/json (or, for :batch, application/x-ndjson)');
+  return problem(
+    415,
+    'unsupported-media-type',
+    'Unsupported Content-Type',
+    'send application/json (or, for :batch, application/x-ndjson)',
+  );
 }
 
 /** A refusal: the problem and the headers that go with it (Retry-After, WWW-Authenticate). */
@@ -53,22 +58,46 @@ export interface Refusal {
  * What one write outcome answers: status, headers (name, value, name, value, …: the form
  * node:http's writeHead takes without walking an object), body (a 202 body or a problem).
  */
-export function answerFor(outcome: WriteOutcome, key: string, retryAfter: number): { status: number; headers: string[]; body: string; problem?: Problem } {
+export function answerFor(
+  outcome: WriteOutcome,
+  key: string,
+  retryAfter: number,
+): { status: number; headers: string[]; body: string; problem?: Problem } {
   switch (outcome.kind) {
     case 'accepted':
       return { status: 202, headers: ['location', location(key)], body: outcome.body };
     case 'replayed':
       return { status: 202, headers: ['location', location(key), 'idempotent-replayed', 'true'], body: outcome.body };
     case 'mismatch': {
-      const p = problem(422, 'idempotency-key-reused', 'Idempotency-Key reused with another payload', 'this key was first used with a different order; use a new key for a new order');
+      const p = problem(
+        422,
+        'idempotency-key-reused',
+        'Idempotency-Key reused with another payload',
+        'this key was first used with a different order; use a new key for a new order',
+      );
       return { status: 422, headers: [], body: JSON.stringify(p), problem: p };
     }
     case 'pending': {
-      const p = problem(409, 'request-in-progress', 'A request with this Idempotency-Key is still being written', 'retry after the Retry-After delay');
-      return { status: 409, headers: ['retry-after', String(CONFLICT_RETRY_AFTER)], body: JSON.stringify(p), problem: p };
+      const p = problem(
+        409,
+        'request-in-progress',
+        'A request with this Idempotency-Key is still being written',
+        'retry after the Retry-After delay',
+      );
+      return {
+        status: 409,
+        headers: ['retry-after', String(CONFLICT_RETRY_AFTER)],
+        body: JSON.stringify(p),
+        problem: p,
+      };
     }
     case 'unavailable': {
-      const p = problem(503, 'unavailable', 'Order not accepted: storage unavailable', `${outcome.reason}; nothing was recorded for this key, retry with the same Idempotency-Key`);
+      const p = problem(
+        503,
+        'unavailable',
+        'Order not accepted: storage unavailable',
+        `${outcome.reason}; nothing was recorded for this key, retry with the same Idempotency-Key`,
+      );
       return { status: 503, headers: ['retry-after', String(retryAfter)], body: JSON.stringify(p), problem: p };
     }
   }
@@ -90,7 +119,9 @@ let requestSeq = 0;
 /** The client's X-Request-Id when it is one printable-ASCII token of up to 128 characters, else a new one. */
 export function requestId(req: { headers: Record<string, string | string[] | undefined> }): string {
   const given = req.headers['x-request-id'];
-  return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : `${REQUEST_ID_PREFIX}-${(requestSeq++).toString(36)}`;
+  return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given)
+    ? given
+    : `${REQUEST_ID_PREFIX}-${(requestSeq++).toString(36)}`;
 }
 
 export interface AdmissionDeps {
@@ -114,12 +145,18 @@ export function admit(
 ): void {
   const token = bearerToken(authorization);
   if (!token) {
-    done(undefined, { problem: problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'), headers: { 'www-authenticate': 'Bearer' } });
+    done(undefined, {
+      problem: problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'),
+      headers: { 'www-authenticate': 'Bearer' },
+    });
     return;
   }
   const decide = (client: ApiClient | undefined) => {
     if (!client) {
-      done(undefined, { problem: problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'), headers: { 'www-authenticate': 'Bearer error="invalid_token"' } });
+      done(undefined, {
+        problem: problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'),
+        headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
+      });
       return;
     }
     const overloaded = shed ? shedding(deps) : undefined;
@@ -133,7 +170,12 @@ export function admit(
   deps.auth.lookup(token).then(decide, (err: unknown) => {
     lookupFailed(err);
     done(undefined, {
-      problem: problem(503, 'unavailable', 'Authentication unavailable', 'the key store (PostgreSQL) cannot be reached'),
+      problem: problem(
+        503,
+        'unavailable',
+        'Authentication unavailable',
+        'the key store (PostgreSQL) cannot be reached',
+      ),
       headers: { 'retry-after': String(deps.backpressure.retryAfterSeconds) },
     });
   });

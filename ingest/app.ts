@@ -2,7 +2,15 @@
 // /healthz, /readyz and /metrics, on a server whose request listener hands POST /v1/orders to
 // create-order.ts. Every error is application/problem+json (RFC 9457). The app holds no connections of its own: `startIngest` (server.ts) builds them.
 import { createServer } from 'node:http';
-import { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, fastify, LogController } from 'fastify';
+import {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  fastify,
+  LogController,
+} from 'fastify';
 import type { Bindings, ChildLoggerOptions } from 'pino';
 import type { Registry } from 'prom-client';
 import type { ApiClient } from '../common/clients.js';
@@ -12,7 +20,18 @@ import { idemKey, shardFor, shardOfStream } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
 import type { RedisClient } from '../common/redis.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
-import { admit, answerFor, bodyTooLarge, location, ORDER_RESULT, PROBLEM_TYPE, ROUTES, requestId, SINGLE_BODY_LIMIT, unsupportedMediaType } from './answers.js';
+import {
+  admit,
+  answerFor,
+  bodyTooLarge,
+  location,
+  ORDER_RESULT,
+  PROBLEM_TYPE,
+  ROUTES,
+  requestId,
+  SINGLE_BODY_LIMIT,
+  unsupportedMediaType,
+} from './answers.js';
 import type { Authenticator } from './auth.js';
 import type { Backpressure } from './backpressure.js';
 import { BODY_TYPES, createOrderHandler, isCreateOrder } from './create-order.js';
@@ -140,7 +159,14 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
   // POST /v1/orders: bodies checked and written once per event-loop turn (ingest/intake.ts).
   const intake = new OrderIntake(writer);
   // POST /v1/orders is served on node:http directly (create-order.ts: why); fastify the rest.
-  const createOrder = createOrderHandler({ auth: deps.auth, backpressure, metrics, intake, logger, draining: deps.draining });
+  const createOrder = createOrderHandler({
+    auth: deps.auth,
+    backpressure,
+    metrics,
+    intake,
+    logger,
+    draining: deps.draining,
+  });
   const app = fastify({
     // The server is made here rather than by fastify so that its request listener can hand
     // POST /v1/orders to createOrder; it is set up as fastify sets up its own (keepAliveTimeout
@@ -195,9 +221,19 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
     if (status >= 500) request.log.error({ err: error }, 'request failed');
     if (status === 413) return sendProblem(reply, bodyTooLarge(request.routeOptions.bodyLimit ?? SINGLE_BODY_LIMIT));
     if (status === 415) return sendProblem(reply, unsupportedMediaType());
-    return sendProblem(reply, status >= 500 ? problem(status, 'internal', 'Internal error') : problem(status, 'bad-request', 'Bad request', error.message));
+    return sendProblem(
+      reply,
+      status >= 500
+        ? problem(status, 'internal', 'Internal error')
+        : problem(status, 'bad-request', 'Bad request', error.message),
+    );
   });
-  app.setNotFoundHandler((request, reply) => sendProblem(reply, problem(404, 'not-found', 'Not found', `no route ${request.method} ${request.url.split('?')[0]}`)));
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(
+      reply,
+      problem(404, 'not-found', 'Not found', `no route ${request.method} ${request.url.split('?')[0]}`),
+    ),
+  );
 
   // Auth first (before the body is read), then, for writes, load shedding (answers.ts: admit).
   // A hook that replies does not call done (fastify: respond from a hook).
@@ -235,9 +271,18 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
         batch = await deps.prepareBatch(request.body, String(request.headers['content-type'] ?? ''), client.id);
       } catch (err) {
         request.log.error({ err }, 'batch: preparing the orders failed');
-        return sendProblem(reply, problem(503, 'unavailable', 'Order batch not accepted', 'the batch could not be prepared; nothing was recorded, retry'), {
-          'retry-after': String(backpressure.retryAfterSeconds),
-        });
+        return sendProblem(
+          reply,
+          problem(
+            503,
+            'unavailable',
+            'Order batch not accepted',
+            'the batch could not be prepared; nothing was recorded, retry',
+          ),
+          {
+            'retry-after': String(backpressure.retryAfterSeconds),
+          },
+        );
       }
       if (!batch.ok) return sendProblem(reply, batch.problem);
       // The 207 body is built as text: each accepted result embeds the 202 body as the single
@@ -257,38 +302,66 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
         const result = ORDER_RESULT[outcome.kind];
         counts.set(result, (counts.get(result) ?? 0) + 1);
         if (outcome.kind === 'accepted' || outcome.kind === 'replayed') {
-          results[index] = `{"index":${index},"idempotency_key":${JSON.stringify(key)},"status":202,"replayed":${outcome.kind === 'replayed'},"location":${JSON.stringify(location(key))},"body":${outcome.body}}`;
+          results[index] =
+            `{"index":${index},"idempotency_key":${JSON.stringify(key)},"status":202,"replayed":${outcome.kind === 'replayed'},"location":${JSON.stringify(location(key))},"body":${outcome.body}}`;
         } else {
           if (outcome.kind === 'unavailable') failure ??= outcome.err ?? outcome.reason;
           const answer = answerFor(outcome, key, backpressure.retryAfterSeconds);
-          results[index] = JSON.stringify({ index, idempotency_key: key, status: answer.status, problem: answer.problem as Problem } satisfies BatchResult);
+          results[index] = JSON.stringify({
+            index,
+            idempotency_key: key,
+            status: answer.status,
+            problem: answer.problem as Problem,
+          } satisfies BatchResult);
         }
       }
       for (const [result, n] of counts) metrics.orders.inc({ result }, n);
       if (failure !== undefined) request.log.error({ err: failure }, 'batch: some orders not accepted');
-      return reply.code(207).type('application/json; charset=utf-8').send(`{"results":[${results.join(',')}]}`);
+      return reply
+        .code(207)
+        .type('application/json; charset=utf-8')
+        .send(`{"results":[${results.join(',')}]}`);
     },
   );
 
-  app.get<{ Params: { key: string } }>('/v1/orders/:key', { config: { metricRoute: ROUTES.get }, onRequest: [authenticate] }, async (request, reply) => {
-    const client = request.apiClient as ApiClient;
-    const key = request.params.key;
-    const bad = keyProblem(key, 'the key in the path');
-    if (bad) return sendProblem(reply, bad);
-    let state: OrderState | undefined;
-    try {
-      state = await lookupOrder(deps, client.id, key);
-    } catch (err) {
-      request.log.error({ err }, 'order lookup failed');
-      return sendProblem(reply, problem(503, 'unavailable', 'Order state unavailable', 'PostgreSQL or Redis cannot be reached'), {
-        'retry-after': String(backpressure.retryAfterSeconds),
-      });
-    }
-    if (!state) return sendProblem(reply, problem(404, 'order-not-found', 'No such order', 'no order with this Idempotency-Key for this client (or its record expired)'));
-    return reply.code(200).send(state);
-  });
+  app.get<{ Params: { key: string } }>(
+    '/v1/orders/:key',
+    { config: { metricRoute: ROUTES.get }, onRequest: [authenticate] },
+    async (request, reply) => {
+      const client = request.apiClient as ApiClient;
+      const key = request.params.key;
+      const bad = keyProblem(key, 'the key in the path');
+      if (bad) return sendProblem(reply, bad);
+      let state: OrderState | undefined;
+      try {
+        state = await lookupOrder(deps, client.id, key);
+      } catch (err) {
+        request.log.error({ err }, 'order lookup failed');
+        return sendProblem(
+          reply,
+          problem(503, 'unavailable', 'Order state unavailable', 'PostgreSQL or Redis cannot be reached'),
+          {
+            'retry-after': String(backpressure.retryAfterSeconds),
+          },
+        );
+      }
+      if (!state)
+        return sendProblem(
+          reply,
+          problem(
+            404,
+            'order-not-found',
+            'No such order',
+            'no order with this Idempotency-Key for this client (or its record expired)',
+          ),
+        );
+      return reply.code(200).send(state);
+    },
+  );
 
-  app.get('/healthz', { config: { metricRoute: ROUTES.healthz } }, async (_request, reply) => reply.type('text/plain').send('ok\n'));
+  app.get('/healthz', { config: { metricRoute: ROUTES.healthz } }, async (_request, reply) =>
+    reply.type('text/plain').send('ok\n'),
+  );
   app.get('/readyz', { config: { metricRoute: ROUTES.readyz } }, async (_request, reply) => {
     const why = deps.draining() ? 'draining' : backpressure.redisUp ? undefined : 'redis unreachable';
     return reply
@@ -312,12 +385,22 @@ export interface OrderState {
 }
 
 /** PostgreSQL first (the final word), then dead letters, then the Redis record. */
-async function lookupOrder(deps: Pick<IngestAppDeps, 'pool' | 'redis' | 'config'>, clientId: string, key: string): Promise<OrderState | undefined> {
+async function lookupOrder(
+  deps: Pick<IngestAppDeps, 'pool' | 'redis' | 'config'>,
+  clientId: string,
+  key: string,
+): Promise<OrderState | undefined> {
   const { redisPrefix: prefix, shards } = deps.config;
-  const orders = await deps.pool.query<{ status: 'applied' | 'rejected'; reason: string | null; stream: string; entry_id: string; applied_at: Date }>(
-    'SELECT status, reason, stream, entry_id, applied_at FROM orders WHERE client_id = $1 AND idempotency_key = $2',
-    [clientId, key],
-  );
+  const orders = await deps.pool.query<{
+    status: 'applied' | 'rejected';
+    reason: string | null;
+    stream: string;
+    entry_id: string;
+    applied_at: Date;
+  }>('SELECT status, reason, stream, entry_id, applied_at FROM orders WHERE client_id = $1 AND idempotency_key = $2', [
+    clientId,
+    key,
+  ]);
   const row = orders.rows[0];
   if (row) {
     const shard = shardOfStream(prefix, row.stream);
@@ -336,11 +419,15 @@ async function lookupOrder(deps: Pick<IngestAppDeps, 'pool' | 'redis' | 'config'
   const dl = dead.rows[0];
   if (dl) {
     const shard = shardOfStream(prefix, dl.stream);
-    return { idempotency_key: key, status: 'dead_lettered', ...(shard !== undefined ? { order_ref: `s${shard}-${dl.entry_id}` } : {}), reason: dl.reason };
+    return {
+      idempotency_key: key,
+      status: 'dead_lettered',
+      ...(shard !== undefined ? { order_ref: `s${shard}-${dl.entry_id}` } : {}),
+      reason: dl.reason,
+    };
   }
   const shard = shardFor(clientId, key, shards);
   const record = parseRecord(await deps.redis.get(idemKey(prefix, shard, clientId, key)));
   if (record?.state !== STATE_DONE) return undefined;
   return { idempotency_key: key, status: 'queued', order_ref: `s${shard}-${record.entryId}` };
 }
-

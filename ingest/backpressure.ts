@@ -47,7 +47,10 @@ export class Backpressure {
 
   constructor(
     private readonly redis: RedisClient,
-    private readonly config: Pick<Config, 'redisPrefix' | 'shards' | 'maxBacklog' | 'maxRedisMemoryBytes' | 'backpressureIntervalMs'>,
+    private readonly config: Pick<
+      Config,
+      'redisPrefix' | 'shards' | 'maxBacklog' | 'maxRedisMemoryBytes' | 'backpressureIntervalMs'
+    >,
     private readonly metrics: IngestMetrics,
     private readonly logger: Logger,
   ) {}
@@ -95,7 +98,10 @@ export class Backpressure {
       const [memory, ...perStream] = await Promise.all([
         this.redis.info('memory'),
         ...keys.map(async (key) => {
-          const [groups, xlen] = await Promise.all([this.redis.xinfo('GROUPS', key).catch(() => null), this.redis.xlen(key)]);
+          const [groups, xlen] = await Promise.all([
+            this.redis.xinfo('GROUPS', key).catch(() => null),
+            this.redis.xlen(key),
+          ]);
           return streamBacklog(groups, xlen);
         }),
       ]);
@@ -103,7 +109,8 @@ export class Backpressure {
       this.reading = {
         backlog: perStream.reduce((a, b) => a + b, 0),
         usedMemory: infoNumber(memory, 'used_memory'),
-        memoryLimit: this.config.maxRedisMemoryBytes > 0 ? this.config.maxRedisMemoryBytes : Math.floor(maxmemory * 0.9),
+        memoryLimit:
+          this.config.maxRedisMemoryBytes > 0 ? this.config.maxRedisMemoryBytes : Math.floor(maxmemory * 0.9),
       };
       if (!this.lastOk) this.logger.info('redis reachable');
       this.lastOk = true;
@@ -114,6 +121,7 @@ export class Backpressure {
       this.polling = false;
     }
     const reason = this.overloaded();
-    for (const r of ['redis_down', 'backlog', 'memory'] as const) this.metrics.overloaded.set({ reason: r }, r === reason ? 1 : 0);
+    for (const r of ['redis_down', 'backlog', 'memory'] as const)
+      this.metrics.overloaded.set({ reason: r }, r === reason ? 1 : 0);
   }
 }

@@ -11,5 +11,8 @@ export interface BatchTask {
 }
 
 export default function prepare(task: BatchTask): PreparedBatch {
-  return prepareBatch(task.body, task.contentType, task.clientId, { redisPrefix: task.redisPrefix, shards: task.shards });
+  return prepareBatch(task.body, task.contentType, task.clientId, {
+    redisPrefix: task.redisPrefix,
+    shards: task.shards,
+  });
 }

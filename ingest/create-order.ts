@@ -11,7 +11,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../common/log.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
-import { type AdmissionDeps, admit, answerFor, bodyTooLarge, ORDER_RESULT, requestId, ROUTES, SINGLE_BODY_LIMIT, unsupportedMediaType } from './answers.js';
+import {
+  type AdmissionDeps,
+  admit,
+  answerFor,
+  bodyTooLarge,
+  ORDER_RESULT,
+  requestId,
+  ROUTES,
+  SINGLE_BODY_LIMIT,
+  unsupportedMediaType,
+} from './answers.js';
 import type { OrderIntake } from './intake.js';
 import { keyProblem, type Problem, problem } from './requests.js';
 
@@ -39,7 +49,12 @@ function mediaType(header: string): string {
 /** True for the requests createOrderHandler serves: POST /v1/orders, with or without a query string. */
 export function isCreateOrder(req: IncomingMessage): boolean {
   const url = req.url;
-  return req.method === 'POST' && url !== undefined && url.startsWith(PATH) && (url.length === PATH.length || url.charCodeAt(PATH.length) === 0x3f);
+  return (
+    req.method === 'POST' &&
+    url !== undefined &&
+    url.startsWith(PATH) &&
+    (url.length === PATH.length || url.charCodeAt(PATH.length) === 0x3f)
+  );
 }
 
 export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage, res: ServerResponse) => void {
@@ -63,7 +78,8 @@ export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage
       metrics.duration.observe({ route }, (performance.now() - started) / 1000);
       if (status >= 400 && status < 500) logger.info({ reqId, route, code: status }, 'client error');
     };
-    const refuse = (p: Problem, headers: Record<string, string> = {}): void => respond(p.status, Object.entries(headers).flat(), PROBLEM_CONTENT_TYPE, JSON.stringify(p));
+    const refuse = (p: Problem, headers: Record<string, string> = {}): void =>
+      respond(p.status, Object.entries(headers).flat(), PROBLEM_CONTENT_TYPE, JSON.stringify(p));
     const invalid = (p: Problem): void => {
       metrics.orders.inc({ result: 'invalid' });
       refuse(p);
@@ -90,7 +106,8 @@ export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage
       const rawKey = req.headers['idempotency-key'];
       const badKey = Array.isArray(rawKey)
         ? problem(400, 'invalid-idempotency-key', 'Invalid Idempotency-Key', 'send exactly one Idempotency-Key header')
-        : (keyProblem(rawKey, 'Idempotency-Key') ?? (body ? undefined : problem(400, 'malformed-json', 'Malformed JSON', 'the request has no JSON body')));
+        : (keyProblem(rawKey, 'Idempotency-Key') ??
+          (body ? undefined : problem(400, 'malformed-json', 'Malformed JSON', 'the request has no JSON body')));
       if (badKey || !body) {
         invalid(badKey as Problem);
         return;
@@ -103,9 +120,15 @@ export function createOrderHandler(deps: CreateOrderDeps): (req: IncomingMessage
             return;
           }
           metrics.orders.inc({ result: ORDER_RESULT[outcome.kind] });
-          if (outcome.kind === 'unavailable') logger.error({ reqId, err: outcome.err, reason: outcome.reason }, 'order not accepted');
+          if (outcome.kind === 'unavailable')
+            logger.error({ reqId, err: outcome.err, reason: outcome.reason }, 'order not accepted');
           const answer = answerFor(outcome, key, backpressure.retryAfterSeconds);
-          respond(answer.status, answer.headers, answer.problem ? PROBLEM_CONTENT_TYPE : JSON_CONTENT_TYPE, answer.body);
+          respond(
+            answer.status,
+            answer.headers,
+            answer.problem ? PROBLEM_CONTENT_TYPE : JSON_CONTENT_TYPE,
+            answer.body,
+          );
         } catch (err) {
           failed(err);
         }

@@ -7,7 +7,9 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../common/config.js';
 import type { RedisClient } from '../common/redis.js';
 
-export type DurabilityCommand = { kind: 'WAITAOF'; args: [number, number, number] } | { kind: 'WAIT'; args: [number, number] };
+export type DurabilityCommand =
+  | { kind: 'WAITAOF'; args: [number, number, number] }
+  | { kind: 'WAIT'; args: [number, number] };
 
 class DurabilityUnavailableError extends Error {
   constructor(message: string) {
@@ -36,13 +38,20 @@ function confirmed(command: DurabilityCommand, reply: unknown): boolean {
  * Chooses WAITAOF 1 0 or WAIT 1 for this server and runs it once. Throws
  * DurabilityUnavailableError saying why when neither can succeed.
  */
-export async function checkDurability(redis: RedisClient, config: Pick<Config, 'durableTimeoutMs' | 'redisClusterNodes'>): Promise<DurabilityCommand> {
+export async function checkDurability(
+  redis: RedisClient,
+  config: Pick<Config, 'durableTimeoutMs' | 'redisClusterNodes'>,
+): Promise<DurabilityCommand> {
   if (config.redisClusterNodes.length > 0) {
     throw new DurabilityUnavailableError(
       'SURGE_DURABILITY=durable is not supported on Redis Cluster yet (WAITAOF/WAIT must run on the node of each shard); use fast mode with appendfsync always on the nodes',
     );
   }
-  const [server, persistence, replication] = await Promise.all([redis.info('server'), redis.info('persistence'), redis.info('replication')]);
+  const [server, persistence, replication] = await Promise.all([
+    redis.info('server'),
+    redis.info('persistence'),
+    redis.info('replication'),
+  ]);
   const version = infoField(server, 'redis_version') ?? '0.0.0';
   const aof = infoField(persistence, 'aof_enabled') === '1';
   const replicas = Number(infoField(replication, 'connected_slaves') ?? '0');
@@ -52,10 +61,14 @@ export async function checkDurability(redis: RedisClient, config: Pick<Config, '
   else if (replicas >= 1) command = { kind: 'WAIT', args: [1, config.durableTimeoutMs] };
   else {
     const why = [
-      hasWaitAof ? 'WAITAOF 1 0 needs appendonly yes (aof_enabled:0)' : `WAITAOF needs Redis ≥ 7.2 (this server is ${version})`,
+      hasWaitAof
+        ? 'WAITAOF 1 0 needs appendonly yes (aof_enabled:0)'
+        : `WAITAOF needs Redis ≥ 7.2 (this server is ${version})`,
       'WAIT 1 needs a connected replica (connected_slaves:0)',
     ];
-    throw new DurabilityUnavailableError(`SURGE_DURABILITY=durable cannot be honoured by this Redis: ${why.join('; ')}. Enable AOF on Redis ≥ 7.2, add a replica, or use SURGE_DURABILITY=fast`);
+    throw new DurabilityUnavailableError(
+      `SURGE_DURABILITY=durable cannot be honoured by this Redis: ${why.join('; ')}. Enable AOF on Redis ≥ 7.2, add a replica, or use SURGE_DURABILITY=fast`,
+    );
   }
   const reply = await redis.call(command.kind, ...command.args);
   if (!confirmed(command, reply)) {

@@ -38,7 +38,15 @@ function decodeUtf8(bytes: Uint8Array): { ok: true; text: string } | { ok: false
   try {
     return { ok: true, text: utf8.decode(bytes) };
   } catch {
-    return { ok: false, problem: problem(400, 'invalid-utf8', 'Body is not valid UTF-8', 'the request body contains bytes that are not valid UTF-8') };
+    return {
+      ok: false,
+      problem: problem(
+        400,
+        'invalid-utf8',
+        'Body is not valid UTF-8',
+        'the request body contains bytes that are not valid UTF-8',
+      ),
+    };
   }
 }
 
@@ -75,7 +83,12 @@ function invalidOrder(errors: FieldError[]): Problem {
 export function keyProblem(key: string | undefined, where: string): Problem | undefined {
   const msg = idempotencyKeyProblem(key);
   if (msg === undefined) return undefined;
-  return problem(400, 'invalid-idempotency-key', key === undefined || key === '' ? 'Idempotency-Key is required' : 'Invalid Idempotency-Key', `${where} ${msg}`);
+  return problem(
+    400,
+    'invalid-idempotency-key',
+    key === undefined || key === '' ? 'Idempotency-Key is required' : 'Invalid Idempotency-Key',
+    `${where} ${msg}`,
+  );
 }
 
 interface AcceptedBody {
@@ -91,12 +104,19 @@ export type BatchResult =
 type BatchItem = { ok: true; value: unknown; escapeFree: boolean } | { ok: false; problem: Problem };
 
 /** Splits a batch body into items: a JSON array, or NDJSON (one order per line) by Content-Type. */
-function parseBatch(bytes: Uint8Array, contentType: string): { ok: true; value: BatchItem[] } | { ok: false; problem: Problem } {
+function parseBatch(
+  bytes: Uint8Array,
+  contentType: string,
+): { ok: true; value: BatchItem[] } | { ok: false; problem: Problem } {
   const ndjson = /^application\/(x-ndjson|jsonl)\b/i.test(contentType);
   if (!ndjson) {
     const parsed = parseJson(bytes);
     if (!parsed.ok) return parsed;
-    if (!Array.isArray(parsed.value)) return { ok: false, problem: problem(400, 'malformed-batch', 'A batch is a JSON array of orders', 'the body is not an array') };
+    if (!Array.isArray(parsed.value))
+      return {
+        ok: false,
+        problem: problem(400, 'malformed-batch', 'A batch is a JSON array of orders', 'the body is not an array'),
+      };
     const noEscape = parsed.escapeFree;
     return { ok: true, value: parsed.value.map((value) => ({ ok: true, value, escapeFree: noEscape })) };
   }
@@ -121,7 +141,11 @@ function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?
   if (!item.ok) return { problem: item.problem };
   const value = item.value;
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    return { problem: problem(400, 'invalid-order', 'Invalid order', 'each batch item is an object', [{ path: '', message: 'must be object' }]) };
+    return {
+      problem: problem(400, 'invalid-order', 'Invalid order', 'each batch item is an object', [
+        { path: '', message: 'must be object' },
+      ]),
+    };
   }
   const { idempotency_key: rawKey, ...order } = value as Record<string, unknown>;
   const key = typeof rawKey === 'string' ? rawKey : undefined;
@@ -143,14 +167,33 @@ function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?
  */
 export type PreparedBatch =
   | { ok: false; problem: Problem }
-  | { ok: true; count: number; prepared: PreparedOrder[]; indexes: number[]; invalid: Array<{ index: number; result: string }> };
+  | {
+      ok: true;
+      count: number;
+      prepared: PreparedOrder[];
+      indexes: number[];
+      invalid: Array<{ index: number; result: string }>;
+    };
 
-export function prepareBatch(bytes: Uint8Array, contentType: string, clientId: string, config: Pick<Config, 'redisPrefix' | 'shards'>): PreparedBatch {
+export function prepareBatch(
+  bytes: Uint8Array,
+  contentType: string,
+  clientId: string,
+  config: Pick<Config, 'redisPrefix' | 'shards'>,
+): PreparedBatch {
   const items = parseBatch(bytes, contentType);
   if (!items.ok) return items;
   const count = items.value.length;
   if (count === 0 || count > MAX_BATCH_ORDERS) {
-    return { ok: false, problem: problem(400, 'batch-size', 'Wrong number of orders', `a batch holds 1 to ${MAX_BATCH_ORDERS} orders; this one has ${count}`) };
+    return {
+      ok: false,
+      problem: problem(
+        400,
+        'batch-size',
+        'Wrong number of orders',
+        `a batch holds 1 to ${MAX_BATCH_ORDERS} orders; this one has ${count}`,
+      ),
+    };
   }
   const prepared: PreparedOrder[] = [];
   const indexes: number[] = [];
@@ -160,7 +203,12 @@ export function prepareBatch(bytes: Uint8Array, contentType: string, clientId: s
     if ('problem' in checked) {
       invalid.push({
         index,
-        result: JSON.stringify({ index, idempotency_key: checked.key ?? null, status: checked.problem.status, problem: checked.problem } satisfies BatchResult),
+        result: JSON.stringify({
+          index,
+          idempotency_key: checked.key ?? null,
+          status: checked.problem.status,
+          problem: checked.problem,
+        } satisfies BatchResult),
       });
     } else {
       indexes.push(index);

@@ -26,7 +26,11 @@ export interface IdempotencyRecord {
 /** Reads a record's value (undefined when it is not one). */
 export function parseRecord(value: string | null | undefined): IdempotencyRecord | undefined {
   if (!value || value.length <= 1 + FINGERPRINT_LENGTH) return undefined;
-  return { state: value.slice(0, 1), fingerprint: value.slice(1, 1 + FINGERPRINT_LENGTH), entryId: value.slice(1 + FINGERPRINT_LENGTH) };
+  return {
+    state: value.slice(0, 1),
+    fingerprint: value.slice(1, 1 + FINGERPRINT_LENGTH),
+    entryId: value.slice(1 + FINGERPRINT_LENGTH),
+  };
 }
 
 /** A record's value. */
@@ -104,7 +108,6 @@ end
 return out
 `;
 
-
 /** Durable mode, after WAITAOF/WAIT confirmed: mark our pending record done with the full TTL. */
 const CONFIRM_LUA = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -122,7 +125,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 `;
-
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {

@@ -29,7 +29,12 @@ export interface IngestOptions {
  * reply is never resent), auto-pipelined on a single Redis (SEMANTICS 1.5; docs/ingest.md § Hot path). The
  * benchmark's baseline server uses the same options.
  */
-export const INGEST_REDIS_OPTIONS = { connectionName: 'surge-ingest', offlineQueue: false, maxRetriesPerRequest: 0, autoPipelining: true } as const;
+export const INGEST_REDIS_OPTIONS = {
+  connectionName: 'surge-ingest',
+  offlineQueue: false,
+  maxRetriesPerRequest: 0,
+  autoPipelining: true,
+} as const;
 
 export interface IngestService {
   port: number;
@@ -79,7 +84,19 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
 
   const writer = new OrderWriter({ redis, config, logger, metrics, ...(barrier ? { barrier } : {}) });
   const auth = new Authenticator(pool, { ttlMs: config.authCacheMs });
-  const app = buildIngestApp({ config, redis, pool, auth, backpressure, writer, metrics, registry, logger, prepareBatch: batches.prepare, draining: () => draining });
+  const app = buildIngestApp({
+    config,
+    redis,
+    pool,
+    auth,
+    backpressure,
+    writer,
+    metrics,
+    registry,
+    logger,
+    prepareBatch: batches.prepare,
+    draining: () => draining,
+  });
   try {
     await app.listen({ port: config.ingestPort, host: config.listenHost });
   } catch (err) {

@@ -13,7 +13,15 @@ import type { IngestMetrics } from '../metrics/definitions.js';
 import { canonicalFingerprint, canonicalOrderJson, type Order } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
 import type { DurabilityBarrier } from './durability.js';
-import { ACCEPT_ARGS_PER_ORDER, ACCEPT_REPLY, ACCEPT_SHARED_ARGS, acceptedBody, recordValue, STATE_DONE, STATE_PENDING } from './scripts.js';
+import {
+  ACCEPT_ARGS_PER_ORDER,
+  ACCEPT_REPLY,
+  ACCEPT_SHARED_ARGS,
+  acceptedBody,
+  recordValue,
+  STATE_DONE,
+  STATE_PENDING,
+} from './scripts.js';
 
 /** An order ready to write: its entry's values (common/entry.ts) and where they go. */
 export interface PreparedOrder extends EntryValues {
@@ -63,14 +71,24 @@ function unknownOutcome(err: unknown): WriteOutcome {
 }
 
 /** What writing an order needs, computed once: shard, keys, canonical text and fingerprint. */
-export function prepareOrder(config: Pick<Config, 'redisPrefix' | 'shards'>, clientId: string, idempotencyKey: string, order: Order): PreparedOrder {
+export function prepareOrder(
+  config: Pick<Config, 'redisPrefix' | 'shards'>,
+  clientId: string,
+  idempotencyKey: string,
+  order: Order,
+): PreparedOrder {
   const p = prepareUnhashed(config, clientId, idempotencyKey, order);
   p.fingerprint = canonicalFingerprint(p.canonical);
   return p;
 }
 
 /** prepareOrder without the fingerprint (the writer computes it when it sends the order). */
-function prepareUnhashed(config: Pick<Config, 'redisPrefix' | 'shards'>, clientId: string, idempotencyKey: string, order: Order): PreparedOrder {
+function prepareUnhashed(
+  config: Pick<Config, 'redisPrefix' | 'shards'>,
+  clientId: string,
+  idempotencyKey: string,
+  order: Order,
+): PreparedOrder {
   const { redisPrefix, shards } = config;
   const shard = shardFor(clientId, idempotencyKey, shards);
   return {
@@ -186,7 +204,8 @@ export class OrderWriter {
     if (this.queued.size === 0) return;
     const groups: Queued[][] = [];
     for (const queue of this.queued.values()) {
-      for (let start = 0; start < queue.length; start += ORDERS_PER_SCRIPT_CALL) groups.push(queue.slice(start, start + ORDERS_PER_SCRIPT_CALL));
+      for (let start = 0; start < queue.length; start += ORDERS_PER_SCRIPT_CALL)
+        groups.push(queue.slice(start, start + ORDERS_PER_SCRIPT_CALL));
     }
     this.queued.clear();
     for (const group of groups) this.options.metrics?.acceptCallOrders.observe(group.length);
@@ -219,7 +238,9 @@ export class OrderWriter {
   /** ACCEPT_LUA's numKeys, keys and arguments for one group (orders of one shard). */
   private acceptArgs(group: readonly Queued[]): [number, ...string[]] {
     const first = (group[0] as Queued).order;
-    const keysAndArgs: [number, ...string[]] = new Array(2 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + ACCEPT_SHARED_ARGS) as [number, ...string[]];
+    const keysAndArgs: [number, ...string[]] = new Array(
+      2 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + ACCEPT_SHARED_ARGS,
+    ) as [number, ...string[]];
     keysAndArgs[0] = 1 + group.length;
     keysAndArgs[1] = first.streamKey;
     let a = 2;
@@ -261,7 +282,13 @@ export class OrderWriter {
           done({ kind: 'pending' });
           break;
         default:
-          done(unknownOutcome(new Error(`redis refused the write: ${answer[0] === ACCEPT_REPLY.error ? result : `reply ${JSON.stringify(reply[j])}`}`)));
+          done(
+            unknownOutcome(
+              new Error(
+                `redis refused the write: ${answer[0] === ACCEPT_REPLY.error ? result : `reply ${JSON.stringify(reply[j])}`}`,
+              ),
+            ),
+          );
       }
     }
   }
@@ -281,7 +308,10 @@ export class OrderWriter {
     try {
       await redis.surgeRelease(p.recordKey, pending);
     } catch (err) {
-      this.options.logger.error({ err, shard: p.shard }, 'could not release pending idempotency record (it expires by itself)');
+      this.options.logger.error(
+        { err, shard: p.shard },
+        'could not release pending idempotency record (it expires by itself)',
+      );
     }
     return { kind: 'unavailable', reason: `${barrier.command.kind} did not confirm the write` };
   }

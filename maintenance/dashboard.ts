@@ -55,7 +55,10 @@ export async function startDashboard(config: Config, options: DashboardOptions):
   const port = typeof address === 'object' && address ? address.port : options.port;
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   const url = `http://${host}:${port}/`;
-  options.logger?.info({ url, port, readOnly: options.readOnly, queues: queues.map((q) => q.name) }, `dashboard on ${url}`);
+  options.logger?.info(
+    { url, port, readOnly: options.readOnly, queues: queues.map((q) => q.name) },
+    `dashboard on ${url}`,
+  );
   let stopping: Promise<void> | undefined;
   return {
     url,

@@ -107,17 +107,23 @@ const COLUMNS = () => sqlFile('maintenance/dlq_columns');
 const WHERE = () => sqlFile('maintenance/dlq_filter');
 
 /** Dead letters matching the filter, by id, `limit` at a time after `afterId`. */
-export async function listDeadLetters(pool: Pool, filter: DeadLetterFilter = {}, page: { limit?: number; afterId?: number } = {}): Promise<DeadLetterRecord[]> {
-  const r = await pool.query<Row>(`SELECT ${COLUMNS()} FROM dead_letters WHERE ${WHERE()} AND id > $7 ORDER BY id LIMIT $8`, [
-    ...filterParams(filter),
-    page.afterId ?? 0,
-    page.limit ?? 100,
-  ]);
+export async function listDeadLetters(
+  pool: Pool,
+  filter: DeadLetterFilter = {},
+  page: { limit?: number; afterId?: number } = {},
+): Promise<DeadLetterRecord[]> {
+  const r = await pool.query<Row>(
+    `SELECT ${COLUMNS()} FROM dead_letters WHERE ${WHERE()} AND id > $7 ORDER BY id LIMIT $8`,
+    [...filterParams(filter), page.afterId ?? 0, page.limit ?? 100],
+  );
   return r.rows.map(fromRow);
 }
 
 export async function countDeadLetters(pool: Pool, filter: DeadLetterFilter = {}): Promise<number> {
-  const r = await pool.query<{ n: string }>(`SELECT count(*) AS n FROM dead_letters WHERE ${WHERE()}`, filterParams(filter));
+  const r = await pool.query<{ n: string }>(
+    `SELECT count(*) AS n FROM dead_letters WHERE ${WHERE()}`,
+    filterParams(filter),
+  );
   return Number(r.rows[0]?.n ?? 0);
 }
 
@@ -125,10 +131,10 @@ export async function countDeadLetters(pool: Pool, filter: DeadLetterFilter = {}
 export async function matchingIds(pool: Pool, filter: DeadLetterFilter): Promise<number[]> {
   const ids: number[] = [];
   for (;;) {
-    const r = await pool.query<{ id: string }>(`SELECT id FROM dead_letters WHERE ${WHERE()} AND id > $7 ORDER BY id LIMIT 10000`, [
-      ...filterParams(filter),
-      ids.at(-1) ?? 0,
-    ]);
+    const r = await pool.query<{ id: string }>(
+      `SELECT id FROM dead_letters WHERE ${WHERE()} AND id > $7 ORDER BY id LIMIT 10000`,
+      [...filterParams(filter), ids.at(-1) ?? 0],
+    );
     for (const row of r.rows) ids.push(Number(row.id));
     if (r.rows.length < 10000) return ids;
   }
@@ -171,11 +177,19 @@ async function replayLocked(deps: DlqDeps, id: number, options: ReplayOptions): 
       let result: ReplayOutcome;
       if (!row) result = { id, outcome: 'missing', detail: 'no such dead letter' };
       else if (row.replayed_at && !options.force) {
-        result = { id, outcome: 'already_replayed', detail: `replayed at ${row.replayed_at.toISOString()} as ${row.replay_entry_id}` };
+        result = {
+          id,
+          outcome: 'already_replayed',
+          detail: `replayed at ${row.replayed_at.toISOString()} as ${row.replay_entry_id}`,
+        };
       } else if (row.client_id === null || row.idempotency_key === null || row.payload === null) {
         result = { id, outcome: 'not_replayable', detail: 'the dead letter has no client, idempotency key or payload' };
       } else {
-        const fields = encodeEntry({ clientId: row.client_id, idempotencyKey: row.idempotency_key, canonical: row.payload });
+        const fields = encodeEntry({
+          clientId: row.client_id,
+          idempotencyKey: row.idempotency_key,
+          canonical: row.payload,
+        });
         const decoded = decodeEntry(fields);
         if (!decoded.ok) result = { id, outcome: 'not_replayable', detail: decoded.reason };
         else {
@@ -207,7 +221,9 @@ export async function purgeDeadLetters(deps: DlqDeps, ids: number[]): Promise<Pu
   // Which DLQ stream entries to delete, per shard: (original stream, original entry id).
   const byShard = new Map<number, Set<string>>();
   for (let i = 0; i < ids.length; i += 1000) {
-    const r = await deps.pool.query<{ stream: string; entry_id: string }>(sqlFile('maintenance/dlq_delete'), [ids.slice(i, i + 1000)]);
+    const r = await deps.pool.query<{ stream: string; entry_id: string }>(sqlFile('maintenance/dlq_delete'), [
+      ids.slice(i, i + 1000),
+    ]);
     result.rows += r.rowCount ?? 0;
     for (const row of r.rows) {
       const shard = shardOfStream(deps.prefix, row.stream);
@@ -223,7 +239,9 @@ export async function purgeDeadLetters(deps: DlqDeps, ids: number[]): Promise<Pu
     for (;;) {
       const page = await deps.redis.xrange(key, start, '+', 'COUNT', 500);
       if (page.length === 0) break;
-      const doomed = page.filter(([, f]) => wanted.has(`${field(f, 'dl_stream')}\n${field(f, 'dl_id')}`)).map(([dlqId]) => dlqId);
+      const doomed = page
+        .filter(([, f]) => wanted.has(`${field(f, 'dl_stream')}\n${field(f, 'dl_id')}`))
+        .map(([dlqId]) => dlqId);
       if (doomed.length > 0) result.streamEntries += await deps.redis.xdel(key, ...doomed);
       start = `(${page.at(-1)?.[0]}`;
     }
@@ -237,7 +255,10 @@ export async function purgeDeadLetters(deps: DlqDeps, ids: number[]): Promise<Pu
  * in the middle of dead-lettering writes its own row first. A per-shard cursor keeps each run
  * proportional to the new entries. Returns the rows created.
  */
-export async function syncDeadLetterStreams(deps: DlqDeps, options: { graceMs: number; now?: number }): Promise<number> {
+export async function syncDeadLetterStreams(
+  deps: DlqDeps,
+  options: { graceMs: number; now?: number },
+): Promise<number> {
   let created = 0;
   const end = String((options.now ?? Date.now()) - options.graceMs);
   for (let shard = 0; shard < deps.shards; shard++) {
@@ -318,7 +339,8 @@ export async function enqueueReplays(
   options: { force?: boolean; chunkSize?: number; backoffMs?: number } = {},
 ): Promise<ReplayBatch> {
   const chunk = options.chunkSize ?? 100;
-  if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_REPLAY_CHUNK) throw new RangeError(`chunk size must be 1–${MAX_REPLAY_CHUNK}, got ${chunk}`);
+  if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_REPLAY_CHUNK)
+    throw new RangeError(`chunk size must be 1–${MAX_REPLAY_CHUNK}, got ${chunk}`);
   const batch = `r${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
   const jobs = [];
   for (let i = 0; i < ids.length; i += chunk) {
@@ -348,7 +370,10 @@ function replayProcessor(deps: DlqDeps, options: { lockTimeoutMs?: number } = {}
         ? { done: prior.done, total: job.data.ids.length, replayed: prior.replayed ?? 0, skipped: prior.skipped ?? 0 }
         : { done: 0, total: job.data.ids.length, replayed: 0, skipped: 0 };
     for (let i = progress.done; i < job.data.ids.length; i++) {
-      const r = await replayDeadLetter(deps, job.data.ids[i] as number, { force: job.data.force, lockTimeoutMs: options.lockTimeoutMs });
+      const r = await replayDeadLetter(deps, job.data.ids[i] as number, {
+        force: job.data.force,
+        lockTimeoutMs: options.lockTimeoutMs,
+      });
       if (r.outcome === 'replayed') progress.replayed++;
       else progress.skipped++;
       progress.done = i + 1;
@@ -364,7 +389,11 @@ export interface ReplayWorkerHandle {
 }
 
 /** A BullMQ worker for the replay queue (in `surge maintenance`, or in the CLI for one batch). */
-export function startReplayWorker(config: Config, deps: DlqDeps, options: { logger?: Logger; lockTimeoutMs?: number; onFailed?: () => void } = {}): ReplayWorkerHandle {
+export function startReplayWorker(
+  config: Config,
+  deps: DlqDeps,
+  options: { logger?: Logger; lockTimeoutMs?: number; onFailed?: () => void } = {},
+): ReplayWorkerHandle {
   const connection = bullConnection(config, 'surge-dlq-replay');
   const worker = new Worker<ReplayJobData, ReplayProgress>(REPLAY_QUEUE, replayProcessor(deps, options), {
     connection,
@@ -373,7 +402,10 @@ export function startReplayWorker(config: Config, deps: DlqDeps, options: { logg
   });
   worker.on('failed', (job, err) => {
     options.onFailed?.();
-    options.logger?.warn({ jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message }, 'dlq replay job attempt failed');
+    options.logger?.warn(
+      { jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message },
+      'dlq replay job attempt failed',
+    );
   });
   worker.on('error', (err) => options.logger?.error({ err: err.message }, 'dlq replay worker error'));
   return {
@@ -399,7 +431,16 @@ export interface BatchStatus {
 
 /** The state of a replay batch, summed over its chunk jobs. */
 export async function batchStatus(queue: Queue<ReplayJobData>, batch: ReplayBatch): Promise<BatchStatus> {
-  const s: BatchStatus = { total: batch.total, done: 0, replayed: 0, skipped: 0, completedJobs: 0, failedJobs: [], retrying: 0, finished: false };
+  const s: BatchStatus = {
+    total: batch.total,
+    done: 0,
+    replayed: 0,
+    skipped: 0,
+    completedJobs: 0,
+    failedJobs: [],
+    retrying: 0,
+    finished: false,
+  };
   for (const id of batch.jobIds) {
     const job = await queue.getJob(id);
     if (!job) {

@@ -48,7 +48,10 @@ const MAINTENANCE_HISTORY: History = { removeOnComplete: { count: KEEP_COMPLETED
  * dead letters at the default chunk size) is reported whole.
  */
 const KEEP_COMPLETED_REPLAYS = 1000;
-export const REPLAY_HISTORY: History = { removeOnComplete: { age: 24 * 3600, count: KEEP_COMPLETED_REPLAYS }, removeOnFail: FAILED };
+export const REPLAY_HISTORY: History = {
+  removeOnComplete: { age: 24 * 3600, count: KEEP_COMPLETED_REPLAYS },
+  removeOnFail: FAILED,
+};
 
 /**
  * Cap of BullMQ's own `events` stream per queue (BullMQ's default is 10,000). BullMQ trims with
@@ -61,11 +64,25 @@ export const EVENTS_MAX_LEN = 1000;
  * BullMQ's scripts read; a Queue built without it would reset the cap to 10,000) and the queue's
  * default job options, which BullMQ applies to `add`, `addBulk` and job-scheduler templates alike.
  */
-export function createQueue<T = unknown>(config: Pick<Config, 'redisPrefix'>, name: string, connection: RedisClient, defaultJobOptions: DefaultJobOptions): Queue<T> {
-  return new Queue<T>(name, { connection, prefix: bullPrefix(config), streams: { events: { maxLen: EVENTS_MAX_LEN } }, defaultJobOptions });
+export function createQueue<T = unknown>(
+  config: Pick<Config, 'redisPrefix'>,
+  name: string,
+  connection: RedisClient,
+  defaultJobOptions: DefaultJobOptions,
+): Queue<T> {
+  return new Queue<T>(name, {
+    connection,
+    prefix: bullPrefix(config),
+    streams: { events: { maxLen: EVENTS_MAX_LEN } },
+    defaultJobOptions,
+  });
 }
 
 /** The `maintenance` queue: two attempts (a job is safe to repeat), its history bounded. */
 export function createMaintenanceQueue(config: Pick<Config, 'redisPrefix'>, connection: RedisClient): Queue {
-  return createQueue(config, MAINTENANCE_QUEUE, connection, { attempts: 2, backoff: { type: 'exponential', delay: 1000 }, ...MAINTENANCE_HISTORY });
+  return createQueue(config, MAINTENANCE_QUEUE, connection, {
+    attempts: 2,
+    backoff: { type: 'exponential', delay: 1000 },
+    ...MAINTENANCE_HISTORY,
+  });
 }

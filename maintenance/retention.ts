@@ -26,7 +26,12 @@ export interface BatchedDeleteResult {
   more: boolean;
 }
 
-async function deleteInBatches(pool: Pool, sql: string, cutoff: Date, options: BatchedDeleteOptions): Promise<BatchedDeleteResult> {
+async function deleteInBatches(
+  pool: Pool,
+  sql: string,
+  cutoff: Date,
+  options: BatchedDeleteOptions,
+): Promise<BatchedDeleteResult> {
   const maxBatches = options.maxBatches ?? 1000;
   const result: BatchedDeleteResult = { deleted: 0, batches: 0, more: false };
   const client = await pool.connect();
@@ -50,7 +55,11 @@ async function deleteInBatches(pool: Pool, sql: string, cutoff: Date, options: B
 }
 
 /** Deletes orders received more than `retentionDays` ago (0 = keep forever: does nothing). */
-export async function expireOrders(pool: Pool, retentionDays: number, options: BatchedDeleteOptions): Promise<BatchedDeleteResult> {
+export async function expireOrders(
+  pool: Pool,
+  retentionDays: number,
+  options: BatchedDeleteOptions,
+): Promise<BatchedDeleteResult> {
   if (retentionDays <= 0) return { deleted: 0, batches: 0, more: false };
   const cutoff = new Date((options.now ?? Date.now()) - retentionDays * DAY_MS);
   return deleteInBatches(pool, sqlFile('maintenance/expire_orders'), cutoff, options);

@@ -9,7 +9,12 @@ import type { Config } from '../common/config.js';
 import { createPool } from '../common/db.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { createRedis, redisReady } from '../common/redis.js';
-import { createRegistry, MAINTENANCE_JOBS, type MaintenanceJobName, maintenanceMetrics } from '../metrics/definitions.js';
+import {
+  createRegistry,
+  MAINTENANCE_JOBS,
+  type MaintenanceJobName,
+  maintenanceMetrics,
+} from '../metrics/definitions.js';
 import { startMetricsServer } from '../metrics/server.js';
 import { createReplayQueue, type DlqDeps, startReplayWorker, syncDeadLetterStreams } from './dlq.js';
 import { bullConnection, bullPrefix, createMaintenanceQueue, MAINTENANCE_QUEUE } from './queues.js';
@@ -99,7 +104,10 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
       case 'consumers': {
         const total = { removed: 0, claimed: 0, keptWithPending: 0 };
         for (const stream of allStreamKeys(config.redisPrefix, config.shards)) {
-          const r = await cleanupConsumers(redis, stream, { idleMs: config.consumerIdleMs, liveMs: config.claimTimeoutMs });
+          const r = await cleanupConsumers(redis, stream, {
+            idleMs: config.consumerIdleMs,
+            liveMs: config.claimTimeoutMs,
+          });
           if (r.removed.length > 0) {
             metrics.consumersRemoved.inc({ stream }, r.removed.length);
             logger.info({ stream, consumers: r.removed }, 'removed idle consumers');
@@ -107,7 +115,10 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
           if (r.claimed > 0) metrics.entriesReassigned.inc({ stream }, r.claimed);
           metrics.idleWithPending.set({ stream }, r.keptWithPending.length);
           if (r.keptWithPending.length > 0) {
-            logger.warn({ stream, consumers: r.keptWithPending }, 'idle consumers hold pending entries and no live consumer can take them; kept');
+            logger.warn(
+              { stream, consumers: r.keptWithPending },
+              'idle consumers hold pending entries and no live consumer can take them; kept',
+            );
           }
           total.removed += r.removed.length;
           total.claimed += r.claimed;
@@ -126,9 +137,16 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
           metrics.deadLettersBackfilled.inc(backfilled);
           logger.warn({ backfilled }, 'created dead_letters rows for DLQ stream entries that had none');
         }
-        const r = await expireDeadLetters(pool, redis, config.redisPrefix, config.shards, config.deadLetterRetentionDays, {
-          batchSize: config.retentionBatchSize,
-        });
+        const r = await expireDeadLetters(
+          pool,
+          redis,
+          config.redisPrefix,
+          config.shards,
+          config.deadLetterRetentionDays,
+          {
+            batchSize: config.retentionBatchSize,
+          },
+        );
         if (r.deleted > 0) metrics.expired.inc({ table: 'dead_letters' }, r.deleted);
         if (r.streamEntries > 0) metrics.dlqEntriesExpired.inc(r.streamEntries);
         return { backfilled, ...r };
@@ -182,7 +200,10 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
     );
     worker.on('failed', (job, err) => {
       metrics.failures.inc({ job: job?.name ?? 'unknown' });
-      logger.error({ job: job?.name, jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message }, 'maintenance job failed');
+      logger.error(
+        { job: job?.name, jobId: job?.id, attemptsMade: job?.attemptsMade, err: err.message },
+        'maintenance job failed',
+      );
     });
     worker.on('error', (err) => logger.error({ err: err.message }, 'maintenance worker error'));
     if (options.replayWorker !== false) {

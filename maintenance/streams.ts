@@ -78,7 +78,11 @@ export interface TrimOptions {
 }
 
 /** Safe trim of one stream; loops while whole nodes are being removed, within the bounds. */
-export async function safeTrimStream(redis: RedisClient, stream: string, options: TrimOptions = {}): Promise<TrimResult> {
+export async function safeTrimStream(
+  redis: RedisClient,
+  stream: string,
+  options: TrimOptions = {},
+): Promise<TrimResult> {
   const limit = options.limitPerCall ?? 10_000;
   const maxCalls = options.maxCallsPerStream ?? 100;
   let trimmed = 0;
@@ -93,7 +97,12 @@ export async function safeTrimStream(redis: RedisClient, stream: string, options
 }
 
 /** Safe trim of every shard stream. */
-export async function trimStreams(redis: RedisClient, prefix: string, shards: number, options: TrimOptions = {}): Promise<TrimResult[]> {
+export async function trimStreams(
+  redis: RedisClient,
+  prefix: string,
+  shards: number,
+  options: TrimOptions = {},
+): Promise<TrimResult[]> {
   const out: TrimResult[] = [];
   for (const stream of allStreamKeys(prefix, shards)) out.push(await safeTrimStream(redis, stream, options));
   return out;
@@ -105,7 +114,11 @@ export interface ConsumerInfo {
   idleMs: number;
 }
 
-export async function listConsumers(redis: RedisClient, stream: string, group: string = GROUP): Promise<ConsumerInfo[]> {
+export async function listConsumers(
+  redis: RedisClient,
+  stream: string,
+  group: string = GROUP,
+): Promise<ConsumerInfo[]> {
   let raw: unknown[];
   try {
     raw = (await redis.xinfo('CONSUMERS', stream, group)) as unknown[];
@@ -144,7 +157,11 @@ export interface ConsumerCleanupResult {
  * once), then removes every idle consumer left with no pending entries. Without a live consumer
  * the idle consumer keeps its entries and is not removed (workers claim them when they start).
  */
-export async function cleanupConsumers(redis: RedisClient, stream: string, options: ConsumerCleanupOptions): Promise<ConsumerCleanupResult> {
+export async function cleanupConsumers(
+  redis: RedisClient,
+  stream: string,
+  options: ConsumerCleanupOptions,
+): Promise<ConsumerCleanupResult> {
   const group = options.group ?? GROUP;
   const consumers = await listConsumers(redis, stream, group);
   const live = consumers.filter((c) => c.idleMs < options.liveMs).sort((a, b) => a.idleMs - b.idleMs)[0];
@@ -158,10 +175,21 @@ export async function cleanupConsumers(redis: RedisClient, stream: string, optio
     for (;;) {
       // Extended XPENDING filtered by consumer and idle time (SEMANTICS 2.4): only entries this
       // idle consumer has not touched for idleMs.
-      const page = (await redis.xpending(stream, group, 'IDLE', options.idleMs, '-', '+', 100, c.name)) as Array<[string, string, number, number]>;
+      const page = (await redis.xpending(stream, group, 'IDLE', options.idleMs, '-', '+', 100, c.name)) as Array<
+        [string, string, number, number]
+      >;
       if (page.length === 0) break;
       const ids = page.map((p) => p[0]);
-      const claimed = (await redis.xclaim(stream, group, live.name, options.idleMs, ...ids, 'IDLE', options.idleMs, 'JUSTID')) as string[];
+      const claimed = (await redis.xclaim(
+        stream,
+        group,
+        live.name,
+        options.idleMs,
+        ...ids,
+        'IDLE',
+        options.idleMs,
+        'JUSTID',
+      )) as string[];
       result.claimed += claimed.length;
       if (claimed.length === 0) break;
     }

@@ -2,10 +2,20 @@
 // (never the global one, so tests can run several components in one process). Names and labels
 // follow ../docs/metrics.md; label values are bounded (route, code, stream, group, consumer,
 // result) — never an order, customer or key.
-import { type CounterConfiguration, collectDefaultMetrics, Counter, Gauge, Histogram, type LabelValues, Registry } from 'prom-client';
+import {
+  type CounterConfiguration,
+  collectDefaultMetrics,
+  Counter,
+  Gauge,
+  Histogram,
+  type LabelValues,
+  Registry,
+} from 'prom-client';
 
 /** Latency buckets from 1 ms to 5 min (accept latency is ms, end-to-end can be minutes). */
-export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+export const LATENCY_BUCKETS = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+];
 export const BATCH_SIZE_BUCKETS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
 /** A registry for one process. Default process metrics go on main threads only (SEMANTICS 4.2). */
@@ -17,7 +27,11 @@ export function createRegistry(options: { defaultMetrics: boolean; role: string 
     // prom-client names these gauges `…_total`, which `promtool check metrics` rejects (a `_total`
     // suffix means a counter). They are the sums of `surge_process_nodejs_active_{handles,requests,
     // resources}{type}`, which stay, so nothing is lost.
-    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    for (const name of [
+      'nodejs_active_handles_total',
+      'nodejs_active_requests_total',
+      'nodejs_active_resources_total',
+    ]) {
       registry.removeSingleMetric(`surge_process_${name}`);
     }
   }
@@ -174,7 +188,12 @@ export function workerMetrics(registry: Registry) {
 export function lagMetrics(registry: Registry) {
   const sg = ['stream', 'group'] as const;
   return {
-    streamLength: new Gauge({ name: 'surge_stream_length', help: 'XLEN of each shard stream.', labelNames: ['stream'] as const, registers: [registry] }),
+    streamLength: new Gauge({
+      name: 'surge_stream_length',
+      help: 'XLEN of each shard stream.',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
     lag: new Gauge({
       name: 'surge_consumer_group_lag',
       help: 'Entries not yet delivered to the group (Redis XINFO GROUPS lag). Absent when Redis reports NULL.',
@@ -187,7 +206,12 @@ export function lagMetrics(registry: Registry) {
       labelNames: sg,
       registers: [registry],
     }),
-    pending: new Gauge({ name: 'surge_consumer_group_pending', help: 'Entries delivered and not yet acknowledged.', labelNames: sg, registers: [registry] }),
+    pending: new Gauge({
+      name: 'surge_consumer_group_pending',
+      help: 'Entries delivered and not yet acknowledged.',
+      labelNames: sg,
+      registers: [registry],
+    }),
     backlog: new Gauge({
       name: 'surge_consumer_group_backlog',
       help: 'Entries not yet applied: undelivered + pending. Counted from the stream when Redis lag is NULL.',
@@ -200,7 +224,12 @@ export function lagMetrics(registry: Registry) {
       labelNames: sg,
       registers: [registry],
     }),
-    consumers: new Gauge({ name: 'surge_consumer_group_consumers', help: 'Consumers registered in the group.', labelNames: sg, registers: [registry] }),
+    consumers: new Gauge({
+      name: 'surge_consumer_group_consumers',
+      help: 'Consumers registered in the group.',
+      labelNames: sg,
+      registers: [registry],
+    }),
     consumerPending: new Gauge({
       name: 'surge_consumer_pending',
       help: 'Pending entries per consumer.',
@@ -213,7 +242,12 @@ export function lagMetrics(registry: Registry) {
       labelNames: ['stream', 'group', 'consumer'] as const,
       registers: [registry],
     }),
-    dlqDepth: new Gauge({ name: 'surge_dlq_depth', help: 'Entries in each dead-letter stream.', labelNames: ['stream'] as const, registers: [registry] }),
+    dlqDepth: new Gauge({
+      name: 'surge_dlq_depth',
+      help: 'Entries in each dead-letter stream.',
+      labelNames: ['stream'] as const,
+      registers: [registry],
+    }),
     lagNull: new Gauge({
       name: 'surge_consumer_group_lag_null',
       help: '1 while Redis reports the group lag as NULL (the backlog is then counted from the stream), else 0.',
@@ -232,8 +266,16 @@ export function lagMetrics(registry: Registry) {
       labelNames: ['node'] as const,
       registers: [registry],
     }),
-    scrapeErrors: new Counter({ name: 'surge_lag_exporter_errors_total', help: 'Failed readings of Redis by the lag exporter.', registers: [registry] }),
-    up: new Gauge({ name: 'surge_lag_exporter_redis_up', help: '1 if the last reading of Redis succeeded.', registers: [registry] }),
+    scrapeErrors: new Counter({
+      name: 'surge_lag_exporter_errors_total',
+      help: 'Failed readings of Redis by the lag exporter.',
+      registers: [registry],
+    }),
+    up: new Gauge({
+      name: 'surge_lag_exporter_redis_up',
+      help: '1 if the last reading of Redis succeeded.',
+      registers: [registry],
+    }),
     readDuration: new Gauge({
       name: 'surge_lag_exporter_read_duration_seconds',
       help: 'How long the last reading of Redis took (all shards; NULL-lag counting included).',

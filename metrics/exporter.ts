@@ -32,8 +32,19 @@ export interface LagExporter {
 /** Copies a reading into the gauges. Label sets that the reading lacks are removed (reset first). */
 function applySnapshot(m: LagMetrics, snap: LagSnapshot): void {
   for (const g of [
-    m.streamLength, m.lag, m.lagSeconds, m.pending, m.backlog, m.oldestPendingAge, m.consumers,
-    m.consumerPending, m.consumerIdle, m.dlqDepth, m.lagNull, m.redisUsedMemory, m.redisMaxMemory,
+    m.streamLength,
+    m.lag,
+    m.lagSeconds,
+    m.pending,
+    m.backlog,
+    m.oldestPendingAge,
+    m.consumers,
+    m.consumerPending,
+    m.consumerIdle,
+    m.dlqDepth,
+    m.lagNull,
+    m.redisUsedMemory,
+    m.redisMaxMemory,
   ]) {
     g.reset();
   }
@@ -78,7 +89,9 @@ export async function startLagExporter(config: Config, options: LagExporterOptio
   const readTimeoutMs = options.readTimeoutMs ?? 5000;
   const ownRedis = options.redis === undefined;
   // No offline queue: while Redis is down a reading fails at once (redis_up 0) instead of queueing.
-  const redis = options.redis ?? createRedis(config, { connectionName: 'surge-lag-exporter', offlineQueue: false, maxRetriesPerRequest: 1 });
+  const redis =
+    options.redis ??
+    createRedis(config, { connectionName: 'surge-lag-exporter', offlineQueue: false, maxRetriesPerRequest: 1 });
   if (ownRedis) redis.on('error', (err: Error) => logger.debug({ err: err.message }, 'redis connection error'));
   const registry = createRegistry({ defaultMetrics: options.defaultMetrics ?? true, role: 'lag-exporter' });
   const metrics = lagMetrics(registry);
@@ -91,7 +104,11 @@ export async function startLagExporter(config: Config, options: LagExporterOptio
   const refresh = async () => {
     const started = process.hrtime.bigint();
     try {
-      const snap = await withTimeout(readLag(redis, config.redisPrefix, config.shards, now(), options.read), readTimeoutMs, 'reading Redis');
+      const snap = await withTimeout(
+        readLag(redis, config.redisPrefix, config.shards, now(), options.read),
+        readTimeoutMs,
+        'reading Redis',
+      );
       applySnapshot(metrics, snap);
       metrics.up.set(1);
       last = snap;
@@ -99,7 +116,10 @@ export async function startLagExporter(config: Config, options: LagExporterOptio
       lastFailed = false;
       for (const s of snap.shards) {
         if (s.group?.undeliveredSource === 'lower_bound') {
-          logger.warn({ stream: s.stream, countLimit: options.read?.countLimit }, 'Redis lag is NULL and the backlog is too large to count: exporting a lower bound');
+          logger.warn(
+            { stream: s.stream, countLimit: options.read?.countLimit },
+            'Redis lag is NULL and the backlog is too large to count: exporting a lower bound',
+          );
         }
       }
     } catch (err) {
@@ -138,7 +158,10 @@ export async function startLagExporter(config: Config, options: LagExporterOptio
     if (ownRedis) redis.disconnect();
     throw err;
   }
-  logger.info({ port: server.port, shards: config.shards, prefix: config.redisPrefix, cacheMs: config.lagCacheMs }, 'lag exporter listening');
+  logger.info(
+    { port: server.port, shards: config.shards, prefix: config.redisPrefix, cacheMs: config.lagCacheMs },
+    'lag exporter listening',
+  );
 
   let stopping: Promise<void> | undefined;
   return {

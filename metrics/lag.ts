@@ -113,7 +113,14 @@ return {n, r[n][1]}
  * `pageSize` at a time, stopping once more than `limit` are seen. Returns the count, or
  * undefined when it exceeds `limit`.
  */
-async function countRange(redis: RedisClient, key: string, after: string, until: string, limit: number, pageSize: number): Promise<number | undefined> {
+async function countRange(
+  redis: RedisClient,
+  key: string,
+  after: string,
+  until: string,
+  limit: number,
+  pageSize: number,
+): Promise<number | undefined> {
   let total = 0;
   let cursor = after;
   for (;;) {
@@ -165,7 +172,13 @@ function result(pair: [Error | null, unknown] | undefined, tolerate: RegExp): un
 const NO_STREAM = /no such key/i;
 const NO_GROUP = /NOGROUP|no such key/i;
 
-async function readShard(redis: RedisClient, prefix: string, shard: number, now: number, options: Required<ReadLagOptions>): Promise<ShardLag> {
+async function readShard(
+  redis: RedisClient,
+  prefix: string,
+  shard: number,
+  now: number,
+  options: Required<ReadLagOptions>,
+): Promise<ShardLag> {
   const stream = streamKey(prefix, shard);
   const dlqStream = dlqKey(prefix, shard);
   // XLEN <dlq> goes first: it is the command ioredis can route by key (it knows no key for XINFO),

@@ -35,7 +35,12 @@ async function readApplyRate(pool: Pool, windowSeconds: number = APPLY_RATE_WIND
   return { windowSeconds, applied, rejected, perSecond: (applied + rejected) / windowSeconds };
 }
 
-async function collectStatus(redis: RedisClient, pool: Pool, config: Pick<Config, 'redisPrefix' | 'shards'>, now: number = Date.now()): Promise<StatusReport> {
+async function collectStatus(
+  redis: RedisClient,
+  pool: Pool,
+  config: Pick<Config, 'redisPrefix' | 'shards'>,
+  now: number = Date.now(),
+): Promise<StatusReport> {
   const [snap, rate] = await Promise.all([
     readLag(redis, config.redisPrefix, config.shards, now),
     readApplyRate(pool).then(
@@ -79,9 +84,13 @@ function table(header: string[], rows: string[][]): string[] {
 /** The human-readable report (what `surge status` prints). */
 function formatStatus(r: StatusReport): string {
   const out: string[] = [];
-  out.push(`Surge status  ${new Date(r.at).toISOString()}  prefix ${r.prefix}  group ${r.group}  ${r.shards.length} shards`);
+  out.push(
+    `Surge status  ${new Date(r.at).toISOString()}  prefix ${r.prefix}  group ${r.group}  ${r.shards.length} shards`,
+  );
   for (const m of r.memory) {
-    out.push(`Redis ${m.node}: ${bytes(m.usedBytes)} used${m.maxBytes > 0 ? ` of ${bytes(m.maxBytes)} (${((100 * m.usedBytes) / m.maxBytes).toFixed(1)} %)` : ' (no maxmemory)'}`);
+    out.push(
+      `Redis ${m.node}: ${bytes(m.usedBytes)} used${m.maxBytes > 0 ? ` of ${bytes(m.maxBytes)} (${((100 * m.usedBytes) / m.maxBytes).toFixed(1)} %)` : ' (no maxmemory)'}`,
+    );
   }
   out.push(
     r.applyRate
@@ -98,11 +107,26 @@ function formatStatus(r: StatusReport): string {
     const g = s.group;
     totLen += s.length;
     totDlq += s.dlqDepth;
-    if (!g) return [String(s.shard), s.stream, String(s.length), s.exists ? 'no group' : 'no stream', '-', '-', '-', '-', '-', String(s.dlqDepth)];
+    if (!g)
+      return [
+        String(s.shard),
+        s.stream,
+        String(s.length),
+        s.exists ? 'no group' : 'no stream',
+        '-',
+        '-',
+        '-',
+        '-',
+        '-',
+        String(s.dlqDepth),
+      ];
     totBacklog += g.backlog;
     totPending += g.pending;
     maxAge = Math.max(maxAge, g.oldestUndeliveredAgeSeconds, g.oldestPendingAgeSeconds);
-    const lag = g.lag === null ? `NULL (${g.undeliveredSource === 'lower_bound' ? '≥' : ''}${g.undelivered} counted)` : String(g.lag);
+    const lag =
+      g.lag === null
+        ? `NULL (${g.undeliveredSource === 'lower_bound' ? '≥' : ''}${g.undelivered} counted)`
+        : String(g.lag);
     return [
       String(s.shard),
       s.stream,
@@ -117,10 +141,28 @@ function formatStatus(r: StatusReport): string {
     ];
   });
   out.push(
-    ...table(['SHARD', 'STREAM', 'LENGTH', 'LAG', 'PENDING', 'BACKLOG', 'OLDEST-UNDELIVERED', 'OLDEST-PENDING', 'CONSUMERS', 'DLQ'], rows),
+    ...table(
+      [
+        'SHARD',
+        'STREAM',
+        'LENGTH',
+        'LAG',
+        'PENDING',
+        'BACKLOG',
+        'OLDEST-UNDELIVERED',
+        'OLDEST-PENDING',
+        'CONSUMERS',
+        'DLQ',
+      ],
+      rows,
+    ),
   );
-  out.push(`Total: length ${totLen}, backlog ${totBacklog} (pending ${totPending}), oldest entry waiting ${duration(maxAge)}, DLQ ${totDlq}`);
-  const consumers = r.shards.flatMap((s) => (s.group?.consumers ?? []).map((c) => [String(s.shard), c.name, String(c.pending), duration(c.idleMs / 1000)]));
+  out.push(
+    `Total: length ${totLen}, backlog ${totBacklog} (pending ${totPending}), oldest entry waiting ${duration(maxAge)}, DLQ ${totDlq}`,
+  );
+  const consumers = r.shards.flatMap((s) =>
+    (s.group?.consumers ?? []).map((c) => [String(s.shard), c.name, String(c.pending), duration(c.idleMs / 1000)]),
+  );
   out.push('');
   if (consumers.length === 0) out.push('No consumers registered.');
   else out.push(...table(['SHARD', 'CONSUMER', 'PENDING', 'IDLE'], consumers));

@@ -30,8 +30,10 @@ export function commitMessageProblems(message) {
   if (subject === '') return ['the message is empty'];
   if (GIT_MADE.test(subject)) return [];
   const problems = [];
-  if (subject.length > MAX_SUBJECT_LENGTH) problems.push(`the subject has ${subject.length} characters; at most ${MAX_SUBJECT_LENGTH}`);
-  if (!SUBJECT.test(subject)) problems.push('the subject is not `area: imperative summary` (area in lower case, e.g. `ingest: `)');
+  if (subject.length > MAX_SUBJECT_LENGTH)
+    problems.push(`the subject has ${subject.length} characters; at most ${MAX_SUBJECT_LENGTH}`);
+  if (!SUBJECT.test(subject))
+    problems.push('the subject is not `area: imperative summary` (area in lower case, e.g. `ingest: `)');
   if (lines.length > 1 && lines[1].trim() !== '') problems.push('a blank line must separate the subject from the body');
   return problems;
 }
@@ -92,7 +94,9 @@ function main(argv) {
     console.error(`${hash.slice(0, 10)} ${message.split('\n')[0]}\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   }
   if (failed === 0) return 0;
-  console.error(`${failed} commit(s) not on main break the commit convention (CONTRIBUTING.md); reword them with git rebase -i`);
+  console.error(
+    `${failed} commit(s) not on main break the commit convention (CONTRIBUTING.md); reword them with git rebase -i`,
+  );
   return 1;
 }
 

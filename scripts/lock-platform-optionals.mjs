@@ -6,7 +6,14 @@
 // it by name and version like any other package. Run after `npm install` changes the lock file.
 import { readFileSync, writeFileSync } from 'node:fs';
 
-const OS = { android: 'android', darwin: 'darwin', linux: 'linux', win32: 'win32', windows: 'win32', freebsd: 'freebsd' };
+const OS = {
+  android: 'android',
+  darwin: 'darwin',
+  linux: 'linux',
+  win32: 'win32',
+  windows: 'win32',
+  freebsd: 'freebsd',
+};
 const CPU = ['arm64', 'x64', 'arm', 'ia32', 'ppc64', 's390x', 'riscv64', 'loong64'];
 
 function platformOf(name) {
@@ -30,10 +37,17 @@ for (const [path, pkg] of Object.entries(lock.packages)) {
     const platform = platformOf(dep);
     if (!platform) continue;
     const exact = String(version).replace(/^[~^=]/, '');
-    lock.packages[`node_modules/${dep}`] = { version: exact, ...(pkg.dev ? { dev: true } : {}), optional: true, ...platform };
+    lock.packages[`node_modules/${dep}`] = {
+      version: exact,
+      ...(pkg.dev ? { dev: true } : {}),
+      optional: true,
+      ...platform,
+    };
     added.push(`${dep}@${exact}`);
   }
 }
-lock.packages = Object.fromEntries(Object.entries(lock.packages).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a.localeCompare(b))));
+lock.packages = Object.fromEntries(
+  Object.entries(lock.packages).sort(([a], [b]) => (a === '' ? -1 : b === '' ? 1 : a.localeCompare(b))),
+);
 writeFileSync('package-lock.json', `${JSON.stringify(lock, null, 2)}\n`);
 console.log(added.length ? `added ${added.length} lock entries: ${added.join(', ')}` : 'lock file already complete');

@@ -43,7 +43,8 @@ let tsc;
 try {
   tsc = require.resolve('typescript/bin/tsc');
 } catch {
-  if (!existsSync('dist/cli/surge.js')) console.warn('surge: typescript is not installed and dist/ is missing; run `npm install` with dev dependencies');
+  if (!existsSync('dist/cli/surge.js'))
+    console.warn('surge: typescript is not installed and dist/ is missing; run `npm install` with dev dependencies');
   process.exit(0);
 }
 execFileSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { stdio: 'inherit' });

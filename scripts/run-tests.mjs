@@ -21,5 +21,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.SURGE_TEST_CONCURRENCY ?? '1';
-const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...flags, ...files], { stdio: 'inherit' });
+const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...flags, ...files], {
+  stdio: 'inherit',
+});
 process.exit(r.status ?? 1);

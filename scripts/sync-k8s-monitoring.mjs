@@ -17,7 +17,8 @@ export const DASHBOARD_TARGET = join(root, 'k8s', 'base', 'monitoring', 'dashboa
 /** The PrometheusRule manifest for a Prometheus rule file's text. */
 export function prometheusRuleFor(alertsText) {
   const rules = parse(alertsText);
-  if (!rules || !Array.isArray(rules.groups)) throw new Error('metrics/alerts.yml: expected a rule file with `groups:`');
+  if (!rules || !Array.isArray(rules.groups))
+    throw new Error('metrics/alerts.yml: expected a rule file with `groups:`');
   const rule = {
     apiVersion: 'monitoring.coreos.com/v1',
     kind: 'PrometheusRule',
@@ -47,7 +48,8 @@ function main() {
     else writeFileSync(path, text);
   }
   if (check && stale > 0) process.exit(1);
-  if (!check) console.log(stale === 0 ? 'k8s/base/monitoring is up to date' : `updated ${stale} file(s) in k8s/base/monitoring`);
+  if (!check)
+    console.log(stale === 0 ? 'k8s/base/monitoring is up to date' : `updated ${stale} file(s) in k8s/base/monitoring`);
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) main();

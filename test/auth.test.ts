@@ -59,7 +59,11 @@ describe('ingest API-key cache', () => {
 
   test('a failed lookup (PostgreSQL unreachable) is not cached: the next lookup asks again', async () => {
     // Port 1 on loopback: the connection is refused at once.
-    const down = new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:1/none', max: 1, connectionTimeoutMillis: 1000 });
+    const down = new pg.Pool({
+      connectionString: 'postgres://postgres@127.0.0.1:1/none',
+      max: 1,
+      connectionTimeoutMillis: 1000,
+    });
     let attempts = 0;
     const query = down.query.bind(down) as (...args: unknown[]) => unknown;
     (down as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
@@ -78,12 +82,19 @@ describe('ingest API-key cache', () => {
   });
 
   test('through HTTP: the key store unreachable → 503 with Retry-After, nothing written', async () => {
-    const ingest = await startIngest({ ...env.config, databaseUrl: 'postgres://postgres@127.0.0.1:1/none' }, { logger: createLogger('silent', 'auth-test') });
+    const ingest = await startIngest(
+      { ...env.config, databaseUrl: 'postgres://postgres@127.0.0.1:1/none' },
+      { logger: createLogger('silent', 'auth-test') },
+    );
     try {
       const res = await http(ingest.url, {
         method: 'POST',
         path: '/v1/orders',
-        headers: { authorization: `Bearer ${alice.apiKey}`, 'idempotency-key': 'auth-down-1', 'content-type': 'application/json' },
+        headers: {
+          authorization: `Bearer ${alice.apiKey}`,
+          'idempotency-key': 'auth-down-1',
+          'content-type': 'application/json',
+        },
         body: JSON.stringify({ customer_id: 'c', currency: 'EUR', items: [{ sku: 's', qty: 1, unit_price_cents: 1 }] }),
       });
       assert.equal(res.status, 503);
@@ -91,7 +102,12 @@ describe('ingest API-key cache', () => {
       assert.equal((res.json as { title: string }).title, 'Authentication unavailable');
       const redis = new Redis(env.redisUrl);
       try {
-        assert.equal(await redis.exists(idemKey(env.prefix, shardFor(alice.id, 'auth-down-1', env.config.shards), alice.id, 'auth-down-1')), 0);
+        assert.equal(
+          await redis.exists(
+            idemKey(env.prefix, shardFor(alice.id, 'auth-down-1', env.config.shards), alice.id, 'auth-down-1'),
+          ),
+          0,
+        );
       } finally {
         redis.disconnect();
       }

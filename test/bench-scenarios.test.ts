@@ -26,7 +26,12 @@ interface Results {
   scenario: string;
   charts: string[];
   checks: Array<{ name: string; ok: boolean; detail: string }>;
-  systems: Array<{ system: string; outcome: Outcome; phases: unknown[]; samples: Array<{ memoryMiB: Record<string, number> }> }>;
+  systems: Array<{
+    system: string;
+    outcome: Outcome;
+    phases: unknown[];
+    samples: Array<{ memoryMiB: Record<string, number> }>;
+  }>;
   machine: { cpus: number; node: string };
   command: string;
   extra: Record<string, unknown>;
@@ -34,7 +39,10 @@ interface Results {
 
 function bench(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, 'bench', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'bench', ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
@@ -53,7 +61,12 @@ function checkReport(dir: string, scenario: string): Results {
   assert.equal(r.machine.node, process.version);
   assert.ok(r.machine.cpus > 0);
   assert.match(r.command, new RegExp(`bench ${scenario}`));
-  assert.ok(r.charts.includes('latency-vs-rate.svg') && r.charts.includes('latency-cdf.svg') && r.charts.some((c) => c.startsWith('throughput')), r.charts.join(','));
+  assert.ok(
+    r.charts.includes('latency-vs-rate.svg') &&
+      r.charts.includes('latency-cdf.svg') &&
+      r.charts.some((c) => c.startsWith('throughput')),
+    r.charts.join(','),
+  );
   for (const c of r.charts) {
     const svg = readFileSync(join(dir, c), 'utf8');
     assert.match(svg, /^<svg[\s\S]*<\/svg>$/, `${c} is an SVG`);
@@ -64,7 +77,11 @@ function checkReport(dir: string, scenario: string): Results {
     const o = s.outcome;
     assert.ok(o.accepted > 0, `${s.system} accepted something`);
     assert.equal(o.missing, 0, `${s.system}: nothing accepted is missing`);
-    assert.equal(o.accepted, o.applied + o.rejected + o.deadLettered - o.landedWithoutAnswer, `${s.system}: accepted = applied + rejected + dead-lettered`);
+    assert.equal(
+      o.accepted,
+      o.applied + o.rejected + o.deadLettered - o.landedWithoutAnswer,
+      `${s.system}: accepted = applied + rejected + dead-lettered`,
+    );
   }
   const ledger = r.checks.filter((c) => !c.name.includes("Little's law"));
   assert.ok(ledger.length > 0);
@@ -106,7 +123,15 @@ describe('surge bench --quick (every scenario)', () => {
 
   test('flash-sale: limited stock, duplicates and retries — no oversell, rejections are out_of_stock', async () => {
     const r = await run('flash-sale');
-    const f = r.extra.flash as { oversell: number; sold: number; stock: number; rejected: number; rejectedReasons: Record<string, number>; duplicatesSent: number; drainSeconds: number | null };
+    const f = r.extra.flash as {
+      oversell: number;
+      sold: number;
+      stock: number;
+      rejected: number;
+      rejectedReasons: Record<string, number>;
+      duplicatesSent: number;
+      drainSeconds: number | null;
+    };
     assert.equal(f.oversell, 0);
     assert.ok(f.sold <= f.stock);
     assert.ok(f.duplicatesSent > 0, 'duplicates were sent');
@@ -125,7 +150,10 @@ describe('surge bench --quick (every scenario)', () => {
 
   test('compare: sync INSERT, BullMQ and Surge in one run, with ratios', async () => {
     const r = await run('compare');
-    assert.deepEqual(r.systems.map((s) => s.system), ['sync-insert', 'bullmq', 'surge']);
+    assert.deepEqual(
+      r.systems.map((s) => s.system),
+      ['sync-insert', 'bullmq', 'surge'],
+    );
     const ratios = r.extra.ratios as Record<string, { maxSustainableRate: number | null }>;
     assert.ok('sync-insert' in ratios && 'bullmq' in ratios);
   });
@@ -133,7 +161,10 @@ describe('surge bench --quick (every scenario)', () => {
   test('sweep: a capacity table per configuration and a recommendation', async () => {
     const r = await run('sweep');
     const cap = r.extra.capacity as Array<{ batchSize: number; knee: unknown }>;
-    assert.deepEqual(cap.map((c) => c.batchSize), [50, 200]);
+    assert.deepEqual(
+      cap.map((c) => c.batchSize),
+      [50, 200],
+    );
     assert.equal(typeof r.extra.recommendation, 'string');
     assert.ok(r.charts.includes('capacity.svg'));
   });

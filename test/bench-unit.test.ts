@@ -52,8 +52,22 @@ describe('bench: workload and arithmetic', () => {
 
   test("Little's law: consistent occupancy passes, a 4× mismatch fails", () => {
     const samples = Array.from({ length: 10 }, (_, i) => ({
-      t: i + 1, phase: 0, offered: 100, accepted: 100, replayed: 0, failed: 0, errors: 0, dropped: 0,
-      inFlight: 10, acceptP50Ms: 0, acceptP99Ms: 0, committed: 100, backlog: 50, backlogAgeSeconds: 0.5, memoryMiB: {}, draining: false,
+      t: i + 1,
+      phase: 0,
+      offered: 100,
+      accepted: 100,
+      replayed: 0,
+      failed: 0,
+      errors: 0,
+      dropped: 0,
+      inFlight: 10,
+      acceptP50Ms: 0,
+      acceptP99Ms: 0,
+      committed: 100,
+      backlog: 50,
+      backlogAgeSeconds: 0.5,
+      memoryMiB: {},
+      draining: false,
     }));
     // λ = 100/s; W accept = 100 ms → L 10 (matches inFlight); W commit = 125 ms → 12.5 vs 50 (4×).
     const [pipeline, client] = littleChecks(samples, 100, 125);
@@ -65,13 +79,34 @@ describe('bench: workload and arithmetic', () => {
 
   test('the knee is the highest step meeting every bound; the first failing step above it says why', () => {
     const p = (rate: number, acceptP99: number, commitP99: number, failed = 0) => ({
-      phase: 0, offeredRate: rate, durationS: 10, offered: rate * 10, accepted: rate * 10, acceptedRate: rate, duplicatesSent: 0, replayed: 0,
-      failed, errors: 0, retries: 0, dropped: 0, abandoned: 0,
+      phase: 0,
+      offeredRate: rate,
+      durationS: 10,
+      offered: rate * 10,
+      accepted: rate * 10,
+      acceptedRate: rate,
+      duplicatesSent: 0,
+      replayed: 0,
+      failed,
+      errors: 0,
+      retries: 0,
+      dropped: 0,
+      abandoned: 0,
       accept: { count: 1, meanMs: 1, p50Ms: 1, p90Ms: 1, p99Ms: acceptP99, p999Ms: 1, maxMs: 1 },
       commit: { count: 1, meanMs: 1, p50Ms: 1, p90Ms: 1, p99Ms: commitP99, p999Ms: 1, maxMs: 1 },
-      backlogMax: 0, backlogAgeMaxS: 0,
+      backlogMax: 0,
+      backlogAgeMaxS: 0,
     });
-    const bounds = { warmupS: 0, startRate: 100, stepRate: 100, maxRate: 400, stepS: 10, acceptP99Ms: 50, commitP99Ms: 500, maxBacklogAgeS: 5 };
+    const bounds = {
+      warmupS: 0,
+      startRate: 100,
+      stepRate: 100,
+      maxRate: 400,
+      stepS: 10,
+      acceptP99Ms: 50,
+      commitP99Ms: 500,
+      maxBacklogAgeS: 5,
+    };
     const s = { phases: [p(100, 5, 50), p(200, 8, 90), p(300, 9, 900), p(400, 200, 50)] } as unknown as SystemSummary;
     const k = findKnee(s, bounds);
     assert.equal(k.maxSustainableRate, 200);
@@ -80,7 +115,9 @@ describe('bench: workload and arithmetic', () => {
     const failing = { phases: [p(100, 5, 50, 500)] } as unknown as SystemSummary;
     assert.equal(findKnee(failing, bounds).maxSustainableRate, null);
     // With a warm-up, phase 0 (cold start, slow) does not count.
-    const warm = { phases: [p(50, 900, 50), p(100, 5, 50)].map((x, i) => ({ ...x, phase: i })) } as unknown as SystemSummary;
+    const warm = {
+      phases: [p(50, 900, 50), p(100, 5, 50)].map((x, i) => ({ ...x, phase: i })),
+    } as unknown as SystemSummary;
     assert.equal(findKnee(warm, { ...bounds, warmupS: 1 }).maxSustainableRate, 100);
     // Without it the slow first step is reported as a lower step that missed a bound, not hidden.
     const noisy = findKnee(warm, bounds);
@@ -89,7 +126,12 @@ describe('bench: workload and arithmetic', () => {
   });
 
   test('charts render to SVG headless', async () => {
-    const svg = await renderSvg(throughputSpec({ label: 'x', samples: [{ t: 1, offered: 1, accepted: 1, committed: 1, backlog: 2 }] } as unknown as SystemSummary));
+    const svg = await renderSvg(
+      throughputSpec({
+        label: 'x',
+        samples: [{ t: 1, offered: 1, accepted: 1, committed: 1, backlog: 2 }],
+      } as unknown as SystemSummary),
+    );
     assert.match(svg, /^<svg[\s\S]*<\/svg>$/);
   });
 
@@ -131,9 +173,18 @@ describe('bench: open-model generator', () => {
     // request; measured from the intended time the p99 is ≈ 3.9 s − 25·39 ms ≈ 2.9 s.
     const run = startLoad(
       {
-        url, path: '/v1/orders', apiKey: 'k', runKey: 'co', phases: [{ rate: 40, durationMs: 1000 }], maxRequests: 40,
-        connections: 4, maxInFlight: 1000, timeoutMs: 20_000, duplicateFraction: 0,
-        retry: { max: 0, baseDelayMs: 1, maxDelayMs: 1 }, workload: DEFAULT_WORKLOAD,
+        url,
+        path: '/v1/orders',
+        apiKey: 'k',
+        runKey: 'co',
+        phases: [{ rate: 40, durationMs: 1000 }],
+        maxRequests: 40,
+        connections: 4,
+        maxInFlight: 1000,
+        timeoutMs: 20_000,
+        duplicateFraction: 0,
+        retry: { max: 0, baseDelayMs: 1, maxDelayMs: 1 },
+        workload: DEFAULT_WORKLOAD,
       },
       { generators: 1, seed: 1, onTick: () => {} },
     );
@@ -141,7 +192,10 @@ describe('bench: open-model generator', () => {
     const h = r.phases[0]?.histogram as hdr.Histogram;
     assert.equal(r.phases[0]?.accepted, 40);
     assert.equal(r.acceptedKeys.length, 40);
-    assert.ok(h.getValueAtPercentile(99) / 1000 > 1500, `p99 ${h.getValueAtPercentile(99) / 1000} ms should include the queueing`);
+    assert.ok(
+      h.getValueAtPercentile(99) / 1000 > 1500,
+      `p99 ${h.getValueAtPercentile(99) / 1000} ms should include the queueing`,
+    );
     assert.ok(h.minNonZeroValue / 1000 >= 90, 'the first answer still takes the service time');
   });
 });
@@ -161,9 +215,20 @@ describe('bench: measure and report against the sync-INSERT baseline', () => {
     const target = await startSyncBaseline({ env: t.env, concurrency: 2, log: () => {} });
     try {
       const run = await measure(target, 'unit-run', {
-        label: 'unit', phases: [{ rate: 40, durationMs: 1500 }], maxRequests: 60, connections: 4, maxInFlight: 100, timeoutMs: 5000,
-        duplicateFraction: 0.3, retry: { max: 1, baseDelayMs: 10, maxDelayMs: 100 }, workload: DEFAULT_WORKLOAD, generators: 1, seed: 3,
-        drainTimeoutMs: 10_000, sampleMemory: true, progress: () => {},
+        label: 'unit',
+        phases: [{ rate: 40, durationMs: 1500 }],
+        maxRequests: 60,
+        connections: 4,
+        maxInFlight: 100,
+        timeoutMs: 5000,
+        duplicateFraction: 0.3,
+        retry: { max: 1, baseDelayMs: 10, maxDelayMs: 100 },
+        workload: DEFAULT_WORKLOAD,
+        generators: 1,
+        seed: 3,
+        drainTimeoutMs: 10_000,
+        sampleMemory: true,
+        progress: () => {},
       });
       const s = summarize(target.system, 'sync', target.settings, run);
       assert.ok((s.phases[0]?.duplicatesSent ?? 0) > 0, 'some duplicates were sent');
@@ -172,12 +237,30 @@ describe('bench: measure and report against the sync-INSERT baseline', () => {
       assert.equal(s.outcome.missing, 0);
       assert.equal(s.commit.count, s.outcome.applied);
       await writeReport(
-        { scenario: 'unit', title: 'unit', startedAt: '', finishedAt: '', command: 'test', machine: describeMachine(), options: {}, findings: ['f'], tables: [systemsTable([s])], checks: [], notes: [], systems: [s], extra: {} },
+        {
+          scenario: 'unit',
+          title: 'unit',
+          startedAt: '',
+          finishedAt: '',
+          command: 'test',
+          machine: describeMachine(),
+          options: {},
+          findings: ['f'],
+          tables: [systemsTable([s])],
+          checks: [],
+          notes: [],
+          systems: [s],
+          extra: {},
+        },
         out,
         standardCharts([s]),
       );
-      for (const f of ['report.md', 'results.json', 'throughput.svg', 'latency-vs-rate.svg', 'latency-cdf.svg']) assert.ok(existsSync(join(out, f)), f);
-      const json = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { machine: { cpus: number; node: string }; systems: Array<{ outcome: { applied: number } }> };
+      for (const f of ['report.md', 'results.json', 'throughput.svg', 'latency-vs-rate.svg', 'latency-cdf.svg'])
+        assert.ok(existsSync(join(out, f)), f);
+      const json = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as {
+        machine: { cpus: number; node: string };
+        systems: Array<{ outcome: { applied: number } }>;
+      };
       assert.equal(json.machine.node, process.version);
       assert.equal(json.systems[0]?.outcome.applied, s.outcome.applied);
       assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /!\[.*\]\(latency-cdf\.svg\)/);
@@ -192,11 +275,15 @@ describe('bench:ingest command line', () => {
     const { execFile } = await import('node:child_process');
     const script = join(import.meta.dirname, '..', 'bench', 'ingest.js');
     const out = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, [script, '--help'], { timeout: 10_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
+      execFile(process.execPath, [script, '--help'], { timeout: 10_000 }, (err, stdout) =>
+        err ? reject(err) : resolve(stdout),
+      ),
     );
     assert.match(out, /^Usage: npm run bench:ingest/);
     const source = readFileSync(script, 'utf8');
-    const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].map((m) => m[1] as string).filter((o) => o !== 'serve');
+    const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)]
+      .map((m) => m[1] as string)
+      .filter((o) => o !== 'serve');
     assert.ok(options.length >= 8, `options found: ${options.join(', ')}`);
     for (const option of options) assert.ok(out.includes(`--${option}`), `--help names --${option}`);
   });
@@ -207,7 +294,9 @@ describe('bench:ingest-ab (paired A/B of two builds)', () => {
   const run = async (args: string[]) => {
     const { execFile } = await import('node:child_process');
     return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-      execFile(process.execPath, [script, ...args], { timeout: 90_000 }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr })),
+      execFile(process.execPath, [script, ...args], { timeout: 90_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+      ),
     );
   };
 
@@ -216,7 +305,9 @@ describe('bench:ingest-ab (paired A/B of two builds)', () => {
     assert.equal(help.code, 0);
     assert.match(help.stdout, /^Usage: npm run bench:ingest-ab/);
     const source = readFileSync(script, 'utf8');
-    const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].map((m) => m[1] as string);
+    const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].map(
+      (m) => m[1] as string,
+    );
     assert.ok(options.length >= 7, `options found: ${options.join(', ')}`);
     for (const option of options) assert.ok(help.stdout.includes(`--${option}`), `--help names --${option}`);
     const missing = await run([]);
@@ -226,9 +317,24 @@ describe('bench:ingest-ab (paired A/B of two builds)', () => {
 
   test('an A/A run of this build measures both servers and prints the ratios', async () => {
     const dist = join(import.meta.dirname, '..');
-    const r = await run(['--b', dist, '--rounds', '1', '--duration', '2', '--warmup', '1', '--rate', '200', '--connections', '4']);
+    const r = await run([
+      '--b',
+      dist,
+      '--rounds',
+      '1',
+      '--duration',
+      '2',
+      '--warmup',
+      '1',
+      '--rate',
+      '200',
+      '--connections',
+      '4',
+    ]);
     assert.equal(r.code, 0, r.stderr);
-    const round = /round 1: A (\d+) requests.* \| B (\d+) requests.*B\/A main thread ([\d.]+), process ([\d.]+)/.exec(r.stdout);
+    const round = /round 1: A (\d+) requests.* \| B (\d+) requests.*B\/A main thread ([\d.]+), process ([\d.]+)/.exec(
+      r.stdout,
+    );
     assert.ok(round, r.stdout);
     assert.ok(Number(round[1]) > 0 && Number(round[2]) > 0);
     for (const ratio of [Number(round[3]), Number(round[4])]) assert.ok(ratio > 0.2 && ratio < 5, `ratio ${ratio}`);
@@ -267,7 +373,13 @@ describe('bench:ingest request source (--requests template)', () => {
       const bytes = httpRequestBytes(url, 'POST', { 'content-type': 'application/json' });
       let n = 0;
       const body = '{"order":"é"}';
-      const result = await autocannon({ url, method: 'POST', connections: 4, amount: 200, setupClient: (client) => takeRequestsFrom(client, () => bytes(body, ['idempotency-key', `k-${n++}`])) });
+      const result = await autocannon({
+        url,
+        method: 'POST',
+        connections: 4,
+        amount: 200,
+        setupClient: (client) => takeRequestsFrom(client, () => bytes(body, ['idempotency-key', `k-${n++}`])),
+      });
       assert.equal(result['2xx'], 200);
       assert.equal(result.errors, 0);
       assert.equal(seen.length, 200);

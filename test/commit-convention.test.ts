@@ -11,7 +11,9 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 
 const SCRIPT = join(PACKAGE_ROOT, 'scripts', 'check-commits.mjs');
 const HOOK = join(PACKAGE_ROOT, '.githooks', 'commit-msg');
-const { commitMessageProblems, MAX_SUBJECT_LENGTH } = (await import(pathToFileURL(SCRIPT).href)) as typeof import('../scripts/check-commits.mjs');
+const { commitMessageProblems, MAX_SUBJECT_LENGTH } = (await import(
+  pathToFileURL(SCRIPT).href
+)) as typeof import('../scripts/check-commits.mjs');
 
 const dir = mkdtempSync(join(tmpdir(), 'surge-commits-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,7 +47,10 @@ test('long subjects, subjects without an area and a missing blank line fail', ()
   ];
   for (const [message, expected] of cases) {
     const problems = commitMessageProblems(message);
-    assert.ok(problems.some((p) => expected.test(p)), `${JSON.stringify(message)}: ${problems.join('; ')}`);
+    assert.ok(
+      problems.some((p) => expected.test(p)),
+      `${JSON.stringify(message)}: ${problems.join('; ')}`,
+    );
   }
 });
 
@@ -69,7 +74,8 @@ test('the lint step checks the commits not on main, and nothing on main or outsi
     GIT_COMMITTER_NAME: 't',
     GIT_COMMITTER_EMAIL: 't@example.invalid',
   };
-  const git = (...args: string[]) => execFileSync('git', ['-c', 'core.hooksPath=', ...args], { cwd: repo, env, stdio: 'ignore' });
+  const git = (...args: string[]) =>
+    execFileSync('git', ['-c', 'core.hooksPath=', ...args], { cwd: repo, env, stdio: 'ignore' });
   const lint = (cwd: string) => spawnSync(process.execPath, [SCRIPT], { cwd, env, encoding: 'utf8' });
 
   const outside = join(dir, 'no-git');

@@ -17,7 +17,28 @@ import { copyRow, copyValue } from '../workers/copy.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 
 const RUNS = Number(process.env.SURGE_PROPERTY_RUNS ?? 40);
-const NASTY = ['\t', '\n', '\r', '\\', '\\N', '\\\\N', 'N', '\r\n', '🛒', '👩‍👩‍👧', '\u2028', '\u00e9', '\u{10FFFF}', '"', "'", ',', '|', ' ', '\u0001', '\u007f'];
+const NASTY = [
+  '\t',
+  '\n',
+  '\r',
+  '\\',
+  '\\N',
+  '\\\\N',
+  'N',
+  '\r\n',
+  '🛒',
+  '👩‍👩‍👧',
+  '\u2028',
+  '\u00e9',
+  '\u{10FFFF}',
+  '"',
+  "'",
+  ',',
+  '|',
+  ' ',
+  '\u0001',
+  '\u007f',
+];
 /** What PostgreSQL text/jsonb cannot hold: one of these makes an order invalid (ingest answers 400). */
 const UNSTORABLE_CHARS = ['\u0000', '\ud800', '\udfff', '\udbff'];
 
@@ -33,31 +54,59 @@ const validOrderArb: fc.Arbitrary<Order> = fc.record(
     customer_id: nastyString(64),
     currency: fc.constantFrom('EUR', 'USD', 'JPY'),
     items: fc.array(
-      fc.record({ sku: nastyString(64), qty: fc.integer({ min: 1, max: 10000 }), unit_price_cents: fc.integer({ min: 0, max: 100_000_000_000 }) }),
+      fc.record({
+        sku: nastyString(64),
+        qty: fc.integer({ min: 1, max: 10000 }),
+        unit_price_cents: fc.integer({ min: 0, max: 100_000_000_000 }),
+      }),
       { minLength: 1, maxLength: 4 },
     ),
     order_id: nastyString(64),
-    placed_at: fc.date({ min: new Date('1970-01-01T00:00:00Z'), max: new Date('2200-01-01T00:00:00Z'), noInvalidDate: true }).map((d) => d.toISOString()),
-    metadata: fc.dictionary(nastyString(20), fc.oneof(nastyString(40), fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null)), { maxKeys: 4 }),
+    placed_at: fc
+      .date({ min: new Date('1970-01-01T00:00:00Z'), max: new Date('2200-01-01T00:00:00Z'), noInvalidDate: true })
+      .map((d) => d.toISOString()),
+    metadata: fc.dictionary(
+      nastyString(20),
+      fc.oneof(
+        nastyString(40),
+        fc.integer(),
+        fc.double({ noNaN: true, noDefaultInfinity: true }),
+        fc.boolean(),
+        fc.constant(null),
+      ),
+      { maxKeys: 4 },
+    ),
   },
   { requiredKeys: ['customer_id', 'currency', 'items'] },
 );
 
 /** One order in five gets an unstorable character (NUL or a lone surrogate) in one of its strings. */
 const orderArb: fc.Arbitrary<Order> = fc
-  .tuple(validOrderArb, fc.oneof({ weight: 4, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...UNSTORABLE_CHARS), fc.constantFrom('customer', 'sku', 'metadata')) }))
+  .tuple(
+    validOrderArb,
+    fc.oneof(
+      { weight: 4, arbitrary: fc.constant(null) },
+      {
+        weight: 1,
+        arbitrary: fc.tuple(fc.constantFrom(...UNSTORABLE_CHARS), fc.constantFrom('customer', 'sku', 'metadata')),
+      },
+    ),
+  )
   .map(([o, bad]) => {
     if (!bad) return o;
     const [ch, where] = bad;
     if (where === 'customer') return { ...o, customer_id: `${ch}${o.customer_id}`.slice(0, 64) };
-    if (where === 'sku') return { ...o, items: o.items.map((i, j) => (j === 0 ? { ...i, sku: `${i.sku.slice(0, 62)}${ch}` } : i)) };
+    if (where === 'sku')
+      return { ...o, items: o.items.map((i, j) => (j === 0 ? { ...i, sku: `${i.sku.slice(0, 62)}${ch}` } : i)) };
     return { ...o, metadata: { ...o.metadata, [`k${ch}`]: 'v' } };
   });
 
 /** What makes validation reject one of these orders: NUL or a lone surrogate somewhere. */
 function unstorable(o: Order): boolean {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what we look for
-  return /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(JSON.stringify(o).replace(/\\u[0-9a-f]{4}/gi, (m) => String.fromCharCode(Number.parseInt(m.slice(2), 16))));
+  return /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(
+    JSON.stringify(o).replace(/\\u[0-9a-f]{4}/gi, (m) => String.fromCharCode(Number.parseInt(m.slice(2), 16))),
+  );
 }
 
 describe('property: schema and COPY round-trip into PostgreSQL', () => {
@@ -77,7 +126,9 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
     fc.assert(
       fc.property(validOrderArb, fc.boolean(), (o, shuffle) => {
         // The same order as a client may send it: keys in any order (JSON.parse keeps the sender's order).
-        const sent = shuffle ? (JSON.parse(JSON.stringify(Object.fromEntries(Object.entries(o).reverse()))) as Order) : o;
+        const sent = shuffle
+          ? (JSON.parse(JSON.stringify(Object.fromEntries(Object.entries(o).reverse()))) as Order)
+          : o;
         assert.equal(canonicalOrderJson(sent), canonicalJson(sent));
       }),
       { numRuns: RUNS * 25 },
@@ -90,7 +141,8 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
         // The body as a client may send it: JSON.stringify escapes NUL and lone surrogates as
         // \u…; a client may also escape any other character.
         let text = JSON.stringify(o);
-        if (escapeAll) text = text.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+        if (escapeAll)
+          text = text.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
         if (asBatch) text = `[${text}]`;
         const parsed = parseJson(new TextEncoder().encode(text));
         assert.ok(parsed.ok);
@@ -104,16 +156,19 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
 
   test('COPY text encoding: specials escaped, \\N only for NULL, one line per row', () => {
     fc.assert(
-      fc.property(fc.array(fc.option(fc.string({ unit: 'binary' }), { nil: null }), { minLength: 1, maxLength: 6 }), (values) => {
-        const row = copyRow(values);
-        assert.ok(row.endsWith('\n'));
-        assert.equal(row.slice(0, -1).includes('\n'), false, 'no raw newline inside a row');
-        assert.equal(row.split('\t').length, values.length, 'no raw tab inside a value');
-        values.forEach((v) => {
-          if (v === null) assert.equal(copyValue(v), '\\N');
-          else assert.notEqual(copyValue(v), '\\N');
-        });
-      }),
+      fc.property(
+        fc.array(fc.option(fc.string({ unit: 'binary' }), { nil: null }), { minLength: 1, maxLength: 6 }),
+        (values) => {
+          const row = copyRow(values);
+          assert.ok(row.endsWith('\n'));
+          assert.equal(row.slice(0, -1).includes('\n'), false, 'no raw newline inside a row');
+          assert.equal(row.split('\t').length, values.length, 'no raw tab inside a value');
+          values.forEach((v) => {
+            if (v === null) assert.equal(copyValue(v), '\\N');
+            else assert.notEqual(copyValue(v), '\\N');
+          });
+        },
+      ),
       { numRuns: 500 },
     );
   });
@@ -136,7 +191,12 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
     // Metadata nested thousands deep (it fits in 64 KiB): a 400, not a stack overflow.
     let deep: unknown = 1;
     for (let i = 0; i < 20_000; i++) deep = { a: deep };
-    const r = validateOrder({ customer_id: 'c', currency: 'EUR', items: [{ sku: 'a', qty: 1, unit_price_cents: 1 }], metadata: deep });
+    const r = validateOrder({
+      customer_id: 'c',
+      currency: 'EUR',
+      items: [{ sku: 'a', qty: 1, unit_price_cents: 1 }],
+      metadata: deep,
+    });
     assert.equal(r.ok, false);
   });
 
@@ -157,14 +217,31 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
           }
           const key = `p-${++seq}`;
           expected.set(key, valid.order);
-          entries.push({ id: `${base}-${seq}`, fields: encodeEntry({ clientId: 'c_prop', idempotencyKey: key, canonical: canonicalOrderJson(valid.order) }), deliveries: 1 });
+          entries.push({
+            id: `${base}-${seq}`,
+            fields: encodeEntry({
+              clientId: 'c_prop',
+              idempotencyKey: key,
+              canonical: canonicalOrderJson(valid.order),
+            }),
+            deliveries: 1,
+          });
         }
         if (entries.length === 0) return;
         const task = { stream: streamKey(env.prefix, 0), entries };
         const outcome = await applyBatch(pool, task, encodeBatch(entries), { retryBudgetMs: 5000 });
         assert.deepEqual(outcome.deadLetters, [], 'no valid order is dead-lettered');
         assert.equal(outcome.stats.inserted, entries.length);
-        const rows = await pool.query<{ idempotency_key: string; customer_id: string; currency: string; order_id: string | null; placed_at: Date | null; metadata: unknown; total_cents: string; items: Array<{ sku: string; qty: number; unit_price_cents: string }> }>(
+        const rows = await pool.query<{
+          idempotency_key: string;
+          customer_id: string;
+          currency: string;
+          order_id: string | null;
+          placed_at: Date | null;
+          metadata: unknown;
+          total_cents: string;
+          items: Array<{ sku: string; qty: number; unit_price_cents: string }>;
+        }>(
           `SELECT o.idempotency_key, o.customer_id, o.currency, o.order_id, o.placed_at, o.metadata, o.total_cents,
                   (SELECT json_agg(json_build_object('sku', i.sku, 'qty', i.qty, 'unit_price_cents', i.unit_price_cents) ORDER BY i.line) FROM order_items i WHERE i.order_pk = o.id) AS items
              FROM orders o WHERE o.client_id = 'c_prop' AND o.idempotency_key = ANY($1::text[])`,
@@ -182,7 +259,10 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
             row.items.map((i) => [i.sku, i.qty, Number(i.unit_price_cents)]),
             o.items.map((i) => [i.sku, i.qty, i.unit_price_cents]),
           );
-          assert.equal(Number(row.total_cents), o.items.reduce((a, i) => a + i.qty * i.unit_price_cents, 0));
+          assert.equal(
+            Number(row.total_cents),
+            o.items.reduce((a, i) => a + i.qty * i.unit_price_cents, 0),
+          );
           stored++;
         }
       }),

@@ -19,7 +19,10 @@ interface BoardQueue {
 }
 
 /** Starts `surge dashboard` on a free port; resolves with its URL from the log line. */
-async function dashboard(t: TestEnv, args: string[]): Promise<{ child: ChildProcess; url: string; exit: Promise<number | null> }> {
+async function dashboard(
+  t: TestEnv,
+  args: string[],
+): Promise<{ child: ChildProcess; url: string; exit: Promise<number | null> }> {
   const child = spawn(process.execPath, [CLI, 'dashboard', '--port', '0', ...args], {
     env: { ...process.env, ...t.env, SURGE_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -30,11 +33,15 @@ async function dashboard(t: TestEnv, args: string[]): Promise<{ child: ChildProc
   child.stdout?.on('data', (d: string) => {
     out += d;
   });
-  const url = await waitFor('the dashboard log line', () => {
-    if (child.exitCode !== null) throw new Error(`surge dashboard exited with ${child.exitCode}: ${out}`);
-    const line = out.split('\n').find((l) => l.includes('"dashboard on '));
-    return line ? (JSON.parse(line) as { url: string }).url : undefined;
-  }, { timeoutMs: 30_000 });
+  const url = await waitFor(
+    'the dashboard log line',
+    () => {
+      if (child.exitCode !== null) throw new Error(`surge dashboard exited with ${child.exitCode}: ${out}`);
+      const line = out.split('\n').find((l) => l.includes('"dashboard on '));
+      return line ? (JSON.parse(line) as { url: string }).url : undefined;
+    },
+    { timeoutMs: 30_000 },
+  );
   return { child, url, exit };
 }
 
@@ -89,8 +96,10 @@ describe('surge dashboard', () => {
       const queues = ((await (await fetch(new URL('api/queues', d.url))).json()) as { queues: BoardQueue[] }).queues;
       assert.ok(queues.length === 2 && queues.every((q) => q.readOnlyMode), 'both queues read-only');
       const clean = await fetch(new URL(`api/queues/${REPLAY_QUEUE}/clean/waiting`, d.url), { method: 'PUT' });
-      assert.equal(clean.status, 405, "Bull Board: ERRORS.QUEUE_READ_ONLY");
-      const counts = ((await (await fetch(new URL('api/queues', d.url))).json()) as { queues: BoardQueue[] }).queues.find((q) => q.name === REPLAY_QUEUE)?.counts;
+      assert.equal(clean.status, 405, 'Bull Board: ERRORS.QUEUE_READ_ONLY');
+      const counts = (
+        (await (await fetch(new URL('api/queues', d.url))).json()) as { queues: BoardQueue[] }
+      ).queues.find((q) => q.name === REPLAY_QUEUE)?.counts;
       assert.equal(counts?.waiting, 3, 'nothing was removed');
     } finally {
       d.child.kill('SIGTERM');

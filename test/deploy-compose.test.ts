@@ -17,13 +17,17 @@ describe('docker-compose.yml', () => {
   });
 
   test('runs the whole stack: Redis, PostgreSQL, migrate, ingest, 2 workers, 1 lag exporter, Prometheus, Grafana', () => {
-    const byCommand = (c: string) => Object.entries(doc.services).filter(([, s]) => Array.isArray(s.command) && s.command[0] === c);
+    const byCommand = (c: string) =>
+      Object.entries(doc.services).filter(([, s]) => Array.isArray(s.command) && s.command[0] === c);
     assert.equal(byCommand('ingest').length, 1);
     assert.equal(byCommand('work')[0]?.[1].deploy?.replicas, 2);
     assert.equal(byCommand('lag-exporter').length, 1);
     assert.deepEqual(byCommand('migrate')[0]?.[1].command, ['migrate', '--create-database']);
     for (const image of ['redis:', 'postgres:', 'prom/prometheus:', 'grafana/grafana:']) {
-      assert.ok(Object.values(doc.services).some((s) => s.image?.startsWith(image)), image);
+      assert.ok(
+        Object.values(doc.services).some((s) => s.image?.startsWith(image)),
+        image,
+      );
     }
   });
 
@@ -31,17 +35,24 @@ describe('docker-compose.yml', () => {
     const grafana = Object.values(doc.services).find((s) => s.image?.startsWith('grafana/grafana:'));
     assert.ok(grafana);
     const mounts = new Map((grafana.volumes ?? []).map((v) => [v.split(':')[1], v.split(':')[0] ?? ''] as const));
-    const ds = parse(readFileSync(join(PACKAGE_ROOT, mounts.get('/etc/grafana/provisioning/datasources/surge.yml') ?? ''), 'utf8')) as {
+    const ds = parse(
+      readFileSync(join(PACKAGE_ROOT, mounts.get('/etc/grafana/provisioning/datasources/surge.yml') ?? ''), 'utf8'),
+    ) as {
       datasources: Array<{ type: string; url: string }>;
     };
     const prom = ds.datasources.find((d) => d.type === 'prometheus');
     assert.ok(prom);
     assert.ok(new URL(prom.url).hostname in doc.services, 'the data source URL names the Prometheus service');
-    const providers = parse(readFileSync(join(PACKAGE_ROOT, mounts.get('/etc/grafana/provisioning/dashboards/surge.yml') ?? ''), 'utf8')) as {
+    const providers = parse(
+      readFileSync(join(PACKAGE_ROOT, mounts.get('/etc/grafana/provisioning/dashboards/surge.yml') ?? ''), 'utf8'),
+    ) as {
       providers: Array<{ options: { path: string } }>;
     };
     const dashboardTarget = [...mounts.keys()].find((k) => k?.endsWith('.json'));
-    assert.ok(dashboardTarget?.startsWith(`${providers.providers[0]?.options.path}/`), 'the dashboard is mounted where the provider looks');
+    assert.ok(
+      dashboardTarget?.startsWith(`${providers.providers[0]?.options.path}/`),
+      'the dashboard is mounted where the provider looks',
+    );
     assert.equal(mounts.get(dashboardTarget ?? ''), './metrics/dashboard.json');
   });
 
@@ -52,26 +63,77 @@ describe('docker-compose.yml', () => {
 
 describe('the compose checks catch what they claim to', () => {
   const cases: Array<[string, (d: ComposeFile) => void, RegExp]> = [
-    ['an env var Surge does not read', (d) => (d.services.ingest!.environment = { ...d.services.ingest!.environment, SURGE_PORT: '8080' }), /service ingest: sets SURGE_PORT/],
-    ['a config value Surge rejects', (d) => (d.services.worker!.environment = { ...d.services.worker!.environment, SURGE_SHARDS: '0' }), /service worker: configuration rejected: SURGE_SHARDS/],
-    ['a published port that is not the configured one', (d) => (d.services.ingest!.ports = ['8080:3000']), /publishes container port 3000, but SURGE_INGEST_PORT is 8080/],
+    [
+      'an env var Surge does not read',
+      (d) => (d.services.ingest!.environment = { ...d.services.ingest!.environment, SURGE_PORT: '8080' }),
+      /service ingest: sets SURGE_PORT/,
+    ],
+    [
+      'a config value Surge rejects',
+      (d) => (d.services.worker!.environment = { ...d.services.worker!.environment, SURGE_SHARDS: '0' }),
+      /service worker: configuration rejected: SURGE_SHARDS/,
+    ],
+    [
+      'a published port that is not the configured one',
+      (d) => (d.services.ingest!.ports = ['8080:3000']),
+      /publishes container port 3000, but SURGE_INGEST_PORT is 8080/,
+    ],
     ['an unknown role', (d) => (d.services.worker!.command = ['worker']), /command "worker" is not a surge role/],
     ['a floating image tag', (d) => (d.services.redis!.image = 'redis:latest'), /image redis:latest is not pinned/],
-    ['a URL naming no service', (d) => (d.services.ingest!.environment = { ...d.services.ingest!.environment, REDIS_URL: 'redis://cache:6379' }), /REDIS_URL points at cache/],
-    ['Redis without AOF', (d) => (d.services.redis!.command = ['redis-server', '--appendonly', 'no', '--maxmemory-policy', 'noeviction']), /--appendonly is not yes/],
-    ['Redis that evicts', (d) => (d.services.redis!.command = ['redis-server', '--appendonly', 'yes', '--maxmemory-policy', 'allkeys-lru']), /noeviction/],
-    ['a short stop grace period', (d) => (d.services.worker!.stop_grace_period = '10s'), /stop_grace_period 10s is not above/],
-    ['a missing mounted file', (d) => (d.services.prometheus!.volumes = ['./deploy/compose/nope.yml:/etc/prometheus/prometheus.yml:ro']), /mounts deploy\/compose\/nope.yml, which does not exist/],
-    ['two lag exporters', (d) => (d.services['lag-exporter']!.deploy = { replicas: 2 }), /lag exporter must run exactly 1 replica/],
-    ['a service started before migrations', (d) => (d.services.worker!.depends_on = { redis: { condition: 'service_healthy' } }), /service worker: does not wait for the migrate service/],
-    ['a dangling depends_on', (d) => (d.services.ingest!.depends_on = { migrate: { condition: 'service_completed_successfully' }, cache: { condition: 'service_healthy' } }), /depends_on cache/],
+    [
+      'a URL naming no service',
+      (d) => (d.services.ingest!.environment = { ...d.services.ingest!.environment, REDIS_URL: 'redis://cache:6379' }),
+      /REDIS_URL points at cache/,
+    ],
+    [
+      'Redis without AOF',
+      (d) => (d.services.redis!.command = ['redis-server', '--appendonly', 'no', '--maxmemory-policy', 'noeviction']),
+      /--appendonly is not yes/,
+    ],
+    [
+      'Redis that evicts',
+      (d) => (d.services.redis!.command = ['redis-server', '--appendonly', 'yes', '--maxmemory-policy', 'allkeys-lru']),
+      /noeviction/,
+    ],
+    [
+      'a short stop grace period',
+      (d) => (d.services.worker!.stop_grace_period = '10s'),
+      /stop_grace_period 10s is not above/,
+    ],
+    [
+      'a missing mounted file',
+      (d) => (d.services.prometheus!.volumes = ['./deploy/compose/nope.yml:/etc/prometheus/prometheus.yml:ro']),
+      /mounts deploy\/compose\/nope.yml, which does not exist/,
+    ],
+    [
+      'two lag exporters',
+      (d) => (d.services['lag-exporter']!.deploy = { replicas: 2 }),
+      /lag exporter must run exactly 1 replica/,
+    ],
+    [
+      'a service started before migrations',
+      (d) => (d.services.worker!.depends_on = { redis: { condition: 'service_healthy' } }),
+      /service worker: does not wait for the migrate service/,
+    ],
+    [
+      'a dangling depends_on',
+      (d) =>
+        (d.services.ingest!.depends_on = {
+          migrate: { condition: 'service_completed_successfully' },
+          cache: { condition: 'service_healthy' },
+        }),
+      /depends_on cache/,
+    ],
   ];
   for (const [what, mutate, expected] of cases) {
     test(`catches ${what}`, () => {
       const copy = structuredClone(doc);
       mutate(copy);
       const problems = composeProblems(copy, PACKAGE_ROOT);
-      assert.ok(problems.some((p) => expected.test(p)), `expected ${expected}, got:\n${problems.join('\n') || '(none)'}`);
+      assert.ok(
+        problems.some((p) => expected.test(p)),
+        `expected ${expected}, got:\n${problems.join('\n') || '(none)'}`,
+      );
     });
   }
 });

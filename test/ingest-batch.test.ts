@@ -22,7 +22,11 @@ import { http } from './support/http.js';
 const silent = createLogger('silent', 'ingest-batch-test');
 
 function order(n: number, customer = 'cust-1'): Order {
-  return { customer_id: customer, currency: 'EUR', items: [{ sku: `sku-${n % 7}`, qty: 1 + (n % 5), unit_price_cents: 100 * n }] };
+  return {
+    customer_id: customer,
+    currency: 'EUR',
+    items: [{ sku: `sku-${n % 7}`, qty: 1 + (n % 5), unit_price_cents: 100 * n }],
+  };
 }
 
 interface Result {
@@ -44,7 +48,12 @@ describe('ingest :batch (many orders per script call)', () => {
 
   const auth = () => ({ authorization: `Bearer ${alice.apiKey}` });
   const single = (key: string, o: Order) =>
-    http(ingest.url, { method: 'POST', path: '/v1/orders', headers: { ...auth(), 'content-type': 'application/json', 'idempotency-key': key }, body: JSON.stringify(o) });
+    http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders',
+      headers: { ...auth(), 'content-type': 'application/json', 'idempotency-key': key },
+      body: JSON.stringify(o),
+    });
   const batch = (items: Array<{ key: string; order: Order }>) =>
     http(ingest.url, {
       method: 'POST',
@@ -78,10 +87,14 @@ describe('ingest :batch (many orders per script call)', () => {
     const plan = (prefix: string) => {
       const items: Array<{ key: string; order: Order }> = [];
       for (let i = 0; i < 700; i++) {
-        if (i % 10 === 3) items.push({ key: `${prefix}-old-${i}`, order: order(i) }); // sent before: replay
-        else if (i % 10 === 6) items.push({ key: `${prefix}-old-${i}`, order: order(i, 'someone-else') }); // sent before with another order: 422
-        else if (i % 50 === 9 && i > 100) items.push({ key: `${prefix}-new-${i - 100}`, order: order(i - 100) }); // repeats an earlier item: replay
-        else if (i % 50 === 19 && i > 100) items.push({ key: `${prefix}-new-${i - 100}`, order: order(i) }); // repeats an earlier key, other order: 422
+        if (i % 10 === 3)
+          items.push({ key: `${prefix}-old-${i}`, order: order(i) }); // sent before: replay
+        else if (i % 10 === 6)
+          items.push({ key: `${prefix}-old-${i}`, order: order(i, 'someone-else') }); // sent before with another order: 422
+        else if (i % 50 === 9 && i > 100)
+          items.push({ key: `${prefix}-new-${i - 100}`, order: order(i - 100) }); // repeats an earlier item: replay
+        else if (i % 50 === 19 && i > 100)
+          items.push({ key: `${prefix}-new-${i - 100}`, order: order(i) }); // repeats an earlier key, other order: 422
         else items.push({ key: `${prefix}-new-${i}`, order: order(i) });
       }
       return items;
@@ -123,14 +136,23 @@ describe('ingest :batch (many orders per script call)', () => {
         assert.equal(r.replayed, want.replayed, `item ${i} replayed`);
         assert.equal(r.location, `/v1/orders/${item.key}`);
         const text = JSON.stringify(r.body);
-        if (r.replayed) assert.equal(text, previous.get(item.key) ?? bodies.get(item.key), `item ${i}: the stored 202 body`);
+        if (r.replayed)
+          assert.equal(text, previous.get(item.key) ?? bodies.get(item.key), `item ${i}: the stored 202 body`);
         else bodies.set(item.key, text);
       } else {
-        assert.deepEqual(r.problem, (JSON.parse(want.text) as { type: string; status: number }) as unknown, `item ${i} problem`);
+        assert.deepEqual(
+          r.problem,
+          JSON.parse(want.text) as { type: string; status: number } as unknown,
+          `item ${i} problem`,
+        );
       }
     });
     const created = expected.filter((e) => e.status === 202 && !e.replayed).length;
-    assert.equal(await entries(), before + created, 'one entry per new order, none for replays, mismatches and repeats');
+    assert.equal(
+      await entries(),
+      before + created,
+      'one entry per new order, none for replays, mismatches and repeats',
+    );
 
     // Each new batch order replays through the single route, byte for byte.
     for (const [key, text] of [...bodies].slice(0, 20)) {
@@ -143,16 +165,28 @@ describe('ingest :batch (many orders per script call)', () => {
 
   test('a batch prepared on the thread and the same batch prepared in place: the same orders (the second is all replays, byte for byte)', async () => {
     // 300 orders: well above THREAD_MIN_BODY_BYTES, so `ingest` (1 thread, the default) prepares it on its thread.
-    const items = Array.from({ length: 300 }, (_, i) => ({ key: `tp-${i}`, order: order(i, i % 3 === 0 ? 'cust-é€🛒' : 'cust-1') }));
+    const items = Array.from({ length: 300 }, (_, i) => ({
+      key: `tp-${i}`,
+      order: order(i, i % 3 === 0 ? 'cust-é€🛒' : 'cust-1'),
+    }));
     const body = JSON.stringify(items.map((i) => ({ idempotency_key: i.key, ...i.order })));
     assert.ok(Buffer.byteLength(body) >= THREAD_MIN_BODY_BYTES);
     assert.equal(env.config.ingestBatchThreads, 1);
     const inPlace = await startIngest({ ...env.config, ingestBatchThreads: 0 }, { logger: silent });
     try {
       const send = (url: string) =>
-        http(url, { method: 'POST', path: '/v1/orders:batch', headers: { ...auth(), 'content-type': 'application/json' }, body });
+        http(url, {
+          method: 'POST',
+          path: '/v1/orders:batch',
+          headers: { ...auth(), 'content-type': 'application/json' },
+          body,
+        });
       const prepared = async (url: string, on: string) =>
-        Number(new RegExp(`surge_ingest_batches_prepared_total\\{on="${on}",role="ingest"\\} (\\d+)`).exec((await http(url, { path: '/metrics' })).text)?.[1] ?? 0);
+        Number(
+          new RegExp(`surge_ingest_batches_prepared_total\\{on="${on}",role="ingest"\\} (\\d+)`).exec(
+            (await http(url, { path: '/metrics' })).text,
+          )?.[1] ?? 0,
+        );
       const before = await entries();
       const onThread = await prepared(ingest.url, 'thread');
       const first = (await send(ingest.url)).json as { results: Result[] };
@@ -208,9 +242,14 @@ describe('ingest :batch (many orders per script call)', () => {
       );
       assert.deepEqual(
         outcomes.map((o) => o.kind),
-        [...keys.map(() => 'accepted'), ...keys.slice(0, 10).map(() => 'replayed'), ...keys.slice(10, 15).map(() => 'mismatch')],
+        [
+          ...keys.map(() => 'accepted'),
+          ...keys.slice(0, 10).map(() => 'replayed'),
+          ...keys.slice(10, 15).map(() => 'mismatch'),
+        ],
       );
-      for (let i = 0; i < 10; i++) assert.deepEqual((outcomes[60 + i] as { body: string }).body, (outcomes[i] as { body: string }).body);
+      for (let i = 0; i < 10; i++)
+        assert.deepEqual((outcomes[60 + i] as { body: string }).body, (outcomes[i] as { body: string }).body);
       assert.equal(await entries(), before + 60, 'one entry per key');
 
       // Writes of later turns make calls of their own.
@@ -245,7 +284,8 @@ describe('ingest :batch (many orders per script call)', () => {
         outcomes.map((o) => o.kind),
         ['accepted', 'invalid', 'invalid', 'invalid', 'accepted', 'replayed', 'mismatch'],
       );
-      const problemOf = (i: number) => (outcomes[i] as { problem: { type: string; errors?: Array<{ path: string }> } }).problem;
+      const problemOf = (i: number) =>
+        (outcomes[i] as { problem: { type: string; errors?: Array<{ path: string }> } }).problem;
       assert.match(problemOf(1).type, /malformed-json$/);
       assert.match(problemOf(2).type, /invalid-order$/);
       assert.deepEqual(
@@ -253,7 +293,8 @@ describe('ingest :batch (many orders per script call)', () => {
         ['/items'],
       );
       assert.match(problemOf(3).type, /invalid-utf8$/);
-      const bodyOf = (i: number) => JSON.parse((outcomes[i] as { body: string }).body) as { idempotency_key: string; order_ref: string };
+      const bodyOf = (i: number) =>
+        JSON.parse((outcomes[i] as { body: string }).body) as { idempotency_key: string; order_ref: string };
       assert.equal(bodyOf(0).idempotency_key, 'in-1');
       assert.equal(bodyOf(4).idempotency_key, 'in-5');
       assert.deepEqual(bodyOf(5), bodyOf(0), 'the replay in the same turn answers the first write');
@@ -290,7 +331,11 @@ describe('ingest :batch (many orders per script call)', () => {
       const keys = ['w-1', 'w-2', 'w-3', 'w-4', 'w-5'];
       const broken = 'w-3';
       // A record of another type (here a hash) makes GET fail with WRONGTYPE inside the script.
-      await redis.hset(idemKey(env.prefix, shardFor(alice.id, broken, env.config.shards), alice.id, broken), 'x', 'not a record');
+      await redis.hset(
+        idemKey(env.prefix, shardFor(alice.id, broken, env.config.shards), alice.id, broken),
+        'x',
+        'not a record',
+      );
       const outcomes = await writer.writeMany(keys.map((k, i) => writer.prepare(alice.id, k, order(i))));
       assert.deepEqual(
         outcomes.map((o) => o.kind),
@@ -325,12 +370,16 @@ describe('ingest :batch on Redis Cluster (3 masters, 8 shards)', () => {
       await redisReady(conn, 20_000);
       const writer = new OrderWriter({ redis: conn, config, logger: silent });
       const keys = Array.from({ length: 600 }, (_, i) => `c-${i % 500}`); // the last 100 repeat earlier keys
-      const outcomes = await writer.writeMany(keys.map((k) => writer.prepare('client-1', k, order(Number(k.slice(2))))));
+      const outcomes = await writer.writeMany(
+        keys.map((k) => writer.prepare('client-1', k, order(Number(k.slice(2))))),
+      );
       assert.deepEqual(
         outcomes.map((o) => o.kind),
         keys.map((_, i) => (i < 500 ? 'accepted' : 'replayed')),
       );
-      const again = await Promise.all(keys.slice(0, 50).map((k) => writer.write(writer.prepare('client-1', k, order(Number(k.slice(2)))))));
+      const again = await Promise.all(
+        keys.slice(0, 50).map((k) => writer.write(writer.prepare('client-1', k, order(Number(k.slice(2)))))),
+      );
       assert.ok(again.every((o, i) => o.kind === 'replayed' && o.body === (outcomes[i] as { body: string }).body));
       let n = 0;
       for (let shard = 0; shard < 8; shard++) n += await conn.xlen(streamKey(config.redisPrefix, shard));

@@ -42,7 +42,9 @@ async function entries(redis: Redis, env: TestEnv): Promise<number> {
 async function waitForPausedWrite(admin: Redis): Promise<void> {
   await waitFor('ingest write parked by CLIENT PAUSE', async () => {
     const list = String(await admin.client('LIST'));
-    return list.split('\n').some((line) => line.includes('name=surge-ingest') && / flags=[a-zA-Z]*b/.test(line) && /cmd=eval/.test(line));
+    return list
+      .split('\n')
+      .some((line) => line.includes('name=surge-ingest') && / flags=[a-zA-Z]*b/.test(line) && /cmd=eval/.test(line));
   });
 }
 
@@ -92,7 +94,11 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
       admin.on('error', () => {});
       const shard = shardFor(client.id, 'mid-1', env.config.shards);
       assert.equal(await entries(admin, env), 1, 'only the warm-up entry survived (AOF always)');
-      assert.equal(await admin.exists(idemKey(env.prefix, shard, client.id, 'mid-1')), 0, 'no record for the failed write');
+      assert.equal(
+        await admin.exists(idemKey(env.prefix, shard, client.id, 'mid-1')),
+        0,
+        'no record for the failed write',
+      );
       const retry = await postOrder(svc, client, 'mid-1');
       assert.equal(retry.status, 202);
       assert.equal(retry.headers['idempotent-replayed'], undefined);
@@ -181,7 +187,10 @@ describe('ingest: durable mode', () => {
 
   before(async () => {
     master = await startRedisServer({ appendonly: true });
-    env = await createTestEnv({ SURGE_SHARDS: '2', SURGE_DURABILITY: 'durable', SURGE_DURABLE_TIMEOUT_MS: '1500' }, master.url);
+    env = await createTestEnv(
+      { SURGE_SHARDS: '2', SURGE_DURABILITY: 'durable', SURGE_DURABLE_TIMEOUT_MS: '1500' },
+      master.url,
+    );
     pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
     client = await createClient(pool, 'durable');
     admin = new Redis(master.url);
@@ -198,7 +207,11 @@ describe('ingest: durable mode', () => {
   test('without WAITAOF (Redis < 7.2) and without a replica, durable mode refuses to start and says why', async () => {
     const version = /redis_version:(\S+)/.exec(await admin.info('server'))?.[1] ?? '';
     await assert.rejects(startIngest(env.config, { logger: silent }), (e: Error) => {
-      if (/^7\.[01]\.|^[0-6]\./.test(version)) assert.match(e.message, new RegExp(`WAITAOF needs Redis ≥ 7\\.2 \\(this server is ${version.replace(/\./g, '\\.')}\\)`));
+      if (/^7\.[01]\.|^[0-6]\./.test(version))
+        assert.match(
+          e.message,
+          new RegExp(`WAITAOF needs Redis ≥ 7\\.2 \\(this server is ${version.replace(/\./g, '\\.')}\\)`),
+        );
       assert.match(e.message, /WAIT 1 needs a connected replica \(connected_slaves:0\)/);
       assert.match(e.message, /SURGE_DURABILITY=fast/);
       return true;
@@ -210,7 +223,8 @@ describe('ingest: durable mode', () => {
     const replicaClient = new Redis(replica.url);
     replicaClient.on('error', () => {});
     const linked = async () =>
-      /connected_slaves:1/.test(await admin.info('replication')) && /master_link_status:up/.test(await replicaClient.info('replication'));
+      /connected_slaves:1/.test(await admin.info('replication')) &&
+      /master_link_status:up/.test(await replicaClient.info('replication'));
     await waitFor('replica linked', linked);
     const a = await startIngest(env.config, { logger: silent });
     const b = await startIngest(env.config, { logger: silent });
@@ -219,7 +233,10 @@ describe('ingest: durable mode', () => {
       assert.equal(ok.status, 202);
       const ref = /^s(\d+)-(.+)$/.exec((ok.json as { order_ref: string }).order_ref) as RegExpExecArray;
       // WAIT 1 returned, so the replica already holds the entry.
-      assert.equal((await replicaClient.xrange(streamKey(env.prefix, Number(ref[1])), ref[2] as string, ref[2] as string)).length, 1);
+      assert.equal(
+        (await replicaClient.xrange(streamKey(env.prefix, Number(ref[1])), ref[2] as string, ref[2] as string)).length,
+        1,
+      );
       replicaClient.disconnect();
 
       await replica.kill();
@@ -234,13 +251,21 @@ describe('ingest: durable mode', () => {
       assert.equal(firstRes.status, 503);
       assert.ok(Number(firstRes.headers['retry-after']) >= 1);
       assert.equal(await admin.exists(record), 0, '503 caches nothing');
-      assert.equal((await http(a.url, { path: '/v1/orders/d-2', headers: { authorization: `Bearer ${client.apiKey}` } })).status, 404);
+      assert.equal(
+        (await http(a.url, { path: '/v1/orders/d-2', headers: { authorization: `Bearer ${client.apiKey}` } })).status,
+        404,
+      );
 
       await replica.restart();
       const again = new Redis(replica.url);
       again.on('error', () => {});
       try {
-        await waitFor('replica relinked', async () => /connected_slaves:1/.test(await admin.info('replication')) && /master_link_status:up/.test(await again.info('replication')));
+        await waitFor(
+          'replica relinked',
+          async () =>
+            /connected_slaves:1/.test(await admin.info('replication')) &&
+            /master_link_status:up/.test(await again.info('replication')),
+        );
       } finally {
         again.disconnect();
       }

@@ -29,7 +29,11 @@ interface RawAnswer {
 }
 
 /** Writes raw bytes (optionally a piece at a time) and reads until the server closes or answers. */
-function raw(port: number, pieces: Array<string | Buffer>, options: { gapMs?: number; endAfter?: boolean; maxMs?: number } = {}): Promise<RawAnswer> {
+function raw(
+  port: number,
+  pieces: Array<string | Buffer>,
+  options: { gapMs?: number; endAfter?: boolean; maxMs?: number } = {},
+): Promise<RawAnswer> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
@@ -89,7 +93,8 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
   const postRaw = (key: string, body: string | Buffer, extra: Record<string, string> = {}) =>
     http(ingest.url, { method: 'POST', path: '/v1/orders', headers: headers(key, extra), body, agent });
   const metrics = async () => (await http(ingest.url, { path: '/metrics', agent })).text;
-  const rss = async () => metricValues(await metrics(), 'surge_process_process_resident_memory_bytes').get('{role="ingest"}') ?? 0;
+  const rss = async () =>
+    metricValues(await metrics(), 'surge_process_process_resident_memory_bytes').get('{role="ingest"}') ?? 0;
   const reqHead = (lines: string[], body = '') => `${lines.join('\r\n')}\r\n\r\n${body}`;
   let keySeq = 0;
   const nextKey = () => `fz-${++keySeq}`;
@@ -124,45 +129,175 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
   });
 
   test('malformed requests and headers: a 4xx (or a closed connection), never a 5xx', async () => {
-    const body = JSON.stringify({ customer_id: 'c', currency: 'EUR', items: [{ sku: 'a', qty: 1, unit_price_cents: 1 }] });
+    const body = JSON.stringify({
+      customer_id: 'c',
+      currency: 'EUR',
+      items: [{ sku: 'a', qty: 1, unit_price_cents: 1 }],
+    });
     const auth = `Authorization: Bearer ${client.apiKey}`;
     const cases: Array<[string, string | Buffer]> = [
       ['garbage request line', 'GARBAGE\r\n\r\n'],
       ['HTTP/2 preface on an HTTP/1 port', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'],
-      ['control byte in a header name', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'X-B\x01d: v', 'Content-Length: 0'])],
-      ['header line without a colon', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'NoColonHere', 'Content-Length: 0'])],
-      ['32 KiB header (over the 16 KiB limit)', reqHead(['GET /healthz HTTP/1.1', 'Host: x', `X-Big: ${'a'.repeat(32 * 1024)}`])],
+      [
+        'control byte in a header name',
+        reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'X-B\x01d: v', 'Content-Length: 0']),
+      ],
+      [
+        'header line without a colon',
+        reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'NoColonHere', 'Content-Length: 0']),
+      ],
+      [
+        '32 KiB header (over the 16 KiB limit)',
+        reqHead(['GET /healthz HTTP/1.1', 'Host: x', `X-Big: ${'a'.repeat(32 * 1024)}`]),
+      ],
       ['100 KiB path', reqHead([`GET /v1/orders/${'k'.repeat(100 * 1024)} HTTP/1.1`, 'Host: x'])],
-      ['two different Content-Length', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'Content-Length: 5', 'Content-Length: 6'], 'abcdef')],
-      ['Content-Length and chunked together', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'Content-Length: 5', 'Transfer-Encoding: chunked'], '0\r\n\r\n')],
+      [
+        'two different Content-Length',
+        reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'Content-Length: 5', 'Content-Length: 6'], 'abcdef'),
+      ],
+      [
+        'Content-Length and chunked together',
+        reqHead(
+          ['POST /v1/orders HTTP/1.1', 'Host: x', 'Content-Length: 5', 'Transfer-Encoding: chunked'],
+          '0\r\n\r\n',
+        ),
+      ],
       ['negative Content-Length', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'Content-Length: -5'])],
-      ['huge Content-Length', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', auth, 'Idempotency-Key: cl', 'Content-Type: application/json', 'Content-Length: 99999999999999999999'])],
-      ['bad chunk size', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', auth, 'Idempotency-Key: ch', 'Content-Type: application/json', 'Transfer-Encoding: chunked'], 'zz\r\nabc\r\n0\r\n\r\n')],
-      ['two Idempotency-Key headers', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', auth, 'Idempotency-Key: a', 'Idempotency-Key: b', 'Content-Type: application/json', `Content-Length: ${body.length}`], body)],
-      ['Idempotency-Key with latin-1 bytes', Buffer.concat([Buffer.from(`POST /v1/orders HTTP/1.1\r\nHost: x\r\n${auth}\r\nIdempotency-Key: `), Buffer.from([0xe9, 0xff]), Buffer.from(`\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`)])],
-      ['10 KiB bearer token', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', `Authorization: Bearer ${'x'.repeat(10 * 1024)}`, 'Content-Length: 0'])],
-      ['Basic auth', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'Authorization: Basic dXNlcjpwYXNz', 'Content-Length: 0'])],
-      ['charset=utf-16 JSON', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', auth, 'Idempotency-Key: u16', 'Content-Type: application/json; charset=utf-16', `Content-Length: ${body.length}`], body)],
-      ['no Content-Type', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', auth, 'Idempotency-Key: nct', `Content-Length: ${body.length}`], body)],
+      [
+        'huge Content-Length',
+        reqHead([
+          'POST /v1/orders HTTP/1.1',
+          'Host: x',
+          auth,
+          'Idempotency-Key: cl',
+          'Content-Type: application/json',
+          'Content-Length: 99999999999999999999',
+        ]),
+      ],
+      [
+        'bad chunk size',
+        reqHead(
+          [
+            'POST /v1/orders HTTP/1.1',
+            'Host: x',
+            auth,
+            'Idempotency-Key: ch',
+            'Content-Type: application/json',
+            'Transfer-Encoding: chunked',
+          ],
+          'zz\r\nabc\r\n0\r\n\r\n',
+        ),
+      ],
+      [
+        'two Idempotency-Key headers',
+        reqHead(
+          [
+            'POST /v1/orders HTTP/1.1',
+            'Host: x',
+            auth,
+            'Idempotency-Key: a',
+            'Idempotency-Key: b',
+            'Content-Type: application/json',
+            `Content-Length: ${body.length}`,
+          ],
+          body,
+        ),
+      ],
+      [
+        'Idempotency-Key with latin-1 bytes',
+        Buffer.concat([
+          Buffer.from(`POST /v1/orders HTTP/1.1\r\nHost: x\r\n${auth}\r\nIdempotency-Key: `),
+          Buffer.from([0xe9, 0xff]),
+          Buffer.from(`\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`),
+        ]),
+      ],
+      [
+        '10 KiB bearer token',
+        reqHead([
+          'POST /v1/orders HTTP/1.1',
+          'Host: x',
+          `Authorization: Bearer ${'x'.repeat(10 * 1024)}`,
+          'Content-Length: 0',
+        ]),
+      ],
+      [
+        'Basic auth',
+        reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', 'Authorization: Basic dXNlcjpwYXNz', 'Content-Length: 0']),
+      ],
+      [
+        'charset=utf-16 JSON',
+        reqHead(
+          [
+            'POST /v1/orders HTTP/1.1',
+            'Host: x',
+            auth,
+            'Idempotency-Key: u16',
+            'Content-Type: application/json; charset=utf-16',
+            `Content-Length: ${body.length}`,
+          ],
+          body,
+        ),
+      ],
+      [
+        'no Content-Type',
+        reqHead(
+          ['POST /v1/orders HTTP/1.1', 'Host: x', auth, 'Idempotency-Key: nct', `Content-Length: ${body.length}`],
+          body,
+        ),
+      ],
       ['bad percent-encoding in the path', reqHead(['GET /v1/orders/%ZZ%E0%A4%A HTTP/1.1', 'Host: x', auth])],
       ['HTTP/1.0 with an absolute URI', reqHead(['GET http://evil.example/healthz HTTP/1.0'])],
       ['unknown method', reqHead(['BREW /v1/orders HTTP/1.1', 'Host: x'])],
-      ['Expect: 100-continue then nothing', reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', auth, 'Idempotency-Key: exp', 'Content-Type: application/json', 'Expect: 100-continue', 'Content-Length: 10'])],
+      [
+        'Expect: 100-continue then nothing',
+        reqHead([
+          'POST /v1/orders HTTP/1.1',
+          'Host: x',
+          auth,
+          'Idempotency-Key: exp',
+          'Content-Type: application/json',
+          'Expect: 100-continue',
+          'Content-Length: 10',
+        ]),
+      ],
       ['HTTP/1.1 without Host', reqHead(['GET /healthz HTTP/1.1'])],
     ];
     for (const [what, bytes] of cases) {
       const answer = await raw(ingest.port, [bytes], { endAfter: false, maxMs: REQUEST_TIMEOUT_MS * 4 });
-      assert.ok(answer.status === 0 || (answer.status >= 100 && answer.status < 500), `${what}: got ${answer.status} ${answer.text.slice(0, 200)}`);
+      assert.ok(
+        answer.status === 0 || (answer.status >= 100 && answer.status < 500),
+        `${what}: got ${answer.status} ${answer.text.slice(0, 200)}`,
+      );
       assert.ok(ingest.alive(), `ingest died on: ${what}\n${ingest.tail()}`);
     }
   });
 
   test('huge, negative, fractional and non-numeric numbers are 400; the largest legal order is 202 and exact', async () => {
-    const order = (qty: string, price: string) => `{"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":${qty},"unit_price_cents":${price}}]}`;
+    const order = (qty: string, price: string) =>
+      `{"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":${qty},"unit_price_cents":${price}}]}`;
     const bad: Array<[string, string]> = [
-      ['-1', '1'], ['0', '1'], ['1e400', '1'], ['1e308', '1'], ['10001', '1'], ['1.5', '1'], ['"1"', '1'], ['null', '1'], ['true', '1'],
-      ['9007199254740993', '1'], ['1', '-1'], ['1', '-0.5'], ['1', '1e400'], ['1', '-1e400'], ['1', '100000000001'],
-      ['1', '9223372036854775808'], ['1', '1e-400.0'], ['1', '0x10'], ['1', 'NaN'], ['1', 'Infinity'], ['1', '[1]'], ['1', '{}'],
+      ['-1', '1'],
+      ['0', '1'],
+      ['1e400', '1'],
+      ['1e308', '1'],
+      ['10001', '1'],
+      ['1.5', '1'],
+      ['"1"', '1'],
+      ['null', '1'],
+      ['true', '1'],
+      ['9007199254740993', '1'],
+      ['1', '-1'],
+      ['1', '-0.5'],
+      ['1', '1e400'],
+      ['1', '-1e400'],
+      ['1', '100000000001'],
+      ['1', '9223372036854775808'],
+      ['1', '1e-400.0'],
+      ['1', '0x10'],
+      ['1', 'NaN'],
+      ['1', 'Infinity'],
+      ['1', '[1]'],
+      ['1', '{}'],
     ];
     for (const [qty, price] of bad) {
       const res = await postRaw(nextKey(), order(qty, price));
@@ -176,7 +311,11 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
     const biggest = {
       customer_id: 'c'.repeat(64),
       currency: 'XXX',
-      items: Array.from({ length: 100 }, (_, i) => ({ sku: `s${i}`.padEnd(64, 'z'), qty: 10000, unit_price_cents: 100_000_000_000 })),
+      items: Array.from({ length: 100 }, (_, i) => ({
+        sku: `s${i}`.padEnd(64, 'z'),
+        qty: 10000,
+        unit_price_cents: 100_000_000_000,
+      })),
     };
     const res = await postRaw(nextKey(), JSON.stringify(biggest));
     assert.equal(res.status, 202, res.text);
@@ -197,17 +336,30 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
     await assertEntry(ok.json, JSON.parse(shallowButLegal));
     // The batch route takes 8 MiB: a million nested arrays.
     const batchDeep = `${'['.repeat(1_000_000)}${']'.repeat(1_000_000)}`;
-    const res = await http(ingest.url, { method: 'POST', path: '/v1/orders:batch', headers: headers('unused'), body: batchDeep, agent });
+    const res = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: headers('unused'),
+      body: batchDeep,
+      agent,
+    });
     assert.ok(res.status === 400 || res.status === 207, `deep batch: ${res.status} ${res.text.slice(0, 300)}`);
     const ndjsonDeep = `${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}\n`;
-    const res2 = await http(ingest.url, { method: 'POST', path: '/v1/orders:batch', headers: headers('unused', { 'content-type': 'application/x-ndjson' }), body: ndjsonDeep, agent });
+    const res2 = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: headers('unused', { 'content-type': 'application/x-ndjson' }),
+      body: ndjsonDeep,
+      agent,
+    });
     assert.ok(res2.status === 207 || res2.status === 400, `deep ndjson: ${res2.status} ${res2.text.slice(0, 300)}`);
     assert.ok(ingest.alive(), ingest.tail());
   });
 
   test('duplicate JSON keys: the last one wins (JSON.parse), consistently for the fingerprint and the entry; __proto__ is just an unknown field', async () => {
     const key = nextKey();
-    const dup = '{"customer_id":"first","currency":"EUR","customer_id":"last","items":[{"sku":"a","qty":1,"unit_price_cents":1,"qty":2}]}';
+    const dup =
+      '{"customer_id":"first","currency":"EUR","customer_id":"last","items":[{"sku":"a","qty":1,"unit_price_cents":1,"qty":2}]}';
     const res = await postRaw(key, dup);
     assert.equal(res.status, 202, res.text);
     const expected = { customer_id: 'last', currency: 'EUR', items: [{ sku: 'a', qty: 2, unit_price_cents: 1 }] };
@@ -215,10 +367,14 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
     // The same order without duplicates is a replay (same fingerprint), another last value is a 422.
     assert.equal((await postRaw(key, JSON.stringify(expected))).headers['idempotent-replayed'], 'true');
     assert.equal((await postRaw(key, dup.replace('"last"', '"other"'))).status, 422);
-    const proto = await postRaw(nextKey(), '{"__proto__":{"admin":true},"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}]}');
+    const proto = await postRaw(
+      nextKey(),
+      '{"__proto__":{"admin":true},"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}]}',
+    );
     assert.equal(proto.status, 400, proto.text);
     assert.match(proto.text, /__proto__/);
-    const metaProto = '{"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}],"metadata":{"__proto__":{"x":1},"constructor":"y"}}';
+    const metaProto =
+      '{"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}],"metadata":{"__proto__":{"x":1},"constructor":"y"}}';
     const mp = await postRaw(nextKey(), metaProto);
     assert.equal(mp.status, 202, mp.text);
     await assertEntry(mp.json, JSON.parse(metaProto));
@@ -242,7 +398,12 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
     );
     // Orders whose every field is either legal or an arbitrary value (any JSON, any Unicode string).
     const anyString = fc.string({ unit: 'binary', maxLength: 80 });
-    const field = <T>(legal: fc.Arbitrary<T>) => fc.oneof({ weight: 14, arbitrary: legal }, { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }) }, { weight: 1, arbitrary: anyString });
+    const field = <T>(legal: fc.Arbitrary<T>) =>
+      fc.oneof(
+        { weight: 14, arbitrary: legal },
+        { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }) },
+        { weight: 1, arbitrary: anyString },
+      );
     const item = fc.record({
       sku: field(fc.string({ unit: 'binary', minLength: 1, maxLength: 64 })),
       qty: field(fc.integer({ min: 1, max: 10000 })),
@@ -275,8 +436,18 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
   });
 
   test('slowloris: slow headers and slow bodies get 408 and a closed connection; others are still served meanwhile', async () => {
-    const slowHead = `POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${client.apiKey}\r\nX-Drip: ${'d'.repeat(200)}`.split('');
-    const slowBodyHead = reqHead(['POST /v1/orders HTTP/1.1', 'Host: x', `Authorization: Bearer ${client.apiKey}`, 'Idempotency-Key: slow-body', 'Content-Type: application/json', 'Content-Length: 400']);
+    const slowHead =
+      `POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${client.apiKey}\r\nX-Drip: ${'d'.repeat(200)}`.split(
+        '',
+      );
+    const slowBodyHead = reqHead([
+      'POST /v1/orders HTTP/1.1',
+      'Host: x',
+      `Authorization: Bearer ${client.apiKey}`,
+      'Idempotency-Key: slow-body',
+      'Content-Type: application/json',
+      'Content-Length: 400',
+    ]);
     const body = Array.from({ length: 400 }, () => ' ');
     // 20 connections dripping headers and 20 dripping bodies, one byte every 50 ms: each would
     // take 10–20 s to finish; the server must cut them off.
@@ -285,13 +456,19 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
       ...Array.from({ length: 20 }, () => raw(ingest.port, [slowBodyHead, ...body], { gapMs: 50, maxMs: 30_000 })),
     ];
     // Meanwhile a normal client is served.
-    const res = await postRaw(nextKey(), JSON.stringify({ customer_id: 'c', currency: 'EUR', items: [{ sku: 'a', qty: 1, unit_price_cents: 1 }] }));
+    const res = await postRaw(
+      nextKey(),
+      JSON.stringify({ customer_id: 'c', currency: 'EUR', items: [{ sku: 'a', qty: 1, unit_price_cents: 1 }] }),
+    );
     assert.equal(res.status, 202);
     const answers = await Promise.all(drips);
     for (const a of answers) {
       assert.ok(a.status === 408 || a.status === 0, `a slow client got ${a.status}: ${a.text.slice(0, 200)}`);
     }
-    assert.ok(answers.some((a) => a.status === 408), 'the server answers 408 Request Timeout');
+    assert.ok(
+      answers.some((a) => a.status === 408),
+      'the server answers 408 Request Timeout',
+    );
     assert.ok(ingest.alive(), ingest.tail());
   });
 
@@ -299,13 +476,18 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
     assert.equal((await http(ingest.url, { path: '/healthz', agent })).status, 200);
     await waitFor('ready', async () => (await http(ingest.url, { path: '/readyz', agent })).status === 200);
     const requests = metricValues(await metrics(), 'surge_ingest_requests_total');
-    const fivexx = [...requests].filter(([labels, n]) => n > 0 && /code="5\d\d"/.test(labels) && !labels.includes('code="503"'));
+    const fivexx = [...requests].filter(
+      ([labels, n]) => n > 0 && /code="5\d\d"/.test(labels) && !labels.includes('code="503"'),
+    );
     assert.deepEqual(fivexx, [], 'no 5xx other than 503');
     const total = [...requests.values()].reduce((a, b) => a + b, 0);
     assert.ok(total > 600, `the fuzz pass sent its requests (${total})`);
     const after = await rss();
     assert.ok(rssBefore > 0 && after > 0);
     // Bounded: the pass sent > 10 MB of hostile bodies; the process must not hold on to them.
-    assert.ok(after < 400 * 1024 * 1024, `RSS ${Math.round(after / 1048576)} MiB after the fuzz pass (before: ${Math.round(rssBefore / 1048576)} MiB)`);
+    assert.ok(
+      after < 400 * 1024 * 1024,
+      `RSS ${Math.round(after / 1048576)} MiB after the fuzz pass (before: ${Math.round(rssBefore / 1048576)} MiB)`,
+    );
   });
 });

@@ -25,7 +25,9 @@ describe('POST /v1/orders: a bug in answering fails that request alone', () => {
   before(async () => {
     const intake = {
       submit: (_body: Uint8Array, _clientId: string, key: string): Promise<IntakeOutcome> =>
-        key === 'reject' ? Promise.reject(new Error('intake bug')) : Promise.resolve({ kind: 'accepted', body: `{"idempotency_key":"${key}"}` }),
+        key === 'reject'
+          ? Promise.reject(new Error('intake bug'))
+          : Promise.resolve({ kind: 'accepted', body: `{"idempotency_key":"${key}"}` }),
     } as unknown as OrderIntake;
     const deps: CreateOrderDeps = {
       auth: { cached: () => ({ client }), lookup: async () => client } as unknown as Authenticator,
@@ -34,7 +36,8 @@ describe('POST /v1/orders: a bug in answering fails that request alone', () => {
         orders: counter(({ result }) => {
           incs.push(String(result));
           // The failure injected: counting an accepted order throws once.
-          if (result === 'accepted' && incs.filter((r) => r === 'accepted').length === 1) throw new Error('metrics bug');
+          if (result === 'accepted' && incs.filter((r) => r === 'accepted').length === 1)
+            throw new Error('metrics bug');
         }),
         requests: counter(() => {}),
         duration: { observe: () => {} },

@@ -21,7 +21,12 @@ import { http } from './support/http.js';
 const silent = createLogger('silent', 'ingest-test');
 
 function order(overrides: Partial<Order> & Record<string, unknown> = {}): Order {
-  return { customer_id: 'cust-1', currency: 'EUR', items: [{ sku: 'sku-1', qty: 2, unit_price_cents: 1250 }], ...overrides } as Order;
+  return {
+    customer_id: 'cust-1',
+    currency: 'EUR',
+    items: [{ sku: 'sku-1', qty: 2, unit_price_cents: 1250 }],
+    ...overrides,
+  } as Order;
 }
 
 interface Problem {
@@ -40,7 +45,11 @@ describe('ingest', () => {
   let alice: CreatedClient;
   let bob: CreatedClient;
 
-  const post = (key: string | undefined, body: unknown, opts: { client?: CreatedClient; raw?: string | Buffer; headers?: Record<string, string> } = {}) =>
+  const post = (
+    key: string | undefined,
+    body: unknown,
+    opts: { client?: CreatedClient; raw?: string | Buffer; headers?: Record<string, string> } = {},
+  ) =>
     http(ingest.url, {
       method: 'POST',
       path: '/v1/orders',
@@ -53,13 +62,19 @@ describe('ingest', () => {
       body: opts.raw ?? JSON.stringify(body),
     });
   const get = (key: string, client: CreatedClient = alice) =>
-    http(ingest.url, { path: `/v1/orders/${encodeURIComponent(key)}`, headers: { authorization: `Bearer ${client.apiKey}` } });
+    http(ingest.url, {
+      path: `/v1/orders/${encodeURIComponent(key)}`,
+      headers: { authorization: `Bearer ${client.apiKey}` },
+    });
   const entries = async () => {
     let n = 0;
     for (const k of allStreamKeys(env.prefix, env.config.shards)) n += await redis.xlen(k);
     return n;
   };
-  const assertProblem = (res: { status: number; headers: Record<string, unknown>; json: unknown }, status: number): Problem => {
+  const assertProblem = (
+    res: { status: number; headers: Record<string, unknown>; json: unknown },
+    status: number,
+  ): Problem => {
     assert.equal(res.status, status);
     assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
     const p = res.json as Problem;
@@ -103,23 +118,35 @@ describe('ingest', () => {
     assert.ok(decoded.ok);
     assert.deepEqual(decoded.entry, { clientId: alice.id, idempotencyKey: 'happy-1', order: o });
     // The accept script's XADD writes exactly the entry encodeEntry (the DLQ replay's) writes.
-    assert.deepEqual(fields, encodeEntry({ clientId: alice.id, idempotencyKey: 'happy-1', canonical: canonicalOrderJson(o) }));
+    assert.deepEqual(
+      fields,
+      encodeEntry({ clientId: alice.id, idempotencyKey: 'happy-1', canonical: canonicalOrderJson(o) }),
+    );
     const recordKey = idemKey(env.prefix, shard, alice.id, 'happy-1');
     const ttl = await redis.ttl(recordKey);
     assert.ok(ttl > 86_000 && ttl <= 86_400, `ttl ${ttl}`);
     // The record: state done, the order's fingerprint, the entry id; no copy of the body.
-    assert.deepEqual(parseRecord(await redis.get(recordKey)), { state: STATE_DONE, fingerprint: orderFingerprint(o), entryId: m[2] });
+    assert.deepEqual(parseRecord(await redis.get(recordKey)), {
+      state: STATE_DONE,
+      fingerprint: orderFingerprint(o),
+      entryId: m[2],
+    });
     assert.ok(Number(await redis.memory('USAGE', recordKey)) < 300, 'a record is small');
     // The response also carries a request id; each request gets its own unless the client sent one.
     const other = await post('happy-1', o);
-    assert.ok(res.headers['x-request-id'] && other.headers['x-request-id'] && res.headers['x-request-id'] !== other.headers['x-request-id']);
+    assert.ok(
+      res.headers['x-request-id'] &&
+        other.headers['x-request-id'] &&
+        res.headers['x-request-id'] !== other.headers['x-request-id'],
+    );
   });
 
   test('a replay (same payload, other key order and spacing) answers the stored 202 with Idempotent-Replayed and adds no entry', async () => {
     const first = await post('replay-1', order());
     assert.equal(first.status, 202);
     const before = await entries();
-    const raw = '{ "items": [ {"unit_price_cents":1250, "qty":2, "sku":"sku-1"} ], "currency":"EUR", "customer_id":"cust-1" }';
+    const raw =
+      '{ "items": [ {"unit_price_cents":1250, "qty":2, "sku":"sku-1"} ], "currency":"EUR", "customer_id":"cust-1" }';
     const again = await post('replay-1', undefined, { raw });
     assert.equal(again.status, 202);
     assert.equal(again.headers['idempotent-replayed'], 'true');
@@ -146,7 +173,11 @@ describe('ingest', () => {
           method: 'POST',
           path: '/v1/orders',
           agent,
-          headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json', 'idempotency-key': 'same-key-50' },
+          headers: {
+            authorization: `Bearer ${alice.apiKey}`,
+            'content-type': 'application/json',
+            'idempotency-key': 'same-key-50',
+          },
           body: JSON.stringify(o),
         }),
       ),
@@ -191,7 +222,10 @@ describe('ingest', () => {
     );
     const paths = (p.errors ?? []).map((e) => e.path).sort();
     assert.deepEqual(paths, ['/color', '/currency', '/customer_id', '/items/0/qty', '/items/1/qty']);
-    const neg = assertProblem(await post('neg-qty', order({ items: [{ sku: 'a', qty: -1, unit_price_cents: 1 }] })), 400);
+    const neg = assertProblem(
+      await post('neg-qty', order({ items: [{ sku: 'a', qty: -1, unit_price_cents: 1 }] })),
+      400,
+    );
     assert.deepEqual(neg.errors, [{ path: '/items/0/qty', message: 'must be >= 1' }]);
   });
 
@@ -229,7 +263,12 @@ describe('ingest', () => {
     ]);
     const bad = assertProblem(await post('bad-utf8', undefined, { raw }), 400);
     assert.match(bad.type, /invalid-utf8/);
-    const lone = assertProblem(await post('lone-surrogate', undefined, { raw: '{"customer_id":"a\\ud800","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}]}' }), 400);
+    const lone = assertProblem(
+      await post('lone-surrogate', undefined, {
+        raw: '{"customer_id":"a\\ud800","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}]}',
+      }),
+      400,
+    );
     assert.deepEqual(
       lone.errors?.map((e) => e.path),
       ['/customer_id'],
@@ -246,8 +285,19 @@ describe('ingest', () => {
     });
     assertProblem(unknown, 401);
     assert.match(String(unknown.headers['www-authenticate']), /^Bearer/);
-    assertProblem(await http(ingest.url, { method: 'POST', path: '/v1/orders', headers: { 'content-type': 'application/json' }, body: '{}' }), 401);
-    assertProblem(await http(ingest.url, { path: '/v1/orders/x', headers: { authorization: `Basic ${alice.apiKey}` } }), 401);
+    assertProblem(
+      await http(ingest.url, {
+        method: 'POST',
+        path: '/v1/orders',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      }),
+      401,
+    );
+    assertProblem(
+      await http(ingest.url, { path: '/v1/orders/x', headers: { authorization: `Basic ${alice.apiKey}` } }),
+      401,
+    );
     assert.equal(await entries(), before);
     // Early answers, errors and 404s carry the request id too; a client's own id is echoed.
     assert.ok(unknown.headers['x-request-id']);
@@ -278,7 +328,10 @@ describe('ingest', () => {
     assert.equal(res.status, 202);
     assert.equal(res.headers.location, `/v1/orders/${encodeURIComponent('state/with?odd#chars')}`);
     const ref = (res.json as { order_ref: string }).order_ref;
-    const queued = await http(ingest.url, { path: String(res.headers.location), headers: { authorization: `Bearer ${alice.apiKey}` } });
+    const queued = await http(ingest.url, {
+      path: String(res.headers.location),
+      headers: { authorization: `Bearer ${alice.apiKey}` },
+    });
     assert.equal(queued.status, 200);
     assert.deepEqual(queued.json, { idempotency_key: 'state/with?odd#chars', status: 'queued', order_ref: ref });
 
@@ -297,14 +350,25 @@ describe('ingest', () => {
     await insert('rejected-1', 'rejected', 'out_of_stock');
     assert.deepEqual(
       { ...((await get('rejected-1')).json as Record<string, unknown>), applied_at: undefined },
-      { idempotency_key: 'rejected-1', status: 'rejected', reason: 'out_of_stock', order_ref: ref, applied_at: undefined },
+      {
+        idempotency_key: 'rejected-1',
+        status: 'rejected',
+        reason: 'out_of_stock',
+        order_ref: ref,
+        applied_at: undefined,
+      },
     );
 
     await pool.query(
       `INSERT INTO dead_letters (client_id, idempotency_key, stream, entry_id, reason) VALUES ($1, 'dead-1', $2, '1-0', 'permanent_error')`,
       [alice.id, streamKey(env.prefix, 1)],
     );
-    assert.deepEqual((await get('dead-1')).json, { idempotency_key: 'dead-1', status: 'dead_lettered', order_ref: 's1-1-0', reason: 'permanent_error' });
+    assert.deepEqual((await get('dead-1')).json, {
+      idempotency_key: 'dead-1',
+      status: 'dead_lettered',
+      order_ref: 's1-1-0',
+      reason: 'permanent_error',
+    });
     assertProblem(await get('dead-1', bob), 404);
     assertProblem(await get('never-sent'), 404);
     assertProblem(await get('k'.repeat(256)), 400);
@@ -339,7 +403,13 @@ describe('ingest', () => {
         [5, 400, undefined],
       ],
     );
-    const [r0, r1, , , r4] = results as Array<Record<string, unknown>> as [Record<string, unknown>, Record<string, unknown>, unknown, unknown, Record<string, unknown>];
+    const [r0, r1, , , r4] = results as Array<Record<string, unknown>> as [
+      Record<string, unknown>,
+      Record<string, unknown>,
+      unknown,
+      unknown,
+      Record<string, unknown>,
+    ];
     assert.equal((r1.problem as Problem).errors?.[0]?.path, '/items');
     assert.equal((r4.problem as Problem).errors?.[0]?.path, '/idempotency_key');
     assert.equal((r0.body as Record<string, unknown>).idempotency_key, 'batch-new-1');
@@ -363,7 +433,10 @@ describe('ingest', () => {
       [202, 400, 202],
     );
     const before = await entries();
-    const many = Array.from({ length: 1000 }, (_, i) => ({ idempotency_key: `bulk-${i}`, ...order({ metadata: { i, pad: 'y'.repeat(100) } }) }));
+    const many = Array.from({ length: 1000 }, (_, i) => ({
+      idempotency_key: `bulk-${i}`,
+      ...order({ metadata: { i, pad: 'y'.repeat(100) } }),
+    }));
     const body = JSON.stringify(many);
     assert.ok(body.length > 64 * 1024);
     const res = await http(ingest.url, {
@@ -373,7 +446,8 @@ describe('ingest', () => {
       body,
     });
     assert.equal(res.status, 207);
-    const results = (res.json as { results: Array<{ index: number; status: number; idempotency_key: string }> }).results;
+    const results = (res.json as { results: Array<{ index: number; status: number; idempotency_key: string }> })
+      .results;
     assert.equal(results.length, 1000);
     assert.ok(results.every((r, i) => r.status === 202 && r.index === i && r.idempotency_key === `bulk-${i}`));
     assert.equal(await entries(), before + 1000);
@@ -394,7 +468,10 @@ describe('ingest', () => {
     assert.match(m.text, /surge_ingest_requests_total\{route="POST \/v1\/orders",code="202",role="ingest"\} \d+/);
     assert.match(m.text, /surge_ingest_requests_total\{route="POST \/v1\/orders",code="422",role="ingest"\} [1-9]/);
     assert.match(m.text, /surge_ingest_orders_total\{result="replayed",role="ingest"\} [1-9]/);
-    assert.match(m.text, /surge_ingest_request_duration_seconds_bucket\{le="0.005",role="ingest",route="POST \/v1\/orders:batch"\}/);
+    assert.match(
+      m.text,
+      /surge_ingest_request_duration_seconds_bucket\{le="0.005",role="ingest",route="POST \/v1\/orders:batch"\}/,
+    );
     // Orders per accept call: every order went through one, so the sum counts them all.
     const count = Number(/surge_ingest_accept_call_orders_count\{role="ingest"\} (\d+)/.exec(m.text)?.[1]);
     const sum = Number(/surge_ingest_accept_call_orders_sum\{role="ingest"\} (\d+)/.exec(m.text)?.[1]);
@@ -404,7 +481,10 @@ describe('ingest', () => {
 
   test('logs: a JSON line per client error, bound to the request id; accepted orders log nothing; no order contents', async () => {
     const lines: string[] = [];
-    const logger = pino({ level: 'info', base: { component: 'ingest' } }, { write: (line: string) => void lines.push(line) });
+    const logger = pino(
+      { level: 'info', base: { component: 'ingest' } },
+      { write: (line: string) => void lines.push(line) },
+    );
     const svc = await startIngest(env.config, { logger });
     try {
       const secret = 'customer-who-must-not-be-logged';
@@ -412,7 +492,11 @@ describe('ingest', () => {
         http(svc.url, {
           method: 'POST',
           path: '/v1/orders',
-          headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json', 'idempotency-key': key },
+          headers: {
+            authorization: `Bearer ${alice.apiKey}`,
+            'content-type': 'application/json',
+            'idempotency-key': key,
+          },
           body: JSON.stringify(body),
         });
       const started = lines.length;
@@ -421,7 +505,10 @@ describe('ingest', () => {
       const bad = await send('log-bad-1', order({ customer_id: secret, items: [] }));
       assert.equal(bad.status, 400);
       const logged = await waitFor('the client error line', () => {
-        const found = lines.slice(started).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'client error');
+        const found = lines
+          .slice(started)
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .filter((l) => l.msg === 'client error');
         return found.length > 0 ? found : undefined;
       });
       assert.equal(logged.length, 1, 'one line, for the 400 only');
@@ -469,7 +556,8 @@ describe('ingest backpressure', () => {
     services.push(svc);
     for (let i = 0; i < 4; i++) assert.equal((await postTo(svc, `bp-${i}`)).status, 202);
     // Deliver every entry without acking: lag is 0 now, the backlog is all pending and must still count.
-    for (const key of allStreamKeys(env.prefix, env.config.shards)) await redis.xreadgroup('GROUP', GROUP, 'test-consumer', 'COUNT', 100, 'STREAMS', key, '>');
+    for (const key of allStreamKeys(env.prefix, env.config.shards))
+      await redis.xreadgroup('GROUP', GROUP, 'test-consumer', 'COUNT', 100, 'STREAMS', key, '>');
     let probe = '';
     let n = 0;
     const shed = await waitFor('a 503', async () => {
@@ -480,12 +568,37 @@ describe('ingest backpressure', () => {
     assert.equal(shed.headers['retry-after'], '1');
     assert.match((shed.json as Problem).type, /overloaded/);
     assert.equal((await http(svc.url, { path: '/readyz' })).status, 200);
-    assert.match((await http(svc.url, { path: '/metrics' })).text, /surge_ingest_overloaded\{reason="backlog",role="ingest"\} 1/);
-    assert.equal(await redis.exists(idemKey(env.prefix, shardFor(client.id, probe, 2), client.id, probe)), 0, 'nothing recorded');
+    assert.match(
+      (await http(svc.url, { path: '/metrics' })).text,
+      /surge_ingest_overloaded\{reason="backlog",role="ingest"\} 1/,
+    );
+    assert.equal(
+      await redis.exists(idemKey(env.prefix, shardFor(client.id, probe, 2), client.id, probe)),
+      0,
+      'nothing recorded',
+    );
     // Workers catch up: read and ack everything.
     for (const key of allStreamKeys(env.prefix, env.config.shards)) {
-      const read = (await redis.xreadgroup('GROUP', GROUP, 'test-consumer', 'COUNT', 100, 'STREAMS', key, '0')) as Array<[string, Array<[string, string[]]>]> | null;
-      const more = (await redis.xreadgroup('GROUP', GROUP, 'test-consumer', 'COUNT', 100, 'STREAMS', key, '>')) as Array<[string, Array<[string, string[]]>]> | null;
+      const read = (await redis.xreadgroup(
+        'GROUP',
+        GROUP,
+        'test-consumer',
+        'COUNT',
+        100,
+        'STREAMS',
+        key,
+        '0',
+      )) as Array<[string, Array<[string, string[]]>]> | null;
+      const more = (await redis.xreadgroup(
+        'GROUP',
+        GROUP,
+        'test-consumer',
+        'COUNT',
+        100,
+        'STREAMS',
+        key,
+        '>',
+      )) as Array<[string, Array<[string, string[]]>]> | null;
       const ids = [...(read?.[0]?.[1] ?? []), ...(more?.[0]?.[1] ?? [])].map(([id]) => id);
       if (ids.length > 0) await redis.xack(key, GROUP, ...ids);
     }

@@ -25,9 +25,14 @@ test('shardFor: the shards of known (client, key) pairs do not change', () => {
 
 test('shardFor equals FNV-1a over `client NUL key` for any strings and shard count', () => {
   fc.assert(
-    fc.property(fc.string({ unit: 'binary' }), fc.string({ unit: 'binary' }), fc.integer({ min: 1, max: 4096 }), (client, key, shards) => {
-      assert.equal(shardFor(client, key, shards), reference(client, key, shards));
-    }),
+    fc.property(
+      fc.string({ unit: 'binary' }),
+      fc.string({ unit: 'binary' }),
+      fc.integer({ min: 1, max: 4096 }),
+      (client, key, shards) => {
+        assert.equal(shardFor(client, key, shards), reference(client, key, shards));
+      },
+    ),
     { numRuns: 2000 },
   );
 });

@@ -56,7 +56,10 @@ describe('surge lag-exporter and surge status', () => {
   });
 
   test('surge lag-exporter serves /metrics and exits 0 on SIGTERM', async () => {
-    const child = spawn(process.execPath, [CLI, 'lag-exporter'], { env: { ...process.env, ...env.env, SURGE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'lag-exporter'], {
+      env: { ...process.env, ...env.env, SURGE_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
@@ -73,7 +76,10 @@ describe('surge lag-exporter and surge status', () => {
       const m = await scrape(`http://127.0.0.1:${port}/metrics`);
       assert.equal(value(m, 'surge_consumer_group_backlog', { stream: s0(), group: GROUP }), 5);
       assert.equal(value(m, 'surge_consumer_group_lag', { stream: s0(), group: GROUP }), 3);
-      assert.ok(m.some((s) => s.name === 'surge_process_process_cpu_user_seconds_total'), 'default process metrics on the main thread');
+      assert.ok(
+        m.some((s) => s.name === 'surge_process_process_cpu_user_seconds_total'),
+        'default process metrics on the main thread',
+      );
       assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200);
     } finally {
       child.kill('SIGTERM');
@@ -88,7 +94,10 @@ describe('surge lag-exporter and surge status', () => {
     assert.equal(r.shards.length, 2);
     assert.equal(r.shards[0]?.length, 5);
     assert.deepEqual([g?.lag, g?.pending, g?.backlog], [3, 2, 5]);
-    assert.deepEqual(g?.consumers.map((c) => [c.name, c.pending]), [['w-9', 2]]);
+    assert.deepEqual(
+      g?.consumers.map((c) => [c.name, c.pending]),
+      [['w-9', 2]],
+    );
     assert.ok((g?.oldestPendingAgeSeconds ?? -1) >= 0 && (g?.oldestUndeliveredAgeSeconds ?? -1) >= 0);
     assert.equal(r.shards[1]?.length, 0);
     assert.deepEqual(r.applyRate, { windowSeconds: 60, applied: 3, rejected: 1, perSecond: 4 / 60 });
@@ -107,7 +116,10 @@ describe('surge lag-exporter and surge status', () => {
   });
 
   test('surge status --watch redraws in place until interrupted, then exits 0', async () => {
-    const child = spawn(process.execPath, [CLI, 'status', '--watch', '--interval', '100'], { env: { ...process.env, ...env.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'status', '--watch', '--interval', '100'], {
+      env: { ...process.env, ...env.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
@@ -117,7 +129,9 @@ describe('surge lag-exporter and surge status', () => {
       await waitFor('three frames', () => out.split('\x1b[H\x1b[2J').length > 3);
       // A change in Redis shows in a later frame.
       await redis.xadd(s0(), '*', 'v', '1');
-      await waitFor('a frame with the new entry', () => out.split('\x1b[H\x1b[2J').some((frame) => /Total: length 6,/.test(frame)));
+      await waitFor('a frame with the new entry', () =>
+        out.split('\x1b[H\x1b[2J').some((frame) => /Total: length 6,/.test(frame)),
+      );
     } finally {
       child.kill('SIGINT');
     }

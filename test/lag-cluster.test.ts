@@ -29,17 +29,33 @@ describe('lag on Redis Cluster (3 masters)', () => {
   const prefix = uniquePrefix();
 
   before(async () => {
-    for (let i = 0; i < 3; i++) servers.push(await startRedisServer({ extraArgs: ['--cluster-enabled', 'yes', '--cluster-node-timeout', '5000'] }));
-    await run('redis-cli', ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', '0', '--cluster-yes']);
+    for (let i = 0; i < 3; i++)
+      servers.push(
+        await startRedisServer({ extraArgs: ['--cluster-enabled', 'yes', '--cluster-node-timeout', '5000'] }),
+      );
+    await run('redis-cli', [
+      '--cluster',
+      'create',
+      ...servers.map((s) => `127.0.0.1:${s.port}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ]);
     for (const s of servers) {
       const r = new Redis(s.port, '127.0.0.1');
       try {
-        await waitFor(`cluster_state:ok on ${s.port}`, async () => (await r.cluster('INFO')).includes('cluster_state:ok'));
+        await waitFor(`cluster_state:ok on ${s.port}`, async () =>
+          (await r.cluster('INFO')).includes('cluster_state:ok'),
+        );
       } finally {
         r.disconnect();
       }
     }
-    const config = loadConfig({ REDIS_CLUSTER_NODES: `127.0.0.1:${servers[0]?.port}`, SURGE_REDIS_PREFIX: prefix, SURGE_SHARDS: String(SHARDS) });
+    const config = loadConfig({
+      REDIS_CLUSTER_NODES: `127.0.0.1:${servers[0]?.port}`,
+      SURGE_REDIS_PREFIX: prefix,
+      SURGE_SHARDS: String(SHARDS),
+    });
     cluster = createRedis(config) as Cluster;
     await redisReady(cluster, 10_000);
     await ensureGroups(cluster, prefix, SHARDS);
@@ -79,7 +95,10 @@ describe('lag on Redis Cluster (3 masters)', () => {
       assert.equal(s?.group?.backlog, total);
       assert.equal(s?.group?.oldestUndeliveredAgeSeconds, 60 - delivered);
       assert.equal(s?.group?.oldestPendingAgeSeconds, 60);
-      assert.deepEqual(s?.group?.consumers.map((c) => [c.name, c.pending]), [[`c${shard}`, delivered]]);
+      assert.deepEqual(
+        s?.group?.consumers.map((c) => [c.name, c.pending]),
+        [[`c${shard}`, delivered]],
+      );
     }
     // Shard 3: 8 entries, 4 delivered, entry 6 deleted: lag NULL, 3 undelivered counted.
     const s3 = snap.shards[3]?.group;

@@ -35,7 +35,11 @@ function requireBinary(name: string): void {
 function runTool(cmd: string, args: string[], input?: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     const child = execFile(cmd, args, { maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      const code = err
+        ? typeof (err as { code?: unknown }).code === 'number'
+          ? (err as { code: number }).code
+          : 1
+        : 0;
       resolve({ code, out: `${stdout}${stderr}` });
     });
     if (input !== undefined) child.stdin?.end(input);
@@ -64,7 +68,9 @@ describe('Prometheus and promtool against Surge', () => {
     // Shard 0: 7 entries, 3 delivered, 1 of them acked: lag 4, pending 2, backlog 6.
     const s0 = streamKey(env.prefix, 0);
     for (let i = 0; i < 7; i++) await redis.xadd(s0, '*', 'v', '1');
-    const read = (await redis.xreadgroup('GROUP', GROUP, 'w-1', 'COUNT', 3, 'STREAMS', s0, '>')) as Array<[string, Array<[string, string[]]>]>;
+    const read = (await redis.xreadgroup('GROUP', GROUP, 'w-1', 'COUNT', 3, 'STREAMS', s0, '>')) as Array<
+      [string, Array<[string, string[]]>]
+    >;
     await redis.xack(s0, GROUP, read[0]?.[1][0]?.[0] as string);
     // Shard 1: 5 entries, one undelivered deleted: lag NULL, backlog 4 (counted).
     const s1 = streamKey(env.prefix, 1);
@@ -113,7 +119,12 @@ describe('Prometheus and promtool against Surge', () => {
     }
     // One observation everywhere so every series (buckets included) is printed.
     for (const m of registry.getMetricsAsArray()) {
-      const metric = m as unknown as { labelNames?: readonly string[]; inc?: (l: object, v: number) => void; set?: (l: object, v: number) => void; observe?: (l: object, v: number) => void };
+      const metric = m as unknown as {
+        labelNames?: readonly string[];
+        inc?: (l: object, v: number) => void;
+        set?: (l: object, v: number) => void;
+        observe?: (l: object, v: number) => void;
+      };
       const labels = Object.fromEntries((metric.labelNames ?? []).map((l) => [l, 'x']));
       if (typeof metric.observe === 'function') metric.observe(labels, 0.5);
       else if (typeof metric.set === 'function') metric.set(labels, 1);
@@ -169,7 +180,9 @@ describe('Prometheus and promtool against Surge', () => {
     await waitFor(
       'the lag exporter target up',
       async () => {
-        const t = await get<{ data: { activeTargets: Array<{ health: string; labels: Record<string, string> }> } }>('/api/v1/targets');
+        const t = await get<{ data: { activeTargets: Array<{ health: string; labels: Record<string, string> }> } }>(
+          '/api/v1/targets',
+        );
         return t.data.activeTargets.some((a) => a.labels.job === 'surge-lag-exporter' && a.health === 'up');
       },
       { timeoutMs: 30_000, intervalMs: 100 },
@@ -195,16 +208,27 @@ describe('Prometheus and promtool against Surge', () => {
     assert.equal((await query(`sum(surge_consumer_group_backlog{stream=~"${env.prefix}:.*"})`))[0]?.value[1], '10');
 
     // The rules loaded into the server are healthy, and the DLQ alert fires on the real series.
-    const rules = await get<{ data: { groups: Array<{ rules: Array<{ name: string; health: string; lastError?: string }> }> } }>('/api/v1/rules');
+    const rules = await get<{
+      data: { groups: Array<{ rules: Array<{ name: string; health: string; lastError?: string }> }> };
+    }>('/api/v1/rules');
     const loaded = rules.data.groups.flatMap((g) => g.rules);
     assert.equal(loaded.length, 8);
     await waitFor('every rule evaluated without error', async () => {
-      const g = await get<{ data: { groups: Array<{ rules: Array<{ name: string; health: string }> }> } }>('/api/v1/rules');
+      const g = await get<{ data: { groups: Array<{ rules: Array<{ name: string; health: string }> }> } }>(
+        '/api/v1/rules',
+      );
       return g.data.groups.flatMap((x) => x.rules).every((r) => r.health === 'ok');
     });
     await waitFor('SurgeDeadLetters firing', async () => {
-      const a = await get<{ data: { alerts: Array<{ labels: Record<string, string>; state: string }> } }>('/api/v1/alerts');
-      return a.data.alerts.some((x) => x.labels.alertname === 'SurgeDeadLetters' && x.labels.stream === dlqKey(env.prefix, 0) && x.state === 'firing');
+      const a = await get<{ data: { alerts: Array<{ labels: Record<string, string>; state: string }> } }>(
+        '/api/v1/alerts',
+      );
+      return a.data.alerts.some(
+        (x) =>
+          x.labels.alertname === 'SurgeDeadLetters' &&
+          x.labels.stream === dlqKey(env.prefix, 0) &&
+          x.state === 'firing',
+      );
     });
   });
 });

@@ -43,7 +43,22 @@ function knownSeries(): Known {
   return { series };
 }
 
-const KEYWORDS = new Set(['and', 'or', 'unless', 'bool', 'offset', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'inf', 'nan', 'atan2']);
+const KEYWORDS = new Set([
+  'and',
+  'or',
+  'unless',
+  'bool',
+  'offset',
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'inf',
+  'nan',
+  'atan2',
+]);
 
 interface PromqlRefs {
   metrics: string[];
@@ -65,7 +80,9 @@ function promqlRefs(expr: string): PromqlRefs {
     return ' ';
   });
   const metrics: string[] = [];
-  const tokens = [...s.matchAll(/\d+(?:\.\d+)?(?:e[+-]?\d+)?(?:ms|[smhdwy])?|\$[a-zA-Z_]\w*|[a-zA-Z_:][a-zA-Z0-9_:]*|\S/gi)];
+  const tokens = [
+    ...s.matchAll(/\d+(?:\.\d+)?(?:e[+-]?\d+)?(?:ms|[smhdwy])?|\$[a-zA-Z_]\w*|[a-zA-Z_:][a-zA-Z0-9_:]*|\S/gi),
+  ];
   for (const [i, t] of tokens.entries()) {
     const tok = t[0];
     if (!/^[a-zA-Z_:]/.test(tok) || KEYWORDS.has(tok.toLowerCase())) continue;
@@ -86,18 +103,20 @@ function check(known: Known, where: string, expr: string): string[] {
     if (!labels) problems.push(`${where}: ${name} is not a metric Surge exports`);
     else for (const l of labels) allowed.add(l);
   }
-  for (const l of refs.labels) if (!allowed.has(l)) problems.push(`${where}: label ${l} is not on ${refs.metrics.join(', ')}`);
+  for (const l of refs.labels)
+    if (!allowed.has(l)) problems.push(`${where}: label ${l} is not on ${refs.metrics.join(', ')}`);
   return problems;
 }
 
 function dashboardExprs(): Array<{ where: string; expr: string }> {
-  const dash = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'metrics', 'dashboard.json'), 'utf8')) as { panels: unknown[] };
+  const dash = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'metrics', 'dashboard.json'), 'utf8')) as {
+    panels: unknown[];
+  };
   const out: Array<{ where: string; expr: string }> = [];
   const walk = (node: unknown, where: string) => {
     if (Array.isArray(node)) {
       for (const [i, n] of node.entries()) walk(n, `${where}[${i}]`);
-    }
-    else if (node && typeof node === 'object') {
+    } else if (node && typeof node === 'object') {
       const o = node as Record<string, unknown>;
       const here = typeof o.title === 'string' ? `${where} "${o.title}"` : where;
       for (const [k, v] of Object.entries(o)) {
@@ -126,8 +145,12 @@ describe('dashboard and alerts name only what Surge exports', () => {
       metrics: ['surge_x_bucket'],
       labels: ['code', 'le', 'a'],
     });
-    assert.deepEqual(check(known, 'x', 'rate(surge_ingest_request_total[5m])'), ['x: surge_ingest_request_total is not a metric Surge exports']);
-    assert.deepEqual(check(known, 'x', 'sum by (shard) (surge_consumer_group_backlog)'), ['x: label shard is not on surge_consumer_group_backlog']);
+    assert.deepEqual(check(known, 'x', 'rate(surge_ingest_request_total[5m])'), [
+      'x: surge_ingest_request_total is not a metric Surge exports',
+    ]);
+    assert.deepEqual(check(known, 'x', 'sum by (shard) (surge_consumer_group_backlog)'), [
+      'x: label shard is not on surge_consumer_group_backlog',
+    ]);
     assert.deepEqual(check(known, 'x', 'max by (stream) (surge_consumer_group_lag_seconds)'), []);
   });
 
@@ -157,18 +180,15 @@ describe('dashboard and alerts name only what Surge exports', () => {
     const rules = alertRules().groups.flatMap((g) => g.rules);
     const problems = rules.flatMap((r) => check(known, `alert ${r.alert ?? r.record}`, r.expr));
     assert.deepEqual(problems, []);
-    assert.deepEqual(
-      rules.map((r) => r.alert).sort(),
-      [
-        'SurgeBacklogAgeOverSLO',
-        'SurgeBacklogGrowing',
-        'SurgeConsumerIdleWithPending',
-        'SurgeDeadLetters',
-        'SurgeIngest5xxRatio',
-        'SurgeLagExporterDown',
-        'SurgeLagExporterRedisUnreadable',
-        'SurgeRedisMemoryHigh',
-      ],
-    );
+    assert.deepEqual(rules.map((r) => r.alert).sort(), [
+      'SurgeBacklogAgeOverSLO',
+      'SurgeBacklogGrowing',
+      'SurgeConsumerIdleWithPending',
+      'SurgeDeadLetters',
+      'SurgeIngest5xxRatio',
+      'SurgeLagExporterDown',
+      'SurgeLagExporterRedisUnreadable',
+      'SurgeRedisMemoryHigh',
+    ]);
   });
 });

@@ -23,7 +23,9 @@ async function addEntries(r: Redis, key: string, n: number): Promise<void> {
 }
 
 async function readGroup(r: Redis, key: string, consumer: string, count: number): Promise<string[]> {
-  const res = (await r.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', key, '>')) as Array<[string, Array<[string, string[]]>]> | null;
+  const res = (await r.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', key, '>')) as Array<
+    [string, Array<[string, string[]]>]
+  > | null;
   return (res?.[0]?.[1] ?? []).map(([entryId]) => entryId);
 }
 
@@ -98,7 +100,11 @@ describe('lag exporter against real Redis', () => {
     assert.equal(value(m, 'surge_consumer_group_pending', sg(s0())), 5);
     assert.equal(value(m, 'surge_consumer_group_backlog', sg(s0())), 9);
     assert.equal(value(m, 'surge_consumer_group_lag_seconds', sg(s0())), 94, 'oldest undelivered is entry 6');
-    assert.equal(value(m, 'surge_oldest_pending_age_seconds', sg(s0())), 99, 'oldest pending is entry 1 (entry 0 acked)');
+    assert.equal(
+      value(m, 'surge_oldest_pending_age_seconds', sg(s0())),
+      99,
+      'oldest pending is entry 1 (entry 0 acked)',
+    );
     assert.equal(value(m, 'surge_consumer_group_consumers', sg(s0())), 2);
     assert.equal(value(m, 'surge_consumer_pending', { ...sg(s0()), consumer: 'c-busy' }), 3);
     assert.equal(value(m, 'surge_consumer_pending', { ...sg(s0()), consumer: 'c-idle' }), 2);
@@ -112,7 +118,11 @@ describe('lag exporter against real Redis', () => {
     assert.equal(value(m, 'surge_consumer_group_lag_null', sg(s1())), 1);
     assert.equal(value(m, 'surge_consumer_group_pending', sg(s1())), 3);
     assert.equal(value(m, 'surge_consumer_group_backlog', sg(s1())), 6);
-    assert.equal(value(m, 'surge_consumer_group_lag_seconds', sg(s1())), 96, 'entry 3 was deleted: the oldest undelivered is entry 4');
+    assert.equal(
+      value(m, 'surge_consumer_group_lag_seconds', sg(s1())),
+      96,
+      'entry 3 was deleted: the oldest undelivered is entry 4',
+    );
     assert.equal(value(m, 'surge_oldest_pending_age_seconds', sg(s1())), 100);
 
     // Shard 2: lag NULL after SETID. Undelivered = entries 2..7, nothing pending, no consumers.
@@ -141,7 +151,10 @@ describe('lag exporter against real Redis', () => {
     const afterMs = await consumerIdleMs(redis, s0(), 'c-idle');
     const exported = value(m, 'surge_consumer_idle_seconds', { ...sg(s0()), consumer: 'c-idle' });
     assert.ok(exported !== undefined);
-    assert.ok(exported * 1000 >= before && exported * 1000 <= afterMs, `idle ${exported} s between ${before} and ${afterMs} ms`);
+    assert.ok(
+      exported * 1000 >= before && exported * 1000 <= afterMs,
+      `idle ${exported} s between ${before} and ${afterMs} ms`,
+    );
   });
 
   test('Redis memory per node', async () => {

@@ -20,31 +20,48 @@ function sources(dir: string): string[] {
 const edges: [string, string][] = FOLDERS.flatMap((dir) =>
   sources(dir).flatMap((file) =>
     [...readFileSync(join(PACKAGE_ROOT, file), 'utf8').matchAll(/(?:from\s+|import\s*\()'(\.{1,2}\/[^']+)'/g)].map(
-      ([, spec]): [string, string] => [file, relative(PACKAGE_ROOT, resolve(PACKAGE_ROOT, dirname(file), spec as string)).split('/')[0] ?? ''],
+      ([, spec]): [string, string] => [
+        file,
+        relative(PACKAGE_ROOT, resolve(PACKAGE_ROOT, dirname(file), spec as string)).split('/')[0] ?? '',
+      ],
     ),
   ),
 );
 
 const folderOf = (file: string) => file.split('/')[0] ?? '';
 const offending = (from: (folder: string) => boolean, to: readonly string[]) =>
-  edges.filter(([file, target]) => from(folderOf(file)) && folderOf(file) !== target && to.includes(target)).map(([file, target]) => `${file} -> ${target}/`);
+  edges
+    .filter(([file, target]) => from(folderOf(file)) && folderOf(file) !== target && to.includes(target))
+    .map(([file, target]) => `${file} -> ${target}/`);
 
 test('the import scan sees the sources', () => {
   assert.ok(edges.some(([file, target]) => file === 'cli/surge.ts' && target === 'stack'));
 });
 
 test('nothing outside cli/ imports cli/', () => {
-  assert.deepEqual(offending((f) => f !== 'cli', ['cli']), []);
+  assert.deepEqual(
+    offending((f) => f !== 'cli', ['cli']),
+    [],
+  );
 });
 
 test('bench/ does not import test/, and bench/ and cli/ do not form a loop', () => {
-  assert.deepEqual(offending((f) => f === 'bench', ['test', 'cli']), []);
+  assert.deepEqual(
+    offending((f) => f === 'bench', ['test', 'cli']),
+    [],
+  );
 });
 
 test('production folders import neither test/, bench/ nor devkit/', () => {
-  assert.deepEqual(offending((f) => PRODUCTION.includes(f), ['test', 'bench', 'devkit', 'cli']), []);
+  assert.deepEqual(
+    offending((f) => PRODUCTION.includes(f), ['test', 'bench', 'devkit', 'cli']),
+    [],
+  );
 });
 
 test('devkit/ imports only production folders', () => {
-  assert.deepEqual(offending((f) => f === 'devkit', ['test', 'bench', 'cli']), []);
+  assert.deepEqual(
+    offending((f) => f === 'devkit', ['test', 'bench', 'cli']),
+    [],
+  );
 });

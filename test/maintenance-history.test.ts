@@ -18,7 +18,11 @@ describe('maintenance: BullMQ history', () => {
   let redis: Redis;
 
   before(async () => {
-    t = await createTestEnv({ SURGE_SHARDS: '2', SURGE_MAINTENANCE_INTERVAL_MS: '100', SURGE_RETENTION_INTERVAL_MS: '100' });
+    t = await createTestEnv({
+      SURGE_SHARDS: '2',
+      SURGE_MAINTENANCE_INTERVAL_MS: '100',
+      SURGE_RETENTION_INTERVAL_MS: '100',
+    });
     redis = new Redis(t.redisUrl);
     await ensureGroups(redis, t.prefix, 2);
   });
@@ -45,7 +49,10 @@ describe('maintenance: BullMQ history', () => {
       await m.stop();
     }
     const seen = await Promise.all(completedSeen);
-    assert.ok(Math.max(...seen) <= KEEP_COMPLETED, `completed history peaked at ${Math.max(...seen)} (cap ${KEEP_COMPLETED})`);
+    assert.ok(
+      Math.max(...seen) <= KEEP_COMPLETED,
+      `completed history peaked at ${Math.max(...seen)} (cap ${KEEP_COMPLETED})`,
+    );
     assert.equal(await redis.zcard(`${q}:completed`), KEEP_COMPLETED, 'the history reached its cap and stopped there');
 
     const keys: string[] = [];
@@ -60,14 +67,27 @@ describe('maintenance: BullMQ history', () => {
     assert.ok(jobHashes.length <= KEEP_COMPLETED + 4, `${jobHashes.length} job hashes after ${runs} runs`);
 
     const events = await redis.xlen(`${q}:events`);
-    assert.ok(events <= EVENTS_MAX_LEN + 100, `events stream holds ${events} entries (cap ${EVENTS_MAX_LEN}, ~ trimming)`);
+    assert.ok(
+      events <= EVENTS_MAX_LEN + 100,
+      `events stream holds ${events} entries (cap ${EVENTS_MAX_LEN}, ~ trimming)`,
+    );
     for (const name of [MAINTENANCE_QUEUE, REPLAY_QUEUE]) {
-      assert.equal(await redis.hget(`${bullPrefix(t.config)}:${name}:meta`, 'opts.maxLenEvents'), String(EVENTS_MAX_LEN), `${name} events cap`);
+      assert.equal(
+        await redis.hget(`${bullPrefix(t.config)}:${name}:meta`, 'opts.maxLenEvents'),
+        String(EVENTS_MAX_LEN),
+        `${name} events cap`,
+      );
     }
 
     let bytes = 0;
-    for (const k of keys.filter((k) => k.startsWith(`${q}:`))) bytes += Number(await redis.memory('USAGE', k, 'SAMPLES', 0));
-    assert.ok(bytes <= MAINTENANCE_QUEUE_BOUND_BYTES, `maintenance queue holds ${bytes} bytes (documented bound ${MAINTENANCE_QUEUE_BOUND_BYTES})`);
-    console.log(`# ${runs} runs: ${jobHashes.length} job hashes, ${events} events, ${bytes} bytes in the maintenance queue's keys`);
+    for (const k of keys.filter((k) => k.startsWith(`${q}:`)))
+      bytes += Number(await redis.memory('USAGE', k, 'SAMPLES', 0));
+    assert.ok(
+      bytes <= MAINTENANCE_QUEUE_BOUND_BYTES,
+      `maintenance queue holds ${bytes} bytes (documented bound ${MAINTENANCE_QUEUE_BOUND_BYTES})`,
+    );
+    console.log(
+      `# ${runs} runs: ${jobHashes.length} job hashes, ${events} events, ${bytes} bytes in the maintenance queue's keys`,
+    );
   });
 });

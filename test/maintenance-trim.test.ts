@@ -60,14 +60,22 @@ describe('safe trim', () => {
     assert.equal(r.trimPoint, pending[0], 'T = the oldest pending ID (below audit’s last-delivered-id)');
     assert.ok(r.trimmed > 0 && r.trimmed <= 1000, `trimmed ${r.trimmed}`);
     assert.deepEqual(await present(redis, stream, pending), [], 'every pending entry is still there');
-    assert.equal((await redis.xrange(stream, pending[0] as string, '+')).length, 2000, 'nothing at or after the oldest pending ID was removed');
+    assert.equal(
+      (await redis.xrange(stream, pending[0] as string, '+')).length,
+      2000,
+      'nothing at or after the oldest pending ID was removed',
+    );
     assert.equal(await redis.xlen(stream), 3000 - r.trimmed);
 
     // The slow consumer acks; audit lags 500 behind → T = audit's last-delivered-id.
     await redis.xack(stream, GROUP, ...pending);
     const r2 = await safeTrimStream(redis, stream);
     assert.equal(r2.trimPoint, ids[2499]);
-    assert.equal((await redis.xrange(stream, ids[2499] as string, '+')).length, 501, 'entries not yet delivered to audit remain');
+    assert.equal(
+      (await redis.xrange(stream, ids[2499] as string, '+')).length,
+      501,
+      'entries not yet delivered to audit remain',
+    );
 
     // Everything acked by every group: all but the last node go, memory drops.
     await redis.xack(stream, 'audit', ...(await read(redis, stream, 'audit', 'a1', 1000)));
@@ -77,7 +85,11 @@ describe('safe trim', () => {
     const memAfter = Number(await redis.memory('USAGE', stream, 'SAMPLES', 0));
     assert.ok(len <= 100, `XLEN ${len} after trimming (approximate trim keeps at most one node)`);
     assert.ok(memAfter < memBefore / 10, `MEMORY USAGE ${memBefore} → ${memAfter} bytes`);
-    assert.equal((await redis.xrange(stream, ids[2999] as string, '+')).length, 1, 'the last-delivered entry itself stays');
+    assert.equal(
+      (await redis.xrange(stream, ids[2999] as string, '+')).length,
+      1,
+      'the last-delivered entry itself stays',
+    );
   });
 
   test('a stream without consumer groups is left alone', async () => {
@@ -92,10 +104,17 @@ describe('safe trim', () => {
     await fc.assert(
       fc.asyncProperty(
         fc.integer({ min: 1, max: 450 }),
-        fc.array(fc.record({ read: fc.nat({ max: 500 }), acks: fc.array(fc.boolean(), { maxLength: 500 }), consumers: fc.integer({ min: 1, max: 3 }) }), {
-          minLength: 1,
-          maxLength: 3,
-        }),
+        fc.array(
+          fc.record({
+            read: fc.nat({ max: 500 }),
+            acks: fc.array(fc.boolean(), { maxLength: 500 }),
+            consumers: fc.integer({ min: 1, max: 3 }),
+          }),
+          {
+            minLength: 1,
+            maxLength: 3,
+          },
+        ),
         async (n, groups) => {
           const stream = `${prefix}:{p${round++}}:orders`;
           try {
@@ -117,7 +136,11 @@ describe('safe trim', () => {
             }
             await safeTrimStream(redis, stream);
             const missing = await present(redis, stream, [...mustKeep]);
-            assert.deepEqual(missing, [], `trimmed entries still pending or undelivered: ${missing.slice(0, 5).join(', ')}`);
+            assert.deepEqual(
+              missing,
+              [],
+              `trimmed entries still pending or undelivered: ${missing.slice(0, 5).join(', ')}`,
+            );
           } finally {
             await redis.del(stream);
           }

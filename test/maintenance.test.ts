@@ -54,7 +54,10 @@ describe('maintenance', () => {
     const runs: RunLine[] = [];
     const started: string[] = [];
     const spawnOne = (): ChildProcess => {
-      const child = spawn(process.execPath, [CLI, 'maintenance'], { env: { ...process.env, ...t.env, SURGE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, [CLI, 'maintenance'], {
+        env: { ...process.env, ...t.env, SURGE_LOG_LEVEL: 'info' },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       let buf = '';
       child.stdout?.on('data', (chunk: Buffer) => {
         buf += chunk.toString();
@@ -73,10 +76,14 @@ describe('maintenance', () => {
     const exits = children.map((c) => new Promise<number | null>((resolve) => c.once('exit', (code) => resolve(code))));
     try {
       await waitFor('both processes started', () => started.length === 2);
-      await waitFor('6 ticks of every job', () => {
-        const jobs = ['trim-streams', 'consumers', 'expire-orders', 'dead-letters'];
-        return jobs.every((j) => new Set(runs.filter((r) => r.job === j).map((r) => r.tick)).size >= 6);
-      }, { timeoutMs: 30_000 });
+      await waitFor(
+        '6 ticks of every job',
+        () => {
+          const jobs = ['trim-streams', 'consumers', 'expire-orders', 'dead-letters'];
+          return jobs.every((j) => new Set(runs.filter((r) => r.job === j).map((r) => r.tick)).size >= 6);
+        },
+        { timeoutMs: 30_000 },
+      );
     } finally {
       for (const c of children) c.kill('SIGTERM');
     }
@@ -101,14 +108,20 @@ describe('maintenance', () => {
     const p = redis.pipeline();
     for (let i = 0; i < 1000; i++) p.xadd(stream, '*', 'v', '1', 'n', String(i));
     await p.exec();
-    const got = (await redis.xreadgroup('GROUP', GROUP, 'w1', 'COUNT', 2000, 'STREAMS', stream, '>')) as Array<[string, Array<[string]>]>;
+    const got = (await redis.xreadgroup('GROUP', GROUP, 'w1', 'COUNT', 2000, 'STREAMS', stream, '>')) as Array<
+      [string, Array<[string]>]
+    >;
     await redis.xack(stream, GROUP, ...(got[0]?.[1] ?? []).map(([id]) => id));
     const before = await redis.xlen(stream);
     const m = await startMaintenance(t.config, { metricsPort: 0, replayWorker: false });
     try {
       await waitFor('the scheduled trim', async () => (await redis.xlen(stream)) <= 100);
       const sample = (body: string, name: string, has: string) =>
-        body.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(has))?.split(' ').at(-1);
+        body
+          .split('\n')
+          .find((l) => l.startsWith(`${name}{`) && l.includes(has))
+          ?.split(' ')
+          .at(-1);
       const text = await waitFor('trim metrics', async () => {
         const body = await (await fetch(`http://127.0.0.1:${m.metricsPort}/metrics`)).text();
         return sample(body, 'surge_maintenance_trimmed_entries_total', `${stream}"`) ? body : undefined;
@@ -134,14 +147,30 @@ describe('maintenance', () => {
     };
     await insertOrders(1200, 10, 'old-');
     await insertOrders(300, 1, 'new-');
-    assert.deepEqual(await expireOrders(pool, 0, { batchSize: 500 }), { deleted: 0, batches: 0, more: false }, '0 keeps forever');
+    assert.deepEqual(
+      await expireOrders(pool, 0, { batchSize: 500 }),
+      { deleted: 0, batches: 0, more: false },
+      '0 keeps forever',
+    );
     const r = await expireOrders(pool, 7, { batchSize: 500 });
     assert.deepEqual(r, { deleted: 1200, batches: 3, more: false });
-    const left = (await pool.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE idempotency_key LIKE 'new-%')::int AS fresh FROM orders WHERE client_id = 'ret'`)).rows[0];
+    const left = (
+      await pool.query(
+        `SELECT count(*)::int AS n, count(*) FILTER (WHERE idempotency_key LIKE 'new-%')::int AS fresh FROM orders WHERE client_id = 'ret'`,
+      )
+    ).rows[0];
     assert.deepEqual(left, { n: 300, fresh: 300 });
-    assert.equal((await pool.query('SELECT count(*)::int AS n FROM order_items')).rows[0].n, 300, 'items went with their orders');
+    assert.equal(
+      (await pool.query('SELECT count(*)::int AS n FROM order_items')).rows[0].n,
+      300,
+      'items went with their orders',
+    );
     const capped = await expireOrders(pool, 0.5, { batchSize: 100, maxBatches: 2 });
-    assert.deepEqual(capped, { deleted: 200, batches: 2, more: true }, 'a run stops at maxBatches; the next tick continues');
+    assert.deepEqual(
+      capped,
+      { deleted: 200, batches: 2, more: true },
+      'a run stops at maxBatches; the next tick continues',
+    );
 
     // Dead letters: 25 old (rows + DLQ entries with old IDs), 5 recent.
     const oldMs = Date.now() - 40 * DAY;
@@ -156,7 +185,10 @@ describe('maintenance', () => {
     }
     const d = await expireDeadLetters(pool, redis, t.prefix, 2, 30, { batchSize: 10 });
     assert.deepEqual(d, { deleted: 25, batches: 3, more: false, streamEntries: 25 });
-    assert.equal((await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE client_id = 'ret'`)).rows[0].n, 5);
+    assert.equal(
+      (await pool.query(`SELECT count(*)::int AS n FROM dead_letters WHERE client_id = 'ret'`)).rows[0].n,
+      5,
+    );
     assert.equal((await redis.xlen(dlqKey(t.prefix, 0))) + (await redis.xlen(dlqKey(t.prefix, 1))), 5);
   });
 
@@ -164,11 +196,17 @@ describe('maintenance', () => {
     const stream = streamKey(t.prefix, 1);
     for (let i = 0; i < 8; i++) await redis.xadd(stream, '*', 'v', '1', 'n', String(i));
     const readAs = async (consumer: string, count: number) =>
-      ((await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', stream, '>')) as Array<[string, Array<[string]>]> | null)?.[0]?.[1]?.map(([id]) => id) ?? [];
+      (
+        (await redis.xreadgroup('GROUP', GROUP, consumer, 'COUNT', count, 'STREAMS', stream, '>')) as Array<
+          [string, Array<[string]>]
+        > | null
+      )?.[0]?.[1]?.map(([id]) => id) ?? [];
     await redis.xack(stream, GROUP, ...(await readAs('gone-empty', 3)));
     const held = await readAs('gone-pending', 5);
     const opts = { idleMs: 300, liveMs: 100 };
-    await waitFor('both consumers idle ≥ 300 ms', async () => (await listConsumers(redis, stream)).every((c) => c.idleMs >= 300));
+    await waitFor('both consumers idle ≥ 300 ms', async () =>
+      (await listConsumers(redis, stream)).every((c) => c.idleMs >= 300),
+    );
 
     const first = await cleanupConsumers(redis, stream, opts);
     assert.deepEqual(first.removed, ['gone-empty']);
@@ -182,12 +220,18 @@ describe('maintenance', () => {
     assert.deepEqual(second.removed, ['gone-pending']);
     const pendingNow = (await redis.xpending(stream, GROUP, '-', '+', 100)) as Array<[string, string, number, number]>;
     const moved = pendingNow.filter((p) => held.includes(p[0]));
-    assert.deepEqual(moved.map((p) => p[0]), held);
+    assert.deepEqual(
+      moved.map((p) => p[0]),
+      held,
+    );
     for (const [, owner, idle, deliveries] of moved) {
       assert.equal(owner, 'live');
       assert.ok(idle >= 300, 'claimed with their idle time kept, so the live worker’s XAUTOCLAIM takes them at once');
       assert.equal(deliveries, 1, 'moving ownership is not a delivery');
     }
-    assert.deepEqual((await listConsumers(redis, stream)).map((c) => c.name), ['live']);
+    assert.deepEqual(
+      (await listConsumers(redis, stream)).map((c) => c.name),
+      ['live'],
+    );
   });
 });

@@ -12,7 +12,12 @@ function seriesValue(text: string, series: string): number | undefined {
 
 test('a tallied counter shows its counts at each scrape, per label set, without counting twice', async () => {
   const registry = new Registry();
-  const c = new TalliedCounter({ name: 'tally_test_total', help: 'test', labelNames: ['route', 'code'] as const, registers: [registry] });
+  const c = new TalliedCounter({
+    name: 'tally_test_total',
+    help: 'test',
+    labelNames: ['route', 'code'] as const,
+    registers: [registry],
+  });
   c.inc({ route: 'POST /v1/orders', code: '202' });
   c.inc({ route: 'POST /v1/orders', code: '202' });
   c.inc({ route: 'POST /v1/orders', code: '400' }, 5);
@@ -33,7 +38,12 @@ test('a tallied counter shows its counts at each scrape, per label set, without 
 
 test('label values that would join into the same text stay apart', async () => {
   const registry = new Registry();
-  const c = new TalliedCounter({ name: 'tally_join_total', help: 'test', labelNames: ['a', 'b'] as const, registers: [registry] });
+  const c = new TalliedCounter({
+    name: 'tally_join_total',
+    help: 'test',
+    labelNames: ['a', 'b'] as const,
+    registers: [registry],
+  });
   c.inc({ a: 'x y', b: 'z' });
   c.inc({ a: 'x', b: 'y z' });
   const text = await registry.metrics();

@@ -6,7 +6,14 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { encodeEntry } from '../common/entry.js';
-import { canonicalJson, canonicalOrderJson, ORDER_FIELD_LIST, ORDER_SCHEMA, type Order, validateOrder } from '../common/order.js';
+import {
+  canonicalJson,
+  canonicalOrderJson,
+  ORDER_FIELD_LIST,
+  ORDER_SCHEMA,
+  type Order,
+  validateOrder,
+} from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
 import { encodeBatch, STAGE_ENTRY_COLUMNS } from '../workers/apply.js';
 import { createTestDatabase, type TestDatabase } from '../devkit/scratch.js';
@@ -59,7 +66,11 @@ describe('order fields table', () => {
   test('the staging table, its COPY and the insert list the table’s columns in order', () => {
     const copy = list(match(sqlFile('apply/copy_stage'), /COPY surge_stage \(([^)]*)\)/, 'copy_stage column list'));
     assert.deepEqual(copy, stageColumns, 'copy_stage.sql = STAGE_ENTRY_COLUMNS + the fields table’s columns');
-    const body = match(sqlFile('apply/create_stage'), /CREATE TEMP TABLE IF NOT EXISTS surge_stage \(([\s\S]*)\) ON COMMIT/, 'create_stage body');
+    const body = match(
+      sqlFile('apply/create_stage'),
+      /CREATE TEMP TABLE IF NOT EXISTS surge_stage \(([\s\S]*)\) ON COMMIT/,
+      'create_stage body',
+    );
     const created = body
       .split('\n')
       .map((line) => /^\s*([a-z_]+)\s/.exec(line)?.[1])
@@ -67,7 +78,9 @@ describe('order fields table', () => {
     assert.deepEqual(created, stageColumns, 'create_stage.sql declares the COPY columns in the same order');
     const insert = sqlFile('apply/insert_orders');
     const into = list(match(insert, /INSERT INTO orders \(([^)]*)\)/, 'insert_orders column list'));
-    const selected = list(match(insert, /SELECT DISTINCT ON \([^)]*\)([\s\S]*?)FROM surge_stage/, 'insert_orders select list'));
+    const selected = list(
+      match(insert, /SELECT DISTINCT ON \([^)]*\)([\s\S]*?)FROM surge_stage/, 'insert_orders select list'),
+    );
     assert.equal(into.length, selected.length, 'as many values as columns');
     for (const column of stageColumns.filter((c) => c !== 'seq')) {
       const at = into.indexOf(column);
@@ -83,7 +96,9 @@ describe('order fields table', () => {
     assert.deepEqual(Object.keys(itemSchema).sort(), ['qty', 'sku', 'unit_price_cents']);
     const item = JSON.parse(canonicalOrderJson(FULL_ORDER)).items[0] as object;
     assert.deepEqual(Object.keys(item), Object.keys(itemSchema).sort());
-    const columns = list(match(sqlFile('apply/copy_order_items'), /COPY order_items \(([^)]*)\)/, 'copy_order_items column list'));
+    const columns = list(
+      match(sqlFile('apply/copy_order_items'), /COPY order_items \(([^)]*)\)/, 'copy_order_items column list'),
+    );
     assert.deepEqual(columns, ['order_pk', 'line', ...Object.keys(itemSchema)]);
   });
 
@@ -115,7 +130,8 @@ describe('order fields table', () => {
           `SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'orders'`,
         );
         const have = new Set(r.rows.map((row) => row.column_name));
-        for (const column of stageColumns.filter((c) => c !== 'seq')) assert.ok(have.has(column), `orders.${column} exists (a migration adds it)`);
+        for (const column of stageColumns.filter((c) => c !== 'seq'))
+          assert.ok(have.has(column), `orders.${column} exists (a migration adds it)`);
       } finally {
         await client.end();
       }

@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { shardFor, streamKey } from '../common/keys.js';
 import { decodeEntry, encodeEntry } from '../common/entry.js';
-import { canonicalJson, canonicalOrderJson, idempotencyKeyProblem, orderFingerprint, validateOrder } from '../common/order.js';
+import {
+  canonicalJson,
+  canonicalOrderJson,
+  idempotencyKeyProblem,
+  orderFingerprint,
+  validateOrder,
+} from '../common/order.js';
 
 const good = { customer_id: 'cust-1', currency: 'EUR', items: [{ sku: 'A', qty: 1, unit_price_cents: 100 }] };
 
@@ -12,10 +18,22 @@ describe('order schema', () => {
   });
 
   test('lists every failing field path', () => {
-    const r = validateOrder({ customer_id: 5, currency: 'eur', items: [{ sku: '', qty: -1, unit_price_cents: 1.5 }], extra: 1 });
+    const r = validateOrder({
+      customer_id: 5,
+      currency: 'eur',
+      items: [{ sku: '', qty: -1, unit_price_cents: 1.5 }],
+      extra: 1,
+    });
     assert.equal(r.ok, false);
     const paths = r.ok ? [] : r.errors.map((e) => e.path).sort();
-    assert.deepEqual(paths, ['/currency', '/customer_id', '/extra', '/items/0/qty', '/items/0/sku', '/items/0/unit_price_cents']);
+    assert.deepEqual(paths, [
+      '/currency',
+      '/customer_id',
+      '/extra',
+      '/items/0/qty',
+      '/items/0/sku',
+      '/items/0/unit_price_cents',
+    ]);
   });
 
   test('rejects 101 items, NUL and lone surrogates, oversized metadata', () => {
@@ -38,9 +56,18 @@ describe('order schema', () => {
     let deep: unknown = 'leaf';
     for (let i = 0; i < 32; i++) deep = { n: deep };
     // The body is level 0; metadata and its 31 nested objects are levels 1–32.
-    assert.equal(validateOrder({ ...good, metadata: deep as Record<string, unknown> }).ok, true, '32 levels are allowed');
+    assert.equal(
+      validateOrder({ ...good, metadata: deep as Record<string, unknown> }).ok,
+      true,
+      '32 levels are allowed',
+    );
     const tooDeep = validateOrder({ ...good, metadata: { n: deep } as Record<string, unknown> });
-    assert.ok(!tooDeep.ok && tooDeep.errors.some((e) => e.message.startsWith('is nested too deeply') && e.path === `/metadata${'/n'.repeat(32)}`));
+    assert.ok(
+      !tooDeep.ok &&
+        tooDeep.errors.some(
+          (e) => e.message.startsWith('is nested too deeply') && e.path === `/metadata${'/n'.repeat(32)}`,
+        ),
+    );
   });
 
   test('idempotency keys: 1–255 printable ASCII', () => {

@@ -23,7 +23,11 @@ const SECRET = 'S3CRET-MARK';
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(join(PACKAGE_ROOT, dir), { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : [],
+    e.isDirectory()
+      ? sourceFiles(join(dir, e.name))
+      : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')
+        ? [join(dir, e.name)]
+        : [],
   );
 }
 
@@ -41,8 +45,18 @@ describe('security', () => {
       headers: { authorization: `Bearer ${c.apiKey}`, 'content-type': 'application/json', 'idempotency-key': key },
       body: JSON.stringify(body),
     });
-  const get = (c: CreatedClient, key: string) => http(ingest.url, { path: `/v1/orders/${encodeURIComponent(key)}`, headers: { authorization: `Bearer ${c.apiKey}` } });
-  const order = (customer: string) => ({ customer_id: customer, currency: 'EUR', items: [{ sku: `${SECRET}-sku`, qty: 1, unit_price_cents: 100 }], order_id: `${SECRET}-oid`, metadata: { note: SECRET } });
+  const get = (c: CreatedClient, key: string) =>
+    http(ingest.url, {
+      path: `/v1/orders/${encodeURIComponent(key)}`,
+      headers: { authorization: `Bearer ${c.apiKey}` },
+    });
+  const order = (customer: string) => ({
+    customer_id: customer,
+    currency: 'EUR',
+    items: [{ sku: `${SECRET}-sku`, qty: 1, unit_price_cents: 100 }],
+    order_id: `${SECRET}-oid`,
+    metadata: { note: SECRET },
+  });
 
   before(async () => {
     env = await createTestEnv({ SURGE_SHARDS: '2' });
@@ -58,7 +72,10 @@ describe('security', () => {
   });
 
   test('API keys: only a SHA-256 hash and an 8-character prefix are stored; lookups hash and compare in constant time', async () => {
-    const rows = await pool.query<{ row: string; key_hash: Buffer; key_prefix: string }>('SELECT row_to_json(a)::text AS row, key_hash, key_prefix FROM api_clients a WHERE id = $1', [alice.id]);
+    const rows = await pool.query<{ row: string; key_hash: Buffer; key_prefix: string }>(
+      'SELECT row_to_json(a)::text AS row, key_hash, key_prefix FROM api_clients a WHERE id = $1',
+      [alice.id],
+    );
     const row = rows.rows[0] as { row: string; key_hash: Buffer; key_prefix: string };
     assert.equal(row.row.includes(alice.apiKey), false, 'the key itself is nowhere in the row');
     assert.equal(row.row.includes(alice.apiKey.slice(8)), false, 'nor its secret part');
@@ -95,11 +112,17 @@ describe('security', () => {
     // Once applied, each sees only their own row.
     const worker = await startWorker(env.config, { logger: silent });
     try {
-      await waitFor('both applied', async () => Number((await pool.query('SELECT count(*) AS n FROM orders')).rows[0].n) === 4);
+      await waitFor(
+        'both applied',
+        async () => Number((await pool.query('SELECT count(*) AS n FROM orders')).rows[0].n) === 4,
+      );
       const mine = (await get(bob, 'shared-key')).json as { status: string; order_ref: string };
       assert.equal(mine.status, 'applied');
       assert.equal(mine.order_ref, (b.json as { order_ref: string }).order_ref);
-      assert.equal(((await get(alice, 'shared-key')).json as { order_ref: string }).order_ref, (a.json as { order_ref: string }).order_ref);
+      assert.equal(
+        ((await get(alice, 'shared-key')).json as { order_ref: string }).order_ref,
+        (a.json as { order_ref: string }).order_ref,
+      );
     } finally {
       await worker.stop();
     }
@@ -111,7 +134,11 @@ describe('security', () => {
     const exporter = await startLagExporter(env.config, { logger: silent });
     try {
       worker = await startWorker(env.config, { logger: silent });
-      await waitFor('applied', async () => (await pool.query("SELECT 1 FROM orders WHERE idempotency_key = $1", [`${SECRET}-key`])).rowCount === 1);
+      await waitFor(
+        'applied',
+        async () =>
+          (await pool.query('SELECT 1 FROM orders WHERE idempotency_key = $1', [`${SECRET}-key`])).rowCount === 1,
+      );
       const texts = [
         (await http(ingest.url, { path: '/metrics' })).text,
         (await http(`http://127.0.0.1:${worker.port}`, { path: '/metrics' })).text,
@@ -141,11 +168,13 @@ describe('security', () => {
           const expr = (hole[1] as string).trim();
           // A constant that is the text of a static file under sql/: `const X = () => sqlFile('…')`.
           const staticFile = /^([A-Z_]+)\(\)$/.exec(expr);
-          const isStatic = staticFile !== null && new RegExp(`const ${staticFile[1]} = \\(\\) => sqlFile\\('[a-z_/]+'\\);`).test(text);
+          const isStatic =
+            staticFile !== null && new RegExp(`const ${staticFile[1]} = \\(\\) => sqlFile\\('[a-z_/]+'\\);`).test(text);
           if (!isStatic && !allowed.some((re) => re.test(expr))) findings.push(`${relative('.', file)}: \${${expr}}`);
         }
       }
-      for (const m of text.matchAll(/\b(?:query|copyFrom)(?:<[^>]*>)?\(\s*(['"`][^'"`]*['"`]\s*\+|[A-Za-z_.]+\s*\+)/g)) findings.push(`${file}: concatenation ${m[1]}`);
+      for (const m of text.matchAll(/\b(?:query|copyFrom)(?:<[^>]*>)?\(\s*(['"`][^'"`]*['"`]\s*\+|[A-Za-z_.]+\s*\+)/g))
+        findings.push(`${file}: concatenation ${m[1]}`);
     }
     assert.deepEqual(findings, [], 'string-built SQL');
     // The apply path: COPY's statement is a static file, its data only comes from copyRow.
@@ -153,14 +182,29 @@ describe('security', () => {
     const copyCalls = [...apply.matchAll(/copyFrom\(([^)]*)\)/g)].map((m) => m[1]);
     assert.deepEqual(copyCalls, ['sql'], 'COPY runs in one helper (copyIn) only');
     const copies = [...apply.matchAll(/copyIn\(client, ([^,]+),/g)].map((m) => m[1]);
-    assert.deepEqual(copies, ["sqlFile('apply/copy_stage')", "sqlFile('apply/copy_order_items')"], 'COPY statements are static sql/ files');
+    assert.deepEqual(
+      copies,
+      ["sqlFile('apply/copy_stage')", "sqlFile('apply/copy_order_items')"],
+      'COPY statements are static sql/ files',
+    );
     assert.match(apply, /copyRow\(rowValues\)/, 'order rows come from the escaping encoder (workers/copy.ts)');
     // Order lines: the one string (sku) goes through the encoder; qty and price are validated integers.
-    assert.match(apply, /lines\[j\] = `\\t\$\{j \+ 1\}\\t\$\{copyValue\(item\.sku\)\}\\t\$\{item\.qty\}\\t\$\{item\.unit_price_cents\}\\n`;/, 'order lines escape the sku');
+    assert.match(
+      apply,
+      /lines\[j\] = `\\t\$\{j \+ 1\}\\t\$\{copyValue\(item\.sku\)\}\\t\$\{item\.qty\}\\t\$\{item\.unit_price_cents\}\\n`;/,
+      'order lines escape the sku',
+    );
     // sql/ holds no dynamic SQL (no EXECUTE format(...) with unescaped input; EXECUTE of a constant string is static).
     const sqlDir = join(PACKAGE_ROOT, 'sql');
-    const sqlFiles = readdirSync(sqlDir, { recursive: true }).map(String).filter((f) => f.endsWith('.sql'));
+    const sqlFiles = readdirSync(sqlDir, { recursive: true })
+      .map(String)
+      .filter((f) => f.endsWith('.sql'));
     assert.ok(sqlFiles.length > 5);
-    for (const f of sqlFiles) assert.doesNotMatch(readFileSync(join(sqlDir, f), 'utf8'), /\bEXECUTE\b\s+(?!format\([^)]*%I|FUNCTION\b|PROCEDURE\b|'[^']*')/i, f);
+    for (const f of sqlFiles)
+      assert.doesNotMatch(
+        readFileSync(join(sqlDir, f), 'utf8'),
+        /\bEXECUTE\b\s+(?!format\([^)]*%I|FUNCTION\b|PROCEDURE\b|'[^']*')/i,
+        f,
+      );
   });
 });

@@ -20,7 +20,10 @@ interface UpProcess {
 }
 
 function startUp(args: string[], env: Record<string, string>): UpProcess {
-  const child = spawn(process.execPath, [CLI, 'up', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'up', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => {
     out += d.toString();
@@ -55,12 +58,19 @@ describe('surge up', () => {
   test('the printed curl line gets a 202 and the order is applied; Ctrl-C stops every child', async () => {
     const up = startUp(['--data-dir', dataDir], { ...t.env, SURGE_LOG_LEVEL: 'warn' });
     try {
-      await waitFor('the banner (or surge up exiting)', () => up.child.exitCode !== null || up.output().includes('Surge is up.'), {
-        timeoutMs: 60_000,
-      }).catch((e: Error) => {
+      await waitFor(
+        'the banner (or surge up exiting)',
+        () => up.child.exitCode !== null || up.output().includes('Surge is up.'),
+        {
+          timeoutMs: 60_000,
+        },
+      ).catch((e: Error) => {
         throw new Error(`${e.message}; output:\n${up.output()}`);
       });
-      assert.ok(up.output().includes('Surge is up.'), `surge up exited (${up.child.exitCode}) before the banner:\n${up.output()}`);
+      assert.ok(
+        up.output().includes('Surge is up.'),
+        `surge up exited (${up.child.exitCode}) before the banner:\n${up.output()}`,
+      );
       const out = up.output();
       const url = /POST orders to\s+(\S+)/.exec(out)?.[1];
       const key = /Authorization: Bearer (\S+)'/.exec(out)?.[1];
@@ -98,12 +108,19 @@ describe('surge up', () => {
     delete env.REDIS_URL;
     const up = startUp(['--data-dir', dir, '--embedded-postgres', '--start-redis', '--roles', 'lag-exporter'], env);
     try {
-      await waitFor('the banner (or surge up exiting)', () => up.child.exitCode !== null || up.output().includes('Surge is up.'), {
-        timeoutMs: 90_000,
-      }).catch((e: Error) => {
+      await waitFor(
+        'the banner (or surge up exiting)',
+        () => up.child.exitCode !== null || up.output().includes('Surge is up.'),
+        {
+          timeoutMs: 90_000,
+        },
+      ).catch((e: Error) => {
         throw new Error(`${e.message}; output:\n${up.output()}`);
       });
-      assert.ok(up.output().includes('Surge is up.'), `surge up exited (${up.child.exitCode}) before the banner:\n${up.output()}`);
+      assert.ok(
+        up.output().includes('Surge is up.'),
+        `surge up exited (${up.child.exitCode}) before the banner:\n${up.output()}`,
+      );
       const pgPort = /started embedded PostgreSQL on 127\.0\.0\.1:(\d+)/.exec(up.output())?.[1];
       assert.ok(pgPort, up.output());
       assert.match(up.output(), /started redis-server on redis:\/\/127\.0\.0\.1:\d+/);
@@ -113,7 +130,9 @@ describe('surge up', () => {
       assert.ok(alive(pgPid));
       const c = new pg.Client({ connectionString: `postgres://postgres:surge-dev@127.0.0.1:${pgPort}/surge` });
       await c.connect();
-      const tables = (await c.query("SELECT count(*)::int AS n FROM pg_tables WHERE tablename IN ('orders','inventory')")).rows[0] as { n: number };
+      const tables = (
+        await c.query("SELECT count(*)::int AS n FROM pg_tables WHERE tablename IN ('orders','inventory')")
+      ).rows[0] as { n: number };
       await c.end();
       assert.equal(tables.n, 2, 'migrations ran on the embedded database');
       up.child.kill('SIGINT');

@@ -8,7 +8,14 @@ import { createRedis, type RedisClient } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
-import { enqueue, type QueuedOrder, simpleOrder, spawnWorker, type WorkerProcess, waitForDrained } from './support/workers.js';
+import {
+  enqueue,
+  type QueuedOrder,
+  simpleOrder,
+  spawnWorker,
+  type WorkerProcess,
+  waitForDrained,
+} from './support/workers.js';
 
 interface Ctx {
   env: TestEnv;
@@ -26,7 +33,8 @@ async function setup(overrides: Record<string, string>): Promise<Ctx> {
 
 async function teardown(ctx: Ctx): Promise<void> {
   // SURGE_TEST_LOG_LEVEL=info shows what the worker processes logged.
-  if (ctx.env.env.SURGE_LOG_LEVEL !== 'silent') for (const p of ctx.procs) console.log(`--- worker ${p.pid}\n${p.output()}`);
+  if (ctx.env.env.SURGE_LOG_LEVEL !== 'silent')
+    for (const p of ctx.procs) console.log(`--- worker ${p.pid}\n${p.output()}`);
   for (const p of ctx.procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   await Promise.all(ctx.procs.map((p) => p.exited));
   ctx.redis.disconnect();
@@ -67,7 +75,12 @@ function hotOrders(n: number, hotEvery: number): QueuedOrder[] {
 
 describe('worker processes', () => {
   test('a worker killed with SIGKILL mid-batch, another started → all orders applied exactly once', async () => {
-    const ctx = await setup({ SURGE_SHARDS: '2', SURGE_BATCH_SIZE: '100', SURGE_CLAIM_TIMEOUT_MS: '1000', SURGE_CLAIM_INTERVAL_MS: '100' });
+    const ctx = await setup({
+      SURGE_SHARDS: '2',
+      SURGE_BATCH_SIZE: '100',
+      SURGE_CLAIM_TIMEOUT_MS: '1000',
+      SURGE_CLAIM_INTERVAL_MS: '100',
+    });
     const lock = new pg.Client({ connectionString: ctx.env.db.url });
     await lock.connect();
     try {
@@ -91,7 +104,11 @@ describe('worker processes', () => {
       assert.equal(await count(ctx.db, 'SELECT count(DISTINCT idempotency_key) AS n FROM orders'), 1000);
       assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM order_items'), 1000);
       assert.equal(await count(ctx.db, "SELECT available AS n FROM inventory WHERE sku = 'hot'"), 10000 - 500);
-      assert.equal(await pendingOf(ctx.redis, ctx.env.prefix, 2, aConsumer), 0, "the dead worker's entries were claimed");
+      assert.equal(
+        await pendingOf(ctx.redis, ctx.env.prefix, 2, aConsumer),
+        0,
+        "the dead worker's entries were claimed",
+      );
     } finally {
       await lock.end().catch(() => {});
       await teardown(ctx);
@@ -107,11 +124,18 @@ describe('worker processes', () => {
       await waitForDrained(ctx.redis, ctx.env.prefix, 4);
       assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders'), 1000);
       assert.equal(await count(ctx.db, "SELECT count(*) AS n FROM orders WHERE status = 'applied'"), 100);
-      assert.equal(await count(ctx.db, "SELECT count(*) AS n FROM orders WHERE status = 'rejected' AND reason = 'out_of_stock'"), 900);
+      assert.equal(
+        await count(ctx.db, "SELECT count(*) AS n FROM orders WHERE status = 'rejected' AND reason = 'out_of_stock'"),
+        900,
+      );
       assert.equal(await count(ctx.db, "SELECT available AS n FROM inventory WHERE sku = 'hot'"), 0);
       // Several processes really took part.
       let consumers = 0;
-      for (let s = 0; s < 4; s++) consumers = Math.max(consumers, ((await ctx.redis.xinfo('CONSUMERS', streamKey(ctx.env.prefix, s), GROUP)) as unknown[]).length);
+      for (let s = 0; s < 4; s++)
+        consumers = Math.max(
+          consumers,
+          ((await ctx.redis.xinfo('CONSUMERS', streamKey(ctx.env.prefix, s), GROUP)) as unknown[]).length,
+        );
       assert.ok(consumers >= 2, `consumers per shard: ${consumers}`);
     } finally {
       await teardown(ctx);
@@ -119,7 +143,13 @@ describe('worker processes', () => {
   });
 
   test('SIGTERM stops reading, finishes and acks in-flight batches, exits 0; a second signal exits at once', async () => {
-    const ctx = await setup({ SURGE_SHARDS: '1', SURGE_BATCH_SIZE: '50', SURGE_LOG_LEVEL: 'info', SURGE_CLAIM_TIMEOUT_MS: '1000', SURGE_CLAIM_INTERVAL_MS: '100' });
+    const ctx = await setup({
+      SURGE_SHARDS: '1',
+      SURGE_BATCH_SIZE: '50',
+      SURGE_LOG_LEVEL: 'info',
+      SURGE_CLAIM_TIMEOUT_MS: '1000',
+      SURGE_CLAIM_INTERVAL_MS: '100',
+    });
     const lock = new pg.Client({ connectionString: ctx.env.db.url });
     await lock.connect();
     try {

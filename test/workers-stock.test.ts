@@ -10,7 +10,12 @@ import { createTestEnv } from '../devkit/scratch.js';
 import { enqueue, metricSum, type QueuedOrder, scrape, waitForDrained } from './support/workers.js';
 
 test('multi-item orders across hot SKUs, two workers: no deadlock errors, no partial fills, never below zero', async () => {
-  const env = await createTestEnv({ SURGE_SHARDS: '4', SURGE_BATCH_SIZE: '20', SURGE_BATCH_LINGER_MS: '0', SURGE_WORKER_THREADS: '2' });
+  const env = await createTestEnv({
+    SURGE_SHARDS: '4',
+    SURGE_BATCH_SIZE: '20',
+    SURGE_BATCH_LINGER_MS: '0',
+    SURGE_WORKER_THREADS: '2',
+  });
   const redis = createRedis(env.config);
   const db = new pg.Pool({ connectionString: env.db.url, max: 2 });
   const workers: Array<Awaited<ReturnType<typeof startWorker>>> = [];
@@ -27,21 +32,39 @@ test('multi-item orders across hot SKUs, two workers: no deadlock errors, no par
       return seed % n;
     };
     const orders: QueuedOrder[] = Array.from({ length: 1500 }, (_, i) => {
-      const items: Order['items'] = Array.from({ length: 2 + rnd(3) }, () => ({ sku: hot[rnd(hot.length)] as string, qty: 1 + rnd(3), unit_price_cents: 100 }));
+      const items: Order['items'] = Array.from({ length: 2 + rnd(3) }, () => ({
+        sku: hot[rnd(hot.length)] as string,
+        qty: 1 + rnd(3),
+        unit_price_cents: 100,
+      }));
       if (i % 7 === 0) items.push({ sku: `free-${i}`, qty: 5, unit_price_cents: 1 });
       return { client: 'c1', key: `k-${i}`, order: { customer_id: `c${i}`, currency: 'EUR', items } };
     });
     // Both workers are reading before the orders arrive: started one after the other with the
     // streams already full, the first could drain them all before the second began (seen on a
     // loaded CI host), and there would be no contention between workers to test.
-    workers.push(...(await Promise.all([startWorker(env.config, { consumerName: 'w1' }), startWorker(env.config, { consumerName: 'w2' })])));
+    workers.push(
+      ...(await Promise.all([
+        startWorker(env.config, { consumerName: 'w1' }),
+        startWorker(env.config, { consumerName: 'w2' }),
+      ])),
+    );
     await enqueue(redis, env.prefix, 4, orders);
     await waitForDrained(redis, env.prefix, 4);
 
     const byKey = new Map(orders.map((o) => [o.key, o.order]));
-    const rows = (await db.query<{ idempotency_key: string; status: string; reason: string | null }>('SELECT idempotency_key, status, reason FROM orders')).rows;
+    const rows = (
+      await db.query<{ idempotency_key: string; status: string; reason: string | null }>(
+        'SELECT idempotency_key, status, reason FROM orders',
+      )
+    ).rows;
     assert.equal(rows.length, orders.length);
-    const stock = new Map((await db.query<{ sku: string; available: string }>('SELECT sku, available FROM inventory')).rows.map((r) => [r.sku, Number(r.available)]));
+    const stock = new Map(
+      (await db.query<{ sku: string; available: string }>('SELECT sku, available FROM inventory')).rows.map((r) => [
+        r.sku,
+        Number(r.available),
+      ]),
+    );
     // Conservation: what left each SKU is exactly what the applied orders asked for — a rejected
     // order took nothing (no partial fills), an applied one took all of its lines.
     const taken = new Map(hot.map((s) => [s, 0]));
@@ -67,8 +90,12 @@ test('multi-item orders across hot SKUs, two workers: no deadlock errors, no par
     // Every rejected order really lacked stock at the end: at least one of its SKUs cannot fill it now.
     for (const r of rows.filter((x) => x.status === 'rejected')) {
       const need = new Map<string, number>();
-      for (const item of (byKey.get(r.idempotency_key) as Order).items) if (stock.has(item.sku)) need.set(item.sku, (need.get(item.sku) ?? 0) + item.qty);
-      assert.ok([...need].some(([sku, q]) => (stock.get(sku) as number) < q), `${r.idempotency_key} was rejected but fits`);
+      for (const item of (byKey.get(r.idempotency_key) as Order).items)
+        if (stock.has(item.sku)) need.set(item.sku, (need.get(item.sku) ?? 0) + item.qty);
+      assert.ok(
+        [...need].some(([sku, q]) => (stock.get(sku) as number) < q),
+        `${r.idempotency_key} was rejected but fits`,
+      );
     }
     for (const w of workers) {
       const text = await scrape(w.port);

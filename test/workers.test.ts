@@ -17,7 +17,15 @@ import { copyBuffer, copyRow } from '../workers/copy.js';
 import { startWorker, type WorkerHandle } from '../workers/worker.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
-import { enqueue, enqueueRaw, metricSum, type QueuedOrder, scrape, simpleOrder, waitForDrained } from './support/workers.js';
+import {
+  enqueue,
+  enqueueRaw,
+  metricSum,
+  type QueuedOrder,
+  scrape,
+  simpleOrder,
+  waitForDrained,
+} from './support/workers.js';
 
 interface Ctx {
   env: TestEnv;
@@ -54,16 +62,19 @@ describe('COPY text encoding', () => {
       await client.query('CREATE TABLE t (i int, a text, b text)');
       const noNul = fc.string({ unit: 'binary', maxLength: 40 }).filter((s) => !s.includes('\u0000'));
       await fc.assert(
-        fc.asyncProperty(fc.array(fc.tuple(noNul, fc.option(noNul, { nil: null })), { minLength: 1, maxLength: 20 }), async (rows) => {
-          await client.query('TRUNCATE t');
-          const { buffer } = copyBuffer(rows.map(([a, b], i) => copyRow([String(i), a, b])));
-          await pipeline(Readable.from([buffer]), client.query(copyStreams.from('COPY t (i, a, b) FROM STDIN')));
-          const back = await client.query<{ a: string; b: string | null }>('SELECT a, b FROM t ORDER BY i');
-          assert.deepEqual(
-            back.rows.map((r) => [r.a, r.b]),
-            rows,
-          );
-        }),
+        fc.asyncProperty(
+          fc.array(fc.tuple(noNul, fc.option(noNul, { nil: null })), { minLength: 1, maxLength: 20 }),
+          async (rows) => {
+            await client.query('TRUNCATE t');
+            const { buffer } = copyBuffer(rows.map(([a, b], i) => copyRow([String(i), a, b])));
+            await pipeline(Readable.from([buffer]), client.query(copyStreams.from('COPY t (i, a, b) FROM STDIN')));
+            const back = await client.query<{ a: string; b: string | null }>('SELECT a, b FROM t ORDER BY i');
+            assert.deepEqual(
+              back.rows.map((r) => [r.a, r.b]),
+              rows,
+            );
+          },
+        ),
         { numRuns: 60 },
       );
     } finally {
@@ -79,7 +90,13 @@ describe('COPY text encoding', () => {
   });
 
   test('total_cents is exact past 2^53 (100 lines at the largest qty and price)', () => {
-    assert.equal(totalCents([{ sku: 'a', qty: 2, unit_price_cents: 150 }, { sku: 'b', qty: 1, unit_price_cents: 1 }]), '301');
+    assert.equal(
+      totalCents([
+        { sku: 'a', qty: 2, unit_price_cents: 150 },
+        { sku: 'b', qty: 1, unit_price_cents: 1 },
+      ]),
+      '301',
+    );
     const max = Array.from({ length: 100 }, () => ({ sku: 'a', qty: 10_000, unit_price_cents: 100_000_000_001 }));
     assert.equal(totalCents(max), (100n * 10_000n * 100_000_000_001n).toString());
     assert.equal(totalCents(max), '100000000001000000');
@@ -89,8 +106,12 @@ describe('COPY text encoding', () => {
     assert.equal(classifyError({ code: '23514' }).kind, 'permanent');
     assert.equal(classifyError({ code: '22P02' }).kind, 'permanent');
     assert.equal(classifyError({ code: 'P0001' }).kind, 'permanent');
-    for (const code of ['40001', '40P01', '57P01', '08006', '53300', '42P01']) assert.equal(classifyError({ code }).kind, 'transient', code);
-    assert.deepEqual(classifyError(new Error('Connection terminated unexpectedly')), { kind: 'transient', sqlstate: 'connection' });
+    for (const code of ['40001', '40P01', '57P01', '08006', '53300', '42P01'])
+      assert.equal(classifyError({ code }).kind, 'transient', code);
+    assert.deepEqual(classifyError(new Error('Connection terminated unexpectedly')), {
+      kind: 'transient',
+      sqlstate: 'connection',
+    });
     assert.deepEqual(classifyError({ code: 'ECONNREFUSED' }), { kind: 'transient', sqlstate: 'connection' });
   });
 });
@@ -99,7 +120,19 @@ describe('workers apply orders', () => {
   test('strings with tabs, newlines, backslashes, \\N, quotes and emoji round-trip exactly', async () => {
     const ctx = await setup();
     try {
-      const nasty = ['tab\there', 'new\nline', 'cr\rlf\r\n', 'back\\slash\\', '\\N', 'N\\', `quo"te's`, 'emoji 🎉👩‍👩‍👧', '\\.', ',;|{}[]', 'ünï©ødé'];
+      const nasty = [
+        'tab\there',
+        'new\nline',
+        'cr\rlf\r\n',
+        'back\\slash\\',
+        '\\N',
+        'N\\',
+        `quo"te's`,
+        'emoji 🎉👩‍👩‍👧',
+        '\\.',
+        ',;|{}[]',
+        'ünï©ødé',
+      ];
       const orders: QueuedOrder[] = nasty.map((s, i) => ({
         client: 'c1',
         key: `nasty-${i}`,
@@ -160,7 +193,11 @@ describe('workers apply orders', () => {
     const ctx = await setup({ SURGE_CLAIM_TIMEOUT_MS: '3000', SURGE_CLAIM_INTERVAL_MS: '200' });
     try {
       const n = 10_000;
-      const orders: QueuedOrder[] = Array.from({ length: n }, (_, i) => ({ client: `c${i % 3}`, key: `order-${i}`, order: simpleOrder(i) }));
+      const orders: QueuedOrder[] = Array.from({ length: n }, (_, i) => ({
+        client: `c${i % 3}`,
+        key: `order-${i}`,
+        order: simpleOrder(i),
+      }));
       // 2,000 duplicates: 1,000 right behind their original (same batch) and 1,000 at the end
       // (a later batch) — what an ambiguous XADD retry or a client replay puts in the stream.
       const stream: QueuedOrder[] = [];
@@ -182,7 +219,13 @@ describe('workers apply orders', () => {
       assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM order_items'), n);
       assert.equal(await count(ctx.db, "SELECT count(*) AS n FROM orders WHERE status = 'applied'"), n);
       // total_cents = qty * price for the single item of each order
-      assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders o JOIN order_items i ON i.order_pk = o.id WHERE o.total_cents <> i.qty * i.unit_price_cents'), 0);
+      assert.equal(
+        await count(
+          ctx.db,
+          'SELECT count(*) AS n FROM orders o JOIN order_items i ON i.order_pk = o.id WHERE o.total_cents <> i.qty * i.unit_price_cents',
+        ),
+        0,
+      );
       const text = await scrape(worker.port);
       assert.equal(metricSum(text, 'surge_orders_applied_total', { result: 'inserted' }), n);
       assert.equal(metricSum(text, 'surge_orders_applied_total', { result: 'duplicate' }), 2000);
@@ -240,7 +283,10 @@ describe('workers apply orders', () => {
       const orders: QueuedOrder[] = Array.from({ length: 300 }, (_, i) => ({
         client: 'c1',
         key: `k-${i}`,
-        order: { ...simpleOrder(i, [{ sku: 's', qty: 1, unit_price_cents: 5 }]), customer_id: i === 137 ? 'refused' : `c${i}` },
+        order: {
+          ...simpleOrder(i, [{ sku: 's', qty: 1, unit_price_cents: 5 }]),
+          customer_id: i === 137 ? 'refused' : `c${i}`,
+        },
       }));
       const ids = await enqueue(ctx.redis, ctx.env.prefix, 1, orders);
       const worker = await startWorker(ctx.env.config);
@@ -248,7 +294,11 @@ describe('workers apply orders', () => {
       await waitForDrained(ctx.redis, ctx.env.prefix, 1);
       assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders'), 299);
       assert.equal(await count(ctx.db, "SELECT count(*) AS n FROM orders WHERE customer_id = 'refused'"), 0);
-      assert.equal(await count(ctx.db, "SELECT available AS n FROM inventory WHERE sku = 's'"), 1000 - 299, 'stock only for committed orders');
+      assert.equal(
+        await count(ctx.db, "SELECT available AS n FROM inventory WHERE sku = 's'"),
+        1000 - 299,
+        'stock only for committed orders',
+      );
       const dl = await ctx.db.query('SELECT * FROM dead_letters');
       assert.equal(dl.rows.length, 1);
       assert.equal(dl.rows[0].entry_id, ids[137]);
@@ -292,7 +342,13 @@ describe('workers apply orders', () => {
       assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM order_items'), 2000);
       assert.equal(await count(ctx.db, "SELECT available AS n FROM inventory WHERE sku = 'hot'"), 100000 - 1000);
       const text = await scrape(worker.port);
-      assert.ok(metricSum(text, 'surge_apply_retries_total') >= victims.length, text.split('\n').filter((l) => l.includes('retries')).join('\n'));
+      assert.ok(
+        metricSum(text, 'surge_apply_retries_total') >= victims.length,
+        text
+          .split('\n')
+          .filter((l) => l.includes('retries'))
+          .join('\n'),
+      );
       assert.equal(metricSum(text, 'surge_orders_applied_total', { result: 'inserted' }), 2000);
       assert.equal(metricSum(text, 'surge_orders_applied_total', { result: 'dead_lettered' }), 0);
     } finally {
@@ -302,7 +358,12 @@ describe('workers apply orders', () => {
   });
 
   test('PostgreSQL unavailable longer than the retry budget → the worker keeps its entries (no claim, no max_deliveries) and applies them once it is back', async () => {
-    const ctx = await setup({ SURGE_SHARDS: '1', SURGE_CLAIM_TIMEOUT_MS: '1600', SURGE_CLAIM_INTERVAL_MS: '50', SURGE_MAX_DELIVERIES: '1' });
+    const ctx = await setup({
+      SURGE_SHARDS: '1',
+      SURGE_CLAIM_TIMEOUT_MS: '1600',
+      SURGE_CLAIM_INTERVAL_MS: '50',
+      SURGE_MAX_DELIVERIES: '1',
+    });
     try {
       // Outage switch of this test's database: while on, every insert into orders fails with
       // 57P03 (cannot_connect_now), as a starting or failing-over server would answer.
@@ -311,7 +372,12 @@ describe('workers apply orders', () => {
       await ctx.db.query(`CREATE FUNCTION outage() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN IF (SELECT down FROM outage) THEN RAISE EXCEPTION 'server unavailable' USING ERRCODE = 'cannot_connect_now'; END IF; RETURN NEW; END $$`);
       await ctx.db.query('CREATE TRIGGER outage BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION outage()');
-      await enqueue(ctx.redis, ctx.env.prefix, 1, Array.from({ length: 50 }, (_, i) => ({ client: 'c1', key: `k-${i}`, order: simpleOrder(i) })));
+      await enqueue(
+        ctx.redis,
+        ctx.env.prefix,
+        1,
+        Array.from({ length: 50 }, (_, i) => ({ client: 'c1', key: `k-${i}`, order: simpleOrder(i) })),
+      );
       let keptRounds = 0;
       const logger = pino(
         { level: 'warn' },
@@ -328,7 +394,9 @@ describe('workers apply orders', () => {
       // pause: 5 rounds outlast the 1,600 ms claim timeout, so without the idle refresh the entries
       // would be claimed (a second delivery, over SURGE_MAX_DELIVERIES=1, dead-lettered).
       await waitFor('five give-up rounds', () => keptRounds >= 5);
-      const pending = (await ctx.redis.xpending(streamKey(ctx.env.prefix, 0), GROUP, '-', '+', 100)) as Array<[string, string, number, number]>;
+      const pending = (await ctx.redis.xpending(streamKey(ctx.env.prefix, 0), GROUP, '-', '+', 100)) as Array<
+        [string, string, number, number]
+      >;
       assert.equal(pending.length, 50);
       assert.deepEqual(new Set(pending.map((p) => p[3])), new Set([1]), 'delivered once each: never claimed');
       await ctx.db.query('UPDATE outage SET down = false');
@@ -348,17 +416,29 @@ describe('workers apply orders', () => {
     // bisect: 17 transactions, each slowed by 250 ms, ≈ 4 s in all — twice the claim timeout.
     const ctx = await setup({ SURGE_SHARDS: '1', SURGE_CLAIM_TIMEOUT_MS: '2000', SURGE_CLAIM_INTERVAL_MS: '50' });
     try {
-      await ctx.db.query(`CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.25); RETURN NULL; END $$`);
+      await ctx.db.query(
+        `CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.25); RETURN NULL; END $$`,
+      );
       await ctx.db.query('CREATE TRIGGER slow BEFORE INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION slow()');
       await ctx.db.query(`CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN IF NEW.idempotency_key = 'k-100' THEN RAISE EXCEPTION 'poison' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$`);
       await ctx.db.query('CREATE TRIGGER poison BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION poison()');
       const a = await startWorker(ctx.env.config, { consumerName: 'slow-a' });
       ctx.workers.push(a);
-      await enqueue(ctx.redis, ctx.env.prefix, 1, Array.from({ length: 256 }, (_, i) => ({ client: 'c1', key: `k-${i}`, order: simpleOrder(i) })));
+      await enqueue(
+        ctx.redis,
+        ctx.env.prefix,
+        1,
+        Array.from({ length: 256 }, (_, i) => ({ client: 'c1', key: `k-${i}`, order: simpleOrder(i) })),
+      );
       const key = streamKey(ctx.env.prefix, 0);
       await waitFor('worker a holds the batch', async () => {
-        const summary = (await ctx.redis.xpending(key, GROUP)) as [number, string, string, Array<[string, string]> | null];
+        const summary = (await ctx.redis.xpending(key, GROUP)) as [
+          number,
+          string,
+          string,
+          Array<[string, string]> | null,
+        ];
         return summary[3]?.some(([c, n]) => c === 'slow-a' && Number(n) === 256) ?? false;
       });
       // A second live consumer, claiming every 50 ms whatever has been idle for 2 s.
@@ -366,9 +446,19 @@ describe('workers apply orders', () => {
       ctx.workers.push(b);
       await waitForDrained(ctx.redis, ctx.env.prefix, 1);
       assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders'), 255);
-      const dl = await ctx.db.query<{ idempotency_key: string; deliveries: number }>('SELECT idempotency_key, deliveries FROM dead_letters');
-      assert.deepEqual(dl.rows, [{ idempotency_key: 'k-100', deliveries: 1 }], 'the poison entry alone, delivered once');
-      assert.equal(metricSum(await scrape(b.port), 'surge_entries_claimed_total'), 0, 'the second worker claimed nothing');
+      const dl = await ctx.db.query<{ idempotency_key: string; deliveries: number }>(
+        'SELECT idempotency_key, deliveries FROM dead_letters',
+      );
+      assert.deepEqual(
+        dl.rows,
+        [{ idempotency_key: 'k-100', deliveries: 1 }],
+        'the poison entry alone, delivered once',
+      );
+      assert.equal(
+        metricSum(await scrape(b.port), 'surge_entries_claimed_total'),
+        0,
+        'the second worker claimed nothing',
+      );
       assert.equal(metricSum(await scrape(a.port), 'surge_entries_claimed_total'), 0);
     } finally {
       await teardown(ctx);
@@ -376,10 +466,20 @@ describe('workers apply orders', () => {
   });
 
   test('reclaim: idle entries are claimed and applied, over-delivered ones dead-lettered, trimmed ones counted lost and acked', async () => {
-    const ctx = await setup({ SURGE_SHARDS: '1', SURGE_CLAIM_TIMEOUT_MS: '200', SURGE_CLAIM_INTERVAL_MS: '50', SURGE_MAX_DELIVERIES: '3' });
+    const ctx = await setup({
+      SURGE_SHARDS: '1',
+      SURGE_CLAIM_TIMEOUT_MS: '200',
+      SURGE_CLAIM_INTERVAL_MS: '50',
+      SURGE_MAX_DELIVERIES: '3',
+    });
     try {
       const key = streamKey(ctx.env.prefix, 0);
-      const ids = await enqueue(ctx.redis, ctx.env.prefix, 1, [0, 1, 2].map((i) => ({ client: 'c1', key: `k-${i}`, order: simpleOrder(i) })));
+      const ids = await enqueue(
+        ctx.redis,
+        ctx.env.prefix,
+        1,
+        [0, 1, 2].map((i) => ({ client: 'c1', key: `k-${i}`, order: simpleOrder(i) })),
+      );
       await ctx.redis.xreadgroup('GROUP', GROUP, 'ghost', 'COUNT', 10, 'STREAMS', key, '>');
       // ids[1] has been delivered 3 times already; ids[2]'s payload is deleted while pending.
       await ctx.redis.xclaim(key, GROUP, 'ghost', 0, ids[1] as string, 'RETRYCOUNT', 3);
@@ -388,7 +488,10 @@ describe('workers apply orders', () => {
       ctx.workers.push(worker);
       await waitForDrained(ctx.redis, ctx.env.prefix, 1);
       const rows = await ctx.db.query<{ idempotency_key: string }>('SELECT idempotency_key FROM orders');
-      assert.deepEqual(rows.rows.map((r) => r.idempotency_key), ['k-0']);
+      assert.deepEqual(
+        rows.rows.map((r) => r.idempotency_key),
+        ['k-0'],
+      );
       const dl = await ctx.db.query('SELECT entry_id, reason, deliveries, payload FROM dead_letters');
       assert.equal(dl.rows.length, 1);
       assert.equal(dl.rows[0].entry_id, ids[1]);

@@ -136,7 +136,10 @@ class RetryBudgetExceeded extends Error {
     readonly sqlstate: string,
     cause: unknown,
   ) {
-    super(`transient PostgreSQL error ${sqlstate} outlasted the retry budget: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    super(
+      `transient PostgreSQL error ${sqlstate} outlasted the retry budget: ${(cause as Error)?.message ?? String(cause)}`,
+      { cause },
+    );
     this.name = 'RetryBudgetExceeded';
   }
 }
@@ -241,7 +244,12 @@ function itemsCopy(rows: readonly StagedRow[], lo: number, hi: number, idOf: Rea
  * Applies an encoded batch. Returns which entries to ack and which to dead-letter (their
  * dead_letters rows committed), or `gaveUp` when PostgreSQL stayed unavailable for the budget.
  */
-export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBatch, options: ApplyOptions): Promise<BatchOutcome> {
+export async function applyBatch(
+  pool: Pool,
+  task: ApplyTask,
+  encoded: EncodedBatch,
+  options: ApplyOptions,
+): Promise<BatchOutcome> {
   const started = performance.now();
   const stats: ApplyStats = {
     entries: task.entries.length,
@@ -286,7 +294,12 @@ export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBa
       if (c.kind !== 'permanent') throw e;
       if (hi - lo === 1) {
         const row = encoded.rows[lo] as StagedRow;
-        deadLetters.push({ id: row.id, reason: 'permanent_error', message: (e as Error).message, sqlstate: c.sqlstate });
+        deadLetters.push({
+          id: row.id,
+          reason: 'permanent_error',
+          message: (e as Error).message,
+          sqlstate: c.sqlstate,
+        });
         return;
       }
       // Halves in order, so stock is still served in stream order.
@@ -313,7 +326,14 @@ export async function applyBatch(pool: Pool, task: ApplyTask, encoded: EncodedBa
 }
 
 /** One transaction over rows [lo, hi): COPY, insert, COPY lines, reserve stock, COMMIT. */
-async function transaction(pool: Pool, stream: string, batch: StagedBatch, lo: number, hi: number, stats: ApplyStats): Promise<void> {
+async function transaction(
+  pool: Pool,
+  stream: string,
+  batch: StagedBatch,
+  lo: number,
+  hi: number,
+  stats: ApplyStats,
+): Promise<void> {
   const client = await pool.connect();
   let broken = false;
   // A checked-out client whose connection dies emits 'error' besides rejecting the running query;

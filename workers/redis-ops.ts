@@ -40,8 +40,19 @@ export interface AutoClaimPage {
 }
 
 /** One XAUTOCLAIM page (SEMANTICS 2.3): claims entries idle ≥ minIdleMs for `consumer`. */
-export async function autoClaim(redis: RedisClient, key: string, consumer: string, minIdleMs: number, cursor: string, count: number): Promise<AutoClaimPage> {
-  const reply = (await redis.xautoclaim(key, GROUP, consumer, minIdleMs, cursor, 'COUNT', count)) as [string, unknown, unknown?];
+export async function autoClaim(
+  redis: RedisClient,
+  key: string,
+  consumer: string,
+  minIdleMs: number,
+  cursor: string,
+  count: number,
+): Promise<AutoClaimPage> {
+  const reply = (await redis.xautoclaim(key, GROUP, consumer, minIdleMs, cursor, 'COUNT', count)) as [
+    string,
+    unknown,
+    unknown?,
+  ];
   return {
     next: reply[0],
     entries: entries(reply[1]),
@@ -50,7 +61,11 @@ export async function autoClaim(redis: RedisClient, key: string, consumer: strin
 }
 
 /** Delivery counts of pending entries (XPENDING per ID, pipelined). Entries no longer pending count 1. */
-export async function deliveryCounts(redis: RedisClient, key: string, ids: readonly string[]): Promise<Map<string, number>> {
+export async function deliveryCounts(
+  redis: RedisClient,
+  key: string,
+  ids: readonly string[],
+): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   if (ids.length === 0) return out;
   const pipe = redis.pipeline();
@@ -78,6 +93,12 @@ if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
 end
 return 0`;
 
-export async function deadLetterEntry(redis: RedisClient, key: string, dlq: string, id: string, dlqFields: readonly string[]): Promise<boolean> {
+export async function deadLetterEntry(
+  redis: RedisClient,
+  key: string,
+  dlq: string,
+  id: string,
+  dlqFields: readonly string[],
+): Promise<boolean> {
   return (await redis.eval(DEAD_LETTER_LUA, 2, key, dlq, GROUP, id, ...dlqFields)) === 1;
 }

@@ -18,7 +18,9 @@ export interface ThreadTask extends ApplyTask {
   kind: 'apply' | 'encode';
 }
 
-export type ThreadResult = { kind: 'applied'; outcome: BatchOutcome } | { kind: 'encoded'; encoded: EncodedBatch; encodeMs: number };
+export type ThreadResult =
+  | { kind: 'applied'; outcome: BatchOutcome }
+  | { kind: 'encoded'; encoded: EncodedBatch; encodeMs: number };
 
 const data = workerData as ThreadData;
 let pool: Pool | undefined;
@@ -29,7 +31,11 @@ export default async function run(task: ThreadTask): Promise<ThreadResult> {
   const encodeMs = performance.now() - t0;
   if (task.kind === 'encode') return { kind: 'encoded', encoded, encodeMs };
   // A frozen worker's locks are released by PostgreSQL after the retry budget (< claim timeout).
-  pool ??= createPool(data.databaseUrl, { max: data.connections, applicationName: 'surge-worker', sessionTimeoutMs: data.retryBudgetMs });
+  pool ??= createPool(data.databaseUrl, {
+    max: data.connections,
+    applicationName: 'surge-worker',
+    sessionTimeoutMs: data.retryBudgetMs,
+  });
   const outcome = await applyBatch(pool, task, encoded, { retryBudgetMs: data.retryBudgetMs });
   outcome.stats.encodeMs = encodeMs;
   return { kind: 'applied', outcome };

@@ -73,7 +73,8 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   try {
     await redisReady(redis, 10_000);
     await ensureGroups(redis, config.redisPrefix, config.shards);
-    for (const _ of shards) readers.push(createRedis(config, { connectionName: `surge-reader:${consumer}`, maxRetriesPerRequest: null }));
+    for (const _ of shards)
+      readers.push(createRedis(config, { connectionName: `surge-reader:${consumer}`, maxRetriesPerRequest: null }));
   } catch (e) {
     await closeAll();
     throw e;
@@ -101,7 +102,12 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     workerData: threadData,
   });
   const pool = piscina;
-  if (placement === 'main') pgPool = createPool(config.databaseUrl, { max: config.pgPoolSize, applicationName: 'surge-worker', sessionTimeoutMs: retryBudgetMs });
+  if (placement === 'main')
+    pgPool = createPool(config.databaseUrl, {
+      max: config.pgPoolSize,
+      applicationName: 'surge-worker',
+      sessionTimeoutMs: retryBudgetMs,
+    });
 
   let stopping = false;
   const abort = new AbortController();
@@ -184,7 +190,10 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         return;
       } catch (e) {
         if (Date.now() > deadline) {
-          logger.error({ err: e, stream: key }, 'could not ack a committed batch; its entries will be redelivered (duplicates, no-ops)');
+          logger.error(
+            { err: e, stream: key },
+            'could not ack a committed batch; its entries will be redelivered (duplicates, no-ops)',
+          );
           return;
         }
         await sleep(Math.min(2000, 50 * 2 ** attempt) * Math.random());
@@ -213,14 +222,20 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
           // PostgreSQL is unavailable. Keep the entries (XCLAIM JUSTID resets their idle time
           // without counting a delivery, so nobody claims them and they never reach
           // max_deliveries because of an outage) and try again; on stop, leave them pending.
-          logger.warn({ stream: task.stream, entries: entries.length, sqlstate: outcome.gaveUp.sqlstate, attempt }, 'PostgreSQL unavailable; batch kept and retried');
+          logger.warn(
+            { stream: task.stream, entries: entries.length, sqlstate: outcome.gaveUp.sqlstate, attempt },
+            'PostgreSQL unavailable; batch kept and retried',
+          );
           if (stopping) return;
           await keepEntries(task.stream, entries).catch(() => {});
           await pause(Math.min(retryBudgetMs / 2, 200 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2));
           if (stopping) return;
         }
       } catch (e) {
-        logger.error({ err: e, stream: task.stream, entries: entries.length }, 'batch not applied; its entries stay pending and will be reclaimed');
+        logger.error(
+          { err: e, stream: task.stream, entries: entries.length },
+          'batch not applied; its entries stay pending and will be reclaimed',
+        );
       } finally {
         for (const e of entries) held.delete(e.id);
         inFlight--;
@@ -244,15 +259,25 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     if (gone.length > 0) {
       metrics.lost.inc({ stream: key }, gone.length);
       await redis.xack(key, GROUP, ...gone);
-      logger.warn({ stream: key, ids: gone.slice(0, 10), count: gone.length }, 'pending entries without payload: counted lost and acked');
+      logger.warn(
+        { stream: key, ids: gone.slice(0, 10), count: gone.length },
+        'pending entries without payload: counted lost and acked',
+      );
     }
     const live = found.filter((e): e is [string, string[]] => e[1] !== null);
-    const counts = await deliveryCounts(redis, key, live.map(([id]) => id));
+    const counts = await deliveryCounts(
+      redis,
+      key,
+      live.map(([id]) => id),
+    );
     return live.map(([id, fields]) => {
       const deliveries = counts.get(id) ?? 1;
       const task: TaskEntry = { id, fields, deliveries };
       if (deliveries > config.maxDeliveries) {
-        task.deadLetter = { reason: 'max_deliveries', message: `delivered ${deliveries} times (SURGE_MAX_DELIVERIES=${config.maxDeliveries})` };
+        task.deadLetter = {
+          reason: 'max_deliveries',
+          message: `delivered ${deliveries} times (SURGE_MAX_DELIVERIES=${config.maxDeliveries})`,
+        };
       }
       return task;
     });
@@ -289,7 +314,13 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         const found = await readGroup(reader, key, consumer, after, config.batchSize);
         if (found.length === 0) break;
         after = (found[found.length - 1] as StreamEntry)[0];
-        submit(shard, await pendingTasks(shard, found.filter(([id]) => !heldIds[shard]?.has(id))));
+        submit(
+          shard,
+          await pendingTasks(
+            shard,
+            found.filter(([id]) => !heldIds[shard]?.has(id)),
+          ),
+        );
         errors = 0;
         await waitForCapacity();
       } catch (e) {
@@ -302,7 +333,10 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         await waitForCapacity();
         if (stopping) break;
         const batch = await readBatch(reader, key);
-        submit(shard, batch.map(([id, fields]) => ({ id, fields, deliveries: 1 })));
+        submit(
+          shard,
+          batch.map(([id, fields]) => ({ id, fields, deliveries: 1 })),
+        );
         errors = 0;
       } catch (e) {
         await onRedisError(e, `XREADGROUP on ${key}`, errors++);
@@ -319,7 +353,10 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
       if (page.deleted.length > 0) {
         metrics.lost.inc({ stream: key }, page.deleted.length);
         await redis.xack(key, GROUP, ...page.deleted);
-        logger.warn({ stream: key, count: page.deleted.length }, 'claimed entries whose payload was trimmed: counted lost and acked');
+        logger.warn(
+          { stream: key, count: page.deleted.length },
+          'claimed entries whose payload was trimmed: counted lost and acked',
+        );
       }
       // Our own in-flight entries may come back too (a batch older than the claim timeout): skip them.
       const held = heldIds[shard] as Map<string, number>;
@@ -369,9 +406,11 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         const ids: string[] = [];
         for (const [id, at] of held) if (at > since) ids.push(id);
         if (ids.length === 0) continue;
-        await redis.xclaim(streamKey(config.redisPrefix, shard), GROUP, consumer, minIdle, ...ids, 'JUSTID').catch((e: unknown) => {
-          logger.debug({ err: e }, 'heartbeat XCLAIM failed; retried next beat');
-        });
+        await redis
+          .xclaim(streamKey(config.redisPrefix, shard), GROUP, consumer, minIdle, ...ids, 'JUSTID')
+          .catch((e: unknown) => {
+            logger.debug({ err: e }, 'heartbeat XCLAIM failed; retried next beat');
+          });
       }
     }
   };
@@ -380,13 +419,21 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   try {
     // Warm up: every thread loads its modules before the first batch is read (readiness).
     await Promise.all(Array.from({ length: threads }, () => pool.run({ kind: 'encode', stream: '', entries: [] })));
-    server = await startMetricsServer({ registry, host: config.listenHost, port: config.workerMetricsPort, ready: () => !stopping });
+    server = await startMetricsServer({
+      registry,
+      host: config.listenHost,
+      port: config.workerMetricsPort,
+      ready: () => !stopping,
+    });
   } catch (e) {
     await closeAll();
     throw e;
   }
   const loops = [...shards.map(shardLoop), reclaimLoop(), heartbeatLoop()];
-  logger.info({ consumer, shards: config.shards, threads, placement, batchSize: config.batchSize, port: server.port }, 'worker started');
+  logger.info(
+    { consumer, shards: config.shards, threads, placement, batchSize: config.batchSize, port: server.port },
+    'worker started',
+  );
 
   let stopped: Promise<void> | undefined;
   const stop = () => {

@@ -30,7 +30,11 @@ if (role === 'front') {
   serveOrders(
     pool,
     async (r, res) => {
-      await queue.add('order', { c: r.clientId, k: r.key, o: r.order, r: r.receivedAtMs }, { jobId: `${r.clientId}-${r.key}`, removeOnComplete: true, removeOnFail: 1000 });
+      await queue.add(
+        'order',
+        { c: r.clientId, k: r.key, o: r.order, r: r.receivedAtMs },
+        { jobId: `${r.clientId}-${r.key}`, removeOnComplete: true, removeOnFail: 1000 },
+      );
       sendJson(res, 202, { idempotency_key: r.key, status: 'queued' });
     },
     () => Promise.all([queue.close(), pool.end()]),

@@ -36,7 +36,12 @@ async function readBody(req: IncomingMessage): Promise<string | undefined> {
 }
 
 /** Parses and checks POST /v1/orders; answers the error itself and returns undefined on failure. */
-export async function readOrderRequest(pool: Pool, authCache: Map<string, string | null>, req: IncomingMessage, res: ServerResponse): Promise<AcceptedRequest | undefined> {
+export async function readOrderRequest(
+  pool: Pool,
+  authCache: Map<string, string | null>,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<AcceptedRequest | undefined> {
   const receivedAtMs = Date.now();
   if (req.method !== 'POST' || req.url !== '/v1/orders') {
     problem(res, 404, 'not found');
@@ -122,7 +127,11 @@ export function announce(port: number): void {
  * each other, `accept` for what the design does with an accepted order, 503 on its failure; the
  * port announced to the parent; SIGTERM closes the server, then `close()`, then exits.
  */
-export function serveOrders(pool: Pool, accept: (r: AcceptedRequest, res: ServerResponse) => Promise<void>, close: () => Promise<unknown>): void {
+export function serveOrders(
+  pool: Pool,
+  accept: (r: AcceptedRequest, res: ServerResponse) => Promise<void>,
+  close: () => Promise<unknown>,
+): void {
   const authCache = new Map<string, string | null>();
   const server = createServer((req, res) => {
     if (req.url === '/healthz' || req.url === '/readyz') return sendJson(res, 200, { ok: true });
@@ -134,7 +143,9 @@ export function serveOrders(pool: Pool, accept: (r: AcceptedRequest, res: Server
     });
   });
   server.keepAliveTimeout = 65_000;
-  server.listen(Number(process.env.BENCH_PORT ?? 0), '127.0.0.1', () => announce((server.address() as AddressInfo).port));
+  server.listen(Number(process.env.BENCH_PORT ?? 0), '127.0.0.1', () =>
+    announce((server.address() as AddressInfo).port),
+  );
   process.on('SIGTERM', () => {
     server.close();
     server.closeAllConnections();

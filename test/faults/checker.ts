@@ -56,14 +56,27 @@ function total(order: KeyRecord['order']): number {
 
 export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
   const { db, clientId, records } = input;
-  const orders = await db.query<{ idempotency_key: string; n: string; customer_id: string; total_cents: string; status: string; reason: string | null; items: string; order_id: string | null; metadata: unknown }>(
+  const orders = await db.query<{
+    idempotency_key: string;
+    n: string;
+    customer_id: string;
+    total_cents: string;
+    status: string;
+    reason: string | null;
+    items: string;
+    order_id: string | null;
+    metadata: unknown;
+  }>(
     `SELECT o.idempotency_key, count(*) OVER (PARTITION BY o.idempotency_key) AS n, o.customer_id, o.total_cents, o.status, o.reason,
             o.order_id, o.metadata,
             (SELECT coalesce(json_agg(json_build_array(i.sku, i.qty, i.unit_price_cents) ORDER BY i.line), '[]') FROM order_items i WHERE i.order_pk = o.id)::text AS items
        FROM orders o WHERE o.client_id = $1`,
     [clientId],
   );
-  const dead = await db.query<{ idempotency_key: string | null; reason: string }>('SELECT idempotency_key, reason FROM dead_letters WHERE client_id = $1', [clientId]);
+  const dead = await db.query<{ idempotency_key: string | null; reason: string }>(
+    'SELECT idempotency_key, reason FROM dead_letters WHERE client_id = $1',
+    [clientId],
+  );
   const deadKeys = new Map<string, string>();
   for (const d of dead.rows) if (d.idempotency_key) deadKeys.set(d.idempotency_key, d.reason);
 
@@ -84,7 +97,8 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
     }
     const items = JSON.parse(row.items) as Array<[string, number, string | number]>;
     const sent = rec.order.items.map((i) => [i.sku, i.qty, i.unit_price_cents]);
-    if (items.length !== sent.length) duplicates.push(`${row.idempotency_key} (${items.length} item rows for ${sent.length} items)`);
+    if (items.length !== sent.length)
+      duplicates.push(`${row.idempotency_key} (${items.length} item rows for ${sent.length} items)`);
     else if (
       JSON.stringify(items.map(([s, q, p]) => [s, q, Number(p)])) !== JSON.stringify(sent) ||
       row.customer_id !== rec.order.customer_id ||
@@ -95,7 +109,9 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
       altered.push(row.idempotency_key);
     }
     if (row.status === 'rejected') rejected++;
-    else for (const i of rec.order.items) if (input.initialStock.has(i.sku)) taken.set(i.sku, (taken.get(i.sku) ?? 0) + i.qty);
+    else
+      for (const i of rec.order.items)
+        if (input.initialStock.has(i.sku)) taken.set(i.sku, (taken.get(i.sku) ?? 0) + i.qty);
   }
   let accepted = 0;
   for (const rec of records.values()) {
@@ -105,11 +121,15 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
   }
   const stockErrors: string[] = [];
   if (input.initialStock.size > 0) {
-    const stock = await db.query<{ sku: string; available: string }>('SELECT sku, available FROM inventory WHERE sku = ANY($1::text[])', [[...input.initialStock.keys()]]);
+    const stock = await db.query<{ sku: string; available: string }>(
+      'SELECT sku, available FROM inventory WHERE sku = ANY($1::text[])',
+      [[...input.initialStock.keys()]],
+    );
     for (const s of stock.rows) {
       const available = Number(s.available);
       const expected = (input.initialStock.get(s.sku) as number) - (taken.get(s.sku) ?? 0);
-      if (available < 0 || available !== expected) stockErrors.push(`${s.sku}: available ${available}, expected ${expected}`);
+      if (available < 0 || available !== expected)
+        stockErrors.push(`${s.sku}: available ${available}, expected ${expected}`);
     }
   }
   let metrics = 'n/a (not scraped)';
@@ -122,7 +142,8 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
       // A COMMIT whose reply was lost (connection cut, server crash) is retried and then counted
       // as a duplicate: the row exists once, its worker could not know it had inserted it.
       metrics = `agree (+${m.value} inserted/rejected, +${grown} rows: ${grown - m.value} COMMITs with a lost reply counted as duplicates)`;
-    } else if (!m.exact && m.value <= grown) metrics = `≤ rows (+${m.value} ≤ +${grown}; a killed worker's last counts are gone)`;
+    } else if (!m.exact && m.value <= grown)
+      metrics = `≤ rows (+${m.value} ≤ +${grown}; a killed worker's last counts are gone)`;
     else metrics = `MISMATCH: metrics +${m.value} (duplicates +${m.duplicates}), rows +${grown}`;
   }
   return {
@@ -136,6 +157,12 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
     altered,
     stockErrors,
     metrics,
-    ok: lost.length === 0 && duplicates.length === 0 && phantoms.length === 0 && altered.length === 0 && stockErrors.length === 0 && !metrics.startsWith('MISMATCH'),
+    ok:
+      lost.length === 0 &&
+      duplicates.length === 0 &&
+      phantoms.length === 0 &&
+      altered.length === 0 &&
+      stockErrors.length === 0 &&
+      !metrics.startsWith('MISMATCH'),
   };
 }

@@ -6,12 +6,22 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { FaultStack, type FaultName, formatRow, TABLE_HEADER } from './stack.js';
 
-const ALL: FaultName[] = ['worker-sigkill', 'ingest-sigkill', 'worker-sigstop', 'redis-restart', 'postgres-restart', 'pg-terminate-backend'];
+const ALL: FaultName[] = [
+  'worker-sigkill',
+  'ingest-sigkill',
+  'worker-sigstop',
+  'redis-restart',
+  'postgres-restart',
+  'pg-terminate-backend',
+];
 /** SURGE_FAULTS_ONLY=a,b runs only those faults (debugging). */
 const FAULTS = process.env.SURGE_FAULTS_ONLY ? (process.env.SURGE_FAULTS_ONLY.split(',') as FaultName[]) : ALL;
 
 describe('fault suite (short)', () => {
-  const stack = new FaultStack({ progress: Number(process.env.SURGE_FAULTS_PROGRESS ?? 60), log: process.env.SURGE_FAULTS_VERBOSE ? (l) => console.log(l) : undefined });
+  const stack = new FaultStack({
+    progress: Number(process.env.SURGE_FAULTS_PROGRESS ?? 60),
+    log: process.env.SURGE_FAULTS_VERBOSE ? (l) => console.log(l) : undefined,
+  });
   before(async () => {
     await stack.start();
   });

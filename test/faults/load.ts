@@ -89,8 +89,15 @@ export class LoadClient {
     // One order in four takes 1–3 units of a stocked SKU (stock runs out: rejections), the rest
     // buy unstocked SKUs. Items and prices vary so totals are checkable.
     const items = [{ sku: `free-${n % 7}`, qty: 1 + (n % 3), unit_price_cents: 100 + (n % 97) }];
-    if (n % 4 === 0 && stocked.length > 0) items.push({ sku: stocked[n % stocked.length] as string, qty: 1 + (n % 3), unit_price_cents: 999 });
-    return { customer_id: `cust-${n % 50}`, currency: 'EUR', items, order_id: `o-${n}`, metadata: { tab: 'a\tb', nl: 'x\ny', bs: 'c:\\N', emoji: '🛒' } };
+    if (n % 4 === 0 && stocked.length > 0)
+      items.push({ sku: stocked[n % stocked.length] as string, qty: 1 + (n % 3), unit_price_cents: 999 });
+    return {
+      customer_id: `cust-${n % 50}`,
+      currency: 'EUR',
+      items,
+      order_id: `o-${n}`,
+      metadata: { tab: 'a\tb', nl: 'x\ny', bs: 'c:\\N', emoji: '🛒' },
+    };
   }
 
   private async sender(i: number): Promise<void> {
@@ -136,11 +143,17 @@ export class LoadClient {
           http(target, {
             method: 'POST',
             path: '/v1/orders',
-            headers: { authorization: `Bearer ${this.options.apiKey}`, 'content-type': 'application/json', 'idempotency-key': rec.key },
+            headers: {
+              authorization: `Bearer ${this.options.apiKey}`,
+              'content-type': 'application/json',
+              'idempotency-key': rec.key,
+            },
             body: JSON.stringify(rec.order),
             agent: this.agent,
           }),
-          new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), this.options.requestTimeoutMs ?? 5000).unref()),
+          new Promise<never>((_, reject) =>
+            setTimeout(() => reject(new Error('timeout')), this.options.requestTimeoutMs ?? 5000).unref(),
+          ),
         ]);
         status = res.status;
       } catch {

@@ -26,8 +26,13 @@ export interface PrivatePostgres {
 function pgBin(): string {
   if (process.env.SURGE_PG_BIN) return process.env.SURGE_PG_BIN;
   const root = '/usr/lib/postgresql';
-  const versions = existsSync(root) ? readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'pg_ctl'))).sort((a, b) => Number(b) - Number(a)) : [];
-  if (versions.length === 0) throw new Error('no PostgreSQL server binaries found (set SURGE_PG_BIN to the folder holding initdb and pg_ctl)');
+  const versions = existsSync(root)
+    ? readdirSync(root)
+        .filter((v) => existsSync(join(root, v, 'bin', 'pg_ctl')))
+        .sort((a, b) => Number(b) - Number(a))
+    : [];
+  if (versions.length === 0)
+    throw new Error('no PostgreSQL server binaries found (set SURGE_PG_BIN to the folder holding initdb and pg_ctl)');
   return join(root, versions[0] as string, 'bin');
 }
 
@@ -42,11 +47,28 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   const bin = pgBin();
   const dir = mkdtempSync(join(tmpdir(), 'surge-pg-'));
   const data = join(dir, 'data');
-  if (process.getuid?.() === 0) chownSync(dir, Number((await run('id', ['-u', 'postgres'])).stdout.trim()), Number((await run('id', ['-g', 'postgres'])).stdout.trim()));
+  if (process.getuid?.() === 0)
+    chownSync(
+      dir,
+      Number((await run('id', ['-u', 'postgres'])).stdout.trim()),
+      Number((await run('id', ['-g', 'postgres'])).stdout.trim()),
+    );
   const port = await freePort();
-  await pgRun(join(bin, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C']);
+  await pgRun(join(bin, 'initdb'), [
+    '-D',
+    data,
+    '-A',
+    'trust',
+    '-U',
+    'postgres',
+    '--no-sync',
+    '-E',
+    'UTF8',
+    '--locale=C',
+  ]);
   const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=32MB -c fsync=on`;
-  const ctl = (...args: string[]) => pgRun(join(bin, 'pg_ctl'), ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '60', ...args]);
+  const ctl = (...args: string[]) =>
+    pgRun(join(bin, 'pg_ctl'), ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '60', ...args]);
   const url = (database: string) => `postgres://postgres@127.0.0.1:${port}/${database}`;
   const accepting = async () => {
     const c = new pg.Client({ connectionString: url('postgres') });

@@ -14,7 +14,15 @@ describe('Redis Cluster: 3 masters, 8 shards', () => {
   let stack: FaultStack;
   before(async () => {
     cluster = await startRedisCluster({ masters: 3 });
-    stack = new FaultStack({ cluster, shards: 8, ingests: 1, workers: 2, privatePostgres: false, progress: 60, log: process.env.SURGE_FAULTS_VERBOSE ? (l) => console.log(l) : undefined });
+    stack = new FaultStack({
+      cluster,
+      shards: 8,
+      ingests: 1,
+      workers: 2,
+      privatePostgres: false,
+      progress: 60,
+      log: process.env.SURGE_FAULTS_VERBOSE ? (l) => console.log(l) : undefined,
+    });
     await stack.start();
   });
   after(async () => {
@@ -26,8 +34,14 @@ describe('Redis Cluster: 3 masters, 8 shards', () => {
   test('the 8 shard streams (and their idempotency records) spread over the 3 masters; every order applied exactly once', async () => {
     const row = await stack.phase('none');
     const prefix = stack.env.SURGE_REDIS_PREFIX as string;
-    const placement = await Promise.all(allStreamKeys(prefix, 8).map(async (key) => ({ key, ...(await cluster.locate(key)) })));
-    console.log(placement.map((p) => `${p.key} → slot ${p.slot} → node ${p.node} (port ${cluster.nodes[p.node]?.port})`).join('\n'));
+    const placement = await Promise.all(
+      allStreamKeys(prefix, 8).map(async (key) => ({ key, ...(await cluster.locate(key)) })),
+    );
+    console.log(
+      placement
+        .map((p) => `${p.key} → slot ${p.slot} → node ${p.node} (port ${cluster.nodes[p.node]?.port})`)
+        .join('\n'),
+    );
     const nodes = new Set(placement.map((p) => p.node));
     assert.equal(nodes.size, 3, 'shards on every master');
     assert.ok(placement.every((p) => p.node >= 0));

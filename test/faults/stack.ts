@@ -90,7 +90,8 @@ export class FaultStack {
   private readonly scraped = new Map<number, { applied: number; duplicates: number }>();
   private scrapeTimer?: NodeJS.Timeout;
   private workerKilledInPhase = false;
-  private readonly opts: Required<Omit<StackOptions, 'cluster' | 'env' | 'log'>> & Pick<StackOptions, 'cluster' | 'env' | 'log'>;
+  private readonly opts: Required<Omit<StackOptions, 'cluster' | 'env' | 'log'>> &
+    Pick<StackOptions, 'cluster' | 'env' | 'log'>;
   private seq = 0;
 
   constructor(options: StackOptions = {}) {
@@ -114,7 +115,10 @@ export class FaultStack {
     const prefix = uniquePrefix();
     let redisEnv: Record<string, string>;
     if (this.opts.cluster) {
-      redisEnv = { REDIS_URL: `redis://${this.opts.cluster.seeds.split(',')[0]}`, REDIS_CLUSTER_NODES: this.opts.cluster.seeds };
+      redisEnv = {
+        REDIS_URL: `redis://${this.opts.cluster.seeds.split(',')[0]}`,
+        REDIS_CLUSTER_NODES: this.opts.cluster.seeds,
+      };
     } else {
       this.redis = await startRedisServer({ appendonly: true, appendfsync: 'always' });
       redisEnv = { REDIS_URL: this.redis.url };
@@ -157,8 +161,19 @@ export class FaultStack {
     this.pool = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'surge-fault-checker' });
     this.pool.on('error', () => {});
     this.client = await createClient(this.pool, 'fault-load');
-    await this.pool.query('INSERT INTO inventory (sku, available) SELECT unnest($1::text[]), $2', [STOCKED, INITIAL_STOCK]);
-    this.admin = createRedis({ redisUrl: redisEnv.REDIS_URL as string, redisClusterNodes: this.opts.cluster ? this.opts.cluster.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })) : [] }, { connectionName: 'surge-fault-admin', maxRetriesPerRequest: 1 });
+    await this.pool.query('INSERT INTO inventory (sku, available) SELECT unnest($1::text[]), $2', [
+      STOCKED,
+      INITIAL_STOCK,
+    ]);
+    this.admin = createRedis(
+      {
+        redisUrl: redisEnv.REDIS_URL as string,
+        redisClusterNodes: this.opts.cluster
+          ? this.opts.cluster.nodes.map((n) => ({ host: '127.0.0.1', port: n.port }))
+          : [],
+      },
+      { connectionName: 'surge-fault-admin', maxRetriesPerRequest: 1 },
+    );
     this.admin.on('error', () => {});
     for (let i = 0; i < this.opts.ingests; i++) this.ingests.push(await this.spawn('ingest', i));
     for (let i = 0; i < this.opts.workers; i++) this.workers.push(await this.spawn('work', i));
@@ -215,7 +230,10 @@ export class FaultStack {
   /** Waits until `n` more orders were accepted (the load advanced): how fault steps last. */
   async progress(n = this.opts.progress, what = 'load progress'): Promise<void> {
     const target = this.accepted() + n;
-    await waitFor(`${what}: ${n} more orders accepted`, () => this.accepted() >= target, { timeoutMs: 120_000, intervalMs: 20 });
+    await waitFor(`${what}: ${n} more orders accepted`, () => this.accepted() >= target, {
+      timeoutMs: 120_000,
+      intervalMs: 20,
+    });
   }
 
   /** Keys in orders ∪ dead_letters among these. */
@@ -234,7 +252,10 @@ export class FaultStack {
   async backlog(): Promise<number> {
     let total = 0;
     for (const key of allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, this.opts.shards)) {
-      const [groups, xlen] = await Promise.all([this.admin.xinfo('GROUPS', key).catch(() => null), this.admin.xlen(key)]);
+      const [groups, xlen] = await Promise.all([
+        this.admin.xinfo('GROUPS', key).catch(() => null),
+        this.admin.xlen(key),
+      ]);
       total += streamBacklog(groups, xlen);
     }
     return total;
@@ -242,14 +263,20 @@ export class FaultStack {
 
   /** Logs the processes' last lines and each shard's group and consumers (when a wait fails). */
   async dumpProcesses(): Promise<void> {
-    for (const proc of [...this.ingests, ...this.workers]) this.log(`--- ${proc.name} (pid ${proc.pid}, ${proc.alive() ? 'alive' : 'dead'}):\n${proc.tail()}`);
+    for (const proc of [...this.ingests, ...this.workers])
+      this.log(`--- ${proc.name} (pid ${proc.pid}, ${proc.alive() ? 'alive' : 'dead'}):\n${proc.tail()}`);
     for (const key of allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, this.opts.shards)) {
       const groups = await this.admin.xinfo('GROUPS', key).catch((e: Error) => e.message);
       const consumers = await this.admin.xinfo('CONSUMERS', key, GROUP).catch((e: Error) => e.message);
-      this.log(`${key}: xlen ${await this.admin.xlen(key).catch(() => -1)} groups ${JSON.stringify(groups)} consumers ${JSON.stringify(consumers)}`);
+      this.log(
+        `${key}: xlen ${await this.admin.xlen(key).catch(() => -1)} groups ${JSON.stringify(groups)} consumers ${JSON.stringify(consumers)}`,
+      );
     }
     const sessions = await this.pool
-      .query('SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 60) AS query FROM pg_stat_activity WHERE datname = $1', [this.dbName])
+      .query(
+        'SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 60) AS query FROM pg_stat_activity WHERE datname = $1',
+        [this.dbName],
+      )
       .catch((e: Error) => ({ rows: [e.message] }));
     this.log(`sessions: ${JSON.stringify(sessions.rows)}`);
   }
@@ -309,7 +336,10 @@ export class FaultStack {
         // Stop it while it holds entries (a batch in flight): retry until a stop catches one.
         let held = 0;
         for (let i = 0; i < 200 && held === 0; i++) {
-          await waitFor('the worker to hold entries', async () => (await pendingOf(name)) > 0, { timeoutMs: 30_000, intervalMs: 5 });
+          await waitFor('the worker to hold entries', async () => (await pendingOf(name)) > 0, {
+            timeoutMs: 30_000,
+            intervalMs: 5,
+          });
           zombie.signal('SIGSTOP');
           held = await pendingOf(name);
           if (held === 0) zombie.signal('SIGCONT');
@@ -317,10 +347,14 @@ export class FaultStack {
         const stoppedAt = Date.now();
         try {
           // Stopped longer than the claim timeout: the live worker claims every entry it held.
-          await waitFor('the live worker to claim the stopped worker’s entries', async () => Date.now() - stoppedAt > this.opts.claimTimeoutMs && (await pendingOf(name)) === 0, {
-            timeoutMs: 60_000,
-            intervalMs: 50,
-          }).catch(async (e) => {
+          await waitFor(
+            'the live worker to claim the stopped worker’s entries',
+            async () => Date.now() - stoppedAt > this.opts.claimTimeoutMs && (await pendingOf(name)) === 0,
+            {
+              timeoutMs: 60_000,
+              intervalMs: 50,
+            },
+          ).catch(async (e) => {
             await this.dumpProcesses();
             throw e;
           });
@@ -334,7 +368,10 @@ export class FaultStack {
       case 'redis-restart': {
         if (!this.redis) throw new Error('redis-restart needs an own redis-server');
         await this.redis.kill();
-        await waitFor('ingest notices Redis is down', async () => (await http((this.ingests[1] as SurgeProcess).url, { path: '/readyz' })).status === 503);
+        await waitFor(
+          'ingest notices Redis is down',
+          async () => (await http((this.ingests[1] as SurgeProcess).url, { path: '/readyz' })).status === 503,
+        );
         await this.redis.restart();
         return;
       }
@@ -344,7 +381,10 @@ export class FaultStack {
         return;
       case 'pg-terminate-backend':
         for (let i = 0; i < 3; i++) {
-          await waitFor('worker sessions to terminate', async () => (await this.terminate('surge-worker')) > 0, { timeoutMs: 30_000, intervalMs: 50 });
+          await waitFor('worker sessions to terminate', async () => (await this.terminate('surge-worker')) > 0, {
+            timeoutMs: 30_000,
+            intervalMs: 50,
+          });
           await this.terminate('surge-ingest');
           await this.progress(Math.ceil(p / 3), 'after terminating sessions');
         }
@@ -359,21 +399,36 @@ export class FaultStack {
           return n;
         };
         const before = await retries();
-        await this.pool.query(`ALTER DATABASE ${pg.escapeIdentifier(this.dbName)} SET default_transaction_read_only = on`);
-        await waitFor('worker sessions to terminate', async () => (await this.terminate('surge-worker')) > 0, { timeoutMs: 30_000, intervalMs: 50 });
+        await this.pool.query(
+          `ALTER DATABASE ${pg.escapeIdentifier(this.dbName)} SET default_transaction_read_only = on`,
+        );
+        await waitFor('worker sessions to terminate', async () => (await this.terminate('surge-worker')) > 0, {
+          timeoutMs: 30_000,
+          intervalMs: 50,
+        });
         // The workers' new sessions are read-only: their batches fail (25006) and retry.
-        await waitFor('workers retrying against read-only PostgreSQL', async () => (await retries()) > before + 5, { timeoutMs: 60_000, intervalMs: 100 });
-        await this.pool.query(`ALTER DATABASE ${pg.escapeIdentifier(this.dbName)} SET default_transaction_read_only = off`);
+        await waitFor('workers retrying against read-only PostgreSQL', async () => (await retries()) > before + 5, {
+          timeoutMs: 60_000,
+          intervalMs: 100,
+        });
+        await this.pool.query(
+          `ALTER DATABASE ${pg.escapeIdentifier(this.dbName)} SET default_transaction_read_only = off`,
+        );
         await this.terminate('surge-worker');
         return;
       }
       case 'cluster-master-restart': {
         const cluster = this.opts.cluster;
         if (!cluster) throw new Error('cluster-master-restart needs a Redis Cluster');
-        const victim = (await cluster.locate(allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, 1)[0] as string)).node;
+        const victim = (await cluster.locate(allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, 1)[0] as string))
+          .node;
         const failuresBefore = this.load.failures();
         await cluster.kill(victim);
-        await waitFor('the client sees failed requests while a master is down', () => this.load.failures() > failuresBefore, { timeoutMs: 30_000 });
+        await waitFor(
+          'the client sees failed requests while a master is down',
+          () => this.load.failures() > failuresBefore,
+          { timeoutMs: 30_000 },
+        );
         await cluster.restart(victim);
         return;
       }
@@ -421,13 +476,20 @@ export class FaultStack {
     await this.injectOne(fault);
     await this.progress(this.opts.progress, `${label} after the fault`);
     const { unresolved } = await this.load.stopAndSettle();
-    if (unresolved.length > 0) this.log(`${label}: ${unresolved.length} keys never got a 202 (e.g. ${unresolved[0]?.key}: ${unresolved[0]?.answers.join(',')})`);
+    if (unresolved.length > 0)
+      this.log(
+        `${label}: ${unresolved.length} keys never got a 202 (e.g. ${unresolved[0]?.key}: ${unresolved[0]?.answers.join(',')})`,
+      );
     // Drain: every accepted key in PostgreSQL and nothing left pending or unread.
     const acceptedKeys = [...this.load.records.values()].filter((r) => r.acceptedAt !== undefined).map((r) => r.key);
-    await waitFor(`${label}: drain`, async () => (await this.present(acceptedKeys)) >= acceptedKeys.length && (await this.backlog()) === 0, {
-      timeoutMs: 180_000,
-      intervalMs: 100,
-    }).catch(async (e) => {
+    await waitFor(
+      `${label}: drain`,
+      async () => (await this.present(acceptedKeys)) >= acceptedKeys.length && (await this.backlog()) === 0,
+      {
+        timeoutMs: 180_000,
+        intervalMs: 100,
+      },
+    ).catch(async (e) => {
       this.log(`${label}: ${(e as Error).message}`);
       await this.dumpProcesses();
     });
@@ -454,7 +516,10 @@ export class FaultStack {
       [this.client.id, [...inPhase]],
     );
     const byStatus = new Map(phaseRows.rows.map((r) => [r.status, Number(r.n)]));
-    const dead = await this.pool.query<{ n: string }>('SELECT count(*) AS n FROM dead_letters WHERE client_id = $1 AND idempotency_key = ANY($2::text[])', [this.client.id, [...inPhase]]);
+    const dead = await this.pool.query<{ n: string }>(
+      'SELECT count(*) AS n FROM dead_letters WHERE client_id = $1 AND idempotency_key = ANY($2::text[])',
+      [this.client.id, [...inPhase]],
+    );
     const row: FaultRow = {
       fault,
       sent: counts.sent,
@@ -490,7 +555,8 @@ export class FaultStack {
   }
 }
 
-export const TABLE_HEADER = '| fault | orders sent | HTTP requests | accepted (202) | applied | of which out of stock | dead-lettered | duplicates | lost | phantoms | recovery | metrics vs tables |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |';
+export const TABLE_HEADER =
+  '| fault | orders sent | HTTP requests | accepted (202) | applied | of which out of stock | dead-lettered | duplicates | lost | phantoms | recovery | metrics vs tables |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |';
 
 export function formatRow(r: FaultRow): string {
   const recovery = r.recoveryMs < 0 ? 'not measured' : `${(r.recoveryMs / 1000).toFixed(2)} s`;

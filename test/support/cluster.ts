@@ -50,7 +50,8 @@ async function clusterOk(ports: readonly number[]): Promise<boolean> {
   for (const port of ports) {
     const info = String(await nodeCommand(port, 'CLUSTER', 'INFO'));
     if (!info.includes('cluster_state:ok')) return false;
-    if (!/cluster_known_nodes:(\d+)/.test(info) || Number(/cluster_known_nodes:(\d+)/.exec(info)?.[1]) !== ports.length) return false;
+    if (!/cluster_known_nodes:(\d+)/.test(info) || Number(/cluster_known_nodes:(\d+)/.exec(info)?.[1]) !== ports.length)
+      return false;
   }
   return true;
 }
@@ -70,20 +71,42 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
     const child = spawn(
       'redis-server',
       [
-        '--port', String(n.port), '--bind', '127.0.0.1', '--dir', n.dir, '--save', '',
-        '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(n.busPort),
-        '--cluster-node-timeout', '2000',
-        '--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction',
+        '--port',
+        String(n.port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        n.dir,
+        '--save',
+        '',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        'nodes.conf',
+        '--cluster-port',
+        String(n.busPort),
+        '--cluster-node-timeout',
+        '2000',
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'always',
+        '--maxmemory-policy',
+        'noeviction',
       ],
       { stdio: 'ignore' },
     );
     children[i] = child;
     n.pid = child.pid ?? -1;
-    await waitFor(`cluster node on port ${n.port}`, async () => {
-      if (child.exitCode !== null) throw new Error(`redis-server on port ${n.port} exited with ${child.exitCode}`);
-      const info = String(await nodeCommand(n.port, 'INFO', 'persistence'));
-      return !info.includes('loading:1');
-    }, { timeoutMs: 10_000, intervalMs: 25 });
+    await waitFor(
+      `cluster node on port ${n.port}`,
+      async () => {
+        if (child.exitCode !== null) throw new Error(`redis-server on port ${n.port} exited with ${child.exitCode}`);
+        const info = String(await nodeCommand(n.port, 'INFO', 'persistence'));
+        return !info.includes('loading:1');
+      },
+      { timeoutMs: 10_000, intervalMs: 25 },
+    );
   };
   const killNode = async (i: number) => {
     const child = children[i];
@@ -94,8 +117,15 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
   };
   try {
     for (let i = 0; i < count; i++) await launch(i);
-    await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30_000 });
-    await waitFor('cluster_state:ok on every node', () => clusterOk(nodes.map((n) => n.port)), { timeoutMs: 20_000, intervalMs: 100 });
+    await run(
+      'redis-cli',
+      ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+      { timeout: 30_000 },
+    );
+    await waitFor('cluster_state:ok on every node', () => clusterOk(nodes.map((n) => n.port)), {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+    });
   } catch (e) {
     for (let i = 0; i < count; i++) await killNode(i);
     for (const n of nodes) rmSync(n.dir, { recursive: true, force: true });
@@ -107,11 +137,16 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
     kill: killNode,
     async restart(i) {
       await launch(i);
-      await waitFor('cluster_state:ok after the restart', () => clusterOk(nodes.map((n) => n.port)), { timeoutMs: 30_000, intervalMs: 100 });
+      await waitFor('cluster_state:ok after the restart', () => clusterOk(nodes.map((n) => n.port)), {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+      });
     },
     async locate(key) {
       const slot = Number(await nodeCommand((nodes[0] as ClusterNode).port, 'CLUSTER', 'KEYSLOT', key));
-      const ranges = (await nodeCommand((nodes[0] as ClusterNode).port, 'CLUSTER', 'SLOTS')) as Array<[number, number, [string, number, string]]>;
+      const ranges = (await nodeCommand((nodes[0] as ClusterNode).port, 'CLUSTER', 'SLOTS')) as Array<
+        [number, number, [string, number, string]]
+      >;
       const owner = ranges.find(([lo, hi]) => slot >= lo && slot <= hi);
       const port = owner ? Number(owner[2][1]) : -1;
       return { slot, node: nodes.findIndex((n) => n.port === port) };

@@ -46,7 +46,11 @@ function asList(c: string[] | string | undefined): string[] {
 }
 
 function portKey(variable: string): keyof Config {
-  return variable === 'SURGE_INGEST_PORT' ? 'ingestPort' : variable === 'SURGE_WORKER_METRICS_PORT' ? 'workerMetricsPort' : 'lagExporterPort';
+  return variable === 'SURGE_INGEST_PORT'
+    ? 'ingestPort'
+    : variable === 'SURGE_WORKER_METRICS_PORT'
+      ? 'workerMetricsPort'
+      : 'lagExporterPort';
 }
 
 /** Every problem in a parsed compose file; `root` is where its relative paths start. */
@@ -75,7 +79,8 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
     if (s.build !== undefined) {
       const context = typeof s.build === 'string' ? s.build : s.build.context;
       const dockerfile = typeof s.build === 'string' ? 'Dockerfile' : (s.build.dockerfile ?? 'Dockerfile');
-      if (!existsSync(join(root, context, dockerfile))) problems.push(`${where}: builds ${join(context, dockerfile)}, which does not exist`);
+      if (!existsSync(join(root, context, dockerfile)))
+        problems.push(`${where}: builds ${join(context, dockerfile)}, which does not exist`);
       surgeImages.add(s.image ?? '(unnamed)');
     } else {
       const image = s.image ?? '';
@@ -93,7 +98,8 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
     }
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(s.environment ?? {})) env[k] = String(v);
-    for (const k of Object.keys(env)) if (!CONFIG_VARIABLES.includes(k)) problems.push(`${where}: sets ${k}, which common/config.ts does not read`);
+    for (const k of Object.keys(env))
+      if (!CONFIG_VARIABLES.includes(k)) problems.push(`${where}: sets ${k}, which common/config.ts does not read`);
     let config: Config | undefined;
     try {
       config = loadConfig(env);
@@ -104,9 +110,14 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
     if (config.listenHost !== '0.0.0.0') problems.push(`${where}: SURGE_LISTEN_HOST must be 0.0.0.0 in a container`);
     if (s.read_only !== true) problems.push(`${where}: root filesystem is not read-only`);
     if (durationSeconds(s.stop_grace_period) <= config.shutdownTimeoutMs / 1000) {
-      problems.push(`${where}: stop_grace_period ${s.stop_grace_period ?? '10s (default)'} is not above SURGE_SHUTDOWN_TIMEOUT_MS`);
+      problems.push(
+        `${where}: stop_grace_period ${s.stop_grace_period ?? '10s (default)'} is not above SURGE_SHUTDOWN_TIMEOUT_MS`,
+      );
     }
-    for (const [key, url] of [['DATABASE_URL', config.databaseUrl], ['REDIS_URL', config.redisUrl]] as const) {
+    for (const [key, url] of [
+      ['DATABASE_URL', config.databaseUrl],
+      ['REDIS_URL', config.redisUrl],
+    ] as const) {
       const host = new URL(url).hostname;
       if (!names.includes(host)) problems.push(`${where}: ${key} points at ${host}, which is not a service`);
     }
@@ -116,14 +127,17 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
       rolePorts.set(role, { service: name, port });
       for (const p of s.ports ?? []) {
         const container = Number(String(p).split(':').pop());
-        if (container !== port) problems.push(`${where}: publishes container port ${container}, but ${portVar} is ${port}`);
+        if (container !== port)
+          problems.push(`${where}: publishes container port ${container}, but ${portVar} is ${port}`);
       }
       const check = (s.healthcheck?.test ?? []).join(' ');
       const hp = /127\.0\.0\.1:(\d+)\/(readyz|healthz)/.exec(check);
       if (!hp) problems.push(`${where}: no health check on /readyz or /healthz`);
-      else if (Number(hp[1]) !== port) problems.push(`${where}: health check on port ${hp[1]}, but ${portVar} is ${port}`);
+      else if (Number(hp[1]) !== port)
+        problems.push(`${where}: health check on port ${hp[1]}, but ${portVar} is ${port}`);
     }
-    if (role === 'lag-exporter' && (s.deploy?.replicas ?? 1) !== 1) problems.push(`${where}: the lag exporter must run exactly 1 replica`);
+    if (role === 'lag-exporter' && (s.deploy?.replicas ?? 1) !== 1)
+      problems.push(`${where}: the lag exporter must run exactly 1 replica`);
     if (role !== 'migrate') {
       const migrate = Object.entries(services).find(([, x]) => asList(x.command)[0] === 'migrate')?.[0];
       const deps = s.depends_on && !Array.isArray(s.depends_on) ? s.depends_on : {};
@@ -132,7 +146,8 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
       }
     }
   }
-  if (surgeImages.size !== 1) problems.push(`Surge services use ${surgeImages.size} images; there is one image for every role`);
+  if (surgeImages.size !== 1)
+    problems.push(`Surge services use ${surgeImages.size} images; there is one image for every role`);
   for (const role of ['ingest', 'work', 'lag-exporter', 'migrate']) {
     if (role !== 'migrate' && !rolePorts.has(role)) problems.push(`no service runs surge ${role}`);
   }
@@ -152,7 +167,11 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
 }
 
 /** Prometheus scrapes every Surge role at its configured port and loads the mounted rules. */
-function prometheusProblems(doc: ComposeFile, root: string, rolePorts: Map<string, { service: string; port: number }>): string[] {
+function prometheusProblems(
+  doc: ComposeFile,
+  root: string,
+  rolePorts: Map<string, { service: string; port: number }>,
+): string[] {
   const problems: string[] = [];
   const prom = Object.entries(doc.services).find(([, s]) => (s.image ?? '').startsWith('prom/prometheus:'));
   if (!prom) return ['no Prometheus service'];
@@ -163,20 +182,31 @@ function prometheusProblems(doc: ComposeFile, root: string, rolePorts: Map<strin
   if (!existsSync(configPath)) return [`prometheus: ${configMount[0]} does not exist`];
   const config = parse(readFileSync(configPath, 'utf8')) as {
     rule_files?: string[];
-    scrape_configs?: Array<{ job_name: string; static_configs?: Array<{ targets: string[] }>; dns_sd_configs?: Array<{ names: string[]; port: number }> }>;
+    scrape_configs?: Array<{
+      job_name: string;
+      static_configs?: Array<{ targets: string[] }>;
+      dns_sd_configs?: Array<{ names: string[]; port: number }>;
+    }>;
   };
   const targets: Array<{ host: string; port: number }> = [];
   for (const sc of config.scrape_configs ?? []) {
-    for (const st of sc.static_configs ?? []) for (const t of st.targets) targets.push({ host: t.split(':')[0] ?? '', port: Number(t.split(':')[1]) });
+    for (const st of sc.static_configs ?? [])
+      for (const t of st.targets) targets.push({ host: t.split(':')[0] ?? '', port: Number(t.split(':')[1]) });
     for (const d of sc.dns_sd_configs ?? []) for (const n of d.names) targets.push({ host: n, port: d.port });
   }
   for (const [role, { service, port }] of rolePorts) {
-    if (!targets.some((t) => t.host === service && t.port === port)) problems.push(`prometheus: does not scrape ${role} at ${service}:${port}`);
+    if (!targets.some((t) => t.host === service && t.port === port))
+      problems.push(`prometheus: does not scrape ${role} at ${service}:${port}`);
   }
-  for (const t of targets) if (!(t.host in doc.services)) problems.push(`prometheus: scrapes ${t.host}, which is not a service`);
+  for (const t of targets)
+    if (!(t.host in doc.services)) problems.push(`prometheus: scrapes ${t.host}, which is not a service`);
   const rulesMount = mounts.find((m) => m[0] === './metrics/alerts.yml');
   if (!rulesMount?.[1]) problems.push('prometheus: metrics/alerts.yml is not mounted');
-  else if (!(config.rule_files ?? []).some((g) => dirname(g) === dirname(rulesMount[1] ?? '') && (g.endsWith('*.yml') || g === rulesMount[1]))) {
+  else if (
+    !(config.rule_files ?? []).some(
+      (g) => dirname(g) === dirname(rulesMount[1] ?? '') && (g.endsWith('*.yml') || g === rulesMount[1]),
+    )
+  ) {
     problems.push(`prometheus: rule_files does not load ${rulesMount[1]}`);
   }
   return problems;

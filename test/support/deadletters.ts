@@ -21,11 +21,27 @@ export interface DeadLetterSpec {
 }
 
 /** Dead-letters a delivered (pending) entry: MULTI XADD dlq + XACK, then the row. Returns the row id. */
-export async function deadLetterEntry(redis: Redis, pool: pg.Pool, prefix: string, spec: DeadLetterSpec): Promise<number> {
+export async function deadLetterEntry(
+  redis: Redis,
+  pool: pg.Pool,
+  prefix: string,
+  spec: DeadLetterSpec,
+): Promise<number> {
   const shard = shardOfStream(prefix, spec.stream);
   if (shard === undefined) throw new Error(`not a shard stream: ${spec.stream}`);
-  const info = { stream: spec.stream, entryId: spec.entryId, reason: spec.reason, message: spec.message, sqlstate: spec.sqlstate, deliveries: spec.deliveries ?? 1 };
-  await redis.multi().xadd(dlqKey(prefix, shard), '*', ...dlqEntryFields(spec.fields, info)).xack(spec.stream, GROUP, spec.entryId).exec();
+  const info = {
+    stream: spec.stream,
+    entryId: spec.entryId,
+    reason: spec.reason,
+    message: spec.message,
+    sqlstate: spec.sqlstate,
+    deliveries: spec.deliveries ?? 1,
+  };
+  await redis
+    .multi()
+    .xadd(dlqKey(prefix, shard), '*', ...dlqEntryFields(spec.fields, info))
+    .xack(spec.stream, GROUP, spec.entryId)
+    .exec();
   const r = await pool.query<{ id: string }>(
     `INSERT INTO dead_letters (client_id, idempotency_key, stream, entry_id, reason, sqlstate, message, payload, deliveries)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -59,13 +75,26 @@ export async function createDeadLetter(
   pool: pg.Pool,
   prefix: string,
   shards: number,
-  o: { client: string; key: string; order?: Order; fields?: string[]; reason?: DeadLetterSpec['reason']; sqlstate?: string; message?: string; deliveries?: number },
+  o: {
+    client: string;
+    key: string;
+    order?: Order;
+    fields?: string[];
+    reason?: DeadLetterSpec['reason'];
+    sqlstate?: string;
+    message?: string;
+    deliveries?: number;
+  },
 ): Promise<{ id: number; stream: string; entryId: string }> {
   await ensureGroups(redis, prefix, shards);
   const stream = streamKey(prefix, shardFor(o.client, o.key, shards));
-  const fields = o.fields ?? encodeEntry({ clientId: o.client, idempotencyKey: o.key, canonical: canonicalOrderJson(o.order ?? sampleOrder()) });
+  const fields =
+    o.fields ??
+    encodeEntry({ clientId: o.client, idempotencyKey: o.key, canonical: canonicalOrderJson(o.order ?? sampleOrder()) });
   const entryId = (await redis.xadd(stream, '*', ...fields)) as string;
-  const read = (await redis.xreadgroup('GROUP', GROUP, 'test-helper', 'COUNT', 1, 'STREAMS', stream, '>')) as Array<[string, Array<[string, string[]]>]>;
+  const read = (await redis.xreadgroup('GROUP', GROUP, 'test-helper', 'COUNT', 1, 'STREAMS', stream, '>')) as Array<
+    [string, Array<[string, string[]]>]
+  >;
   const got = read?.[0]?.[1]?.[0]?.[0];
   if (got !== entryId) throw new Error(`helper read ${got}, expected ${entryId}: earlier entries were not delivered`);
   const id = await deadLetterEntry(redis, pool, prefix, {
@@ -96,13 +125,28 @@ export async function applyAvailable(redis: Redis, pool: pg.Pool, prefix: string
   for (let shard = 0; shard < shards; shard++) {
     const stream = streamKey(prefix, shard);
     for (;;) {
-      const read = (await redis.xreadgroup('GROUP', GROUP, 'test-applier', 'COUNT', 100, 'STREAMS', stream, '>')) as Array<[string, Array<[string, string[]]>]> | null;
+      const read = (await redis.xreadgroup(
+        'GROUP',
+        GROUP,
+        'test-applier',
+        'COUNT',
+        100,
+        'STREAMS',
+        stream,
+        '>',
+      )) as Array<[string, Array<[string, string[]]>]> | null;
       const entries = read?.[0]?.[1] ?? [];
       if (entries.length === 0) break;
       for (const [entryId, fields] of entries) {
         const d = decodeEntry(fields);
         if (!d.ok) {
-          await deadLetterEntry(redis, pool, prefix, { stream, entryId, fields, reason: 'undecodable', message: d.reason });
+          await deadLetterEntry(redis, pool, prefix, {
+            stream,
+            entryId,
+            fields,
+            reason: 'undecodable',
+            message: d.reason,
+          });
           tally.deadLettered++;
           continue;
         }
@@ -113,7 +157,17 @@ export async function applyAvailable(redis: Redis, pool: pg.Pool, prefix: string
             `INSERT INTO orders (client_id, idempotency_key, order_id, customer_id, currency, total_cents, status, received_at, stream, entry_id)
              VALUES ($1, $2, $3, $4, $5, $6, 'applied', to_timestamp($7::double precision / 1000), $8, $9)
              ON CONFLICT (client_id, idempotency_key) DO NOTHING`,
-            [clientId, idempotencyKey, order.order_id ?? null, order.customer_id, order.currency, total, Number(entryId.split('-')[0]), stream, entryId],
+            [
+              clientId,
+              idempotencyKey,
+              order.order_id ?? null,
+              order.customer_id,
+              order.currency,
+              total,
+              Number(entryId.split('-')[0]),
+              stream,
+              entryId,
+            ],
           );
           if (r.rowCount === 1) tally.inserted++;
           else tally.duplicate++;
@@ -121,7 +175,14 @@ export async function applyAvailable(redis: Redis, pool: pg.Pool, prefix: string
         } catch (e) {
           const code = (e as { code?: string }).code ?? '';
           if (!code.startsWith('23')) throw e;
-          await deadLetterEntry(redis, pool, prefix, { stream, entryId, fields, reason: 'permanent_error', message: (e as Error).message, sqlstate: code });
+          await deadLetterEntry(redis, pool, prefix, {
+            stream,
+            entryId,
+            fields,
+            reason: 'permanent_error',
+            message: (e as Error).message,
+            sqlstate: code,
+          });
           tally.deadLettered++;
         }
       }

@@ -9,7 +9,10 @@ import { promisify } from 'node:util';
 import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
-import { HorizontalPodAutoscaler, type IHorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
+import {
+  HorizontalPodAutoscaler,
+  type IHorizontalPodAutoscaler,
+} from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
 import { Job } from 'kubernetes-models/batch/v1/Job';
 import { PodDisruptionBudget, type IPodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { ConfigMap, type IConfigMap } from 'kubernetes-models/v1/ConfigMap';
@@ -21,7 +24,10 @@ import { type IService, Service } from 'kubernetes-models/v1/Service';
 import { type IScaledObject, ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject';
 import { TriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
-import { type IServiceMonitor, ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
+import {
+  type IServiceMonitor,
+  ServiceMonitor,
+} from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import type { Registry } from 'prom-client';
 import { parseAllDocuments } from 'yaml';
 import { CONFIG_VARIABLES, loadConfig } from '../../common/config.js';
@@ -146,7 +152,12 @@ function matches(selector: Record<string, string> | undefined, labels: Record<st
 }
 
 /** The environment a Surge container gets: its env entries and every key of its envFrom sources. */
-function containerEnv(c: IContainer, objects: readonly K8sObject[], problems: string[], where: string): Map<string, string | undefined> {
+function containerEnv(
+  c: IContainer,
+  objects: readonly K8sObject[],
+  problems: string[],
+  where: string,
+): Map<string, string | undefined> {
   const env = new Map<string, string | undefined>();
   for (const src of c.envFrom ?? []) {
     if (src.configMapRef) {
@@ -182,7 +193,10 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
   const deployments = ofKind<IDeployment>(objects, 'Deployment');
   const services = ofKind<IService>(objects, 'Service');
   const surgeImages = new Set<string>();
-  const surgeRoles = new Map<string, { o: K8sObject; c: IContainer; env: Map<string, string | undefined>; template: IPodTemplateSpec }>();
+  const surgeRoles = new Map<
+    string,
+    { o: K8sObject; c: IContainer; env: Map<string, string | undefined>; template: IPodTemplateSpec }
+  >();
 
   for (const { o, template } of workloads(objects)) {
     const pod = template.spec;
@@ -196,19 +210,24 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
       if (longRunning && !c.readinessProbe) problems.push(`${where}: no readinessProbe`);
       if (longRunning && !c.livenessProbe) problems.push(`${where}: no livenessProbe`);
       const req = c.resources?.requests ?? {};
-      if (req.cpu === undefined || req.memory === undefined) problems.push(`${where}: resources.requests needs cpu and memory`);
+      if (req.cpu === undefined || req.memory === undefined)
+        problems.push(`${where}: resources.requests needs cpu and memory`);
       if (c.resources?.limits?.memory === undefined) problems.push(`${where}: resources.limits.memory is not set`);
       const runAsNonRoot = c.securityContext?.runAsNonRoot ?? pod.securityContext?.runAsNonRoot;
       const runAsUser = c.securityContext?.runAsUser ?? pod.securityContext?.runAsUser;
       if (runAsNonRoot !== true) problems.push(`${where}: runAsNonRoot is not true`);
       if (runAsUser === 0) problems.push(`${where}: runs as uid 0`);
-      if (c.securityContext?.allowPrivilegeEscalation !== false) problems.push(`${where}: allowPrivilegeEscalation is not false`);
-      if (!c.securityContext?.capabilities?.drop?.includes('ALL')) problems.push(`${where}: capabilities do not drop ALL`);
+      if (c.securityContext?.allowPrivilegeEscalation !== false)
+        problems.push(`${where}: allowPrivilegeEscalation is not false`);
+      if (!c.securityContext?.capabilities?.drop?.includes('ALL'))
+        problems.push(`${where}: capabilities do not drop ALL`);
       const seccomp = c.securityContext?.seccompProfile?.type ?? pod.securityContext?.seccompProfile?.type;
-      if (seccomp !== 'RuntimeDefault' && seccomp !== 'Localhost') problems.push(`${where}: no RuntimeDefault seccomp profile`);
+      if (seccomp !== 'RuntimeDefault' && seccomp !== 'Localhost')
+        problems.push(`${where}: no RuntimeDefault seccomp profile`);
       for (const probe of [c.readinessProbe, c.livenessProbe]) {
         const port = probe?.httpGet?.port ?? probe?.tcpSocket?.port;
-        if (typeof port === 'string' && !(c.ports ?? []).some((p) => p.name === port)) problems.push(`${where}: probe names port ${port}, which the container does not declare`);
+        if (typeof port === 'string' && !(c.ports ?? []).some((p) => p.name === port))
+          problems.push(`${where}: probe names port ${port}, which the container does not declare`);
       }
       if (!isSurge(o)) continue;
 
@@ -219,17 +238,21 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
         problems.push(`${where}: args[0] "${role}" is not a surge role (${Object.keys(ROLE_PORTS).join(', ')})`);
         continue;
       }
-      if (c.securityContext?.readOnlyRootFilesystem !== true) problems.push(`${where}: readOnlyRootFilesystem is not true`);
-      if (pod.automountServiceAccountToken !== false) problems.push(`${where}: the pod mounts a service account token it does not need`);
+      if (c.securityContext?.readOnlyRootFilesystem !== true)
+        problems.push(`${where}: readOnlyRootFilesystem is not true`);
+      if (pod.automountServiceAccountToken !== false)
+        problems.push(`${where}: the pod mounts a service account token it does not need`);
       if (longRunning) {
         if (c.readinessProbe?.httpGet?.path !== '/readyz') problems.push(`${where}: readinessProbe is not GET /readyz`);
         if (c.livenessProbe?.httpGet?.path !== '/healthz') problems.push(`${where}: livenessProbe is not GET /healthz`);
       }
       const env = containerEnv(c, objects, problems, where);
       for (const name of env.keys()) {
-        if (!CONFIG_VARIABLES.includes(name)) problems.push(`${where}: sets ${name}, which common/config.ts does not read`);
+        if (!CONFIG_VARIABLES.includes(name))
+          problems.push(`${where}: sets ${name}, which common/config.ts does not read`);
       }
-      if (env.get('SURGE_LISTEN_HOST') !== '0.0.0.0') problems.push(`${where}: SURGE_LISTEN_HOST must be 0.0.0.0 in a container`);
+      if (env.get('SURGE_LISTEN_HOST') !== '0.0.0.0')
+        problems.push(`${where}: SURGE_LISTEN_HOST must be 0.0.0.0 in a container`);
       // The values must pass the same validation the process runs at start. Secrets that are
       // created out of band are stood in for by the defaults.
       const values: Record<string, string> = {};
@@ -242,21 +265,28 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
       const portVar = ROLE_PORTS[role];
       if (portVar) {
         const expected = Number(env.get(portVar) ?? loadConfig({})[portKey(portVar)]);
-        if (!(c.ports ?? []).some((p) => p.containerPort === expected)) problems.push(`${where}: no containerPort ${expected} (${portVar})`);
+        if (!(c.ports ?? []).some((p) => p.containerPort === expected))
+          problems.push(`${where}: no containerPort ${expected} (${portVar})`);
       }
       if (o.kind === 'Deployment') {
         const timeoutMs = Number(env.get('SURGE_SHUTDOWN_TIMEOUT_MS') ?? loadConfig({}).shutdownTimeoutMs);
         const preStop = c.lifecycle?.preStop?.exec?.command;
-        const preStopSeconds = preStop?.[0] === 'sleep' ? Number(preStop[1]) : (c.lifecycle?.preStop?.sleep?.seconds ?? 0);
+        const preStopSeconds =
+          preStop?.[0] === 'sleep' ? Number(preStop[1]) : (c.lifecycle?.preStop?.sleep?.seconds ?? 0);
         const grace = pod.terminationGracePeriodSeconds ?? 30;
         if (grace <= preStopSeconds + timeoutMs / 1000) {
-          problems.push(`${where}: terminationGracePeriodSeconds ${grace} is not above preStop ${preStopSeconds} s + SURGE_SHUTDOWN_TIMEOUT_MS ${timeoutMs / 1000} s`);
+          problems.push(
+            `${where}: terminationGracePeriodSeconds ${grace} is not above preStop ${preStopSeconds} s + SURGE_SHUTDOWN_TIMEOUT_MS ${timeoutMs / 1000} s`,
+          );
         }
         surgeRoles.set(role, { o, c, env, template });
       }
     }
   }
-  if (surgeImages.size > 1) problems.push(`Surge containers use several images (${[...surgeImages].join(', ')}); there is one image for every role`);
+  if (surgeImages.size > 1)
+    problems.push(
+      `Surge containers use several images (${[...surgeImages].join(', ')}); there is one image for every role`,
+    );
 
   for (const role of ['ingest', 'work', 'lag-exporter']) {
     if (!surgeRoles.has(role)) problems.push(`no Deployment runs surge ${role}`);
@@ -264,8 +294,10 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
   const lag = surgeRoles.get('lag-exporter');
   if (lag) {
     const spec = (lag.o as unknown as IDeployment).spec;
-    if (spec?.replicas !== 1) problems.push(`${ref(lag.o)}: the lag exporter must run exactly 1 replica (has ${spec?.replicas})`);
-    if (spec?.strategy?.type !== 'Recreate') problems.push(`${ref(lag.o)}: the lag exporter needs strategy Recreate (a rolling update runs two)`);
+    if (spec?.replicas !== 1)
+      problems.push(`${ref(lag.o)}: the lag exporter must run exactly 1 replica (has ${spec?.replicas})`);
+    if (spec?.strategy?.type !== 'Recreate')
+      problems.push(`${ref(lag.o)}: the lag exporter needs strategy Recreate (a rolling update runs two)`);
   }
 
   // Every Deployment is covered by exactly one PodDisruptionBudget.
@@ -292,7 +324,9 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
     for (const p of s.spec?.ports ?? []) {
       const tp = p.targetPort ?? p.port;
       const found = targets.some(({ template }) =>
-        (template.spec?.containers ?? []).some((c) => (c.ports ?? []).some((cp) => cp.name === tp || cp.containerPort === tp)),
+        (template.spec?.containers ?? []).some((c) =>
+          (c.ports ?? []).some((cp) => cp.name === tp || cp.containerPort === tp),
+        ),
       );
       if (!found) problems.push(`${ref(s)}: targetPort ${tp} is not a port of the selected pods`);
     }
@@ -304,7 +338,8 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
     if (selected.length === 0) problems.push(`${ref(sm)}: selects no Service`);
     const portNames = new Set(selected.flatMap((s) => (s.spec?.ports ?? []).map((p) => p.name)));
     for (const ep of sm.spec.endpoints ?? []) {
-      if (ep.port && !portNames.has(ep.port)) problems.push(`${ref(sm)}: endpoint port ${ep.port} is on none of the selected Services`);
+      if (ep.port && !portNames.has(ep.port))
+        problems.push(`${ref(sm)}: endpoint port ${ep.port} is on none of the selected Services`);
     }
     for (const s of services.filter(isSurge)) {
       if (!selected.includes(s)) problems.push(`${ref(sm)}: does not scrape ${ref(s)}`);
@@ -317,15 +352,22 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
     if (!target) problems.push(`${ref(h)}: scales ${h.spec?.scaleTargetRef.name}, which is not rendered`);
     if (target && target === lag?.o) problems.push(`${ref(h)}: autoscales the lag exporter`);
     const usesCpu = (h.spec?.metrics ?? []).some((m) => m.resource?.name === 'cpu');
-    const cpuRequests = (target?.spec?.template.spec?.containers ?? []).every((c) => c.resources?.requests?.cpu !== undefined);
-    if (usesCpu && !cpuRequests) problems.push(`${ref(h)}: scales on CPU utilisation but the target has no CPU requests`);
+    const cpuRequests = (target?.spec?.template.spec?.containers ?? []).every(
+      (c) => c.resources?.requests?.cpu !== undefined,
+    );
+    if (usesCpu && !cpuRequests)
+      problems.push(`${ref(h)}: scales on CPU utilisation but the target has no CPU requests`);
   }
 
-  for (const so of ofKind<IScaledObject>(objects, 'ScaledObject')) problems.push(...scaledObjectProblems(so, objects, surgeRoles.get('work')?.env, lag?.o));
+  for (const so of ofKind<IScaledObject>(objects, 'ScaledObject'))
+    problems.push(...scaledObjectProblems(so, objects, surgeRoles.get('work')?.env, lag?.o));
 
   // No secret values in git: whatever Secret is rendered holds no password.
   for (const s of ofKind<ISecret>(objects, 'Secret')) {
-    const values = [...Object.values(s.stringData ?? {}), ...Object.values(s.data ?? {}).map((v) => Buffer.from(v, 'base64').toString('utf8'))];
+    const values = [
+      ...Object.values(s.stringData ?? {}),
+      ...Object.values(s.data ?? {}).map((v) => Buffer.from(v, 'base64').toString('utf8')),
+    ];
     for (const v of values) {
       let password = false;
       try {
@@ -340,7 +382,11 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
 }
 
 function portKey(variable: string): 'ingestPort' | 'workerMetricsPort' | 'lagExporterPort' {
-  return variable === 'SURGE_INGEST_PORT' ? 'ingestPort' : variable === 'SURGE_WORKER_METRICS_PORT' ? 'workerMetricsPort' : 'lagExporterPort';
+  return variable === 'SURGE_INGEST_PORT'
+    ? 'ingestPort'
+    : variable === 'SURGE_WORKER_METRICS_PORT'
+      ? 'workerMetricsPort'
+      : 'lagExporterPort';
 }
 
 /** The metric names the lag exporter exports (from metrics/definitions.ts). */
@@ -361,7 +407,8 @@ function scaledObjectProblems(
   const target = objects.find((o) => o.kind === 'Deployment' && o.metadata.name === so.spec?.scaleTargetRef.name);
   if (!target) problems.push(`${where}: scales ${so.spec?.scaleTargetRef.name}, which is not rendered`);
   if (target && target === lagExporter) problems.push(`${where}: autoscales the lag exporter`);
-  if ((so.spec?.minReplicaCount ?? 0) < 1) problems.push(`${where}: minReplicaCount below 1 leaves pending entries with no consumer`);
+  if ((so.spec?.minReplicaCount ?? 0) < 1)
+    problems.push(`${where}: minReplicaCount below 1 leaves pending entries with no consumer`);
   if (!workerEnv) return [...problems, `${where}: no worker Deployment to read SURGE_SHARDS from`];
 
   const defaults = loadConfig({});
@@ -381,36 +428,58 @@ function scaledObjectProblems(
     const m = t.metadata;
     const w = `${where} trigger ${m.stream}`;
     if (m.consumerGroup !== GROUP) problems.push(`${w}: consumerGroup ${m.consumerGroup} is not ${GROUP}`);
-    if (m.lagCount === undefined || m.pendingEntriesCount !== undefined || m.streamLength !== undefined) problems.push(`${w}: not in lag mode (lagCount only)`);
-    if (m.lagCount !== undefined && !(Number(m.lagCount) > 0)) problems.push(`${w}: lagCount must be a positive number`);
-    if (cluster && t.type !== 'redis-cluster-streams') problems.push(`${w}: Surge runs on Redis Cluster (REDIS_CLUSTER_NODES) but the trigger is ${t.type}`);
-    if (!cluster && t.type !== 'redis-streams') problems.push(`${w}: Surge uses a single Redis node but the trigger is ${t.type}`);
+    if (m.lagCount === undefined || m.pendingEntriesCount !== undefined || m.streamLength !== undefined)
+      problems.push(`${w}: not in lag mode (lagCount only)`);
+    if (m.lagCount !== undefined && !(Number(m.lagCount) > 0))
+      problems.push(`${w}: lagCount must be a positive number`);
+    if (cluster && t.type !== 'redis-cluster-streams')
+      problems.push(`${w}: Surge runs on Redis Cluster (REDIS_CLUSTER_NODES) but the trigger is ${t.type}`);
+    if (!cluster && t.type !== 'redis-streams')
+      problems.push(`${w}: Surge uses a single Redis node but the trigger is ${t.type}`);
     if (t.type === 'redis-cluster-streams' && m.addressesFromEnv !== undefined && !workerEnv.has(m.addressesFromEnv)) {
       problems.push(`${w}: addressesFromEnv ${m.addressesFromEnv} is not set in the worker container`);
     }
     if (t.type === 'redis-streams') {
       const host = (m.address ?? '').split(':')[0] ?? '';
       const inCluster = /^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(\.cluster\.local)?$/.exec(host);
-      if (!host.includes('.')) problems.push(`${w}: address ${m.address} is a bare name: KEDA's operator resolves it from its own namespace (use <service>.<namespace>.svc.cluster.local)`);
-      else if (inCluster && !objects.some((o) => o.kind === 'Service' && o.metadata.name === inCluster[1] && (o.metadata.namespace ?? '') === inCluster[2])) {
+      if (!host.includes('.'))
+        problems.push(
+          `${w}: address ${m.address} is a bare name: KEDA's operator resolves it from its own namespace (use <service>.<namespace>.svc.cluster.local)`,
+        );
+      else if (
+        inCluster &&
+        !objects.some(
+          (o) =>
+            o.kind === 'Service' && o.metadata.name === inCluster[1] && (o.metadata.namespace ?? '') === inCluster[2],
+        )
+      ) {
         problems.push(`${w}: address ${m.address} names no rendered Service`);
       }
     }
-    if (t.authenticationRef && !objects.some((o) => o.kind === 'TriggerAuthentication' && o.metadata.name === t.authenticationRef?.name)) {
+    if (
+      t.authenticationRef &&
+      !objects.some((o) => o.kind === 'TriggerAuthentication' && o.metadata.name === t.authenticationRef?.name)
+    ) {
       problems.push(`${w}: authenticationRef ${t.authenticationRef.name} is not rendered`);
     }
   }
   const names = lagMetricNames();
   const backlog = triggers.filter((t) => t.type === 'prometheus');
-  if (backlog.length === 0) problems.push(`${where}: no Prometheus trigger on surge_consumer_group_backlog (Redis lag misses pending entries)`);
+  if (backlog.length === 0)
+    problems.push(`${where}: no Prometheus trigger on surge_consumer_group_backlog (Redis lag misses pending entries)`);
   for (const t of backlog) {
     const query = t.metadata.query ?? '';
     for (const metric of query.match(/surge_[a-z_]+/g) ?? []) {
-      if (!names.has(metric)) problems.push(`${where}: Prometheus query uses ${metric}, which the lag exporter does not export`);
+      if (!names.has(metric))
+        problems.push(`${where}: Prometheus query uses ${metric}, which the lag exporter does not export`);
     }
-    if (!query.includes('surge_consumer_group_backlog')) problems.push(`${where}: the Prometheus trigger does not read surge_consumer_group_backlog`);
+    if (!query.includes('surge_consumer_group_backlog'))
+      problems.push(`${where}: the Prometheus trigger does not read surge_consumer_group_backlog`);
     const ns = /namespace="([^"]*)"/.exec(query)?.[1];
-    if (so.metadata.namespace && ns !== so.metadata.namespace) problems.push(`${where}: the Prometheus query reads namespace "${ns}" but Surge runs in "${so.metadata.namespace}"`);
+    if (so.metadata.namespace && ns !== so.metadata.namespace)
+      problems.push(
+        `${where}: the Prometheus query reads namespace "${ns}" but Surge runs in "${so.metadata.namespace}"`,
+      );
   }
   return problems;
 }
@@ -424,12 +493,30 @@ const TYPES: Record<string, { module: string; type: string }> = {
   'apps/v1/Deployment': { module: 'kubernetes-models/apps/v1/Deployment', type: 'IDeployment' },
   'apps/v1/StatefulSet': { module: 'kubernetes-models/apps/v1/StatefulSet', type: 'IStatefulSet' },
   'batch/v1/Job': { module: 'kubernetes-models/batch/v1/Job', type: 'IJob' },
-  'policy/v1/PodDisruptionBudget': { module: 'kubernetes-models/policy/v1/PodDisruptionBudget', type: 'IPodDisruptionBudget' },
-  'autoscaling/v2/HorizontalPodAutoscaler': { module: 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler', type: 'IHorizontalPodAutoscaler' },
-  'keda.sh/v1alpha1/ScaledObject': { module: '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject', type: 'IScaledObject' },
-  'keda.sh/v1alpha1/TriggerAuthentication': { module: '@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication', type: 'ITriggerAuthentication' },
-  'monitoring.coreos.com/v1/ServiceMonitor': { module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor', type: 'IServiceMonitor' },
-  'monitoring.coreos.com/v1/PrometheusRule': { module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule', type: 'IPrometheusRule' },
+  'policy/v1/PodDisruptionBudget': {
+    module: 'kubernetes-models/policy/v1/PodDisruptionBudget',
+    type: 'IPodDisruptionBudget',
+  },
+  'autoscaling/v2/HorizontalPodAutoscaler': {
+    module: 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler',
+    type: 'IHorizontalPodAutoscaler',
+  },
+  'keda.sh/v1alpha1/ScaledObject': {
+    module: '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject',
+    type: 'IScaledObject',
+  },
+  'keda.sh/v1alpha1/TriggerAuthentication': {
+    module: '@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication',
+    type: 'ITriggerAuthentication',
+  },
+  'monitoring.coreos.com/v1/ServiceMonitor': {
+    module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor',
+    type: 'IServiceMonitor',
+  },
+  'monitoring.coreos.com/v1/PrometheusRule': {
+    module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule',
+    type: 'IPrometheusRule',
+  },
 };
 
 /**

@@ -34,7 +34,12 @@ export interface SurgeProcess {
 const READY_LINE: Record<SurgeRole, string> = { ingest: 'ingest listening on', work: 'worker started' };
 
 /** Starts one surge process and waits for its "listening"/"started" log line (which carries the port). */
-export async function startSurge(role: SurgeRole, env: Record<string, string>, name: string = role, timeoutMs = 30_000): Promise<SurgeProcess> {
+export async function startSurge(
+  role: SurgeRole,
+  env: Record<string, string>,
+  name: string = role,
+  timeoutMs = 30_000,
+): Promise<SurgeProcess> {
   const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js'), role], {
     env: { ...process.env, ...env, SURGE_LOG_LEVEL: env.SURGE_LOG_LEVEL === 'debug' ? 'debug' : 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -69,10 +74,14 @@ export async function startSurge(role: SurgeRole, env: Record<string, string>, n
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const alive = () => child.exitCode === null && child.signalCode === null;
   try {
-    await waitFor(`${name} to start`, () => {
-      if (!alive()) throw new Error(`${name} exited: ${lines.slice(-10).join('\n')}`);
-      return port > 0;
-    }, { timeoutMs, intervalMs: 20 });
+    await waitFor(
+      `${name} to start`,
+      () => {
+        if (!alive()) throw new Error(`${name} exited: ${lines.slice(-10).join('\n')}`);
+        return port > 0;
+      },
+      { timeoutMs, intervalMs: 20 },
+    );
   } catch (e) {
     child.kill('SIGKILL');
     throw e;

@@ -16,17 +16,29 @@ export interface QueuedOrder {
   order: Order;
 }
 
-export function simpleOrder(i: number, items: Order['items'] = [{ sku: `sku-${i % 50}`, qty: 1 + (i % 3), unit_price_cents: 100 + i }]): Order {
+export function simpleOrder(
+  i: number,
+  items: Order['items'] = [{ sku: `sku-${i % 50}`, qty: 1 + (i % 3), unit_price_cents: 100 + i }],
+): Order {
   return { customer_id: `cust-${i % 997}`, currency: 'EUR', items, order_id: `ord-${i}` };
 }
 
 /** XADDs the orders (pipelined, in the given order) to their shard streams; returns the entry IDs. */
-export async function enqueue(redis: RedisClient, prefix: string, shards: number, orders: readonly QueuedOrder[]): Promise<string[]> {
+export async function enqueue(
+  redis: RedisClient,
+  prefix: string,
+  shards: number,
+  orders: readonly QueuedOrder[],
+): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < orders.length; i += 1000) {
     const pipe = redis.pipeline();
     for (const o of orders.slice(i, i + 1000)) {
-      pipe.xadd(streamKey(prefix, shardFor(o.client, o.key, shards)), '*', ...encodeEntry({ clientId: o.client, idempotencyKey: o.key, canonical: canonicalOrderJson(o.order) }));
+      pipe.xadd(
+        streamKey(prefix, shardFor(o.client, o.key, shards)),
+        '*',
+        ...encodeEntry({ clientId: o.client, idempotencyKey: o.key, canonical: canonicalOrderJson(o.order) }),
+      );
     }
     for (const [err, id] of (await pipe.exec()) ?? []) {
       if (err) throw err;
@@ -41,8 +53,17 @@ export async function enqueueRaw(redis: RedisClient, prefix: string, shard: numb
   return (await redis.xadd(streamKey(prefix, shard), '*', ...fields)) as string;
 }
 
-export async function waitForDrained(redis: RedisClient, prefix: string, shards: number, timeoutMs = 60_000): Promise<void> {
-  await waitFor('streams drained (nothing pending or undelivered)', async () => (await backlog(redis, prefix, shards)) === 0, { timeoutMs, intervalMs: 50 });
+export async function waitForDrained(
+  redis: RedisClient,
+  prefix: string,
+  shards: number,
+  timeoutMs = 60_000,
+): Promise<void> {
+  await waitFor(
+    'streams drained (nothing pending or undelivered)',
+    async () => (await backlog(redis, prefix, shards)) === 0,
+    { timeoutMs, intervalMs: 50 },
+  );
 }
 
 export async function scrape(port: number): Promise<string> {
