@@ -210,8 +210,9 @@ export function dlqCommand(): Command {
           if (!hasFilter(filter) && !opts.all)
             throw new Error('name dead-letter ids, a filter (--reason, --client, --since, --until) or --all');
           await withDeps(config, async (deps) => {
-            if (filter.ids?.length === 1 && Object.keys(filter).length === 1) {
-              const r = await replayDeadLetter(deps, filter.ids[0] as number, { force: opts.force });
+            const [onlyId, ...moreIds] = filter.ids ?? [];
+            if (onlyId !== undefined && moreIds.length === 0 && Object.keys(filter).length === 1) {
+              const r = await replayDeadLetter(deps, onlyId, { force: opts.force });
               if (opts.json) console.log(JSON.stringify(r));
               else if (r.outcome === 'replayed')
                 console.log(`dead letter ${r.id} re-enqueued to ${r.stream} as ${r.entryId}`);

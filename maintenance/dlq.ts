@@ -6,7 +6,7 @@
 // the normal apply path handles it; PostgreSQL's unique (client_id, idempotency_key) makes a replay
 // of an already-applied order a no-op (counted `duplicate` by the worker).
 import { randomBytes } from 'node:crypto';
-import { type Job, type Queue, Worker } from 'bullmq';
+import { type Job, type JobsOptions, type Queue, Worker } from 'bullmq';
 import type { Config } from '../common/config.js';
 import type { Pool } from '../common/db.js';
 import { decodeEntry, ENTRY_FIELD, encodeEntry, entryField as field } from '../common/entry.js';
@@ -194,7 +194,8 @@ async function replayLocked(deps: DlqDeps, id: number, options: ReplayOptions): 
         if (!decoded.ok) result = { id, outcome: 'not_replayable', detail: decoded.reason };
         else {
           const stream = streamKey(deps.prefix, shardFor(row.client_id, row.idempotency_key, deps.shards));
-          const entryId = (await deps.redis.xadd(stream, '*', ...fields)) as string;
+          const entryId = await deps.redis.xadd(stream, '*', ...fields);
+          if (entryId === null) throw new Error(`XADD to ${stream} returned no entry id`);
           await client.query(sqlFile('maintenance/dlq_mark_replayed'), [id, stream, entryId]);
           result = { id, outcome: 'replayed', stream, entryId };
         }
@@ -342,7 +343,7 @@ export async function enqueueReplays(
   if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_REPLAY_CHUNK)
     throw new RangeError(`chunk size must be 1–${MAX_REPLAY_CHUNK}, got ${chunk}`);
   const batch = `r${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
-  const jobs = [];
+  const jobs: Array<{ name: string; data: ReplayJobData; opts: JobsOptions & { jobId: string } }> = [];
   for (let i = 0; i < ids.length; i += chunk) {
     jobs.push({
       name: 'replay',
@@ -353,8 +354,9 @@ export async function enqueueReplays(
       },
     });
   }
-  const added = await queue.addBulk(jobs);
-  return { batch, jobIds: added.map((j) => j.id as string), total: ids.length };
+  await queue.addBulk(jobs);
+  // BullMQ keeps a job id given in its options: these are the ids the jobs were added under.
+  return { batch, jobIds: jobs.map((j) => j.opts.jobId), total: ids.length };
 }
 
 /**
@@ -369,14 +371,14 @@ function replayProcessor(deps: DlqDeps, options: { lockTimeoutMs?: number } = {}
       typeof prior === 'object' && prior !== null && typeof prior.done === 'number'
         ? { done: prior.done, total: job.data.ids.length, replayed: prior.replayed ?? 0, skipped: prior.skipped ?? 0 }
         : { done: 0, total: job.data.ids.length, replayed: 0, skipped: 0 };
-    for (let i = progress.done; i < job.data.ids.length; i++) {
-      const r = await replayDeadLetter(deps, job.data.ids[i] as number, {
+    for (const id of job.data.ids.slice(progress.done)) {
+      const r = await replayDeadLetter(deps, id, {
         force: job.data.force,
         lockTimeoutMs: options.lockTimeoutMs,
       });
       if (r.outcome === 'replayed') progress.replayed++;
       else progress.skipped++;
-      progress.done = i + 1;
+      progress.done++;
       await job.updateProgress({ ...progress });
     }
     return progress;

@@ -129,7 +129,10 @@ export async function listConsumers(
   return raw.map((entry) => {
     const flat = entry as Array<string | number>;
     const m = new Map<string, string | number>();
-    for (let i = 0; i + 1 < flat.length; i += 2) m.set(String(flat[i]), flat[i + 1] as string | number);
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const value = flat[i + 1];
+      if (value !== undefined) m.set(String(flat[i]), value);
+    }
     return { name: String(m.get('name')), pending: Number(m.get('pending')), idleMs: Number(m.get('idle')) };
   });
 }

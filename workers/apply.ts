@@ -11,7 +11,7 @@ import copyStreams from 'pg-copy-streams';
 import type { Pool, PoolClient } from '../common/db.js';
 import { entryIdMillis } from '../common/keys.js';
 import { decodeEntry, ENTRY_FIELD, entryField } from '../common/entry.js';
-import { ORDER_FIELD_LIST, type OrderFieldEntry, type OrderItem } from '../common/order.js';
+import { ORDER_FIELD_LIST } from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
 import { copyBuffer, copyRow, copyValue } from './copy.js';
 
@@ -187,21 +187,20 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
     const skus: string[] = new Array(n);
     const qtys: number[] = new Array(n);
     const lines: string[] = new Array(n);
-    for (let j = 0; j < n; j++) {
-      const item = order.items[j] as OrderItem;
+    let j = 0;
+    for (const item of order.items) {
       skus[j] = item.sku;
       qtys[j] = item.qty;
       lines[j] = `\t${j + 1}\t${copyValue(item.sku)}\t${item.qty}\t${item.unit_price_cents}\n`;
+      j++;
     }
     rowValues[0] = String(rows.length);
     rowValues[1] = entry.id;
     rowValues[2] = receivedAt(entryIdMillis(entry.id));
     rowValues[3] = clientId;
     rowValues[4] = idempotencyKey;
-    for (let c = 0; c < ORDER_FIELD_LIST.length; c++) {
-      const field = ORDER_FIELD_LIST[c] as OrderFieldEntry;
-      rowValues[STAGE_ENTRY_COLUMNS.length + c] = field.stage(order[field.name]);
-    }
+    let c = STAGE_ENTRY_COLUMNS.length;
+    for (const field of ORDER_FIELD_LIST) rowValues[c++] = field.stage(order[field.name]);
     text.push(copyRow(rowValues));
     rows.push({ id: entry.id, skus, qtys, lines });
   }
@@ -223,16 +222,18 @@ async function copyIn(client: PoolClient, sql: string, data: Buffer): Promise<vo
   await pipeline(Readable.from([data]), client.query(copyFrom(sql)));
 }
 
-/** Rows [lo, hi) of a buffer whose row ends are `ends`. */
+/** Rows [lo, hi) of a buffer whose row ends are `ends` (lo < hi). */
 function slice(buffer: Buffer, ends: readonly number[], lo: number, hi: number): Buffer {
-  return buffer.subarray(lo === 0 ? 0 : (ends[lo - 1] as number), ends[hi - 1] as number);
+  const end = ends[hi - 1];
+  if (end === undefined) throw new Error(`row ${hi - 1} is past the batch's ${ends.length} rows`);
+  // ends[-1] is undefined: the first row starts at 0.
+  return buffer.subarray(ends[lo - 1] ?? 0, end);
 }
 
-/** The order_items COPY text of the inserted orders among rows [lo, hi): `<id>` + each line. */
-function itemsCopy(rows: readonly StagedRow[], lo: number, hi: number, idOf: ReadonlyMap<string, string>): Buffer {
+/** The order_items COPY text of the inserted orders among `rows`: `<id>` + each line. */
+function itemsCopy(rows: readonly StagedRow[], idOf: ReadonlyMap<string, string>): Buffer {
   let text = '';
-  for (let i = lo; i < hi; i++) {
-    const row = rows[i] as StagedRow;
+  for (const row of rows) {
     const id = idOf.get(row.id);
     if (id === undefined) continue;
     for (const line of row.lines) text += id + line;
@@ -293,7 +294,8 @@ export async function applyBatch(
       const c = classifyError(e);
       if (c.kind !== 'permanent') throw e;
       if (hi - lo === 1) {
-        const row = encoded.rows[lo] as StagedRow;
+        const row = encoded.rows[lo];
+        if (row === undefined) throw new Error(`row ${lo} is past the batch's ${encoded.rows.length} rows`);
         deadLetters.push({
           id: row.id,
           reason: 'permanent_error',
@@ -351,8 +353,9 @@ async function transaction(
     await copyIn(client, sqlFile('apply/copy_stage'), slice(batch.orders, batch.rowEnds, lo, hi));
     const inserted = await client.query<{ id: string; entry_id: string }>(sqlFile('apply/insert_orders'), [stream]);
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
-    if (idOf.size > 0) await copyIn(client, sqlFile('apply/copy_order_items'), itemsCopy(batch.rows, lo, hi, idOf));
-    const rejected = await reserveStock(client, batch.rows, lo, hi, idOf);
+    const rows = batch.rows.slice(lo, hi);
+    if (idOf.size > 0) await copyIn(client, sqlFile('apply/copy_order_items'), itemsCopy(rows, idOf));
+    const rejected = await reserveStock(client, rows, idOf);
     await client.query('COMMIT');
     const committedAt = Date.now();
     stats.commits++;
@@ -380,14 +383,11 @@ async function transaction(
 async function reserveStock(
   client: PoolClient,
   rows: readonly StagedRow[],
-  lo: number,
-  hi: number,
   idOf: ReadonlyMap<string, string>,
 ): Promise<number> {
   if (idOf.size === 0) return 0;
   const wanted = new Set<string>();
-  for (let i = lo; i < hi; i++) {
-    const row = rows[i] as StagedRow;
+  for (const row of rows) {
     if (idOf.has(row.id)) for (const sku of row.skus) wanted.add(sku);
   }
   const locked = await client.query<{ sku: string; available: string }>(sqlFile('apply/lock_inventory'), [[...wanted]]);
@@ -396,22 +396,24 @@ async function reserveStock(
   const taken = new Map<string, bigint>();
   const rejectedIds: string[] = [];
   const need = new Map<string, bigint>();
-  for (let i = lo; i < hi; i++) {
-    const row = rows[i] as StagedRow;
+  for (const row of rows) {
     const id = idOf.get(row.id);
     if (id === undefined) continue;
     need.clear();
-    row.skus.forEach((sku, j) => {
-      if (available.has(sku)) need.set(sku, (need.get(sku) ?? 0n) + BigInt(row.qtys[j] as number));
-    });
+    let j = 0;
+    for (const sku of row.skus) {
+      const qty = row.qtys[j++];
+      if (qty === undefined) throw new Error(`staged order ${row.id} has fewer quantities than SKUs`);
+      if (available.has(sku)) need.set(sku, (need.get(sku) ?? 0n) + BigInt(qty));
+    }
     let fits = true;
-    for (const [sku, qty] of need) if ((available.get(sku) as bigint) < qty) fits = false;
+    for (const [sku, qty] of need) if (stockOf(available, sku) < qty) fits = false;
     if (!fits) {
       rejectedIds.push(id);
       continue;
     }
     for (const [sku, qty] of need) {
-      available.set(sku, (available.get(sku) as bigint) - qty);
+      available.set(sku, stockOf(available, sku) - qty);
       taken.set(sku, (taken.get(sku) ?? 0n) + qty);
     }
   }
@@ -422,6 +424,13 @@ async function reserveStock(
   return rejectedIds.length;
 }
 
+/** The stock left of a SKU in `need`: only SKUs with a locked inventory row get there. */
+function stockOf(available: ReadonlyMap<string, bigint>, sku: string): bigint {
+  const left = available.get(sku);
+  if (left === undefined) throw new Error(`no locked inventory row for SKU ${sku}`);
+  return left;
+}
+
 /** PostgreSQL text cannot hold NUL; a dead letter's raw payload may (it was never validated). */
 function storable(value: string | null): string | null {
   return value === null ? null : value.replaceAll('\u0000', '\ufffd');
@@ -430,23 +439,36 @@ function storable(value: string | null): string | null {
 /** Writes (or refreshes) the dead_letters rows of a batch, autocommitted. */
 async function insertDeadLetters(pool: Pool, task: ApplyTask, deadLetters: readonly BatchDeadLetter[]): Promise<void> {
   const byId = new Map(task.entries.map((e) => [e.id, e]));
-  const cols: Array<Array<string | number | null>> = [[], [], [], [], [], [], [], []];
+  // One array per column, in sql/apply/insert_dead_letters.sql's parameter order.
+  const clientIds: Array<string | null> = [];
+  const keys: Array<string | null> = [];
+  const entryIds: Array<string | null> = [];
+  const reasons: Array<string | null> = [];
+  const sqlstates: Array<string | null> = [];
+  const messages: Array<string | null> = [];
+  const payloads: Array<string | null> = [];
+  const deliveries: number[] = [];
   for (const d of deadLetters) {
     const entry = byId.get(d.id);
-    const field = (name: string): string | null => entryField(entry?.fields, name) ?? null;
-    const values: Array<string | number | null> = [
-      field(ENTRY_FIELD.client),
-      field(ENTRY_FIELD.key),
-      d.id,
-      d.reason,
-      d.sqlstate ?? null,
-      d.message,
-      field(ENTRY_FIELD.order),
-    ].map(storable);
-    values.push(entry?.deliveries ?? 1);
-    values.forEach((v, i) => {
-      (cols[i] as Array<string | number | null>).push(v);
-    });
+    const field = (name: string): string | null => storable(entryField(entry?.fields, name) ?? null);
+    clientIds.push(field(ENTRY_FIELD.client));
+    keys.push(field(ENTRY_FIELD.key));
+    entryIds.push(storable(d.id));
+    reasons.push(storable(d.reason));
+    sqlstates.push(storable(d.sqlstate ?? null));
+    messages.push(storable(d.message));
+    payloads.push(field(ENTRY_FIELD.order));
+    deliveries.push(entry?.deliveries ?? 1);
   }
-  await pool.query(sqlFile('apply/insert_dead_letters'), [task.stream, ...cols]);
+  await pool.query(sqlFile('apply/insert_dead_letters'), [
+    task.stream,
+    clientIds,
+    keys,
+    entryIds,
+    reasons,
+    sqlstates,
+    messages,
+    payloads,
+    deliveries,
+  ]);
 }

@@ -5,11 +5,13 @@
 const SPECIAL = /[\\\n\r\t]/;
 const SPECIAL_ALL = /[\\\n\r\t]/g;
 const ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+// SPECIAL_ALL matches only ESCAPES' keys, so the fallback never applies.
+const escapeChar = (c: string): string => ESCAPES[c] ?? c;
 
 /** One value in COPY text form; null becomes `\N`. */
 export function copyValue(value: string | null | undefined): string {
   if (value === null || value === undefined) return '\\N';
-  return SPECIAL.test(value) ? value.replace(SPECIAL_ALL, (c) => ESCAPES[c] as string) : value;
+  return SPECIAL.test(value) ? value.replace(SPECIAL_ALL, escapeChar) : value;
 }
 
 /** One row (tab-separated, newline-terminated). */
@@ -23,9 +25,10 @@ export function copyRow(values: ReadonlyArray<string | null | undefined>): strin
 export function copyBuffer(rows: readonly string[]): { buffer: Buffer; rowEnds: number[] } {
   const rowEnds: number[] = new Array(rows.length);
   let end = 0;
-  for (let i = 0; i < rows.length; i++) {
-    end += Buffer.byteLength(rows[i] as string);
-    rowEnds[i] = end;
+  let i = 0;
+  for (const row of rows) {
+    end += Buffer.byteLength(row);
+    rowEnds[i++] = end;
   }
   return { buffer: Buffer.from(rows.join(''), 'utf8'), rowEnds };
 }

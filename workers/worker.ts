@@ -118,6 +118,11 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   let inFlight = 0;
   const running = new Set<Promise<void>>();
   const heldIds = shards.map(() => new Map<string, number>());
+  const heldOf = (shard: number): Map<string, number> => {
+    const held = heldIds[shard];
+    if (held === undefined) throw new Error(`no shard ${shard} (${config.shards} shards)`);
+    return held;
+  };
   let waiters: Array<() => void> = [];
   const wake = () => {
     const w = waiters;
@@ -143,7 +148,8 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     }
     const r = await pool.run({ ...task, kind: 'encode' });
     if (r.kind !== 'encoded') throw new Error('thread returned an unexpected result');
-    const outcome = await applyBatch(pgPool as Pool, task, r.encoded, { retryBudgetMs });
+    if (pgPool === undefined) throw new Error('main placement without its PostgreSQL pool');
+    const outcome = await applyBatch(pgPool, task, r.encoded, { retryBudgetMs });
     outcome.stats.encodeMs = r.encodeMs;
     return outcome;
   };
@@ -165,7 +171,8 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     const dlq = dlqKey(config.redisPrefix, shard);
     const byId = new Map(entries.map((e) => [e.id, e]));
     const deadline = Date.now() + retryBudgetMs;
-    let pendingDead = outcome.deadLetters;
+    // Dead letters already moved to the DLQ stream: a retry goes on after them.
+    let moved = 0;
     let acked = outcome.ack.length === 0;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -173,8 +180,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
           await redis.xack(key, GROUP, ...outcome.ack);
           acked = true;
         }
-        while (pendingDead.length > 0) {
-          const d = pendingDead[0] as (typeof pendingDead)[number];
+        for (const d of outcome.deadLetters.slice(moved)) {
           const entry = byId.get(d.id);
           const fields = dlqEntryFields(entry?.fields ?? null, {
             stream: key,
@@ -185,7 +191,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
             deliveries: entry?.deliveries ?? 1,
           });
           await deadLetterEntry(redis, key, dlq, d.id, fields);
-          pendingDead = pendingDead.slice(1);
+          moved++;
         }
         return;
       } catch (e) {
@@ -204,7 +210,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   /** Runs one batch: apply, record, ack. Failures leave the entries pending (reclaimed later). */
   const submit = (shard: number, entries: TaskEntry[]) => {
     if (entries.length === 0) return;
-    const held = heldIds[shard] as Map<string, number>;
+    const held = heldOf(shard);
     const now = Date.now();
     for (const e of entries) held.set(e.id, now);
     inFlight++;
@@ -303,22 +309,23 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     await pause(Math.min(5000, 100 * 2 ** Math.min(attempt, 6)) * (0.5 + Math.random() / 2));
   };
 
-  const shardLoop = async (shard: number) => {
+  const shardLoop = async (shard: number, reader: RedisClient) => {
     const key = streamKey(config.redisPrefix, shard);
-    const reader = readers[shard] as RedisClient;
+    const held = heldOf(shard);
     let errors = 0;
     // 1. Our own pending list first (a restart under the same name), SEMANTICS 2.1.
     let after = '0';
     while (!stopping) {
       try {
         const found = await readGroup(reader, key, consumer, after, config.batchSize);
-        if (found.length === 0) break;
-        after = (found[found.length - 1] as StreamEntry)[0];
+        const last = found.at(-1);
+        if (last === undefined) break;
+        after = last[0];
         submit(
           shard,
           await pendingTasks(
             shard,
-            found.filter(([id]) => !heldIds[shard]?.has(id)),
+            found.filter(([id]) => !held.has(id)),
           ),
         );
         errors = 0;
@@ -359,7 +366,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         );
       }
       // Our own in-flight entries may come back too (a batch older than the claim timeout): skip them.
-      const held = heldIds[shard] as Map<string, number>;
+      const held = heldOf(shard);
       const taken = page.entries.filter(([id]) => !held.has(id));
       if (taken.length === 0) continue;
       metrics.claimed.inc({ stream: key }, taken.length);
@@ -399,8 +406,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     const minIdle = Math.floor(config.claimTimeoutMs / 2);
     while (!stopping) {
       await pause(every);
-      for (const shard of shards) {
-        const held = heldIds[shard] as Map<string, number>;
+      for (const [shard, held] of heldIds.entries()) {
         if (stopping || held.size === 0) continue;
         const since = Date.now() - 10 * config.claimTimeoutMs;
         const ids: string[] = [];
@@ -429,7 +435,8 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     await closeAll();
     throw e;
   }
-  const loops = [...shards.map(shardLoop), reclaimLoop(), heartbeatLoop()];
+  // readers holds one connection per shard, in shard order.
+  const loops = [...readers.map((reader, shard) => shardLoop(shard, reader)), reclaimLoop(), heartbeatLoop()];
   logger.info(
     { consumer, shards: config.shards, threads, placement, batchSize: config.batchSize, port: server.port },
     'worker started',
