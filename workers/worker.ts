@@ -21,7 +21,10 @@ import type { ThreadData, ThreadResult, ThreadTask } from './thread.js';
 /**
  * Where the PostgreSQL work runs. `threads`: each piscina thread holds its own connection and
  * applies the batch it encoded. `main`: threads only decode/encode; the main thread's pool
- * (SURGE_PG_POOL_SIZE connections) runs COPY and the statements. Chosen by measurement.
+ * (SURGE_PG_POOL_SIZE connections) runs COPY and the statements. The two perform alike on two
+ * cores, so `threads` is the default: it leaves the main thread to Redis, acks and /metrics, and
+ * keeps a batch's connection and transaction in one place (docs/workers.md; the runs behind it
+ * are in bench/results/HISTORY.md).
  */
 export type PgPlacement = 'threads' | 'main';
 const DEFAULT_PG_PLACEMENT: PgPlacement = 'threads';
@@ -31,7 +34,7 @@ export interface WorkerOptions {
   logger?: Logger;
   /** Consumer name in the group. Default `<host>-<pid>`. */
   consumerName?: string;
-  /** Default DEFAULT_PG_PLACEMENT (see docs/workers.md for the measurements). */
+  /** Default DEFAULT_PG_PLACEMENT (why: docs/workers.md). */
   pgPlacement?: PgPlacement;
   /** Longest XREADGROUP BLOCK; also how long a stop may wait for a reader. Default 1000 ms. */
   readBlockMs?: number;
