@@ -116,7 +116,9 @@ function short(d: DeadLetterRecord): string {
 }
 
 function printStatus(s: BatchStatus, batch: string): void {
-  const line = `replay ${batch}: ${s.done}/${s.total} done (replayed ${s.replayed}, skipped ${s.skipped})${s.retrying ? `, ${s.retrying} job(s) retrying` : ''}${s.failedJobs.length ? `, ${s.failedJobs.length} job(s) failed` : ''}`;
+  let line = `replay ${batch}: ${s.done}/${s.total} done (replayed ${s.replayed}, skipped ${s.skipped})`;
+  if (s.retrying) line += `, ${s.retrying} job(s) retrying`;
+  if (s.failedJobs.length) line += `, ${s.failedJobs.length} job(s) failed`;
   if (process.stderr.isTTY) process.stderr.write(`\r${line}`);
   else process.stderr.write(`${line}\n`);
 }
@@ -146,7 +148,9 @@ export function dlqCommand(): Command {
           );
           for (const r of rows) console.log(short(r));
           console.log(
-            `${rows.length} of ${total} shown${total > rows.length ? ` (next page: --after ${rows.at(-1)?.id ?? 0})` : ''}`,
+            total > rows.length
+              ? `${rows.length} of ${total} shown (next page: --after ${rows.at(-1)?.id ?? 0})`
+              : `${rows.length} of ${total} shown`,
           );
         });
       }),
@@ -250,7 +254,8 @@ export function dlqCommand(): Command {
               if (opts.json) console.log(JSON.stringify({ batch: batch.batch, ...status }));
               else
                 console.log(
-                  `replayed ${status.replayed}, skipped ${status.skipped} (already replayed or not replayable) of ${status.total}`,
+                  `replayed ${status.replayed}, skipped ${status.skipped} ` +
+                    `(already replayed or not replayable) of ${status.total}`,
                 );
               for (const f of status.failedJobs) console.error(`job ${f.jobId} failed after its retries: ${f.reason}`);
               if (status.failedJobs.length > 0) process.exitCode = 1;

