@@ -4,11 +4,20 @@
 import { allStreamKeys, GROUP } from '../common/keys.js';
 import type { RedisClient } from '../common/redis.js';
 
+// Lua: one entry of an XINFO GROUPS or CONSUMERS reply (a flat name, value, … array) as a table.
+const XINFO_FIELDS = `
+local function fields(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+`;
+
 // The trim point T of a stream: per group the smallest pending ID, else its last-delivered-id;
 // T = the minimum over groups. `XTRIM MINID ~ T` then removes only entries below T, which every
 // group has delivered and acknowledged. No group → no trim (nobody has read anything). IDs are
 // compared as (ms, seq) pairs of decimal strings, exactly, without floating point.
-const SAFE_TRIM = `
+const SAFE_TRIM = `${XINFO_FIELDS}
 local function cmp(a, b)
   local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
   local am, as = string.sub(a, 1, da - 1), string.sub(a, da + 1)
@@ -23,15 +32,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then return {0, ''} end
 local t = nil
-for _, g in ipairs(groups) do
-  local name, last, pending
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1]
-    elseif g[i] == 'last-delivered-id' then last = g[i + 1]
-    elseif g[i] == 'pending' then pending = g[i + 1] end
-  end
-  local candidate = last
-  if pending > 0 then candidate = redis.call('XPENDING', KEYS[1], name)[2] end
+for _, raw in ipairs(groups) do
+  local g = fields(raw)
+  local candidate = g['last-delivered-id']
+  if g['pending'] > 0 then candidate = redis.call('XPENDING', KEYS[1], g['name'])[2] end
   if t == nil or cmp(candidate, t) < 0 then t = candidate end
 end
 if t == '0-0' then return {0, t} end
@@ -42,22 +46,17 @@ return {removed, t}
 // Removes consumers of the group idle for at least ARGV[2] ms that hold no pending entries.
 // The pending check and DELCONSUMER happen in one call: a consumer with pending entries is never
 // deleted (its entries would be orphaned). Returns the removed names.
-const DELETE_IDLE_CONSUMERS = `
+const DELETE_IDLE_CONSUMERS = `${XINFO_FIELDS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
 local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
 if not ok then return {} end
 local removed = {}
 local minIdle = tonumber(ARGV[2])
-for _, c in ipairs(consumers) do
-  local name, pending, idle
-  for i = 1, #c, 2 do
-    if c[i] == 'name' then name = c[i + 1]
-    elseif c[i] == 'pending' then pending = c[i + 1]
-    elseif c[i] == 'idle' then idle = c[i + 1] end
-  end
-  if pending == 0 and idle >= minIdle then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
-    removed[#removed + 1] = name
+for _, raw in ipairs(consumers) do
+  local c = fields(raw)
+  if c['pending'] == 0 and c['idle'] >= minIdle then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c['name'])
+    removed[#removed + 1] = c['name']
   end
 end
 return removed
