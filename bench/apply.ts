@@ -365,16 +365,19 @@ async function benchBull(orders: QueuedOrder[], concurrency: number) {
 const round = (x: number) => Math.round(x * 100) / 100;
 const median = (xs: number[]): number => {
   const v = [...xs].sort((a, b) => a - b);
-  const m = v.length >> 1;
-  return v.length % 2 ? (v[m] as number) : ((v[m - 1] as number) + (v[m] as number)) / 2;
+  const lower = v[(v.length - 1) >> 1];
+  const upper = v[v.length >> 1];
+  return lower === undefined || upper === undefined ? Number.NaN : (lower + upper) / 2;
 };
 const trickle = args.trickle === undefined ? undefined : Number(args.trickle);
 const rounds = trickle === undefined ? Math.max(1, Number(args.rounds)) : 1;
 const orders = makeOrders(trickle === undefined ? N : Math.round(trickle * Number(args.seconds)));
+const date = new Date().toISOString();
+const m = machine();
 const result: Record<string, unknown> = {
-  date: new Date().toISOString(),
+  date,
   label: args.label,
-  machine: machine(),
+  machine: m,
   orders: N,
   rounds,
 };
@@ -408,7 +411,7 @@ const med = (pick: (x: (typeof perRound)[number]) => number | undefined): number
   const xs = perRound.map(pick).filter((x): x is number => x !== undefined);
   return xs.length ? round(median(xs)) : undefined;
 };
-result.median = {
+const medians = {
   surgeOrdersPerSecond: med((x) => x.surge?.ordersPerSecond),
   rawCopyOrdersPerSecond: med((x) => x.rawCopy?.ordersPerSecond),
   bullmqOrdersPerSecond: med((x) => x.bullmq?.ordersPerSecond),
@@ -416,20 +419,20 @@ result.median = {
   surgeVsBullmq: med((x) => x.surgeVsBullmq),
   rawCopyVsBullmq: med((x) => x.rawCopyVsBullmq),
 };
-result.machineLoadAfter = os.loadavg().map((x) => round(x));
+result.median = medians;
+const machineLoadAfter = os.loadavg().map((x) => round(x));
+result.machineLoadAfter = machineLoadAfter;
 
 const line = (name: string, r?: { orders: number; seconds: number; ordersPerSecond: number }) =>
   r
     ? `${name.padEnd(28)} ${String(r.orders).padStart(7)} orders  ${r.seconds.toFixed(2).padStart(7)} s  ${Math.round(r.ordersPerSecond).toString().padStart(7)} orders/s`
     : '';
-const m = result.machine as ReturnType<typeof machine>;
-const medians = result.median as Record<string, number | undefined>;
 const ratioLine = (name: string, key: 'surgeVsRawCopy' | 'surgeVsBullmq' | 'rawCopyVsBullmq', goal: string) =>
   medians[key] === undefined
     ? ''
     : `${name} = ${medians[key]} median (rounds: ${perRound.map((x) => x[key]).join(', ')})${goal}`;
 const text = [
-  `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, node ${m.node}, ${m.postgres}, ${m.redis}, load ${m.loadavg.join(' ')} before, ${(result.machineLoadAfter as number[]).join(' ')} after`,
+  `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, node ${m.node}, ${m.postgres}, ${m.redis}, load ${m.loadavg.join(' ')} before, ${machineLoadAfter.join(' ')} after`,
   ...perRound.flatMap((x, i) => [
     rounds > 1 ? `round ${i + 1}` : '',
     x.surge
@@ -456,7 +459,7 @@ console.log(text);
 if (!args['no-save']) {
   const dir = join(PACKAGE_ROOT, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
-  const stamp = (result.date as string).slice(0, 10);
+  const stamp = date.slice(0, 10);
   const command = `npm run bench:apply -- ${process.argv.slice(2).join(' ')}`.trim();
   writeFileSync(join(dir, `apply-${stamp}.json`), `${JSON.stringify({ command, ...result }, null, 2)}\n`);
   writeFileSync(

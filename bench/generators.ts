@@ -112,7 +112,8 @@ function mergeTicks(list: Tick[]): MergedTick {
 }
 
 function mergeResults(results: GeneratorResult[]): MergedResult {
-  const first = results[0] as GeneratorResult;
+  const [first] = results;
+  if (first === undefined) throw new Error('no load generator reported a result');
   const phases: MergedPhase[] = first.phases.map((_, i) => {
     const parts = results.map((r) => r.phases[i]).filter((p) => p !== undefined);
     const histogram = hdr.build(HISTOGRAM_OPTIONS);

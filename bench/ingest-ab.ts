@@ -119,8 +119,9 @@ async function main(): Promise<void> {
       const after = sides.map(cpu);
       const figures: SideRound[] = results.map((r, i) => {
         const ok = r['2xx'];
-        const b = before[i] as { main: number; whole: number };
-        const a = after[i] as { main: number; whole: number };
+        const b = before[i];
+        const a = after[i];
+        if (b === undefined || a === undefined) throw new Error(`round ${round}: no CPU reading for side ${i}`);
         return {
           ok,
           non2xx: r.non2xx,
@@ -129,18 +130,25 @@ async function main(): Promise<void> {
           processUsPerRequest: ((a.whole - b.whole) * 1e6) / ok,
         };
       });
-      const [fa, fb] = figures as [SideRound, SideRound];
+      const [fa, fb] = figures;
+      if (fa === undefined || fb === undefined) throw new Error(`round ${round}: expected the figures of A and B`);
       for (const f of figures) {
         if (f.ok === 0 || f.non2xx > 0 || f.errors > 0)
           throw new Error(
             `round ${round}: a server did not answer every request with 2xx (${JSON.stringify(f)}); the comparison would mean nothing`,
           );
       }
-      ratios.main.push(fb.mainUsPerRequest / fa.mainUsPerRequest);
-      ratios.process.push(fb.processUsPerRequest / fa.processUsPerRequest);
+      const mainRatio = fb.mainUsPerRequest / fa.mainUsPerRequest;
+      const processRatio = fb.processUsPerRequest / fa.processUsPerRequest;
+      ratios.main.push(mainRatio);
+      ratios.process.push(processRatio);
       const f1 = (x: number) => x.toFixed(1);
       process.stdout.write(
-        `round ${round}: A ${fa.ok} requests, CPU µs/request main thread ${f1(fa.mainUsPerRequest)}, process ${f1(fa.processUsPerRequest)} | B ${fb.ok} requests, main thread ${f1(fb.mainUsPerRequest)}, process ${f1(fb.processUsPerRequest)} | B/A main thread ${(ratios.main.at(-1) as number).toFixed(3)}, process ${(ratios.process.at(-1) as number).toFixed(3)}\n`,
+        `round ${round}: ` +
+          `A ${fa.ok} requests, CPU µs/request main thread ${f1(fa.mainUsPerRequest)}, ` +
+          `process ${f1(fa.processUsPerRequest)} | ` +
+          `B ${fb.ok} requests, main thread ${f1(fb.mainUsPerRequest)}, process ${f1(fb.processUsPerRequest)} | ` +
+          `B/A main thread ${mainRatio.toFixed(3)}, process ${processRatio.toFixed(3)}\n`,
       );
     }
     process.stdout.write(

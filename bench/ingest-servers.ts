@@ -63,7 +63,8 @@ export const BENCH_ORDER_JSON = JSON.stringify({
 /** Median of the values; NaN when there are none. */
 export function median(values: readonly number[]): number {
   const s = [...values].sort((x, y) => x - y);
-  const n = s.length;
-  if (n === 0) return Number.NaN;
-  return n % 2 ? (s[(n - 1) / 2] as number) : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
+  // The two middle values; the same one when the count is odd.
+  const lower = s[(s.length - 1) >> 1];
+  const upper = s[s.length >> 1];
+  return lower === undefined || upper === undefined ? Number.NaN : (lower + upper) / 2;
 }

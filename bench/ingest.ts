@@ -286,6 +286,11 @@ async function main(): Promise<void> {
   const pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
   const figures: Figures[] = [];
   const servers = new Map<Scenario, { child: ChildProcess; url: string }>();
+  const serverOf = (s: Scenario) => {
+    const server = servers.get(s);
+    if (server === undefined) throw new Error(`no server started for scenario ${s}`);
+    return server;
+  };
   try {
     const { apiKey } = await createClient(pool, 'bench');
     // One server process per scenario, all started up front and warmed up once; they idle
@@ -298,7 +303,7 @@ async function main(): Promise<void> {
       requests,
     });
     for (const s of order) {
-      const { url } = servers.get(s) as { url: string };
+      const { url } = serverOf(s);
       process.stdout.write(`warm-up ${SCENARIOS[s].label} ${warmup} s\n`);
       await load(url, SCENARIOS[s].path, { ...optsOf(s), duration: warmup });
     }
@@ -306,7 +311,7 @@ async function main(): Promise<void> {
     // CPU frequency) hits every scenario alike, and the ratios are taken within a round.
     for (let round = 1; round <= rounds; round++) {
       for (const s of order) {
-        const { child, url } = servers.get(s) as { child: ChildProcess; url: string };
+        const { child, url } = serverOf(s);
         const o = optsOf(s);
         // The server's main thread (its task id is its pid) runs the event loop: the bottleneck.
         const cpu0 = {
@@ -377,25 +382,22 @@ async function main(): Promise<void> {
     const fa = stat(ratios('f', 'a'));
     const bf = stat(ratios('b', 'f'));
     const cb = stat(ratios('c', 'b'));
-    const medians = Object.fromEntries(
-      order.map((s) => {
-        const fs = figures.filter((f) => f.scenario === s);
-        return [
-          s,
-          {
-            requestsPerSecond: median(fs.map((f) => f.requestsPerSecond)),
-            ordersPerSecond: median(fs.map((f) => f.ordersPerSecond)),
-            latencyP50Ms: median(fs.map((f) => f.latencyP50Ms)),
-            latencyP99Ms: median(fs.map((f) => f.latencyP99Ms)),
-            serverCpuUsPerOrder: median(fs.map((f) => f.serverCpuUsPerOrder)),
-            serverMainThreadUsPerOrder: median(fs.map((f) => f.serverMainThreadUsPerOrder)),
-            redisCpuUsPerOrder: median(fs.map((f) => f.redisCpuUsPerOrder)),
-            loadGenCpuUsPerOrder: median(fs.map((f) => f.loadGenCpuUsPerOrder)),
-            loadGenCores: median(fs.map((f) => f.loadGenCores)),
-          },
-        ];
-      }),
-    ) as Record<string, Record<string, number>>;
+    const medianRows = order.map((s) => {
+      const fs = figures.filter((f) => f.scenario === s);
+      const m = {
+        requestsPerSecond: median(fs.map((f) => f.requestsPerSecond)),
+        ordersPerSecond: median(fs.map((f) => f.ordersPerSecond)),
+        latencyP50Ms: median(fs.map((f) => f.latencyP50Ms)),
+        latencyP99Ms: median(fs.map((f) => f.latencyP99Ms)),
+        serverCpuUsPerOrder: median(fs.map((f) => f.serverCpuUsPerOrder)),
+        serverMainThreadUsPerOrder: median(fs.map((f) => f.serverMainThreadUsPerOrder)),
+        redisCpuUsPerOrder: median(fs.map((f) => f.redisCpuUsPerOrder)),
+        loadGenCpuUsPerOrder: median(fs.map((f) => f.loadGenCpuUsPerOrder)),
+        loadGenCores: median(fs.map((f) => f.loadGenCores)),
+      };
+      return [s, m] as const;
+    });
+    const medians = Object.fromEntries(medianRows);
     const redisVersion = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? '?';
     const machine = {
       cpus: cpus().length,
@@ -461,8 +463,7 @@ async function main(): Promise<void> {
         '',
         '| Medians | req/s | orders/s | p50 ms | p99 ms | server µs/order | main thread µs/order | Redis µs/order | loadgen µs/order |',
         '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-        ...order.map((s) => {
-          const m = medians[s] as Record<string, number>;
+        ...medianRows.map(([s, m]) => {
           return `| ${SCENARIOS[s].label} | ${m.requestsPerSecond} | ${m.ordersPerSecond} | ${m.latencyP50Ms} | ${m.latencyP99Ms} | ${m.serverCpuUsPerOrder} | ${m.serverMainThreadUsPerOrder} | ${m.redisCpuUsPerOrder} | ${m.loadGenCpuUsPerOrder} |`;
         }),
         '',

@@ -25,7 +25,7 @@ const PAYLOAD = JSON.stringify({
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
+  return s[Math.floor(s.length / 2)] ?? Number.NaN;
 }
 
 async function time(runs: number, fn: () => Promise<unknown>): Promise<number> {
@@ -63,7 +63,8 @@ try {
     >;
     const known = await time(20, () => readLag(r, PREFIX, 1));
     // Delete one undelivered entry: Redis reports lag NULL, readLag counts n − 11 entries.
-    const after = (await r.xrange(key, `(${read[0]?.[1][9]?.[0]}`, '+', 'COUNT', 2))[1]?.[0] as string;
+    const after = (await r.xrange(key, `(${read[0]?.[1][9]?.[0]}`, '+', 'COUNT', 2))[1]?.[0];
+    if (after === undefined) throw new Error('expected undelivered entries after the tenth');
     await r.xdel(key, after);
     const snap = await readLag(r, PREFIX, 1);
     if (snap.shards[0]?.group?.lag !== null || snap.shards[0]?.group?.undelivered !== n - 11)

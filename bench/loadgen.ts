@@ -170,6 +170,11 @@ export async function runGenerator(
     abandoned: 0,
     histogram: '',
   }));
+  const phaseResult = (phase: number): PhaseResult => {
+    const ph = phases[phase];
+    if (ph === undefined) throw new Error(`load plan has no phase ${phase}`);
+    return ph;
+  };
   let windowHist = hdr.build(HISTOGRAM_OPTIONS);
   let win = zeroCounts();
   const acceptedKeys = new Set<string>();
@@ -191,7 +196,7 @@ export async function runGenerator(
 
   const submit = async (key: string, phase: number, intended: number): Promise<void> => {
     const body = JSON.stringify(orderFor(key, plan.workload));
-    const ph = phases[phase] as PhaseResult;
+    const ph = phaseResult(phase);
     let final = 'net';
     for (let attempt = 0; ; attempt++) {
       let status = 0;
@@ -252,7 +257,7 @@ export async function runGenerator(
   };
 
   const dispatch = (phase: number, seq: number, intended: number) => {
-    const ph = phases[phase] as PhaseResult;
+    const ph = phaseResult(phase);
     ph.offered++;
     win.offered++;
     total++;
@@ -261,9 +266,12 @@ export async function runGenerator(
       win.dropped++;
       return;
     }
+    // With probability duplicateFraction (once there are recent keys), resend one of them.
+    const duplicate =
+      recent.length > 0 && rnd() < plan.duplicateFraction ? recent[Math.floor(rnd() * recent.length)] : undefined;
     let key: string;
-    if (recent.length > 0 && rnd() < plan.duplicateFraction) {
-      key = recent[Math.floor(rnd() * recent.length)] as string;
+    if (duplicate !== undefined) {
+      key = duplicate;
       ph.duplicatesSent++;
     } else {
       key = orderKey(plan.runKey, phase, plan.generator, seq);
@@ -301,7 +309,7 @@ export async function runGenerator(
     let phaseStart = t0;
     let seq = 0;
     const finishPhase = (now: number) => {
-      (phases[currentPhase] as PhaseResult).durationMs = Math.round(
+      phaseResult(currentPhase).durationMs = Math.round(
         Math.min(now, phaseStart + (plan.phases[currentPhase]?.durationMs ?? 0)) - phaseStart,
       );
     };
@@ -338,13 +346,10 @@ export async function runGenerator(
   while (outstanding > 0 && performance.now() < deadline) await sleep(10);
   clearInterval(tickTimer);
   if (outstanding > 0) {
-    const last = phases[Math.min(currentPhase, phases.length - 1)] as PhaseResult;
-    last.abandoned += outstanding;
+    phaseResult(Math.min(currentPhase, phases.length - 1)).abandoned += outstanding;
   }
   await pool.close().catch(() => {});
-  phases.forEach((p, i) => {
-    p.histogram = hdr.encodeIntoCompressedBase64(phaseHist[i] as hdr.Histogram);
-  });
+  for (const [i, h] of phaseHist.entries()) phaseResult(i).histogram = hdr.encodeIntoCompressedBase64(h);
   return {
     generator: plan.generator,
     startedAtMs,

@@ -133,7 +133,8 @@ async function profile(
 const [mode, ...rest] = process.argv.slice(2);
 if (mode === 'load') {
   const [url, apiKey, rate, seconds] = rest;
-  await load(url as string, apiKey as string, Number(rate), Number(seconds));
+  if (url === undefined || apiKey === undefined) throw new Error('profile load: expected URL API_KEY RATE SECONDS');
+  await load(url, apiKey, Number(rate), Number(seconds));
 } else if (mode === 'ingest' || mode === 'workers') {
   const { values } = parseArgs({
     args: rest,
@@ -148,7 +149,7 @@ if (mode === 'load') {
   await profile(mode, {
     rate: Number(values.rate),
     seconds: Number(values.seconds),
-    tools: (values.tools as string).split(','),
+    tools: values.tools.split(','),
     out,
   }).catch((e: unknown) => {
     process.stderr.write(`profile: ${(e as Error).message}\n`);

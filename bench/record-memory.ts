@@ -39,8 +39,11 @@ try {
   for (let i = 0; i < N; i += 1000) {
     const chunk = Array.from({ length: Math.min(1000, N - i) }, (_, j) => writer.prepare(CLIENT, key(i + j), ORDER));
     const outcomes = await writer.writeMany(chunk);
-    if (outcomes.some((o) => o.kind !== 'accepted')) throw new Error('an order was not accepted');
-    prepared.push(...chunk.map((p, j) => ({ p, body: (outcomes[j] as { body: string }).body })));
+    for (const [j, p] of chunk.entries()) {
+      const outcome = outcomes[j];
+      if (outcome?.kind !== 'accepted') throw new Error('an order was not accepted');
+      prepared.push({ p, body: outcome.body });
+    }
   }
   let streams = 0;
   for (let s = 0; s < SHARDS; s++)

@@ -361,7 +361,7 @@ export function soakDrift(s: SystemSummary): Drift {
   const last = load.slice(-fifth);
   const med = (v: number[]) => {
     const a = [...v].sort((x, y) => x - y);
-    return a.length ? (a[Math.floor(a.length / 2)] as number) : 0;
+    return a[Math.floor(a.length / 2)] ?? 0;
   };
   const acceptP99FirstMs = med(first.map((x) => x.acceptP99Ms));
   const acceptP99LastMs = med(last.map((x) => x.acceptP99Ms));
@@ -373,22 +373,21 @@ export function soakDrift(s: SystemSummary): Drift {
   const memorySlopeMiBPerMin: Record<string, number> = {};
   const rows: Array<Array<string | number>> = [];
   for (const role of roles) {
-    const pts = load
-      .filter((x) => x.memoryMiB[role] !== undefined)
-      .map((x) => [x.t, x.memoryMiB[role] as number] as const);
-    if (pts.length < 2) continue;
+    const pts = load.flatMap((x) => {
+      const mib = x.memoryMiB[role];
+      return mib === undefined ? [] : [[x.t, mib] as const];
+    });
+    const start = pts[0];
+    const end = pts.at(-1);
+    if (pts.length < 2 || start === undefined || end === undefined) continue;
     const n = pts.length;
     const mx = pts.reduce((a, p) => a + p[0], 0) / n;
     const my = pts.reduce((a, p) => a + p[1], 0) / n;
     const sxx = pts.reduce((a, p) => a + (p[0] - mx) ** 2, 0);
     const slope = sxx > 0 ? pts.reduce((a, p) => a + (p[0] - mx) * (p[1] - my), 0) / sxx : 0;
-    memorySlopeMiBPerMin[role] = Math.round(slope * 60 * 100) / 100;
-    rows.push([
-      role,
-      (pts[0] as readonly [number, number])[1],
-      (pts.at(-1) as readonly [number, number])[1],
-      memorySlopeMiBPerMin[role] as number,
-    ]);
+    const slopePerMin = Math.round(slope * 60 * 100) / 100;
+    memorySlopeMiBPerMin[role] = slopePerMin;
+    rows.push([role, start[1], end[1], slopePerMin]);
   }
   const lines = [
     `Accept p99 (median of per-second p99): first fifth ${acceptP99FirstMs} ms → last fifth ${acceptP99LastMs} ms.`,
@@ -546,13 +545,16 @@ export async function compare(o: BenchOptions): Promise<{ report: Report; dir: s
     const r = await withTarget(system, o, (t) => runRamp(t, o, SYSTEM_LABEL[system]));
     results.push({ summary: r.summary, knee: r.knee });
   }
-  const by = (s: SystemName) => results.find((r) => r.summary.system === s) as { summary: SystemSummary; knee: Knee };
+  const by = (s: SystemName) => {
+    const r = results.find((x) => x.summary.system === s);
+    if (r === undefined) throw new Error(`compare: no result for ${s}`);
+    return r;
+  };
   const surge = by('surge');
   const peakCommit = (s: SystemSummary) => {
     const c = s.samples.map((x) => x.committed);
     let best = 0;
-    for (let i = 0; i + 3 <= c.length; i++)
-      best = Math.max(best, ((c[i] as number) + (c[i + 1] as number) + (c[i + 2] as number)) / 3);
+    for (let i = 0; i + 3 <= c.length; i++) best = Math.max(best, c.slice(i, i + 3).reduce((a, x) => a + x, 0) / 3);
     return Math.round(best);
   };
   // The highest step every system sustained: where their latencies are compared like for like.

@@ -133,13 +133,13 @@ export function littleChecks(
       note,
     });
   };
-  const withBacklog = steady.filter((s) => s.backlog !== null);
+  const withBacklog = steady.filter((s): s is SecondSample & { backlog: number } => s.backlog !== null);
   if (withBacklog.length >= 3) {
     check(
       'pipeline: backlog = commit rate × mean accept-to-commit',
       mean(withBacklog.map((s) => s.committed)),
       commitMeanMs / 1000,
-      mean(withBacklog.map((s) => s.backlog as number)),
+      mean(withBacklog.map((s) => s.backlog)),
       'L from the lag exporter (lag + pending), λ from PostgreSQL commits per second, W from applied_at − received_at',
     );
   }
@@ -164,6 +164,8 @@ export function summarize(
   const phases: PhaseRow[] = run.load.phases.map((p, i) => {
     const inPhase = run.samples.filter((s) => s.phase === i && !s.draining);
     const durationS = p.durationMs / 1000;
+    const commitHistogram = run.commitByPhase[i];
+    if (commitHistogram === undefined) throw new Error(`no commit histogram for phase ${i}`);
     return {
       phase: i,
       offeredRate: Math.round(p.rate * 10) / 10,
@@ -179,7 +181,7 @@ export function summarize(
       dropped: p.dropped,
       abandoned: p.abandoned,
       accept: percentiles(p.histogram),
-      commit: percentiles(run.commitByPhase[i] as hdr.Histogram),
+      commit: percentiles(commitHistogram),
       backlogMax: maxOrNull(inPhase.map((s) => s.backlog)),
       backlogAgeMaxS: maxOrNull(inPhase.map((s) => s.backlogAgeSeconds)),
     };

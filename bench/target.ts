@@ -233,6 +233,8 @@ export async function startSurge(opts: SurgeStartOptions): Promise<Target> {
     for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
     Object.assign(process.env, saved);
   }
+  const databaseUrl = stack.env.DATABASE_URL;
+  if (databaseUrl === undefined) throw new Error('the started stack has no DATABASE_URL');
   const extra: ChildProcess[] = [];
   for (let i = 1; i < opts.workers; i++) {
     extra.push(spawnNode([CLI, 'work'], { ...stack.env, SURGE_WORKER_METRICS_PORT: '0' }, opts.log));
@@ -244,7 +246,7 @@ export async function startSurge(opts: SurgeStartOptions): Promise<Target> {
     system: 'surge',
     url: stack.ingestUrl,
     apiKey: stack.apiKey,
-    databaseUrl: stack.env.DATABASE_URL as string,
+    databaseUrl,
     settings: {
       workers: opts.workers,
       shards: settings.shards,

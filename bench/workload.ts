@@ -51,13 +51,14 @@ function seedOf(text: string): number {
 /** The order sent under idempotency key `key`: a pure function of the key and the workload. */
 export function orderFor(key: string, w: WorkloadOptions): Order {
   const rnd = prng(seedOf(key));
-  if (w.hotSkus.length > 0 && rnd() < w.hotFraction) {
+  const hotSku =
+    w.hotSkus.length > 0 && rnd() < w.hotFraction ? w.hotSkus[Math.floor(rnd() * w.hotSkus.length)] : undefined;
+  if (hotSku !== undefined) {
     // A flash-sale order: one line of one hot SKU, quantity 1–2 (shoppers buy one or two).
-    const sku = w.hotSkus[Math.floor(rnd() * w.hotSkus.length)] as string;
     return {
       customer_id: `cust-${Math.floor(rnd() * 1e6)}`,
       currency: 'EUR',
-      items: [{ sku, qty: 1 + Math.floor(rnd() * 2), unit_price_cents: 4999 }],
+      items: [{ sku: hotSku, qty: 1 + Math.floor(rnd() * 2), unit_price_cents: 4999 }],
     };
   }
   const n = 1 + Math.floor(rnd() * w.maxItems);
