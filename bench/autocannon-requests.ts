@@ -1,10 +1,11 @@
 // Requests with a fresh idempotency key each, made cheaply for autocannon.
 //
 // autocannon's way to vary requests (`setupRequest`) rebuilds the whole request object and
-// its bytes on every request. Measured on the 2-core bench host (2026-11-22): that costs the
-// load generator's thread ~1.8× the CPU per request of a static request, CPU the servers under
-// test then do not get. Here each request's bytes are one string concatenation from a fixed
-// head — the same bytes autocannon's own builder writes (test/bench-unit.test.ts compares them).
+// its bytes on every request. That costs the load generator's thread clearly more CPU per
+// request than a static request (bench/results/HISTORY.md has the figures), CPU the servers
+// under test then do not get on a shared host. Here each request's bytes are one string
+// concatenation from a fixed head — the same bytes autocannon's own builder writes
+// (test/bench-unit.test.ts compares them).
 import type autocannon from 'autocannon';
 
 /**

@@ -1,8 +1,8 @@
-// Paired A/B of two ingest builds (issue 3's hot-path work): both servers run at the same time,
-// each loaded by its own autocannon at the same fixed request rate, and the CPU time each
-// spends per request is compared round by round. A shared, noisy host slows both alike within
-// a round, so the ratio B/A resolves differences of a few per cent that interleaved saturated
-// runs of bench:ingest (±5–10 % per round) cannot. It measures CPU per request, not capacity.
+// Paired A/B of two ingest builds: both servers run at the same time, each loaded by its own
+// autocannon at the same fixed request rate, and the CPU time each spends per request is
+// compared round by round. A shared, noisy host slows both alike within a round, so the ratio
+// B/A resolves differences smaller than the round-to-round spread of interleaved saturated
+// bench:ingest runs (bench/results/HISTORY.md). It measures CPU per request, not capacity.
 //
 //   npm run bench:ingest-ab -- --b <other build's dist dir> [--a <dist dir>] [--rate 3000] [--rounds 6] [--duration 8] [--warmup 3] [--connections 50]
 import { join } from 'node:path';
@@ -34,8 +34,7 @@ Options:
   -h, --help        this text
 
 Both builds must have bench/ingest.js (its --serve surge mode starts ingest). The run makes its
-own database and key prefix and removes them afterwards, as bench:ingest does. On a shared host
-run it under flock /tmp/surge-heavy.lock.
+own database and key prefix and removes them afterwards, as bench:ingest does.
 `;
 
 interface Side {

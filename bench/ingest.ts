@@ -1,4 +1,4 @@
-// Ingest benchmark (issue 3). In one process tree:
+// Ingest benchmark. In one process tree:
 //   (a) baseline: a bare node:http server that parses the JSON body and does one XADD per request;
 //   (b) Surge ingest (auth, validation, idempotency Lua call, fastify, metrics);
 //   (c) Surge ingest, POST /v1/orders:batch with 1,000 orders per request.
@@ -218,7 +218,7 @@ const round2 = (x: number) => Math.round(x * 100) / 100;
 
 const USAGE = `Usage: npm run bench:ingest -- [options]
 
-Ingest benchmark (issue 3): interleaved rounds of autocannon against
+Ingest benchmark: interleaved rounds of autocannon against
   a   a bare node:http server that parses the body and does one XADD per request
   b   Surge POST /v1/orders (100 connections by default)
   c   Surge POST /v1/orders:batch, ${BATCH_SIZE} orders per request
@@ -238,7 +238,7 @@ Options:
                          template (default): the request's bytes from a fixed head, one
                            string concatenation per request (about the cost of a static request);
                          setup-request: autocannon's setupRequest, the request rebuilt field by
-                           field (~1.8× the load generator's CPU per request; how the results
+                           field (clearly more load generator CPU per request; how the results
                            written before this option existed were made)
   --no-write             print only, write no result files
   -h, --help             this text
@@ -246,8 +246,7 @@ Options:
 It makes its own database and key prefix and removes them afterwards, like the tests:
 SURGE_TEST_REDIS_URL (default redis://127.0.0.1:6379) and SURGE_TEST_DATABASE_URL (an admin
 URL, default postgres://postgres@127.0.0.1:5432/postgres). SURGE_BENCH_NODE_ARGS passes Node
-flags (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") to the server processes. On a shared host
-run it under flock /tmp/surge-heavy.lock.
+flags (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") to the server processes.
 `;
 
 async function main(): Promise<void> {
@@ -444,13 +443,13 @@ async function main(): Promise<void> {
       const md = [
         `# Ingest benchmark, ${summary.date}`,
         '',
-        `Command: \`${command}\` (on a shared host, wrap it in \`flock /tmp/surge-heavy.lock\`)`,
+        `Command: \`${command}\``,
         '',
         `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.totalMemoryMiB} MiB RAM, Node ${machine.node}, Redis ${machine.redis} (same host); load average (1/5/15 min) ${machine.loadAverageBefore.join(' / ')} before, ${machine.loadAverageAfter.join(' / ')} after.`,
         '',
         `Rounds are interleaved (${order.join(', ')}, ${order.join(', ')}, …), ${duration} s each after one ${warmup} s warm-up per server; ratios are taken within a round.`,
         requests === 'template'
-          ? "Requests: each one's bytes made from a fixed head with a fresh Idempotency-Key (`--requests template`, the default; results written before it existed used `setup-request`, which costs the load generator ~1.8× the CPU per request)."
+          ? "Requests: each one's bytes made from a fixed head with a fresh Idempotency-Key (`--requests template`, the default; results written before it existed used `setup-request`, which costs the load generator clearly more CPU per request)."
           : 'Requests: rebuilt by autocannon for each request through `setupRequest` (`--requests setup-request`, as in the results written before `--requests` existed).',
         'CPU columns: CPU time per order of the server process (its kernel share in the log) and of its main thread (the event loop), of Redis (INFO cpu: the whole server, so other clients of a shared Redis count too), and of the load generator (autocannon, one thread).',
         '',
