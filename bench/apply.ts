@@ -425,21 +425,26 @@ result.machineLoadAfter = machineLoadAfter;
 
 const line = (name: string, r?: { orders: number; seconds: number; ordersPerSecond: number }) =>
   r
-    ? `${name.padEnd(28)} ${String(r.orders).padStart(7)} orders  ${r.seconds.toFixed(2).padStart(7)} s  ${Math.round(r.ordersPerSecond).toString().padStart(7)} orders/s`
+    ? `${name.padEnd(28)} ${String(r.orders).padStart(7)} orders  ` +
+      `${r.seconds.toFixed(2).padStart(7)} s  ${Math.round(r.ordersPerSecond).toString().padStart(7)} orders/s`
     : '';
 const ratioLine = (name: string, key: 'surgeVsRawCopy' | 'surgeVsBullmq' | 'rawCopyVsBullmq', goal: string) =>
   medians[key] === undefined
     ? ''
     : `${name} = ${medians[key]} median (rounds: ${perRound.map((x) => x[key]).join(', ')})${goal}`;
 const text = [
-  `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, node ${m.node}, ${m.postgres}, ${m.redis}, load ${m.loadavg.join(' ')} before, ${machineLoadAfter.join(' ')} after`,
+  `bench:apply ${args.label} — ${m.cores} × ${m.cpu}, ` +
+    `node ${m.node}, ${m.postgres}, ${m.redis}, ` +
+    `load ${m.loadavg.join(' ')} before, ${machineLoadAfter.join(' ')} after`,
   ...perRound.flatMap((x, i) => [
     rounds > 1 ? `round ${i + 1}` : '',
     x.surge
-      ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, x.surge)}  (${JSON.stringify(x.surge.settings)})`
+      ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, x.surge)}` +
+        `  (${JSON.stringify(x.surge.settings)})`
       : '',
     x.surge
-      ? `surge: ${x.surge.batches} batches, CPU µs/order: worker ${Math.round((x.surge.nodeCpuSeconds * 1e6) / x.surge.orders)}` +
+      ? `surge: ${x.surge.batches} batches, CPU µs/order: ` +
+        `worker ${Math.round((x.surge.nodeCpuSeconds * 1e6) / x.surge.orders)}` +
         (x.surge.postgresCpuSeconds === undefined
           ? ''
           : `, its PostgreSQL backends ${Math.round((x.surge.postgresCpuSeconds * 1e6) / x.surge.orders)}`) +

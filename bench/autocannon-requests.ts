@@ -46,7 +46,8 @@ export function takeRequestsFrom(client: autocannon.Client, next: () => Buffer):
   const it = (client as unknown as { requestIterator?: Partial<RequestIteratorInternals> }).requestIterator;
   if (!it || typeof it.nextRequest !== 'function' || !it.currentRequest) {
     throw new Error(
-      'autocannon: client.requestIterator.nextRequest not found (autocannon internals changed); run bench:ingest with --requests setup-request',
+      'autocannon: client.requestIterator.nextRequest not found (autocannon internals changed); ' +
+        'run bench:ingest with --requests setup-request',
     );
   }
   const iterator = it as RequestIteratorInternals;

@@ -4,7 +4,8 @@
 // B/A resolves differences smaller than the round-to-round spread of interleaved saturated
 // bench:ingest runs (bench/results/HISTORY.md). It measures CPU per request, not capacity.
 //
-//   npm run bench:ingest-ab -- --b <other build's dist dir> [--a <dist dir>] [--rate 3000] [--rounds 6] [--duration 8] [--warmup 3] [--connections 50]
+//   npm run bench:ingest-ab -- --b <other build's dist dir> [--a <dist dir>] [--rate 3000] [--rounds 6]
+//                              [--duration 8] [--warmup 3] [--connections 50]
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -102,7 +103,8 @@ async function main(): Promise<void> {
       });
     };
     process.stdout.write(
-      `A: ${values.a}\nB: ${values.b}\n${rate} requests/s to each, ${connections} connections, ${rounds} rounds of ${duration} s after ${warmup} s warm-up\n`,
+      `A: ${values.a}\nB: ${values.b}\n${rate} requests/s to each, ` +
+        `${connections} connections, ${rounds} rounds of ${duration} s after ${warmup} s warm-up\n`,
     );
     await Promise.all(sides.map((s) => load(s.server.url, warmup)));
     const ratios = { main: [] as number[], process: [] as number[] };
@@ -134,7 +136,8 @@ async function main(): Promise<void> {
       for (const f of figures) {
         if (f.ok === 0 || f.non2xx > 0 || f.errors > 0)
           throw new Error(
-            `round ${round}: a server did not answer every request with 2xx (${JSON.stringify(f)}); the comparison would mean nothing`,
+            `round ${round}: a server did not answer every request with 2xx (${JSON.stringify(f)}); ` +
+              'the comparison would mean nothing',
           );
       }
       const mainRatio = fb.mainUsPerRequest / fa.mainUsPerRequest;
@@ -151,7 +154,8 @@ async function main(): Promise<void> {
       );
     }
     process.stdout.write(
-      `median B/A of CPU per request: main thread ${median(ratios.main).toFixed(3)}, whole process ${median(ratios.process).toFixed(3)} (below 1: B spends less)\n`,
+      `median B/A of CPU per request: main thread ${median(ratios.main).toFixed(3)}, ` +
+        `whole process ${median(ratios.process).toFixed(3)} (below 1: B spends less)\n`,
     );
   } finally {
     for (const s of sides) await stopServer(s.server.child);

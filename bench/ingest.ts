@@ -3,10 +3,13 @@
 //   (b) Surge ingest (auth, validation, idempotency Lua call, fastify, metrics);
 //   (c) Surge ingest, POST /v1/orders:batch with 1,000 orders per request.
 // Each server runs in its own child process so autocannon (here) does not share its event loop.
-// Every request carries a fresh Idempotency-Key (no replays; bench/autocannon-requests.ts). Prints req/s, p50/p99 and the
-// ratios b/a and c(orders/s)/b(orders/s), and writes bench/results/ingest-<date>.{json,md}.
+// Every request carries a fresh Idempotency-Key (no replays; bench/autocannon-requests.ts).
+// Prints req/s, p50/p99 and the ratios b/a and c(orders/s)/b(orders/s), and writes
+// bench/results/ingest-<date>.{json,md}.
 //
-//   npm run bench:ingest -- [--rounds 5] [--duration 5] [--warmup 3] [--connections 100] [--batch-connections 10] [--scenarios a,b,c[,a0][,f]] [--requests template|setup-request] [--no-write] [--help]
+//   npm run bench:ingest -- [--rounds 5] [--duration 5] [--warmup 3] [--connections 100]
+//                           [--batch-connections 10] [--scenarios a,b,c[,a0][,f]]
+//                           [--requests template|setup-request] [--no-write] [--help]
 // References: (a0) the baseline without auto-pipelining; (f) the baseline's work in fastify (the framework alone).
 // Scenarios run in interleaved rounds (a, b, c, a, b, c, …) against servers started once; each
 // round reports req/s, latency and the CPU time per order of server, Redis and load generator.
@@ -356,7 +359,13 @@ async function main(): Promise<void> {
         };
         figures.push(f);
         console.log(
-          `round ${round} ${SCENARIOS[s].label}: ${f.requestsPerSecond} req/s, ${f.ordersPerSecond} orders/s, p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms, non-2xx ${f.non2xx}, errors ${f.errors}; CPU µs/order server ${f.serverCpuUsPerOrder} (${Math.round(f.serverSystemShare * 100)} % kernel; main thread ${f.serverMainThreadUsPerOrder}), redis ${f.redisCpuUsPerOrder}, load generator ${f.loadGenCpuUsPerOrder} (${f.loadGenCores} cores)`,
+          `round ${round} ${SCENARIOS[s].label}: ${f.requestsPerSecond} req/s, ` +
+            `${f.ordersPerSecond} orders/s, p50 ${f.latencyP50Ms} ms, ` +
+            `p99 ${f.latencyP99Ms} ms, non-2xx ${f.non2xx}, ` +
+            `errors ${f.errors}; ` +
+            `CPU µs/order server ${f.serverCpuUsPerOrder} (${Math.round(f.serverSystemShare * 100)} % kernel; ` +
+            `main thread ${f.serverMainThreadUsPerOrder}), ` +
+            `redis ${f.redisCpuUsPerOrder}, load generator ${f.loadGenCpuUsPerOrder} (${f.loadGenCores} cores)`,
         );
       }
     }
@@ -409,7 +418,13 @@ async function main(): Promise<void> {
       loadAverageBefore: loadBefore,
       loadAverageAfter: loadavg().map(round2),
     };
-    const command = `npm run bench:ingest -- --rounds ${rounds} --duration ${duration} --warmup ${warmup} --connections ${connections} --batch-connections ${batchConnections}${values.scenarios !== 'a,b,c' ? ` --scenarios ${values.scenarios}` : ''}${requests !== 'template' ? ` --requests ${requests}` : ''}`;
+    const command = [
+      'npm run bench:ingest --',
+      `--rounds ${rounds} --duration ${duration} --warmup ${warmup}`,
+      `--connections ${connections} --batch-connections ${batchConnections}`,
+      ...(values.scenarios !== 'a,b,c' ? [`--scenarios ${values.scenarios}`] : []),
+      ...(requests !== 'template' ? [`--requests ${requests}`] : []),
+    ].join(' ');
     const summary = {
       date: new Date().toISOString(),
       command,
@@ -433,7 +448,10 @@ async function main(): Promise<void> {
     if (bf.perRound.length)
       console.log(`ratio b/f (req/s, reference: Surge's work on top of the framework): ${fmt(bf)}`);
     console.log(
-      `machine: ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}, redis ${machine.redis}; load average ${machine.loadAverageBefore.join(' ')} before, ${machine.loadAverageAfter.join(' ')} after`,
+      `machine: ${machine.cpus} × ${machine.cpuModel}, ` +
+        `node ${machine.node}, redis ${machine.redis}; ` +
+        `load average ${machine.loadAverageBefore.join(' ')} before, ` +
+        `${machine.loadAverageAfter.join(' ')} after`,
     );
     if (!values['no-write']) {
       const dir = join(PACKAGE_ROOT, 'bench', 'results');
@@ -445,25 +463,50 @@ async function main(): Promise<void> {
         '',
         `Command: \`${command}\``,
         '',
-        `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.totalMemoryMiB} MiB RAM, Node ${machine.node}, Redis ${machine.redis} (same host); load average (1/5/15 min) ${machine.loadAverageBefore.join(' / ')} before, ${machine.loadAverageAfter.join(' / ')} after.`,
+        `Machine: ${machine.cpus} × ${machine.cpuModel}, ` +
+          `${machine.totalMemoryMiB} MiB RAM, Node ${machine.node}, ` +
+          `Redis ${machine.redis} (same host); ` +
+          `load average (1/5/15 min) ${machine.loadAverageBefore.join(' / ')} before, ` +
+          `${machine.loadAverageAfter.join(' / ')} after.`,
         '',
-        `Rounds are interleaved (${order.join(', ')}, ${order.join(', ')}, …), ${duration} s each after one ${warmup} s warm-up per server; ratios are taken within a round.`,
+        `Rounds are interleaved (${order.join(', ')}, ` +
+          `${order.join(', ')}, …), ${duration} s each after one ${warmup} s warm-up per server; ` +
+          'ratios are taken within a round.',
         requests === 'template'
-          ? "Requests: each one's bytes made from a fixed head with a fresh Idempotency-Key (`--requests template`, the default; results written before it existed used `setup-request`, which costs the load generator clearly more CPU per request)."
-          : 'Requests: rebuilt by autocannon for each request through `setupRequest` (`--requests setup-request`, as in the results written before `--requests` existed).',
-        'CPU columns: CPU time per order of the server process (its kernel share in the log) and of its main thread (the event loop), of Redis (INFO cpu: the whole server, so other clients of a shared Redis count too), and of the load generator (autocannon, one thread).',
+          ? "Requests: each one's bytes made from a fixed head with a fresh Idempotency-Key (`--requests template`, " +
+            'the default; results written before it existed used `setup-request`, ' +
+            'which costs the load generator clearly more CPU per request).'
+          : 'Requests: rebuilt by autocannon for each request through `setupRequest` (`--requests setup-request`, ' +
+            'as in the results written before `--requests` existed).',
+        'CPU columns: ' +
+          'CPU time per order of the server process (its kernel share in the log) ' +
+          'and of its main thread (the event loop), ' +
+          'of Redis (INFO cpu: the whole server, so other clients of a shared Redis count too), ' +
+          'and of the load generator (autocannon, one thread).',
         '',
-        '| Round | Scenario | Conns | req/s | orders/s | p50 ms | p99 ms | non-2xx | errors | server µs/order | main thread µs/order | Redis µs/order | loadgen µs/order | loadgen cores |',
+        '| Round | Scenario | Conns | req/s | orders/s | ' +
+          'p50 ms | p99 ms | non-2xx | errors | server µs/order | ' +
+          'main thread µs/order | Redis µs/order | loadgen µs/order | loadgen cores |',
         '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
         ...figures.map(
           (f) =>
-            `| ${f.round} | ${SCENARIOS[f.scenario].label} | ${f.connections} | ${f.requestsPerSecond} | ${f.ordersPerSecond} | ${f.latencyP50Ms} | ${f.latencyP99Ms} | ${f.non2xx} | ${f.errors} | ${f.serverCpuUsPerOrder} | ${f.serverMainThreadUsPerOrder} | ${f.redisCpuUsPerOrder} | ${f.loadGenCpuUsPerOrder} | ${f.loadGenCores} |`,
+            `| ${f.round} | ${SCENARIOS[f.scenario].label} | ` +
+            `${f.connections} | ${f.requestsPerSecond} | ${f.ordersPerSecond} | ${f.latencyP50Ms} | ` +
+            `${f.latencyP99Ms} | ${f.non2xx} | ${f.errors} | ` +
+            `${f.serverCpuUsPerOrder} | ${f.serverMainThreadUsPerOrder} | ` +
+            `${f.redisCpuUsPerOrder} | ${f.loadGenCpuUsPerOrder} | ${f.loadGenCores} |`,
         ),
         '',
-        '| Medians | req/s | orders/s | p50 ms | p99 ms | server µs/order | main thread µs/order | Redis µs/order | loadgen µs/order |',
+        '| Medians | req/s | orders/s | p50 ms | ' +
+          'p99 ms | server µs/order | main thread µs/order | Redis µs/order | loadgen µs/order |',
         '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
         ...medianRows.map(([s, m]) => {
-          return `| ${SCENARIOS[s].label} | ${m.requestsPerSecond} | ${m.ordersPerSecond} | ${m.latencyP50Ms} | ${m.latencyP99Ms} | ${m.serverCpuUsPerOrder} | ${m.serverMainThreadUsPerOrder} | ${m.redisCpuUsPerOrder} | ${m.loadGenCpuUsPerOrder} |`;
+          return (
+            `| ${SCENARIOS[s].label} | ${m.requestsPerSecond} | ` +
+            `${m.ordersPerSecond} | ${m.latencyP50Ms} | ` +
+            `${m.latencyP99Ms} | ${m.serverCpuUsPerOrder} | ` +
+            `${m.serverMainThreadUsPerOrder} | ${m.redisCpuUsPerOrder} | ${m.loadGenCpuUsPerOrder} |`
+          );
         }),
         '',
         ...(ba.perRound.length ? [`Ratio b/a (req/s): **${fmt(ba)}** (goal ≥ 0.8).`, ''] : []),

@@ -41,10 +41,12 @@ async function time(runs: number, fn: () => Promise<unknown>): Promise<number> {
 const server = await startRedisServer();
 const r = new Redis(server.url);
 console.log(
-  `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}; node ${process.version}; ${(await r.info('server')).match(/redis_version:(\S+)/)?.[1]}`,
+  `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}; ` +
+    `node ${process.version}; ${(await r.info('server')).match(/redis_version:(\S+)/)?.[1]}`,
 );
 console.log(
-  'entries | reading, lag known (ms, median) | reading, lag NULL → counted (ms, median) | ratio | Lua page avg (µs/1000 entries)',
+  'entries | reading, lag known (ms, median) | reading, lag NULL → counted (ms, median) | ' +
+    'ratio | Lua page avg (µs/1000 entries)',
 );
 try {
   for (const n of SIZES) {

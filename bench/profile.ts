@@ -42,7 +42,8 @@ async function load(url: string, apiKey: string, rate: number, seconds: number):
       seed: 1,
       onTick: (t) =>
         process.stderr.write(
-          `[profile load ${t.second}s] offered ${t.offered}/s accepted ${t.accepted}/s p99 ${t.p99Ms.toFixed(1)} ms errors ${t.errors}\n`,
+          `[profile load ${t.second}s] offered ${t.offered}/s accepted ${t.accepted}/s ` +
+            `p99 ${t.p99Ms.toFixed(1)} ms errors ${t.errors}\n`,
         ),
     },
   );

@@ -29,7 +29,8 @@ defineIngestCommands(redis);
 const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1]);
 try {
   console.log(
-    `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}; node ${process.version}; redis ${/redis_version:(\S+)/.exec(await redis.info('server'))?.[1]}`,
+    `machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}; ` +
+      `node ${process.version}; redis ${/redis_version:(\S+)/.exec(await redis.info('server'))?.[1]}`,
   );
   const config = { redisPrefix: 'surge', shards: SHARDS, idempotencyTtlSeconds: 86_400, durableTimeoutMs: 1000 };
   const writer = new OrderWriter({ redis, config, logger: createLogger('silent', 'bench') });
@@ -64,15 +65,20 @@ try {
 
   const per = (bytes: number) => Math.round(bytes / N);
   console.log(
-    `${N} records, key like ${JSON.stringify(prepared[0]?.p.recordKey)}, body like ${JSON.stringify(acceptedBody(0, '1795326383087-0', key(0)))}`,
+    `${N} records, key like ${JSON.stringify(prepared[0]?.p.recordKey)}, ` +
+      `body like ${JSON.stringify(acceptedBody(0, '1795326383087-0', key(0)))}`,
   );
   console.log(
-    `string record (state, fingerprint, entry id): ${per(records)} B per record (streams took ${(streams / 2 ** 20).toFixed(1)} MiB, not counted)`,
+    'string record (state, fingerprint, entry id): ' +
+      `${per(records)} B per record (streams took ${(streams / 2 ** 20).toFixed(1)} MiB, ` +
+      'not counted)',
   );
   console.log(`baseline, hash with the 202 body:            ${per(hashes)} B per record`);
   console.log(`ratio string / hash: ${(records / hashes).toFixed(2)}`);
   console.log(
-    `at 1,000 orders/s and a 24 h TTL: ${((per(records) * 86_400_000) / 2 ** 30).toFixed(1)} GiB of records (hash format: ${((per(hashes) * 86_400_000) / 2 ** 30).toFixed(1)} GiB)`,
+    'at 1,000 orders/s and a 24 h TTL: ' +
+      `${((per(records) * 86_400_000) / 2 ** 30).toFixed(1)} GiB of records (hash format: ` +
+      `${((per(hashes) * 86_400_000) / 2 ** 30).toFixed(1)} GiB)`,
   );
 } finally {
   redis.disconnect();

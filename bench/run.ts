@@ -165,8 +165,10 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
     });
 
     const line = (s: SecondSample) =>
-      `[${o.label} ${s.t}s${s.draining ? ' drain' : ''}] offered ${s.offered}/s accepted ${s.accepted}/s committed ${s.committed}/s ` +
-      `backlog ${fmt(s.backlog)} (${fmt(s.backlogAgeSeconds, 1)} s) accept p99 ${fmt(s.acceptP99Ms, 1)} ms errors ${s.errors} dropped ${s.dropped} in-flight ${s.inFlight}`;
+      `[${o.label} ${s.t}s${s.draining ? ' drain' : ''}] ` +
+      `offered ${s.offered}/s accepted ${s.accepted}/s committed ${s.committed}/s ` +
+      `backlog ${fmt(s.backlog)} (${fmt(s.backlogAgeSeconds, 1)} s) accept p99 ${fmt(s.acceptP99Ms, 1)} ms ` +
+      `errors ${s.errors} dropped ${s.dropped} in-flight ${s.inFlight}`;
 
     let sideBusy = false;
     const onTick = (tick: MergedTick) => {

@@ -94,7 +94,8 @@ async function withTarget<T>(
   workers = o.workers,
 ): Promise<T> {
   o.progress(
-    `starting ${system}${Object.keys(env).length > 0 ? ` ${JSON.stringify(env)}` : ''}${workers > 1 ? ` with ${workers} workers` : ''} …`,
+    `starting ${system}${Object.keys(env).length > 0 ? ` ${JSON.stringify(env)}` : ''}` +
+      `${workers > 1 ? ` with ${workers} workers` : ''} …`,
     true,
   );
   const t = await openTarget(system, o, env, workers);
@@ -117,7 +118,10 @@ function ledgerChecks(s: SystemSummary): Check[] {
     {
       name: `${s.label}: accepted = applied + rejected + dead-lettered`,
       ok: o.missing === 0 && o.accepted === o.applied + o.rejected + o.deadLettered - o.landedWithoutAnswer,
-      detail: `${o.accepted} = ${o.applied} + ${o.rejected} + ${o.deadLettered}${o.landedWithoutAnswer ? ` − ${o.landedWithoutAnswer} landed without a 2xx` : ''}; missing ${o.missing}`,
+      detail:
+        `${o.accepted} = ${o.applied} + ${o.rejected} + ${o.deadLettered}` +
+        `${o.landedWithoutAnswer ? ` − ${o.landedWithoutAnswer} landed without a 2xx` : ''}; ` +
+        `missing ${o.missing}`,
     },
     {
       name: `${s.label}: drained`,
@@ -236,7 +240,8 @@ export function findKnee(s: SystemSummary, r: RampOptions): Knee {
   const below = steps.filter((x) => x.problems.length > 0 && best !== null && x.p.offeredRate < best);
   const noise =
     below.length > 0
-      ? ` (lower steps that missed a bound: ${below.map((x) => `${x.p.offeredRate}/s: ${x.problems.join(', ')}`).join('; ')})`
+      ? ' (lower steps that missed a bound: ' +
+        `${below.map((x) => `${x.p.offeredRate}/s: ${x.problems.join(', ')}`).join('; ')})`
       : '';
   if (above)
     return {
@@ -285,7 +290,8 @@ async function runRamp(
 }
 
 const bounds = (r: RampOptions) =>
-  `accept p99 ≤ ${r.acceptP99Ms} ms, accept-to-commit p99 ≤ ${r.commitP99Ms} ms, backlog age ≤ ${r.maxBacklogAgeS} s, < 1 % failed`;
+  `accept p99 ≤ ${r.acceptP99Ms} ms, accept-to-commit p99 ≤ ${r.commitP99Ms} ms, ` +
+  `backlog age ≤ ${r.maxBacklogAgeS} s, < 1 % failed`;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -308,8 +314,11 @@ export async function steady(o: BenchOptions, soak = false): Promise<{ report: R
   report.systems = [summary];
   const p = summary.phases[0];
   report.findings.push(
-    `Offered ${o.rate} orders/s for ${o.durationS} s: accepted ${summary.outcome.accepted} (${summary.acceptedPerSec}/s), accept p99 ${summary.accept.p99Ms} ms, accept-to-commit p99 ${summary.commit.p99Ms} ms.`,
-    `Peak backlog ${summary.peakBacklog ?? 'not sampled'} entries; drained ${summary.drainSeconds ?? 'NOT'} s after the load.`,
+    `Offered ${o.rate} orders/s for ${o.durationS} s: ` +
+      `accepted ${summary.outcome.accepted} (${summary.acceptedPerSec}/s), ` +
+      `accept p99 ${summary.accept.p99Ms} ms, accept-to-commit p99 ${summary.commit.p99Ms} ms.`,
+    `Peak backlog ${summary.peakBacklog ?? 'not sampled'} entries; ` +
+      `drained ${summary.drainSeconds ?? 'NOT'} s after the load.`,
   );
   if (p && p.failed + p.dropped > 0)
     report.findings.push(`${p.failed} submissions failed and ${p.dropped} were dropped by the generator.`);
@@ -500,21 +509,31 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
   report.extra.flash = flash;
   report.extra.stock = stock;
   report.findings.push(
-    `Offered ${flash.offered} submissions (${flash.duplicatesSent} duplicates, ${flash.retries} retries) in ${f.burstS} s: ${flash.accepted} distinct orders accepted (${flash.replayed} answered as replays).`,
+    `Offered ${flash.offered} submissions (${flash.duplicatesSent} duplicates, ` +
+      `${flash.retries} retries) in ${f.burstS} s: ` +
+      `${flash.accepted} distinct orders accepted (${flash.replayed} answered as replays).`,
     `Applied ${flash.applied}, rejected ${flash.rejected} (${
       Object.entries(flash.rejectedReasons)
         .map(([k, v]) => `${k} ${v}`)
         .join(', ') || 'none'
     }), dead-lettered ${flash.deadLettered}.`,
     `Stock ${flash.stock} units, sold ${sold}, oversell ${oversell}.`,
-    `The burst was fully committed ${committedAfterBurstS ?? '–'} s after its scheduled end (the last answer came ${lastAcceptedAfterBurstS} s after it; the backlog drained ${flash.drainSeconds ?? 'NOT'} s after the last answer); peak backlog ${flash.peakBacklog ?? 'not sampled'} entries (oldest ${flash.peakBacklogAgeS ?? '–'} s).`,
-    `Accept latency p50 / p99 ${summary.accept.p50Ms} / ${summary.accept.p99Ms} ms from the intended send time (retries included); ${flash.retries} retries after 503/409/429/5xx or a client-side timeout (${o.timeoutMs} ms per attempt, waiting for a connection included).`,
+    `The burst was fully committed ${committedAfterBurstS ?? '–'} s after its scheduled end ` +
+      `(the last answer came ${lastAcceptedAfterBurstS} s after it; ` +
+      `the backlog drained ${flash.drainSeconds ?? 'NOT'} s after the last answer); ` +
+      `peak backlog ${flash.peakBacklog ?? 'not sampled'} entries (oldest ${flash.peakBacklogAgeS ?? '–'} s).`,
+    `Accept latency p50 / p99 ${summary.accept.p50Ms} / ${summary.accept.p99Ms} ms ` +
+      'from the intended send time (retries included); ' +
+      `${flash.retries} retries after 503/409/429/5xx or a client-side timeout (${o.timeoutMs} ms per attempt, ` +
+      'waiting for a connection included).',
   );
   report.checks.push(
     {
       name: 'no oversell',
       ok: oversell === 0,
-      detail: `sold ${sold} of ${flash.stock}; per SKU: ${stock.map((r) => `${r.sku.split('-').at(-1)}: ${r.sold}/${f.stockPerSku}`).join(', ')}`,
+      detail:
+        `sold ${sold} of ${flash.stock}; per SKU: ` +
+        `${stock.map((r) => `${r.sku.split('-').at(-1)}: ${r.sold}/${f.stockPerSku}`).join(', ')}`,
     },
     {
       name: 'inventory = stock − sold, never negative',
@@ -616,12 +635,18 @@ export async function compare(o: BenchOptions): Promise<{ report: Report; dir: s
   report.tables.push(systemsTable(report.systems), littleTable(report.systems));
   for (const [b, r] of Object.entries(ratios)) {
     report.findings.push(
-      `Surge vs ${SYSTEM_LABEL[b as SystemName]}: max sustainable rate ×${r.maxSustainableRate ?? '–'}, peak committed/s ×${r.peakCommittedPerSec ?? '–'}, accept p99 at ${common}/s ×${r.acceptP99AtCommonRate ?? '–'}, commit p99 ×${r.commitP99AtCommonRate ?? '–'}.`,
+      `Surge vs ${SYSTEM_LABEL[b as SystemName]}: ` +
+        `max sustainable rate ×${r.maxSustainableRate ?? '–'}, ` +
+        `peak committed/s ×${r.peakCommittedPerSec ?? '–'}, ` +
+        `accept p99 at ${common}/s ×${r.acceptP99AtCommonRate ?? '–'}, ` +
+        `commit p99 ×${r.commitP99AtCommonRate ?? '–'}.`,
     );
   }
   for (const r of results)
     report.findings.push(
-      `${r.summary.label}: max sustainable ${kneeText(r.knee)} orders/s${r.knee.firstFailingRate !== null ? ` (at ${r.knee.firstFailingRate}/s: ${r.knee.reason})` : ''}.`,
+      `${r.summary.label}: ` +
+        `max sustainable ${kneeText(r.knee)} orders/s` +
+        `${r.knee.firstFailingRate !== null ? ` (at ${r.knee.firstFailingRate}/s: ${r.knee.reason})` : ''}.`,
     );
   report.checks.push(...report.systems.flatMap(ledgerChecks), ...littleCheckList(report.systems));
   return finish(report, o, standardCharts(report.systems));
@@ -654,11 +679,18 @@ export async function sweep(o: BenchOptions): Promise<{ report: Report; dir: str
   if (s.targetRate > 0) {
     const fit = sorted.find((r) => (r.knee.maxSustainableRate ?? 0) >= need);
     recommendation = fit
-      ? `To carry ${s.targetRate} orders/s with ${Math.round((s.headroom - 1) * 100)} % headroom (${need}/s): ${fit.summary.label} (max sustainable ${kneeText(fit.knee)}/s on this machine).`
-      : `No tested configuration sustains ${need}/s (${s.targetRate} + ${Math.round((s.headroom - 1) * 100)} % headroom) on this machine; the best was ${kneeText(bestOf(rows).knee)}/s (${bestOf(rows).summary.label}). Add worker replicas or shards beyond the tested range, on more cores.`;
+      ? `To carry ${s.targetRate} orders/s with ${Math.round((s.headroom - 1) * 100)} % headroom (${need}/s): ` +
+        `${fit.summary.label} (max sustainable ${kneeText(fit.knee)}/s on this machine).`
+      : `No tested configuration sustains ${need}/s ` +
+        `(${s.targetRate} + ${Math.round((s.headroom - 1) * 100)} % headroom) on this machine; ` +
+        `the best was ${kneeText(bestOf(rows).knee)}/s (${bestOf(rows).summary.label}). ` +
+        'Add worker replicas or shards beyond the tested range, on more cores.';
   } else {
     const best = bestOf(rows);
-    recommendation = `Best tested configuration: ${best.summary.label} — max sustainable ${kneeText(best.knee)} orders/s. Plan replicas for the target rate × 1.25 headroom; re-run with --target-rate for a concrete pick.`;
+    recommendation =
+      `Best tested configuration: ${best.summary.label} — max sustainable ${kneeText(best.knee)} orders/s. ` +
+      'Plan replicas for the target rate × 1.25 headroom; ' +
+      're-run with --target-rate for a concrete pick.';
   }
   const capacity: Table = {
     title: `Capacity: workers → max orders/s with ${bounds(o.ramp)}`,

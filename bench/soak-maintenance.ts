@@ -316,53 +316,89 @@ function report(samples: Sample[], o: ReportInput): void {
   const accepted = o.load?.acceptedKeys.length ?? last.accepted;
   const applied = o.afterDrain?.applied ?? last.applied;
   const row = (s: Sample, t: string) =>
-    `| ${t} | ${s.accepted} | ${s.applied} | ${s.xlen} | ${mb(s.bytes.streams)} | ${mb(s.bytes.records)} | ${s.recordKeys} | ${mb(s.bytes.bullmq)} | ${s.bullCompleted} / ${s.bullEvents} | ${mb(s.bytes.other)} | ${mb(s.usedMemory)} | ${mb(s.rss.ingest)} | ${mb(s.rss.work)} | ${mb(s.rss.maintenance)} |`;
+    `| ${t} | ${s.accepted} | ${s.applied} | ` +
+    `${s.xlen} | ${mb(s.bytes.streams)} | ${mb(s.bytes.records)} | ` +
+    `${s.recordKeys} | ${mb(s.bytes.bullmq)} | ` +
+    `${s.bullCompleted} / ${s.bullEvents} | ${mb(s.bytes.other)} | ` +
+    `${mb(s.usedMemory)} | ${mb(s.rss.ingest)} | ` +
+    `${mb(s.rss.work)} | ${mb(s.rss.maintenance)} |`;
   const plateauKeys = o.rate * o.ttl;
   const perRecord = last.recordKeys > 0 ? last.bytes.records / last.recordKeys : 0;
   const exits = [...o.exits].map(([role, code]) => `${role} ${code}`).join(', ');
-  const command = `node dist/bench/soak-maintenance.js --minutes ${o.minutes} --rate ${o.rate} --sample-seconds ${o.sampleMs / 1000} --record-ttl-seconds ${o.ttl} --maintenance-interval-ms ${values['maintenance-interval-ms']} --shards ${o.shards} --connections ${o.connections}`;
+  const command = [
+    'node dist/bench/soak-maintenance.js',
+    `--minutes ${o.minutes} --rate ${o.rate} --sample-seconds ${o.sampleMs / 1000}`,
+    `--record-ttl-seconds ${o.ttl} --maintenance-interval-ms ${values['maintenance-interval-ms']}`,
+    `--shards ${o.shards} --connections ${o.connections}`,
+  ].join(' ');
   const lines = [
     '# Soak: the real stack under steady load, with maintenance',
     '',
     `Command: \`${command}\``,
     '',
     `Machine: ${cpus().length}× ${cpus()[0]?.model ?? '?'}, ${mb(totalmem())} MiB RAM, node ${process.version}. ` +
-      `1-minute load average ${o.loadAvg.start.toFixed(2)} at the start, ${o.loadAvg.end.toFixed(2)} at the end. The machine is shared ` +
-      '(other engineers’ tests and benchmarks, and the shared Redis and PostgreSQL), and the load generator, the three Surge processes, ' +
+      `1-minute load average ${o.loadAvg.start.toFixed(2)} at the start, ` +
+      `${o.loadAvg.end.toFixed(2)} at the end. The machine is shared ` +
+      '(other engineers’ tests and benchmarks, ' +
+      'and the shared Redis and PostgreSQL), and the load generator, ' +
+      'the three Surge processes, ' +
       'Redis, PostgreSQL and this sampler all run on it: figures are indicative, trends are what counts.',
     '',
-    `Stack: \`surge ingest\`, \`surge work\` and \`surge maintenance\` as child processes (${o.shards} shards, trim every ${values['maintenance-interval-ms']} ms, ` +
-      `retention every 60 s, idempotency records live ${o.ttl} s — production default 86,400 s). Load: one open-model generator process ` +
-      `(undici, ${o.connections} keep-alive connections) POSTing /v1/orders at ${o.rate}/s for ${o.minutes} min, no retries.`,
+    `Stack: \`surge ingest\`, \`surge work\` and \`surge maintenance\` as child processes (${o.shards} shards, ` +
+      `trim every ${values['maintenance-interval-ms']} ms, ` +
+      `retention every 60 s, idempotency records live ${o.ttl} s — production default 86,400 s). ` +
+      'Load: one open-model generator process ' +
+      `(undici, ${o.connections} keep-alive connections) POSTing /v1/orders at ${o.rate}/s for ${o.minutes} min, ` +
+      'no retries.',
     '',
-    `Load: ${phase?.offered ?? '?'} offered, ${accepted} accepted (202), ${phase?.failed ?? last.failed} failed, ${phase?.dropped ?? '?'} dropped; ` +
-      `accept latency p50 ${ms(50)} ms, p99 ${ms(99)} ms, p99.9 ${ms(99.9)} ms. Applied after the drain: ${applied} of ${accepted}` +
-      `${o.drained ? '' : ' — NOT all accepted orders were applied within 2 minutes of the end of the load'}. Exit codes on SIGTERM: ${exits || '-'}.`,
+    `Load: ${phase?.offered ?? '?'} offered, ` +
+      `${accepted} accepted (202), ${phase?.failed ?? last.failed} failed, ` +
+      `${phase?.dropped ?? '?'} dropped; ` +
+      `accept latency p50 ${ms(50)} ms, p99 ${ms(99)} ms, ` +
+      `p99.9 ${ms(99.9)} ms. Applied after the drain: ${applied} of ${accepted}` +
+      `${o.drained ? '' : ' — NOT all accepted orders were applied within 2 minutes of the end of the load'}. ` +
+      `Exit codes on SIGTERM: ${exits || '-'}.`,
     '',
-    '| t (s) | accepted | applied | Σ XLEN | streams (MiB) | records (MiB) | record keys | BullMQ (MiB) | maintenance queue: completed / events | other (MiB) | Redis used_memory, whole shared server (MiB) | ingest RSS (MiB) | worker RSS (MiB) | maintenance RSS (MiB) |',
+    '| t (s) | accepted | applied | Σ XLEN | streams (MiB) | records (MiB) | record keys | ' +
+      'BullMQ (MiB) | maintenance queue: completed / events | ' +
+      'other (MiB) | Redis used_memory, whole shared server (MiB) | ' +
+      'ingest RSS (MiB) | worker RSS (MiB) | maintenance RSS (MiB) |',
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...samples.map((s) => row(s, String(s.t))),
     ...(o.afterDrain ? [row(o.afterDrain, `${o.afterDrain.t} (drained, no load)`)] : []),
     '',
     `Baseline: ${
       bounded
-        ? `t=${warm.t} s, the first sample with the records one TTL old and BullMQ's completed history (${KEEP_COMPLETED}) and events stream (${EVENTS_MAX_LEN}) at their caps`
-        : `t=${warm.t} s, a third of the run: the records and BullMQ had not all reached their bounds within two thirds of it, so their ratios show growth toward the bound, not a plateau`
+        ? `t=${warm.t} s, ` +
+          `the first sample with the records one TTL old and BullMQ's completed history (${KEEP_COMPLETED}) ` +
+          `and events stream (${EVENTS_MAX_LEN}) at their caps`
+        : `t=${warm.t} s, a third of the run: ` +
+          'the records and BullMQ had not all reached their bounds within two thirds of it, ' +
+          'so their ratios show growth toward the bound, not a plateau'
     }.`,
     '',
-    `Ratios, last sample under load (t=${last.t} s) / baseline (t=${warm.t} s): streams ${ratio(last.bytes.streams, warm.bytes.streams)}, ` +
-      `BullMQ ${ratio(last.bytes.bullmq, warm.bytes.bullmq)}, other ${ratio(last.bytes.other, warm.bytes.other)}, Σ XLEN ${ratio(last.xlen, warm.xlen)}, ` +
+    `Ratios, last sample under load (t=${last.t} s) / baseline (t=${warm.t} s): ` +
+      `streams ${ratio(last.bytes.streams, warm.bytes.streams)}, ` +
+      `BullMQ ${ratio(last.bytes.bullmq, warm.bytes.bullmq)}, ` +
+      `other ${ratio(last.bytes.other, warm.bytes.other)}, ` +
+      `Σ XLEN ${ratio(last.xlen, warm.xlen)}, ` +
       `records ${ratio(last.bytes.records, warm.bytes.records)} (keys ${ratio(last.recordKeys, warm.recordKeys)}); ` +
-      `RSS ingest ${ratio(last.rss.ingest, warm.rss.ingest)}, worker ${ratio(last.rss.work, warm.rss.work)}, maintenance ${ratio(last.rss.maintenance, warm.rss.maintenance)}.`,
+      `RSS ingest ${ratio(last.rss.ingest, warm.rss.ingest)}, ` +
+      `worker ${ratio(last.rss.work, warm.rss.work)}, ` +
+      `maintenance ${ratio(last.rss.maintenance, warm.rss.maintenance)}.`,
     '',
     `Idempotency records: at a steady rate they plateau at rate × TTL = ${o.rate} × ${o.ttl} s = ${plateauKeys} keys ` +
-      `(≈ ${mb(plateauKeys * perRecord)} MiB at the ${perRecord.toFixed(0)} bytes per record measured here; at the production TTL of 86,400 s: ` +
+      `(≈ ${mb(plateauKeys * perRecord)} MiB at the ${perRecord.toFixed(0)} bytes per record measured here; ` +
+      'at the production TTL of 86,400 s: ' +
       `≈ ${mb(o.rate * 86_400 * perRecord)} MiB). ` +
       (warm.t >= o.ttl
         ? 'The baseline is taken after one TTL, so the records ratio checks the plateau.'
         : `The baseline comes before one TTL (${o.ttl} s): the records ratio is no plateau check.`),
-    `Without trimming Σ XLEN would equal "accepted" (${accepted}). BullMQ's state grows until the maintenance queue holds its 100 completed jobs ` +
-      'and its events stream ~1,000 entries (the "completed / events" column; about 5 events per job), then stays (≈ 0.3 MiB; docs/maintenance.md "BullMQ\'s own memory").',
+    `Without trimming Σ XLEN would equal "accepted" (${accepted}). ` +
+      "BullMQ's state grows until the maintenance queue holds its 100 completed jobs " +
+      'and its events stream ~1,000 entries (the "completed / events" column; ' +
+      'about 5 events per job), then stays (≈ 0.3 MiB; ' +
+      'docs/maintenance.md "BullMQ\'s own memory").',
   ];
   const text = lines.join('\n');
   console.log(`\n${text}`);

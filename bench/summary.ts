@@ -149,7 +149,8 @@ export function littleChecks(
       mean(steady.map((s) => s.accepted + s.replayed + s.failed)),
       acceptMeanMs / 1000,
       mean(steady.map((s) => s.inFlight)),
-      'L = submissions in flight in the generator at each tick, λ = answers per second, W = mean accept latency from the intended send time',
+      'L = submissions in flight in the generator at each tick, ' +
+        'λ = answers per second, W = mean accept latency from the intended send time',
     );
   }
   return out;
