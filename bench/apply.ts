@@ -41,6 +41,7 @@ import {
 import { backlog } from '../devkit/backlog.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { type PgPlacement, startWorker } from '../workers/worker.js';
+import { median } from './stats.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -363,12 +364,6 @@ async function benchBull(orders: QueuedOrder[], concurrency: number) {
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
-const median = (xs: number[]): number => {
-  const v = [...xs].sort((a, b) => a - b);
-  const lower = v[(v.length - 1) >> 1];
-  const upper = v[v.length >> 1];
-  return lower === undefined || upper === undefined ? Number.NaN : (lower + upper) / 2;
-};
 const trickle = args.trickle === undefined ? undefined : Number(args.trickle);
 const rounds = trickle === undefined ? Math.max(1, Number(args.rounds)) : 1;
 const orders = makeOrders(trickle === undefined ? N : Math.round(trickle * Number(args.seconds)));

@@ -1,6 +1,6 @@
 // What the ingest benchmarks (bench/ingest.ts, bench/ingest-ab.ts) share: their server
 // processes — each runs as `node <script> --serve <kind>` in a child process of its own and prints
-// {"port"} once it listens; its CPU time is read from /proc — the order they send, and medians.
+// {"port"} once it listens; its CPU time is read from /proc — and the order they send.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
@@ -59,12 +59,3 @@ export const BENCH_ORDER_JSON = JSON.stringify({
     { sku: 'sku-2', qty: 3, unit_price_cents: 250 },
   ],
 });
-
-/** Median of the values; NaN when there are none. */
-export function median(values: readonly number[]): number {
-  const s = [...values].sort((x, y) => x - y);
-  // The two middle values; the same one when the count is odd.
-  const lower = s[(s.length - 1) >> 1];
-  const upper = s[s.length >> 1];
-  return lower === undefined || upper === undefined ? Number.NaN : (lower + upper) / 2;
-}
