@@ -138,12 +138,12 @@ function redact(raw: string): string {
 function hostPorts(raw: string, name: string): Array<{ host: string; port: number }> {
   if (raw.trim() === '') return [];
   return raw.split(',').map((part) => {
-    const m = /^\s*([^\s:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\s*$/.exec(part);
-    const port = m ? Number(m[2]) : Number.NaN;
-    if (!m || port < 1 || port > 65535) {
+    const [, host, portText] = /^\s*([^\s:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\s*$/.exec(part) ?? [];
+    const port = Number(portText);
+    if (host === undefined || port < 1 || port > 65535) {
       throw new ConfigError(name, `"${part}" is not host:port; accepted: comma-separated host:port list`);
     }
-    return { host: m[1] as string, port };
+    return { host, port };
   });
 }
 

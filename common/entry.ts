@@ -88,7 +88,7 @@ export function decodeEntry(fields: readonly string[] | null | undefined): Decod
   let idempotencyKey: string | undefined;
   let raw: string | undefined;
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    const value = fields[i + 1] as string;
+    const value = fields[i + 1]!; // in bounds: the loop checks i + 1
     switch (fields[i]) {
       case ENTRY_FIELD.version:
         v = value;

@@ -299,7 +299,7 @@ function jsonString(s: string): string {
 function itemsJson(items: readonly OrderItem[]): string {
   let out = '[';
   for (let i = 0; i < items.length; i++) {
-    const item = items[i] as OrderItem;
+    const item = items[i]!;
     // qty and unit_price_cents are validated integers: a number's JSON text is its String().
     out += `${i > 0 ? ',' : ''}{"qty":${String(item.qty)},"sku":${jsonString(item.sku)},"unit_price_cents":${String(item.unit_price_cents)}}`;
   }
@@ -315,12 +315,9 @@ interface CanonicalStep {
 }
 
 /** The fields table in canonicalJson's key order (the same sort). */
-const CANONICAL_STEPS: readonly CanonicalStep[] = ORDER_FIELD_LIST.map((f) => f.name)
-  .sort()
-  .map((name) => {
-    const f = ORDER_FIELD_LIST.find((e) => e.name === name) as OrderFieldEntry;
-    return { name, first: `{${JSON.stringify(name)}:`, next: `,${JSON.stringify(name)}:`, json: f.json };
-  });
+const CANONICAL_STEPS: readonly CanonicalStep[] = [...ORDER_FIELD_LIST]
+  .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  .map(({ name, json }) => ({ name, first: `{${JSON.stringify(name)}:`, next: `,${JSON.stringify(name)}:`, json }));
 
 /**
  * canonicalJson of a validated order, walked from the fields table: the schema fixes the fields,
@@ -331,7 +328,7 @@ const CANONICAL_STEPS: readonly CanonicalStep[] = ORDER_FIELD_LIST.map((f) => f.
 export function canonicalOrderJson(order: Order): string {
   let out = '';
   for (let i = 0; i < CANONICAL_STEPS.length; i++) {
-    const step = CANONICAL_STEPS[i] as CanonicalStep;
+    const step = CANONICAL_STEPS[i]!;
     const value = order[step.name];
     if (value === undefined) continue;
     out += (out === '' ? step.first : step.next) + step.json(value);

@@ -13,17 +13,16 @@ export function parseExposition(text: string): Sample[] {
   for (const raw of text.split('\n')) {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(line);
-    if (!m) throw new Error(`bad sample line: ${line}`);
-    const name = m[1] as string;
+    const [, name] = /^([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(line) ?? [];
+    if (name === undefined) throw new Error(`bad sample line: ${line}`);
     let i = name.length;
     const labels: Record<string, string> = {};
     if (line[i] === '{') {
       i++;
       while (line[i] !== '}') {
-        const lm = /^\s*([a-zA-Z_][a-zA-Z0-9_]*)="/.exec(line.slice(i));
-        if (!lm) throw new Error(`bad labels in: ${line}`);
-        i += lm[0].length;
+        const [matched, labelName] = /^\s*([a-zA-Z_][a-zA-Z0-9_]*)="/.exec(line.slice(i)) ?? [];
+        if (matched === undefined || labelName === undefined) throw new Error(`bad labels in: ${line}`);
+        i += matched.length;
         let value = '';
         while (line[i] !== '"') {
           if (i >= line.length) throw new Error(`unterminated label value in: ${line}`);
@@ -34,7 +33,7 @@ export function parseExposition(text: string): Sample[] {
           } else value += line[i++];
         }
         i++;
-        labels[lm[1] as string] = value;
+        labels[labelName] = value;
         if (line[i] === ',') i++;
       }
       i++;

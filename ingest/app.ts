@@ -38,7 +38,7 @@ import { BODY_TYPES, createOrderHandler, isCreateOrder } from './create-order.js
 import { OrderIntake } from './intake.js';
 import { type BatchResult, keyProblem, type PreparedBatch, type Problem, problem } from './requests.js';
 import { parseRecord, STATE_DONE } from './scripts.js';
-import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
+import type { OrderWriter } from './writer.js';
 
 /** Largest body of POST /v1/orders:batch: 1,000 orders at up to ~8 KiB each on average. */
 const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
@@ -295,10 +295,12 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
       let failure: unknown;
       const counts = new Map<string, number>();
       if (invalid > 0) counts.set('invalid', invalid);
+      // Parallel arrays: writeMany answers one outcome per prepared order, and indexes[j] is
+      // prepared[j]'s place in the batch, so j is in bounds for all three.
       for (let j = 0; j < prepared.length; j++) {
-        const outcome = outcomes[j] as WriteOutcome;
-        const index = indexes[j] as number;
-        const key = (prepared[j] as PreparedOrder).idempotencyKey;
+        const outcome = outcomes[j]!;
+        const index = indexes[j]!;
+        const key = prepared[j]!.idempotencyKey;
         const result = ORDER_RESULT[outcome.kind];
         counts.set(result, (counts.get(result) ?? 0) + 1);
         if (outcome.kind === 'accepted' || outcome.kind === 'replayed') {

@@ -56,7 +56,10 @@ export class Authenticator {
       const entry: CacheEntry = { expires: now + this.options.ttlMs, result };
       this.cache.delete(apiKey);
       this.cache.set(apiKey, entry);
-      if (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value as string);
+      if (this.cache.size > this.maxEntries) {
+        const oldest = this.cache.keys().next().value;
+        if (oldest !== undefined) this.cache.delete(oldest);
+      }
       result.then(
         (client) => {
           entry.settled = { client };

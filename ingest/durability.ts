@@ -20,7 +20,7 @@ class DurabilityUnavailableError extends Error {
 
 function infoField(info: string, name: string): string | undefined {
   const m = new RegExp(`^${name}:(.*)$`, 'm').exec(info);
-  return m ? (m[1] as string).trim() : undefined;
+  return m?.[1]?.trim();
 }
 
 function versionAtLeast(version: string, major: number, minor: number): boolean {

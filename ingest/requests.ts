@@ -199,7 +199,7 @@ export function prepareBatch(
   const indexes: number[] = [];
   const invalid: Array<{ index: number; result: string }> = [];
   for (let index = 0; index < count; index++) {
-    const checked = checkBatchItem(items.value[index] as BatchItem);
+    const checked = checkBatchItem(items.value[index]!);
     if ('problem' in checked) {
       invalid.push({
         index,

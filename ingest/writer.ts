@@ -237,7 +237,8 @@ export class OrderWriter {
 
   /** ACCEPT_LUA's numKeys, keys and arguments for one group (orders of one shard). */
   private acceptArgs(group: readonly Queued[]): [number, ...string[]] {
-    const first = (group[0] as Queued).order;
+    const first = group[0]?.order;
+    if (first === undefined) throw new Error('acceptArgs: a group has at least one order');
     const keysAndArgs: [number, ...string[]] = new Array(
       2 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + ACCEPT_SHARED_ARGS,
     ) as [number, ...string[]];
@@ -263,7 +264,7 @@ export class OrderWriter {
   private settle(group: readonly Queued[], reply: readonly string[]): void {
     const barrier = this.options.barrier;
     for (let j = 0; j < group.length; j++) {
-      const { order: p, done } = group[j] as Queued;
+      const { order: p, done } = group[j]!;
       const answer = reply[j] ?? '';
       const result = answer.slice(1);
       switch (answer[0]) {
