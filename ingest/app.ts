@@ -77,8 +77,9 @@ type LogArgs = [obj: unknown, msg?: string, ...args: unknown[]];
 
 /**
  * A request's logger whose pino child (bound to the request id) is made the first time it logs.
- * fastify asks for a child logger per request; nearly every request never logs, and a pino child
- * costs ~0.5 µs of the event loop. The lines it writes are the child's, reqId included.
+ * fastify asks for a child logger per request; nearly every request never logs, and making a
+ * pino child costs the event loop on every one (bench/results/HISTORY.md). The lines it writes
+ * are the child's, reqId included.
  */
 class LazyRequestLogger implements FastifyBaseLogger {
   private made: FastifyBaseLogger | undefined;
@@ -136,8 +137,8 @@ class LazyRequestLogger implements FastifyBaseLogger {
 /**
  * What happens when a response is done. fastify calls its LogController once per response
  * whatever the route (404s and errors included); Surge's records the request metrics there and
- * logs a 4xx at info, instead of an access log line. An `onResponse` hook would do the same at
- * ~1 µs more per request (the hook runner).
+ * logs a 4xx at info, instead of an access log line. An `onResponse` hook would do the same but
+ * costs every request a trip through fastify's hook runner (bench/results/HISTORY.md).
  */
 class RequestMetrics extends LogController {
   constructor(private readonly metrics: Pick<IngestMetrics, 'requests' | 'duration'>) {

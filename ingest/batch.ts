@@ -1,8 +1,9 @@
-// Where `:batch` bodies are prepared. Parsing, validating and fingerprinting 1,000 orders takes
-// the event loop ~5 ms; with SURGE_INGEST_BATCH_THREADS > 0, bodies of at least
+// Where `:batch` bodies are prepared. Parsing, validating and fingerprinting 1,000 orders holds
+// the event loop for milliseconds; with SURGE_INGEST_BATCH_THREADS > 0, bodies of at least
 // THREAD_MIN_BODY_BYTES go to a piscina thread instead, so the main thread only talks to clients
 // and Redis (and the batch's parsed objects are never on its heap). Smaller bodies are prepared
-// in place: the hop to a thread (~0.6 µs per prepared order to clone back) would cost more.
+// in place: the hop to a thread (each prepared order is cloned back) would cost more than it
+// saves (figures: docs/performance.md, bench/results/HISTORY.md).
 import { Piscina } from 'piscina';
 import type { Config } from '../common/config.js';
 import type { IngestMetrics } from '../metrics/definitions.js';

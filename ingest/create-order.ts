@@ -4,10 +4,10 @@
 // shedding, Content-Type → 415, body limit → 413, Idempotency-Key, the body), shared with the
 // fastify routes through answers.ts.
 //
-// Why (the "measured reason" issue 3 asks for to leave the framework): on the benchmark host
-// fastify alone cost 10 % of the bare node:http server's requests/s (f/a 0.90–0.92), half of
-// the 20 % the whole ingest may cost, and serving this route here cut the main thread's CPU per
-// request by ~13 % (docs/ingest.md § Hot path, "Fifth pass").
+// Why leave the framework for this route: it takes the surge, and fastify alone cost a large
+// share of the overhead the whole ingest may add to a bare node:http server; serving the route
+// here lowers the main thread's CPU per request (docs/ingest.md, "Why the hot path looks as it
+// does"; figures in bench/results/HISTORY.md).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../common/log.js';
 import type { IngestMetrics } from '../metrics/definitions.js';

@@ -5,10 +5,10 @@
 // answered with its own outcome; a bad one costs no other its place.
 //
 // Why per turn: in the server, each step that runs between two requests' HTTP work runs with its
-// code and data gone cold. Measured in place at 5,000 requests/s: JSON.parse of the benchmark
-// order ~3.6 µs, validation ~2 µs, SHA-256 ~2.8–4 µs, against ~1 µs, 0.7 µs and 1.2 µs back to
-// back in a loop. `npm run bench:ingest-ab` put the main thread's CPU per request at 0.945–0.976
-// of the per-request version in four runs, two of them of a prototype (docs/ingest.md § Hot path).
+// code and data gone cold, and JSON.parse, validation and SHA-256 each take several times as long
+// as they do back to back in a loop. Doing a turn's orders together keeps them warm and lowers
+// the main thread's CPU per request (`npm run bench:ingest-ab`; figures in
+// bench/results/HISTORY.md).
 import { checkOrderBody, type Problem } from './requests.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
 

@@ -9,8 +9,8 @@ import type { RedisClient } from '../common/redis.js';
 /**
  * The idempotency record is one string: state (1 character), fingerprint (64 hex digits), then
  * the stream entry id — e.g. `d3f79…6dea1795326383087-0`. The 202 body is rebuilt from it (see
- * acceptedBody), so a record holds no copy of the body: ~220 bytes of Redis memory per record
- * where a hash holding the body took ~500.
+ * acceptedBody), so a record holds no copy of the body and takes about half the Redis memory of
+ * a hash holding it (docs/performance.md, `npm run bench:record-memory`).
  */
 export const STATE_DONE = 'd';
 /** Durable mode: written, not yet confirmed by WAITAOF/WAIT. */

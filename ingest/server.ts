@@ -26,8 +26,8 @@ export interface IngestOptions {
 
 /**
  * Ingest's Redis connection: no offline queue and no retries (an outage is a fast 503, a lost
- * reply is never resent), auto-pipelined on a single Redis (SEMANTICS 1.5; docs/ingest.md § Hot path). The
- * benchmark's baseline server uses the same options.
+ * reply is never resent), auto-pipelined on a single Redis (SEMANTICS 1.5; docs/ingest.md, "Why
+ * the hot path looks as it does"). The benchmark's baseline server uses the same options.
  */
 export const INGEST_REDIS_OPTIONS = {
   connectionName: 'surge-ingest',

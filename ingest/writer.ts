@@ -37,9 +37,10 @@ export interface PreparedOrder extends EntryValues {
 }
 
 /**
- * Most orders per ACCEPT_LUA call. A script blocks Redis while it runs (~5 µs per order), so a
- * 1,000-order batch is cut into calls of this size: the calls are sent back to back (one socket
- * write on a single Redis), and other clients wait at most ~1 ms behind one call.
+ * Most orders per ACCEPT_LUA call. A script blocks Redis while it runs, for a time that grows
+ * with its orders, so a 1,000-order batch is cut into calls of this size: the calls are sent
+ * back to back (one socket write on a single Redis), and other clients wait behind one call at
+ * most, not a whole batch.
  */
 export const ORDERS_PER_SCRIPT_CALL = 200;
 
@@ -122,11 +123,10 @@ export class OrderWriter {
 
   /**
    * prepareOrder with this writer's config, but the fingerprint is left to `flush`, which
-   * computes it with the rest of its turn's, one after the other, as it builds the calls.
-   * Measured with bench:ingest-ab at 5,000 requests/s: one SHA-256 between two requests' HTTP
-   * work took ~4 µs (OpenSSL's code and data gone cold), against ~1.2 µs back to back; computing
-   * a turn's fingerprints together cut the main thread's CPU per request by ~5 % (0.953 of
-   * before, median of 8 rounds, each below 1).
+   * computes it with the rest of its turn's, one after the other, as it builds the calls. One
+   * SHA-256 between two requests' HTTP work runs with OpenSSL's code and data gone cold and takes
+   * several times as long as back to back, so computing a turn's fingerprints together lowers
+   * the main thread's CPU per request (`npm run bench:ingest-ab`; bench/results/HISTORY.md).
    */
   prepare(clientId: string, idempotencyKey: string, order: Order): PreparedOrder {
     return prepareUnhashed(this.options.config, clientId, idempotencyKey, order);
