@@ -226,7 +226,8 @@ const SPECS = [
     default: '10000',
     accepts: 'integer 100–600000',
     description:
-      'Ingest closes a connection whose request line and headers have not all arrived within this (slowloris guard; answers 408).',
+      'Ingest closes a connection whose request line and headers have not all arrived within this (slowloris guard; ' +
+      'answers 408).',
     parse: int(100, 600000),
   },
   {
@@ -244,7 +245,8 @@ const SPECS = [
     default: '1',
     accepts: 'integer 0–16',
     description:
-      'Threads that parse, validate and fingerprint `:batch` bodies of 16 KiB or more, off the event loop. 0: the main thread does it (use 0 when ingest has a single core).',
+      'Threads that parse, validate and fingerprint `:batch` bodies of 16 KiB or more, off the event loop. ' +
+      '0: the main thread does it (use 0 when ingest has a single core).',
     parse: int(0, 16),
   },
   {
@@ -269,7 +271,8 @@ const SPECS = [
     default: 'fast',
     accepts: '`fast` | `durable`',
     description:
-      '`fast`: answer 202 once Redis acknowledged the XADD. `durable`: also wait for `WAITAOF 1 0` (or `WAIT 1` with a replica); refuses to start if the server can give neither.',
+      '`fast`: answer 202 once Redis acknowledged the XADD. `durable`: also wait for `WAITAOF 1 0` ' +
+      '(or `WAIT 1` with a replica); refuses to start if the server can give neither.',
     parse: oneOf(['fast', 'durable'] as const),
   },
   {
@@ -286,7 +289,8 @@ const SPECS = [
     default: '86400',
     accepts: 'integer 60–2592000',
     description:
-      'Lifetime of the Redis idempotency record (PostgreSQL keeps the key as the final word). Keep it ≥ 86400 and beyond any client retry window in production; short values are for soaks and tests.',
+      'Lifetime of the Redis idempotency record (PostgreSQL keeps the key as the final word). ' +
+      'Keep it ≥ 86400 and beyond any client retry window in production; short values are for soaks and tests.',
     parse: int(60, 2592000),
   },
   {
@@ -336,7 +340,8 @@ const SPECS = [
     default: '0',
     accepts: 'integer 0–10000',
     description:
-      'How long a worker waits to fill a batch before applying a partial one (0: backpressure alone makes batches grow under load; docs/workers.md).',
+      'How long a worker waits to fill a batch before applying a partial one ' +
+      '(0: backpressure alone makes batches grow under load; docs/workers.md).',
     parse: int(0, 10000),
   },
   {
@@ -353,7 +358,8 @@ const SPECS = [
     default: '4',
     accepts: 'integer 1–200',
     description:
-      'PostgreSQL connections per worker process, shared equally by its threads (budget replicas × this against `max_connections`).',
+      'PostgreSQL connections per worker process, shared equally by its threads ' +
+      '(budget replicas × this against `max_connections`).',
     parse: int(1, 200),
   },
   {
@@ -402,7 +408,8 @@ const SPECS = [
     default: '60000',
     accepts: 'integer 100–86400000',
     description:
-      'Tick of the stream maintenance jobs (safe trim, idle-consumer cleanup); one execution per tick across all `surge maintenance` replicas.',
+      'Tick of the stream maintenance jobs (safe trim, idle-consumer cleanup); ' +
+      'one execution per tick across all `surge maintenance` replicas.',
     parse: int(100, 86_400_000),
   },
   {
@@ -419,7 +426,8 @@ const SPECS = [
     default: '0',
     accepts: 'integer 0–36500',
     description:
-      'Orders received longer ago than this are deleted, and with them their idempotency keys (a later retry of such a key would be applied again). 0 keeps them forever.',
+      'Orders received longer ago than this are deleted, and with them their idempotency keys ' +
+      '(a later retry of such a key would be applied again). 0 keeps them forever.',
     parse: int(0, 36500),
   },
   {
@@ -428,7 +436,8 @@ const SPECS = [
     default: '30',
     accepts: 'integer 0–36500',
     description:
-      'Dead letters (table rows and DLQ stream entries) first seen longer ago than this are deleted, replayed or not. 0 keeps them forever.',
+      'Dead letters (table rows and DLQ stream entries) first seen longer ago than this are deleted, ' +
+      'replayed or not. 0 keeps them forever.',
     parse: int(0, 36500),
   },
   {
@@ -445,7 +454,8 @@ const SPECS = [
     default: '3600000',
     accepts: 'integer 100–2592000000, ≥ `SURGE_CLAIM_TIMEOUT_MS`',
     description:
-      'A group consumer idle longer than this is removed (`XGROUP DELCONSUMER`) — only once it holds no pending entries; its pending entries are first claimed by a live consumer.',
+      'A group consumer idle longer than this is removed (`XGROUP DELCONSUMER`) ' +
+      '— only once it holds no pending entries; its pending entries are first claimed by a live consumer.',
     parse: int(100, 2_592_000_000),
   },
   {
@@ -462,7 +472,8 @@ const SPECS = [
     default: '127.0.0.1',
     accepts: 'an address',
     description:
-      'Address `surge dashboard` (Bull Board) binds. Not taken from `SURGE_LISTEN_HOST`: the board can retry and delete jobs and has no login, so it stays on loopback unless set here or with `--host`.',
+      'Address `surge dashboard` (Bull Board) binds. Not taken from `SURGE_LISTEN_HOST`: the board can retry and ' +
+      'delete jobs and has no login, so it stays on loopback unless set here or with `--host`.',
     parse: text,
   },
   {

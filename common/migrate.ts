@@ -65,7 +65,8 @@ export async function migrate(databaseUrl: string, dir: string = MIGRATIONS_DIR)
         if (prior) {
           if (prior.checksum !== m.checksum) {
             throw new Error(
-              `migration ${m.name} was applied with different contents (checksum mismatch); add a new migration instead of editing it`,
+              `migration ${m.name} was applied with different contents (checksum mismatch); ` +
+                'add a new migration instead of editing it',
             );
           }
           result.alreadyApplied.push(m.name);

@@ -301,7 +301,9 @@ function itemsJson(items: readonly OrderItem[]): string {
   for (let i = 0; i < items.length; i++) {
     const item = items[i]!;
     // qty and unit_price_cents are validated integers: a number's JSON text is its String().
-    out += `${i > 0 ? ',' : ''}{"qty":${String(item.qty)},"sku":${jsonString(item.sku)},"unit_price_cents":${String(item.unit_price_cents)}}`;
+    out +=
+      `${i > 0 ? ',' : ''}{"qty":${String(item.qty)},"sku":${jsonString(item.sku)},` +
+      `"unit_price_cents":${String(item.unit_price_cents)}}`;
   }
   return `${out}]`;
 }

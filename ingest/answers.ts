@@ -12,7 +12,10 @@ import type { WriteOutcome } from './writer.js';
 
 /** Largest body of POST /v1/orders (DESIGN § HTTP API). */
 export const SINGLE_BODY_LIMIT = 64 * 1024;
-/** Retry-After (s) for 409: the first request is waiting for WAITAOF/WAIT, which is bounded by SURGE_DURABLE_TIMEOUT_MS. */
+/**
+ * Retry-After (s) for 409: the first request is waiting for WAITAOF/WAIT, which is bounded by
+ * SURGE_DURABLE_TIMEOUT_MS.
+ */
 const CONFLICT_RETRY_AFTER = 1;
 
 /** The bounded `route` label of the request metrics. */
@@ -112,7 +115,10 @@ export const ORDER_RESULT: Record<WriteOutcome['kind'], string> = {
   unavailable: 'unavailable',
 };
 
-/** Request ids this process makes: a random per-process prefix and a counter (cheaper than a UUID per request, unique all the same). */
+/**
+ * Request ids this process makes: a random per-process prefix and a counter (cheaper than a
+ * UUID per request, unique all the same).
+ */
 const REQUEST_ID_PREFIX = randomBytes(6).toString('hex');
 let requestSeq = 0;
 
@@ -181,7 +187,10 @@ export function admit(
   });
 }
 
-/** Load shedding: the 503 to send when the backlog, Redis memory or Redis itself says so (counted as an unavailable order). */
+/**
+ * Load shedding: the 503 to send when the backlog, Redis memory or Redis itself says so (counted
+ * as an unavailable order).
+ */
 function shedding({ backpressure, metrics }: AdmissionDeps): Refusal | undefined {
   const reason = backpressure.overloaded();
   if (!reason) return undefined;

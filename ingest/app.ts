@@ -1,6 +1,7 @@
 // The ingest HTTP API (v1): a fastify app serving POST /v1/orders:batch, GET /v1/orders/:key,
 // /healthz, /readyz and /metrics, on a server whose request listener hands POST /v1/orders to
-// create-order.ts. Every error is application/problem+json (RFC 9457). The app holds no connections of its own: `startIngest` (server.ts) builds them.
+// create-order.ts. Every error is application/problem+json (RFC 9457). The app holds no
+// connections of its own: `startIngest` (server.ts) builds them.
 import { createServer } from 'node:http';
 import {
   type FastifyBaseLogger,
@@ -306,7 +307,9 @@ export function buildIngestApp(deps: IngestAppDeps): FastifyInstance {
         counts.set(result, (counts.get(result) ?? 0) + 1);
         if (outcome.kind === 'accepted' || outcome.kind === 'replayed') {
           results[index] =
-            `{"index":${index},"idempotency_key":${JSON.stringify(key)},"status":202,"replayed":${outcome.kind === 'replayed'},"location":${JSON.stringify(location(key))},"body":${outcome.body}}`;
+            `{"index":${index},"idempotency_key":${JSON.stringify(key)},"status":202,` +
+            `"replayed":${outcome.kind === 'replayed'},"location":${JSON.stringify(location(key))},` +
+            `"body":${outcome.body}}`;
         } else {
           if (outcome.kind === 'unavailable') failure ??= outcome.err ?? outcome.reason;
           const answer = answerFor(outcome, key, backpressure.retryAfterSeconds);

@@ -44,7 +44,8 @@ export async function checkDurability(
 ): Promise<DurabilityCommand> {
   if (config.redisClusterNodes.length > 0) {
     throw new DurabilityUnavailableError(
-      'SURGE_DURABILITY=durable is not supported on Redis Cluster yet (WAITAOF/WAIT must run on the node of each shard); use fast mode with appendfsync always on the nodes',
+      'SURGE_DURABILITY=durable is not supported on Redis Cluster yet (WAITAOF/WAIT must run on the node of each ' +
+        'shard); use fast mode with appendfsync always on the nodes',
     );
   }
   const [server, persistence, replication] = await Promise.all([
@@ -67,13 +68,15 @@ export async function checkDurability(
       'WAIT 1 needs a connected replica (connected_slaves:0)',
     ];
     throw new DurabilityUnavailableError(
-      `SURGE_DURABILITY=durable cannot be honoured by this Redis: ${why.join('; ')}. Enable AOF on Redis ≥ 7.2, add a replica, or use SURGE_DURABILITY=fast`,
+      `SURGE_DURABILITY=durable cannot be honoured by this Redis: ${why.join('; ')}. ` +
+        'Enable AOF on Redis ≥ 7.2, add a replica, or use SURGE_DURABILITY=fast',
     );
   }
   const reply = await redis.call(command.kind, ...command.args);
   if (!confirmed(command, reply)) {
     throw new DurabilityUnavailableError(
-      `SURGE_DURABILITY=durable: ${command.kind} ${command.args.join(' ')} did not confirm within ${config.durableTimeoutMs} ms (reply ${JSON.stringify(reply)})`,
+      `SURGE_DURABILITY=durable: ${command.kind} ${command.args.join(' ')} did not confirm ` +
+        `within ${config.durableTimeoutMs} ms (reply ${JSON.stringify(reply)})`,
     );
   }
   return command;

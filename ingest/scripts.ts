@@ -98,7 +98,11 @@ for i = 2, #KEYS do
       reply = '${ACCEPT_REPLY.error}' .. tostring(id.err)
     else
       local r = redis.pcall('SET', KEYS[i], state .. fp .. id, 'EX', ttl)
-      if type(r) == 'table' and r.err then reply = '${ACCEPT_REPLY.error}' .. tostring(r.err) else reply = '${ACCEPT_REPLY.new}' .. id end
+      if type(r) == 'table' and r.err then
+        reply = '${ACCEPT_REPLY.error}' .. tostring(r.err)
+      else
+        reply = '${ACCEPT_REPLY.new}' .. id
+      end
     end
   end
   n = n + 1
@@ -128,7 +132,10 @@ return 0
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** numKeys = 1 + the number of orders; see ACCEPT_LUA. Replies one string per order (outcome character, then result). */
+    /**
+     * numKeys = 1 + the number of orders; see ACCEPT_LUA. Replies one string per order (outcome
+     * character, then result).
+     */
     surgeAccept(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
     /** pendingValue: the record as ACCEPT_LUA stored it (state pending). */
     surgeConfirm(recordKey: string, pendingValue: string, ttlSeconds: string): Result<number, Context>;

@@ -286,7 +286,8 @@ export class OrderWriter {
           done(
             unknownOutcome(
               new Error(
-                `redis refused the write: ${answer[0] === ACCEPT_REPLY.error ? result : `reply ${JSON.stringify(reply[j])}`}`,
+                'redis refused the write: ' +
+                  (answer[0] === ACCEPT_REPLY.error ? result : `reply ${JSON.stringify(reply[j])}`),
               ),
             ),
           );

@@ -161,7 +161,9 @@ export function workerMetrics(registry: Registry) {
     }),
     retries: new Counter({
       name: 'surge_apply_retries_total',
-      help: 'Batch attempts retried after a transient PostgreSQL error, by SQLSTATE (`connection` when the error had none).',
+      help:
+        'Batch attempts retried after a transient PostgreSQL error, by SQLSTATE ' +
+        '(`connection` when the error had none).',
       labelNames: ['sqlstate'] as const,
       registers: [registry],
     }),

@@ -88,13 +88,17 @@ function formatStatus(r: StatusReport): string {
     `Surge status  ${new Date(r.at).toISOString()}  prefix ${r.prefix}  group ${r.group}  ${r.shards.length} shards`,
   );
   for (const m of r.memory) {
-    out.push(
-      `Redis ${m.node}: ${bytes(m.usedBytes)} used${m.maxBytes > 0 ? ` of ${bytes(m.maxBytes)} (${((100 * m.usedBytes) / m.maxBytes).toFixed(1)} %)` : ' (no maxmemory)'}`,
-    );
+    const of =
+      m.maxBytes > 0
+        ? ` of ${bytes(m.maxBytes)} (${((100 * m.usedBytes) / m.maxBytes).toFixed(1)} %)`
+        : ' (no maxmemory)';
+    out.push(`Redis ${m.node}: ${bytes(m.usedBytes)} used${of}`);
   }
+  const rate = r.applyRate;
   out.push(
-    r.applyRate
-      ? `Applied in the last ${r.applyRate.windowSeconds} s: ${r.applyRate.applied + r.applyRate.rejected} orders (${r.applyRate.perSecond.toFixed(1)}/s; ${r.applyRate.applied} applied, ${r.applyRate.rejected} rejected)`
+    rate
+      ? `Applied in the last ${rate.windowSeconds} s: ${rate.applied + rate.rejected} orders ` +
+          `(${rate.perSecond.toFixed(1)}/s; ${rate.applied} applied, ${rate.rejected} rejected)`
       : `Apply rate unavailable: ${r.applyRateError ?? 'unknown error'}`,
   );
   out.push('');
@@ -158,7 +162,8 @@ function formatStatus(r: StatusReport): string {
     ),
   );
   out.push(
-    `Total: length ${totLen}, backlog ${totBacklog} (pending ${totPending}), oldest entry waiting ${duration(maxAge)}, DLQ ${totDlq}`,
+    `Total: length ${totLen}, backlog ${totBacklog} (pending ${totPending}), ` +
+      `oldest entry waiting ${duration(maxAge)}, DLQ ${totDlq}`,
   );
   const consumers = r.shards.flatMap((s) =>
     (s.group?.consumers ?? []).map((c) => [String(s.shard), c.name, String(c.pending), duration(c.idleMs / 1000)]),

@@ -25,7 +25,9 @@ export function prometheusRuleFor(alertsText) {
     metadata: { name: 'surge', labels: { 'app.kubernetes.io/name': 'surge', 'app.kubernetes.io/part-of': 'surge' } },
     spec: { groups: rules.groups },
   };
-  return `# Generated from metrics/alerts.yml by scripts/sync-k8s-monitoring.mjs (npm run sync:k8s). Do not edit.\n${stringify(rule, { lineWidth: 0 })}`;
+  const header =
+    '# Generated from metrics/alerts.yml by scripts/sync-k8s-monitoring.mjs (npm run sync:k8s). Do not edit.';
+  return `${header}\n${stringify(rule, { lineWidth: 0 })}`;
 }
 
 function main() {

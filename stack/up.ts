@@ -445,11 +445,17 @@ export function banner(stack: RunningStack, config: Config): string {
   const e = stack.env;
   const host = stack.ingestUrl.replace(/^http:\/\//, '').replace(/:\d+$/, '');
   const body = '{"customer_id":"cust-1","currency":"EUR","items":[{"sku":"sku-1","qty":1,"unit_price_cents":1999}]}';
+  const metricsPages = [
+    `ingest ${stack.ingestUrl}/metrics`,
+    `workers http://${host}:${e.SURGE_WORKER_METRICS_PORT}/metrics`,
+    `lag http://${host}:${e.SURGE_LAG_EXPORTER_PORT}/metrics`,
+    `maintenance http://${host}:${e.SURGE_MAINTENANCE_METRICS_PORT}/metrics`,
+  ];
   return [
     '',
     'Surge is up.',
     `  POST orders to   ${stack.ingestUrl}/v1/orders`,
-    `  metrics          ingest ${stack.ingestUrl}/metrics · workers http://${host}:${e.SURGE_WORKER_METRICS_PORT}/metrics · lag http://${host}:${e.SURGE_LAG_EXPORTER_PORT}/metrics · maintenance http://${host}:${e.SURGE_MAINTENANCE_METRICS_PORT}/metrics`,
+    `  metrics          ${metricsPages.join(' · ')}`,
     `  Redis            ${redactUrl(e.REDIS_URL ?? '')}  (${config.shards} shards, prefix ${config.redisPrefix})`,
     `  PostgreSQL       ${redactUrl(e.DATABASE_URL ?? '')}`,
     '',
