@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { freePort } from '../common/net.js';
+import { redisServerArgs } from '../stack/up.js';
 import { waitFor } from './wait.js';
 
 export interface RedisServer {
@@ -27,20 +28,10 @@ export async function startRedisServer(
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'surge-redis-'));
   const args = [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--dir',
-    dir,
-    '--save',
-    '',
-    '--appendonly',
-    options.appendonly ? 'yes' : 'no',
-    '--appendfsync',
-    options.appendfsync ?? 'everysec',
-    '--maxmemory-policy',
-    'noeviction',
+    ...redisServerArgs(port, dir, {
+      appendonly: options.appendonly ?? false,
+      appendfsync: options.appendfsync ?? 'everysec',
+    }),
     ...(options.extraArgs ?? []),
   ];
   let child: ChildProcess | undefined;

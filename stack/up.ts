@@ -117,6 +117,33 @@ const REDIS_INSTALL_HELP = [
   '  or point Surge at one: REDIS_URL=redis://host:6379 npm start',
 ].join('\n');
 
+/**
+ * redis-server's command line for a private server on loopback: no RDB snapshots, noeviction,
+ * AOF as asked (appendfsync left to Redis's default unless given). `surge up` and the test
+ * servers (devkit/redis-server.ts) both start Redis with it.
+ */
+export function redisServerArgs(
+  port: number,
+  dir: string,
+  options: { appendonly: boolean; appendfsync?: 'always' | 'everysec' },
+): string[] {
+  return [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    options.appendonly ? 'yes' : 'no',
+    ...(options.appendfsync ? ['--appendfsync', options.appendfsync] : []),
+    '--maxmemory-policy',
+    'noeviction',
+  ];
+}
+
 async function resolveRedis(config: Config, opts: UpOptions, cleanups: Cleanup[]): Promise<string> {
   if (process.env.REDIS_URL || config.redisClusterNodes.length > 0) {
     if (config.redisClusterNodes.length === 0 && !(await redisPing(config.redisUrl))) {
@@ -131,24 +158,7 @@ async function resolveRedis(config: Config, opts: UpOptions, cleanups: Cleanup[]
   mkdirSync(dir, { recursive: true });
   const port = await freePort(6390);
   // AOF on and noeviction: the settings SEMANTICS §2.7/2.9 ask of a Redis that holds orders.
-  const child = spawn(
-    'redis-server',
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      dir,
-      '--save',
-      '',
-      '--appendonly',
-      'yes',
-      '--maxmemory-policy',
-      'noeviction',
-    ],
-    { stdio: 'ignore' },
-  );
+  const child = spawn('redis-server', redisServerArgs(port, dir, { appendonly: true }), { stdio: 'ignore' });
   const url = `redis://127.0.0.1:${port}`;
   cleanups.push({
     what: 'redis-server',
