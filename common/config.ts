@@ -331,7 +331,7 @@ const SPECS = [
     key: 'batchSize',
     default: '1000',
     accepts: 'integer 1–10000',
-    description: 'Most entries per apply batch (one PostgreSQL transaction). 1000 measured best (docs/workers.md).',
+    description: 'Most entries per apply batch (one PostgreSQL transaction); docs/workers.md: how it was chosen.',
     parse: int(1, 10000),
   },
   {
