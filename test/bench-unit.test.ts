@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import autocannon from 'autocannon';
-import type * as hdr from 'hdr-histogram-js';
 import { validateOrder } from '../common/order.js';
 import { httpRequestBytes, takeRequestsFrom } from '../bench/autocannon-requests.js';
 import { renderSvg, throughputSpec } from '../bench/charts.js';
@@ -24,6 +23,7 @@ import { littleChecks, type SystemSummary, summarize } from '../bench/summary.js
 import { startSyncBaseline } from '../bench/target.js';
 import { DEFAULT_WORKLOAD, orderFor, orderKey, phaseOfKey } from '../bench/workload.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { defined } from './support/defined.js';
 
 describe('bench: workload and arithmetic', () => {
   test('orders are valid, a pure function of the key, and hot orders buy only hot SKUs', () => {
@@ -189,8 +189,9 @@ describe('bench: open-model generator', () => {
       { generators: 1, seed: 1, onTick: () => {} },
     );
     const r = await run.result;
-    const h = r.phases[0]?.histogram as hdr.Histogram;
-    assert.equal(r.phases[0]?.accepted, 40);
+    const phase = defined(r.phases[0], 'the one phase');
+    const h = phase.histogram;
+    assert.equal(phase.accepted, 40);
     assert.equal(r.acceptedKeys.length, 40);
     assert.ok(
       h.getValueAtPercentile(99) / 1000 > 1500,
@@ -282,7 +283,7 @@ describe('bench:ingest command line', () => {
     assert.match(out, /^Usage: npm run bench:ingest/);
     const source = readFileSync(script, 'utf8');
     const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)]
-      .map((m) => m[1] as string)
+      .map((m) => defined(m[1], 'option name'))
       .filter((o) => o !== 'serve');
     assert.ok(options.length >= 8, `options found: ${options.join(', ')}`);
     for (const option of options) assert.ok(out.includes(`--${option}`), `--help names --${option}`);
@@ -305,8 +306,8 @@ describe('bench:ingest-ab (paired A/B of two builds)', () => {
     assert.equal(help.code, 0);
     assert.match(help.stdout, /^Usage: npm run bench:ingest-ab/);
     const source = readFileSync(script, 'utf8');
-    const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].map(
-      (m) => m[1] as string,
+    const options = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].map((m) =>
+      defined(m[1], 'option name'),
     );
     assert.ok(options.length >= 7, `options found: ${options.join(', ')}`);
     for (const option of options) assert.ok(help.stdout.includes(`--${option}`), `--help names --${option}`);

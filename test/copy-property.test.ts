@@ -15,6 +15,7 @@ import { parseJson } from '../ingest/requests.js';
 import { applyBatch, encodeBatch, type TaskEntry } from '../workers/apply.js';
 import { copyRow, copyValue } from '../workers/copy.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { defined } from './support/defined.js';
 
 const RUNS = Number(process.env.SURGE_PROPERTY_RUNS ?? 40);
 const NASTY = [
@@ -249,7 +250,7 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
         );
         assert.equal(rows.rows.length, expected.size);
         for (const row of rows.rows) {
-          const o = expected.get(row.idempotency_key) as Order;
+          const o = defined(expected.get(row.idempotency_key), `the order sent as ${row.idempotency_key}`);
           assert.equal(row.customer_id, o.customer_id);
           assert.equal(row.currency, o.currency);
           assert.equal(row.order_id, o.order_id ?? null);

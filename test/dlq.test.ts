@@ -24,6 +24,7 @@ import { dlqEntryFields, ensureGroups } from '../common/streams.js';
 import { applyAvailable, createDeadLetter, sampleOrder } from './support/deadletters.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
+import { defined } from './support/defined.js';
 
 const run = promisify(execFile);
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
@@ -198,7 +199,7 @@ describe('dead letters', () => {
       );
       assert.equal(batch.jobIds.length, 5);
       const job = await waitFor('a failed attempt of the chunk holding the locked row', async () => {
-        const j = await queue.getJob(batch.jobIds[2] as string);
+        const j = await queue.getJob(defined(batch.jobIds[2], 'the third job'));
         return j && j.attemptsMade >= 1 ? j : undefined;
       });
       assert.match(job.failedReason, /lock timeout/);

@@ -114,10 +114,9 @@ describe('migrate', () => {
     const c = new pg.Client({ connectionString: db.url });
     await c.connect();
     try {
-      const row = (await c.query('SELECT * FROM api_clients WHERE id = $1', [created.id])).rows[0] as Record<
-        string,
-        unknown
-      >;
+      const row = (await c.query<Record<string, unknown>>('SELECT * FROM api_clients WHERE id = $1', [created.id]))
+        .rows[0];
+      assert.ok(row, 'the client row');
       assert.ok(!JSON.stringify(row).includes(created.api_key.slice(3)), 'the key itself is not stored');
       assert.deepEqual(await findClientByKey(c, created.api_key), { id: created.id, name: 'shop-frontend' });
       assert.equal(await findClientByKey(c, `${created.api_key}x`), undefined);
@@ -148,7 +147,7 @@ describe('schema: order_items belong to an order (migration 007)', () => {
          VALUES ('c', $1, 'cust', 'EUR', 0, 'applied', now(), 's', '1-0') RETURNING id`,
         [key],
       )
-    ).rows[0]?.id as string;
+    ).rows[0]?.id ?? assert.fail(`no id returned for ${key}`);
   const items = async (): Promise<number> => Number((await c.query('SELECT count(*) AS n FROM order_items')).rows[0].n);
 
   test('a line for a missing order is refused with SQLSTATE 23503 (insert, multi-row insert, update)', async () => {

@@ -18,6 +18,7 @@ import { ORDERS_PER_SCRIPT_CALL, OrderWriter } from '../ingest/writer.js';
 import { startRedisCluster } from './support/cluster.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { http } from './support/http.js';
+import { defined } from './support/defined.js';
 
 const silent = createLogger('silent', 'ingest-batch-test');
 
@@ -156,7 +157,13 @@ describe('ingest :batch (many orders per script call)', () => {
 
     // Each new batch order replays through the single route, byte for byte.
     for (const [key, text] of [...bodies].slice(0, 20)) {
-      const again = await single(key, items.find((i) => i.key === key)?.order as Order);
+      const again = await single(
+        key,
+        defined(
+          items.find((i) => i.key === key),
+          key,
+        ).order,
+      );
       assert.equal(again.status, 202);
       assert.equal(again.headers['idempotent-replayed'], 'true');
       assert.equal(again.text, text);

@@ -18,6 +18,7 @@ import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
 import { http } from './support/http.js';
 import { metricValues, type SurgeProcess, startSurge } from './support/procs.js';
+import { parseOrderRef } from './support/defined.js';
 
 const HEADERS_TIMEOUT_MS = 400;
 const REQUEST_TIMEOUT_MS = 1200;
@@ -101,8 +102,8 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
 
   /** A 202 must point at an entry that decodes to exactly the order that was sent. */
   const assertEntry = async (body: unknown, sent: unknown) => {
-    const ref = /^s(\d+)-(\d+-\d+)$/.exec((body as { order_ref: string }).order_ref) as RegExpExecArray;
-    const got = await redis.xrange(streamKey(env.prefix, Number(ref[1])), ref[2] as string, ref[2] as string);
+    const ref = parseOrderRef((body as { order_ref: string }).order_ref);
+    const got = await redis.xrange(streamKey(env.prefix, ref.shard), ref.entryId, ref.entryId);
     const decoded = decodeEntry(got[0]?.[1]);
     assert.ok(decoded.ok, 'the accepted entry decodes');
     if (decoded.ok) assert.equal(canonicalJson(decoded.entry.order), canonicalJson(sent));

@@ -17,6 +17,7 @@ import { type IngestService, startIngest } from '../ingest/server.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
 import { http } from './support/http.js';
+import { parseOrderRef } from './support/defined.js';
 
 const silent = createLogger('silent', 'ingest-test');
 
@@ -109,11 +110,10 @@ describe('ingest', () => {
     assert.equal(body.idempotency_key, 'happy-1');
     assert.equal(body.status, 'queued');
     const shard = shardFor(alice.id, 'happy-1', env.config.shards);
-    const m = /^s(\d+)-(\d+-\d+)$/.exec(body.order_ref);
-    assert.ok(m, body.order_ref);
-    assert.equal(Number(m[1]), shard);
-    const [[id, fields] = ['', []]] = await redis.xrange(streamKey(env.prefix, shard), m[2] as string, m[2] as string);
-    assert.equal(id, m[2]);
+    const ref = parseOrderRef(body.order_ref);
+    assert.equal(ref.shard, shard);
+    const [[id, fields] = ['', []]] = await redis.xrange(streamKey(env.prefix, shard), ref.entryId, ref.entryId);
+    assert.equal(id, ref.entryId);
     const decoded = decodeEntry(fields);
     assert.ok(decoded.ok);
     assert.deepEqual(decoded.entry, { clientId: alice.id, idempotencyKey: 'happy-1', order: o });
@@ -129,7 +129,7 @@ describe('ingest', () => {
     assert.deepEqual(parseRecord(await redis.get(recordKey)), {
       state: STATE_DONE,
       fingerprint: orderFingerprint(o),
-      entryId: m[2],
+      entryId: ref.entryId,
     });
     assert.ok(Number(await redis.memory('USAGE', recordKey)) < 300, 'a record is small');
     // The response also carries a request id; each request gets its own unless the client sent one.
@@ -335,12 +335,12 @@ describe('ingest', () => {
     assert.equal(queued.status, 200);
     assert.deepEqual(queued.json, { idempotency_key: 'state/with?odd#chars', status: 'queued', order_ref: ref });
 
-    const [, shard, entryId] = /^s(\d+)-(.*)$/.exec(ref) as RegExpExecArray;
+    const { shard, entryId } = parseOrderRef(ref);
     const insert = (key: string, status: string, reason: string | null) =>
       pool.query(
         `INSERT INTO orders (client_id, idempotency_key, customer_id, currency, total_cents, status, reason, received_at, stream, entry_id)
          VALUES ($1, $2, 'c', 'EUR', 100, $3, $4, now(), $5, $6)`,
-        [alice.id, key, status, reason, streamKey(env.prefix, Number(shard)), entryId],
+        [alice.id, key, status, reason, streamKey(env.prefix, shard), entryId],
       );
     await insert('state/with?odd#chars', 'applied', null);
     const applied = (await get('state/with?odd#chars')).json as Record<string, unknown>;

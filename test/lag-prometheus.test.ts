@@ -18,6 +18,7 @@ import { type LagExporter, startLagExporter } from '../metrics/exporter.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { freePort } from '../common/net.js';
 import { waitFor } from '../devkit/wait.js';
+import { defined } from './support/defined.js';
 
 const ALERTS = join(PACKAGE_ROOT, 'metrics', 'alerts.yml');
 const ALERT_TESTS = join(PACKAGE_ROOT, 'metrics', 'alerts.test.yml');
@@ -71,12 +72,12 @@ describe('Prometheus and promtool against Surge', () => {
     const read = (await redis.xreadgroup('GROUP', GROUP, 'w-1', 'COUNT', 3, 'STREAMS', s0, '>')) as Array<
       [string, Array<[string, string[]]>]
     >;
-    await redis.xack(s0, GROUP, read[0]?.[1][0]?.[0] as string);
+    await redis.xack(s0, GROUP, defined(read[0]?.[1][0]?.[0], 'the first entry read'));
     // Shard 1: 5 entries, one undelivered deleted: lag NULL, backlog 4 (counted).
     const s1 = streamKey(env.prefix, 1);
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await redis.xadd(s1, '*', 'v', '1')) as string);
-    await redis.xdel(s1, ids[2] as string);
+    await redis.xdel(s1, defined(ids[2], 'the third entry'));
     await redis.xadd(dlqKey(env.prefix, 0), '*', 'dl_reason', 'test');
     exporter = await startLagExporter(env.config);
   });

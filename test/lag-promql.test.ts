@@ -71,7 +71,7 @@ function promqlRefs(expr: string): PromqlRefs {
   const labels: string[] = [];
   let s = expr.replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g, '""');
   s = s.replace(/\{([^}]*)\}/g, (_, inner: string) => {
-    for (const m of inner.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)/g)) labels.push(m[1] as string);
+    for (const [, label] of inner.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)/g)) if (label) labels.push(label);
     return ' ';
   });
   s = s.replace(/\[[^\]]*\]/g, ' ');

@@ -12,6 +12,7 @@ import { startRedisServer } from '../devkit/redis-server.js';
 import { waitFor } from '../devkit/wait.js';
 import type { Sample } from '../devkit/prom.js';
 import { scrape, select, value } from './support/prom.js';
+import { defined } from './support/defined.js';
 
 // Entry IDs are built from BASE so every age is known exactly: the exporter's clock is BASE + 100 s.
 const BASE = Date.now() - 3_600_000;
@@ -56,7 +57,7 @@ describe('lag exporter against real Redis', () => {
     // Shard 0: 10 entries; c-busy takes 4 and acks the first; c-idle takes 2. 4 undelivered, 5 pending.
     await addEntries(redis, s0(), 10);
     const busy = await readGroup(redis, s0(), 'c-busy', 4);
-    assert.equal(await redis.xack(s0(), GROUP, busy[0] as string), 1);
+    assert.equal(await redis.xack(s0(), GROUP, defined(busy[0], 'the first entry read')), 1);
     await readGroup(redis, s0(), 'c-idle', 2);
     await redis.xadd(dlqKey(env.prefix, 0), '*', 'dl_reason', 'test');
     await redis.xadd(dlqKey(env.prefix, 0), '*', 'dl_reason', 'test');

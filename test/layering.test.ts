@@ -20,9 +20,9 @@ function sources(dir: string): string[] {
 const edges: [string, string][] = FOLDERS.flatMap((dir) =>
   sources(dir).flatMap((file) =>
     [...readFileSync(join(PACKAGE_ROOT, file), 'utf8').matchAll(/(?:from\s+|import\s*\()'(\.{1,2}\/[^']+)'/g)].map(
-      ([, spec]): [string, string] => [
+      ([, spec = '']): [string, string] => [
         file,
-        relative(PACKAGE_ROOT, resolve(PACKAGE_ROOT, dirname(file), spec as string)).split('/')[0] ?? '',
+        relative(PACKAGE_ROOT, resolve(PACKAGE_ROOT, dirname(file), spec)).split('/')[0] ?? '',
       ],
     ),
   ),

@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import { GROUP } from '../common/keys.js';
 import { safeTrimStream } from '../maintenance/streams.js';
 import { deleteRedisPrefix, TEST_REDIS_URL, uniquePrefix } from '../devkit/scratch.js';
+import { defined } from './support/defined.js';
 
 type Read = Array<[string, Array<[string, string[]]>]> | null;
 
@@ -61,7 +62,7 @@ describe('safe trim', () => {
     assert.ok(r.trimmed > 0 && r.trimmed <= 1000, `trimmed ${r.trimmed}`);
     assert.deepEqual(await present(redis, stream, pending), [], 'every pending entry is still there');
     assert.equal(
-      (await redis.xrange(stream, pending[0] as string, '+')).length,
+      (await redis.xrange(stream, defined(pending[0], 'the oldest pending ID'), '+')).length,
       2000,
       'nothing at or after the oldest pending ID was removed',
     );
@@ -72,7 +73,7 @@ describe('safe trim', () => {
     const r2 = await safeTrimStream(redis, stream);
     assert.equal(r2.trimPoint, ids[2499]);
     assert.equal(
-      (await redis.xrange(stream, ids[2499] as string, '+')).length,
+      (await redis.xrange(stream, defined(ids[2499], 'entry 2500'), '+')).length,
       501,
       'entries not yet delivered to audit remain',
     );
@@ -86,7 +87,7 @@ describe('safe trim', () => {
     assert.ok(len <= 100, `XLEN ${len} after trimming (approximate trim keeps at most one node)`);
     assert.ok(memAfter < memBefore / 10, `MEMORY USAGE ${memBefore} → ${memAfter} bytes`);
     assert.equal(
-      (await redis.xrange(stream, ids[2999] as string, '+')).length,
+      (await redis.xrange(stream, defined(ids[2999], 'the last entry'), '+')).length,
       1,
       'the last-delivered entry itself stays',
     );

@@ -163,9 +163,9 @@ describe('security', () => {
     for (const file of files) {
       const text = readFileSync(join(PACKAGE_ROOT, file), 'utf8');
       // Every query(…)/copyFrom(…) whose text is built: a template literal with ${…} or a + concatenation.
-      for (const m of text.matchAll(/\b(?:query|copyFrom|copyTo)(?:<[^>]*>)?\(\s*`([^`]*)`/g)) {
-        for (const hole of (m[1] as string).matchAll(/\$\{([^}]*(?:\}[^}]*)*?)\}/g)) {
-          const expr = (hole[1] as string).trim();
+      for (const [, sql = ''] of text.matchAll(/\b(?:query|copyFrom|copyTo)(?:<[^>]*>)?\(\s*`([^`]*)`/g)) {
+        for (const [, hole = ''] of sql.matchAll(/\$\{([^}]*(?:\}[^}]*)*?)\}/g)) {
+          const expr = hole.trim();
           // A constant that is the text of a static file under sql/: `const X = () => sqlFile('…')`.
           const staticFile = /^([A-Z_]+)\(\)$/.exec(expr);
           const isStatic =

@@ -8,6 +8,7 @@ import { ensureGroups } from '../common/streams.js';
 import { startWorker } from '../workers/worker.js';
 import { createTestEnv } from '../devkit/scratch.js';
 import { enqueue, metricSum, type QueuedOrder, scrape, waitForDrained } from './support/workers.js';
+import { defined } from './support/defined.js';
 
 test('multi-item orders across hot SKUs, two workers: no deadlock errors, no partial fills, never below zero', async () => {
   const env = await createTestEnv({
@@ -33,7 +34,7 @@ test('multi-item orders across hot SKUs, two workers: no deadlock errors, no par
     };
     const orders: QueuedOrder[] = Array.from({ length: 1500 }, (_, i) => {
       const items: Order['items'] = Array.from({ length: 2 + rnd(3) }, () => ({
-        sku: hot[rnd(hot.length)] as string,
+        sku: defined(hot[rnd(hot.length)], 'a hot SKU'),
         qty: 1 + rnd(3),
         unit_price_cents: 100,
       }));
@@ -77,12 +78,13 @@ test('multi-item orders across hot SKUs, two workers: no deadlock errors, no par
         continue;
       }
       applied++;
-      for (const item of (byKey.get(r.idempotency_key) as Order).items) {
-        if (taken.has(item.sku)) taken.set(item.sku, (taken.get(item.sku) as number) + item.qty);
+      for (const item of defined(byKey.get(r.idempotency_key), r.idempotency_key).items) {
+        const before = taken.get(item.sku);
+        if (before !== undefined) taken.set(item.sku, before + item.qty);
       }
     }
     for (const sku of hot) {
-      const left = stock.get(sku) as number;
+      const left = defined(stock.get(sku), `stock of ${sku}`);
       assert.ok(left >= 0, `${sku} below zero`);
       assert.equal(initial - left, taken.get(sku), `${sku}: stock taken = applied quantities`);
     }
@@ -90,10 +92,10 @@ test('multi-item orders across hot SKUs, two workers: no deadlock errors, no par
     // Every rejected order really lacked stock at the end: at least one of its SKUs cannot fill it now.
     for (const r of rows.filter((x) => x.status === 'rejected')) {
       const need = new Map<string, number>();
-      for (const item of (byKey.get(r.idempotency_key) as Order).items)
+      for (const item of defined(byKey.get(r.idempotency_key), r.idempotency_key).items)
         if (stock.has(item.sku)) need.set(item.sku, (need.get(item.sku) ?? 0) + item.qty);
       assert.ok(
-        [...need].some(([sku, q]) => (stock.get(sku) as number) < q),
+        [...need].some(([sku, q]) => defined(stock.get(sku), `stock of ${sku}`) < q),
         `${r.idempotency_key} was rejected but fits`,
       );
     }

@@ -26,6 +26,7 @@ import {
   simpleOrder,
   waitForDrained,
 } from './support/workers.js';
+import { defined } from './support/defined.js';
 
 interface Ctx {
   env: TestEnv;
@@ -166,14 +167,14 @@ describe('workers apply orders', () => {
       assert.equal(rows.rows.length, nasty.length);
       for (const r of rows.rows) {
         const i = Number(r.idempotency_key.slice('nasty-'.length));
-        const o = orders[i] as QueuedOrder;
+        const o = defined(orders[i], `order ${i}`);
         assert.equal(r.customer_id, o.order.customer_id);
         assert.equal(r.order_id, o.order.order_id);
         assert.deepEqual(r.metadata, o.order.metadata);
         assert.equal(r.total_cents, '301');
         assert.equal(r.entry_id, ids[i]);
         assert.equal(r.stream, streamKey(ctx.env.prefix, shardFor('c1', o.key, ctx.env.config.shards)));
-        assert.equal(r.received_at.getTime(), Number((ids[i] as string).split('-')[0]));
+        assert.equal(r.received_at.getTime(), Number(defined(ids[i], `entry ${i}`).split('-')[0]));
         assert.equal(r.placed_at.toISOString(), '2024-05-01T12:00:00.123Z');
         const items = await ctx.db.query<{ line: number; sku: string; qty: number; unit_price_cents: string }>(
           'SELECT line, sku, qty, unit_price_cents FROM order_items WHERE order_pk = $1 ORDER BY line',
@@ -205,7 +206,7 @@ describe('workers apply orders', () => {
         stream.push(o);
         if (i % 10 === 0) stream.push(o);
       });
-      for (let i = 5; i < n; i += 10) stream.push(orders[i] as QueuedOrder);
+      for (let i = 5; i < n; i += 10) stream.push(defined(orders[i], `order ${i}`));
       await enqueue(ctx.redis, ctx.env.prefix, ctx.env.config.shards, stream);
       // Redelivery: a consumer that reads 500 entries of every shard and dies before acking.
       for (let s = 0; s < ctx.env.config.shards; s++) {
@@ -258,7 +259,7 @@ describe('workers apply orders', () => {
       assert.equal(dl.rows[0].idempotency_key, 'poison');
       const dlq = await ctx.redis.xrange(dlqKey(ctx.env.prefix, 0), '-', '+');
       assert.equal(dlq.length, 1);
-      const f = dlq[0]?.[1] as string[];
+      const f = defined(dlq[0], 'the DLQ entry')[1];
       assert.deepEqual(f.slice(0, 8), poison);
       const field = (k: string) => f[f.indexOf(k) + 1];
       assert.equal(field('dl_id'), poisonId);
@@ -482,8 +483,8 @@ describe('workers apply orders', () => {
       );
       await ctx.redis.xreadgroup('GROUP', GROUP, 'ghost', 'COUNT', 10, 'STREAMS', key, '>');
       // ids[1] has been delivered 3 times already; ids[2]'s payload is deleted while pending.
-      await ctx.redis.xclaim(key, GROUP, 'ghost', 0, ids[1] as string, 'RETRYCOUNT', 3);
-      await ctx.redis.xdel(key, ids[2] as string);
+      await ctx.redis.xclaim(key, GROUP, 'ghost', 0, defined(ids[1], 'entry 1'), 'RETRYCOUNT', 3);
+      await ctx.redis.xdel(key, defined(ids[2], 'entry 2'));
       const worker = await startWorker(ctx.env.config);
       ctx.workers.push(worker);
       await waitForDrained(ctx.redis, ctx.env.prefix, 1);

@@ -13,6 +13,7 @@
 import type pg from 'pg';
 import { canonicalJson } from '../../common/order.js';
 import type { KeyRecord } from './load.js';
+import { defined } from '../support/defined.js';
 
 export interface CheckInput {
   db: Pick<pg.Pool, 'query'>;
@@ -127,7 +128,7 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
     );
     for (const s of stock.rows) {
       const available = Number(s.available);
-      const expected = (input.initialStock.get(s.sku) as number) - (taken.get(s.sku) ?? 0);
+      const expected = defined(input.initialStock.get(s.sku), `initial stock of ${s.sku}`) - (taken.get(s.sku) ?? 0);
       if (available < 0 || available !== expected)
         stockErrors.push(`${s.sku}: available ${available}, expected ${expected}`);
     }

@@ -6,6 +6,7 @@
 import { Agent } from 'node:http';
 import type { Order } from '../../common/order.js';
 import { http } from '../support/http.js';
+import { defined } from '../support/defined.js';
 
 export interface KeyRecord {
   key: string;
@@ -90,7 +91,11 @@ export class LoadClient {
     // buy unstocked SKUs. Items and prices vary so totals are checkable.
     const items = [{ sku: `free-${n % 7}`, qty: 1 + (n % 3), unit_price_cents: 100 + (n % 97) }];
     if (n % 4 === 0 && stocked.length > 0)
-      items.push({ sku: stocked[n % stocked.length] as string, qty: 1 + (n % 3), unit_price_cents: 999 });
+      items.push({
+        sku: defined(stocked[n % stocked.length], 'a stocked SKU'),
+        qty: 1 + (n % 3),
+        unit_price_cents: 999,
+      });
     return {
       customer_id: `cust-${n % 50}`,
       currency: 'EUR',

@@ -31,9 +31,10 @@ function pgBin(): string {
         .filter((v) => existsSync(join(root, v, 'bin', 'pg_ctl')))
         .sort((a, b) => Number(b) - Number(a))
     : [];
-  if (versions.length === 0)
+  const [newest] = versions;
+  if (newest === undefined)
     throw new Error('no PostgreSQL server binaries found (set SURGE_PG_BIN to the folder holding initdb and pg_ctl)');
-  return join(root, versions[0] as string, 'bin');
+  return join(root, newest, 'bin');
 }
 
 /** Runs a PostgreSQL binary, as the `postgres` user when we are root. */

@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { allStreamKeys, idemKey, shardFor } from '../../common/keys.js';
 import { type RedisClusterHandle, startRedisCluster } from '../support/cluster.js';
 import { FaultStack, formatRow, TABLE_HEADER } from './stack.js';
+import { defined } from '../support/defined.js';
 
 describe('Redis Cluster: 3 masters, 8 shards', () => {
   let cluster: RedisClusterHandle;
@@ -33,7 +34,7 @@ describe('Redis Cluster: 3 masters, 8 shards', () => {
 
   test('the 8 shard streams (and their idempotency records) spread over the 3 masters; every order applied exactly once', async () => {
     const row = await stack.phase('none');
-    const prefix = stack.env.SURGE_REDIS_PREFIX as string;
+    const prefix = stack.prefix;
     const placement = await Promise.all(
       allStreamKeys(prefix, 8).map(async (key) => ({ key, ...(await cluster.locate(key)) })),
     );
@@ -46,7 +47,7 @@ describe('Redis Cluster: 3 masters, 8 shards', () => {
     assert.equal(nodes.size, 3, 'shards on every master');
     assert.ok(placement.every((p) => p.node >= 0));
     // An idempotency record shares its stream's slot (one Lua call touches both).
-    const someKey = [...stack.load.records.keys()][0] as string;
+    const someKey = defined(stack.load.records.keys().next().value, 'an accepted order');
     const shard = shardFor(stack.client.id, someKey, 8);
     const rec = await cluster.locate(idemKey(prefix, shard, stack.client.id, someKey));
     assert.equal(rec.slot, placement[shard]?.slot);

@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { type CreatedClient, createClient } from '../../common/clients.js';
-import { allStreamKeys, GROUP } from '../../common/keys.js';
+import { allStreamKeys, GROUP, streamKey } from '../../common/keys.js';
 import { migrate } from '../../common/migrate.js';
 import { createRedis, type RedisClient } from '../../common/redis.js';
 import { streamBacklog } from '../../ingest/backpressure.js';
@@ -14,6 +14,7 @@ import type { RedisClusterHandle } from '../support/cluster.js';
 import { createTestDatabase, uniquePrefix } from '../../devkit/scratch.js';
 import { type RedisServer, startRedisServer } from '../../devkit/redis-server.js';
 import { waitFor } from '../../devkit/wait.js';
+import { defined } from '../support/defined.js';
 import { http } from '../support/http.js';
 import { metricValues, type SurgeProcess, type SurgeRole, startSurge } from '../support/procs.js';
 import { type CheckResult, checkInvariants } from './checker.js';
@@ -113,7 +114,7 @@ export class FaultStack {
 
   async start(): Promise<void> {
     const prefix = uniquePrefix();
-    let redisEnv: Record<string, string>;
+    let redisEnv: { REDIS_URL: string } & Record<string, string>;
     if (this.opts.cluster) {
       redisEnv = {
         REDIS_URL: `redis://${this.opts.cluster.seeds.split(',')[0]}`,
@@ -167,7 +168,7 @@ export class FaultStack {
     ]);
     this.admin = createRedis(
       {
-        redisUrl: redisEnv.REDIS_URL as string,
+        redisUrl: redisEnv.REDIS_URL,
         redisClusterNodes: this.opts.cluster
           ? this.opts.cluster.nodes.map((n) => ({ host: '127.0.0.1', port: n.port }))
           : [],
@@ -248,10 +249,23 @@ export class FaultStack {
     return Number(r.rows[0]?.n ?? 0);
   }
 
+  /** The Redis key prefix of the stack's processes (start() sets it). */
+  get prefix(): string {
+    return defined(this.env.SURGE_REDIS_PREFIX, 'SURGE_REDIS_PREFIX (is the stack started?)');
+  }
+
+  private ingest(i: number): SurgeProcess {
+    return defined(this.ingests[i], `ingest process ${i}`);
+  }
+
+  private worker(i: number): SurgeProcess {
+    return defined(this.workers[i], `worker process ${i}`);
+  }
+
   /** Backlog (lag + pending) over all shards. */
   async backlog(): Promise<number> {
     let total = 0;
-    for (const key of allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, this.opts.shards)) {
+    for (const key of allStreamKeys(this.prefix, this.opts.shards)) {
       const [groups, xlen] = await Promise.all([
         this.admin.xinfo('GROUPS', key).catch(() => null),
         this.admin.xlen(key),
@@ -265,7 +279,7 @@ export class FaultStack {
   async dumpProcesses(): Promise<void> {
     for (const proc of [...this.ingests, ...this.workers])
       this.log(`--- ${proc.name} (pid ${proc.pid}, ${proc.alive() ? 'alive' : 'dead'}):\n${proc.tail()}`);
-    for (const key of allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, this.opts.shards)) {
+    for (const key of allStreamKeys(this.prefix, this.opts.shards)) {
       const groups = await this.admin.xinfo('GROUPS', key).catch((e: Error) => e.message);
       const consumers = await this.admin.xinfo('CONSUMERS', key, GROUP).catch((e: Error) => e.message);
       this.log(
@@ -282,17 +296,17 @@ export class FaultStack {
   }
 
   async restartIngest(i: number): Promise<void> {
-    await (this.ingests[i] as SurgeProcess).kill();
+    await this.ingest(i).kill();
     this.ingests[i] = await this.spawn('ingest', i);
   }
 
   async killWorker(i: number): Promise<void> {
     this.workerKilledInPhase = true;
-    await (this.workers[i] as SurgeProcess).kill();
+    await this.worker(i).kill();
   }
 
   async restartWorker(i: number): Promise<void> {
-    if ((this.workers[i] as SurgeProcess).alive()) await this.killWorker(i);
+    if (this.worker(i).alive()) await this.killWorker(i);
     this.workers[i] = await this.spawn('work', i);
   }
 
@@ -317,22 +331,22 @@ export class FaultStack {
         await this.restartWorker(0);
         return;
       case 'ingest-sigkill':
-        (this.ingests[0] as SurgeProcess).signal('SIGKILL');
+        this.ingest(0).signal('SIGKILL');
         await this.progress(p, 'one ingest left');
         await this.restartIngest(0);
         return;
       case 'worker-sigstop': {
-        const zombie = this.workers[0] as SurgeProcess;
+        const zombie = this.worker(0);
         const consumer = (name: string) => name;
         const pendingOf = async (name: string) => {
           let n = 0;
-          for (const key of allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, this.opts.shards)) {
+          for (const key of allStreamKeys(this.prefix, this.opts.shards)) {
             const rows = (await this.admin.xinfo('CONSUMERS', key, GROUP).catch(() => [])) as unknown[][];
             for (const r of rows) if (r[1] === consumer(name)) n += Number(r[3]);
           }
           return n;
         };
-        const name = zombie.consumer as string;
+        const name = defined(zombie.consumer, 'the consumer name of worker 0');
         // Stop it while it holds entries (a batch in flight): retry until a stop catches one.
         let held = 0;
         for (let i = 0; i < 200 && held === 0; i++) {
@@ -370,7 +384,7 @@ export class FaultStack {
         await this.redis.kill();
         await waitFor(
           'ingest notices Redis is down',
-          async () => (await http((this.ingests[1] as SurgeProcess).url, { path: '/readyz' })).status === 503,
+          async () => (await http(this.ingest(1).url, { path: '/readyz' })).status === 503,
         );
         await this.redis.restart();
         return;
@@ -420,8 +434,7 @@ export class FaultStack {
       case 'cluster-master-restart': {
         const cluster = this.opts.cluster;
         if (!cluster) throw new Error('cluster-master-restart needs a Redis Cluster');
-        const victim = (await cluster.locate(allStreamKeys(this.env.SURGE_REDIS_PREFIX as string, 1)[0] as string))
-          .node;
+        const victim = (await cluster.locate(streamKey(this.prefix, 0))).node;
         const failuresBefore = this.load.failures();
         await cluster.kill(victim);
         await waitFor(

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { freePort } from '../../common/net.js';
 import { waitFor } from '../../devkit/wait.js';
+import { defined } from './defined.js';
 
 const run = promisify(execFile);
 
@@ -35,12 +36,12 @@ export interface RedisClusterHandle {
   stop(): Promise<void>;
 }
 
-async function nodeCommand(port: number, ...args: string[]): Promise<unknown> {
+async function nodeCommand(port: number, command: string, ...args: string[]): Promise<unknown> {
   const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
   r.on('error', () => {});
   try {
     await r.connect();
-    return await r.call(args[0] as string, ...args.slice(1));
+    return await r.call(command, ...args);
   } finally {
     r.disconnect();
   }
@@ -67,7 +68,7 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
     nodes.push({ port, busPort, dir: mkdtempSync(join(tmpdir(), 'surge-cluster-')), pid: -1 });
   }
   const launch = async (i: number) => {
-    const n = nodes[i] as ClusterNode;
+    const n = defined(nodes[i], `cluster node ${i}`);
     const child = spawn(
       'redis-server',
       [
@@ -143,8 +144,9 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
       });
     },
     async locate(key) {
-      const slot = Number(await nodeCommand((nodes[0] as ClusterNode).port, 'CLUSTER', 'KEYSLOT', key));
-      const ranges = (await nodeCommand((nodes[0] as ClusterNode).port, 'CLUSTER', 'SLOTS')) as Array<
+      const { port: first } = defined(nodes[0], 'cluster node 0');
+      const slot = Number(await nodeCommand(first, 'CLUSTER', 'KEYSLOT', key));
+      const ranges = (await nodeCommand(first, 'CLUSTER', 'SLOTS')) as Array<
         [number, number, [string, number, string]]
       >;
       const owner = ranges.find(([lo, hi]) => slot >= lo && slot <= hi);

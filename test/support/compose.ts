@@ -45,7 +45,7 @@ function asList(c: string[] | string | undefined): string[] {
   return Array.isArray(c) ? c : c ? c.split(/\s+/) : [];
 }
 
-function portKey(variable: string): keyof Config {
+function portKey(variable: string): 'ingestPort' | 'workerMetricsPort' | 'lagExporterPort' {
   return variable === 'SURGE_INGEST_PORT'
     ? 'ingestPort'
     : variable === 'SURGE_WORKER_METRICS_PORT'
@@ -123,7 +123,7 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
     }
     const portVar = ROLE_PORTS[role];
     if (portVar) {
-      const port = config[portKey(portVar)] as number;
+      const port = config[portKey(portVar)];
       rolePorts.set(role, { service: name, port });
       for (const p of s.ports ?? []) {
         const container = Number(String(p).split(':').pop());
