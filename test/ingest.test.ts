@@ -1,5 +1,5 @@
-// Ingest against the real Redis and PostgreSQL: every "bad input" rule of issue 3, idempotency,
-// batch, order state, backpressure, metrics.
+// Ingest against the real Redis and PostgreSQL: every "bad input" rule of the API (docs/ingest.md,
+// Errors), idempotency, batch, order state, backpressure, metrics.
 import assert from 'node:assert/strict';
 import { Agent } from 'node:http';
 import { after, before, describe, test } from 'node:test';

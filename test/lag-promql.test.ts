@@ -159,7 +159,8 @@ describe('dashboard and alerts name only what Surge exports', () => {
     assert.ok(exprs.length >= 10, `${exprs.length} expressions`);
     const problems = exprs.flatMap(({ where, expr }) => check(known, where, expr));
     assert.deepEqual(problems, []);
-    // It shows what the issue asks for.
+    // It shows what an operator needs to see: ingest traffic and latency, backlog and lag, the
+    // oldest pending entry, applied orders, end-to-end latency, dead letters and Redis memory.
     const used = new Set(exprs.flatMap(({ expr }) => promqlRefs(expr).metrics));
     for (const name of [
       'surge_ingest_requests_total',

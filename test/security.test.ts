@@ -1,4 +1,4 @@
-// Security basics (issue 9): API keys stored only as hashes and compared in constant time;
+// Security basics: API keys stored only as hashes and compared in constant time;
 // one client cannot read or replay another's orders; /metrics of ingest, workers and the lag
 // exporter carry no order data; SQL reaches PostgreSQL only as static text with parameters,
 // identifiers escaped with pg.escapeIdentifier, numbers clamped, or the escaped COPY stream.

@@ -27,7 +27,7 @@ export interface LoadOptions {
   apiKey: string;
   /** Concurrent senders. Default 4. */
   concurrency?: number;
-  /** Pause between one sender's new orders, ms. Default 20 (≈ 4 × 50/s = 200 orders/s at most). */
+  /** Pause between one sender's new orders, ms. Default 20: at most 50 new orders a second per sender. */
   pauseMs?: number;
   /** SKUs with stock (a share of orders take from them); the rest are unstocked. */
   stockedSkus: readonly string[];

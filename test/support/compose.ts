@@ -27,7 +27,7 @@ export interface ComposeFile {
   volumes?: Record<string, unknown>;
 }
 
-/** Bind-mounted files that another part of the project provides (issue 5's metrics/). */
+/** Bind-mounted files that another part of the project provides (metrics/: alert rules, dashboard). */
 export const PROVIDED_ELSEWHERE = ['metrics/alerts.yml', 'metrics/dashboard.json'];
 
 export function readCompose(root: string): ComposeFile {
