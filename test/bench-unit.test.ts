@@ -42,7 +42,13 @@ describe('bench: workload and arithmetic', () => {
 
   test('Prometheus text: labels, sums, absent metrics', () => {
     const s = parsePrometheus(
-      '# HELP x\nsurge_consumer_group_backlog{stream="a:{s0}:orders",group="appliers"} 3\nsurge_consumer_group_backlog{stream="b",group="appliers"} 4\nsurge_consumer_group_lag_seconds{stream="a"} NaN\n',
+      [
+        '# HELP x',
+        'surge_consumer_group_backlog{stream="a:{s0}:orders",group="appliers"} 3',
+        'surge_consumer_group_backlog{stream="b",group="appliers"} 4',
+        'surge_consumer_group_lag_seconds{stream="a"} NaN',
+        '',
+      ].join('\n'),
     );
     assert.equal(sumOf(s, 'surge_consumer_group_backlog'), 7);
     assert.equal(sumOf(s, 'surge_consumer_group_backlog', { stream: 'b' }), 4);

@@ -156,7 +156,8 @@ describe('the image start command from a production install', () => {
       if (!/can only install packages when your package\.json and package-lock\.json .* are in sync/.test(stderr))
         throw e;
       console.log(
-        `# npm ${ci.join(' ')} refused the lockfile (${/Missing: \S+/.exec(stderr)?.[0] ?? 'not in sync'}); using npm install --no-save with the same flags`,
+        `# npm ${ci.join(' ')} refused the lockfile (${/Missing: \S+/.exec(stderr)?.[0] ?? 'not in sync'}); ` +
+          'using npm install --no-save with the same flags',
       );
       await run('npm', ['install', '--no-save', ...ci.slice(1)], { cwd: dir, maxBuffer: 16 * 1024 * 1024 });
     }

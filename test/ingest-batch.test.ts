@@ -1,6 +1,7 @@
 // POST /v1/orders:batch writes each shard's orders with ACCEPT_LUA (many orders per script
-// call; concurrent single orders share calls the same way). Every order must get what POST /v1/orders would have answered, call by call: new,
-// replayed (byte for byte), mismatched (422), repeated within the batch, across script calls.
+// call; concurrent single orders share calls the same way). Every order must get what
+// POST /v1/orders would have answered, call by call: new, replayed (byte for byte), mismatched
+// (422), repeated within the batch, across script calls.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type Command, Redis } from 'ioredis';
@@ -91,7 +92,7 @@ describe('ingest :batch (many orders per script call)', () => {
         if (i % 10 === 3)
           items.push({ key: `${prefix}-old-${i}`, order: order(i) }); // sent before: replay
         else if (i % 10 === 6)
-          items.push({ key: `${prefix}-old-${i}`, order: order(i, 'someone-else') }); // sent before with another order: 422
+          items.push({ key: `${prefix}-old-${i}`, order: order(i, 'someone-else') }); // other order sent before: 422
         else if (i % 50 === 9 && i > 100)
           items.push({ key: `${prefix}-new-${i - 100}`, order: order(i - 100) }); // repeats an earlier item: replay
         else if (i % 50 === 19 && i > 100)

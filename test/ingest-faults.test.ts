@@ -143,7 +143,16 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
     const before = await entries(admin, env);
     const request = (key: string) => {
       const body = JSON.stringify(ORDER);
-      return `POST /v1/orders HTTP/1.1\r\nHost: t\r\nauthorization: Bearer ${client.apiKey}\r\ncontent-type: application/json\r\nidempotency-key: ${key}\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+      return [
+        'POST /v1/orders HTTP/1.1',
+        'Host: t',
+        `authorization: Bearer ${client.apiKey}`,
+        'content-type: application/json',
+        `idempotency-key: ${key}`,
+        `content-length: ${body.length}`,
+        '',
+        body,
+      ].join('\r\n');
     };
     const socket = connect(svc.port, '127.0.0.1');
     let received = '';

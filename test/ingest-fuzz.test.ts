@@ -22,6 +22,8 @@ import { parseOrderRef } from './support/defined.js';
 
 const HEADERS_TIMEOUT_MS = 400;
 const REQUEST_TIMEOUT_MS = 1200;
+/** The fields of a small valid order, as raw JSON text without the braces. */
+const ONE_ITEM = '"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}]';
 
 interface RawAnswer {
   /** Status of the first response, 0 when the server closed without answering. */
@@ -326,8 +328,10 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
   test('deep JSON: nested arrays/objects up to the body limits → 400, the process stays up', async () => {
     const depth = 30_000; // 60 KB of brackets: under the 64 KiB single-order limit
     const arrays = `${'['.repeat(depth)}${']'.repeat(depth)}`;
-    const objects = `{"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}],"metadata":${'{"a":'.repeat(10_000)}1${'}'.repeat(10_000)}}`;
-    const shallowButLegal = `{"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}],"metadata":${'{"a":'.repeat(30)}1${'}'.repeat(30)}}`;
+    const nestedMetadata = (levels: number) =>
+      `{${ONE_ITEM},"metadata":${'{"a":'.repeat(levels)}1${'}'.repeat(levels)}}`;
+    const objects = nestedMetadata(10_000);
+    const shallowButLegal = nestedMetadata(30);
     for (const body of [arrays, objects]) {
       const res = await postRaw(nextKey(), body);
       assert.equal(res.status, 400, res.text.slice(0, 300));
@@ -360,7 +364,8 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
   test('duplicate JSON keys: the last one wins (JSON.parse), consistently for the fingerprint and the entry; __proto__ is just an unknown field', async () => {
     const key = nextKey();
     const dup =
-      '{"customer_id":"first","currency":"EUR","customer_id":"last","items":[{"sku":"a","qty":1,"unit_price_cents":1,"qty":2}]}';
+      '{"customer_id":"first","currency":"EUR","customer_id":"last",' +
+      '"items":[{"sku":"a","qty":1,"unit_price_cents":1,"qty":2}]}';
     const res = await postRaw(key, dup);
     assert.equal(res.status, 202, res.text);
     const expected = { customer_id: 'last', currency: 'EUR', items: [{ sku: 'a', qty: 2, unit_price_cents: 1 }] };
@@ -368,14 +373,10 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
     // The same order without duplicates is a replay (same fingerprint), another last value is a 422.
     assert.equal((await postRaw(key, JSON.stringify(expected))).headers['idempotent-replayed'], 'true');
     assert.equal((await postRaw(key, dup.replace('"last"', '"other"'))).status, 422);
-    const proto = await postRaw(
-      nextKey(),
-      '{"__proto__":{"admin":true},"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}]}',
-    );
+    const proto = await postRaw(nextKey(), `{"__proto__":{"admin":true},${ONE_ITEM}}`);
     assert.equal(proto.status, 400, proto.text);
     assert.match(proto.text, /__proto__/);
-    const metaProto =
-      '{"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}],"metadata":{"__proto__":{"x":1},"constructor":"y"}}';
+    const metaProto = `{${ONE_ITEM},"metadata":{"__proto__":{"x":1},"constructor":"y"}}`;
     const mp = await postRaw(nextKey(), metaProto);
     assert.equal(mp.status, 202, mp.text);
     await assertEntry(mp.json, JSON.parse(metaProto));
@@ -437,10 +438,14 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
   });
 
   test('slowloris: slow headers and slow bodies get 408 and a closed connection; others are still served meanwhile', async () => {
-    const slowHead =
-      `POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${client.apiKey}\r\nX-Drip: ${'d'.repeat(200)}`.split(
-        '',
-      );
+    const slowHead = [
+      'POST /v1/orders HTTP/1.1',
+      'Host: x',
+      `Authorization: Bearer ${client.apiKey}`,
+      `X-Drip: ${'d'.repeat(200)}`,
+    ]
+      .join('\r\n')
+      .split('');
     const slowBodyHead = reqHead([
       'POST /v1/orders HTTP/1.1',
       'Host: x',

@@ -425,7 +425,12 @@ describe('ingest', () => {
       method: 'POST',
       path: '/v1/orders:batch',
       headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/x-ndjson' },
-      body: `${JSON.stringify({ idempotency_key: 'nd-1', ...order() })}\n{oops\n${JSON.stringify({ idempotency_key: 'nd-2', ...order() })}\n`,
+      body: [
+        JSON.stringify({ idempotency_key: 'nd-1', ...order() }),
+        '{oops',
+        JSON.stringify({ idempotency_key: 'nd-2', ...order() }),
+        '',
+      ].join('\n'),
     });
     assert.equal(nd.status, 207);
     assert.deepEqual(

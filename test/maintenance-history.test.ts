@@ -87,7 +87,8 @@ describe('maintenance: BullMQ history', () => {
       `maintenance queue holds ${bytes} bytes (documented bound ${MAINTENANCE_QUEUE_BOUND_BYTES})`,
     );
     console.log(
-      `# ${runs} runs: ${jobHashes.length} job hashes, ${events} events, ${bytes} bytes in the maintenance queue's keys`,
+      `# ${runs} runs: ${jobHashes.length} job hashes, ${events} events, ` +
+        `${bytes} bytes in the maintenance queue's keys`,
     );
   });
 });

@@ -142,7 +142,9 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
     else if (m.exact && m.value < grown && grown <= m.value + m.duplicates) {
       // A COMMIT whose reply was lost (connection cut, server crash) is retried and then counted
       // as a duplicate: the row exists once, its worker could not know it had inserted it.
-      metrics = `agree (+${m.value} inserted/rejected, +${grown} rows: ${grown - m.value} COMMITs with a lost reply counted as duplicates)`;
+      metrics =
+        `agree (+${m.value} inserted/rejected, +${grown} rows: ` +
+        `${grown - m.value} COMMITs with a lost reply counted as duplicates)`;
     } else if (!m.exact && m.value <= grown)
       metrics = `≤ rows (+${m.value} ≤ +${grown}; a killed worker's last counts are gone)`;
     else metrics = `MISMATCH: metrics +${m.value} (duplicates +${m.duplicates}), rows +${grown}`;

@@ -36,15 +36,25 @@ describe('fault suite (full)', () => {
     const report = [
       `# Fault suite results (${new Date().toISOString().slice(0, 10)})`,
       '',
-      'Command: `npm run test:faults` (build, then `node --test dist/test/faults/full.suite.js dist/test/faults/redis-cluster.test.js`).',
+      'Command: `npm run test:faults` (build, then ' +
+        '`node --test dist/test/faults/full.suite.js dist/test/faults/redis-cluster.test.js`).',
       `Machine: ${cpus().length} × ${cpu}, Node ${process.version}, load average at the end ${loadavg()
         .map((l) => l.toFixed(2))
         .join(' / ')} (shared with other work).`,
-      `Stack: own redis-server (appendonly yes, appendfsync always), private PostgreSQL, 2 \`surge ingest\` + 2 \`surge work\` (1 thread each), 4 shards, SURGE_CLAIM_TIMEOUT_MS=1500; load: 6 senders, ${PROGRESS} accepted orders per fault step. Whole run ${((Date.now() - started) / 1000).toFixed(0)} s.`,
+      'Stack: own redis-server (appendonly yes, appendfsync always), private PostgreSQL, ' +
+        '2 `surge ingest` + 2 `surge work` (1 thread each), 4 shards, SURGE_CLAIM_TIMEOUT_MS=1500; ' +
+        `load: 6 senders, ${PROGRESS} accepted orders per fault step. ` +
+        `Whole run ${((Date.now() - started) / 1000).toFixed(0)} s.`,
       '',
       table,
       '',
-      'Columns: see docs/faults.md. lost = accepted keys in neither `orders` nor `dead_letters` (+ keys never answered 202); duplicates = keys with more than one row or item set; phantoms = orders whose key never got a 202; recovery = fault injected → every order accepted before it is in PostgreSQL.',
+      [
+        'Columns: see docs/faults.md.',
+        'lost = accepted keys in neither `orders` nor `dead_letters` (+ keys never answered 202);',
+        'duplicates = keys with more than one row or item set;',
+        'phantoms = orders whose key never got a 202;',
+        'recovery = fault injected → every order accepted before it is in PostgreSQL.',
+      ].join(' '),
       '',
     ].join('\n');
     const path =

@@ -67,7 +67,10 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     'UTF8',
     '--locale=C',
   ]);
-  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=32MB -c fsync=on`;
+  const opts = [
+    `-p ${port} -k ${dir}`,
+    '-c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=32MB -c fsync=on',
+  ].join(' ');
   const ctl = (...args: string[]) =>
     pgRun(join(bin, 'pg_ctl'), ['-D', data, '-l', join(dir, 'log'), '-o', opts, '-w', '-t', '60', ...args]);
   const url = (database: string) => `postgres://postgres@127.0.0.1:${port}/${database}`;

@@ -283,7 +283,8 @@ export class FaultStack {
       const groups = await this.admin.xinfo('GROUPS', key).catch((e: Error) => e.message);
       const consumers = await this.admin.xinfo('CONSUMERS', key, GROUP).catch((e: Error) => e.message);
       this.log(
-        `${key}: xlen ${await this.admin.xlen(key).catch(() => -1)} groups ${JSON.stringify(groups)} consumers ${JSON.stringify(consumers)}`,
+        `${key}: xlen ${await this.admin.xlen(key).catch(() => -1)} ` +
+          `groups ${JSON.stringify(groups)} consumers ${JSON.stringify(consumers)}`,
       );
     }
     const sessions = await this.pool
@@ -491,7 +492,8 @@ export class FaultStack {
     const { unresolved } = await this.load.stopAndSettle();
     if (unresolved.length > 0)
       this.log(
-        `${label}: ${unresolved.length} keys never got a 202 (e.g. ${unresolved[0]?.key}: ${unresolved[0]?.answers.join(',')})`,
+        `${label}: ${unresolved.length} keys never got a 202 ` +
+          `(e.g. ${unresolved[0]?.key}: ${unresolved[0]?.answers.join(',')})`,
       );
     // Drain: every accepted key in PostgreSQL and nothing left pending or unread.
     const acceptedKeys = [...this.load.records.values()].filter((r) => r.acceptedAt !== undefined).map((r) => r.key);
@@ -568,10 +570,39 @@ export class FaultStack {
   }
 }
 
-export const TABLE_HEADER =
-  '| fault | orders sent | HTTP requests | accepted (202) | applied | of which out of stock | dead-lettered | duplicates | lost | phantoms | recovery | metrics vs tables |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |';
+const COLUMNS = [
+  'fault',
+  'orders sent',
+  'HTTP requests',
+  'accepted (202)',
+  'applied',
+  'of which out of stock',
+  'dead-lettered',
+  'duplicates',
+  'lost',
+  'phantoms',
+  'recovery',
+  'metrics vs tables',
+];
+
+/** The fault table's header: the fault and the metrics comparison are text, the other columns right-aligned. */
+export const TABLE_HEADER = `| ${COLUMNS.join(' | ')} |\n| --- |${' ---: |'.repeat(COLUMNS.length - 2)} --- |`;
 
 export function formatRow(r: FaultRow): string {
   const recovery = r.recoveryMs < 0 ? 'not measured' : `${(r.recoveryMs / 1000).toFixed(2)} s`;
-  return `| ${r.fault} | ${r.sent} | ${r.requests} | ${r.accepted} | ${r.applied} | ${r.rejected} | ${r.deadLettered} | ${r.duplicates} | ${r.lost} | ${r.phantoms} | ${recovery} | ${r.metrics} |`;
+  const cells = [
+    r.fault,
+    r.sent,
+    r.requests,
+    r.accepted,
+    r.applied,
+    r.rejected,
+    r.deadLettered,
+    r.duplicates,
+    r.lost,
+    r.phantoms,
+    recovery,
+    r.metrics,
+  ];
+  return `| ${cells.join(' | ')} |`;
 }

@@ -276,7 +276,8 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
         const grace = pod.terminationGracePeriodSeconds ?? 30;
         if (grace <= preStopSeconds + timeoutMs / 1000) {
           problems.push(
-            `${where}: terminationGracePeriodSeconds ${grace} is not above preStop ${preStopSeconds} s + SURGE_SHUTDOWN_TIMEOUT_MS ${timeoutMs / 1000} s`,
+            `${where}: terminationGracePeriodSeconds ${grace} is not above ` +
+              `preStop ${preStopSeconds} s + SURGE_SHUTDOWN_TIMEOUT_MS ${timeoutMs / 1000} s`,
           );
         }
         surgeRoles.set(role, { o, c, env, template });
@@ -444,7 +445,8 @@ function scaledObjectProblems(
       const inCluster = /^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(\.cluster\.local)?$/.exec(host);
       if (!host.includes('.'))
         problems.push(
-          `${w}: address ${m.address} is a bare name: KEDA's operator resolves it from its own namespace (use <service>.<namespace>.svc.cluster.local)`,
+          `${w}: address ${m.address} is a bare name: KEDA's operator resolves it from its own namespace ` +
+            '(use <service>.<namespace>.svc.cluster.local)',
         );
       else if (
         inCluster &&
