@@ -4,15 +4,12 @@
 // dead-lettered, nothing missing, no oversell in the flash sale, ratios in compare, a capacity
 // table in sweep, memory and drift in soak.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
-
-const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
+import { spawnCli } from './support/procs.js';
 
 interface Outcome {
   accepted: number;
@@ -37,21 +34,10 @@ interface Results {
   extra: Record<string, unknown>;
 }
 
-function bench(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, 'bench', ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.once('exit', (code) => resolve({ code, out }));
-  });
+async function bench(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  const run = spawnCli(['bench', ...args], env);
+  const { code } = await run.exited;
+  return { code, out: run.output() };
 }
 
 function checkReport(dir: string, scenario: string): Results {

@@ -14,6 +14,7 @@ import type { StatusReport } from '../metrics/status.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
 import { scrape, value } from './support/prom.js';
+import { spawnCli } from './support/procs.js';
 
 const run = promisify(execFile);
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
@@ -56,21 +57,12 @@ describe('surge lag-exporter and surge status', () => {
   });
 
   test('surge lag-exporter serves /metrics and exits 0 on SIGTERM', async () => {
-    const child = spawn(process.execPath, [CLI, 'lag-exporter'], {
-      env: { ...process.env, ...env.env, SURGE_LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const { child, output, exited } = spawnCli(['lag-exporter'], { ...env.env, SURGE_LOG_LEVEL: 'info' });
     try {
       const port = await waitFor('the listening log line', () => {
-        const line = out.split('\n').find((l) => l.includes('lag exporter listening'));
+        const line = output()
+          .split('\n')
+          .find((l) => l.includes('lag exporter listening'));
         return line ? (JSON.parse(line) as { port: number }).port : undefined;
       });
       const m = await scrape(`http://127.0.0.1:${port}/metrics`);
@@ -84,7 +76,7 @@ describe('surge lag-exporter and surge status', () => {
     } finally {
       child.kill('SIGTERM');
     }
-    assert.equal(await exited, 0, out);
+    assert.equal((await exited).code, 0, output());
   });
 
   test('surge status --json: the figures and the apply rate over the last minute', async () => {

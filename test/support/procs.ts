@@ -118,3 +118,30 @@ export function metricValues(text: string, name: string): Map<string, number> {
   }
   return out;
 }
+
+/** A `surge <args>` child whose stdout and stderr are collected as they come. */
+export interface CliRun {
+  child: ChildProcess;
+  /** Everything the child wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves with the exit code, or the signal that ended the child. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `node dist/cli/surge.js <args>` with `env` over this process's environment. */
+export function spawnCli(args: string[], env: Record<string, string>): CliRun {
+  const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js'), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const collect = (d: Buffer) => {
+    out += d.toString();
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  return { child, output: () => out, exited };
+}

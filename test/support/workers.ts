@@ -1,14 +1,12 @@
 // Helpers for the worker suites: write orders to the shard streams as ingest does, watch the
 // streams drain, read a worker's /metrics, run `surge work` as a child process.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { shardFor, streamKey } from '../../common/keys.js';
 import { encodeEntry } from '../../common/entry.js';
 import { canonicalOrderJson, type Order } from '../../common/order.js';
-import { PACKAGE_ROOT } from '../../common/paths.js';
 import type { RedisClient } from '../../common/redis.js';
 import { backlog } from '../../devkit/backlog.js';
 import { waitFor } from '../../devkit/wait.js';
+import { type CliRun, spawnCli } from './procs.js';
 
 export interface QueuedOrder {
   client: string;
@@ -82,28 +80,12 @@ export function metricSum(text: string, name: string, labels: Record<string, str
   return sum;
 }
 
-export interface WorkerProcess {
-  child: ChildProcess;
+export interface WorkerProcess extends CliRun {
   pid: number;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Everything it wrote so far (JSON logs on stdout, errors on stderr). */
-  output(): string;
 }
 
 /** Spawns `node dist/cli/surge.js work` with the test env (plus overrides). */
 export function spawnWorker(env: Record<string, string>, overrides: Record<string, string> = {}): WorkerProcess {
-  const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js'), 'work'], {
-    env: { ...process.env, ...env, ...overrides },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  const collect = (d: Buffer) => {
-    out += d.toString();
-  };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-  return { child, pid: child.pid ?? -1, exited, output: () => out };
+  const run = spawnCli(['work'], { ...env, ...overrides });
+  return { ...run, pid: run.child.pid ?? -1 };
 }
