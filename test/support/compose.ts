@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import { parse } from 'yaml';
 import { CONFIG_VARIABLES, type Config, loadConfig } from '../../common/config.js';
-import { ROLE_PORTS } from './k8s.js';
+import { portKey, ROLE_PORTS } from './k8s.js';
 
 export interface ComposeService {
   image?: string;
@@ -43,14 +43,6 @@ function durationSeconds(d: string | undefined): number {
 
 function asList(c: string[] | string | undefined): string[] {
   return Array.isArray(c) ? c : c ? c.split(/\s+/) : [];
-}
-
-function portKey(variable: string): 'ingestPort' | 'workerMetricsPort' | 'lagExporterPort' {
-  return variable === 'SURGE_INGEST_PORT'
-    ? 'ingestPort'
-    : variable === 'SURGE_WORKER_METRICS_PORT'
-      ? 'workerMetricsPort'
-      : 'lagExporterPort';
 }
 
 /** Every problem in a parsed compose file; `root` is where its relative paths start. */

@@ -382,7 +382,8 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
   return problems;
 }
 
-function portKey(variable: string): 'ingestPort' | 'workerMetricsPort' | 'lagExporterPort' {
+/** The Config field holding the port that a ROLE_PORTS variable sets. */
+export function portKey(variable: string): 'ingestPort' | 'workerMetricsPort' | 'lagExporterPort' {
   return variable === 'SURGE_INGEST_PORT'
     ? 'ingestPort'
     : variable === 'SURGE_WORKER_METRICS_PORT'
