@@ -584,27 +584,21 @@ describe('ingest backpressure', () => {
     );
     // Workers catch up: read and ack everything.
     for (const key of allStreamKeys(env.prefix, env.config.shards)) {
-      const read = (await redis.xreadgroup(
-        'GROUP',
-        GROUP,
-        'test-consumer',
-        'COUNT',
-        100,
-        'STREAMS',
-        key,
-        '0',
-      )) as Array<[string, Array<[string, string[]]>]> | null;
-      const more = (await redis.xreadgroup(
-        'GROUP',
-        GROUP,
-        'test-consumer',
-        'COUNT',
-        100,
-        'STREAMS',
-        key,
-        '>',
-      )) as Array<[string, Array<[string, string[]]>]> | null;
-      const ids = [...(read?.[0]?.[1] ?? []), ...(more?.[0]?.[1] ?? [])].map(([id]) => id);
+      // The consumer's pending entries first ('0'), then the new ones ('>').
+      const ids: string[] = [];
+      for (const from of ['0', '>']) {
+        const read = (await redis.xreadgroup(
+          'GROUP',
+          GROUP,
+          'test-consumer',
+          'COUNT',
+          100,
+          'STREAMS',
+          key,
+          from,
+        )) as Array<[string, Array<[string, string[]]>]> | null;
+        for (const [id] of read?.[0]?.[1] ?? []) ids.push(id);
+      }
       if (ids.length > 0) await redis.xack(key, GROUP, ...ids);
     }
     await waitFor('accepting again', async () => (await postTo(svc, probe)).status === 202);

@@ -65,6 +65,16 @@ async function pendingOf(redis: RedisClient, prefix: string, shards: number, con
   return n;
 }
 
+/** Holds the 'hot' inventory row locked in `lock`, starts a worker and waits until a batch of it waits for that row. */
+async function workerBlockedOnHotRow(ctx: Ctx, lock: pg.Client): Promise<WorkerProcess> {
+  await lock.query('BEGIN');
+  await lock.query("SELECT * FROM inventory WHERE sku = 'hot' FOR UPDATE");
+  const worker = spawnWorker(ctx.env.env);
+  ctx.procs.push(worker);
+  await lockWaiters(ctx.db, 1);
+  return worker;
+}
+
 function hotOrders(n: number, hotEvery: number): QueuedOrder[] {
   return Array.from({ length: n }, (_, i) => ({
     client: 'c1',
@@ -86,11 +96,7 @@ describe('worker processes', () => {
     try {
       await ctx.db.query("INSERT INTO inventory (sku, available) VALUES ('hot', 10000)");
       await enqueue(ctx.redis, ctx.env.prefix, 2, hotOrders(1000, 2));
-      await lock.query('BEGIN');
-      await lock.query("SELECT * FROM inventory WHERE sku = 'hot' FOR UPDATE");
-      const a = spawnWorker(ctx.env.env);
-      ctx.procs.push(a);
-      await lockWaiters(ctx.db, 1);
+      const a = await workerBlockedOnHotRow(ctx, lock);
       const aConsumer = consumerName(hostname(), a.pid);
       const aPending = await pendingOf(ctx.redis, ctx.env.prefix, 2, aConsumer);
       assert.ok(aPending > 0, 'the killed worker holds entries mid-batch');
@@ -155,11 +161,7 @@ describe('worker processes', () => {
     try {
       await ctx.db.query("INSERT INTO inventory (sku, available) VALUES ('hot', 10000)");
       await enqueue(ctx.redis, ctx.env.prefix, 1, hotOrders(2000, 1));
-      await lock.query('BEGIN');
-      await lock.query("SELECT * FROM inventory WHERE sku = 'hot' FOR UPDATE");
-      const a = spawnWorker(ctx.env.env);
-      ctx.procs.push(a);
-      await lockWaiters(ctx.db, 1);
+      const a = await workerBlockedOnHotRow(ctx, lock);
       a.child.kill('SIGTERM');
       await waitFor('worker A draining', () => a.output().includes('worker stopping'));
       assert.equal(a.child.exitCode, null, 'A waits for its in-flight batches');
@@ -171,11 +173,7 @@ describe('worker processes', () => {
       assert.ok(appliedByA > 0 && appliedByA < 2000, `A applied ${appliedByA} and stopped reading`);
 
       // A second signal while a batch hangs: exit at once (code 1), entries left for others.
-      await lock.query('BEGIN');
-      await lock.query("SELECT * FROM inventory WHERE sku = 'hot' FOR UPDATE");
-      const b = spawnWorker(ctx.env.env);
-      ctx.procs.push(b);
-      await lockWaiters(ctx.db, 1);
+      const b = await workerBlockedOnHotRow(ctx, lock);
       b.child.kill('SIGTERM');
       await waitFor('worker B draining', () => b.output().includes('worker stopping'));
       b.child.kill('SIGTERM');
