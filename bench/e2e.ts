@@ -14,7 +14,7 @@ import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createClient } from '../common/clients.js';
-import { freePort } from '../common/net.js';
+import { freePort, httpOk } from '../common/net.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
@@ -23,6 +23,7 @@ import { BENCH_ORDER_JSON, processCpu } from './ingest-servers.js';
 import { median } from './stats.js';
 import { scrape, sumOf } from './prom.js';
 import { describeMachine } from './report.js';
+import { stopChild } from './target.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 
@@ -167,16 +168,6 @@ function spawnRole(role: 'ingest' | 'work', env: Record<string, string>): ChildP
   return spawn(process.execPath, [CLI, role], { env: { ...process.env, ...env }, stdio: ['ignore', 2, 'inherit'] });
 }
 
-async function httpOk(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-    await res.arrayBuffer();
-    return res.ok;
-  } catch {
-    return false;
-  }
-}
-
 async function startSetup(name: SetupName, passEnv: Record<string, string>): Promise<Setup> {
   // Ingest alone has no consumer: its backlog only grows, so its backlog limit is off (as in
   // bench:ingest) or a long run would start answering 503. Everything else stays at its default.
@@ -215,18 +206,6 @@ async function startSetup(name: SetupName, passEnv: Record<string, string>): Pro
     await scratch.cleanup();
     throw e;
   }
-}
-
-async function stopChild(child: ChildProcess, timeoutMs = 20_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  await new Promise<void>((resolve) => {
-    const force = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('exit', () => {
-      clearTimeout(force);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
 }
 
 async function stopSetup(s: Setup): Promise<void> {

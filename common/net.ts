@@ -1,4 +1,4 @@
-// Loopback ports for processes this one starts (the stack's children, private servers).
+// Loopback ports and readiness for processes this one starts (the stack's children, private servers).
 import { createServer } from 'node:net';
 
 /** A port free on 127.0.0.1 now: `preferred` when it is free, else any (0 = any). */
@@ -15,4 +15,15 @@ export function freePort(preferred = 0): Promise<number> {
       srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : preferred));
     });
   });
+}
+
+/** Whether `url` answers 2xx within a second (readiness probes of the processes we start). */
+export async function httpOk(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return res.ok;
+  } catch {
+    return false;
+  }
 }

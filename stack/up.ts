@@ -14,7 +14,7 @@ import { createClient, findClientByKey } from '../common/clients.js';
 import { type Config, redactUrl } from '../common/config.js';
 import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
-import { freePort } from '../common/net.js';
+import { freePort, httpOk } from '../common/net.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 
 export interface UpOptions {
@@ -314,16 +314,6 @@ function pipeLines(stream: NodeJS.ReadableStream | null, onLine: (l: string) => 
       i = buf.indexOf('\n');
     }
   });
-}
-
-async function httpOk(url: string): Promise<boolean> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-    await res.arrayBuffer();
-    return res.ok;
-  } catch {
-    return false;
-  }
 }
 
 export interface RunningStack {
