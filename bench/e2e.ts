@@ -1,4 +1,4 @@
-// Whole-system benchmark (issue 23): `surge ingest` alone against `surge ingest` + `surge work`
+// Whole-system benchmark: `surge ingest` alone against `surge ingest` + `surge work`
 // side by side, on this machine, driven by the same autocannon setup as bench:ingest (a fresh
 // Idempotency-Key per request) in interleaved rounds (alone, whole, alone, whole, …). The whole's
 // rate counts orders *applied* (the worker's surge_orders_applied_total), and each round reports the
@@ -29,7 +29,7 @@ const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 
 const USAGE = `Usage: npm run bench:e2e -- [options]
 
-Whole-system benchmark (issue 23). Starts, on this machine, (1) \`surge ingest\` alone and (2)
+Whole-system benchmark. Starts, on this machine, (1) \`surge ingest\` alone and (2)
 \`surge ingest\` + \`surge work\`, each with its own scratch database and Redis key prefix, and drives
 them with autocannon (a fresh Idempotency-Key per request, as bench:ingest) in interleaved rounds
 (alone, whole, alone, whole, …). Ingest alone counts 202s; the whole counts orders applied by the

@@ -1,4 +1,4 @@
-// bench:e2e (issue 23) run tiny against the machine's Redis and PostgreSQL: one interleaved round
+// bench:e2e run tiny against the machine's Redis and PostgreSQL: one interleaved round
 // of 2 s and a fixed-rate round, then the report must carry every column with sane values. Also
 // its --help and its answer to a bad flag.
 import assert from 'node:assert/strict';
