@@ -3,6 +3,7 @@
 import { type Config, ConfigError, loadConfig } from '../common/config.js';
 import { type Stoppable, stopOnSignals } from '../common/lifecycle.js';
 import { createLogger, type Logger } from '../common/log.js';
+import { assertMigrated, explainSchemaError } from '../common/migrate.js';
 
 export function configOrExit(overrides: Partial<Config> = {}): Config {
   try {
@@ -22,20 +23,27 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): 
     try {
       await fn(...args);
     } catch (e) {
-      process.stderr.write(`surge: ${(e as Error).message}\n`);
+      const explained = explainSchemaError(e);
+      process.stderr.write(`surge: ${explained instanceof Error ? explained.message : String(explained)}\n`);
       process.exit(1);
     }
   };
 }
 
-/** Runs a long-lived role: its own logger, then a graceful stop on SIGTERM/SIGINT. */
+/**
+ * Runs a long-lived role: its own logger, then a graceful stop on SIGTERM/SIGINT. A role that
+ * works on PostgreSQL refuses to start on a database that was never migrated, with the command
+ * that fixes it, instead of failing on its first query.
+ */
 export function serve(
   name: string,
   component: string,
   start: (config: Config, logger: Logger) => Promise<Stoppable>,
+  options: { database?: boolean } = {},
 ): () => Promise<void> {
   return action(async () => {
     const config = configOrExit();
+    if (options.database) await assertMigrated(config.databaseUrl);
     const logger = createLogger(config.logLevel, component);
     const handle = await start(config, logger);
     stopOnSignals(name, handle, { timeoutMs: config.shutdownTimeoutMs, logger });

@@ -314,7 +314,9 @@ export function maintenanceCommand(): Command {
     .description(
       'run the scheduled maintenance (safe trim, idle consumers, retention) and the dead-letter replay queue',
     )
-    .action(serve('maintenance', 'maintenance', (config, logger) => startMaintenance(config, { logger })));
+    .action(
+      serve('maintenance', 'maintenance', (config, logger) => startMaintenance(config, { logger }), { database: true }),
+    );
 }
 
 function port(raw: string): number {

@@ -113,20 +113,25 @@ program
   .command('ingest')
   .description('run the HTTP ingest API (POST /v1/orders, :batch, GET /v1/orders/<key>, /healthz, /readyz, /metrics)')
   .action(
-    serve('ingest', 'ingest', async (config, logger) => {
-      const service = await startIngest(config, { logger });
-      logger.info(
-        { url: service.url, port: service.port, durability: config.durability, shards: config.shards },
-        `ingest listening on ${service.url}`,
-      );
-      return service;
-    }),
+    serve(
+      'ingest',
+      'ingest',
+      async (config, logger) => {
+        const service = await startIngest(config, { logger });
+        logger.info(
+          { url: service.url, port: service.port, durability: config.durability, shards: config.shards },
+          `ingest listening on ${service.url}`,
+        );
+        return service;
+      },
+      { database: true },
+    ),
   );
 
 program
   .command('work')
   .description('apply queued orders to PostgreSQL: consume every shard stream in batches (runs until SIGTERM/SIGINT)')
-  .action(serve('work', 'worker', (config, logger) => startWorker(config, { logger })));
+  .action(serve('work', 'worker', (config, logger) => startWorker(config, { logger }), { database: true }));
 
 program
   .command('config')

@@ -95,3 +95,42 @@ export async function migrate(databaseUrl: string, dir: string = MIGRATIONS_DIR)
     await client.end();
   }
 }
+
+/** The database lacks Surge's schema (never migrated) or does not exist: says which command fixes it. */
+class SchemaMissingError extends Error {}
+
+/**
+ * A PostgreSQL error that means "not migrated" (undefined table) or "no such database", as a
+ * SchemaMissingError naming the command to run; anything else as it was.
+ */
+export function explainSchemaError(e: unknown): unknown {
+  const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
+  const message = e instanceof Error ? e.message : String(e);
+  if (code === '42P01')
+    return new SchemaMissingError(`${message}: the database is not migrated; run \`surge migrate\``);
+  if (code === '3D000') {
+    return new SchemaMissingError(`${message}: run \`surge migrate --create-database\` to create and migrate it`);
+  }
+  return e;
+}
+
+/** Fails with a SchemaMissingError when no migration was ever applied to the database. */
+export async function assertMigrated(databaseUrl: string): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'surge-schema-check' });
+  try {
+    await client.connect();
+    const table = await client.query<{ t: string | null }>(`SELECT to_regclass('surge_migrations')::text AS t`);
+    const applied =
+      table.rows[0]?.t == null
+        ? 0
+        : ((await client.query<{ n: number }>('SELECT count(*)::int AS n FROM surge_migrations')).rows[0]?.n ?? 0);
+    if (applied === 0) {
+      const name = new URL(databaseUrl).pathname.slice(1);
+      throw new SchemaMissingError(`database ${name} was never migrated: run \`surge migrate\``);
+    }
+  } catch (e) {
+    throw explainSchemaError(e);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
