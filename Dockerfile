@@ -3,7 +3,9 @@
 # Build: docker build -t surge:dev .
 # Checked offline by test/deploy-image.test.ts (which also runs this file's production
 # `npm ci` line and the staging script against a copy of the project).
-ARG NODE_IMAGE=node:20-bookworm-slim
+# The current Node LTS, pinned by digest (24.18.0) so a rebuild gets the same base; move it on
+# deliberately (the digest of `docker buildx imagetools inspect node:24-bookworm-slim`).
+ARG NODE_IMAGE=node:24-bookworm-slim@sha256:6f7b03f7c2c8e2e784dcf9295400527b9b1270fd37b7e9a7285cf83b6951452d
 
 # 1. build: all dependencies (dev included: TypeScript), compile, stage the runtime files.
 FROM ${NODE_IMAGE} AS build
@@ -23,6 +25,10 @@ RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund && n
 
 # 3. runtime: node + tini + the staged files; non-root; nothing written outside /tmp.
 FROM ${NODE_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="surge" \
+      org.opencontainers.image.description="Takes order surges off upstream APIs: HTTP ingest to Redis Streams, exactly-once batched apply to PostgreSQL." \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="docker.io/library/node:24-bookworm-slim"
 RUN apt-get update \
   && apt-get install -y --no-install-recommends tini \
   && rm -rf /var/lib/apt/lists/*
@@ -33,7 +39,8 @@ ENV NODE_ENV=production \
     SURGE_LISTEN_HOST=0.0.0.0
 # The `node` user of the base image, by number so Kubernetes' runAsNonRoot can verify it.
 USER 1000:1000
-EXPOSE 8080 9464 9465
+# ingest API, worker metrics, lag exporter, maintenance metrics (common/config.ts defaults)
+EXPOSE 8080 9464 9465 9466
 # tini is PID 1: it forwards SIGTERM to node (whose handlers drain, see common/lifecycle.ts)
 # and reaps zombies. Node is started directly, never through npm (npm writes to $HOME).
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/cli/surge.js"]
