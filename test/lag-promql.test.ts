@@ -25,7 +25,9 @@ function knownSeries(): Known {
   const common = ['job', 'instance', 'role'];
   const series = new Map<string, Set<string>>();
   for (const m of registry.getMetricsAsArray()) {
-    const labels = new Set([...common, ...((m as unknown as { labelNames?: readonly string[] }).labelNames ?? [])]);
+    const own = (m as unknown as { labelNames?: readonly string[] }).labelNames ?? [];
+    // A metric's own `job` label reaches Prometheus as `exported_job`: the target's `job` wins.
+    const labels = new Set([...common, ...own.map((l) => (l === 'job' ? 'exported_job' : l))]);
     const type = String(m.type);
     if (type === 'histogram') {
       series.set(`${m.name}_bucket`, new Set([...labels, 'le']));
@@ -38,7 +40,7 @@ function knownSeries(): Known {
     } else series.set(m.name, labels);
   }
   registry.clear();
-  // Prometheus' own target-health series, used by the "no lag exporter target" alert.
+  // Prometheus' own target-health series, used by the role down-or-absent alerts.
   series.set('up', new Set(common));
   return { series };
 }
@@ -186,10 +188,16 @@ describe('dashboard and alerts name only what Surge exports', () => {
       'SurgeBacklogGrowing',
       'SurgeConsumerIdleWithPending',
       'SurgeDeadLetters',
+      'SurgeEntriesLost',
       'SurgeIngest5xxRatio',
+      'SurgeIngestDown',
       'SurgeLagExporterDown',
       'SurgeLagExporterRedisUnreadable',
+      'SurgeMaintenanceDown',
+      'SurgeMaintenanceJobFailing',
       'SurgeRedisMemoryHigh',
+      'SurgeStreamTrimStalled',
+      'SurgeWorkersDown',
     ]);
   });
 });
