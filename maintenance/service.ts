@@ -16,7 +16,7 @@ import {
   maintenanceMetrics,
 } from '../metrics/definitions.js';
 import { startMetricsServer } from '../metrics/server.js';
-import { createReplayQueue, type DlqDeps, startReplayWorker, syncDeadLetterStreams } from './dlq.js';
+import { countDeadLetters, createReplayQueue, type DlqDeps, startReplayWorker, syncDeadLetterStreams } from './dlq.js';
 import { bullConnection, bullPrefix, createMaintenanceQueue, MAINTENANCE_QUEUE } from './queues.js';
 import { expireDeadLetters, expireOrders } from './retention.js';
 import { cleanupConsumers, trimStreams } from './streams.js';
@@ -47,6 +47,8 @@ export interface MaintenanceOptions {
   deadLetterGraceMs?: number;
   /** Run the dead-letter replay queue too (default true). */
   replayWorker?: boolean;
+  /** How often `surge_dead_letters_unresolved` is recounted. Default 15 s. */
+  deadLetterGaugeMs?: number;
 }
 
 export interface MaintenanceHandle {
@@ -91,6 +93,21 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
   let replay: ReturnType<typeof startReplayWorker> | undefined;
   let server: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   let ready = false;
+  let gaugeTimer: NodeJS.Timeout | undefined;
+  let counting: Promise<void> | undefined;
+
+  // Dead letters no replay has resolved yet: the SurgeDeadLetters alert watches this rather than
+  // the DLQ streams, whose entries stay after a replay until retention or a purge. Every replica
+  // counts (a cheap query), so the figure survives any one of them.
+  const countUnresolved = (): Promise<void> => {
+    counting ??= countDeadLetters(pool, { replayed: false })
+      .then((n) => metrics.deadLettersUnresolved.set(n))
+      .catch((e: Error) => logger.warn({ err: e.message }, 'could not count unresolved dead letters'))
+      .finally(() => {
+        counting = undefined;
+      });
+    return counting;
+  };
 
   // A job's result is stored with it (BullMQ's `returnvalue`), so it is a few counters whatever
   // the shard count; per-stream figures go to the metrics (and consumer names to the log).
@@ -156,6 +173,8 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
 
   const stop = async () => {
     ready = false;
+    clearInterval(gaugeTimer);
+    await counting;
     await server?.close();
     await replay?.close();
     await worker?.close();
@@ -209,6 +228,9 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
     if (options.replayWorker !== false) {
       replay = startReplayWorker(config, deps, { logger, onFailed: () => metrics.failures.inc({ job: 'dlq-replay' }) });
     }
+    await countUnresolved();
+    gaugeTimer = setInterval(() => void countUnresolved(), options.deadLetterGaugeMs ?? 15_000);
+    gaugeTimer.unref();
     const port = options.metricsPort === undefined ? config.maintenanceMetricsPort : options.metricsPort;
     if (port !== false) {
       server = await startMetricsServer({ registry, host: config.listenHost, port, ready: () => ready });

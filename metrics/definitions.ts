@@ -352,6 +352,11 @@ export function maintenanceMetrics(registry: Registry) {
       labelNames: ['stream'] as const,
       registers: [registry],
     }),
+    deadLettersUnresolved: new Gauge({
+      name: 'surge_dead_letters_unresolved',
+      help: 'dead_letters rows never replayed (replayed_at is null), as last counted by this process.',
+      registers: [registry],
+    }),
     replays: new Counter({
       name: 'surge_dlq_replays_total',
       help: 'Dead-letter replay attempts by outcome (replayed, already_replayed, not_replayable, missing).',

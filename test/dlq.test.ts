@@ -16,10 +16,12 @@ import {
   enqueueReplays,
   getDeadLetter,
   purgeDeadLetters,
+  replayDeadLetter,
   startReplayWorker,
   syncDeadLetterStreams,
 } from '../maintenance/dlq.js';
 import { bullConnection } from '../maintenance/queues.js';
+import { startMaintenance } from '../maintenance/service.js';
 import { dlqEntryFields, ensureGroups } from '../common/streams.js';
 import { applyAvailable, createDeadLetter, sampleOrder } from './support/deadletters.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
@@ -329,5 +331,32 @@ describe('dead letters', () => {
       { ...row, payload: JSON.parse(row.payload) },
       { client_id: 'orphan', idempotency_key: 'o-1', reason: 'max_deliveries', deliveries: 6, payload: sampleOrder() },
     );
+  });
+
+  test('maintenance counts unresolved dead letters; the count drops when one is replayed or purged', async () => {
+    const unresolved = async () =>
+      Number((await pool.query(`SELECT count(*) AS n FROM dead_letters WHERE replayed_at IS NULL`)).rows[0].n);
+    const a = await createDeadLetter(redis, pool, t.prefix, 4, { client: 'gauge', key: 'g-1' });
+    const b = await createDeadLetter(redis, pool, t.prefix, 4, { client: 'gauge', key: 'g-2' });
+    const m = await startMaintenance(t.config, { metricsPort: 0, replayWorker: false, deadLetterGaugeMs: 20 });
+    const gauge = async () => {
+      const body = await (await fetch(`http://127.0.0.1:${m.metricsPort}/metrics`)).text();
+      const line = body.split('\n').find((l) => l.startsWith('surge_dead_letters_unresolved'));
+      return Number(line?.split(' ').at(-1));
+    };
+    try {
+      const before = await unresolved();
+      assert.ok(before >= 2);
+      await waitFor('the gauge at the unresolved count', async () => (await gauge()) === before);
+      assert.equal((await replayDeadLetter(deps, a.id)).outcome, 'replayed');
+      await waitFor('the gauge one lower after a replay', async () => (await gauge()) === before - 1);
+      // The DLQ stream keeps the replayed entry: its depth does not say what is resolved.
+      const entries = await redis.xrange(dlqKey(t.prefix, shardFor('gauge', 'g-1', 4)), '-', '+');
+      assert.ok(entries.some(([, f]) => f.includes('g-1')));
+      await purgeDeadLetters(deps, [b.id]);
+      await waitFor('the gauge one lower again after a purge', async () => (await gauge()) === before - 2);
+    } finally {
+      await m.stop();
+    }
   });
 });
