@@ -250,6 +250,62 @@ export function validateOrder(body: unknown, escapeFree = false): ValidationResu
   return { ok: true, order: body as Order };
 }
 
+/** The top-level fields surelyValidOrder looks at; any other field (metadata too) sends the order to validateOrder. */
+const PLAIN_ORDER_FIELDS = new Set<string>(['customer_id', 'currency', 'items', 'order_id', 'placed_at']);
+const CURRENCY = /^[A-Z]{3}$/;
+/** UTC date-time with a `Z`, as Date#toISOString writes it (fraction optional). */
+const UTC_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?Z$/;
+const MONTH_DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** A string within the schema's 1–64 characters: UTF-16 units bound its code points from above. */
+function boundedString(v: unknown): boolean {
+  return typeof v === 'string' && v.length >= 1 && v.length <= LIMITS.maxString;
+}
+
+function integerIn(v: unknown, min: number, max: number): boolean {
+  return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+}
+
+/** A subset of the `date-time` format: leap seconds and offsets are left to the full check. */
+function utcDateTime(v: unknown): boolean {
+  if (typeof v !== 'string') return false;
+  const m = UTC_DATE_TIME.exec(v);
+  if (m === null) return false;
+  const year = Number(m[1]);
+  const month = Number(m[2]);
+  const day = Number(m[3]);
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const days = month === 2 && leap ? 29 : (MONTH_DAYS[month - 1] ?? 0);
+  return day >= 1 && day <= days && Number(m[4]) <= 23 && Number(m[5]) <= 59 && Number(m[6]) <= 59;
+}
+
+/**
+ * A quick check that never says yes to what validateOrder refuses: true means valid, false
+ * means "ask validateOrder" (which also lists the errors). It accepts the usual order — no
+ * metadata, a UTC placed_at, parsed from text without `\u` escapes (`escapeFree`, as for
+ * validateOrder) — and skips ajv's general walk. A property test holds it to validateOrder.
+ */
+export function surelyValidOrder(body: unknown, escapeFree: boolean): body is Order {
+  if (!escapeFree || body === null || typeof body !== 'object' || Array.isArray(body)) return false;
+  const o = body as Record<string, unknown>;
+  for (const k in o) if (!PLAIN_ORDER_FIELDS.has(k)) return false;
+  if (!boundedString(o.customer_id)) return false;
+  if (typeof o.currency !== 'string' || !CURRENCY.test(o.currency)) return false;
+  if (o.order_id !== undefined && !boundedString(o.order_id)) return false;
+  if (o.placed_at !== undefined && !utcDateTime(o.placed_at)) return false;
+  const items = o.items;
+  if (!Array.isArray(items) || items.length < 1 || items.length > LIMITS.maxItems) return false;
+  for (const item of items as unknown[]) {
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) return false;
+    const line = item as Record<string, unknown>;
+    for (const k in line) if (k !== 'sku' && k !== 'qty' && k !== 'unit_price_cents') return false;
+    if (!boundedString(line.sku)) return false;
+    if (!integerIn(line.qty, 1, LIMITS.maxQty)) return false;
+    if (!integerIn(line.unit_price_cents, 0, LIMITS.maxUnitPriceCents)) return false;
+  }
+  return true;
+}
+
 /** Checks an Idempotency-Key: 1–255 printable ASCII. Returns an error message or undefined. */
 export function idempotencyKeyProblem(key: string | undefined): string | undefined {
   if (key === undefined || key === '') return 'is required';

@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { createPool, type Pool } from '../common/db.js';
 import { streamKey } from '../common/keys.js';
 import { decodeEntry, encodeEntry } from '../common/entry.js';
-import { canonicalJson, canonicalOrderJson, type Order, validateOrder } from '../common/order.js';
+import { canonicalJson, canonicalOrderJson, type Order, surelyValidOrder, validateOrder } from '../common/order.js';
 import { parseJson } from '../ingest/requests.js';
 import { applyBatch, encodeBatch, type TaskEntry } from '../workers/apply.js';
 import { copyRow, copyValue } from '../workers/copy.js';
@@ -150,6 +150,89 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
         const value = asBatch ? (parsed.value as unknown[])[0] : parsed.value;
         assert.deepEqual(validateOrder(value, parsed.escapeFree), validateOrder(value));
         assert.equal(validateOrder(value).ok, !unstorable(o));
+      }),
+      { numRuns: RUNS * 25 },
+    );
+  });
+
+  test('surelyValidOrder never accepts what validateOrder refuses, and accepts the usual order', () => {
+    const dateLike = fc.oneof(
+      fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+      fc.constantFrom(
+        '2024-02-29T12:00:00Z',
+        '2023-02-29T12:00:00Z',
+        '2024-04-31T00:00:00Z',
+        '2024-13-01T00:00:00Z',
+        '2024-01-01T24:00:00Z',
+        '2024-01-01T23:60:00Z',
+        '2024-06-30T23:59:60Z',
+        '2024-01-01T00:00:00+02:00',
+        '2024-01-01t00:00:00z',
+        '2024-01-01',
+        '+012024-01-01T00:00:00.000Z',
+      ),
+      fc.string(),
+    );
+    const mutation = fc.oneof(
+      fc.tuple(
+        fc.constantFrom('customer_id', 'currency', 'items', 'order_id', 'placed_at', 'metadata', 'extra'),
+        fc.anything(),
+      ),
+      fc.tuple(fc.constant('placed_at'), dateLike),
+      fc.tuple(fc.constantFrom('customer_id', 'order_id'), fc.string({ unit: 'binary', maxLength: 80 })),
+      fc.tuple(fc.constant('currency'), fc.string({ maxLength: 4 })),
+      fc.tuple(
+        fc.constantFrom('sku', 'qty', 'unit_price_cents', 'line-extra'),
+        fc.oneof(fc.anything(), fc.double(), fc.integer()),
+      ),
+      fc.tuple(
+        fc.constantFrom('drop-customer_id', 'drop-currency', 'drop-items', 'drop-sku', 'no-items'),
+        fc.constant(null),
+      ),
+    );
+    fc.assert(
+      fc.property(orderArb, fc.array(mutation, { maxLength: 3 }), (o, mutations) => {
+        const body = JSON.parse(JSON.stringify(o)) as Record<string, unknown>;
+        const items = body.items as Array<Record<string, unknown>>;
+        for (const [what, value] of mutations) {
+          if (what === 'sku' || what === 'qty' || what === 'unit_price_cents')
+            defined(items[0], 'the first line')[what] = value;
+          else if (what === 'line-extra') defined(items[0], 'the first line').extra = value;
+          else if (what === 'drop-sku') delete defined(items[0], 'the first line').sku;
+          else if (what === 'no-items') body.items = [];
+          else if (what.startsWith('drop-')) delete body[what.slice(5)];
+          else body[what] = value;
+        }
+        const text = JSON.stringify(body);
+        if (text === undefined) return;
+        const parsed: unknown = JSON.parse(text);
+        if (surelyValidOrder(parsed, !text.includes('\\u'))) assert.ok(validateOrder(parsed).ok, text);
+      }),
+      { numRuns: RUNS * 50 },
+    );
+    fc.assert(
+      fc.property(validOrderArb, (o) => {
+        const { metadata: _, ...usual } = o;
+        const short = [usual.customer_id, usual.order_id ?? 'x', ...usual.items.map((i) => i.sku)].every(
+          (s) => s.length <= 64,
+        );
+        const text = JSON.stringify(usual);
+        const escapeFree = !text.includes('\\u');
+        assert.equal(surelyValidOrder(JSON.parse(text), escapeFree), short && escapeFree);
+      }),
+      { numRuns: RUNS * 25 },
+    );
+  });
+
+  test('decodeEntry gives validateOrder’s verdict on the entry’s text, escaped or not', () => {
+    fc.assert(
+      fc.property(orderArb, fc.boolean(), (o, escapeAll) => {
+        // An entry written by anything, not only ingest: NUL and lone surrogates arrive as \u…
+        let text = JSON.stringify(o);
+        if (escapeAll)
+          text = text.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+        const decoded = decodeEntry(['v', '1', 'c', 'client', 'k', 'key-1', 'o', text]);
+        assert.equal(decoded.ok, validateOrder(JSON.parse(text)).ok);
       }),
       { numRuns: RUNS * 25 },
     );
