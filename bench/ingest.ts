@@ -1,6 +1,6 @@
 // Ingest benchmark. In one process tree:
 //   (a) baseline: a bare node:http server that parses the JSON body and does one XADD per request;
-//   (b) Surge ingest (auth, validation, idempotency Lua call, fastify, metrics);
+//   (b) Surge ingest (auth, validation, idempotency Lua call, its request pipeline, metrics);
 //   (c) Surge ingest, POST /v1/orders:batch with 1,000 orders per request.
 // Each server runs in its own child process so autocannon (here) does not share its event loop.
 // Every request carries a fresh Idempotency-Key (no replays; bench/autocannon-requests.ts).

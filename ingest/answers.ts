@@ -1,6 +1,6 @@
-// What the ingest routes answer, independent of how the response is written: the fastify routes
-// (app.ts) and POST /v1/orders on node:http (create-order.ts) share these, so both speak the same
-// problems, headers, request ids and admission rules.
+// What the ingest routes answer: problems, headers, request ids and the admission rules the
+// pipeline (pipeline.ts) applies to every route. Headers are flat lists (name, value, …), the
+// form node:http's writeHead takes without walking an object.
 import { randomBytes } from 'node:crypto';
 import type { ApiClient } from '../common/clients.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
@@ -28,15 +28,13 @@ export const ROUTES = {
   metrics: 'GET /metrics',
 } as const;
 
-export const PROBLEM_TYPE = 'application/problem+json';
-
 const LOCATION_PREFIX = '/v1/orders/';
 
 export function location(key: string): string {
   return LOCATION_PREFIX + encodeURIComponent(key);
 }
 
-/** 413: the body is over `limit` bytes (both paths: fastify's error handler, create-order.ts). */
+/** 413: the body is over `limit` bytes. */
 export function bodyTooLarge(limit: number): Problem {
   return problem(413, 'body-too-large', 'Body too large', `the body is larger than ${limit} bytes`);
 }
@@ -54,13 +52,10 @@ export function unsupportedMediaType(): Problem {
 /** A refusal: the problem and the headers that go with it (Retry-After, WWW-Authenticate). */
 export interface Refusal {
   problem: Problem;
-  headers: Record<string, string>;
+  headers: string[];
 }
 
-/**
- * What one write outcome answers: status, headers (name, value, name, value, …: the form
- * node:http's writeHead takes without walking an object), body (a 202 body or a problem).
- */
+/** What one write outcome answers: status, headers, body (a 202 body) or problem. */
 export function answerFor(
   outcome: WriteOutcome,
   key: string,
@@ -153,7 +148,7 @@ export function admit(
   if (!token) {
     done(undefined, {
       problem: problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'),
-      headers: { 'www-authenticate': 'Bearer' },
+      headers: ['www-authenticate', 'Bearer'],
     });
     return;
   }
@@ -161,7 +156,7 @@ export function admit(
     if (!client) {
       done(undefined, {
         problem: problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'),
-        headers: { 'www-authenticate': 'Bearer error="invalid_token"' },
+        headers: ['www-authenticate', 'Bearer error="invalid_token"'],
       });
       return;
     }
@@ -182,7 +177,7 @@ export function admit(
         'Authentication unavailable',
         'the key store (PostgreSQL) cannot be reached',
       ),
-      headers: { 'retry-after': String(deps.backpressure.retryAfterSeconds) },
+      headers: ['retry-after', String(deps.backpressure.retryAfterSeconds)],
     });
   });
 }
@@ -194,14 +189,14 @@ export function admit(
 function shedding({ backpressure, metrics }: AdmissionDeps): Refusal | undefined {
   const reason = backpressure.overloaded();
   if (!reason) return undefined;
-  metrics.orders.inc({ result: 'unavailable' });
   const detail = {
     redis_down: 'Redis is unreachable',
     backlog: 'the backlog of unapplied orders is over SURGE_MAX_BACKLOG',
     memory: 'Redis memory use is over its limit',
   }[reason];
+  metrics.orders.inc({ result: 'unavailable' });
   return {
     problem: problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`),
-    headers: { 'retry-after': String(backpressure.retryAfterSeconds) },
+    headers: ['retry-after', String(backpressure.retryAfterSeconds)],
   };
 }

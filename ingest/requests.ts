@@ -1,6 +1,6 @@
 // Request bodies, from bytes to orders ready for Redis: strict UTF-8 and JSON parsing, problem
 // details (RFC 9457), the idempotency-key check, and a whole `:batch` body parsed, checked and
-// prepared (canonical text, fingerprint, shard, keys). No fastify and no connections here, so a
+// prepared (canonical text, fingerprint, shard, keys). No HTTP and no connections here, so a
 // piscina thread can run `prepareBatch` off the event loop (ingest/batch-thread.ts).
 import type { Config } from '../common/config.js';
 import { type FieldError, idempotencyKeyProblem, type Order, validateOrder } from '../common/order.js';

@@ -1,6 +1,6 @@
 // Starts ingest: Redis (no offline queue, no command retries: an outage is a fast 503), the
 // PostgreSQL pool (API keys, order state), the durability check, the backpressure timer and the
-// fastify app. `stop()` is graceful and safe to call twice: /readyz turns 503, the listener
+// HTTP server (app.ts). `stop()` is graceful and safe to call twice: /readyz turns 503, the listener
 // stops accepting, in-flight requests finish, then Redis and PostgreSQL are closed.
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
@@ -84,7 +84,8 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
 
   const writer = new OrderWriter({ redis, config, logger, metrics, ...(barrier ? { barrier } : {}) });
   const auth = new Authenticator(pool, { ttlMs: config.authCacheMs });
-  const app = buildIngestApp({
+
+  const server = buildIngestApp({
     config,
     redis,
     pool,
@@ -98,12 +99,18 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     draining: () => draining,
   });
   try {
-    await app.listen({ port: config.ingestPort, host: config.listenHost });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.ingestPort, config.listenHost, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
   } catch (err) {
     await closeConnections();
     throw err;
   }
-  const port = (app.server.address() as AddressInfo).port;
+  const port = (server.address() as AddressInfo).port;
   const host = config.listenHost.includes(':') ? `[${config.listenHost}]` : config.listenHost;
 
   let stopping: Promise<void> | undefined;
@@ -113,9 +120,14 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     stop() {
       stopping ??= (async () => {
         draining = true;
-        // fastify.close: stop accepting, answer 503 to requests arriving on kept-alive
-        // connections, wait for in-flight requests, close idle connections.
-        await app.close();
+        // Stop accepting; requests arriving on kept-alive connections get 503 + Connection:
+        // close (pipeline.ts); in-flight requests finish. A connection goes idle once its
+        // answer is sent: idle ones are closed until none is left.
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        const idle = setInterval(() => server.closeIdleConnections(), 50);
+        server.closeIdleConnections();
+        await closed;
+        clearInterval(idle);
         await closeConnections();
       })();
       return stopping;

@@ -1,5 +1,5 @@
 // A minimal HTTP server for processes that only expose /metrics, /healthz and /readyz
-// (workers, the lag exporter). Ingest serves the same paths from its own fastify app.
+// (workers, the lag exporter). Ingest serves the same paths through its own pipeline (ingest/pipeline.ts).
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';

@@ -1,54 +1,188 @@
-// POST /v1/orders on node:http (ingest/create-order.ts) when its own code throws: the request
-// gets a 500 problem, the process and the other requests go on. The collaborators are small
-// stand-ins here (the failure is injected into them); the route's behaviour against real Redis
-// and PostgreSQL is in ingest.test.ts.
+// The one request pipeline (ingest/pipeline.ts) with small stand-ins for its collaborators: every
+// route of the table gets the request id, the request metrics, the drain answer and (writes) the
+// load-shedding answer; nothing serves a route outside the table; a bug in a handler fails that
+// request alone. The routes' behaviour against real Redis and PostgreSQL is in ingest.test.ts.
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
+import { readdirSync, readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { ApiClient } from '../common/clients.js';
 import { createLogger } from '../common/log.js';
+import { createRegistry, ingestMetrics } from '../metrics/definitions.js';
+import { buildIngestApp, type IngestAppDeps, ingestRoutes } from '../ingest/app.js';
 import type { Authenticator } from '../ingest/auth.js';
-import type { Backpressure } from '../ingest/backpressure.js';
-import { type CreateOrderDeps, createOrderHandler } from '../ingest/create-order.js';
-import type { IntakeOutcome, OrderIntake } from '../ingest/intake.js';
+import type { Backpressure, OverloadReason } from '../ingest/backpressure.js';
+import type { Route } from '../ingest/pipeline.js';
+import type { OrderWriter, PreparedOrder, WriteOutcome } from '../ingest/writer.js';
 import { http } from './support/http.js';
 
 const client = { id: 'client-1', name: 'c' } as ApiClient;
-const counter = (onInc: (labels: Record<string, string>) => void) => ({ inc: onInc });
+const ORDER = JSON.stringify({ customer_id: 'c', currency: 'EUR', items: [{ sku: 'a', qty: 1, unit_price_cents: 1 }] });
 
-describe('POST /v1/orders: a bug in answering fails that request alone', () => {
+/** Deps whose failures and states the test sets. */
+function standIns() {
+  const state = {
+    draining: false,
+    overloaded: undefined as OverloadReason | undefined,
+    /** Keys whose preparation throws (a bug in the intake). */
+    prepareThrows: new Set<string>(),
+  };
+  const registry = createRegistry({ defaultMetrics: false, role: 'ingest' });
+  const metrics = ingestMetrics(registry);
+  const writer = {
+    prepare: (clientId: string, idempotencyKey: string) => {
+      if (state.prepareThrows.has(idempotencyKey)) throw new Error('intake bug');
+      return { clientId, idempotencyKey } as unknown as PreparedOrder;
+    },
+    submit: (p: PreparedOrder, done: (o: WriteOutcome) => void) =>
+      done({ kind: 'accepted', body: `{"idempotency_key":"${p.idempotencyKey}"}` } as WriteOutcome),
+    flushNow: () => {},
+    writeMany: async (orders: readonly PreparedOrder[]) =>
+      orders.map((p) => ({ kind: 'accepted', body: `{"idempotency_key":"${p.idempotencyKey}"}` }) as WriteOutcome),
+  } as unknown as OrderWriter;
+  const deps: IngestAppDeps = {
+    config: { shards: 1, redisPrefix: 'x', ingestHeadersTimeoutMs: 10_000, ingestRequestTimeoutMs: 30_000 },
+    redis: { get: async () => null } as unknown as IngestAppDeps['redis'],
+    pool: { query: async () => ({ rows: [] }) } as unknown as IngestAppDeps['pool'],
+    auth: { cached: () => ({ client }), lookup: async () => client } as unknown as Authenticator,
+    backpressure: {
+      overloaded: () => state.overloaded,
+      retryAfterSeconds: 1,
+      redisUp: true,
+    } as unknown as Backpressure,
+    writer,
+    metrics,
+    registry,
+    logger: createLogger('silent', 'ingest-route-test'),
+    prepareBatch: async () => ({ ok: true, count: 0, prepared: [], indexes: [], invalid: [] }),
+    draining: () => state.draining,
+  };
+  return { state, deps, registry };
+}
+
+async function listen(server: Server): Promise<string> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** A request that reaches `route`'s handler. */
+function requestFor(route: Route, requestId: string) {
+  return {
+    method: route.method,
+    path: route.param ? `${route.path}k-1` : route.path,
+    headers: {
+      'x-request-id': requestId,
+      ...(route.auth ? { authorization: 'Bearer k' } : {}),
+      ...(route.body ? { 'content-type': 'application/json', 'idempotency-key': 'k-1' } : {}),
+    },
+    ...(route.body ? { body: route.path.endsWith(':batch') ? '[]' : ORDER } : {}),
+  };
+}
+
+describe('ingest: one pipeline for every route', () => {
+  const { state, deps, registry } = standIns();
+  const routes = ingestRoutes(deps);
   let server: Server;
   let url: string;
-  const incs: string[] = [];
 
   before(async () => {
-    const intake = {
-      submit: (_body: Uint8Array, _clientId: string, key: string): Promise<IntakeOutcome> =>
-        key === 'reject'
-          ? Promise.reject(new Error('intake bug'))
-          : Promise.resolve({ kind: 'accepted', body: `{"idempotency_key":"${key}"}` }),
-    } as unknown as OrderIntake;
-    const deps: CreateOrderDeps = {
-      auth: { cached: () => ({ client }), lookup: async () => client } as unknown as Authenticator,
-      backpressure: { overloaded: () => undefined, retryAfterSeconds: 1 } as unknown as Backpressure,
-      metrics: {
-        orders: counter(({ result }) => {
-          incs.push(String(result));
-          // The failure injected: counting an accepted order throws once.
-          if (result === 'accepted' && incs.filter((r) => r === 'accepted').length === 1)
-            throw new Error('metrics bug');
-        }),
-        requests: counter(() => {}),
-        duration: { observe: () => {} },
-      } as unknown as CreateOrderDeps['metrics'],
-      intake,
-      logger: createLogger('silent', 'ingest-route-test'),
-      draining: () => false,
-    };
-    server = createServer(createOrderHandler(deps));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    server = buildIngestApp(deps);
+    url = await listen(server);
+  });
+  after(() => new Promise<void>((r) => server.close(() => r())));
+
+  const counted = async (label: string, code: number): Promise<number> => {
+    const metric = await registry.getSingleMetric('surge_ingest_requests_total')?.get();
+    const value = metric?.values.find((v) => v.labels.route === label && v.labels.code === String(code));
+    return value?.value ?? 0;
+  };
+
+  test('the route table declares every route: POST, :batch, GET, health, readiness, metrics', () => {
+    assert.deepEqual(routes.map((r) => `${r.method} ${r.path}${r.param ? ':key' : ''}`).sort(), [
+      'GET /healthz',
+      'GET /metrics',
+      'GET /readyz',
+      'GET /v1/orders/:key',
+      'POST /v1/orders',
+      'POST /v1/orders:batch',
+    ]);
+  });
+
+  test('each route: its answer carries the request id and is counted under its label', async () => {
+    for (const route of routes) {
+      const rid = `rid-${route.label.replace(/\W/g, '_')}`;
+      const res = await http(url, requestFor(route, rid));
+      assert.ok(res.status < 500, `${route.label}: ${res.status} ${res.text}`);
+      assert.equal(res.headers['x-request-id'], rid, route.label);
+      assert.ok((await counted(route.label, res.status)) > 0, `${route.label} counted`);
+    }
+  });
+
+  test('each route gets the drain answer; each write gets the load-shedding answer', async () => {
+    state.draining = true;
+    try {
+      for (const route of routes) {
+        const res = await http(url, requestFor(route, 'drain'));
+        assert.equal(res.status, 503, route.label);
+        assert.equal(res.headers.connection, 'close', route.label);
+        assert.match(res.text, /problems\/shutting-down/, route.label);
+        assert.ok((await counted(route.label, 503)) > 0, `${route.label} counted`);
+      }
+    } finally {
+      state.draining = false;
+    }
+    state.overloaded = 'backlog';
+    try {
+      for (const route of routes) {
+        const res = await http(url, requestFor(route, 'shed'));
+        if (route.shed) {
+          assert.equal(res.status, 503, route.label);
+          assert.match(res.text, /problems\/overloaded/, route.label);
+          assert.ok(Number(res.headers['retry-after']) >= 1, route.label);
+        } else assert.ok(res.status < 500, `${route.label} is not shed`);
+      }
+    } finally {
+      state.overloaded = undefined;
+    }
+  });
+
+  test('an unknown path: 404 problem with the request id, counted as "other"', async () => {
+    const res = await http(url, { path: '/nowhere', headers: { 'x-request-id': 'rid-404' } });
+    assert.equal(res.status, 404);
+    assert.equal(res.headers['x-request-id'], 'rid-404');
+    assert.ok((await counted('other', 404)) > 0);
+  });
+
+  test('nothing in ingest serves HTTP outside the pipeline: one server, one listener, paths read in one place', () => {
+    for (const file of readdirSync('ingest').filter((f) => f.endsWith('.ts'))) {
+      if (file === 'pipeline.ts') continue;
+      const text = readFileSync(`ingest/${file}`, 'utf8');
+      for (const bypass of [/createServer\(/, /\.on\('request'/, /\breq\.url\b/, /from 'fastify'/])
+        assert.doesNotMatch(text, bypass, `ingest/${file} serves requests outside pipeline.ts`);
+    }
+  });
+});
+
+describe('ingest: a bug in answering fails that request alone', () => {
+  const { state, deps } = standIns();
+  let server: Server;
+  let url: string;
+  let throwOnce = true;
+
+  before(async () => {
+    const inc = deps.metrics.orders.inc.bind(deps.metrics.orders);
+    // The failure injected: counting the first accepted order throws.
+    deps.metrics.orders.inc = ((labels: { result: string }, n?: number) => {
+      if (labels.result === 'accepted' && throwOnce) {
+        throwOnce = false;
+        throw new Error('metrics bug');
+      }
+      inc(labels, n);
+    }) as typeof deps.metrics.orders.inc;
+    state.prepareThrows.add('reject');
+    server = buildIngestApp(deps);
+    url = await listen(server);
   });
   after(() => new Promise<void>((r) => server.close(() => r())));
 
@@ -57,7 +191,7 @@ describe('POST /v1/orders: a bug in answering fails that request alone', () => {
       method: 'POST',
       path: '/v1/orders',
       headers: { authorization: 'Bearer k', 'content-type': 'application/json', 'idempotency-key': key },
-      body: '{}',
+      body: ORDER,
     });
 
   // The timeouts turn a request left unanswered into a failure rather than a hung run.

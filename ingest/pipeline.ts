@@ -1,0 +1,297 @@
+// The one request pipeline of ingest: every route, whatever it serves, is declared in a route
+// table and goes through the same steps here, in this order — request id, route match, the
+// drain answer, admission (auth, then load shedding for writes), the body (Content-Type, size),
+// the handler — and answers through `send`, which adds the request id, counts the request
+// metrics and logs a 4xx. A throw anywhere fails that request alone (500). No framework: a
+// small node:http router, because the order route takes the surge and a framework's per-request
+// work was a measurable share of its cost (bench/results/HISTORY.md).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { ApiClient } from '../common/clients.js';
+import type { Config } from '../common/config.js';
+import type { Logger } from '../common/log.js';
+import type { IngestMetrics } from '../metrics/definitions.js';
+import { type AdmissionDeps, admit, bodyTooLarge, requestId, unsupportedMediaType } from './answers.js';
+import { type Problem, problem } from './requests.js';
+
+const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
+const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
+
+/** A response header list: name, value, name, value, … (node:http's writeHead takes it without walking an object). */
+export type HeaderList = readonly string[];
+
+/** One request on its way through the pipeline. */
+export interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly reqId: string;
+  /** The bounded `route` label of the request metrics. */
+  readonly route: string;
+  readonly started: number;
+  /** The authenticated client (routes with `auth`). */
+  client: ApiClient | undefined;
+  /** The path parameter (routes with `param`), percent-decoded. */
+  param: string;
+  answered: boolean;
+}
+
+/** A route of the table: the only place ingest declares what it serves. */
+export interface Route {
+  method: 'GET' | 'POST';
+  /** The exact path; with `param`, the prefix the parameter follows. */
+  path: string;
+  /** The rest of the path after `path` is one parameter (no `/`). */
+  param?: boolean;
+  /** The `route` label of the request metrics. */
+  label: string;
+  /** Needs `Authorization: Bearer <api key>`. */
+  auth: boolean;
+  /** A write: refused with 503 while ingest sheds load (after auth). */
+  shed: boolean;
+  /** Reads a body of these Content-Types, up to `limit` bytes. */
+  body?: { limit: number; types: readonly string[] };
+  /** Answers with `send`/`sendProblem`; `body` is undefined when the request has none. */
+  handle(x: Exchange, body: Buffer | undefined): void | Promise<void>;
+}
+
+export interface PipelineDeps extends AdmissionDeps {
+  config: Pick<Config, 'ingestHeadersTimeoutMs' | 'ingestRequestTimeoutMs'>;
+  metrics: Pick<IngestMetrics, 'orders' | 'requests' | 'duration'>;
+  logger: Logger;
+  /** True once a graceful stop began: new requests get 503 and `Connection: close`. */
+  draining: () => boolean;
+}
+
+/** `type/subtype` of a Content-Type, lowercased, without parameters. */
+function mediaType(header: string): string {
+  const semi = header.indexOf(';');
+  return (semi < 0 ? header : header.slice(0, semi)).trim().toLowerCase();
+}
+
+/** The metrics label of requests no route matched. */
+const OTHER = 'other';
+
+/** Answers a request: the request id, the metrics and the 4xx log line, for every answer of every route. */
+export function send(
+  x: Exchange,
+  deps: Pick<PipelineDeps, 'metrics' | 'logger'>,
+  status: number,
+  headers: HeaderList,
+  contentType: string,
+  body: string | Buffer,
+): void {
+  if (x.answered) return;
+  x.answered = true;
+  const head = ['x-request-id', x.reqId];
+  for (const h of headers) head.push(h);
+  head.push('content-type', contentType, 'content-length', String(Buffer.byteLength(body)));
+  x.res.writeHead(status, head);
+  x.res.end(body);
+  const { route } = x;
+  deps.metrics.requests.inc({ route, code: String(status) });
+  deps.metrics.duration.observe({ route }, (performance.now() - x.started) / 1000);
+  if (status >= 400 && status < 500) deps.logger.info({ reqId: x.reqId, route, code: status }, 'client error');
+}
+
+/** A problem answer (RFC 9457). */
+export function sendProblem(
+  x: Exchange,
+  deps: Pick<PipelineDeps, 'metrics' | 'logger'>,
+  p: Problem,
+  headers: HeaderList = [],
+): void {
+  send(x, deps, p.status, headers, PROBLEM_CONTENT_TYPE, JSON.stringify(p));
+}
+
+export function sendJson(x: Exchange, deps: Pick<PipelineDeps, 'metrics' | 'logger'>, status: number, body: string) {
+  send(x, deps, status, [], JSON_CONTENT_TYPE, body);
+}
+
+/** The route for a method and path (query string stripped); `param` is still percent-encoded. */
+function match(
+  routes: readonly Route[],
+  method: string | undefined,
+  path: string,
+): { route: Route; param: string } | undefined {
+  // HEAD is answered as GET (node:http sends no body for it).
+  const m = method === 'HEAD' ? 'GET' : method;
+  for (const route of routes) {
+    if (route.method !== m) continue;
+    if (!route.param) {
+      if (path === route.path) return { route, param: '' };
+    } else if (path.length > route.path.length && path.startsWith(route.path)) {
+      const param = path.slice(route.path.length);
+      if (!param.includes('/')) return { route, param };
+    }
+  }
+  return undefined;
+}
+
+/** The request listener serving `routes`, every one of them through the same steps. */
+export function createPipeline(
+  deps: PipelineDeps,
+  routes: readonly Route[],
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const { logger } = deps;
+
+  // A throw is a bug: it fails this request alone (500, or the connection dropped when the
+  // answer had begun) instead of the process.
+  const failed = (x: Exchange, err: unknown): void => {
+    logger.error({ reqId: x.reqId, err, route: x.route }, 'request failed');
+    if (x.res.headersSent) x.res.destroy();
+    else sendProblem(x, deps, problem(500, 'internal', 'Internal error'));
+  };
+
+  const run = (x: Exchange, route: Route, body: Buffer | undefined): void => {
+    try {
+      const done = route.handle(x, body);
+      if (done) done.catch((err: unknown) => failed(x, err));
+    } catch (err) {
+      failed(x, err);
+    }
+  };
+
+  const readBody = (x: Exchange, route: Route, spec: NonNullable<Route['body']>): void => {
+    const { req } = x;
+    const { headers } = req;
+    const contentType = headers['content-type'];
+    if (contentType === undefined) {
+      const length = headers['content-length'];
+      // No Content-Type and no body: the handler says what is missing. A body without one: 415.
+      if (headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) {
+        run(x, route, undefined);
+        return;
+      }
+    }
+    if (contentType === undefined || !spec.types.includes(mediaType(contentType))) {
+      sendProblem(x, deps, unsupportedMediaType());
+      return;
+    }
+    // The client may go on sending what we will not read: the connection closes after a 413.
+    const tooLarge = () => sendProblem(x, deps, bodyTooLarge(spec.limit), ['connection', 'close']);
+    if (Number(headers['content-length']) > spec.limit) {
+      tooLarge();
+      return;
+    }
+    let first: Buffer | undefined;
+    let chunks: Buffer[] | undefined;
+    let size = 0;
+    const stop = () => {
+      req.removeListener('data', onData);
+      req.removeListener('end', onEnd);
+      req.removeListener('error', onError);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > spec.limit) {
+        stop();
+        tooLarge();
+        return;
+      }
+      if (!first) first = chunk;
+      else if (chunks) chunks.push(chunk);
+      else chunks = [first, chunk];
+    };
+    const onEnd = () => {
+      stop();
+      run(x, route, chunks ? Buffer.concat(chunks, size) : (first ?? Buffer.alloc(0)));
+    };
+    // The client went away mid-body (aborted, reset): nothing to answer, nothing was written.
+    const onError = () => stop();
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+  };
+
+  const admitted = (x: Exchange, route: Route): void => {
+    if (route.body) readBody(x, route, route.body);
+    else run(x, route, undefined);
+  };
+
+  return (req, res) => {
+    const started = performance.now();
+    const url = req.url ?? '';
+    const q = url.indexOf('?');
+    const found = match(routes, req.method, q < 0 ? url : url.slice(0, q));
+    const x: Exchange = {
+      req,
+      res,
+      reqId: requestId(req),
+      route: found ? found.route.label : OTHER,
+      started,
+      client: undefined,
+      param: '',
+      answered: false,
+    };
+    try {
+      if (deps.draining()) {
+        sendProblem(
+          x,
+          deps,
+          problem(503, 'shutting-down', 'Shutting down', 'this instance is stopping; nothing was recorded, retry'),
+          ['retry-after', String(deps.backpressure.retryAfterSeconds), 'connection', 'close'],
+        );
+        return;
+      }
+      if (!found) {
+        const path = q < 0 ? url : url.slice(0, q);
+        sendProblem(x, deps, problem(404, 'not-found', 'Not found', `no route ${req.method} ${path}`));
+        return;
+      }
+      const { route } = found;
+      if (route.param) {
+        try {
+          x.param = decodeURIComponent(found.param);
+        } catch {
+          sendProblem(x, deps, problem(400, 'bad-request', 'Bad request', 'the path is not valid percent-encoding'));
+          return;
+        }
+      }
+      if (!route.auth) {
+        admitted(x, route);
+        return;
+      }
+      admit(
+        deps,
+        req.headers.authorization,
+        route.shed,
+        (client, refusal) => {
+          // Called at once, or later from the key lookup's promise: guarded either way.
+          try {
+            if (refusal) {
+              sendProblem(x, deps, refusal.problem, refusal.headers);
+              return;
+            }
+            x.client = client;
+            admitted(x, route);
+          } catch (err) {
+            failed(x, err);
+          }
+        },
+        (err) => logger.error({ reqId: x.reqId, err }, 'api key lookup failed'),
+      );
+    } catch (err) {
+      failed(x, err);
+    }
+  };
+}
+
+/** The HTTP server of the pipeline, with the slow-client guards. */
+export function createIngestServer(
+  config: PipelineDeps['config'],
+  listener: (req: IncomingMessage, res: ServerResponse) => void,
+): Server {
+  const server = createServer(
+    {
+      // Slow clients (slowloris): Node answers 408 and closes the connection when the headers
+      // (headersTimeout) or the whole request (requestTimeout) take too long; it checks open
+      // connections every connectionsCheckingInterval.
+      headersTimeout: config.ingestHeadersTimeoutMs,
+      requestTimeout: config.ingestRequestTimeoutMs,
+      connectionsCheckingInterval: Math.max(50, Math.min(5000, Math.floor(config.ingestHeadersTimeoutMs / 4))),
+    },
+    listener,
+  );
+  // Longer than the idle timeout of common load balancers (60 s), so they close first.
+  server.keepAliveTimeout = 72_000;
+  return server;
+}
