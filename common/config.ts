@@ -25,6 +25,10 @@ export interface Config {
   ingestRequestTimeoutMs: number;
   /** Threads that prepare large `:batch` bodies (0: the main thread does). */
   ingestBatchThreads: number;
+  /** Ingest sheds writes (503) while this many are in flight. 0 disables. */
+  ingestMaxInFlight: number;
+  /** Ingest sheds writes (503) while the event-loop delay is over this (ms). 0 disables. */
+  ingestMaxEventLoopDelayMs: number;
   workerMetricsPort: number;
   lagExporterPort: number;
   durability: Durability;
@@ -248,6 +252,26 @@ const SPECS = [
       'Threads that parse, validate and fingerprint `:batch` bodies of 16 KiB or more, off the event loop. ' +
       '0: the main thread does it (use 0 when ingest has a single core).',
     parse: int(0, 16),
+  },
+  {
+    name: 'SURGE_INGEST_MAX_IN_FLIGHT',
+    key: 'ingestMaxInFlight',
+    default: '1000',
+    accepts: 'integer ≥ 0',
+    description:
+      'Ingest answers writes 503 + Retry-After at once, before reading the body, while this many writes are being ' +
+      'served (overload at the door); 0 disables.',
+    parse: int(0, Number.MAX_SAFE_INTEGER),
+  },
+  {
+    name: 'SURGE_INGEST_MAX_EVENT_LOOP_DELAY_MS',
+    key: 'ingestMaxEventLoopDelayMs',
+    default: '50',
+    accepts: 'integer 0–10000',
+    description:
+      'Ingest answers writes 503 + Retry-After at once, before reading the body, while its event-loop delay ' +
+      '(mean over the last 100 ms) is over this; 0 disables.',
+    parse: int(0, 10000),
   },
   {
     name: 'SURGE_WORKER_METRICS_PORT',

@@ -128,7 +128,22 @@ export function requestId(req: { headers: Record<string, string | string[] | und
 export interface AdmissionDeps {
   auth: Authenticator;
   backpressure: Backpressure;
-  metrics: Pick<IngestMetrics, 'orders'>;
+  metrics: Pick<IngestMetrics, 'orders' | 'shed'>;
+}
+
+/** The 503 of a write shed to protect the process or the stack (counted by reason, as an unavailable order). */
+export function shedAnswer(
+  metrics: AdmissionDeps['metrics'],
+  reason: string,
+  detail: string,
+  retryAfter: number,
+): Refusal {
+  metrics.shed.inc({ reason });
+  metrics.orders.inc({ result: 'unavailable' });
+  return {
+    problem: problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`),
+    headers: ['retry-after', String(retryAfter)],
+  };
 }
 
 /**
@@ -194,9 +209,5 @@ function shedding({ backpressure, metrics }: AdmissionDeps): Refusal | undefined
     backlog: 'the backlog of unapplied orders is over SURGE_MAX_BACKLOG',
     memory: 'Redis memory use is over its limit',
   }[reason];
-  metrics.orders.inc({ result: 'unavailable' });
-  return {
-    problem: problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`),
-    headers: ['retry-after', String(backpressure.retryAfterSeconds)],
-  };
+  return shedAnswer(metrics, reason, detail, backpressure.retryAfterFor(reason));
 }

@@ -10,7 +10,16 @@ import type { ApiClient } from '../common/clients.js';
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
-import { type AdmissionDeps, admit, bodyTooLarge, requestId, unsupportedMediaType } from './answers.js';
+import {
+  type AdmissionDeps,
+  admit,
+  bodyTooLarge,
+  requestId,
+  SINGLE_BODY_LIMIT,
+  shedAnswer,
+  unsupportedMediaType,
+} from './answers.js';
+import type { Door } from './door.js';
 import { type Problem, problem } from './requests.js';
 
 const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
@@ -55,8 +64,10 @@ export interface Route {
 
 export interface PipelineDeps extends AdmissionDeps {
   config: Pick<Config, 'ingestHeadersTimeoutMs' | 'ingestRequestTimeoutMs'>;
-  metrics: Pick<IngestMetrics, 'orders' | 'requests' | 'duration'>;
+  metrics: Pick<IngestMetrics, 'orders' | 'requests' | 'duration' | 'shed'>;
   logger: Logger;
+  /** Overload control at the door: writes shed before their body is read. */
+  door: Door;
   /** True once a graceful stop began: new requests get 503 and `Connection: close`. */
   draining: () => boolean;
 }
@@ -66,6 +77,25 @@ function mediaType(header: string): string {
   const semi = header.indexOf(';');
   return (semi < 0 ? header : header.slice(0, semi)).trim().toLowerCase();
 }
+
+/**
+ * Headers for an answer sent before the body was read: `Connection: close` unless the body is
+ * small enough for Node to discard it unparsed (it does so for any unread body of a kept-alive
+ * connection), so a shed client cannot make the process read a large body it refused.
+ */
+function unreadBody(req: IncomingMessage): readonly string[] {
+  const { headers } = req;
+  if (headers['transfer-encoding'] === undefined) {
+    const length = headers['content-length'];
+    if (length === undefined || Number(length) <= SINGLE_BODY_LIMIT) return [];
+  }
+  return ['connection', 'close'];
+}
+
+const DOOR_DETAIL = {
+  in_flight: 'too many requests in flight (SURGE_INGEST_MAX_IN_FLIGHT)',
+  event_loop_delay: 'the event loop is running late (SURGE_INGEST_MAX_EVENT_LOOP_DELAY_MS)',
+} as const;
 
 /** The metrics label of requests no route matched. */
 const OTHER = 'other';
@@ -238,6 +268,16 @@ export function createPipeline(
         return;
       }
       const { route } = found;
+      if (route.shed) {
+        // Overload at the door: before auth and before the body, the cheapest answer there is.
+        const why = deps.door.check();
+        if (why) {
+          const shed = shedAnswer(deps.metrics, why, DOOR_DETAIL[why], deps.door.shedOne());
+          sendProblem(x, deps, shed.problem, [...shed.headers, ...unreadBody(req)]);
+          return;
+        }
+        deps.door.enter(res);
+      }
       if (route.param) {
         try {
           x.param = decodeURIComponent(found.param);
@@ -258,7 +298,12 @@ export function createPipeline(
           // Called at once, or later from the key lookup's promise: guarded either way.
           try {
             if (refusal) {
-              sendProblem(x, deps, refusal.problem, refusal.headers);
+              sendProblem(
+                x,
+                deps,
+                refusal.problem,
+                route.body ? [...refusal.headers, ...unreadBody(req)] : refusal.headers,
+              );
               return;
             }
             x.client = client;

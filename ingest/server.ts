@@ -13,6 +13,7 @@ import { buildIngestApp } from './app.js';
 import { Authenticator } from './auth.js';
 import { Backpressure } from './backpressure.js';
 import { BatchPreparer } from './batch.js';
+import { Door } from './door.js';
 import { checkDurability, DurabilityBarrier } from './durability.js';
 import { defineIngestCommands } from './scripts.js';
 import { OrderWriter } from './writer.js';
@@ -53,11 +54,14 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
   const registry = createRegistry({ defaultMetrics: true, role: 'ingest' });
   const metrics = ingestMetrics(registry);
   const backpressure = new Backpressure(redis, config, metrics, logger);
+  const door = new Door(config);
+  door.start();
   // No thread starts until the first large batch.
   const batches = new BatchPreparer(config, metrics);
   let draining = false;
   const closeConnections = async () => {
     backpressure.stop();
+    door.stop();
     await batches.close().catch(() => {});
     await redis.quit().catch(() => redis.disconnect());
     await pool.end().catch(() => {});
@@ -95,6 +99,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     metrics,
     registry,
     logger,
+    door,
     prepareBatch: batches.prepare,
     draining: () => draining,
   });

@@ -123,6 +123,14 @@ export function ingestMetrics(registry: Registry) {
       labelNames: ['on'] as const,
       registers: [registry],
     }),
+    shed: new TalliedCounter({
+      name: 'surge_ingest_shed_total',
+      help:
+        'Writes ingest refused with 503 + Retry-After to shed load, by reason (in_flight, event_loop_delay, ' +
+        'backlog, memory, redis_down).',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     overloaded: new Gauge({
       name: 'surge_ingest_overloaded',
       help: '1 while ingest sheds load (answers 503), by reason.',

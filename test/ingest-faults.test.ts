@@ -187,6 +187,59 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
   });
 });
 
+describe('ingest: overload at the door', () => {
+  let server: RedisServer;
+  let env: TestEnv;
+  let pool: pg.Pool;
+  let client: CreatedClient;
+  let admin: Redis;
+
+  before(async () => {
+    server = await startRedisServer({});
+    env = await createTestEnv({ SURGE_SHARDS: '2', SURGE_INGEST_MAX_IN_FLIGHT: '1' }, server.url);
+    pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
+    client = await createClient(pool, 'door');
+    admin = new Redis(server.url, { maxRetriesPerRequest: 1 });
+    admin.on('error', () => {});
+  });
+  after(async () => {
+    await admin?.call('CLIENT', 'UNPAUSE').catch(() => {});
+    admin?.disconnect();
+    await pool?.end();
+    await env?.cleanup();
+    await server?.stop();
+  });
+
+  test('more writes in flight than the limit: the excess gets 503 + Retry-After at once, nothing written, counted by reason', async () => {
+    const svc = await startIngest(env.config, { logger: silent });
+    try {
+      assert.equal((await postOrder(svc, client, 'door-warm')).status, 202);
+      const before = await entries(admin, env);
+      await admin.call('CLIENT', 'PAUSE', '30000', 'WRITE');
+      const inFlight = postOrder(svc, client, 'door-held');
+      await waitForPausedWrite(admin);
+      // The one write allowed is held inside Redis: the next is answered without waiting for it.
+      const shed = await postOrder(svc, client, 'door-shed');
+      assert.equal(shed.status, 503);
+      assert.match(shed.text, /"type":"https:\/\/surge\.dev\/problems\/overloaded"/);
+      assert.match(shed.text, /SURGE_INGEST_MAX_IN_FLIGHT/);
+      assert.ok(Number(shed.headers['retry-after']) >= 1, `Retry-After ${shed.headers['retry-after']}`);
+      await admin.call('CLIENT', 'UNPAUSE');
+      assert.equal((await inFlight).status, 202);
+      assert.equal(await entries(admin, env), before + 1, 'the shed order was not written');
+      const shard = shardFor(client.id, 'door-shed', env.config.shards);
+      assert.equal(await admin.exists(idemKey(env.prefix, shard, client.id, 'door-shed')), 0, 'no record either');
+      // Shed and answered: a retry with the same key is accepted once the load is gone.
+      assert.equal((await postOrder(svc, client, 'door-shed')).status, 202);
+      const metrics = (await http(svc.url, { path: '/metrics' })).text;
+      assert.match(metrics, /surge_ingest_shed_total\{reason="in_flight",role="ingest"\} 1\b/);
+    } finally {
+      await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
+      await svc.stop();
+    }
+  });
+});
+
 describe('ingest: durable mode', () => {
   let master: RedisServer;
   let replica: RedisServer | undefined;

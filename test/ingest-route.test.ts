@@ -13,6 +13,7 @@ import { createRegistry, ingestMetrics } from '../metrics/definitions.js';
 import { buildIngestApp, type IngestAppDeps, ingestRoutes } from '../ingest/app.js';
 import type { Authenticator } from '../ingest/auth.js';
 import type { Backpressure, OverloadReason } from '../ingest/backpressure.js';
+import { Door } from '../ingest/door.js';
 import type { Route } from '../ingest/pipeline.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from '../ingest/writer.js';
 import { http } from './support/http.js';
@@ -49,6 +50,7 @@ function standIns() {
     backpressure: {
       overloaded: () => state.overloaded,
       retryAfterSeconds: 1,
+      retryAfterFor: () => 7,
       redisUp: true,
     } as unknown as Backpressure,
     writer,
@@ -57,6 +59,8 @@ function standIns() {
     logger: createLogger('silent', 'ingest-route-test'),
     prepareBatch: async () => ({ ok: true, count: 0, prepared: [], indexes: [], invalid: [] }),
     draining: () => state.draining,
+    // Not started: the test sets the event-loop delay it reads.
+    door: new Door({ ingestMaxInFlight: 1000, ingestMaxEventLoopDelayMs: 50 }),
   };
   return { state, deps, registry };
 }
@@ -92,6 +96,10 @@ describe('ingest: one pipeline for every route', () => {
   });
   after(() => new Promise<void>((r) => server.close(() => r())));
 
+  const shedCount = async (reason: string): Promise<number> => {
+    const metric = await registry.getSingleMetric('surge_ingest_shed_total')?.get();
+    return metric?.values.find((v) => v.labels.reason === reason)?.value ?? 0;
+  };
   const counted = async (label: string, code: number): Promise<number> => {
     const metric = await registry.getSingleMetric('surge_ingest_requests_total')?.get();
     const value = metric?.values.find((v) => v.labels.route === label && v.labels.code === String(code));
@@ -132,18 +140,50 @@ describe('ingest: one pipeline for every route', () => {
     } finally {
       state.draining = false;
     }
-    state.overloaded = 'backlog';
-    try {
-      for (const route of routes) {
-        const res = await http(url, requestFor(route, 'shed'));
-        if (route.shed) {
-          assert.equal(res.status, 503, route.label);
-          assert.match(res.text, /problems\/overloaded/, route.label);
-          assert.ok(Number(res.headers['retry-after']) >= 1, route.label);
-        } else assert.ok(res.status < 500, `${route.label} is not shed`);
+    for (const [reason, overload] of [
+      ['backlog', () => (state.overloaded = 'backlog')],
+      [
+        'event_loop_delay',
+        () => {
+          deps.door.delayMs = 1000;
+          deps.door.inFlight = 100;
+        },
+      ],
+    ] as const) {
+      overload();
+      try {
+        for (const route of routes) {
+          const res = await http(url, requestFor(route, 'shed'));
+          if (route.shed) {
+            assert.equal(res.status, 503, `${route.label} ${reason}`);
+            assert.match(res.text, /problems\/overloaded/, route.label);
+            assert.ok(Number(res.headers['retry-after']) >= 1, route.label);
+          } else assert.ok(res.status < 500, `${route.label} is not shed`);
+        }
+      } finally {
+        state.overloaded = undefined;
+        deps.door.delayMs = 0;
+        deps.door.inFlight = 0;
       }
+      assert.equal(await shedCount(reason), 2, `both writes shed for ${reason}, counted once each`);
+    }
+  });
+
+  test('a shed write with a large body: 503 before the body is read, and the connection is closed', async () => {
+    deps.door.delayMs = 1000;
+    deps.door.inFlight = 100;
+    try {
+      const res = await http(url, {
+        method: 'POST',
+        path: '/v1/orders',
+        headers: { authorization: 'Bearer k', 'content-type': 'application/json', 'idempotency-key': 'big' },
+        body: 'x'.repeat(200 * 1024),
+      });
+      assert.equal(res.status, 503);
+      assert.equal(res.headers.connection, 'close');
     } finally {
-      state.overloaded = undefined;
+      deps.door.delayMs = 0;
+      deps.door.inFlight = 0;
     }
   });
 
