@@ -23,7 +23,14 @@ import {
   sendJson,
   sendProblem,
 } from './pipeline.js';
-import { type BatchResult, keyProblem, type PreparedBatch, type Problem, problem } from './requests.js';
+import {
+  type BatchResult,
+  idempotencyKeyHeader,
+  keyProblem,
+  type PreparedBatch,
+  type Problem,
+  problem,
+} from './requests.js';
 import { parseRecord, STATE_DONE } from './scripts.js';
 import type { OrderWriter } from './writer.js';
 
@@ -73,18 +80,27 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
       };
       // The Idempotency-Key first, then the body itself.
       const rawKey = x.req.headers['idempotency-key'];
-      const badKey = Array.isArray(rawKey)
-        ? problem(400, 'invalid-idempotency-key', 'Invalid Idempotency-Key', 'send exactly one Idempotency-Key header')
-        : keyProblem(rawKey, 'Idempotency-Key');
-      if (badKey) {
-        invalid(badKey);
+      if (Array.isArray(rawKey)) {
+        invalid(
+          problem(400, 'invalid-idempotency-key', 'Invalid Idempotency-Key', 'send exactly one Idempotency-Key header'),
+        );
+        return;
+      }
+      const header = rawKey === undefined ? undefined : idempotencyKeyHeader(rawKey);
+      if (header && !header.ok) {
+        invalid(header.problem);
+        return;
+      }
+      const key = header?.key;
+      const badKey = keyProblem(key, 'Idempotency-Key');
+      if (badKey || key === undefined) {
+        invalid(badKey ?? problem(400, 'invalid-idempotency-key', 'Idempotency-Key is required'));
         return;
       }
       if (!body) {
         invalid(problem(400, 'malformed-json', 'Malformed JSON', 'the request has no JSON body'));
         return;
       }
-      const key = rawKey as string;
       return intake.submit(body, clientOf(x), key).then((outcome) => {
         if (outcome.kind === 'invalid') {
           invalid(outcome.problem);

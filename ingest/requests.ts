@@ -80,6 +80,40 @@ function invalidOrder(errors: FieldError[]): Problem {
   return problem(400, 'invalid-order', 'Invalid order', `${errors.length} field(s) failed validation`, errors);
 }
 
+/**
+ * The key an `Idempotency-Key` header names. The header is a Structured Field string (RFC 8941
+ * §3.3.3): `"abc"`, whose only escapes are `\"` and `\\`, names the key `abc`; a bare value is
+ * taken as the key itself, as clients written before the draft send it. A quoted value that is
+ * not a well-formed sf-string (unterminated, another escape, text after the closing quote,
+ * parameters) is a 400.
+ */
+export function idempotencyKeyHeader(raw: string): { ok: true; key: string } | { ok: false; problem: Problem } {
+  if (!raw.startsWith('"')) return { ok: true, key: raw };
+  let key = '';
+  for (let i = 1; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c === 0x5c) {
+      const next = raw[++i];
+      if (next !== '"' && next !== '\\') break;
+      key += next;
+    } else if (c === 0x22) {
+      if (i === raw.length - 1) return { ok: true, key };
+      break;
+    } else if (c < 0x20 || c > 0x7e) break;
+    else key += raw[i];
+  }
+  return {
+    ok: false,
+    problem: problem(
+      400,
+      'invalid-idempotency-key',
+      'Invalid Idempotency-Key',
+      'Idempotency-Key is a quoted string that is not a valid Structured Field string (RFC 8941): ' +
+        'close the quotes, escape only " and \\, and add nothing after it',
+    ),
+  };
+}
+
 export function keyProblem(key: string | undefined, where: string): Problem | undefined {
   const msg = idempotencyKeyProblem(key);
   if (msg === undefined) return undefined;

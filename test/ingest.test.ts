@@ -202,6 +202,24 @@ describe('ingest', () => {
     assert.equal(await entries(), before + 1);
   });
 
+  test('Idempotency-Key as an RFC 8941 sf-string: "abc" is the key abc; escapes \\" and \\\\ only; malformed → 400', async () => {
+    const before = await entries();
+    const quoted = await post('"sf-1"', order());
+    assert.equal(quoted.status, 202);
+    assert.equal(quoted.headers.location, '/v1/orders/sf-1', 'the quotes are not part of the key');
+    const bare = await post('sf-1', order());
+    assert.equal(bare.status, 202);
+    assert.equal(bare.headers['idempotent-replayed'], 'true', 'bare sf-1 is the same key');
+    assert.equal(bare.text, quoted.text);
+    const escaped = await post('"sf-\\"2\\\\"', order());
+    assert.equal(escaped.status, 202);
+    assert.equal(escaped.headers.location, `/v1/orders/${encodeURIComponent('sf-"2\\')}`);
+    assert.equal((await get('sf-"2\\')).status, 200);
+    for (const malformed of ['"sf-3', '"sf-\\n"', '"sf-3"x', '"sf-3";a=1', '"with space"'])
+      assertProblem(await post(malformed, order()), 400);
+    assert.equal(await entries(), before + 2);
+  });
+
   test('malformed JSON → 400', async () => {
     const p = assertProblem(await post('bad-json', undefined, { raw: '{"customer_id": "a", ' }), 400);
     assert.match(p.type, /malformed-json/);
