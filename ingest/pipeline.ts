@@ -122,14 +122,14 @@ export function send(
   if (status >= 400 && status < 500) deps.logger.info({ reqId: x.reqId, route, code: status }, 'client error');
 }
 
-/** A problem answer (RFC 9457). */
+/** A problem answer (RFC 9457), its `instance` the request id. */
 export function sendProblem(
   x: Exchange,
   deps: Pick<PipelineDeps, 'metrics' | 'logger'>,
   p: Problem,
   headers: HeaderList = [],
 ): void {
-  send(x, deps, p.status, headers, PROBLEM_CONTENT_TYPE, JSON.stringify(p));
+  send(x, deps, p.status, headers, PROBLEM_CONTENT_TYPE, JSON.stringify({ ...p, instance: x.reqId }));
 }
 
 export function sendJson(x: Exchange, deps: Pick<PipelineDeps, 'metrics' | 'logger'>, status: number, body: string) {

@@ -14,13 +14,48 @@ export interface Problem {
   status: number;
   detail?: string;
   errors?: FieldError[];
+  /** The request id (X-Request-Id) of the answer it was sent in; set by the pipeline. */
+  instance?: string;
 }
 
-const PROBLEM_BASE = 'https://surge.dev/problems/';
+/**
+ * Every problem type ingest answers. Each is a section of docs/problems.md, the page the type
+ * URIs point at (`PROBLEM_BASE` + `#` + slug); a test holds the two equal.
+ */
+export const PROBLEM_SLUGS = [
+  'bad-request',
+  'batch-size',
+  'body-too-large',
+  'idempotency-key-reused',
+  'internal',
+  'invalid-idempotency-key',
+  'invalid-order',
+  'invalid-utf8',
+  'malformed-batch',
+  'malformed-json',
+  'not-found',
+  'order-not-found',
+  'overloaded',
+  'request-in-progress',
+  'shutting-down',
+  'unauthorized',
+  'unavailable',
+  'unsupported-media-type',
+] as const;
+type ProblemSlug = (typeof PROBLEM_SLUGS)[number];
 
-export function problem(status: number, slug: string, title: string, detail?: string, errors?: FieldError[]): Problem {
+/** Where docs/problems.md is published; a problem's type is this page's anchor for it. */
+export const PROBLEM_BASE = 'https://surge.dev/problems';
+
+export function problem(
+  status: number,
+  slug: ProblemSlug,
+  title: string,
+  detail?: string,
+  errors?: FieldError[],
+): Problem {
   return {
-    type: `${PROBLEM_BASE}${slug}`,
+    type: `${PROBLEM_BASE}#${slug}`,
     title,
     status,
     ...(detail !== undefined ? { detail } : {}),

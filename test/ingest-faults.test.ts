@@ -177,7 +177,7 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
       assert.match(refused, /^HTTP\/1\.1 503 /);
       assert.match(refused, /\r\nretry-after: \d+\r\n/i);
       assert.match(refused, /\r\nconnection: close\r\n/i);
-      assert.match(refused, /"type":"https:\/\/surge\.dev\/problems\/shutting-down"/);
+      assert.match(refused, /"type":"https:\/\/surge\.dev\/problems#shutting-down"/);
       assert.equal(await entries(admin, env), before + 1, 'only the first order was written');
     } finally {
       socket.destroy();
@@ -221,7 +221,7 @@ describe('ingest: overload at the door', () => {
       // The one write allowed is held inside Redis: the next is answered without waiting for it.
       const shed = await postOrder(svc, client, 'door-shed');
       assert.equal(shed.status, 503);
-      assert.match(shed.text, /"type":"https:\/\/surge\.dev\/problems\/overloaded"/);
+      assert.match(shed.text, /"type":"https:\/\/surge\.dev\/problems#overloaded"/);
       assert.match(shed.text, /SURGE_INGEST_MAX_IN_FLIGHT/);
       assert.ok(Number(shed.headers['retry-after']) >= 1, `Retry-After ${shed.headers['retry-after']}`);
       await admin.call('CLIENT', 'UNPAUSE');

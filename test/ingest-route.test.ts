@@ -15,6 +15,7 @@ import type { Authenticator } from '../ingest/auth.js';
 import type { Backpressure, OverloadReason } from '../ingest/backpressure.js';
 import { Door } from '../ingest/door.js';
 import type { Route } from '../ingest/pipeline.js';
+import { PROBLEM_BASE, PROBLEM_SLUGS } from '../ingest/requests.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from '../ingest/writer.js';
 import { http } from './support/http.js';
 
@@ -134,7 +135,7 @@ describe('ingest: one pipeline for every route', () => {
         const res = await http(url, requestFor(route, 'drain'));
         assert.equal(res.status, 503, route.label);
         assert.equal(res.headers.connection, 'close', route.label);
-        assert.match(res.text, /problems\/shutting-down/, route.label);
+        assert.match(res.text, /problems#shutting-down/, route.label);
         assert.ok((await counted(route.label, 503)) > 0, `${route.label} counted`);
       }
     } finally {
@@ -156,7 +157,7 @@ describe('ingest: one pipeline for every route', () => {
           const res = await http(url, requestFor(route, 'shed'));
           if (route.shed) {
             assert.equal(res.status, 503, `${route.label} ${reason}`);
-            assert.match(res.text, /problems\/overloaded/, route.label);
+            assert.match(res.text, /problems#overloaded/, route.label);
             assert.ok(Number(res.headers['retry-after']) >= 1, route.label);
           } else assert.ok(res.status < 500, `${route.label} is not shed`);
         }
@@ -191,6 +192,13 @@ describe('ingest: one pipeline for every route', () => {
     const res = await http(url, { path: '/nowhere', headers: { 'x-request-id': 'rid-404' } });
     assert.equal(res.status, 404);
     assert.equal(res.headers['x-request-id'], 'rid-404');
+    assert.deepEqual(res.json, {
+      type: `${PROBLEM_BASE}#not-found`,
+      title: 'Not found',
+      status: 404,
+      detail: 'no route GET /nowhere',
+      instance: 'rid-404',
+    });
     assert.ok((await counted('other', 404)) > 0);
   });
 
@@ -202,6 +210,18 @@ describe('ingest: one pipeline for every route', () => {
         assert.doesNotMatch(text, bypass, `ingest/${file} serves requests outside pipeline.ts`);
     }
   });
+});
+
+test('problem types: each one in the code is a section of docs/problems.md, and each section is one in the code', () => {
+  const doc = readFileSync('docs/problems.md', 'utf8');
+  const sections = [...doc.matchAll(/^## (.+)$/gm)].map((m) => m[1]);
+  assert.deepEqual(sections, [...PROBLEM_SLUGS].sort(), 'one `## <type>` section per type, in order');
+  for (const slug of PROBLEM_SLUGS) {
+    const body = doc.split(`\n## ${slug}\n`)[1]?.split('\n## ')[0] ?? '';
+    assert.match(body, /^\n`[1-5]\d\d`/, `${slug}: starts with its status`);
+    assert.match(body, /\*\*Client\*\*:/, `${slug}: says what the client should do`);
+  }
+  assert.match(doc, new RegExp(`published at \`${PROBLEM_BASE}\``), 'the page says where the type URIs point');
 });
 
 describe('ingest: a bug in answering fails that request alone', () => {
@@ -239,7 +259,7 @@ describe('ingest: a bug in answering fails that request alone', () => {
     const first = await post('first');
     assert.equal(first.status, 500);
     assert.match(String(first.headers['content-type']), /^application\/problem\+json/);
-    assert.match(first.text, /"type":"https:\/\/surge\.dev\/problems\/internal"/);
+    assert.match(first.text, /"type":"https:\/\/surge\.dev\/problems#internal"/);
     const second = await post('second');
     assert.equal(second.status, 202);
     assert.equal(second.headers.location, '/v1/orders/second');
