@@ -1,7 +1,7 @@
 // Ingest under faults, each against its own redis-server: Redis killed while a write is in
-// flight, graceful stop with a request in flight, durable mode (refusal without WAITAOF/WAIT;
-// WAIT 1 with a real replica; 409 while the first write waits; 503 when it cannot be
-// confirmed), and the `surge ingest` command.
+// flight, graceful stop with a request in flight, writes over the in-flight limit shed at the
+// door, durable mode (refusal without WAITAOF/WAIT; WAIT 1 with a real replica; 409 while the
+// first write waits; 503 when it cannot be confirmed), and the `surge ingest` command.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
@@ -185,33 +185,8 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
       await svc.stop();
     }
   });
-});
-
-describe('ingest: overload at the door', () => {
-  let server: RedisServer;
-  let env: TestEnv;
-  let pool: pg.Pool;
-  let client: CreatedClient;
-  let admin: Redis;
-
-  before(async () => {
-    server = await startRedisServer({});
-    env = await createTestEnv({ SURGE_SHARDS: '2', SURGE_INGEST_MAX_IN_FLIGHT: '1' }, server.url);
-    pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
-    client = await createClient(pool, 'door');
-    admin = new Redis(server.url, { maxRetriesPerRequest: 1 });
-    admin.on('error', () => {});
-  });
-  after(async () => {
-    await admin?.call('CLIENT', 'UNPAUSE').catch(() => {});
-    admin?.disconnect();
-    await pool?.end();
-    await env?.cleanup();
-    await server?.stop();
-  });
-
   test('more writes in flight than the limit: the excess gets 503 + Retry-After at once, nothing written, counted by reason', async () => {
-    const svc = await startIngest(env.config, { logger: silent });
+    const svc = await startIngest({ ...env.config, ingestMaxInFlight: 1 }, { logger: silent });
     try {
       assert.equal((await postOrder(svc, client, 'door-warm')).status, 202);
       const before = await entries(admin, env);
