@@ -4,6 +4,7 @@ import { type Config, ConfigError, loadConfig } from '../common/config.js';
 import { type Stoppable, stopOnSignals } from '../common/lifecycle.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { assertMigrated, explainSchemaError } from '../common/migrate.js';
+import type { Role } from '../common/roles.js';
 
 export function configOrExit(overrides: Partial<Config> = {}): Config {
   try {
@@ -33,10 +34,11 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): 
 /**
  * Runs a long-lived role: its own logger, then a graceful stop on SIGTERM/SIGINT. A role that
  * works on PostgreSQL refuses to start on a database that was never migrated, with the command
- * that fixes it, instead of failing on its first query.
+ * that fixes it, instead of failing on its first query. Every served role is listed in
+ * common/roles.ts, which the deployment tests read.
  */
 export function serve(
-  name: string,
+  name: Role,
   component: string,
   start: (config: Config, logger: Logger) => Promise<Stoppable>,
   options: { database?: boolean } = {},

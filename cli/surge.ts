@@ -15,11 +15,10 @@ import { startLagExporter } from '../metrics/exporter.js';
 import { runStatus } from '../metrics/status.js';
 import { startWorker } from '../workers/worker.js';
 import { action, configOrExit, serve } from './common.js';
-import { banner, DEFAULT_DATA_DIR, type Role, up } from '../stack/up.js';
+import { banner, DEFAULT_DATA_DIR, up } from '../stack/up.js';
+import { ROLES, type Role } from '../common/roles.js';
 
 const version = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-
-const DEFAULT_ROLES: readonly Role[] = ['ingest', 'work', 'lag-exporter', 'maintenance'];
 
 const program = new Command();
 program
@@ -165,7 +164,7 @@ program
   )
   .option('--embedded-postgres', 'start the embedded PostgreSQL even if one answers on 127.0.0.1:5432')
   .option('--start-redis', 'start a private redis-server even if one answers on 127.0.0.1:6379')
-  .option('--roles <list>', 'comma-separated roles to run', DEFAULT_ROLES.join(','))
+  .option('--roles <list>', 'comma-separated roles to run', ROLES.join(','))
   .addHelpText(
     'after',
     '\nREDIS_URL / DATABASE_URL, when set, are used as they are. Otherwise Redis and PostgreSQL are looked\n' +
@@ -176,9 +175,8 @@ program
     action(async (opts: { dataDir: string; embeddedPostgres?: boolean; startRedis?: boolean; roles: string }) => {
       const config = configOrExit();
       const roles = opts.roles.split(',').map((r) => r.trim());
-      const unknown = roles.filter((r) => !(DEFAULT_ROLES as readonly string[]).includes(r));
-      if (unknown.length > 0)
-        throw new Error(`unknown role(s) ${unknown.join(', ')}; accepted: ${DEFAULT_ROLES.join(', ')}`);
+      const unknown = roles.filter((r) => !(ROLES as readonly string[]).includes(r));
+      if (unknown.length > 0) throw new Error(`unknown role(s) ${unknown.join(', ')}; accepted: ${ROLES.join(', ')}`);
       const out = (line: string) => process.stdout.write(`${line}\n`);
       const abort = new AbortController();
       let stack: Awaited<ReturnType<typeof up>> | undefined;

@@ -16,6 +16,7 @@ import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
 import { freePort, httpOk } from '../common/net.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { ROLE_PORTS, ROLES, type Role } from '../common/roles.js';
 
 export interface UpOptions {
   /** Folder for the embedded PostgreSQL, a started Redis and the dev key. Default `<project>/.data`. */
@@ -31,15 +32,6 @@ export interface UpOptions {
   /** Aborting it during start-up stops what was started and rejects. */
   signal?: AbortSignal;
 }
-
-export type Role = 'ingest' | 'work' | 'lag-exporter' | 'maintenance';
-
-const PORT_KEYS = {
-  SURGE_INGEST_PORT: 'ingestPort',
-  SURGE_WORKER_METRICS_PORT: 'workerMetricsPort',
-  SURGE_LAG_EXPORTER_PORT: 'lagExporterPort',
-  SURGE_MAINTENANCE_METRICS_PORT: 'maintenanceMetricsPort',
-} as const satisfies Record<string, keyof Config>;
 
 // Each role runs as `surge <role>`, the same entry point an operator uses.
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'surge.js');
@@ -344,19 +336,14 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
 
     const host = config.listenHost;
     // Every role serves /readyz on its own port; 0 = pick a free one now so the banner can say it.
-    const portVars: Record<Role, keyof typeof PORT_KEYS> = {
-      ingest: 'SURGE_INGEST_PORT',
-      work: 'SURGE_WORKER_METRICS_PORT',
-      'lag-exporter': 'SURGE_LAG_EXPORTER_PORT',
-      maintenance: 'SURGE_MAINTENANCE_METRICS_PORT',
-    };
     const ports = {} as Record<Role, number>;
-    for (const role of Object.keys(portVars) as Role[]) {
-      let port = config[PORT_KEYS[portVars[role]]];
+    for (const role of ROLES) {
+      const { variable, key } = ROLE_PORTS[role];
+      let port = config[key];
       if (opts.roles.includes(role)) {
         if (port === 0) port = await freePort();
         else if (!(await portAvailable(host, port))) {
-          throw new Error(`port ${port} on ${host} is in use; set ${portVars[role]} to a free port (or 0 for any)`);
+          throw new Error(`port ${port} on ${host} is in use; set ${variable} to a free port (or 0 for any)`);
         }
       }
       ports[role] = port;
@@ -365,7 +352,7 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
       ...(process.env as Record<string, string>),
       REDIS_URL: redisUrl,
       DATABASE_URL: databaseUrl,
-      ...Object.fromEntries((Object.keys(portVars) as Role[]).map((r) => [portVars[r], String(ports[r])])),
+      ...Object.fromEntries(ROLES.map((r) => [ROLE_PORTS[r].variable, String(ports[r])])),
     };
 
     let stopping = false;

@@ -16,12 +16,13 @@ describe('docker-compose.yml', () => {
     assert.deepEqual(composeProblems(doc, PACKAGE_ROOT), []);
   });
 
-  test('runs the whole stack: Redis, PostgreSQL, migrate, ingest, 2 workers, 1 lag exporter, Prometheus, Grafana', () => {
+  test('runs the whole stack: Redis, PostgreSQL, migrate, ingest, 2 workers, 1 lag exporter, maintenance, Prometheus, Grafana', () => {
     const byCommand = (c: string) =>
       Object.entries(doc.services).filter(([, s]) => Array.isArray(s.command) && s.command[0] === c);
     assert.equal(byCommand('ingest').length, 1);
     assert.equal(byCommand('work')[0]?.[1].deploy?.replicas, 2);
     assert.equal(byCommand('lag-exporter').length, 1);
+    assert.equal(byCommand('maintenance').length, 1);
     assert.deepEqual(byCommand('migrate')[0]?.[1].command, ['migrate', '--create-database']);
     for (const image of ['redis:', 'postgres:', 'prom/prometheus:', 'grafana/grafana:']) {
       assert.ok(
@@ -105,6 +106,7 @@ describe('the compose checks catch what they claim to', () => {
       (d) => (d.services.prometheus!.volumes = ['./deploy/compose/nope.yml:/etc/prometheus/prometheus.yml:ro']),
       /mounts deploy\/compose\/nope.yml, which does not exist/,
     ],
+    ['a long-running role with no service', (d) => delete d.services.maintenance, /no service runs surge maintenance/],
     [
       'two lag exporters',
       (d) => (d.services['lag-exporter']!.deploy = { replicas: 2 }),

@@ -322,6 +322,20 @@ describe("Surge's manifest rules catch what they claim to", () => {
       /Deployment\/surge-worker: covered by 0 PodDisruptionBudgets/,
     ],
     [
+      'a long-running role with no Deployment',
+      (o) =>
+        o.splice(
+          o.findIndex((x) => x.kind === 'Deployment' && x.metadata.name === 'surge-maintenance'),
+          1,
+        ),
+      /no Deployment runs surge maintenance/,
+    ],
+    [
+      'an alert on a job nobody scrapes',
+      (o) => ((find(o, 'Service', 'surge-maintenance') as Loose).metadata.name = 'surge-housekeeping'),
+      /SurgeMaintenanceDown reads job surge-maintenance, which no ServiceMonitor scrapes/,
+    ],
+    [
       'a second image',
       (o) => (deployment(o, 'surge-worker').spec.template.spec.containers[0].image = 'surge:other'),
       /several images/,

@@ -6,7 +6,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import { parse } from 'yaml';
 import { CONFIG_VARIABLES, type Config, loadConfig } from '../../common/config.js';
-import { portKey, ROLE_PORTS } from './k8s.js';
+import { ROLES } from '../../common/roles.js';
+import { jobsNamedIn, portKey, ROLE_PORTS } from './k8s.js';
 
 export interface ComposeService {
   image?: string;
@@ -140,9 +141,7 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
   }
   if (surgeImages.size !== 1)
     problems.push(`Surge services use ${surgeImages.size} images; there is one image for every role`);
-  for (const role of ['ingest', 'work', 'lag-exporter', 'migrate']) {
-    if (role !== 'migrate' && !rolePorts.has(role)) problems.push(`no service runs surge ${role}`);
-  }
+  for (const role of ROLES) if (!rolePorts.has(role)) problems.push(`no service runs surge ${role}`);
 
   // Redis as Surge needs it: AOF on, noeviction (SEMANTICS 2.7, 2.9).
   const redis = Object.entries(services).find(([, s]) => (s.image ?? '').startsWith('redis:'));
@@ -192,6 +191,13 @@ function prometheusProblems(
   }
   for (const t of targets)
     if (!(t.host in doc.services)) problems.push(`prometheus: scrapes ${t.host}, which is not a service`);
+  // Every scrape job an alert names (`up{job="surge-maintenance"}`) is a job here.
+  const jobs = new Set((config.scrape_configs ?? []).map((sc) => sc.job_name));
+  const rulesFile = join(root, 'metrics', 'alerts.yml');
+  if (existsSync(rulesFile)) {
+    for (const job of new Set(jobsNamedIn(readFileSync(rulesFile, 'utf8'))))
+      if (!jobs.has(job)) problems.push(`prometheus: the alerts read job ${job}, which no scrape config defines`);
+  }
   const rulesMount = mounts.find((m) => m[0] === './metrics/alerts.yml');
   if (!rulesMount?.[1]) problems.push('prometheus: metrics/alerts.yml is not mounted');
   else if (

@@ -23,7 +23,10 @@ import { Secret, type ISecret } from 'kubernetes-models/v1/Secret';
 import { type IService, Service } from 'kubernetes-models/v1/Service';
 import { type IScaledObject, ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject';
 import { TriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication';
-import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
+import {
+  type IPrometheusRule,
+  PrometheusRule,
+} from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import {
   type IServiceMonitor,
   ServiceMonitor,
@@ -32,6 +35,7 @@ import type { Registry } from 'prom-client';
 import { parseAllDocuments } from 'yaml';
 import { CONFIG_VARIABLES, loadConfig } from '../../common/config.js';
 import { allStreamKeys, GROUP } from '../../common/keys.js';
+import { ROLE_PORTS as SERVED_PORTS, ROLES } from '../../common/roles.js';
 import { createRegistry, lagMetrics } from '../../metrics/definitions.js';
 
 const run = promisify(execFile);
@@ -44,11 +48,13 @@ export interface K8sObject {
   [field: string]: unknown;
 }
 
-/** The roles of `surge` that run in containers, and the config variable naming each one's port. */
+/**
+ * The roles of `surge` that run in containers, and the config variable naming each one's port:
+ * the long-running roles of common/roles.ts, each of which every deployment must run, and the
+ * migration one-shot.
+ */
 export const ROLE_PORTS: Readonly<Record<string, string | undefined>> = {
-  ingest: 'SURGE_INGEST_PORT',
-  work: 'SURGE_WORKER_METRICS_PORT',
-  'lag-exporter': 'SURGE_LAG_EXPORTER_PORT',
+  ...Object.fromEntries(ROLES.map((r) => [r, SERVED_PORTS[r].variable])),
   migrate: undefined,
 };
 
@@ -289,7 +295,7 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
       `Surge containers use several images (${[...surgeImages].join(', ')}); there is one image for every role`,
     );
 
-  for (const role of ['ingest', 'work', 'lag-exporter']) {
+  for (const role of ROLES) {
     if (!surgeRoles.has(role)) problems.push(`no Deployment runs surge ${role}`);
   }
   const lag = surgeRoles.get('lag-exporter');
@@ -347,6 +353,22 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
     }
   }
 
+  // Every scrape job an alert names (`up{job="surge-maintenance"}`) is scraped: the operator's
+  // job label is the Service name unless a ServiceMonitor sets jobLabel.
+  const monitors = ofKind<IServiceMonitor>(objects, 'ServiceMonitor');
+  const scraped = new Set(
+    services
+      .filter((s) => monitors.some((m) => !m.spec.jobLabel && matches(m.spec.selector.matchLabels, s.metadata?.labels)))
+      .map((s) => s.metadata?.name),
+  );
+  for (const rule of ofKind<IPrometheusRule>(objects, 'PrometheusRule')) {
+    for (const group of rule.spec?.groups ?? [])
+      for (const r of group.rules ?? [])
+        for (const job of jobsNamedIn(String(r.expr ?? '')))
+          if (!scraped.has(job))
+            problems.push(`${ref(rule)}: ${r.alert ?? r.record} reads job ${job}, which no ServiceMonitor scrapes`);
+  }
+
   // Autoscalers target existing Deployments; ingest on CPU needs CPU requests; never the lag exporter.
   for (const h of ofKind<IHorizontalPodAutoscaler>(objects, 'HorizontalPodAutoscaler')) {
     const target = deployments.find((d) => d.metadata?.name === h.spec?.scaleTargetRef.name);
@@ -382,13 +404,16 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
   return problems;
 }
 
+/** The scrape jobs a PromQL expression selects by name (`job="…"`; not `exported_job`). */
+export function jobsNamedIn(expr: string): string[] {
+  return [...expr.matchAll(/(?<![\w])job="([^"]+)"/g)].map((m) => m[1] ?? '');
+}
+
 /** The Config field holding the port that a ROLE_PORTS variable sets. */
-export function portKey(variable: string): 'ingestPort' | 'workerMetricsPort' | 'lagExporterPort' {
-  return variable === 'SURGE_INGEST_PORT'
-    ? 'ingestPort'
-    : variable === 'SURGE_WORKER_METRICS_PORT'
-      ? 'workerMetricsPort'
-      : 'lagExporterPort';
+export function portKey(variable: string): (typeof SERVED_PORTS)[keyof typeof SERVED_PORTS]['key'] {
+  const found = Object.values(SERVED_PORTS).find((p) => p.variable === variable);
+  if (!found) throw new Error(`${variable} names no role's port`);
+  return found.key;
 }
 
 /** The metric names the lag exporter exports (from metrics/definitions.ts). */
