@@ -322,6 +322,21 @@ describe("Surge's manifest rules catch what they claim to", () => {
       /Deployment\/surge-worker: covered by 0 PodDisruptionBudgets/,
     ],
     [
+      'replicas on a Deployment KEDA scales',
+      (o) => (deployment(o, 'surge-worker').spec.replicas = 2),
+      /Deployment\/surge-worker: sets replicas 2, but an autoscaler owns the count/,
+    ],
+    [
+      'replicas on a Deployment the HPA scales',
+      (o) => (deployment(o, 'surge-ingest').spec.replicas = 2),
+      /Deployment\/surge-ingest: sets replicas 2, but an autoscaler owns the count/,
+    ],
+    [
+      'a per-shard lagCount that under-asks',
+      (o) => ((find(o, 'ScaledObject', 'surge-worker') as Loose).spec.triggers[0].metadata.lagCount = '5000'),
+      /lagCount 5000 is not the backlog threshold 5000 ÷ SURGE_SHARDS 4 = 1250/,
+    ],
+    [
       'a long-running role with no Deployment',
       (o) =>
         o.splice(

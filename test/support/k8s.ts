@@ -385,6 +385,16 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
   for (const so of ofKind<IScaledObject>(objects, 'ScaledObject'))
     problems.push(...scaledObjectProblems(so, objects, surgeRoles.get('work')?.env, lag?.o));
 
+  // An autoscaled Deployment sets no replicas: every `kubectl apply` would reset the autoscaler's count.
+  const scaled = [
+    ...ofKind<IHorizontalPodAutoscaler>(objects, 'HorizontalPodAutoscaler').map((h) => h.spec?.scaleTargetRef.name),
+    ...ofKind<IScaledObject>(objects, 'ScaledObject').map((s) => s.spec?.scaleTargetRef.name),
+  ];
+  for (const d of deployments) {
+    if (scaled.includes(d.metadata?.name) && d.spec?.replicas !== undefined)
+      problems.push(`${ref(d)}: sets replicas ${d.spec.replicas}, but an autoscaler owns the count`);
+  }
+
   // No secret values in git: whatever Secret is rendered holds no password.
   for (const s of ofKind<ISecret>(objects, 'Secret')) {
     const values = [
@@ -493,6 +503,17 @@ function scaledObjectProblems(
   }
   const names = lagMetricNames();
   const backlog = triggers.filter((t) => t.type === 'prometheus');
+  // The HPA takes the largest trigger, not the sum: a per-shard trigger sees 1/shards of an even
+  // backlog, so its lagCount is the summed trigger's threshold ÷ SURGE_SHARDS for both to agree.
+  const threshold = Number(backlog[0]?.metadata.threshold);
+  for (const t of redis) {
+    const want = Math.ceil(threshold / shards);
+    if (backlog.length > 0 && Number(t.metadata.lagCount) !== want)
+      problems.push(
+        `${where} trigger ${t.metadata.stream}: lagCount ${t.metadata.lagCount} is not the backlog threshold ` +
+          `${threshold} ÷ SURGE_SHARDS ${shards} = ${want} (the HPA takes the largest trigger, not the sum)`,
+      );
+  }
   if (backlog.length === 0)
     problems.push(`${where}: no Prometheus trigger on surge_consumer_group_backlog (Redis lag misses pending entries)`);
   for (const t of backlog) {
