@@ -337,6 +337,35 @@ describe("Surge's manifest rules catch what they claim to", () => {
       /lagCount 5000 is not the backlog threshold 5000 ÷ SURGE_SHARDS 4 = 1250/,
     ],
     [
+      'a pod no NetworkPolicy selects',
+      (o) =>
+        o.splice(
+          o.findIndex((x) => x.kind === 'NetworkPolicy' && x.metadata.name === 'surge-worker'),
+          1,
+        ),
+      /Deployment\/surge-worker: selected by 0 NetworkPolicies/,
+    ],
+    [
+      'metrics open to anyone',
+      (o) => delete (find(o, 'NetworkPolicy', 'surge-maintenance') as Loose).spec.ingress[0].from,
+      /NetworkPolicy\/surge-maintenance for Deployment\/surge-maintenance: admits port metrics from anywhere/,
+    ],
+    [
+      'a declared port no ingress rule opens',
+      (o) => ((find(o, 'NetworkPolicy', 'surge-ingest') as Loose).spec.ingress[0].ports[0].port = 'https'),
+      /NetworkPolicy\/surge-ingest for Deployment\/surge-ingest: admits nothing on port http/,
+    ],
+    [
+      'egress that misses PostgreSQL',
+      (o) => ((find(o, 'NetworkPolicy', 'surge-migrate') as Loose).spec.egress[1].ports[0].port = 5433),
+      /NetworkPolicy\/surge-migrate for Job\/surge-migrate: does not allow egress to PostgreSQL port 5432\/TCP/,
+    ],
+    [
+      'egress without DNS',
+      (o) => (find(o, 'NetworkPolicy', 'surge-lag-exporter') as Loose).spec.egress.shift(),
+      /surge-lag-exporter: does not allow egress to DNS port 53\/UDP/,
+    ],
+    [
       'a long-running role with no Deployment',
       (o) =>
         o.splice(

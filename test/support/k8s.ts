@@ -8,6 +8,9 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
+import { type INetworkPolicy, NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import type { INetworkPolicyEgressRule } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicyEgressRule';
+import type { INetworkPolicyIngressRule } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicyIngressRule';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import {
   HorizontalPodAutoscaler,
@@ -106,6 +109,7 @@ const SCHEMAS: Record<string, ModelClass> = {
   'v1/Namespace': Namespace,
   'apps/v1/Deployment': Deployment,
   'apps/v1/StatefulSet': StatefulSet,
+  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
   'batch/v1/Job': Job,
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
@@ -199,6 +203,7 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
   const deployments = ofKind<IDeployment>(objects, 'Deployment');
   const services = ofKind<IService>(objects, 'Service');
   const surgeImages = new Set<string>();
+  const surgePods: SurgePod[] = [];
   const surgeRoles = new Map<
     string,
     { o: K8sObject; c: IContainer; env: Map<string, string | undefined>; template: IPodTemplateSpec }
@@ -253,6 +258,7 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
         if (c.livenessProbe?.httpGet?.path !== '/healthz') problems.push(`${where}: livenessProbe is not GET /healthz`);
       }
       const env = containerEnv(c, objects, problems, where);
+      surgePods.push({ o, c, env, role, template });
       for (const name of env.keys()) {
         if (!CONFIG_VARIABLES.includes(name))
           problems.push(`${where}: sets ${name}, which common/config.ts does not read`);
@@ -382,6 +388,8 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
       problems.push(`${ref(h)}: scales on CPU utilisation but the target has no CPU requests`);
   }
 
+  problems.push(...networkPolicyProblems(objects, surgePods));
+
   for (const so of ofKind<IScaledObject>(objects, 'ScaledObject'))
     problems.push(...scaledObjectProblems(so, objects, surgeRoles.get('work')?.env, lag?.o));
 
@@ -409,6 +417,87 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
         password = true; // not a URL: a literal secret value
       }
       if (password) problems.push(`${ref(s)}: holds a secret value; create it out of band instead`);
+    }
+  }
+  return problems;
+}
+
+interface SurgePod {
+  o: K8sObject;
+  c: IContainer;
+  env: Map<string, string | undefined>;
+  role: string;
+  template: IPodTemplateSpec;
+}
+
+/** What each role connects to (its code's clients), for the egress check. */
+const USES: Record<string, { redis: boolean; postgres: boolean }> = {
+  ingest: { redis: true, postgres: true },
+  work: { redis: true, postgres: true },
+  'lag-exporter': { redis: true, postgres: false },
+  maintenance: { redis: true, postgres: true },
+  migrate: { redis: false, postgres: true },
+};
+
+function urlPort(url: string | undefined, fallback: number): number {
+  try {
+    return Number(new URL(url ?? '').port) || fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+/**
+ * One NetworkPolicy per Surge pod, with both policy types: ingress opens every port the pod
+ * declares, only ingest's API port to anyone; egress allows DNS and the Redis and PostgreSQL
+ * ports the role's configuration names.
+ */
+function networkPolicyProblems(objects: readonly K8sObject[], pods: readonly SurgePod[]): string[] {
+  const problems: string[] = [];
+  const policies = ofKind<INetworkPolicy>(objects, 'NetworkPolicy');
+  const defaults = loadConfig({});
+  const seen = new Set<K8sObject>();
+  for (const { o, c, env, role, template } of pods) {
+    if (seen.has(o)) continue;
+    seen.add(o);
+    const covering = policies.filter((p) => matches(p.spec?.podSelector?.matchLabels, template.metadata?.labels));
+    if (covering.length !== 1) {
+      problems.push(`${ref(o)}: selected by ${covering.length} NetworkPolicies (want 1)`);
+      continue;
+    }
+    const [np] = covering;
+    const spec = np?.spec;
+    const where = `${ref(np as K8sObject)} for ${ref(o)}`;
+    for (const t of ['Ingress', 'Egress'] as const)
+      if (!(spec?.policyTypes ?? []).includes(t)) problems.push(`${where}: policyTypes lacks ${t}`);
+    const opens = (
+      rule: INetworkPolicyIngressRule | INetworkPolicyEgressRule,
+      name: string | undefined,
+      port: number,
+    ) => (rule.ports ?? [{}]).some((p) => p.port === undefined || p.port === name || p.port === port);
+    for (const p of c.ports ?? []) {
+      const rules = (spec?.ingress ?? []).filter((r) => opens(r, p.name, p.containerPort));
+      if (rules.length === 0) problems.push(`${where}: admits nothing on port ${p.name ?? p.containerPort}`);
+      const publicPort =
+        role === 'ingest' && p.containerPort === Number(env.get('SURGE_INGEST_PORT') ?? defaults.ingestPort);
+      if (!publicPort && rules.some((r) => (r.from ?? []).length === 0))
+        problems.push(`${where}: admits port ${p.name ?? p.containerPort} from anywhere (only from monitoring)`);
+    }
+    const uses = USES[role] ?? { redis: true, postgres: true };
+    const wanted: Array<[string, number, string]> = [['DNS', 53, 'UDP']];
+    if (uses.postgres) wanted.push(['PostgreSQL', urlPort(env.get('DATABASE_URL'), 5432), 'TCP']);
+    if (uses.redis) {
+      const cluster = env.get('REDIS_CLUSTER_NODES');
+      const ports = cluster
+        ? cluster.split(',').map((n) => Number(n.split(':').pop()))
+        : [urlPort(env.get('REDIS_URL'), 6379)];
+      for (const port of new Set(ports)) wanted.push(['Redis', port, 'TCP']);
+    }
+    for (const [what, port, protocol] of wanted) {
+      const allowed = (spec?.egress ?? []).some((r) =>
+        (r.ports ?? [{}]).some((p) => (p.port === undefined || p.port === port) && (p.protocol ?? 'TCP') === protocol),
+      );
+      if (!allowed) problems.push(`${where}: does not allow egress to ${what} port ${port}/${protocol}`);
     }
   }
   return problems;
@@ -541,6 +630,10 @@ const TYPES: Record<string, { module: string; type: string }> = {
   'v1/Namespace': { module: 'kubernetes-models/v1/Namespace', type: 'INamespace' },
   'apps/v1/Deployment': { module: 'kubernetes-models/apps/v1/Deployment', type: 'IDeployment' },
   'apps/v1/StatefulSet': { module: 'kubernetes-models/apps/v1/StatefulSet', type: 'IStatefulSet' },
+  'networking.k8s.io/v1/NetworkPolicy': {
+    module: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy',
+    type: 'INetworkPolicy',
+  },
   'batch/v1/Job': { module: 'kubernetes-models/batch/v1/Job', type: 'IJob' },
   'policy/v1/PodDisruptionBudget': {
     module: 'kubernetes-models/policy/v1/PodDisruptionBudget',
