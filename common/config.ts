@@ -45,6 +45,8 @@ export interface Config {
   batchSize: number;
   batchLingerMs: number;
   workerThreads: number;
+  /** Apply transactions in flight per worker process; 0: adaptive. */
+  maxInFlight: number;
   /** PostgreSQL connections per worker process. */
   pgPoolSize: number;
   claimTimeoutMs: number;
@@ -375,6 +377,16 @@ const SPECS = [
     accepts: 'integer 1–64',
     description: 'piscina threads per worker process.',
     parse: int(1, 64),
+  },
+  {
+    name: 'SURGE_MAX_IN_FLIGHT',
+    key: 'maxInFlight',
+    default: '0',
+    accepts: 'integer 0–256',
+    description:
+      'Apply transactions in flight per worker process. 0: adaptive, from 1 up to the connections, ' +
+      'following batch fullness and commit latency (docs/workers.md).',
+    parse: int(0, 256),
   },
   {
     name: 'SURGE_PG_POOL_SIZE',

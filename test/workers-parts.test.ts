@@ -10,6 +10,7 @@ import { createRegistry, workerMetrics } from '../metrics/definitions.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
 import { acknowledge } from '../workers/acker.js';
+import { AdaptiveLimit } from '../workers/adaptive.js';
 import type { TaskEntry } from '../workers/apply.js';
 import { formBatch } from '../workers/batch-former.js';
 import type { ConsumerContext } from '../workers/context.js';
@@ -24,6 +25,16 @@ import { readShard } from '../workers/shard-reader.js';
 const silent = pino({ level: 'silent' });
 
 describe('in-flight limit', () => {
+  test('acquire never passes the limit and says whether it waited', async () => {
+    const limit = new InFlightLimit(1);
+    assert.equal(await limit.acquire(), false);
+    const second = limit.acquire();
+    assert.equal(limit.count, 1);
+    limit.release();
+    assert.equal(await second, true);
+    assert.equal(limit.count, 1);
+  });
+
   test('room waits until a batch is released; busy holds readers back too', async () => {
     let busy = false;
     const limit = new InFlightLimit(2, () => busy);
@@ -54,6 +65,28 @@ describe('in-flight limit', () => {
     await waiting;
     limit.limit = 0;
     assert.equal(limit.limit, 1);
+  });
+});
+
+describe('adaptive in-flight limit', () => {
+  test('starts at 1; full batches at steady latency raise it, up to max', () => {
+    const a = new AdaptiveLimit({ min: 1, max: 3, batchSize: 100 });
+    assert.equal(a.limit, 1);
+    const limits = Array.from({ length: 10 }, () => a.sample(100, 50));
+    assert.deepEqual(limits.slice(0, 4), [2, 2, 3, 3]);
+    assert.equal(a.limit, 3);
+  });
+
+  test('latency far above its floor backs off multiplicatively; short batches step down to 1', () => {
+    const a = new AdaptiveLimit({ min: 1, max: 8, batchSize: 100 });
+    for (let i = 0; i < 40; i++) a.sample(100, 50);
+    assert.equal(a.limit, 8);
+    assert.equal(a.sample(100, 500), 6);
+    assert.equal(a.sample(100, 500), 4);
+    assert.equal(a.sample(60, 50), 4, 'a batch over half full keeps the limit');
+    assert.equal(a.sample(10, 5), 3);
+    for (let i = 0; i < 5; i++) a.sample(10, 5);
+    assert.equal(a.limit, 1);
   });
 });
 

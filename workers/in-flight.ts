@@ -40,7 +40,21 @@ export class InFlightLimit {
     while (!this.hasRoom()) await new Promise<void>((r) => this.#waiters.push(r));
   }
 
-  /** One batch handed over. */
+  /**
+   * Waits for room and takes it, strictly: the limit is never passed. Returns whether it had to
+   * wait (entries accumulated meanwhile: worth topping the batch up).
+   */
+  async acquire(): Promise<boolean> {
+    let waited = false;
+    while (!this.hasRoom()) {
+      waited = true;
+      await new Promise<void>((r) => this.#waiters.push(r));
+    }
+    this.#count++;
+    return waited;
+  }
+
+  /** One batch handed over, room or not (reclaim and pending reads, bounded by the readers). */
   take(): void {
     this.#count++;
   }

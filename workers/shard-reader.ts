@@ -12,8 +12,11 @@ import { runUntilStopped } from './loop.js';
 import { pendingTasks } from './pending.js';
 import { readGroup } from './redis-ops.js';
 
-/** Hands a batch of one shard to the apply step (returns at once). */
-export type Submit = (shard: number, entries: TaskEntry[]) => void;
+/**
+ * Hands a batch of one shard to the apply step (returns at once). `slot`: the caller already
+ * holds an in-flight slot for it (acquired); otherwise one is taken.
+ */
+export type Submit = (shard: number, entries: TaskEntry[], slot?: 'acquired') => void;
 
 export interface ShardReader {
   ctx: ConsumerContext;
@@ -57,7 +60,7 @@ export async function readShard(r: ShardReader): Promise<void> {
     },
     onError,
   );
-  const read = (count: number, blockMs: number) => readGroup(reader, key, ctx.consumer, '>', count, blockMs);
+  const read = (count: number, blockMs?: number) => readGroup(reader, key, ctx.consumer, '>', count, blockMs);
   const shape = {
     batchSize: config.batchSize,
     lingerMs: config.batchLingerMs,
@@ -71,11 +74,25 @@ export async function readShard(r: ShardReader): Promise<void> {
       await limit.room();
       if (ctx.stopped()) return 'done';
       const batch = await formBatch(read, shape);
-      if (batch.length > 0)
-        r.submit(
-          shard,
-          batch.map(([id, fields]) => ({ id, fields, deliveries: 1 })),
-        );
+      if (batch.length === 0) return undefined;
+      // Another reader may have taken the room meanwhile: wait for a slot, holding what was read
+      // (the heartbeat covers it), and top the batch up with what arrived while waiting.
+      ctx.held.add(
+        shard,
+        batch.map(([id]) => id),
+      );
+      if ((await limit.acquire()) && batch.length < config.batchSize) {
+        try {
+          for (const e of await read(config.batchSize - batch.length)) batch.push(e);
+        } catch (e) {
+          ctx.logger.debug({ err: e }, 'topping a batch up failed; it goes as it is');
+        }
+      }
+      r.submit(
+        shard,
+        batch.map(([id, fields]) => ({ id, fields, deliveries: 1 })),
+        'acquired',
+      );
       return undefined;
     },
     onError,

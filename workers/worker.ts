@@ -15,6 +15,7 @@ import { ensureGroups } from '../common/streams.js';
 import { createRegistry, workerMetrics } from '../metrics/definitions.js';
 import { startMetricsServer } from '../metrics/server.js';
 import { acknowledge } from './acker.js';
+import { AdaptiveLimit } from './adaptive.js';
 import { type ApplyStats, applyBatch, type BatchOutcome } from './apply.js';
 import type { ConsumerContext } from './context.js';
 import { HeldEntries } from './held.js';
@@ -93,8 +94,12 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   // SURGE_PG_POOL_SIZE is the process's connection budget in both placements. With threads, each
   // thread holds an equal share (at least one) and runs that many batches at once.
   const connectionsPerThread = placement === 'threads' ? Math.max(1, Math.floor(config.pgPoolSize / threads)) : 1;
-  // Batches handed out and not yet acked: every connection busy plus one batch waiting per thread.
-  const maxInFlight = placement === 'threads' ? threads * connectionsPerThread + threads : config.pgPoolSize + threads;
+  const connections = placement === 'threads' ? threads * connectionsPerThread : config.pgPoolSize;
+  // Transactions in flight (handed out, not yet acked): SURGE_MAX_IN_FLIGHT, or adaptive between
+  // one and every connection busy. Fewer at once means larger batches at the same arrival rate.
+  const adaptive =
+    config.maxInFlight > 0 ? undefined : new AdaptiveLimit({ min: 1, max: connections, batchSize: config.batchSize });
+  const maxInFlight = Math.max(config.maxInFlight, connections);
   const threadData: ThreadData = { databaseUrl: config.databaseUrl, connections: connectionsPerThread, retryBudgetMs };
   piscina = new Piscina<ThreadTask, ThreadResult>({
     filename: new URL('./thread.js', import.meta.url).href,
@@ -130,7 +135,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     stopped: () => stopping,
     pause: (ms) => sleep(ms, undefined, { signal: abort.signal }).catch(() => {}),
   };
-  const limit = new InFlightLimit(maxInFlight, () => pool.needsDrain);
+  const limit = new InFlightLimit(adaptive?.limit ?? config.maxInFlight, () => pool.needsDrain);
   pool.on('drain', () => limit.wake());
   const running = new Set<Promise<void>>();
 
@@ -160,11 +165,14 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   };
 
   /** Runs one batch: apply, record, ack. Failures leave the entries pending (reclaimed later). */
-  const submit: Submit = (shard, entries) => {
-    if (entries.length === 0) return;
+  const submit: Submit = (shard, entries, slot) => {
+    if (entries.length === 0) {
+      if (slot === 'acquired') limit.release();
+      return;
+    }
     const ids = entries.map((e) => e.id);
     ctx.held.add(shard, ids);
-    limit.take();
+    if (slot !== 'acquired') limit.take();
     metrics.inFlight.inc();
     const task: ThreadTask = { kind: 'apply', stream: streamKey(config.redisPrefix, shard), entries };
     const p = (async () => {
@@ -172,6 +180,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         for (let attempt = 0; ; attempt++) {
           const outcome = await apply(task);
           record(outcome.stats);
+          if (adaptive) limit.limit = adaptive.sample(outcome.stats.entries, outcome.stats.applyMs);
           if (!outcome.gaveUp) {
             await acknowledge(ctx, shard, entries, outcome, retryBudgetMs);
             return;
