@@ -45,6 +45,8 @@ export interface Config {
   batchSize: number;
   batchLingerMs: number;
   workerThreads: number;
+  /** How much a worker process lowers its OS priority (nice) at start. */
+  workerNice: number;
   /** Apply transactions in flight per worker process; 0: adaptive. */
   maxInFlight: number;
   /** PostgreSQL connections per worker process. */
@@ -377,6 +379,16 @@ const SPECS = [
     accepts: 'integer 1–64',
     description: 'piscina threads per worker process.',
     parse: int(1, 64),
+  },
+  {
+    name: 'SURGE_WORKER_NICE',
+    key: 'workerNice',
+    default: '0',
+    accepts: 'integer 0–19',
+    description:
+      'Nice increment a worker process applies to itself at start, so co-located ingest keeps the cores ' +
+      'it needs (`surge up` sets 10 unless given; docs/workers.md).',
+    parse: int(0, 19),
   },
   {
     name: 'SURGE_MAX_IN_FLIGHT',

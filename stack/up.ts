@@ -363,7 +363,9 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
     const children: Child[] = opts.roles.map((role) => ({ role, process: undefined, restarts: [] }));
 
     const launch = (child: Child) => {
-      const p = spawn(process.execPath, [CLI, child.role], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      // The worker yields the cores to ingest when they compete (docs/workers.md).
+      const roleEnv = child.role === 'work' ? { SURGE_WORKER_NICE: '10', ...env } : env;
+      const p = spawn(process.execPath, [CLI, child.role], { env: roleEnv, stdio: ['ignore', 'pipe', 'pipe'] });
       child.process = p;
       pipeLines(p.stdout, (l) => opts.out(formatLogLine(child.role, l)));
       pipeLines(p.stderr, (l) => opts.out(formatLogLine(child.role, l)));

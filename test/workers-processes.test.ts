@@ -1,6 +1,6 @@
 // Worker processes (`node dist/cli/surge.js work`) killed, stopped and racing for stock.
 import assert from 'node:assert/strict';
-import { hostname } from 'node:os';
+import { getPriority, hostname } from 'node:os';
 import { describe, test } from 'node:test';
 import pg from 'pg';
 import { consumerName, GROUP, streamKey } from '../common/keys.js';
@@ -8,6 +8,7 @@ import { createRedis, type RedisClient } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
+import { defined } from './support/defined.js';
 import {
   enqueue,
   type QueuedOrder,
@@ -126,8 +127,10 @@ describe('worker processes', () => {
     try {
       await ctx.db.query("INSERT INTO inventory (sku, available) VALUES ('hot', 100)");
       await enqueue(ctx.redis, ctx.env.prefix, 4, hotOrders(1000, 1));
-      for (let i = 0; i < 3; i++) ctx.procs.push(spawnWorker(ctx.env.env));
+      // One of them yields the cores, as under `surge up`: it works alike, at a lower priority.
+      for (let i = 0; i < 3; i++) ctx.procs.push(spawnWorker(ctx.env.env, i === 0 ? { SURGE_WORKER_NICE: '7' } : {}));
       await waitForDrained(ctx.redis, ctx.env.prefix, 4);
+      assert.equal(getPriority(defined(ctx.procs[0], 'the first worker').pid), Math.min(19, getPriority() + 7));
       assert.equal(await count(ctx.db, 'SELECT count(*) AS n FROM orders'), 1000);
       assert.equal(await count(ctx.db, "SELECT count(*) AS n FROM orders WHERE status = 'applied'"), 100);
       assert.equal(

@@ -3,7 +3,7 @@
 // (in-flight.ts), the acker (acker.ts), reclaim (reclaim.ts) and heartbeat (heartbeat.ts). Here:
 // the pools, submitting a batch to the apply step and stop. Metrics of the threads come back in
 // the task results and are recorded here. See docs/workers.md.
-import { hostname } from 'node:os';
+import { getPriority, hostname, setPriority } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Piscina } from 'piscina';
 import type { Config } from '../common/config.js';
@@ -55,11 +55,22 @@ export interface WorkerHandle {
   stop(): Promise<void>;
 }
 
+/** Adds `by` to this thread's nice value (a lower priority is always allowed). */
+function lowerPriority(by: number, logger: Logger): void {
+  try {
+    setPriority(Math.min(19, getPriority() + by));
+  } catch (e) {
+    logger.warn({ err: e }, 'could not lower the worker priority');
+  }
+}
+
 export async function startWorker(config: Config, options: WorkerOptions = {}): Promise<WorkerHandle> {
   const logger = options.logger ?? createLogger(config.logLevel, 'worker');
   const consumer = options.consumerName ?? defaultConsumerName(hostname(), process.pid);
   const placement = options.pgPlacement ?? DEFAULT_PG_PLACEMENT;
   const readBlockMs = options.readBlockMs ?? 1000;
+  // Before the threads start, so they inherit it (on Linux nice is per thread).
+  if (config.workerNice > 0) lowerPriority(config.workerNice, logger);
   const shards = Array.from({ length: config.shards }, (_, i) => i);
   // A batch retries transient errors for a quarter of the claim timeout, then comes back to the
   // main thread, which refreshes its entries' idle time and submits it again: entries of a live
