@@ -560,16 +560,7 @@ async function main(): Promise<void> {
 
     // Fixed-rate phase: the whole below its maximum, where batches form from the live arrivals.
     const backlog = backlogFigure(o);
-    let fixed:
-      | {
-          rate: number;
-          how: string;
-          medians: ReturnType<typeof medians>;
-          applyUsPerOrder: number | undefined;
-          liveOverBacklog: number | undefined;
-          ratios: { worker: number | undefined; workerBackends: number | undefined };
-        }
-      | undefined;
+    let fixed: Omit<FixedRateFigures, 'backlog'> | undefined;
     if (o.fixed) {
       const rate = Math.max(1, Math.round(o.fixedRate ?? o.rateFraction * (medWhole.ordersPerSecond ?? 0)));
       const how = o.fixedRate !== undefined ? '--fixed-rate' : `${o.rateFraction} × the median whole orders/s`;
@@ -658,6 +649,17 @@ async function main(): Promise<void> {
   }
 }
 
+/** The fixed-rate phase: the whole below its maximum, against a backlog drain's cost. */
+interface FixedRateFigures {
+  rate: number;
+  how: string;
+  medians: ReturnType<typeof medians>;
+  applyUsPerOrder: number | undefined;
+  liveOverBacklog: number | undefined;
+  ratios: { worker: number | undefined; workerBackends: number | undefined };
+  backlog: BacklogFigure | undefined;
+}
+
 type Summary = {
   date: string;
   command: string;
@@ -667,17 +669,7 @@ type Summary = {
   figures: RoundFigures[];
   medians: { alone: ReturnType<typeof medians>; whole: ReturnType<typeof medians> };
   wholeOverAlone: { perRound: number[]; median: number | undefined; min: number; max: number };
-  fixedRate:
-    | {
-        rate: number;
-        how: string;
-        medians: ReturnType<typeof medians>;
-        applyUsPerOrder: number | undefined;
-        liveOverBacklog: number | undefined;
-        ratios: { worker: number | undefined; workerBackends: number | undefined };
-        backlog: BacklogFigure | undefined;
-      }
-    | undefined;
+  fixedRate: FixedRateFigures | undefined;
 };
 
 const CPU_COLUMNS = PROCESSES.map((p) => `${PROCESS_LABEL[p]} µs/order`);
