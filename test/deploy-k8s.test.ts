@@ -44,6 +44,11 @@ function find(objs: readonly K8sObject[], kind: string, name: string): K8sObject
   return o as K8sObject & Record<string, never>;
 }
 
+/** Removes one rendered object (it must be there). */
+function remove(objs: K8sObject[], kind: string, name: string): void {
+  objs.splice(objs.indexOf(find(objs, kind, name)), 1);
+}
+
 /** A deep copy of the rendered dev overlay to break. */
 function devCopy(): K8sObject[] {
   return structuredClone(objects('dev'));
@@ -314,11 +319,7 @@ describe("Surge's manifest rules catch what they claim to", () => {
     ],
     [
       'a Deployment without a PDB',
-      (o) =>
-        o.splice(
-          o.findIndex((x) => x.kind === 'PodDisruptionBudget' && x.metadata.name === 'surge-worker'),
-          1,
-        ),
+      (o) => remove(o, 'PodDisruptionBudget', 'surge-worker'),
       /Deployment\/surge-worker: covered by 0 PodDisruptionBudgets/,
     ],
     [
@@ -338,11 +339,7 @@ describe("Surge's manifest rules catch what they claim to", () => {
     ],
     [
       'a pod no NetworkPolicy selects',
-      (o) =>
-        o.splice(
-          o.findIndex((x) => x.kind === 'NetworkPolicy' && x.metadata.name === 'surge-worker'),
-          1,
-        ),
+      (o) => remove(o, 'NetworkPolicy', 'surge-worker'),
       /Deployment\/surge-worker: selected by 0 NetworkPolicies/,
     ],
     [
@@ -367,11 +364,7 @@ describe("Surge's manifest rules catch what they claim to", () => {
     ],
     [
       'a long-running role with no Deployment',
-      (o) =>
-        o.splice(
-          o.findIndex((x) => x.kind === 'Deployment' && x.metadata.name === 'surge-maintenance'),
-          1,
-        ),
+      (o) => remove(o, 'Deployment', 'surge-maintenance'),
       /no Deployment runs surge maintenance/,
     ],
     [
