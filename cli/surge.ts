@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The `surge` CLI: one entry point for every role and tool.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { createClient, disableClient, listClients } from '../common/clients.js';
@@ -9,6 +9,7 @@ import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { addBenchCommand } from '../bench/cli.js';
+import { CONTRACT_FILES, openApiText } from '../ingest/contract.js';
 import { startIngest } from '../ingest/server.js';
 import { dashboardCommand, dlqCommand, maintenanceCommand } from './maintenance.js';
 import { startLagExporter } from '../metrics/exporter.js';
@@ -149,6 +150,21 @@ program
         2,
       ),
     );
+  });
+
+program
+  .command('contract')
+  .description('print the OpenAPI document of the HTTP API (or write it and the order JSON Schema to docs/)')
+  .addOption(new Option('--write', 'write docs/openapi.json and docs/order.schema.json'))
+  .action((opts: { write?: boolean }) => {
+    if (!opts.write) {
+      process.stdout.write(openApiText());
+      return;
+    }
+    for (const [file, text] of Object.entries(CONTRACT_FILES)) {
+      writeFileSync(join(PACKAGE_ROOT, file), text());
+      console.log(`wrote ${file}`);
+    }
   });
 
 program

@@ -306,6 +306,14 @@ export function surelyValidOrder(body: unknown, escapeFree: boolean): body is Or
   return true;
 }
 
+/** The Idempotency-Key as a JSON schema (the rules idempotencyKeyProblem checks), for the API contract. */
+export const IDEMPOTENCY_KEY_SCHEMA = {
+  type: 'string',
+  minLength: 1,
+  maxLength: LIMITS.maxIdempotencyKeyLength,
+  pattern: '^[\\x21-\\x7e]+$',
+} as const;
+
 /** Checks an Idempotency-Key: 1–255 printable ASCII. Returns an error message or undefined. */
 export function idempotencyKeyProblem(key: string | undefined): string | undefined {
   if (key === undefined || key === '') return 'is required';

@@ -26,6 +26,7 @@ export const ROUTES = {
   healthz: 'GET /healthz',
   readyz: 'GET /readyz',
   metrics: 'GET /metrics',
+  openapi: 'GET /openapi.json',
 } as const;
 
 const LOCATION_PREFIX = '/v1/orders/';

@@ -9,9 +9,10 @@ import type { Pool } from '../common/db.js';
 import { idemKey, shardFor, shardOfStream } from '../common/keys.js';
 import type { RedisClient } from '../common/redis.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
-import { answerFor, location, ORDER_RESULT, ROUTES, SINGLE_BODY_LIMIT } from './answers.js';
+import { answerFor, location, ORDER_RESULT } from './answers.js';
 import type { Authenticator } from './auth.js';
 import type { Backpressure } from './backpressure.js';
+import { openApiDocument, ROUTE_SPECS, type RouteSpec } from './contract.js';
 import { OrderIntake } from './intake.js';
 import {
   createIngestServer,
@@ -33,12 +34,6 @@ import {
 } from './requests.js';
 import { parseRecord, STATE_DONE } from './scripts.js';
 import type { OrderWriter } from './writer.js';
-
-/** Largest body of POST /v1/orders:batch: 1,000 orders at up to ~8 KiB each on average. */
-const BATCH_BODY_LIMIT = 8 * 1024 * 1024;
-
-/** The Content-Types whose bodies the order routes read. */
-const BODY_TYPES: readonly string[] = ['application/json', 'application/x-ndjson', 'application/jsonl'];
 
 export interface IngestAppDeps extends PipelineDeps {
   config: Pick<Config, 'shards' | 'redisPrefix' | 'ingestHeadersTimeoutMs' | 'ingestRequestTimeoutMs'>;
@@ -67,12 +62,7 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
   const retryAfter = () => ['retry-after', String(backpressure.retryAfterSeconds)];
 
   const createOrder: Route = {
-    method: 'POST',
-    path: '/v1/orders',
-    label: ROUTES.create,
-    auth: true,
-    shed: true,
-    body: { limit: SINGLE_BODY_LIMIT, types: BODY_TYPES },
+    ...ROUTE_SPECS.create,
     handle(x, body) {
       const invalid = (p: Problem): void => {
         metrics.orders.inc({ result: 'invalid' });
@@ -117,12 +107,7 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
   };
 
   const batch: Route = {
-    method: 'POST',
-    path: '/v1/orders:batch',
-    label: ROUTES.batch,
-    auth: true,
-    shed: true,
-    body: { limit: BATCH_BODY_LIMIT, types: BODY_TYPES },
+    ...ROUTE_SPECS.batch,
     async handle(x, body) {
       if (!body) {
         sendProblem(x, deps, problem(400, 'malformed-json', 'Malformed JSON', 'the request has no body'));
@@ -196,12 +181,7 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
   };
 
   const getOrder: Route = {
-    method: 'GET',
-    path: '/v1/orders/',
-    param: true,
-    label: ROUTES.get,
-    auth: true,
-    shed: false,
+    ...ROUTE_SPECS.get,
     async handle(x) {
       const key = x.param;
       const bad = keyProblem(key, 'the key in the path');
@@ -239,27 +219,23 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
     },
   };
 
-  const plain = (label: string, path: string, handle: Route['handle']): Route => ({
-    method: 'GET',
-    path,
-    label,
-    auth: false,
-    shed: false,
-    handle,
-  });
+  const plain = (spec: RouteSpec, handle: Route['handle']): Route => ({ ...spec, handle });
+  // Built once: the document changes only with the code.
+  const contract = JSON.stringify(openApiDocument());
   return [
     createOrder,
     batch,
     getOrder,
-    plain(ROUTES.healthz, '/healthz', (x) => send(x, deps, 200, [], 'text/plain; charset=utf-8', 'ok\n')),
-    plain(ROUTES.readyz, '/readyz', (x) => {
+    plain(ROUTE_SPECS.healthz, (x) => send(x, deps, 200, [], 'text/plain; charset=utf-8', 'ok\n')),
+    plain(ROUTE_SPECS.readyz, (x) => {
       const why = deps.draining() ? 'draining' : backpressure.redisUp ? undefined : 'redis unreachable';
       send(x, deps, why ? 503 : 200, [], 'text/plain; charset=utf-8', why ? `not ready: ${why}\n` : 'ready\n');
     }),
-    plain(ROUTES.metrics, '/metrics', async (x) => {
+    plain(ROUTE_SPECS.metrics, async (x) => {
       const text = await deps.registry.metrics();
       send(x, deps, 200, [], deps.registry.contentType, text);
     }),
+    plain(ROUTE_SPECS.openapi, (x) => sendJson(x, deps, 200, contract)),
   ];
 }
 

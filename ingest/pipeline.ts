@@ -43,7 +43,7 @@ export interface Exchange {
   answered: boolean;
 }
 
-/** A route of the table: the only place ingest declares what it serves. */
+/** A route of the table: its declaration (ingest/contract.ts) and its handler. */
 export interface Route {
   method: 'GET' | 'POST';
   /** The exact path; with `param`, the prefix the parameter follows. */

@@ -19,37 +19,46 @@ export interface Problem {
 }
 
 /**
- * Every problem type ingest answers. Each is a section of docs/problems.md, the page the type
- * URIs point at (`PROBLEM_BASE` + `#` + slug); a test holds the two equal.
+ * Every problem type ingest answers, with its status and the headers that come with it: the one
+ * table of problem types. Each is a section of docs/problems.md, the page the type URIs point at
+ * (`PROBLEM_BASE` + `#` + slug); a test holds the two equal, and the OpenAPI document
+ * (ingest/contract.ts) lists them from here.
  */
-export const PROBLEM_SLUGS = [
-  'bad-request',
-  'batch-size',
-  'body-too-large',
-  'idempotency-key-reused',
-  'internal',
-  'invalid-idempotency-key',
-  'invalid-order',
-  'invalid-utf8',
-  'malformed-batch',
-  'malformed-json',
-  'not-found',
-  'order-not-found',
-  'overloaded',
-  'request-in-progress',
-  'shutting-down',
-  'unauthorized',
-  'unavailable',
-  'unsupported-media-type',
-] as const;
-type ProblemSlug = (typeof PROBLEM_SLUGS)[number];
+export const PROBLEMS = {
+  'bad-request': { status: 400, headers: [] },
+  'batch-size': { status: 400, headers: [] },
+  'body-too-large': { status: 413, headers: ['connection'] },
+  'idempotency-key-reused': { status: 422, headers: [] },
+  internal: { status: 500, headers: [] },
+  'invalid-idempotency-key': { status: 400, headers: [] },
+  'invalid-order': { status: 400, headers: [] },
+  'invalid-utf8': { status: 400, headers: [] },
+  'malformed-batch': { status: 400, headers: [] },
+  'malformed-json': { status: 400, headers: [] },
+  'not-found': { status: 404, headers: [] },
+  'order-not-found': { status: 404, headers: [] },
+  overloaded: { status: 503, headers: ['retry-after', 'connection'] },
+  'request-in-progress': { status: 409, headers: ['retry-after'] },
+  'shutting-down': { status: 503, headers: ['retry-after', 'connection'] },
+  unauthorized: { status: 401, headers: ['www-authenticate'] },
+  unavailable: { status: 503, headers: ['retry-after'] },
+  'unsupported-media-type': { status: 415, headers: [] },
+} as const satisfies Record<string, { status: number; headers: readonly ProblemHeader[] }>;
+
+/** Response headers a problem may carry besides X-Request-Id (described in ingest/contract.ts). */
+export type ProblemHeader = 'retry-after' | 'www-authenticate' | 'connection';
+
+export type ProblemSlug = keyof typeof PROBLEMS;
+
+export const PROBLEM_SLUGS = Object.keys(PROBLEMS) as ProblemSlug[];
 
 /** Where docs/problems.md is published; a problem's type is this page's anchor for it. */
 export const PROBLEM_BASE = 'https://surge.dev/problems';
 
-export function problem(
-  status: number,
-  slug: ProblemSlug,
+/** A problem of type `slug`; its status must be the table's (checked when compiling). */
+export function problem<S extends ProblemSlug>(
+  status: (typeof PROBLEMS)[S]['status'],
+  slug: S,
   title: string,
   detail?: string,
   errors?: FieldError[],

@@ -107,10 +107,11 @@ describe('ingest: one pipeline for every route', () => {
     return value?.value ?? 0;
   };
 
-  test('the route table declares every route: POST, :batch, GET, health, readiness, metrics', () => {
+  test('the route table declares every route: POST, :batch, GET, health, readiness, metrics, contract', () => {
     assert.deepEqual(routes.map((r) => `${r.method} ${r.path}${r.param ? ':key' : ''}`).sort(), [
       'GET /healthz',
       'GET /metrics',
+      'GET /openapi.json',
       'GET /readyz',
       'GET /v1/orders/:key',
       'POST /v1/orders',
