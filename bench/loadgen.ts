@@ -6,6 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import { Pool } from 'undici';
+import { retryable as retryableStatus, retryDelayMs } from '../client/index.js';
 import { orderFor, orderKey, type WorkloadOptions } from './workload.js';
 
 export interface LoadPhase {
@@ -17,7 +18,7 @@ export interface LoadPhase {
 export interface RetryPolicy {
   /** Retries after the first attempt (503, 409, 429, other 5xx, network errors). 0 = none. */
   max: number;
-  /** Backoff base; doubled per attempt with jitter, capped at maxDelayMs. Retry-After wins when given. */
+  /** Backoff base: the full-jitter ceiling doubles per attempt up to maxDelayMs, on top of Retry-After (client/index.ts). */
   baseDelayMs: number;
   maxDelayMs: number;
 }
@@ -134,8 +135,6 @@ export function assertLoopback(url: string): void {
   }
 }
 
-const RETRYABLE = (status: number) => status === 503 || status === 409 || status === 429 || status >= 500;
-
 export async function runGenerator(
   plan: LoadPlan,
   emit: (m: ChildMessage) => void,
@@ -238,7 +237,7 @@ export async function runGenerator(
         acceptedKeys.add(key);
         break;
       }
-      const retryable = status === 0 || RETRYABLE(status);
+      const retryable = retryableStatus(status);
       if (retryable) {
         ph.errors++;
         win.errors++;
@@ -250,8 +249,8 @@ export async function runGenerator(
       }
       ph.retries++;
       win.retries++;
-      const backoff = Math.min(plan.retry.maxDelayMs, plan.retry.baseDelayMs * 2 ** attempt * (0.5 + rnd()));
-      await sleep(Math.min(plan.retry.maxDelayMs, retryAfterMs ?? backoff));
+      // The reference client's policy (surge/client): Retry-After, then full jitter.
+      await sleep(retryDelayMs(plan.retry, attempt, retryAfterMs, rnd));
     }
     statusCounts[final] = (statusCounts[final] ?? 0) + 1;
   };

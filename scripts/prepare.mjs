@@ -48,3 +48,5 @@ try {
   process.exit(0);
 }
 execFileSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { stdio: 'inherit' });
+// The type declarations of the `surge/client` export.
+execFileSync(process.execPath, [tsc, '-p', 'tsconfig.client.json'], { stdio: 'inherit' });

@@ -7,7 +7,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { test } from 'node:test';
 import { PACKAGE_ROOT } from '../common/paths.js';
 
-const PRODUCTION = ['common', 'ingest', 'workers', 'maintenance', 'metrics', 'stack'];
+const PRODUCTION = ['client', 'common', 'ingest', 'workers', 'maintenance', 'metrics', 'stack'];
 const FOLDERS = [...PRODUCTION, 'devkit', 'cli', 'bench', 'test'];
 
 function sources(dir: string): string[] {
