@@ -19,6 +19,18 @@ export function idemKey(prefix: string, shard: number, clientId: string, idempot
   return `${prefix}:${shardTag(shard)}:idem:${clientId}:${idempotencyKey}`;
 }
 
+/**
+ * Shard i's outcome stream: each order's final state after COMMIT (workers/outcomes.ts), the
+ * outbox downstream services read with their own consumer group and ingest's long-poll watches.
+ */
+export function outcomeKey(prefix: string, shard: number): string {
+  return `${prefix}:${shardTag(shard)}:outcomes`;
+}
+
+export function allOutcomeKeys(prefix: string, shards: number): string[] {
+  return Array.from({ length: shards }, (_, i) => outcomeKey(prefix, i));
+}
+
 export function allStreamKeys(prefix: string, shards: number): string[] {
   return Array.from({ length: shards }, (_, i) => streamKey(prefix, i));
 }

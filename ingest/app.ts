@@ -12,8 +12,10 @@ import type { IngestMetrics } from '../metrics/definitions.js';
 import { answerFor, location, ORDER_RESULT } from './answers.js';
 import type { Authenticator } from './auth.js';
 import type { Backpressure } from './backpressure.js';
-import { openApiDocument, ROUTE_SPECS, type RouteSpec } from './contract.js';
+import { MAX_WAIT_SECONDS, openApiDocument, ROUTE_SPECS, type RouteSpec } from './contract.js';
 import { OrderIntake } from './intake.js';
+import type { OutcomeWaiters } from './outcomes.js';
+import type { Outcome } from '../common/outcome.js';
 import {
   createIngestServer,
   createPipeline,
@@ -44,6 +46,8 @@ export interface IngestAppDeps extends PipelineDeps {
   writer: OrderWriter;
   metrics: IngestMetrics;
   registry: Registry;
+  /** Wakes `?wait` requests when their order's outcome is published. */
+  outcomes: Pick<OutcomeWaiters, 'wait'>;
   /** Parses, checks and prepares a `:batch` body (on a thread when configured: ingest/batch.ts). */
   prepareBatch: (body: Buffer, contentType: string, clientId: string) => Promise<PreparedBatch>;
 }
@@ -189,10 +193,21 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
         sendProblem(x, deps, bad);
         return;
       }
-      let state: OrderState | undefined;
-      try {
-        state = await lookupOrder(deps, clientOf(x), key);
-      } catch (err) {
+      const wait = waitSeconds(x.query);
+      if (wait === undefined) {
+        sendProblem(
+          x,
+          deps,
+          problem(400, 'bad-request', 'Bad request', `wait is a number of seconds from 0 to ${MAX_WAIT_SECONDS}`),
+        );
+        return;
+      }
+      const clientId = clientOf(x);
+      // Registered before the lookup: an outcome published in between still wakes it.
+      const waiter = wait > 0 ? deps.outcomes.wait(clientId, key, wait * 1000) : undefined;
+      x.res.once('close', () => waiter?.cancel());
+      const unavailable = (err: unknown) => {
+        waiter?.cancel();
         logger.error({ reqId: x.reqId, err }, 'order lookup failed');
         sendProblem(
           x,
@@ -200,9 +215,16 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
           problem(503, 'unavailable', 'Order state unavailable', 'PostgreSQL or Redis cannot be reached'),
           retryAfter(),
         );
+      };
+      let state: OrderState | undefined;
+      try {
+        state = await lookupOrder(deps, clientId, key);
+      } catch (err) {
+        unavailable(err);
         return;
       }
       if (!state) {
+        waiter?.cancel();
         sendProblem(
           x,
           deps,
@@ -215,6 +237,19 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
         );
         return;
       }
+      if (waiter && state.status === 'queued') {
+        const outcome = await waiter.outcome;
+        if (outcome) state = outcomeState(outcome);
+        else if (!x.res.destroyed) {
+          // The wait ended: the state now (it may have become final without a notice reaching us).
+          try {
+            state = (await lookupOrder(deps, clientId, key)) ?? state;
+          } catch (err) {
+            unavailable(err);
+            return;
+          }
+        }
+      } else waiter?.cancel();
       sendJson(x, deps, 200, JSON.stringify(state));
     },
   };
@@ -250,6 +285,26 @@ export interface OrderState {
   order_ref?: string;
   reason?: string;
   applied_at?: string;
+}
+
+/** `wait=` of a query string in seconds (0 when absent); undefined when it is not a number from 0 to MAX_WAIT_SECONDS. */
+function waitSeconds(query: string): number | undefined {
+  if (query === '') return 0;
+  const raw = new URLSearchParams(query).get('wait');
+  if (raw === null || raw === '') return 0;
+  const n = Number(raw);
+  return Number.isFinite(n) && n >= 0 && n <= MAX_WAIT_SECONDS ? n : undefined;
+}
+
+/** The state a published outcome answers with, as lookupOrder would read it. */
+function outcomeState(o: Outcome): OrderState {
+  return {
+    idempotency_key: o.idempotencyKey,
+    status: o.status,
+    ...(o.orderRef !== undefined ? { order_ref: o.orderRef } : {}),
+    ...(o.reason !== undefined ? { reason: o.reason } : {}),
+    ...(o.appliedAt !== undefined ? { applied_at: o.appliedAt } : {}),
+  };
 }
 
 /** PostgreSQL first (the final word), then dead letters, then the Redis record. */

@@ -16,7 +16,7 @@ const BODY_TYPES: readonly string[] = ['application/json', 'application/x-ndjson
 const API_VERSION = '1.1.0';
 
 /** Longest `?wait` of GET /v1/orders/:key (s). */
-const MAX_WAIT_SECONDS = 60;
+export const MAX_WAIT_SECONDS = 60;
 
 type SuccessHeader = 'location' | 'idempotent-replayed';
 

@@ -40,6 +40,8 @@ export interface Exchange {
   client: ApiClient | undefined;
   /** The path parameter (routes with `param`), percent-decoded. */
   param: string;
+  /** The query string, without its `?` ('' when there is none). */
+  readonly query: string;
   answered: boolean;
 }
 
@@ -250,6 +252,7 @@ export function createPipeline(
       started,
       client: undefined,
       param: '',
+      query: q < 0 ? '' : url.slice(q + 1),
       answered: false,
     };
     try {

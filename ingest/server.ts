@@ -15,6 +15,7 @@ import { Backpressure } from './backpressure.js';
 import { BatchPreparer } from './batch.js';
 import { Door } from './door.js';
 import { checkDurability, DurabilityBarrier } from './durability.js';
+import { OutcomeWaiters } from './outcomes.js';
 import { defineIngestCommands } from './scripts.js';
 import { OrderWriter } from './writer.js';
 
@@ -58,11 +59,13 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
   door.start();
   // No thread starts until the first large batch.
   const batches = new BatchPreparer(config, metrics);
+  const outcomes = new OutcomeWaiters(config, logger);
   let draining = false;
   const closeConnections = async () => {
     backpressure.stop();
     door.stop();
     await batches.close().catch(() => {});
+    await outcomes.stop();
     await redis.quit().catch(() => redis.disconnect());
     await pool.end().catch(() => {});
   };
@@ -81,6 +84,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
       logger.info({ command: `${command.kind} ${command.args.join(' ')}` }, 'durable mode: every 202 waits for this');
     }
     await backpressure.start();
+    outcomes.start();
   } catch (err) {
     await closeConnections();
     throw err;
@@ -101,6 +105,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     logger,
     door,
     prepareBatch: batches.prepare,
+    outcomes,
     draining: () => draining,
   });
   try {
@@ -125,6 +130,8 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     stop() {
       stopping ??= (async () => {
         draining = true;
+        // Long polls answer now, with the state then, rather than hold the stop for their wait.
+        void outcomes.stop();
         // Stop accepting; requests arriving on kept-alive connections get 503 + Connection:
         // close (pipeline.ts); in-flight requests finish. A connection goes idle once its
         // answer is sent: idle ones are closed until none is left.

@@ -1,7 +1,7 @@
 // Stream maintenance: safe trimming (SEMANTICS 2.6) and removal of idle consumers (SEMANTICS 3.4).
 // Both decisions are made inside one Lua call on one stream key, so nothing can change between
 // reading the group state and acting on it (and one key = one slot on Redis Cluster).
-import { allStreamKeys, GROUP } from '../common/keys.js';
+import { allOutcomeKeys, allStreamKeys, GROUP } from '../common/keys.js';
 import type { RedisClient } from '../common/redis.js';
 
 // Lua: one entry of an XINFO GROUPS or CONSUMERS reply (a flat name, value, … array) as a table.
@@ -96,7 +96,10 @@ export async function safeTrimStream(
   return { stream, trimmed, trimPoint };
 }
 
-/** Safe trim of every shard stream. */
+/**
+ * Safe trim of every shard stream and every outcome stream (an outcome stream is trimmed below
+ * what each of the downstream consumer groups has read and acknowledged; without a group, never).
+ */
 export async function trimStreams(
   redis: RedisClient,
   prefix: string,
@@ -104,7 +107,8 @@ export async function trimStreams(
   options: TrimOptions = {},
 ): Promise<TrimResult[]> {
   const out: TrimResult[] = [];
-  for (const stream of allStreamKeys(prefix, shards)) out.push(await safeTrimStream(redis, stream, options));
+  for (const stream of [...allStreamKeys(prefix, shards), ...allOutcomeKeys(prefix, shards)])
+    out.push(await safeTrimStream(redis, stream, options));
   return out;
 }
 

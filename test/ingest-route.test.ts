@@ -59,6 +59,7 @@ function standIns() {
     registry,
     logger: createLogger('silent', 'ingest-route-test'),
     prepareBatch: async () => ({ ok: true, count: 0, prepared: [], indexes: [], invalid: [] }),
+    outcomes: { wait: () => ({ outcome: Promise.resolve(undefined), cancel: () => {} }) },
     draining: () => state.draining,
     // Not started: the test sets the event-loop delay it reads.
     door: new Door({ ingestMaxInFlight: 1000, ingestMaxEventLoopDelayMs: 50 }),

@@ -21,6 +21,7 @@ import type { ConsumerContext } from './context.js';
 import { HeldEntries } from './held.js';
 import { heartbeatLoop, keepEntries } from './heartbeat.js';
 import { InFlightLimit } from './in-flight.js';
+import { OutcomePublisher } from './outcomes.js';
 import { reclaimLoop } from './reclaim.js';
 import { readShard, type Submit } from './shard-reader.js';
 import type { ThreadData, ThreadResult, ThreadTask } from './thread.js';
@@ -146,6 +147,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     stopped: () => stopping,
     pause: (ms) => sleep(ms, undefined, { signal: abort.signal }).catch(() => {}),
   };
+  const outcomes = new OutcomePublisher(config, redis);
   const limit = new InFlightLimit(adaptive?.limit ?? config.maxInFlight, () => pool.needsDrain);
   pool.on('drain', () => limit.wake());
   const running = new Set<Promise<void>>();
@@ -193,6 +195,8 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
           record(outcome.stats);
           if (adaptive) limit.limit = adaptive.sample(outcome.stats.entries, outcome.stats.applyMs);
           if (!outcome.gaveUp) {
+            // Before the ack: a failure here leaves the entries pending (reclaimed, published then).
+            await outcomes.publish(shard, entries, outcome);
             await acknowledge(ctx, shard, entries, outcome, retryBudgetMs);
             return;
           }
@@ -259,6 +263,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
       while (running.size > 0) await Promise.allSettled([...running]);
       await pool.close().catch(() => {});
       await pgPool?.end().catch(() => {});
+      await outcomes.close();
       for (const r of readers) r.disconnect();
       await redis.quit().catch(() => redis.disconnect());
       await server.close();

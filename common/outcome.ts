@@ -1,0 +1,42 @@
+// An order's outcome as the outcome streams carry it (one entry per order, after its COMMIT):
+// the fields a downstream consumer reads and ingest's long-poll answers with. Field names are
+// part of the contract (docs/workers.md, "Outcome streams").
+
+/** A final state: applied, rejected (with its reason) or dead-lettered (with its reason). */
+export interface Outcome {
+  clientId: string;
+  idempotencyKey: string;
+  status: 'applied' | 'rejected' | 'dead_lettered';
+  reason?: string;
+  /** `s<shard>-<entry id>` of the entry the order was applied from. */
+  orderRef?: string;
+  /** When it was applied (ISO 8601), for applied and rejected orders. */
+  appliedAt?: string;
+}
+
+/** The stream entry's field/value list. */
+export function outcomeFields(o: Outcome): string[] {
+  const out = ['client', o.clientId, 'key', o.idempotencyKey, 'status', o.status];
+  if (o.reason !== undefined) out.push('reason', o.reason);
+  if (o.orderRef !== undefined) out.push('order_ref', o.orderRef);
+  if (o.appliedAt !== undefined) out.push('applied_at', o.appliedAt);
+  return out;
+}
+
+const STATUSES = new Set(['applied', 'rejected', 'dead_lettered']);
+
+/** An entry's fields read back; undefined when they are not an outcome. */
+export function parseOutcome(fields: readonly string[]): Outcome | undefined {
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
+  const { client, key, status } = f;
+  if (client === undefined || key === undefined || status === undefined || !STATUSES.has(status)) return undefined;
+  return {
+    clientId: client,
+    idempotencyKey: key,
+    status: status as Outcome['status'],
+    ...(f.reason !== undefined ? { reason: f.reason } : {}),
+    ...(f.order_ref !== undefined ? { orderRef: f.order_ref } : {}),
+    ...(f.applied_at !== undefined ? { appliedAt: f.applied_at } : {}),
+  };
+}

@@ -1,0 +1,122 @@
+// After COMMIT, before the ack: each order's final state goes to its shard's outcome stream
+// (common/outcome.ts), exactly once per order entry.
+//
+// Why a crash cannot skip or repeat one: one Lua call per batch, on the order stream and the
+// outcome stream of the shard (one hash tag, one slot), publishes an entry's outcome and XACKs the
+// entry together, and only while the entry is still pending in the group. Before that call the
+// entry is pending: a crash leaves it to be reclaimed, applied again (a no-op: duplicates) and
+// published then, with the state read back from PostgreSQL. After it, the entry is acknowledged
+// and no one publishes it again. Dead letters are published here too (XADD only: the acker's
+// move to the DLQ acknowledges them, and a dead letter can be redelivered, so its outcome may
+// repeat after a crash in between; downstream dedupes on client + key, as for any replay).
+import type { Config } from '../common/config.js';
+import { createPool, type Pool } from '../common/db.js';
+import { ENTRY_FIELD, entryField } from '../common/entry.js';
+import { GROUP, outcomeKey, streamKey } from '../common/keys.js';
+import { type Outcome, outcomeFields } from '../common/outcome.js';
+import type { RedisClient } from '../common/redis.js';
+import { sqlFile } from '../common/sql.js';
+import type { BatchOutcome, TaskEntry } from './apply.js';
+
+// KEYS[1] order stream, KEYS[2] outcome stream; ARGV[1] group, ARGV[2] 1 = ack with the publish
+// (applied orders), 0 = publish only while pending (dead letters); then per entry: its id, the
+// number of fields, the fields. Returns how many outcomes were published.
+const PUBLISH_LUA = `
+local n, i = 0, 3
+while i <= #ARGV do
+  local id, count = ARGV[i], tonumber(ARGV[i + 1])
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if #pending == 1 then
+    redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 2, i + 1 + count))
+    if ARGV[2] == '1' then redis.call('XACK', KEYS[1], ARGV[1], id) end
+    n = n + 1
+  end
+  i = i + 2 + count
+end
+return n`;
+
+interface OrderRow {
+  client_id: string;
+  idempotency_key: string;
+  status: 'applied' | 'rejected';
+  reason: string | null;
+  applied_at: Date;
+  entry_id: string;
+}
+
+export class OutcomePublisher {
+  private readonly pool: Pool;
+
+  constructor(
+    private readonly config: Pick<Config, 'redisPrefix' | 'databaseUrl'>,
+    private readonly redis: RedisClient,
+  ) {
+    // The orders' states are read on the main thread, whichever placement applies them.
+    this.pool = createPool(config.databaseUrl, { max: 1, applicationName: 'surge-worker-outcomes' });
+  }
+
+  /**
+   * Publishes the outcome of every entry of a committed batch and acknowledges the applied ones
+   * in the same call (the acker's XACK of them is then a no-op). Throws when PostgreSQL or Redis
+   * fails: the entries stay pending and come back.
+   */
+  async publish(shard: number, entries: readonly TaskEntry[], outcome: Pick<BatchOutcome, 'ack' | 'deadLetters'>) {
+    const { redisPrefix: prefix } = this.config;
+    const byId = new Map(entries.map((e) => [e.id, e]));
+    const keyOf = (id: string) => {
+      const fields = byId.get(id)?.fields;
+      return { client: entryField(fields, ENTRY_FIELD.client), key: entryField(fields, ENTRY_FIELD.key) };
+    };
+    const clients: string[] = [];
+    const keys: string[] = [];
+    const idsByOrder = new Map<string, string[]>();
+    for (const id of outcome.ack) {
+      const { client, key } = keyOf(id);
+      if (client === undefined || key === undefined) continue;
+      const name = `${client}\n${key}`;
+      if (!idsByOrder.has(name)) {
+        clients.push(client);
+        keys.push(key);
+      }
+      idsByOrder.set(name, [...(idsByOrder.get(name) ?? []), id]);
+    }
+    const applied: string[] = [];
+    if (clients.length > 0) {
+      const rows = await this.pool.query<OrderRow>(sqlFile('outcomes/select_orders'), [clients, keys]);
+      for (const row of rows.rows) {
+        const o: Outcome = {
+          clientId: row.client_id,
+          idempotencyKey: row.idempotency_key,
+          status: row.status,
+          ...(row.reason !== null ? { reason: row.reason } : {}),
+          orderRef: `s${shard}-${row.entry_id}`,
+          appliedAt: row.applied_at.toISOString(),
+        };
+        const fields = outcomeFields(o);
+        for (const id of idsByOrder.get(`${row.client_id}\n${row.idempotency_key}`) ?? [])
+          applied.push(id, String(fields.length), ...fields);
+      }
+    }
+    const dead: string[] = [];
+    for (const d of outcome.deadLetters) {
+      const { client, key } = keyOf(d.id);
+      if (client === undefined || key === undefined) continue;
+      const fields = outcomeFields({
+        clientId: client,
+        idempotencyKey: key,
+        status: 'dead_lettered',
+        reason: d.reason,
+        orderRef: `s${shard}-${d.id}`,
+      });
+      dead.push(d.id, String(fields.length), ...fields);
+    }
+    const stream = streamKey(prefix, shard);
+    const outcomes = outcomeKey(prefix, shard);
+    if (applied.length > 0) await this.redis.eval(PUBLISH_LUA, 2, stream, outcomes, GROUP, '1', ...applied);
+    if (dead.length > 0) await this.redis.eval(PUBLISH_LUA, 2, stream, outcomes, GROUP, '0', ...dead);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end().catch(() => {});
+  }
+}
