@@ -67,47 +67,53 @@ export class OutcomePublisher {
       const fields = byId.get(id)?.fields;
       return { client: entryField(fields, ENTRY_FIELD.client), key: entryField(fields, ENTRY_FIELD.key) };
     };
+    // Dead letters are looked up too: an entry dead-lettered after its order committed (its
+    // deliveries ran out while its ack kept failing) reports the committed state.
     const clients: string[] = [];
     const keys: string[] = [];
-    const idsByOrder = new Map<string, string[]>();
-    for (const id of outcome.ack) {
+    const named = new Set<string>();
+    for (const id of [...outcome.ack, ...outcome.deadLetters.map((d) => d.id)]) {
       const { client, key } = keyOf(id);
-      if (client === undefined || key === undefined) continue;
-      const name = `${client}\n${key}`;
-      if (!idsByOrder.has(name)) {
-        clients.push(client);
-        keys.push(key);
-      }
-      idsByOrder.set(name, [...(idsByOrder.get(name) ?? []), id]);
+      if (client === undefined || key === undefined || named.has(`${client}\n${key}`)) continue;
+      named.add(`${client}\n${key}`);
+      clients.push(client);
+      keys.push(key);
     }
-    const applied: string[] = [];
+    const committed = new Map<string, Outcome>();
     if (clients.length > 0) {
       const rows = await this.pool.query<OrderRow>(sqlFile('outcomes/select_orders'), [clients, keys]);
-      for (const row of rows.rows) {
-        const o: Outcome = {
+      for (const row of rows.rows)
+        committed.set(`${row.client_id}\n${row.idempotency_key}`, {
           clientId: row.client_id,
           idempotencyKey: row.idempotency_key,
           status: row.status,
           ...(row.reason !== null ? { reason: row.reason } : {}),
           orderRef: `s${shard}-${row.entry_id}`,
           appliedAt: row.applied_at.toISOString(),
-        };
-        const fields = outcomeFields(o);
-        for (const id of idsByOrder.get(`${row.client_id}\n${row.idempotency_key}`) ?? [])
-          applied.push(id, String(fields.length), ...fields);
-      }
+        });
+    }
+    const applied: string[] = [];
+    for (const id of outcome.ack) {
+      const { client, key } = keyOf(id);
+      const o = committed.get(`${client}\n${key}`);
+      if (!o) continue;
+      const fields = outcomeFields(o);
+      applied.push(id, String(fields.length), ...fields);
     }
     const dead: string[] = [];
     for (const d of outcome.deadLetters) {
       const { client, key } = keyOf(d.id);
       if (client === undefined || key === undefined) continue;
-      const fields = outcomeFields({
-        clientId: client,
-        idempotencyKey: key,
-        status: 'dead_lettered',
-        reason: d.reason,
-        orderRef: `s${shard}-${d.id}`,
-      });
+      const o = committed.get(`${client}\n${key}`);
+      const fields = outcomeFields(
+        o ?? {
+          clientId: client,
+          idempotencyKey: key,
+          status: 'dead_lettered',
+          reason: d.reason,
+          orderRef: `s${shard}-${d.id}`,
+        },
+      );
       dead.push(d.id, String(fields.length), ...fields);
     }
     const stream = streamKey(prefix, shard);
