@@ -87,8 +87,11 @@ function retryAfterMs(header: string | null): number | undefined {
 }
 
 export interface ClientOptions {
-  /** The ingest base URL, e.g. http://127.0.0.1:8080. */
-  baseUrl: string;
+  /**
+   * The ingest base URL, e.g. http://127.0.0.1:8080; or a function asked before every attempt
+   * (several ingest instances: a retry may go to another one).
+   */
+  baseUrl: string | (() => string);
   apiKey: string;
   /** How long a submission may take, retries included (ms). Default 30,000. */
   deadlineMs?: number;
@@ -158,12 +161,15 @@ interface Answer {
 }
 
 export class SurgeClient {
-  private readonly base: string;
   private readonly policy: RetryPolicy;
 
   constructor(private readonly options: ClientOptions) {
-    this.base = options.baseUrl.replace(/\/+$/, '');
     this.policy = options.retry ?? DEFAULT_POLICY;
+  }
+
+  private base(): string {
+    const { baseUrl } = this.options;
+    return (typeof baseUrl === 'string' ? baseUrl : baseUrl()).replace(/\/+$/, '');
   }
 
   /**
@@ -301,7 +307,7 @@ export class SurgeClient {
   ): Promise<Answer> {
     const timeout = AbortSignal.timeout((this.options.attemptTimeoutMs ?? 10_000) + extraTimeoutMs);
     try {
-      const res = await fetch(`${this.base}${path}`, {
+      const res = await fetch(`${this.base()}${path}`, {
         method,
         headers,
         ...(body !== undefined ? { body } : {}),

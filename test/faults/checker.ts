@@ -7,6 +7,8 @@
 //     (one row per key, one set of order_items), nothing altered;
 //   - stock never negative, and initial − available = units of the applied orders (no double
 //     decrement, no decrement for rejected orders);
+//   - every committed order is on the outcome streams exactly once, with its status; every dead
+//     letter at least once; nothing else;
 //   - the workers' surge_orders_applied_total{inserted+rejected} grew by the rows added, when
 //     every worker's counters survived (no worker SIGKILLed in the phase); a COMMIT whose reply
 //     was lost is counted `duplicate` on its retry, so then rows ≤ inserted+rejected+duplicate.
@@ -27,6 +29,8 @@ export interface CheckInput {
    * counts since the last scrape died with it).
    */
   metricsApplied?: { value: number; duplicates: number; exact: boolean; rowsBaseline: number };
+  /** This client's entries of the outcome streams (key and status of each), when checked. */
+  outcomes?: ReadonlyArray<{ key: string; status: string }>;
 }
 
 export interface CheckResult {
@@ -46,6 +50,11 @@ export interface CheckResult {
   altered: string[];
   /** SKUs whose stock went negative or does not match the applied orders. */
   stockErrors: string[];
+  /**
+   * Outcome streams vs tables: committed orders without exactly one outcome of their status,
+   * dead letters without one, outcomes of keys that are in neither table.
+   */
+  outcomeErrors: string[];
   /** Metrics vs tables: 'equal', 'n/a (…)', or a mismatch description. */
   metrics: string;
   ok: boolean;
@@ -133,6 +142,21 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
         stockErrors.push(`${s.sku}: available ${available}, expected ${expected}`);
     }
   }
+  const outcomeErrors: string[] = [];
+  if (input.outcomes) {
+    const byKey = new Map<string, string[]>();
+    for (const o of input.outcomes) byKey.set(o.key, [...(byKey.get(o.key) ?? []), o.status]);
+    for (const row of orders.rows) {
+      const got = byKey.get(row.idempotency_key) ?? [];
+      if (got.length !== 1 || got[0] !== row.status)
+        outcomeErrors.push(`${row.idempotency_key}: ${row.status}, outcomes [${got.join(',')}]`);
+    }
+    for (const key of deadKeys.keys())
+      if (!seen.has(key) && !(byKey.get(key) ?? []).includes('dead_lettered'))
+        outcomeErrors.push(`${key}: dead-lettered, outcomes [${(byKey.get(key) ?? []).join(',')}]`);
+    for (const key of byKey.keys())
+      if (!seen.has(key) && !deadKeys.has(key)) outcomeErrors.push(`${key}: an outcome of no order`);
+  }
   let metrics = 'n/a (not scraped)';
   if (input.metricsApplied) {
     const m = input.metricsApplied;
@@ -159,6 +183,7 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
     phantoms,
     altered,
     stockErrors,
+    outcomeErrors,
     metrics,
     ok:
       lost.length === 0 &&
@@ -166,6 +191,7 @@ export async function checkInvariants(input: CheckInput): Promise<CheckResult> {
       phantoms.length === 0 &&
       altered.length === 0 &&
       stockErrors.length === 0 &&
+      outcomeErrors.length === 0 &&
       !metrics.startsWith('MISMATCH'),
   };
 }

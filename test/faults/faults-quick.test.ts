@@ -37,6 +37,7 @@ describe('fault suite (short)', () => {
       assert.equal(row.phantoms, 0, `orders without a 202: ${row.check.phantoms.slice(0, 5).join(', ')}`);
       assert.deepEqual(row.check.altered, []);
       assert.deepEqual(row.check.stockErrors, []);
+      assert.deepEqual(row.check.outcomeErrors.slice(0, 5), [], 'each committed order on the outcome streams once');
       assert.ok(!row.metrics.startsWith('MISMATCH'), row.metrics);
       assert.ok(row.accepted > 0 && row.applied > 0);
     });

@@ -72,6 +72,7 @@ describe('fault suite (full)', () => {
       assert.equal(row.phantoms, 0);
       assert.deepEqual(row.check.altered, []);
       assert.deepEqual(row.check.stockErrors, []);
+      assert.deepEqual(row.check.outcomeErrors.slice(0, 5), [], 'each committed order on the outcome streams once');
       assert.ok(!row.metrics.startsWith('MISMATCH'), row.metrics);
     });
   }

@@ -1,11 +1,11 @@
 // The fault suite's client: steady load of orders, each with its own Idempotency-Key, spread over
-// the live ingest processes. Every answer is recorded per key. A key that got no answer
-// (connection refused/reset, timeout), a 5xx or a 409 is retried with the same key and the same
-// body — what a correct upstream does — until it gets a 202. Keys and bodies are never reused
-// across orders, so the checker can tell exactly what the client was promised.
-import { Agent } from 'node:http';
+// the live ingest processes, submitted with the reference client (surge/client), so its retries
+// are what the faults are run against: a key that got no answer (connection refused/reset,
+// timeout), a 5xx or a 409 is retried with the same key and body after Retry-After and jitter,
+// until a 202 or its deadline. Every attempt's answer is recorded per key. Keys and bodies are
+// never reused across orders, so the checker can tell exactly what the client was promised.
+import { SurgeClient, SurgeError } from '../../client/index.js';
 import type { Order } from '../../common/order.js';
-import { http } from '../support/http.js';
 import { defined } from '../support/defined.js';
 
 export interface KeyRecord {
@@ -36,12 +36,8 @@ export interface LoadOptions {
   keyPrefix: string;
 }
 
-/** How a status is handled: final success, retry, or a client bug (never expected here). */
-function disposition(status: number): 'accepted' | 'retry' | 'refused' {
-  if (status === 202) return 'accepted';
-  if (status === 0 || status === 409 || status >= 500) return 'retry';
-  return 'refused';
-}
+/** How long one order may be retried: longer than any fault of the suite lasts. */
+const SETTLE_DEADLINE_MS = 120_000;
 
 export class LoadClient {
   readonly records = new Map<string, KeyRecord>();
@@ -49,12 +45,30 @@ export class LoadClient {
   private producing = false;
   private senders: Array<Promise<void>> = [];
   private seq = 0;
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: 16 });
-  /** Keys waiting for a retry. */
-  private readonly retryQueue: KeyRecord[] = [];
-  private closed = false;
+  private next = 0;
+  private readonly stop = new AbortController();
+  /** The reference client: its retries (same key, Retry-After, jitter, deadline) are what is under test. */
+  private readonly surge: SurgeClient;
 
-  constructor(private readonly options: LoadOptions) {}
+  constructor(private readonly options: LoadOptions) {
+    this.surge = new SurgeClient({
+      // Each attempt goes to the next live ingest: processes come and go.
+      baseUrl: () => {
+        const targets = this.options.targets();
+        return targets[this.next++ % Math.max(1, targets.length)] ?? 'http://127.0.0.1:9';
+      },
+      apiKey: options.apiKey,
+      attemptTimeoutMs: options.requestTimeoutMs ?? 5000,
+      deadlineMs: SETTLE_DEADLINE_MS,
+      retry: { baseDelayMs: 50, maxDelayMs: 1000 },
+      onAttempt: ({ key, status }) => {
+        const rec = this.records.get(key);
+        if (!rec) return;
+        rec.attempts++;
+        rec.answers.push(status);
+      },
+    });
+  }
 
   setPhase(phase: string): void {
     this.phase = phase;
@@ -68,21 +82,16 @@ export class LoadClient {
     this.senders = Array.from({ length: n }, (_, i) => this.sender(i));
   }
 
-  /** Stops new orders; resolves once every key sent so far got a 202 (or the deadline passed). */
-  async stopAndSettle(deadlineMs = 120_000): Promise<{ unresolved: KeyRecord[] }> {
+  /** Stops new orders; resolves once every key sent so far got a 202 or its client gave up (deadline). */
+  async stopAndSettle(): Promise<{ unresolved: KeyRecord[] }> {
     this.producing = false;
     await Promise.all(this.senders);
-    const deadline = Date.now() + deadlineMs;
-    while (this.retryQueue.length > 0 && Date.now() < deadline) {
-      const batch = this.retryQueue.splice(0, this.retryQueue.length);
-      await Promise.all(batch.map((r) => this.sendUntilSettled(r, deadline)));
-    }
     return { unresolved: [...this.records.values()].filter((r) => r.acceptedAt === undefined) };
   }
 
   close(): void {
-    this.closed = true;
-    this.agent.destroy();
+    this.producing = false;
+    this.stop.abort();
   }
 
   private newOrder(n: number): Order {
@@ -105,14 +114,9 @@ export class LoadClient {
     };
   }
 
+  /** One sender: a new order, submitted until the client settles it, then a pause. */
   private async sender(i: number): Promise<void> {
-    while (this.producing && !this.closed) {
-      // Retries first (same key, same body), then a new order.
-      const retry = this.retryQueue.shift();
-      if (retry) {
-        await this.attempt(retry);
-        continue;
-      }
+    while (this.producing && !this.stop.signal.aborted) {
       const n = ++this.seq;
       const rec: KeyRecord = {
         key: `${this.options.keyPrefix}-${n}`,
@@ -123,56 +127,15 @@ export class LoadClient {
         firstSentAt: Date.now(),
       };
       this.records.set(rec.key, rec);
-      await this.attempt(rec);
+      try {
+        await this.surge.submit(rec.order, { key: rec.key, signal: this.stop.signal });
+        rec.acceptedAt = Date.now();
+      } catch (err) {
+        // A 4xx (a client bug, never expected here), the deadline, or close(): left unaccepted.
+        if (!(err instanceof SurgeError) && !this.stop.signal.aborted) throw err;
+      }
       await new Promise((r) => setTimeout(r, (this.options.pauseMs ?? 20) + i));
     }
-  }
-
-  private async sendUntilSettled(rec: KeyRecord, deadline: number): Promise<void> {
-    for (let tries = 0; rec.acceptedAt === undefined && Date.now() < deadline && !this.closed; tries++) {
-      const d = await this.attempt(rec, false);
-      if (d !== 'retry') return;
-      await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** Math.min(tries, 5))));
-    }
-  }
-
-  /** One request for a key; on a retryable answer the key goes back to the retry queue (unless told not to). */
-  private async attempt(rec: KeyRecord, requeue = true): Promise<'accepted' | 'retry' | 'refused'> {
-    const targets = this.options.targets();
-    const target = targets[(rec.attempts + rec.key.length) % Math.max(1, targets.length)];
-    rec.attempts++;
-    let status = 0;
-    if (target) {
-      try {
-        const res = await Promise.race([
-          http(target, {
-            method: 'POST',
-            path: '/v1/orders',
-            headers: {
-              authorization: `Bearer ${this.options.apiKey}`,
-              'content-type': 'application/json',
-              'idempotency-key': rec.key,
-            },
-            body: JSON.stringify(rec.order),
-            agent: this.agent,
-          }),
-          new Promise<never>((_, reject) =>
-            setTimeout(() => reject(new Error('timeout')), this.options.requestTimeoutMs ?? 5000).unref(),
-          ),
-        ]);
-        status = res.status;
-      } catch {
-        status = 0;
-      }
-    }
-    rec.answers.push(status);
-    const d = disposition(status);
-    if (d === 'accepted') rec.acceptedAt ??= Date.now();
-    else if (d === 'retry' && requeue) {
-      await new Promise((r) => setTimeout(r, 20 + Math.random() * 50));
-      this.retryQueue.push(rec);
-    }
-    return d;
   }
 
   /** Answers other than 202 so far (0 = no answer, 5xx, 409). */

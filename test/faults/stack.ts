@@ -6,7 +6,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { type CreatedClient, createClient } from '../../common/clients.js';
-import { allStreamKeys, GROUP, streamKey } from '../../common/keys.js';
+import { allOutcomeKeys, allStreamKeys, GROUP, streamKey } from '../../common/keys.js';
+import { parseOutcome } from '../../common/outcome.js';
 import { migrate } from '../../common/migrate.js';
 import { createRedis, type RedisClient } from '../../common/redis.js';
 import { streamBacklog } from '../../ingest/backpressure.js';
@@ -262,6 +263,17 @@ export class FaultStack {
     return defined(this.workers[i], `worker process ${i}`);
   }
 
+  /** This client's entries of every outcome stream. */
+  private async outcomes(): Promise<Array<{ key: string; status: string }>> {
+    const out: Array<{ key: string; status: string }> = [];
+    for (const key of allOutcomeKeys(this.prefix, this.opts.shards))
+      for (const [, fields] of await this.admin.xrange(key, '-', '+')) {
+        const o = parseOutcome(fields);
+        if (o?.clientId === this.client.id) out.push({ key: o.idempotencyKey, status: o.status });
+      }
+    return out;
+  }
+
   /** Backlog (lag + pending) over all shards. */
   async backlog(): Promise<number> {
     let total = 0;
@@ -513,6 +525,7 @@ export class FaultStack {
     await watcher;
     await this.scrape();
     const check = await checkInvariants({
+      outcomes: await this.outcomes(),
       db: this.pool,
       clientId: this.client.id,
       records: this.load.records,
