@@ -216,9 +216,20 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
           retryAfter(),
         );
       };
+      const lookup = lookupOrder(deps, clientId, key);
+      if (waiter) {
+        // The lookup may queue for a pool connection behind many others; a published outcome
+        // is final, so when it comes first it is the answer.
+        const early = await Promise.race([lookup.then(noOutcome, noOutcome), waiter.outcome]);
+        if (early) {
+          lookup.catch(() => {});
+          sendJson(x, deps, 200, JSON.stringify(outcomeState(early)));
+          return;
+        }
+      }
       let state: OrderState | undefined;
       try {
-        state = await lookupOrder(deps, clientId, key);
+        state = await lookup;
       } catch (err) {
         unavailable(err);
         return;
@@ -295,6 +306,8 @@ function waitSeconds(query: string): number | undefined {
   const n = Number(raw);
   return Number.isFinite(n) && n >= 0 && n <= MAX_WAIT_SECONDS ? n : undefined;
 }
+
+const noOutcome = (): undefined => undefined;
 
 /** The state a published outcome answers with, as lookupOrder would read it. */
 function outcomeState(o: Outcome): OrderState {
