@@ -1,0 +1,192 @@
+// `npm run bench:wait`: the long-poll of GET /v1/orders/:key?wait= on one ingest process.
+//   1. hold: N orders queued with no worker running, N concurrent `?wait=60` requests open on
+//      them — ingest's RSS before and while they wait; then a worker starts, the orders apply
+//      and every answer's delay after its order's applied_at (set just before COMMIT, so an upper
+//      bound of COMMIT → answer) is recorded (the backlog drains at the worker's full rate);
+//   2. steady: orders submitted at a fixed rate with the worker running, each followed at once
+//      by a `?wait=30`; the same delay per order.
+// Options: --waiters N (10000), --rate R (orders/s of step 2, 500), --seconds S (10).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { SurgeClient } from '../client/index.js';
+import { createClient } from '../common/clients.js';
+import { freePort } from '../common/net.js';
+import { PACKAGE_ROOT } from '../common/paths.js';
+import { createTestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
+
+const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
+
+const { values } = parseArgs({
+  options: {
+    waiters: { type: 'string', default: '10000' },
+    rate: { type: 'string', default: '500' },
+    seconds: { type: 'string', default: '10' },
+  },
+});
+const WAITERS = Number(values.waiters);
+const RATE = Number(values.rate);
+const SECONDS = Number(values.seconds);
+
+function rssMb(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return kb / 1024;
+}
+
+function spawnRole(role: 'ingest' | 'work', env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, [CLI, role], { env: { ...process.env, ...env }, stdio: ['ignore', 2, 'inherit'] });
+}
+
+async function stopChild(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null) return;
+  const exited = new Promise<void>((r) => c.once('exit', () => r()));
+  c.kill('SIGTERM');
+  await exited;
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+function summary(delays: number[]): string {
+  const s = [...delays].sort((a, b) => a - b);
+  return `n ${s.length}, p50 ${percentile(s, 50)} ms, p99 ${percentile(s, 99)} ms, max ${s.at(-1)} ms`;
+}
+
+/**
+ * One long poll; resolves with the ms from its order's applied_at to the answer, or the failure.
+ * `sent` hears the request written on its connection.
+ */
+function longPoll(
+  agent: Agent,
+  url: string,
+  apiKey: string,
+  key: string,
+  wait: number,
+  sent: () => void = () => {},
+): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = request(
+      `${url}/v1/orders/${encodeURIComponent(key)}?wait=${wait}`,
+      { agent, headers: { authorization: `Bearer ${apiKey}` } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const at = Date.now();
+          const body = JSON.parse(Buffer.concat(chunks).toString()) as { status: string; applied_at?: string };
+          if (res.statusCode !== 200 || body.status === 'queued' || !body.applied_at)
+            resolve(`${res.statusCode} ${body.status}`);
+          else resolve(at - Date.parse(body.applied_at));
+        });
+      },
+    );
+    req.on('error', (e) => resolve(`error ${e.message}`));
+    req.on('finish', sent);
+    req.end();
+  });
+}
+
+async function main(): Promise<void> {
+  const scratch = await createTestEnv({ SURGE_LOG_LEVEL: 'warn', SURGE_SHARDS: '4' });
+  const pool = new pg.Pool({ connectionString: scratch.db.url, max: 1 });
+  const children: ChildProcess[] = [];
+  try {
+    const { apiKey } = await createClient(pool, 'bench-wait');
+    const port = await freePort();
+    const env = { ...scratch.env, SURGE_INGEST_PORT: String(port), SURGE_WORKER_METRICS_PORT: '0' };
+    const ingest = spawnRole('ingest', env);
+    children.push(ingest);
+    const url = `http://127.0.0.1:${port}`;
+    await waitFor('ingest /readyz', async () => (await fetch(`${url}/readyz`).catch(() => undefined))?.ok, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+    });
+    const surge = new SurgeClient({ baseUrl: url, apiKey });
+    const order = { customer_id: 'c', currency: 'EUR', items: [{ sku: 'free', qty: 1, unit_price_cents: 100 }] };
+
+    // 1. hold
+    const keys = Array.from({ length: WAITERS }, (_, i) => `hold-${i}`);
+    for (let i = 0; i < keys.length; i += 1000)
+      await surge.submitMany(keys.slice(i, i + 1000).map((key) => ({ key, order })));
+    const before = rssMb(ingest.pid);
+    const agent = new Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
+    // Opened in steps, each written before the next: thousands of connects at once overflow the
+    // listen backlog, and a connect retried a second later would count as answer delay.
+    const polls: Array<Promise<number | string>> = [];
+    const STEP = 250;
+    for (let i = 0; i < keys.length; i += STEP) {
+      let written = 0;
+      const step = keys.slice(i, i + STEP);
+      await new Promise<void>((resolve) => {
+        for (const key of step)
+          polls.push(
+            longPoll(agent, url, apiKey, key, 60, () => {
+              if (++written === step.length) resolve();
+            }),
+          );
+      });
+    }
+    // Every request written; a short settle lets ingest read the last ones.
+    await new Promise((r) => setTimeout(r, 1000));
+    let peak = 0;
+    for (let i = 0; i < 10; i++) {
+      peak = Math.max(peak, rssMb(ingest.pid));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const worker = spawnRole('work', env);
+    children.push(worker);
+    const answers = await Promise.all(polls);
+    const holdDelays = answers.filter((a): a is number => typeof a === 'number');
+    const holdFailures = answers.filter((a) => typeof a !== 'number');
+    agent.destroy();
+    console.log(`# bench:wait (${new Date().toISOString()})`);
+    console.log(`hold: ${WAITERS} concurrent ?wait=60 on queued orders; ingest RSS ${before.toFixed(1)} MB before, `);
+    console.log(`  peak ${peak.toFixed(1)} MB while they wait: growth ${(peak - before).toFixed(1)} MB`);
+    console.log(
+      `  applied_at → answer once a worker drains them: ${summary(holdDelays)}; failures ${holdFailures.length}`,
+    );
+
+    // 2. steady
+    const steadyDelays: number[] = [];
+    const steadyFailures: string[] = [];
+    const steadyAgent = new Agent({ keepAlive: true, maxSockets: 256 });
+    const started = Date.now();
+    const pending: Array<Promise<void>> = [];
+    for (let i = 0; i < RATE * SECONDS; i++) {
+      const due = started + (i * 1000) / RATE;
+      const ahead = due - Date.now();
+      if (ahead > 0) await new Promise((r) => setTimeout(r, ahead));
+      const key = `steady-${i}`;
+      pending.push(
+        (async () => {
+          const r = await surge
+            .submit(order, { key })
+            .then(() => longPoll(steadyAgent, url, apiKey, key, 30))
+            .catch((e: Error) => `submit: ${e.message}`);
+          if (typeof r === 'number') steadyDelays.push(r);
+          else steadyFailures.push(r);
+        })(),
+      );
+    }
+    await Promise.all(pending);
+    const achieved = (RATE * SECONDS * 1000) / (Date.now() - started);
+    steadyAgent.destroy();
+
+    console.log(
+      `steady: ${RATE}/s for ${SECONDS} s (achieved ${achieved.toFixed(0)}/s), each followed by ?wait=30: ` +
+        `applied_at → answer ${summary(steadyDelays)}; failures ${steadyFailures.length} ${steadyFailures.slice(0, 3).join('; ')}`,
+    );
+  } finally {
+    for (const c of children) await stopChild(c);
+    await pool.end();
+    await scratch.cleanup();
+  }
+}
+
+await main();
