@@ -25,7 +25,6 @@ export const ROUTES = {
   get: 'GET /v1/orders/:key',
   healthz: 'GET /healthz',
   readyz: 'GET /readyz',
-  metrics: 'GET /metrics',
 } as const;
 
 const LOCATION_PREFIX = '/v1/orders/';

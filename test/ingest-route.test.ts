@@ -56,7 +56,6 @@ function standIns() {
     } as unknown as Backpressure,
     writer,
     metrics,
-    registry,
     logger: createLogger('silent', 'ingest-route-test'),
     prepareBatch: async () => ({ ok: true, count: 0, prepared: [], indexes: [], invalid: [] }),
     draining: () => state.draining,
@@ -107,10 +106,9 @@ describe('ingest: one pipeline for every route', () => {
     return value?.value ?? 0;
   };
 
-  test('the route table declares every route: POST, :batch, GET, health, readiness, metrics', () => {
+  test('the route table declares every route: POST, :batch, GET, health, readiness (no /metrics)', () => {
     assert.deepEqual(routes.map((r) => `${r.method} ${r.path}${r.param ? ':key' : ''}`).sort(), [
       'GET /healthz',
-      'GET /metrics',
       'GET /readyz',
       'GET /v1/orders/:key',
       'POST /v1/orders',

@@ -146,6 +146,7 @@ export class FaultStack {
       SURGE_REDIS_PREFIX: prefix,
       SURGE_SHARDS: String(this.opts.shards),
       SURGE_INGEST_PORT: '0',
+      SURGE_INGEST_METRICS_PORT: '0',
       SURGE_WORKER_METRICS_PORT: '0',
       SURGE_LAG_EXPORTER_PORT: '0',
       SURGE_MAINTENANCE_METRICS_PORT: '0',
