@@ -21,8 +21,9 @@ function knownSeries(): Known {
   for (const [name, fn] of Object.entries(definitions)) {
     if (name.endsWith('Metrics') && typeof fn === 'function') (fn as (r: Registry) => unknown)(registry);
   }
-  // Prometheus adds these to every series; `role` is Surge's default label.
-  const common = ['job', 'instance', 'role'];
+  // Prometheus adds job and instance to every series, prometheus-operator also namespace (compose
+  // has none: the dashboard's `namespace=~".*"` matches its absence); `role` is Surge's default label.
+  const common = ['job', 'instance', 'namespace', 'role'];
   const series = new Map<string, Set<string>>();
   for (const m of registry.getMetricsAsArray()) {
     const own = (m as unknown as { labelNames?: readonly string[] }).labelNames ?? [];
@@ -41,7 +42,7 @@ function knownSeries(): Known {
   }
   registry.clear();
   // Prometheus' own target-health series, used by the role down-or-absent alerts.
-  series.set('up', new Set(common));
+  series.set('up', new Set(['job', 'instance', 'namespace']));
   return { series };
 }
 
