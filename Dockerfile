@@ -39,8 +39,9 @@ ENV NODE_ENV=production \
     SURGE_LISTEN_HOST=0.0.0.0
 # The `node` user of the base image, by number so Kubernetes' runAsNonRoot can verify it.
 USER 1000:1000
-# ingest API, worker metrics, lag exporter, maintenance metrics (common/config.ts defaults)
-EXPOSE 8080 9464 9465 9466
+# ingest API, ingest metrics, worker metrics, lag exporter, maintenance metrics (common/config.ts
+# defaults; test/deploy-image.test.ts checks the list against common/roles.ts)
+EXPOSE 8080 9463 9464 9465 9466
 # tini is PID 1: it forwards SIGTERM to node (whose handlers drain, see common/lifecycle.ts)
 # and reaps zombies. Node is started directly, never through npm (npm writes to $HOME).
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/cli/surge.js"]

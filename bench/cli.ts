@@ -33,6 +33,7 @@ interface CliOpts extends Pick<BenchOptions, PassedThrough> {
   apiKey?: string;
   databaseUrl?: string;
   lagUrl?: string;
+  ingestMetricsUrl?: string;
   env: string[];
   keepData?: boolean;
   duration: number;
@@ -91,7 +92,13 @@ export function toBenchOptions(o: CliOpts, command: string): BenchOptions {
     quick: o.quick ?? false,
     running:
       given === 3
-        ? { url: o.url as string, apiKey: o.apiKey as string, databaseUrl: o.databaseUrl as string, lagUrl: o.lagUrl }
+        ? {
+            url: o.url as string,
+            apiKey: o.apiKey as string,
+            databaseUrl: o.databaseUrl as string,
+            lagUrl: o.lagUrl,
+            ingestMetricsUrl: o.ingestMetricsUrl,
+          }
         : undefined,
     env,
     workers: o.workers,
@@ -155,6 +162,7 @@ export function addBenchCommand(
     .option('--api-key <key>', 'API key for --url')
     .option('--database-url <url>', "the running stack's PostgreSQL (accept-to-commit latency, the ledger)")
     .option('--lag-url <url>', "the running stack's lag exporter /metrics (backlog)")
+    .option('--ingest-metrics-url <url>', "the running stack's ingest /metrics (SURGE_INGEST_METRICS_PORT; memory)")
     .option(
       '--env <KEY=VALUE>',
       'environment for stacks the benchmark starts (repeatable), e.g. SURGE_BATCH_SIZE=200',

@@ -92,6 +92,7 @@ async function profile(
     REDIS_URL: s.redisUrl,
     SURGE_REDIS_PREFIX: s.prefix,
     SURGE_INGEST_PORT: String(ports.ingest),
+    SURGE_INGEST_METRICS_PORT: '0',
     SURGE_WORKER_METRICS_PORT: String(ports.work),
     SURGE_LAG_EXPORTER_PORT: String(ports.lag),
     SURGE_LOG_LEVEL: process.env.SURGE_LOG_LEVEL ?? 'warn',

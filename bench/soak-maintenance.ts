@@ -160,6 +160,7 @@ async function main(): Promise<void> {
       SURGE_SHARDS: String(shards),
       SURGE_LISTEN_HOST: '127.0.0.1',
       SURGE_INGEST_PORT: String(ports.ingest),
+      SURGE_INGEST_METRICS_PORT: '0',
       SURGE_WORKER_METRICS_PORT: String(ports.work),
       SURGE_MAINTENANCE_METRICS_PORT: String(ports.maintenance),
       SURGE_MAINTENANCE_INTERVAL_MS: String(values['maintenance-interval-ms']),

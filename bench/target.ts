@@ -207,6 +207,7 @@ export async function startSurge(opts: SurgeStartOptions): Promise<Target> {
     REDIS_URL: s.redisUrl,
     SURGE_REDIS_PREFIX: s.prefix,
     SURGE_INGEST_PORT: base.SURGE_INGEST_PORT ?? '0',
+    SURGE_INGEST_METRICS_PORT: base.SURGE_INGEST_METRICS_PORT ?? '0',
     SURGE_WORKER_METRICS_PORT: base.SURGE_WORKER_METRICS_PORT ?? '0',
     SURGE_LAG_EXPORTER_PORT: base.SURGE_LAG_EXPORTER_PORT ?? '0',
     ...(s.databaseUrl ? { DATABASE_URL: s.databaseUrl } : {}),
@@ -257,7 +258,7 @@ export async function startSurge(opts: SurgeStartOptions): Promise<Target> {
       durability: settings.durability,
     },
     memorySources: [
-      { role: 'ingest', metricsUrl: `${stack.ingestUrl}/metrics` },
+      { role: 'ingest', metricsUrl: `http://${host}:${stack.env.SURGE_INGEST_METRICS_PORT}/metrics` },
       { role: 'work', metricsUrl: `http://${host}:${stack.env.SURGE_WORKER_METRICS_PORT}/metrics` },
       ...extra.map((c, i) => ({ role: `work-${i + 2}`, pid: c.pid as number })),
     ],
@@ -277,6 +278,8 @@ export interface RunningOptions {
   databaseUrl: string;
   /** The lag exporter's /metrics URL; without it backlog is not sampled. */
   lagUrl?: string;
+  /** Ingest's /metrics URL (its own port, not the API's); without it ingest memory is not sampled. */
+  ingestMetricsUrl?: string;
 }
 
 /** A Surge stack someone else runs; nothing is started or stopped. */
@@ -287,7 +290,7 @@ export function runningSurge(o: RunningOptions): Target {
     apiKey: o.apiKey,
     databaseUrl: o.databaseUrl,
     settings: { stack: 'running (settings not known to the benchmark)' },
-    memorySources: [{ role: 'ingest', metricsUrl: `${o.url.replace(/\/$/, '')}/metrics` }],
+    memorySources: o.ingestMetricsUrl ? [{ role: 'ingest', metricsUrl: o.ingestMetricsUrl }] : [],
     backlog: async () => (o.lagUrl ? lagExporterBacklog(o.lagUrl) : undefined),
     stop: async () => {},
   };

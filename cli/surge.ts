@@ -111,7 +111,10 @@ clients
 
 program
   .command('ingest')
-  .description('run the HTTP ingest API (POST /v1/orders, :batch, GET /v1/orders/<key>, /healthz, /readyz, /metrics)')
+  .description(
+    'run the HTTP ingest API (POST /v1/orders, :batch, GET /v1/orders/<key>, /healthz, /readyz; ' +
+      '/metrics on SURGE_INGEST_METRICS_PORT)',
+  )
   .action(
     serve(
       'ingest',
@@ -119,8 +122,14 @@ program
       async (config, logger) => {
         const service = await startIngest(config, { logger });
         logger.info(
-          { url: service.url, port: service.port, durability: config.durability, shards: config.shards },
-          `ingest listening on ${service.url}`,
+          {
+            url: service.url,
+            port: service.port,
+            metricsUrl: service.metricsUrl,
+            durability: config.durability,
+            shards: config.shards,
+          },
+          `ingest listening on ${service.url} (metrics on ${service.metricsUrl}/metrics)`,
         );
         return service;
       },

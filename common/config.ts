@@ -19,6 +19,8 @@ export interface Config {
   shards: number;
   listenHost: string;
   ingestPort: number;
+  /** Ingest `/metrics` port, apart from the public API port. */
+  ingestMetricsPort: number;
   /** The request line and headers must arrive within this (slowloris guard). */
   ingestHeadersTimeoutMs: number;
   /** The whole request, body included, must arrive within this. */
@@ -225,7 +227,16 @@ const SPECS = [
     key: 'ingestPort',
     default: '8080',
     accepts: 'integer 0–65535',
-    description: 'Ingest HTTP port (API, `/healthz`, `/readyz`, `/metrics`). 0 picks a free port.',
+    description: 'Ingest HTTP API port, with `/healthz` and `/readyz` (the probes). 0 picks a free port.',
+    parse: int(0, 65535),
+  },
+  {
+    name: 'SURGE_INGEST_METRICS_PORT',
+    key: 'ingestMetricsPort',
+    default: '9463',
+    accepts: 'integer 0–65535, ≠ SURGE_INGEST_PORT',
+    description:
+      'Ingest `/metrics` port, kept off the public API port so only Prometheus need reach it. 0 picks a free port.',
     parse: int(0, 65535),
   },
   {
@@ -570,6 +581,12 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     throw new ConfigError(
       'SURGE_CONSUMER_IDLE_MS',
       `must be at least SURGE_CLAIM_TIMEOUT_MS (${config.claimTimeoutMs})`,
+    );
+  }
+  if (config.ingestMetricsPort !== 0 && config.ingestMetricsPort === config.ingestPort) {
+    throw new ConfigError(
+      'SURGE_INGEST_METRICS_PORT',
+      `must differ from SURGE_INGEST_PORT (${config.ingestPort}): /metrics is not served on the API port`,
     );
   }
   return config;

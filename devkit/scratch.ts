@@ -94,6 +94,7 @@ export async function createTestEnv(
     REDIS_URL: redisUrl,
     SURGE_REDIS_PREFIX: prefix,
     SURGE_INGEST_PORT: '0',
+    SURGE_INGEST_METRICS_PORT: '0',
     SURGE_WORKER_METRICS_PORT: '0',
     SURGE_LAG_EXPORTER_PORT: '0',
     SURGE_MAINTENANCE_METRICS_PORT: '0',

@@ -25,7 +25,6 @@ export const ROUTES = {
   get: 'GET /v1/orders/:key',
   healthz: 'GET /healthz',
   readyz: 'GET /readyz',
-  metrics: 'GET /metrics',
   openapi: 'GET /openapi.json',
 } as const;
 

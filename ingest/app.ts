@@ -1,9 +1,9 @@
 // The ingest HTTP API (v1): the route table — POST /v1/orders, POST /v1/orders:batch,
-// GET /v1/orders/:key, /healthz, /readyz and /metrics — served by the one request pipeline
-// (pipeline.ts). Every error is application/problem+json (RFC 9457). The app holds no
+// GET /v1/orders/:key, /healthz and /readyz — served by the one request pipeline (pipeline.ts).
+// /metrics is not here: it is on its own port (SURGE_INGEST_METRICS_PORT, server.ts), so the
+// public port does not show the process's internals to every client. Every error is application/problem+json (RFC 9457). The app holds no
 // connections of its own: `startIngest` (server.ts) builds them.
 import type { Server } from 'node:http';
-import type { Registry } from 'prom-client';
 import type { Config } from '../common/config.js';
 import type { Pool } from '../common/db.js';
 import { idemKey, shardFor, shardOfStream } from '../common/keys.js';
@@ -45,7 +45,6 @@ export interface IngestAppDeps extends PipelineDeps {
   backpressure: Backpressure;
   writer: OrderWriter;
   metrics: IngestMetrics;
-  registry: Registry;
   /** Wakes `?wait` requests when their order's outcome is published. */
   outcomes: Pick<OutcomeWaiters, 'wait'>;
   /** Parses, checks and prepares a `:batch` body (on a thread when configured: ingest/batch.ts). */
@@ -276,10 +275,6 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
     plain(ROUTE_SPECS.readyz, (x) => {
       const why = deps.draining() ? 'draining' : backpressure.redisUp ? undefined : 'redis unreachable';
       send(x, deps, why ? 503 : 200, [], 'text/plain; charset=utf-8', why ? `not ready: ${why}\n` : 'ready\n');
-    }),
-    plain(ROUTE_SPECS.metrics, async (x) => {
-      const text = await deps.registry.metrics();
-      send(x, deps, 200, [], deps.registry.contentType, text);
     }),
     plain(ROUTE_SPECS.openapi, (x) => sendJson(x, deps, 200, contract)),
   ];

@@ -184,18 +184,6 @@ export const ROUTE_SPECS = {
     },
     problems: [],
   },
-  metrics: {
-    method: 'GET',
-    path: '/metrics',
-    label: ROUTES.metrics,
-    auth: false,
-    shed: false,
-    operationId: 'metrics',
-    summary: 'Prometheus metrics',
-    description: "The process's metrics in the Prometheus text format (docs/metrics.md).",
-    success: { 200: { description: 'Metrics.', contentType: 'text/plain', schema: { type: 'string' } } },
-    problems: [],
-  },
   openapi: {
     method: 'GET',
     path: '/openapi.json',

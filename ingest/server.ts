@@ -1,7 +1,8 @@
 // Starts ingest: Redis (no offline queue, no command retries: an outage is a fast 503), the
-// PostgreSQL pool (API keys, order state), the durability check, the backpressure timer and the
-// HTTP server (app.ts). `stop()` is graceful and safe to call twice: /readyz turns 503, the listener
-// stops accepting, in-flight requests finish, then Redis and PostgreSQL are closed.
+// PostgreSQL pool (API keys, order state), the durability check, the backpressure timer, the
+// metrics listener (SURGE_INGEST_METRICS_PORT) and the API server (app.ts). `stop()` is graceful
+// and safe to call twice: /readyz turns 503, the API listener stops accepting, in-flight requests
+// finish, then the metrics listener, Redis and PostgreSQL are closed.
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Config } from '../common/config.js';
@@ -9,6 +10,7 @@ import { createPool } from '../common/db.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { createRedis, redisReady } from '../common/redis.js';
 import { createRegistry, ingestMetrics } from '../metrics/definitions.js';
+import { type MetricsServer, startMetricsServer } from '../metrics/server.js';
 import { buildIngestApp } from './app.js';
 import { Authenticator } from './auth.js';
 import { Backpressure } from './backpressure.js';
@@ -40,8 +42,10 @@ export const INGEST_REDIS_OPTIONS = {
 
 export interface IngestService {
   port: number;
-  /** http://host:port */
+  /** http://host:port of the API */
   url: string;
+  /** http://host:port of /metrics (SURGE_INGEST_METRICS_PORT) */
+  metricsUrl: string;
   stop(): Promise<void>;
 }
 
@@ -61,7 +65,9 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
   const batches = new BatchPreparer(config, metrics);
   const outcomes = new OutcomeWaiters(config, logger);
   let draining = false;
+  let metricsServer: MetricsServer | undefined;
   const closeConnections = async () => {
+    await metricsServer?.close();
     backpressure.stop();
     door.stop();
     await batches.close().catch(() => {});
@@ -85,6 +91,13 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     }
     await backpressure.start();
     outcomes.start();
+    // /metrics alone: the probes stay on the API port, so they test the listener clients use.
+    metricsServer = await startMetricsServer({
+      registry,
+      host: config.listenHost,
+      port: config.ingestMetricsPort,
+      probes: false,
+    });
   } catch (err) {
     await closeConnections();
     throw err;
@@ -101,7 +114,6 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     backpressure,
     writer,
     metrics,
-    registry,
     logger,
     door,
     prepareBatch: batches.prepare,
@@ -127,6 +139,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
   return {
     port,
     url: `http://${host}:${port}`,
+    metricsUrl: `http://${host}:${metricsServer.port}`,
     stop() {
       stopping ??= (async () => {
         draining = true;

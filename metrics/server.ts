@@ -1,5 +1,6 @@
-// A minimal HTTP server for processes that only expose /metrics, /healthz and /readyz
-// (workers, the lag exporter). Ingest serves the same paths through its own pipeline (ingest/pipeline.ts).
+// A minimal HTTP server for /metrics, /healthz and /readyz: the only listener of the workers, the
+// lag exporter and maintenance, and ingest's metrics listener (/metrics alone: its probes stay on
+// the API port, served by its own pipeline, ingest/pipeline.ts).
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
@@ -12,6 +13,8 @@ export interface MetricsServerOptions {
   beforeScrape?: () => Promise<void>;
   /** /readyz answers 200 while this returns true. */
   ready?: () => boolean;
+  /** Serve /healthz and /readyz (default true); false: /metrics only. */
+  probes?: boolean;
 }
 
 export interface MetricsServer {
@@ -35,6 +38,8 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
       })().catch((err: unknown) => {
         res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics unavailable: ${(err as Error).message}\n`);
       });
+    } else if (options.probes === false) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     } else if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {

@@ -16,7 +16,7 @@ import { createPool, ensureDatabase } from '../common/db.js';
 import { migrate } from '../common/migrate.js';
 import { freePort, httpOk } from '../common/net.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
-import { ROLE_PORTS, ROLES, type Role } from '../common/roles.js';
+import { ROLE_PORTS, ROLES, type Role, rolePorts } from '../common/roles.js';
 
 export interface UpOptions {
   /** Folder for the embedded PostgreSQL, a started Redis and the dev key. Default `<project>/.data`. */
@@ -335,24 +335,27 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
     const apiKey = await devApiKey(databaseUrl, opts.dataDir);
 
     const host = config.listenHost;
-    // Every role serves /readyz on its own port; 0 = pick a free one now so the banner can say it.
-    const ports = {} as Record<Role, number>;
+    // Every port of every role (its probes, its /metrics); 0 = pick a free one now so the banner
+    // can say it.
+    const ports = new Map<string, number>();
     for (const role of ROLES) {
-      const { variable, key } = ROLE_PORTS[role];
-      let port = config[key];
-      if (opts.roles.includes(role)) {
-        if (port === 0) port = await freePort();
-        else if (!(await portAvailable(host, port))) {
-          throw new Error(`port ${port} on ${host} is in use; set ${variable} to a free port (or 0 for any)`);
+      for (const { variable, key } of rolePorts(role)) {
+        let port = config[key];
+        if (opts.roles.includes(role)) {
+          if (port === 0) port = await freePort();
+          else if (!(await portAvailable(host, port))) {
+            throw new Error(`port ${port} on ${host} is in use; set ${variable} to a free port (or 0 for any)`);
+          }
         }
+        ports.set(variable, port);
       }
-      ports[role] = port;
     }
+    const probePort = (role: Role) => ports.get(ROLE_PORTS[role].probes.variable) ?? 0;
     const env: Record<string, string> = {
       ...(process.env as Record<string, string>),
       REDIS_URL: redisUrl,
       DATABASE_URL: databaseUrl,
-      ...Object.fromEntries(ROLES.map((r) => [ROLE_PORTS[r].variable, String(ports[r])])),
+      ...Object.fromEntries([...ports].map(([variable, port]) => [variable, String(port)])),
     };
 
     let stopping = false;
@@ -415,14 +418,14 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
 
     for (const c of children) launch(c);
     const localHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
-    const readyUrls = opts.roles.map((r) => `http://${localHost}:${ports[r]}/readyz`);
+    const readyUrls = opts.roles.map((r) => `http://${localHost}:${probePort(r)}/readyz`);
     try {
       await Promise.all(readyUrls.map((u) => waitUntil(u, () => httpOk(u), 60_000, opts.signal)));
     } catch (e) {
       await stop(1);
       throw e;
     }
-    const ingestUrl = `http://${localHost}:${ports.ingest}`;
+    const ingestUrl = `http://${localHost}:${probePort('ingest')}`;
     return { ingestUrl, apiKey, env, done, stop };
   } catch (e) {
     await runCleanups();
@@ -435,7 +438,7 @@ export function banner(stack: RunningStack, config: Config): string {
   const host = stack.ingestUrl.replace(/^http:\/\//, '').replace(/:\d+$/, '');
   const body = '{"customer_id":"cust-1","currency":"EUR","items":[{"sku":"sku-1","qty":1,"unit_price_cents":1999}]}';
   const metricsPages = [
-    `ingest ${stack.ingestUrl}/metrics`,
+    `ingest http://${host}:${e.SURGE_INGEST_METRICS_PORT}/metrics`,
     `workers http://${host}:${e.SURGE_WORKER_METRICS_PORT}/metrics`,
     `lag http://${host}:${e.SURGE_LAG_EXPORTER_PORT}/metrics`,
     `maintenance http://${host}:${e.SURGE_MAINTENANCE_METRICS_PORT}/metrics`,

@@ -79,6 +79,24 @@ describe('the compose checks catch what they claim to', () => {
       (d) => (d.services.ingest!.ports = ['8080:3000']),
       /publishes container port 3000, but SURGE_INGEST_PORT is 8080/,
     ],
+    [
+      'Prometheus scraping ingest elsewhere than its metrics port',
+      (d) =>
+        (d.services.ingest!.environment = { ...d.services.ingest!.environment, SURGE_INGEST_METRICS_PORT: '9999' }),
+      /prometheus: scrapes ingest at ingest:9463, not its \/metrics port \(SURGE_INGEST_METRICS_PORT\)/,
+    ],
+    [
+      "ingest's metrics port never scraped",
+      (d) =>
+        (d.services.ingest!.environment = { ...d.services.ingest!.environment, SURGE_INGEST_METRICS_PORT: '9999' }),
+      /prometheus: does not scrape ingest at ingest:9999/,
+    ],
+    [
+      "ingest's health check on its metrics port",
+      (d) =>
+        (d.services.ingest!.healthcheck = { test: ['CMD', 'node', '-e', "fetch('http://127.0.0.1:9463/readyz')"] }),
+      /service ingest: health check on port 9463, but SURGE_INGEST_PORT is 8080/,
+    ],
     ['an unknown role', (d) => (d.services.worker!.command = ['worker']), /command "worker" is not a surge role/],
     ['a floating image tag', (d) => (d.services.redis!.image = 'redis:latest'), /image redis:latest is not pinned/],
     [

@@ -14,6 +14,8 @@ import pg from 'pg';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv, type TestEnv, uniqueName } from '../devkit/scratch.js';
 import { freePort } from '../common/net.js';
+import { loadConfig } from '../common/config.js';
+import { ROLE_PORTS, ROLES, rolePorts } from '../common/roles.js';
 import { waitFor } from '../devkit/wait.js';
 
 const run = promisify(execFile);
@@ -114,6 +116,16 @@ describe('Dockerfile', () => {
     assert.ok(copies.includes('--from=deps /app/node_modules ./node_modules'));
     assert.ok(copies.includes('--from=build /out/app ./'));
     assert.equal(ops(rt, 'WORKDIR').at(-1), '/app');
+  });
+
+  test('runtime EXPOSEs every port a role listens on by default (probes and /metrics)', () => {
+    const exposed = ops(stage('runtime'), 'EXPOSE')
+      .flatMap((a) => a.split(/\s+/))
+      .map((p) => Number(p.split('/')[0]))
+      .sort();
+    const defaults = loadConfig({});
+    const wanted = [...new Set(ROLES.flatMap((r) => rolePorts(r).map((p) => defaults[p.key])))].sort();
+    assert.deepEqual(exposed, wanted);
   });
 
   test('the build context has what the build copies and leaves out the rest (.dockerignore)', () => {
@@ -223,19 +235,22 @@ describe('the image start command from a production install', () => {
 
   // The long-running roles: start, become ready, stop on SIGTERM with exit code 0 (what tini
   // forwards when Kubernetes or compose stops the container).
-  const roles = [
-    { role: 'ingest', portVar: 'SURGE_INGEST_PORT' },
-    { role: 'work', portVar: 'SURGE_WORKER_METRICS_PORT' },
-    { role: 'lag-exporter', portVar: 'SURGE_LAG_EXPORTER_PORT' },
-  ];
-  for (const { role, portVar } of roles) {
-    test(`surge ${role} starts, answers /readyz and exits 0 on SIGTERM`, async () => {
+  for (const role of ['ingest', 'work', 'lag-exporter'] as const) {
+    test(`surge ${role} starts, answers /readyz and /metrics and exits 0 on SIGTERM`, async () => {
       assert.match(help, new RegExp(`^\\s+${role}\\b`, 'm'), `surge --help lists ${role}`);
+      const { probes, metrics } = ROLE_PORTS[role];
       const port = await freePort();
+      const metricsPort = metrics.variable === probes.variable ? port : await freePort();
       let output = '';
       const child = spawn(process.execPath, [cli(), role], {
         cwd: dir,
-        env: { ...process.env, ...env.env, [portVar]: String(port), SURGE_LOG_LEVEL: 'info' },
+        env: {
+          ...process.env,
+          ...env.env,
+          [probes.variable]: String(port),
+          [metrics.variable]: String(metricsPort),
+          SURGE_LOG_LEVEL: 'info',
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       children.push(child);
@@ -250,7 +265,7 @@ describe('the image start command from a production install', () => {
         },
         { timeoutMs: 30_000, intervalMs: 100 },
       );
-      assert.equal((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 200);
+      assert.equal((await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).status, 200);
       child.kill('SIGTERM');
       assert.equal(await exited, 0, `exit code after SIGTERM; output:\n${output}`);
     });

@@ -388,6 +388,34 @@ describe("Surge's manifest rules catch what they claim to", () => {
       /no containerPort 8080 \(SURGE_INGEST_PORT\)/,
     ],
     [
+      'ingest without its metrics port',
+      (o) => deployment(o, 'surge-ingest').spec.template.spec.containers[0].ports.pop(),
+      /no containerPort 9463 \(SURGE_INGEST_METRICS_PORT\)/,
+    ],
+    [
+      "a ServiceMonitor scraping ingest's API port",
+      (o) => (find(o, 'ServiceMonitor', 'surge') as Loose).spec.endpoints.push({ port: 'http', path: '/metrics' }),
+      /scrapes Deployment\/surge-ingest on Service\/surge-ingest port http \(container port 8080\), not its \/metrics port 9463/,
+    ],
+    [
+      "ingest's metrics port scraped by nobody",
+      (o) => ((find(o, 'Service', 'surge-ingest') as Loose).spec.ports[1].name = 'prom'),
+      /Deployment\/surge-ingest: no ServiceMonitor scrapes its \/metrics port 9463 \(SURGE_INGEST_METRICS_PORT\)/,
+    ],
+    [
+      "a probe on ingest's metrics port",
+      (o) => (deployment(o, 'surge-ingest').spec.template.spec.containers[0].readinessProbe.httpGet.port = 'metrics'),
+      /readinessProbe on port 9463, but SURGE_INGEST_PORT \(\/healthz, \/readyz\) is 8080/,
+    ],
+    [
+      "ingest's metrics port open to anyone",
+      (o) => {
+        const np = find(o, 'NetworkPolicy', 'surge-ingest') as Loose;
+        delete np.spec.ingress[1].from;
+      },
+      /surge-ingest: admits port metrics from anywhere/,
+    ],
+    [
       'a Service selecting nothing',
       (o) => ((find(o, 'Service', 'surge-worker') as Loose).spec.selector['app.kubernetes.io/component'] = 'workers'),
       /Service\/surge-worker: selects no workload/,

@@ -194,11 +194,11 @@ describe('ingest :batch (many orders per script call)', () => {
           )?.[1] ?? 0,
         );
       const before = await entries();
-      const onThread = await prepared(ingest.url, 'thread');
+      const onThread = await prepared(ingest.metricsUrl, 'thread');
       const first = (await send(ingest.url)).json as { results: Result[] };
-      assert.equal(await prepared(ingest.url, 'thread'), onThread + 1, 'prepared on the thread');
+      assert.equal(await prepared(ingest.metricsUrl, 'thread'), onThread + 1, 'prepared on the thread');
       const second = (await send(inPlace.url)).json as { results: Result[] };
-      assert.equal(await prepared(inPlace.url, 'main'), 1, 'prepared in place');
+      assert.equal(await prepared(inPlace.metricsUrl, 'main'), 1, 'prepared in place');
       assert.equal(await entries(), before + 300);
       assert.deepEqual(
         first.results.map((r) => [r.status, r.replayed]),

@@ -206,7 +206,7 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
       assert.equal(await admin.exists(idemKey(env.prefix, shard, client.id, 'door-shed')), 0, 'no record either');
       // Shed and answered: a retry with the same key is accepted once the load is gone.
       assert.equal((await postOrder(svc, client, 'door-shed')).status, 202);
-      const metrics = (await http(svc.url, { path: '/metrics' })).text;
+      const metrics = (await http(svc.metricsUrl, { path: '/metrics' })).text;
       assert.match(metrics, /surge_ingest_shed_total\{reason="in_flight",role="ingest"\} 1\b/);
     } finally {
       await admin.call('CLIENT', 'UNPAUSE').catch(() => {});

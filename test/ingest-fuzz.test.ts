@@ -95,7 +95,7 @@ describe('ingest fuzz (a real `surge ingest` process)', () => {
   });
   const postRaw = (key: string, body: string | Buffer, extra: Record<string, string> = {}) =>
     http(ingest.url, { method: 'POST', path: '/v1/orders', headers: headers(key, extra), body, agent });
-  const metrics = async () => (await http(ingest.url, { path: '/metrics', agent })).text;
+  const metrics = async () => (await http(ingest.metricsUrl, { path: '/metrics', agent })).text;
   const rss = async () =>
     metricValues(await metrics(), 'surge_process_process_resident_memory_bytes').get('{role="ingest"}') ?? 0;
   const reqHead = (lines: string[], body = '') => `${lines.join('\r\n')}\r\n\r\n${body}`;

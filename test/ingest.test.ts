@@ -483,11 +483,24 @@ describe('ingest', () => {
     assert.match(assertProblem(tooMany, 400).detail ?? '', /1 to 1000 orders; this one has 1001/);
   });
 
-  test('/healthz, /readyz and /metrics (request counts by route and code, orders by result, duration histogram)', async () => {
+  test('/healthz and /readyz on the API port, /metrics only on the metrics port (SURGE_INGEST_METRICS_PORT)', async () => {
+    assert.notEqual(ingest.metricsUrl, ingest.url);
     assert.equal((await http(ingest.url, { path: '/healthz' })).status, 200);
     assert.equal((await http(ingest.url, { path: '/readyz' })).status, 200);
-    const m = await http(ingest.url, { path: '/metrics' });
+    const onApi = await http(ingest.url, { path: '/metrics' });
+    assert.equal(onApi.status, 404);
+    assert.match(onApi.text, /problems#not-found/);
+    assert.doesNotMatch(onApi.text, /surge_ingest_/);
+    assert.equal((await http(ingest.metricsUrl, { path: '/healthz' })).status, 404, 'probes stay on the API port');
+    assert.equal((await http(ingest.metricsUrl, { path: '/readyz' })).status, 404, 'probes stay on the API port');
+    assert.equal((await http(ingest.metricsUrl, { path: '/v1/orders', method: 'POST' })).status, 405);
+  });
+
+  test('/metrics: request counts by route and code, orders by result, duration histogram', async () => {
+    const m = await http(ingest.metricsUrl, { path: '/metrics' });
     assert.equal(m.status, 200);
+    assert.match(m.headers['content-type'] ?? '', /^text\/plain; version=0\.0\.4/);
+    assert.match(m.text, /surge_ingest_requests_total\{route="other",code="404",role="ingest"\} [1-9]/);
     assert.match(m.text, /surge_ingest_requests_total\{route="POST \/v1\/orders",code="202",role="ingest"\} \d+/);
     assert.match(m.text, /surge_ingest_requests_total\{route="POST \/v1\/orders",code="422",role="ingest"\} [1-9]/);
     assert.match(m.text, /surge_ingest_orders_total\{result="replayed",role="ingest"\} [1-9]/);
@@ -592,7 +605,7 @@ describe('ingest backpressure', () => {
     assert.match((shed.json as Problem).type, /overloaded/);
     assert.equal((await http(svc.url, { path: '/readyz' })).status, 200);
     assert.match(
-      (await http(svc.url, { path: '/metrics' })).text,
+      (await http(svc.metricsUrl, { path: '/metrics' })).text,
       /surge_ingest_overloaded\{reason="backlog",role="ingest"\} 1/,
     );
     assert.equal(

@@ -1,7 +1,8 @@
 // The real Prometheus (Debian's `prometheus` package: /usr/bin/prometheus and /usr/bin/promtool)
 // against Surge: promtool accepts the alert rules and their unit tests and Surge's /metrics text,
 // and a Prometheus server on loopback scraping a running lag exporter answers a PromQL query for
-// the backlog with the value we built in Redis, and evaluates the alert rules.
+// the backlog with the value we built in Redis, evaluates the alert rules, and runs every query of
+// the Grafana dashboard as its "All" variables make it.
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +25,12 @@ import { defined } from './support/defined.js';
 
 const ALERTS = join(PACKAGE_ROOT, 'metrics', 'alerts.yml');
 const ALERT_TESTS = join(PACKAGE_ROOT, 'metrics', 'alerts.test.yml');
+const DASHBOARD = join(PACKAGE_ROOT, 'metrics', 'dashboard.json');
+
+interface DashboardFile {
+  panels: Array<{ title?: string; targets?: Array<{ expr: string }> }>;
+  templating: { list: Array<{ name: string; type: string; allValue?: string; query?: { query: string } }> };
+}
 /** How many rules metrics/alerts.yml holds (each starts with `- alert:`). */
 const RULE_COUNT = readFileSync(ALERTS, 'utf8').match(/^\s*- alert: /gm)?.length ?? 0;
 
@@ -240,5 +247,37 @@ describe('Prometheus and promtool against Surge', () => {
       );
       return a.data.alerts.some((x) => x.labels.alertname === 'SurgeDeadLetters' && x.state === 'firing');
     });
+  });
+
+  test('Prometheus runs every dashboard query as "All" makes it; lag exporter and maintenance panels have data', async () => {
+    assert.ok(promUrl, 'the Prometheus of the test above');
+    const dash = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as DashboardFile;
+    // Grafana substitutes each variable's allValue for "All", and a range for $__rate_interval.
+    const all = new Map(dash.templating.list.filter((v) => v.allValue).map((v) => [`$${v.name}`, v.allValue ?? '']));
+    const expand = (expr: string) =>
+      expr.replace(/\$[a-zA-Z_]\w*/g, (v) => (v === '$__rate_interval' ? '1m' : (all.get(v) ?? v)));
+    const query = async (q: string) => {
+      const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(q)}`);
+      const body = (await res.json()) as PromResult & { error?: string };
+      assert.equal(body.status, 'success', `${q}: ${body.error}`);
+      return body.data.result;
+    };
+    for (const v of dash.templating.list.filter((x) => x.type === 'query')) {
+      const selector = /^label_values\((.*),\s*\w+\)$/.exec(v.query?.query ?? '')?.[1];
+      assert.ok(selector, `variable ${v.name} is label_values(<selector>, <label>)`);
+      await query(expand(selector));
+    }
+    const jobs = (await query(expand('up{job=~"surge-.*"}'))).map((r) => r.metric.job).sort();
+    assert.deepEqual(jobs, ['surge-lag-exporter', 'surge-maintenance'], 'the job variable lists the scraped jobs');
+    const results = new Map<string, number>();
+    for (const p of dash.panels) {
+      for (const t of p.targets ?? []) {
+        const r = await query(expand(t.expr));
+        results.set(p.title ?? '', (results.get(p.title ?? '') ?? 0) + r.length);
+      }
+    }
+    // Without a namespace label (no operator here) the filters still match.
+    for (const title of ['Backlog (orders not yet applied)', 'Lag exporter up', 'Unresolved dead letters'])
+      assert.ok((results.get(title) ?? 0) > 0, `panel "${title}" has data`);
   });
 });

@@ -233,7 +233,6 @@ describe('what a live ingest answers is in the document', () => {
       ['get', '/v1/orders/{key}', http(ingest.url, { path: '/v1/orders/%ZZ', headers: auth })],
       ['get', '/healthz', http(ingest.url, { path: '/healthz' })],
       ['get', '/readyz', http(ingest.url, { path: '/readyz' })],
-      ['get', '/metrics', http(ingest.url, { path: '/metrics' })],
       ['get', '/openapi.json', http(ingest.url, { path: '/openapi.json' })],
     ];
     const seen = new Set<string>();

@@ -140,7 +140,7 @@ describe('security', () => {
           (await pool.query('SELECT 1 FROM orders WHERE idempotency_key = $1', [`${SECRET}-key`])).rowCount === 1,
       );
       const texts = [
-        (await http(ingest.url, { path: '/metrics' })).text,
+        (await http(ingest.metricsUrl, { path: '/metrics' })).text,
         (await http(`http://127.0.0.1:${worker.port}`, { path: '/metrics' })).text,
         (await http(`http://127.0.0.1:${exporter.port}`, { path: '/metrics' })).text,
       ];

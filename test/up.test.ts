@@ -76,7 +76,13 @@ describe('surge up', () => {
       const key = /Authorization: Bearer (\S+)'/.exec(out)?.[1];
       const body = /-d '(\{.*\})'/.exec(out)?.[1];
       assert.ok(url && key && body, `banner has url, key and body:\n${out}`);
-      assert.match(out, /metrics\s+ingest http:\/\/\S+\/metrics/);
+      // Ingest's /metrics is on its own port, not where orders are POSTed.
+      const ingestMetrics = /metrics\s+ingest (http:\/\/\S+\/metrics)/.exec(out)?.[1];
+      assert.ok(ingestMetrics, `banner has ingest's metrics URL:\n${out}`);
+      assert.notEqual(new URL(ingestMetrics).port, new URL(url).port);
+      const scraped = await fetch(ingestMetrics);
+      assert.equal(scraped.status, 200);
+      assert.match(await scraped.text(), /surge_ingest_requests_total/);
       const res = await fetch(url, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'idempotency-key': 'up-test-1', 'content-type': 'application/json' },

@@ -424,14 +424,16 @@ describe('workers apply orders', () => {
       await ctx.db.query(`CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN IF NEW.idempotency_key = 'k-100' THEN RAISE EXCEPTION 'poison' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$`);
       await ctx.db.query('CREATE TRIGGER poison BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION poison()');
-      const a = await startWorker(ctx.env.config, { consumerName: 'slow-a' });
-      ctx.workers.push(a);
+      // Enqueued before the worker starts, so that its first read takes all 256 as one batch (a
+      // worker already blocked on the stream would take the first entry alone).
       await enqueue(
         ctx.redis,
         ctx.env.prefix,
         1,
         Array.from({ length: 256 }, (_, i) => ({ client: 'c1', key: `k-${i}`, order: simpleOrder(i) })),
       );
+      const a = await startWorker(ctx.env.config, { consumerName: 'slow-a' });
+      ctx.workers.push(a);
       const key = streamKey(ctx.env.prefix, 0);
       await waitFor('worker a holds the batch', async () => {
         const summary = (await ctx.redis.xpending(key, GROUP)) as [

@@ -147,6 +147,7 @@ export class FaultStack {
       SURGE_REDIS_PREFIX: prefix,
       SURGE_SHARDS: String(this.opts.shards),
       SURGE_INGEST_PORT: '0',
+      SURGE_INGEST_METRICS_PORT: '0',
       SURGE_WORKER_METRICS_PORT: '0',
       SURGE_LAG_EXPORTER_PORT: '0',
       SURGE_MAINTENANCE_METRICS_PORT: '0',
@@ -274,6 +275,16 @@ export class FaultStack {
     return out;
   }
 
+  /** Each consumer's pending count and idle time, per shard, on one line (for failure messages). */
+  async consumers(): Promise<string> {
+    const parts: string[] = [];
+    for (const key of allStreamKeys(this.prefix, this.opts.shards)) {
+      const rows = (await this.admin.xinfo('CONSUMERS', key, GROUP).catch(() => [])) as unknown[][];
+      parts.push(`${key.split(':').at(-2)}: ${rows.map((r) => `${r[1]} pending ${r[3]} idle ${r[5]} ms`).join(', ')}`);
+    }
+    return `consumers ${parts.join('; ')}`;
+  }
+
   /** Backlog (lag + pending) over all shards. */
   async backlog(): Promise<number> {
     let total = 0;
@@ -287,14 +298,18 @@ export class FaultStack {
     return total;
   }
 
-  /** Logs the processes' last lines and each shard's group and consumers (when a wait fails). */
+  /**
+   * Writes the processes' last lines and each shard's group and consumers (when a wait fails) to
+   * the stack's log, or to stderr when it has none: a failure in CI must show its state.
+   */
   async dumpProcesses(): Promise<void> {
+    const log = this.opts.log ?? ((line: string) => console.error(line));
     for (const proc of [...this.ingests, ...this.workers])
-      this.log(`--- ${proc.name} (pid ${proc.pid}, ${proc.alive() ? 'alive' : 'dead'}):\n${proc.tail()}`);
+      log(`--- ${proc.name} (pid ${proc.pid}, ${proc.alive() ? 'alive' : 'dead'}):\n${proc.tail()}`);
     for (const key of allStreamKeys(this.prefix, this.opts.shards)) {
       const groups = await this.admin.xinfo('GROUPS', key).catch((e: Error) => e.message);
       const consumers = await this.admin.xinfo('CONSUMERS', key, GROUP).catch((e: Error) => e.message);
-      this.log(
+      log(
         `${key}: xlen ${await this.admin.xlen(key).catch(() => -1)} ` +
           `groups ${JSON.stringify(groups)} consumers ${JSON.stringify(consumers)}`,
       );
@@ -305,7 +320,7 @@ export class FaultStack {
         [this.dbName],
       )
       .catch((e: Error) => ({ rows: [e.message] }));
-    this.log(`sessions: ${JSON.stringify(sessions.rows)}`);
+    log(`sessions: ${JSON.stringify(sessions.rows)}`);
   }
 
   async restartIngest(i: number): Promise<void> {
@@ -381,9 +396,9 @@ export class FaultStack {
               timeoutMs: 60_000,
               intervalMs: 50,
             },
-          ).catch(async (e) => {
+          ).catch(async (e: Error) => {
             await this.dumpProcesses();
-            throw e;
+            throw new Error(`${e.message}; ${name} still holds ${await pendingOf(name)}; ${await this.consumers()}`);
           });
           await this.progress(p, 'zombie stopped');
         } finally {

@@ -52,7 +52,7 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
   const services = doc.services ?? {};
   const names = Object.keys(services);
   const surgeImages = new Set<string>();
-  const rolePorts = new Map<string, { service: string; port: number }>();
+  const rolePorts = new Map<string, RoleService>();
 
   for (const [name, s] of Object.entries(services)) {
     const where = `service ${name}`;
@@ -114,20 +114,24 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
       const host = new URL(url).hostname;
       if (!names.includes(host)) problems.push(`${where}: ${key} points at ${host}, which is not a service`);
     }
-    const portVar = ROLE_PORTS[role];
-    if (portVar) {
-      const port = config[portKey(portVar)];
-      rolePorts.set(role, { service: name, port });
+    const vars = ROLE_PORTS[role];
+    if (vars) {
+      const port = config[portKey(vars.probes)];
+      const metricsPort = config[portKey(vars.metrics)];
+      rolePorts.set(role, { service: name, port, metricsPort, metricsVar: vars.metrics });
       for (const p of s.ports ?? []) {
         const container = Number(String(p).split(':').pop());
-        if (container !== port)
-          problems.push(`${where}: publishes container port ${container}, but ${portVar} is ${port}`);
+        if (container !== port && container !== metricsPort)
+          problems.push(
+            `${where}: publishes container port ${container}, but ${vars.probes} is ${port}` +
+              (metricsPort === port ? '' : ` and ${vars.metrics} is ${metricsPort}`),
+          );
       }
       const check = (s.healthcheck?.test ?? []).join(' ');
       const hp = /127\.0\.0\.1:(\d+)\/(readyz|healthz)/.exec(check);
       if (!hp) problems.push(`${where}: no health check on /readyz or /healthz`);
       else if (Number(hp[1]) !== port)
-        problems.push(`${where}: health check on port ${hp[1]}, but ${portVar} is ${port}`);
+        problems.push(`${where}: health check on port ${hp[1]}, but ${vars.probes} is ${port}`);
     }
     if (role === 'lag-exporter' && (s.deploy?.replicas ?? 1) !== 1)
       problems.push(`${where}: the lag exporter must run exactly 1 replica`);
@@ -157,12 +161,16 @@ export function composeProblems(doc: ComposeFile, root: string): string[] {
   return problems;
 }
 
-/** Prometheus scrapes every Surge role at its configured port and loads the mounted rules. */
-function prometheusProblems(
-  doc: ComposeFile,
-  root: string,
-  rolePorts: Map<string, { service: string; port: number }>,
-): string[] {
+/** A Surge service's ports: probes (`port`) and /metrics. */
+interface RoleService {
+  service: string;
+  port: number;
+  metricsPort: number;
+  metricsVar: string;
+}
+
+/** Prometheus scrapes every Surge role at its /metrics port, and only there, and loads the mounted rules. */
+function prometheusProblems(doc: ComposeFile, root: string, rolePorts: Map<string, RoleService>): string[] {
   const problems: string[] = [];
   const prom = Object.entries(doc.services).find(([, s]) => (s.image ?? '').startsWith('prom/prometheus:'));
   if (!prom) return ['no Prometheus service'];
@@ -185,9 +193,11 @@ function prometheusProblems(
       for (const t of st.targets) targets.push({ host: t.split(':')[0] ?? '', port: Number(t.split(':')[1]) });
     for (const d of sc.dns_sd_configs ?? []) for (const n of d.names) targets.push({ host: n, port: d.port });
   }
-  for (const [role, { service, port }] of rolePorts) {
-    if (!targets.some((t) => t.host === service && t.port === port))
-      problems.push(`prometheus: does not scrape ${role} at ${service}:${port}`);
+  for (const [role, { service, metricsPort, metricsVar }] of rolePorts) {
+    if (!targets.some((t) => t.host === service && t.port === metricsPort))
+      problems.push(`prometheus: does not scrape ${role} at ${service}:${metricsPort}`);
+    for (const t of targets.filter((x) => x.host === service && x.port !== metricsPort))
+      problems.push(`prometheus: scrapes ${role} at ${service}:${t.port}, not its /metrics port (${metricsVar})`);
   }
   for (const t of targets)
     if (!(t.host in doc.services)) problems.push(`prometheus: scrapes ${t.host}, which is not a service`);

@@ -38,7 +38,7 @@ import type { Registry } from 'prom-client';
 import { parseAllDocuments } from 'yaml';
 import { CONFIG_VARIABLES, loadConfig } from '../../common/config.js';
 import { allStreamKeys, GROUP } from '../../common/keys.js';
-import { ROLE_PORTS as SERVED_PORTS, ROLES } from '../../common/roles.js';
+import { type RolePort, ROLE_PORTS as SERVED_PORTS, ROLES } from '../../common/roles.js';
 import { createRegistry, lagMetrics } from '../../metrics/definitions.js';
 
 const run = promisify(execFile);
@@ -52,12 +52,14 @@ export interface K8sObject {
 }
 
 /**
- * The roles of `surge` that run in containers, and the config variable naming each one's port:
- * the long-running roles of common/roles.ts, each of which every deployment must run, and the
- * migration one-shot.
+ * The roles of `surge` that run in containers, and the config variables naming the port of each
+ * one's probes and of its /metrics: the long-running roles of common/roles.ts, each of which
+ * every deployment must run, and the migration one-shot (no port).
  */
-export const ROLE_PORTS: Readonly<Record<string, string | undefined>> = {
-  ...Object.fromEntries(ROLES.map((r) => [r, SERVED_PORTS[r].variable])),
+export const ROLE_PORTS: Readonly<Record<string, { probes: string; metrics: string } | undefined>> = {
+  ...Object.fromEntries(
+    ROLES.map((r) => [r, { probes: SERVED_PORTS[r].probes.variable, metrics: SERVED_PORTS[r].metrics.variable }]),
+  ),
   migrate: undefined,
 };
 
@@ -274,11 +276,24 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
       } catch (e) {
         problems.push(`${where}: configuration rejected: ${(e as Error).message}`);
       }
-      const portVar = ROLE_PORTS[role];
-      if (portVar) {
-        const expected = Number(env.get(portVar) ?? loadConfig({})[portKey(portVar)]);
-        if (!(c.ports ?? []).some((p) => p.containerPort === expected))
-          problems.push(`${where}: no containerPort ${expected} (${portVar})`);
+      const vars = ROLE_PORTS[role];
+      if (vars) {
+        for (const portVar of new Set([vars.probes, vars.metrics])) {
+          const expected = portFromEnv(env, portVar);
+          if (!(c.ports ?? []).some((p) => p.containerPort === expected))
+            problems.push(`${where}: no containerPort ${expected} (${portVar})`);
+        }
+        // The probes reach the port that serves /healthz and /readyz (for ingest, the API port:
+        // its metrics port answers /metrics alone).
+        const probesPort = portFromEnv(env, vars.probes);
+        for (const [what, probe] of [
+          ['readinessProbe', c.readinessProbe],
+          ['livenessProbe', c.livenessProbe],
+        ] as const) {
+          const port = containerPortOf(c, probe?.httpGet?.port);
+          if (longRunning && port !== undefined && port !== probesPort)
+            problems.push(`${where}: ${what} on port ${port}, but ${vars.probes} (/healthz, /readyz) is ${probesPort}`);
+        }
       }
       if (o.kind === 'Deployment') {
         const timeoutMs = Number(env.get('SURGE_SHUTDOWN_TIMEOUT_MS') ?? loadConfig({}).shutdownTimeoutMs);
@@ -357,6 +372,33 @@ export function surgeProblems(objects: readonly K8sObject[]): string[] {
     for (const s of services.filter(isSurge)) {
       if (!selected.includes(s)) problems.push(`${ref(sm)}: does not scrape ${ref(s)}`);
     }
+  }
+
+  // Prometheus scrapes each role's /metrics port and only that: a ServiceMonitor endpoint on
+  // ingest's API port would find no /metrics there (404) and mark the target down.
+  for (const [role, { o, c, env, template }] of surgeRoles) {
+    const metricsVar = ROLE_PORTS[role]?.metrics;
+    if (!metricsVar) continue;
+    const metricsPort = portFromEnv(env, metricsVar);
+    let scraped = false;
+    for (const s of services.filter((x) => matches(x.spec?.selector, template.metadata?.labels))) {
+      for (const m of ofKind<IServiceMonitor>(objects, 'ServiceMonitor')) {
+        if (!matches(m.spec.selector.matchLabels, s.metadata?.labels)) continue;
+        for (const ep of m.spec.endpoints ?? []) {
+          const sp = (s.spec?.ports ?? []).find((p) => p.name === ep.port);
+          const port = sp && containerPortOf(c, sp.targetPort ?? sp.port);
+          if (port === undefined) continue;
+          if (port === metricsPort) scraped = true;
+          else
+            problems.push(
+              `${ref(m)}: scrapes ${ref(o)} on ${ref(s)} port ${ep.port} (container port ${port}), ` +
+                `not its /metrics port ${metricsPort} (${metricsVar})`,
+            );
+        }
+      }
+    }
+    if (!scraped)
+      problems.push(`${ref(o)}: no ServiceMonitor scrapes its /metrics port ${metricsPort} (${metricsVar})`);
   }
 
   // Every scrape job an alert names (`up{job="surge-maintenance"}`) is scraped: the operator's
@@ -509,10 +551,24 @@ export function jobsNamedIn(expr: string): string[] {
 }
 
 /** The Config field holding the port that a ROLE_PORTS variable sets. */
-export function portKey(variable: string): (typeof SERVED_PORTS)[keyof typeof SERVED_PORTS]['key'] {
-  const found = Object.values(SERVED_PORTS).find((p) => p.variable === variable);
+export function portKey(variable: string): RolePort['key'] {
+  const found = Object.values(SERVED_PORTS)
+    .flatMap((p) => [p.probes, p.metrics])
+    .find((p) => p.variable === variable);
   if (!found) throw new Error(`${variable} names no role's port`);
   return found.key;
+}
+
+/** The port a role variable sets in a container's environment, else its default. */
+function portFromEnv(env: Map<string, string | undefined>, variable: string): number {
+  return Number(env.get(variable) ?? loadConfig({})[portKey(variable)]);
+}
+
+/** The container port a probe or a Service's targetPort names (by name or number). */
+function containerPortOf(c: IContainer, port: number | string | undefined): number | undefined {
+  if (port === undefined) return undefined;
+  if (typeof port === 'number') return port;
+  return (c.ports ?? []).find((p) => p.name === port)?.containerPort;
 }
 
 /** The metric names the lag exporter exports (from metrics/definitions.ts). */

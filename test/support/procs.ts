@@ -19,6 +19,8 @@ export interface SurgeProcess {
   port: number;
   /** http://127.0.0.1:port */
   url: string;
+  /** Where /metrics is: ingest's own metrics port, a worker's `url`. */
+  metricsUrl: string;
   /** True while the child has not exited. */
   alive(): boolean;
   /** Resolves with the exit code (null when killed by a signal). */
@@ -46,6 +48,7 @@ export async function startSurge(
   });
   const lines: string[] = [];
   let port = 0;
+  let metricsUrl: string | undefined;
   let consumer: string | undefined;
   let buffered = '';
   const onData = (chunk: Buffer) => {
@@ -58,8 +61,9 @@ export async function startSurge(
       if (lines.length > 60) lines.shift();
       if (port === 0 && line.includes(READY_LINE[role])) {
         try {
-          const parsed = JSON.parse(line) as { port?: number; consumer?: string };
+          const parsed = JSON.parse(line) as { port?: number; consumer?: string; metricsUrl?: string };
           port = Number(parsed.port ?? 0);
+          metricsUrl = parsed.metricsUrl;
           consumer = parsed.consumer;
         } catch {
           // not JSON: ignore
@@ -94,6 +98,7 @@ export async function startSurge(
     ...(consumer !== undefined ? { consumer } : {}),
     port,
     url: `http://127.0.0.1:${port}`,
+    metricsUrl: metricsUrl ?? `http://127.0.0.1:${port}`,
     alive,
     exited,
     tail: () => lines.slice(-20).join('\n'),
