@@ -217,6 +217,30 @@ function unstorableStrings(value: unknown, at: Array<string | number>, out: Fiel
   }
 }
 
+/**
+ * An RFC 3339 date-time as the `date-time` format reads it (ajv-formats), in parts: separator,
+ * seconds, fraction and zone are checked here against what PostgreSQL `timestamptz` stores.
+ */
+const DATE_TIME_PARTS = /^(\d{4})-\d{2}-\d{2}(.)\d{2}:\d{2}:(\d{2})(?:\.(\d+))?(?:[Zz]|[+-](\d{2})(?::?(\d{2}))?)$/s;
+
+/**
+ * Why `timestamptz` cannot store a `date-time` string as sent, or undefined. The format lets
+ * through what PostgreSQL refuses (year 0000, offsets past ±15:59, any whitespace as separator, a
+ * fractional leap second) or changes (a leap second becomes the next minute, digits past the
+ * microsecond are rounded): each would be a 202 ending as a dead letter or a changed order.
+ */
+function timestampProblem(v: string): string | undefined {
+  const m = DATE_TIME_PARTS.exec(v);
+  if (m === null) return 'must be an RFC 3339 date-time';
+  if (m[2] !== 'T' && m[2] !== 't' && m[2] !== ' ') return 'must separate date and time with T (or a space)';
+  if (m[1] === '0000') return 'must be in the years 0001–9999 (timestamptz has no year 0)';
+  if (m[3] === '60') return 'cannot be a leap second (timestamptz has no second 60)';
+  if (m[4] !== undefined && m[4].length > 6 && !/^0+$/.test(m[4].slice(6)))
+    return 'has more precision than microseconds, which timestamptz keeps';
+  if (Number(m[5] ?? 0) > 15) return 'must have a time zone offset within ±15:59';
+  return undefined;
+}
+
 export type ValidationResult = { ok: true; order: Order } | { ok: false; errors: FieldError[] };
 
 /**
@@ -231,6 +255,11 @@ export function validateOrder(body: unknown, escapeFree = false): ValidationResu
   if (!validateSchema(body)) errors.push(...ajvErrors(validateSchema.errors));
   unstorableStrings(body, [], errors, !escapeFree);
   if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
+    const placedAt = (body as { placed_at?: unknown }).placed_at;
+    if (typeof placedAt === 'string' && !errors.some((e) => e.path === '/placed_at')) {
+      const why = timestampProblem(placedAt);
+      if (why !== undefined) errors.push({ path: '/placed_at', message: why });
+    }
     const metadata = (body as { metadata?: unknown }).metadata;
     if (metadata !== undefined && metadata !== null && typeof metadata === 'object') {
       // JSON.stringify recurses: metadata nested thousands deep (it fits in 64 KiB) overflows
@@ -254,7 +283,7 @@ export function validateOrder(body: unknown, escapeFree = false): ValidationResu
 const PLAIN_ORDER_FIELDS = new Set<string>(['customer_id', 'currency', 'items', 'order_id', 'placed_at']);
 const CURRENCY = /^[A-Z]{3}$/;
 /** UTC date-time with a `Z`, as Date#toISOString writes it (fraction optional). */
-const UTC_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?Z$/;
+const UTC_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?Z$/;
 const MONTH_DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
 /** A string within the schema's 1–64 characters: UTF-16 units bound its code points from above. */
@@ -266,7 +295,10 @@ function integerIn(v: unknown, min: number, max: number): boolean {
   return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 }
 
-/** A subset of the `date-time` format: leap seconds and offsets are left to the full check. */
+/**
+ * A subset of what validateOrder accepts as placed_at: years from 0001, at most microseconds;
+ * leap seconds, offsets and longer fractions are left to the full check.
+ */
 function utcDateTime(v: unknown): boolean {
   if (typeof v !== 'string') return false;
   const m = UTC_DATE_TIME.exec(v);
@@ -276,7 +308,7 @@ function utcDateTime(v: unknown): boolean {
   const day = Number(m[3]);
   const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
   const days = month === 2 && leap ? 29 : (MONTH_DAYS[month - 1] ?? 0);
-  return day >= 1 && day <= days && Number(m[4]) <= 23 && Number(m[5]) <= 59 && Number(m[6]) <= 59;
+  return year >= 1 && day >= 1 && day <= days && Number(m[4]) <= 23 && Number(m[5]) <= 59 && Number(m[6]) <= 59;
 }
 
 /**

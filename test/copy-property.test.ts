@@ -170,6 +170,14 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
         '2024-01-01t00:00:00z',
         '2024-01-01',
         '+012024-01-01T00:00:00.000Z',
+        '0000-01-01T00:00:00Z',
+        '0001-01-01T00:00:00Z',
+        '2024-01-01T00:00:00.123456Z',
+        '2024-01-01T00:00:00.1234567Z',
+        '2024-01-01T00:00:00.1234560Z',
+        '2024-01-01T00:00:00+15:59',
+        '2024-01-01T00:00:00+16:00',
+        '2024-01-01\u00a000:00:00Z',
       ),
       fc.string(),
     );
@@ -236,6 +244,70 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
       }),
       { numRuns: RUNS * 25 },
     );
+  });
+
+  test('placed_at: accepted exactly when PostgreSQL timestamptz stores the instant sent', async () => {
+    const two = (max: number) => fc.integer({ min: 0, max }).map((n) => String(n).padStart(2, '0'));
+    const stamp = fc
+      .record({
+        year: fc.oneof(fc.integer({ min: 0, max: 9999 }), fc.constantFrom(0, 1, 9999)),
+        month: two(12),
+        day: two(31),
+        sep: fc.constantFrom('T', 't', ' ', '\t', '\u00a0', '\n'),
+        h: two(23),
+        m: two(59),
+        s: fc.oneof(two(59), fc.constant('60')),
+        fraction: fc.oneof(fc.constant(''), fc.stringMatching(/^\.[0-9]{1,9}$/), fc.constant('.1234560')),
+        zone: fc.oneof(
+          fc.constantFrom('Z', 'z', '+15:59', '-15:59', '+16:00', '-00:00'),
+          fc
+            .tuple(fc.constantFrom('+', '-'), two(23), two(59), fc.constantFrom(':', ''))
+            .map(([sign, h, m, colon]) => `${sign}${h}${colon}${m}`),
+          fc.tuple(fc.constantFrom('+', '-'), two(23)).map(([sign, h]) => `${sign}${h}`),
+        ),
+      })
+      .map(
+        (p) =>
+          `${String(p.year).padStart(4, '0')}-${p.month}-${p.day}${p.sep}${p.h}:${p.m}:${p.s}${p.fraction}${p.zone}`,
+      );
+    /** The instant a valid RFC 3339 date-time names, in microseconds since the epoch, computed apart from PostgreSQL. */
+    const micros = (v: string): bigint => {
+      const m = /^(\d{4})-(\d\d)-(\d\d).(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[Zz]|([+-])(\d\d):?(\d\d)?)$/s.exec(v);
+      const [, y, mo, d, h, mi, s, f, sign, oh, om] = defined(m ?? undefined, v);
+      const day = new Date(0);
+      day.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
+      const offset = (Number(oh ?? 0) * 60 + Number(om ?? 0)) * (sign === '-' ? -1 : 1);
+      const seconds = BigInt(day.getTime() / 1000) + BigInt(Number(h) * 3600 + (Number(mi) - offset) * 60 + Number(s));
+      return seconds * 1_000_000n + BigInt((f ?? '').padEnd(6, '0').slice(0, 6));
+    };
+    let accepted = 0;
+    let refused = 0;
+    await fc.assert(
+      fc.asyncProperty(stamp, async (v) => {
+        const valid = validateOrder({
+          customer_id: 'c',
+          currency: 'EUR',
+          items: [{ sku: 'a', qty: 1, unit_price_cents: 1 }],
+          placed_at: v,
+        }).ok;
+        let stored: bigint | undefined;
+        try {
+          const r = await pool.query<{ us: string }>(
+            'SELECT (extract(epoch FROM $1::timestamptz) * 1000000)::numeric(30,0)::text AS us',
+            [v],
+          );
+          stored = BigInt(defined(r.rows[0], 'a row').us);
+        } catch {
+          stored = undefined;
+        }
+        if (valid) {
+          accepted++;
+          assert.equal(stored, micros(v), `${JSON.stringify(v)} is accepted, so stored as sent`);
+        } else refused++;
+      }),
+      { numRuns: RUNS * 25 },
+    );
+    assert.ok(accepted > 0 && refused > 0, `both branches exercised (${accepted} accepted, ${refused} refused)`);
   });
 
   test('COPY text encoding: specials escaped, \\N only for NULL, one line per row', () => {

@@ -247,6 +247,21 @@ describe('ingest', () => {
     assert.deepEqual(neg.errors, [{ path: '/items/0/qty', message: 'must be >= 1' }]);
   });
 
+  test('a placed_at timestamptz cannot store as sent → 400 naming /placed_at, nothing written', async () => {
+    const before = await entries();
+    for (const placed_at of ['0000-01-01T00:00:00Z', '2024-01-01T00:00:00+23:59', '2024-01-01T00:00:00.1234567Z']) {
+      const p = assertProblem(await post(`pa-${placed_at}`, order({ placed_at })), 400);
+      assert.match(p.type, /#invalid-order$/);
+      assert.deepEqual(
+        p.errors?.map((e) => e.path),
+        ['/placed_at'],
+        placed_at,
+      );
+    }
+    assert.equal(await entries(), before);
+    assert.equal((await post('pa-ok', order({ placed_at: '0001-01-01T00:00:00+15:59' }))).status, 202);
+  });
+
   test('101 items → 400 on /items (100 are accepted)', async () => {
     const items = (n: number) => Array.from({ length: n }, (_, i) => ({ sku: `s${i}`, qty: 1, unit_price_cents: 1 }));
     const p = assertProblem(await post('items-101', order({ items: items(101) })), 400);

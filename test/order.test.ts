@@ -70,6 +70,31 @@ describe('order schema', () => {
     );
   });
 
+  test('placed_at: what timestamptz stores as sent is accepted; the rest names the field and why', () => {
+    const at = (placed_at: string) => {
+      const r = validateOrder({ ...good, placed_at });
+      return r.ok ? 'ok' : r.errors.map((e) => `${e.path} ${e.message}`).join('; ');
+    };
+    for (const v of [
+      '0001-01-01T00:00:00Z',
+      '9999-12-31T23:59:59.999999-15:59',
+      '2024-01-01t00:00:00z',
+      '2024-01-01 00:00:00+05:30',
+      '2024-01-01T00:00:00+0530',
+      '2024-01-01T00:00:00.1234560000Z',
+    ])
+      assert.equal(at(v), 'ok', v);
+    assert.match(at('0000-01-01T00:00:00Z'), /^\/placed_at .*years 0001–9999/);
+    assert.match(at('2024-01-01T00:00:00+23:59'), /^\/placed_at .*within ±15:59/);
+    assert.match(at('2024-01-01T00:00:00-16:00'), /^\/placed_at .*within ±15:59/);
+    assert.match(at('2016-12-31T23:59:60Z'), /^\/placed_at .*leap second/);
+    assert.match(at('2016-12-31T23:59:60.5Z'), /^\/placed_at .*leap second/);
+    assert.match(at('2024-01-01T00:00:00.1234567Z'), /^\/placed_at .*microseconds/);
+    assert.match(at('2024-01-01\u00a000:00:00Z'), /^\/placed_at .*separate date and time/);
+    assert.match(at('2024-01-01\t00:00:00Z'), /^\/placed_at .*separate date and time/);
+    assert.equal(at('2024-01-01T00:00:00'), '/placed_at must match format "date-time"', 'one error per field');
+  });
+
   test('idempotency keys: 1–255 printable ASCII', () => {
     assert.equal(idempotencyKeyProblem('abc-123'), undefined);
     assert.match(idempotencyKeyProblem(undefined) ?? '', /required/);
