@@ -348,6 +348,92 @@ export function idempotencyKeyProblem(key: string | undefined): string | undefin
 }
 
 /**
+ * Where JSON text may hold a number a double cannot hold exactly. A number literal (after `:`,
+ * `,` or `[`) with at most 15 significant digits and no exponent is always exact (a double keeps
+ * 15 decimal digits, and such a literal is within 1e-15…1e15); the others are checked one by one.
+ * Strings may match too: that only costs the closer look.
+ */
+const MAYBE_INEXACT = /[:,[]\s*-?(?:\d[\d.]*[eE]|[\d.]{16})/;
+const NUMBER_LITERAL = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+const DECIMAL_PARTS = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/;
+
+/** A JSON number literal's exact decimal value as `<sign><digits>e<exponent>`, digits without leading or trailing zeros; '0' for zero. */
+function decimalValue(literal: string): string {
+  const m = DECIMAL_PARTS.exec(literal);
+  if (m === null) return literal;
+  const fraction = m[3] ?? '';
+  let digits = (m[2]! + fraction).replace(/^0+/, '');
+  if (digits === '') return '0';
+  let exponent = Number(m[4] ?? 0) - fraction.length;
+  const kept = digits.replace(/0+$/, '');
+  exponent += digits.length - kept.length;
+  digits = kept;
+  return `${m[1]}${digits}e${exponent}`;
+}
+
+/**
+ * True when the literal's value survives JSON.parse and the canonical text exactly: it is finite
+ * as a double and the double's shortest text (JSON.stringify, what the entry carries and jsonb
+ * or the integer columns store) has the same decimal value. `1.0`, `1e2` and `-0` pass;
+ * `1e400`, `12345678901234567890` and `0.30000000000000001` do not.
+ */
+function exactNumber(literal: string): boolean {
+  const x = Number(literal);
+  return Number.isFinite(x) && decimalValue(literal) === decimalValue(JSON.stringify(x));
+}
+
+/**
+ * The numbers of valid JSON text that would not be stored as sent, by JSON pointer: JSON.parse
+ * turns each number into a double, so `1e400` became null in jsonb and `12345678901234567890`
+ * another integer, while the fingerprint of the changed order matched a body that really said
+ * so. A literal a later duplicate key replaces is checked too. Usually returns at once (see
+ * MAYBE_INEXACT); otherwise walks the text, tracking the path.
+ */
+export function inexactNumbers(text: string): FieldError[] {
+  if (!MAYBE_INEXACT.test(text)) return [];
+  const out: FieldError[] = [];
+  const at: Array<string | number> = [];
+  const inArray: boolean[] = [];
+  let expectKey = false;
+  let i = 0;
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      if (expectKey) {
+        at[at.length - 1] = JSON.parse(text.slice(i, j + 1)) as string;
+        expectKey = false;
+      }
+      i = j + 1;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      NUMBER_LITERAL.lastIndex = i;
+      const literal = NUMBER_LITERAL.exec(text)?.[0] ?? text[i]!;
+      if (!exactNumber(literal))
+        out.push({
+          path: pointer(at),
+          message: 'is a number that cannot be stored exactly (past a double’s range or precision)',
+        });
+      i += literal.length;
+    } else {
+      if (c === 0x7b || c === 0x5b) {
+        inArray.push(c === 0x5b);
+        at.push(c === 0x5b ? 0 : '');
+        expectKey = c === 0x7b;
+      } else if (c === 0x7d || c === 0x5d) {
+        inArray.pop();
+        at.pop();
+      } else if (c === 0x2c) {
+        if (inArray[inArray.length - 1]) (at[at.length - 1] as number)++;
+        else expectKey = true;
+      }
+      i++;
+    }
+  }
+  return out;
+}
+
+/**
  * JSON with object keys sorted at every level: equal orders give equal text. Built by string
  * concatenation (no per-level arrays): it runs once per order on the ingest hot path.
  */

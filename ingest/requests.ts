@@ -3,7 +3,7 @@
 // prepared (canonical text, fingerprint, shard, keys). No HTTP and no connections here, so a
 // piscina thread can run `prepareBatch` off the event loop (ingest/batch-thread.ts).
 import type { Config } from '../common/config.js';
-import { type FieldError, idempotencyKeyProblem, type Order, validateOrder } from '../common/order.js';
+import { type FieldError, idempotencyKeyProblem, inexactNumbers, type Order, validateOrder } from '../common/order.js';
 import { type PreparedOrder, prepareOrder } from './writer.js';
 
 const MAX_BATCH_ORDERS = 1000;
@@ -65,8 +65,13 @@ export function problem(
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** `escapeFree`: the text holds no `\u` escape (validateOrder then skips its per-string check). */
-type Parsed = { ok: true; value: unknown; escapeFree: boolean } | { ok: false; problem: Problem };
+/**
+ * `escapeFree`: the text holds no `\u` escape (validateOrder then skips its per-string check).
+ * `inexact`: the numbers of the text that would not be stored as sent (inexactNumbers).
+ */
+type Parsed =
+  | { ok: true; value: unknown; escapeFree: boolean; inexact: FieldError[] }
+  | { ok: false; problem: Problem };
 
 /** Decodes bytes as strict UTF-8: invalid bytes are an error, not U+FFFD. */
 function decodeUtf8(bytes: Uint8Array): { ok: true; text: string } | { ok: false; problem: Problem } {
@@ -96,7 +101,8 @@ export function parseJson(bytes: Uint8Array): Parsed {
   if (!decoded.ok) return decoded;
   const text = decoded.text;
   try {
-    return { ok: true, value: JSON.parse(text), escapeFree: escapeFree(text) };
+    const value: unknown = JSON.parse(text);
+    return { ok: true, value, escapeFree: escapeFree(text), inexact: inexactNumbers(text) };
   } catch (e) {
     return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
   }
@@ -107,7 +113,8 @@ export function checkOrderBody(bytes: Uint8Array): { ok: true; order: Order } | 
   const parsed = parseJson(bytes);
   if (!parsed.ok) return parsed;
   const valid = validateOrder(parsed.value, parsed.escapeFree);
-  if (!valid.ok) return { ok: false, problem: invalidOrder(valid.errors) };
+  if (!valid.ok || parsed.inexact.length > 0)
+    return { ok: false, problem: invalidOrder([...(valid.ok ? [] : valid.errors), ...parsed.inexact]) };
   return { ok: true, order: valid.order };
 }
 
@@ -170,7 +177,9 @@ export type BatchResult =
   | { index: number; idempotency_key: string; status: 202; replayed: boolean; location: string; body: AcceptedBody }
   | { index: number; idempotency_key: string | null; status: number; problem: Problem };
 
-type BatchItem = { ok: true; value: unknown; escapeFree: boolean } | { ok: false; problem: Problem };
+type BatchItem =
+  | { ok: true; value: unknown; escapeFree: boolean; inexact: FieldError[] }
+  | { ok: false; problem: Problem };
 
 /** Splits a batch body into items: a JSON array, or NDJSON (one order per line) by Content-Type. */
 function parseBatch(
@@ -187,7 +196,23 @@ function parseBatch(
         problem: problem(400, 'malformed-batch', 'A batch is a JSON array of orders', 'the body is not an array'),
       };
     const noEscape = parsed.escapeFree;
-    return { ok: true, value: parsed.value.map((value) => ({ ok: true, value, escapeFree: noEscape })) };
+    // The array's inexact numbers, by item: `/3/metadata/x` is item 3's `/metadata/x`.
+    const inexact = new Map<number, FieldError[]>();
+    for (const e of parsed.inexact) {
+      const m = /^\/(\d+)(.*)$/s.exec(e.path);
+      if (m === null) continue;
+      const index = Number(m[1]);
+      inexact.set(index, [...(inexact.get(index) ?? []), { path: m[2]!, message: e.message }]);
+    }
+    return {
+      ok: true,
+      value: parsed.value.map((value, index) => ({
+        ok: true,
+        value,
+        escapeFree: noEscape,
+        inexact: inexact.get(index) ?? [],
+      })),
+    };
   }
   const decoded = decodeUtf8(bytes);
   if (!decoded.ok) return decoded;
@@ -197,7 +222,8 @@ function parseBatch(
     ok: true,
     value: lines.map((line) => {
       try {
-        return { ok: true, value: JSON.parse(line) as unknown, escapeFree: noEscape };
+        const value: unknown = JSON.parse(line);
+        return { ok: true, value, escapeFree: noEscape, inexact: inexactNumbers(line) };
       } catch (e) {
         return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
       }
@@ -220,10 +246,12 @@ function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?
   const key = typeof rawKey === 'string' ? rawKey : undefined;
   const badKey = keyProblem(key, 'idempotency_key');
   const valid = validateOrder(order, item.escapeFree);
-  if (badKey || !valid.ok) {
+  const inexact = item.inexact;
+  if (badKey || !valid.ok || inexact.length > 0) {
     const errors: FieldError[] = [
       ...(badKey ? [{ path: '/idempotency_key', message: idempotencyKeyProblem(key) as string }] : []),
       ...(valid.ok ? [] : valid.errors),
+      ...inexact,
     ];
     return { ...(key !== undefined ? { key } : {}), problem: invalidOrder(errors) };
   }

@@ -10,7 +10,14 @@ import fc from 'fast-check';
 import { createPool, type Pool } from '../common/db.js';
 import { streamKey } from '../common/keys.js';
 import { decodeEntry, encodeEntry } from '../common/entry.js';
-import { canonicalJson, canonicalOrderJson, type Order, surelyValidOrder, validateOrder } from '../common/order.js';
+import {
+  canonicalJson,
+  canonicalOrderJson,
+  inexactNumbers,
+  type Order,
+  surelyValidOrder,
+  validateOrder,
+} from '../common/order.js';
 import { parseJson } from '../ingest/requests.js';
 import { applyBatch, encodeBatch, type TaskEntry } from '../workers/apply.js';
 import { copyRow, copyValue } from '../workers/copy.js';
@@ -232,15 +239,18 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
     );
   });
 
-  test('decodeEntry gives validateOrder’s verdict on the entry’s text, escaped or not', () => {
+  test('decodeEntry gives the verdict of validateOrder and inexactNumbers on the entry’s text, escaped or not', () => {
+    const qty = fc.constantFrom(undefined, '1.0', '1e0', '1.00000000000000001', '2.0000000000000000001e0', '1e400');
     fc.assert(
-      fc.property(orderArb, fc.boolean(), (o, escapeAll) => {
-        // An entry written by anything, not only ingest: NUL and lone surrogates arrive as \u…
+      fc.property(orderArb, fc.boolean(), qty, (o, escapeAll, firstQty) => {
+        // An entry written by anything, not only ingest: NUL and lone surrogates arrive as \u…,
+        // numbers as any literal (the quick check sees only the double JSON.parse made of it).
         let text = JSON.stringify(o);
         if (escapeAll)
           text = text.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+        if (firstQty !== undefined) text = text.replace(/"qty":\d+/, `"qty":${firstQty}`);
         const decoded = decodeEntry(['v', '1', 'c', 'client', 'k', 'key-1', 'o', text]);
-        assert.equal(decoded.ok, validateOrder(JSON.parse(text)).ok);
+        assert.equal(decoded.ok, validateOrder(JSON.parse(text)).ok && inexactNumbers(text).length === 0, text);
       }),
       { numRuns: RUNS * 25 },
     );
@@ -308,6 +318,57 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
       { numRuns: RUNS * 25 },
     );
     assert.ok(accepted > 0 && refused > 0, `both branches exercised (${accepted} accepted, ${refused} refused)`);
+  });
+
+  test('numbers: refused exactly when what is stored (jsonb, from the canonical text) differs from what was sent', async () => {
+    const digits = (min: number, max: number) => fc.stringMatching(new RegExp(`^[0-9]{${min},${max}}$`));
+    const literal = fc
+      .record({
+        sign: fc.constantFrom('', '-'),
+        int: fc.oneof(
+          fc.constant('0'),
+          fc.tuple(fc.integer({ min: 1, max: 9 }), digits(0, 24)).map(([d, r]) => `${d}${r}`),
+        ),
+        fraction: fc.option(digits(1, 24), { nil: undefined }),
+        exponent: fc.option(
+          fc.tuple(fc.constantFrom('e', 'E'), fc.constantFrom('', '+', '-'), fc.integer({ min: 0, max: 400 })),
+          { nil: undefined },
+        ),
+      })
+      .map(
+        (n) =>
+          `${n.sign}${n.int}${n.fraction === undefined ? '' : `.${n.fraction}`}` +
+          (n.exponent === undefined ? '' : `${n.exponent[0]}${n.exponent[1]}${n.exponent[2]}`),
+      );
+    let exact = 0;
+    let inexact = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(literal, { minLength: 1, maxLength: 3 }), async (literals) => {
+        const text = `{"m":{${literals.map((l, i) => `"n${i}":[${l}]`).join(',')}}}`;
+        const refused = inexactNumbers(text).map((e) => e.path);
+        const parsed = JSON.parse(text) as { m: Record<string, [number]> };
+        for (const [i, l] of literals.entries()) {
+          const x = defined(parsed.m[`n${i}`], 'the number')[0];
+          // What the stage writes (JSON.stringify; a non-finite double becomes null), against the literal, both as jsonb.
+          const same = Number.isFinite(x)
+            ? defined(
+                (
+                  await pool.query<{ same: boolean }>('SELECT $1::jsonb = $2::jsonb AS same', [
+                    `[${l}]`,
+                    JSON.stringify([x]),
+                  ])
+                ).rows[0],
+                'a row',
+              ).same
+            : false;
+          assert.equal(refused.includes(`/m/n${i}/0`), !same, `${l} is stored as ${JSON.stringify(x)}`);
+          if (same) exact++;
+          else inexact++;
+        }
+      }),
+      { numRuns: RUNS * 10 },
+    );
+    assert.ok(exact > 0 && inexact > 0, `both branches exercised (${exact} exact, ${inexact} not)`);
   });
 
   test('COPY text encoding: specials escaped, \\N only for NULL, one line per row', () => {

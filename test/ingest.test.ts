@@ -262,6 +262,52 @@ describe('ingest', () => {
     assert.equal((await post('pa-ok', order({ placed_at: '0001-01-01T00:00:00+15:59' }))).status, 202);
   });
 
+  test('numbers a double cannot hold → 400 naming each; bodies that store differently never replay each other', async () => {
+    const raw = (metadata: string) =>
+      `{"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}],"metadata":${metadata}}`;
+    const before = await entries();
+    const p = assertProblem(
+      await post('num-1', undefined, { raw: raw('{"big":1e400,"id":12345678901234567890}') }),
+      400,
+    );
+    assert.deepEqual(
+      p.errors?.map((e) => e.path),
+      ['/metadata/big', '/metadata/id'],
+    );
+    const qty = assertProblem(
+      await post('num-qty', undefined, { raw: raw('{}').replace('"qty":1', '"qty":1.00000000000000001') }),
+      400,
+    );
+    assert.deepEqual(
+      qty.errors?.map((e) => e.path),
+      ['/items/0/qty'],
+    );
+    assert.equal(await entries(), before);
+    // What the refused body would have been stored as is an order of its own, not a replay of it…
+    const stored = await post('num-1', undefined, { raw: raw('{"big":null,"id":12345678901234567000}') });
+    assert.equal(stored.status, 202);
+    assert.equal(stored.headers['idempotent-replayed'], undefined);
+    // …and the same values written otherwise (1.2345678901234567e19, 1.0) are the same order.
+    const same = await post('num-1', undefined, { raw: raw('{"id":1.2345678901234567E+19,"big":null}') });
+    assert.equal(same.headers['idempotent-replayed'], 'true');
+    assert.equal((await post('num-2', undefined, { raw: raw('{"n":1}') })).status, 202);
+    assert.equal((await post('num-2', undefined, { raw: raw('{"n":1.0}') })).headers['idempotent-replayed'], 'true');
+    const batch = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json' },
+      body: `[${raw('{"ok":1}').replace('{', '{"idempotency_key":"num-b0",')},${raw('{"x":[0.30000000000000001]}').replace('{', '{"idempotency_key":"num-b1",')}]`,
+    });
+    const results = (batch.json as { results: Array<{ status: number; problem?: Problem }> }).results;
+    assert.deepEqual(
+      results.map((r) => [r.status, r.problem?.errors?.map((e) => e.path)]),
+      [
+        [202, undefined],
+        [400, ['/metadata/x/0']],
+      ],
+    );
+  });
+
   test('101 items → 400 on /items (100 are accepted)', async () => {
     const items = (n: number) => Array.from({ length: n }, (_, i) => ({ sku: `s${i}`, qty: 1, unit_price_cents: 1 }));
     const p = assertProblem(await post('items-101', order({ items: items(101) })), 400);
