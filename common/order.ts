@@ -4,6 +4,7 @@
 import { hash } from 'node:crypto';
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsImport from 'ajv-formats';
+import { ISO_4217_CODES, ISO_4217_PUBLISHED } from './iso-4217.js';
 
 export interface OrderItem {
   sku: string;
@@ -68,7 +69,7 @@ const ORDER_FIELDS: { [K in keyof Order]-?: OrderField<Order[K]> } = {
     stage: (v) => v,
   },
   currency: {
-    schema: { type: 'string', pattern: '^[A-Z]{3}$' },
+    schema: { type: 'string', enum: ISO_4217_CODES },
     required: true,
     json: jsonString,
     column: 'currency',
@@ -164,9 +165,13 @@ function ajvErrors(errors: ErrorObject[] | null | undefined): FieldError[] {
       const missing = (e.params as { missingProperty: string }).missingProperty;
       return { path: `${e.instancePath}/${escapePointer(missing)}`, message: 'is required' };
     }
+    if (e.keyword === 'enum' && e.instancePath === '/currency')
+      return { path: e.instancePath, message: CURRENCY_MESSAGE };
     return { path: e.instancePath, message: e.message ?? e.keyword };
   });
 }
+
+const CURRENCY_MESSAGE = `must be an ISO 4217 alphabetic code (List One published ${ISO_4217_PUBLISHED})`;
 
 function escapePointer(s: string): string {
   return s.replace(/~/g, '~0').replace(/\//g, '~1');
@@ -281,7 +286,7 @@ export function validateOrder(body: unknown, escapeFree = false): ValidationResu
 
 /** The top-level fields surelyValidOrder looks at; any other field (metadata too) sends the order to validateOrder. */
 const PLAIN_ORDER_FIELDS = new Set<string>(['customer_id', 'currency', 'items', 'order_id', 'placed_at']);
-const CURRENCY = /^[A-Z]{3}$/;
+const CURRENCIES = new Set(ISO_4217_CODES);
 /** UTC date-time with a `Z`, as Date#toISOString writes it (fraction optional). */
 const UTC_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?Z$/;
 const MONTH_DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
@@ -322,7 +327,7 @@ export function surelyValidOrder(body: unknown, escapeFree: boolean): body is Or
   const o = body as Record<string, unknown>;
   for (const k in o) if (!PLAIN_ORDER_FIELDS.has(k)) return false;
   if (!boundedString(o.customer_id)) return false;
-  if (typeof o.currency !== 'string' || !CURRENCY.test(o.currency)) return false;
+  if (typeof o.currency !== 'string' || !CURRENCIES.has(o.currency)) return false;
   if (o.order_id !== undefined && !boundedString(o.order_id)) return false;
   if (o.placed_at !== undefined && !utcDateTime(o.placed_at)) return false;
   const items = o.items;

@@ -308,6 +308,16 @@ describe('ingest', () => {
     );
   });
 
+  test('a currency of the right shape that ISO 4217 does not list → 400 on /currency', async () => {
+    const p = assertProblem(await post('cur-zzz', order({ currency: 'ZZZ' })), 400);
+    assert.deepEqual(
+      p.errors?.map((e) => e.path),
+      ['/currency'],
+    );
+    assert.match(p.errors?.[0]?.message ?? '', /ISO 4217/);
+    assert.equal((await post('cur-chf', order({ currency: 'CHF' }))).status, 202);
+  });
+
   test('101 items → 400 on /items (100 are accepted)', async () => {
     const items = (n: number) => Array.from({ length: n }, (_, i) => ({ sku: `s${i}`, qty: 1, unit_price_cents: 1 }));
     const p = assertProblem(await post('items-101', order({ items: items(101) })), 400);
