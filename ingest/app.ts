@@ -203,7 +203,7 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
     shed: false,
     async handle(x) {
       const key = x.param;
-      const bad = keyProblem(key, 'the key in the path');
+      const bad = keyProblem(key, 'the key in the path', true);
       if (bad) {
         sendProblem(x, deps, bad);
         return;

@@ -156,8 +156,25 @@ export function idempotencyKeyHeader(raw: string): { ok: true; key: string } | {
   };
 }
 
-export function keyProblem(key: string | undefined, where: string): Problem | undefined {
+/**
+ * Why a key cannot name a new order, or undefined: idempotencyKeyProblem's rules, and not `.` or
+ * `..`. Location is `/v1/orders/` + the encoded key, and a client resolving it removes such a
+ * dot segment (RFC 3986 § 5.2.4), encoded or not: WHATWG URL parsers take `%2E%2E` for `..`
+ * too, and RFC 3986 normalization decodes `%2E`. No Location could lead back to the order.
+ */
+function newKeyProblem(key: string | undefined): string | undefined {
   const msg = idempotencyKeyProblem(key);
+  if (msg !== undefined || (key !== '.' && key !== '..')) return msg;
+  return 'cannot be "." or "..": a URL path segment of only dots is removed, so no Location could name the order';
+}
+
+/**
+ * A 400 for a key that fails the rules, or undefined. `lookup`: the key only names an order to
+ * find, which need not be a new order's key (an order accepted under `..` before that rule is
+ * found at `/v1/orders/%2E%2E` by a client that sends the path as it is).
+ */
+export function keyProblem(key: string | undefined, where: string, lookup = false): Problem | undefined {
+  const msg = lookup ? idempotencyKeyProblem(key) : newKeyProblem(key);
   if (msg === undefined) return undefined;
   return problem(
     400,
@@ -249,7 +266,7 @@ function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?
   const inexact = item.inexact;
   if (badKey || !valid.ok || inexact.length > 0) {
     const errors: FieldError[] = [
-      ...(badKey ? [{ path: '/idempotency_key', message: idempotencyKeyProblem(key) as string }] : []),
+      ...(badKey ? [{ path: '/idempotency_key', message: newKeyProblem(key) as string }] : []),
       ...(valid.ok ? [] : valid.errors),
       ...inexact,
     ];

@@ -220,6 +220,61 @@ describe('ingest', () => {
     assert.equal(await entries(), before + 2);
   });
 
+  test('Location leads back to the order for any key a client resolves it against; "." and ".." are refused', async () => {
+    const tricky = [
+      '...',
+      '.a',
+      'a.',
+      '..a',
+      'a/b',
+      '../x',
+      '%2E%2E',
+      '%2e',
+      'a%2Fb',
+      '?q=1',
+      '#frag',
+      "~!*'()",
+      ';,=&+$@:[]{}|\\^`"<>',
+    ];
+    for (const key of tricky) {
+      const res = await post(key, order());
+      assert.equal(res.status, 202, `${key}: ${res.text}`);
+      // As a client follows it: WHATWG URL resolution (dot segments removed, %2E%2E included).
+      const target = new URL(String(res.headers.location), ingest.url);
+      const found = await http(ingest.url, {
+        path: target.pathname + target.search,
+        headers: { authorization: `Bearer ${alice.apiKey}` },
+      });
+      assert.equal(found.status, 200, `${key} → ${res.headers.location} → ${target.pathname}: ${found.text}`);
+      assert.equal((found.json as { idempotency_key: string }).idempotency_key, key);
+    }
+    const before = await entries();
+    for (const key of ['.', '..']) {
+      const p = assertProblem(await post(key, order()), 400);
+      assert.match(p.type, /#invalid-idempotency-key$/);
+      assert.match(p.detail ?? '', /"\." or "\.\."/);
+    }
+    const batch = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify([{ idempotency_key: '..', ...order() }]),
+    });
+    const [only] = (batch.json as { results: Array<{ status: number; problem: Problem }> }).results;
+    assert.equal(only?.status, 400);
+    assert.deepEqual(
+      only?.problem.errors?.map((e) => e.path),
+      ['/idempotency_key'],
+    );
+    assert.equal(await entries(), before);
+    // A lookup of such a key (an order accepted before the rule) is still answered, not refused.
+    assert.equal(
+      (await http(ingest.url, { path: '/v1/orders/%2E%2E', headers: { authorization: `Bearer ${alice.apiKey}` } }))
+        .status,
+      404,
+    );
+  });
+
   test('malformed JSON → 400', async () => {
     const p = assertProblem(await post('bad-json', undefined, { raw: '{"customer_id": "a", ' }), 400);
     assert.match(p.type, /malformed-json/);
