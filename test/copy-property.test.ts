@@ -24,6 +24,7 @@ import { applyBatch, encodeBatch, type TaskEntry } from '../workers/apply.js';
 import { copyRow, copyValue } from '../workers/copy.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { defined } from './support/defined.js';
+import { numberLiteral, rfc3339Micros, rfc3339Stamp } from './support/order-text.js';
 
 const RUNS = Number(process.env.SURGE_PROPERTY_RUNS ?? 40);
 const NASTY = [
@@ -258,43 +259,10 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
   });
 
   test('placed_at: accepted exactly when PostgreSQL timestamptz stores the instant sent', async () => {
-    const two = (max: number) => fc.integer({ min: 0, max }).map((n) => String(n).padStart(2, '0'));
-    const stamp = fc
-      .record({
-        year: fc.oneof(fc.integer({ min: 0, max: 9999 }), fc.constantFrom(0, 1, 9999)),
-        month: two(12),
-        day: two(31),
-        sep: fc.constantFrom('T', 't', ' ', '\t', '\u00a0', '\n'),
-        h: two(23),
-        m: two(59),
-        s: fc.oneof(two(59), fc.constant('60')),
-        fraction: fc.oneof(fc.constant(''), fc.stringMatching(/^\.[0-9]{1,9}$/), fc.constant('.1234560')),
-        zone: fc.oneof(
-          fc.constantFrom('Z', 'z', '+15:59', '-15:59', '+16:00', '-00:00'),
-          fc
-            .tuple(fc.constantFrom('+', '-'), two(23), two(59), fc.constantFrom(':', ''))
-            .map(([sign, h, m, colon]) => `${sign}${h}${colon}${m}`),
-          fc.tuple(fc.constantFrom('+', '-'), two(23)).map(([sign, h]) => `${sign}${h}`),
-        ),
-      })
-      .map(
-        (p) =>
-          `${String(p.year).padStart(4, '0')}-${p.month}-${p.day}${p.sep}${p.h}:${p.m}:${p.s}${p.fraction}${p.zone}`,
-      );
-    /** The instant a valid RFC 3339 date-time names, in microseconds since the epoch, computed apart from PostgreSQL. */
-    const micros = (v: string): bigint => {
-      const m = /^(\d{4})-(\d\d)-(\d\d).(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[Zz]|([+-])(\d\d):?(\d\d)?)$/s.exec(v);
-      const [, y, mo, d, h, mi, s, f, sign, oh, om] = defined(m ?? undefined, v);
-      const day = new Date(0);
-      day.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
-      const offset = (Number(oh ?? 0) * 60 + Number(om ?? 0)) * (sign === '-' ? -1 : 1);
-      const seconds = BigInt(day.getTime() / 1000) + BigInt(Number(h) * 3600 + (Number(mi) - offset) * 60 + Number(s));
-      return seconds * 1_000_000n + BigInt((f ?? '').padEnd(6, '0').slice(0, 6));
-    };
     let accepted = 0;
     let refused = 0;
     await fc.assert(
-      fc.asyncProperty(stamp, async (v) => {
+      fc.asyncProperty(rfc3339Stamp, async (v) => {
         const valid = validateOrder({
           customer_id: 'c',
           currency: 'EUR',
@@ -313,7 +281,7 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
         }
         if (valid) {
           accepted++;
-          assert.equal(stored, micros(v), `${JSON.stringify(v)} is accepted, so stored as sent`);
+          assert.equal(stored, rfc3339Micros(v), `${JSON.stringify(v)} is accepted, so stored as sent`);
         } else refused++;
       }),
       { numRuns: RUNS * 25 },
@@ -322,29 +290,10 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
   });
 
   test('numbers: refused exactly when what is stored (jsonb, from the canonical text) differs from what was sent', async () => {
-    const digits = (min: number, max: number) => fc.stringMatching(new RegExp(`^[0-9]{${min},${max}}$`));
-    const literal = fc
-      .record({
-        sign: fc.constantFrom('', '-'),
-        int: fc.oneof(
-          fc.constant('0'),
-          fc.tuple(fc.integer({ min: 1, max: 9 }), digits(0, 24)).map(([d, r]) => `${d}${r}`),
-        ),
-        fraction: fc.option(digits(1, 24), { nil: undefined }),
-        exponent: fc.option(
-          fc.tuple(fc.constantFrom('e', 'E'), fc.constantFrom('', '+', '-'), fc.integer({ min: 0, max: 400 })),
-          { nil: undefined },
-        ),
-      })
-      .map(
-        (n) =>
-          `${n.sign}${n.int}${n.fraction === undefined ? '' : `.${n.fraction}`}` +
-          (n.exponent === undefined ? '' : `${n.exponent[0]}${n.exponent[1]}${n.exponent[2]}`),
-      );
     let exact = 0;
     let inexact = 0;
     await fc.assert(
-      fc.asyncProperty(fc.array(literal, { minLength: 1, maxLength: 3 }), async (literals) => {
+      fc.asyncProperty(fc.array(numberLiteral, { minLength: 1, maxLength: 3 }), async (literals) => {
         const text = `{"m":{${literals.map((l, i) => `"n${i}":[${l}]`).join(',')}}}`;
         const refused = inexactNumbers(text).map((e) => e.path);
         const parsed = JSON.parse(text) as { m: Record<string, [number]> };
