@@ -4,6 +4,7 @@
 import { hash } from 'node:crypto';
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsImport from 'ajv-formats';
+import { ISO_4217_CODES, ISO_4217_PUBLISHED } from './iso-4217.js';
 
 export interface OrderItem {
   sku: string;
@@ -68,7 +69,7 @@ const ORDER_FIELDS: { [K in keyof Order]-?: OrderField<Order[K]> } = {
     stage: (v) => v,
   },
   currency: {
-    schema: { type: 'string', pattern: '^[A-Z]{3}$' },
+    schema: { type: 'string', enum: ISO_4217_CODES },
     required: true,
     json: jsonString,
     column: 'currency',
@@ -164,9 +165,13 @@ function ajvErrors(errors: ErrorObject[] | null | undefined): FieldError[] {
       const missing = (e.params as { missingProperty: string }).missingProperty;
       return { path: `${e.instancePath}/${escapePointer(missing)}`, message: 'is required' };
     }
+    if (e.keyword === 'enum' && e.instancePath === '/currency')
+      return { path: e.instancePath, message: CURRENCY_MESSAGE };
     return { path: e.instancePath, message: e.message ?? e.keyword };
   });
 }
+
+const CURRENCY_MESSAGE = `must be an ISO 4217 alphabetic code (List One published ${ISO_4217_PUBLISHED})`;
 
 function escapePointer(s: string): string {
   return s.replace(/~/g, '~0').replace(/\//g, '~1');
@@ -217,6 +222,30 @@ function unstorableStrings(value: unknown, at: Array<string | number>, out: Fiel
   }
 }
 
+/**
+ * An RFC 3339 date-time as the `date-time` format reads it (ajv-formats), in parts: separator,
+ * seconds, fraction and zone are checked here against what PostgreSQL `timestamptz` stores.
+ */
+const DATE_TIME_PARTS = /^(\d{4})-\d{2}-\d{2}(.)\d{2}:\d{2}:(\d{2})(?:\.(\d+))?(?:[Zz]|[+-](\d{2})(?::?(\d{2}))?)$/s;
+
+/**
+ * Why `timestamptz` cannot store a `date-time` string as sent, or undefined. The format lets
+ * through what PostgreSQL refuses (year 0000, offsets past ±15:59, any whitespace as separator, a
+ * fractional leap second) or changes (a leap second becomes the next minute, digits past the
+ * microsecond are rounded): each would be a 202 ending as a dead letter or a changed order.
+ */
+function timestampProblem(v: string): string | undefined {
+  const m = DATE_TIME_PARTS.exec(v);
+  if (m === null) return 'must be an RFC 3339 date-time';
+  if (m[2] !== 'T' && m[2] !== 't' && m[2] !== ' ') return 'must separate date and time with T (or a space)';
+  if (m[1] === '0000') return 'must be in the years 0001–9999 (timestamptz has no year 0)';
+  if (m[3] === '60') return 'cannot be a leap second (timestamptz has no second 60)';
+  if (m[4] !== undefined && m[4].length > 6 && !/^0+$/.test(m[4].slice(6)))
+    return 'has more precision than microseconds, which timestamptz keeps';
+  if (Number(m[5] ?? 0) > 15) return 'must have a time zone offset within ±15:59';
+  return undefined;
+}
+
 export type ValidationResult = { ok: true; order: Order } | { ok: false; errors: FieldError[] };
 
 /**
@@ -231,6 +260,11 @@ export function validateOrder(body: unknown, escapeFree = false): ValidationResu
   if (!validateSchema(body)) errors.push(...ajvErrors(validateSchema.errors));
   unstorableStrings(body, [], errors, !escapeFree);
   if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
+    const placedAt = (body as { placed_at?: unknown }).placed_at;
+    if (typeof placedAt === 'string' && !errors.some((e) => e.path === '/placed_at')) {
+      const why = timestampProblem(placedAt);
+      if (why !== undefined) errors.push({ path: '/placed_at', message: why });
+    }
     const metadata = (body as { metadata?: unknown }).metadata;
     if (metadata !== undefined && metadata !== null && typeof metadata === 'object') {
       // JSON.stringify recurses: metadata nested thousands deep (it fits in 64 KiB) overflows
@@ -252,9 +286,9 @@ export function validateOrder(body: unknown, escapeFree = false): ValidationResu
 
 /** The top-level fields surelyValidOrder looks at; any other field (metadata too) sends the order to validateOrder. */
 const PLAIN_ORDER_FIELDS = new Set<string>(['customer_id', 'currency', 'items', 'order_id', 'placed_at']);
-const CURRENCY = /^[A-Z]{3}$/;
+const CURRENCIES = new Set(ISO_4217_CODES);
 /** UTC date-time with a `Z`, as Date#toISOString writes it (fraction optional). */
-const UTC_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?Z$/;
+const UTC_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?Z$/;
 const MONTH_DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
 /** A string within the schema's 1–64 characters: UTF-16 units bound its code points from above. */
@@ -266,7 +300,10 @@ function integerIn(v: unknown, min: number, max: number): boolean {
   return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 }
 
-/** A subset of the `date-time` format: leap seconds and offsets are left to the full check. */
+/**
+ * A subset of what validateOrder accepts as placed_at: years from 0001, at most microseconds;
+ * leap seconds, offsets and longer fractions are left to the full check.
+ */
 function utcDateTime(v: unknown): boolean {
   if (typeof v !== 'string') return false;
   const m = UTC_DATE_TIME.exec(v);
@@ -276,7 +313,7 @@ function utcDateTime(v: unknown): boolean {
   const day = Number(m[3]);
   const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
   const days = month === 2 && leap ? 29 : (MONTH_DAYS[month - 1] ?? 0);
-  return day >= 1 && day <= days && Number(m[4]) <= 23 && Number(m[5]) <= 59 && Number(m[6]) <= 59;
+  return year >= 1 && day >= 1 && day <= days && Number(m[4]) <= 23 && Number(m[5]) <= 59 && Number(m[6]) <= 59;
 }
 
 /**
@@ -290,7 +327,7 @@ export function surelyValidOrder(body: unknown, escapeFree: boolean): body is Or
   const o = body as Record<string, unknown>;
   for (const k in o) if (!PLAIN_ORDER_FIELDS.has(k)) return false;
   if (!boundedString(o.customer_id)) return false;
-  if (typeof o.currency !== 'string' || !CURRENCY.test(o.currency)) return false;
+  if (typeof o.currency !== 'string' || !CURRENCIES.has(o.currency)) return false;
   if (o.order_id !== undefined && !boundedString(o.order_id)) return false;
   if (o.placed_at !== undefined && !utcDateTime(o.placed_at)) return false;
   const items = o.items;
@@ -321,6 +358,92 @@ export function idempotencyKeyProblem(key: string | undefined): string | undefin
     return `is ${key.length} characters; at most ${LIMITS.maxIdempotencyKeyLength}`;
   if (!/^[\x21-\x7e]+$/.test(key)) return 'must be printable ASCII (0x21–0x7E) without spaces';
   return undefined;
+}
+
+/**
+ * Where JSON text may hold a number a double cannot hold exactly. A number literal (after `:`,
+ * `,` or `[`) with at most 15 significant digits and no exponent is always exact (a double keeps
+ * 15 decimal digits, and such a literal is within 1e-15…1e15); the others are checked one by one.
+ * Strings may match too: that only costs the closer look.
+ */
+const MAYBE_INEXACT = /[:,[]\s*-?(?:\d[\d.]*[eE]|[\d.]{16})/;
+const NUMBER_LITERAL = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+const DECIMAL_PARTS = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/;
+
+/** A JSON number literal's exact decimal value as `<sign><digits>e<exponent>`, digits without leading or trailing zeros; '0' for zero. */
+function decimalValue(literal: string): string {
+  const m = DECIMAL_PARTS.exec(literal);
+  if (m === null) return literal;
+  const fraction = m[3] ?? '';
+  let digits = (m[2]! + fraction).replace(/^0+/, '');
+  if (digits === '') return '0';
+  let exponent = Number(m[4] ?? 0) - fraction.length;
+  const kept = digits.replace(/0+$/, '');
+  exponent += digits.length - kept.length;
+  digits = kept;
+  return `${m[1]}${digits}e${exponent}`;
+}
+
+/**
+ * True when the literal's value survives JSON.parse and the canonical text exactly: it is finite
+ * as a double and the double's shortest text (JSON.stringify, what the entry carries and jsonb
+ * or the integer columns store) has the same decimal value. `1.0`, `1e2` and `-0` pass;
+ * `1e400`, `12345678901234567890` and `0.30000000000000001` do not.
+ */
+function exactNumber(literal: string): boolean {
+  const x = Number(literal);
+  return Number.isFinite(x) && decimalValue(literal) === decimalValue(JSON.stringify(x));
+}
+
+/**
+ * The numbers of valid JSON text that would not be stored as sent, by JSON pointer: JSON.parse
+ * turns each number into a double, so `1e400` became null in jsonb and `12345678901234567890`
+ * another integer, while the fingerprint of the changed order matched a body that really said
+ * so. A literal a later duplicate key replaces is checked too. Usually returns at once (see
+ * MAYBE_INEXACT); otherwise walks the text, tracking the path.
+ */
+export function inexactNumbers(text: string): FieldError[] {
+  if (!MAYBE_INEXACT.test(text)) return [];
+  const out: FieldError[] = [];
+  const at: Array<string | number> = [];
+  const inArray: boolean[] = [];
+  let expectKey = false;
+  let i = 0;
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      if (expectKey) {
+        at[at.length - 1] = JSON.parse(text.slice(i, j + 1)) as string;
+        expectKey = false;
+      }
+      i = j + 1;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      NUMBER_LITERAL.lastIndex = i;
+      const literal = NUMBER_LITERAL.exec(text)?.[0] ?? text[i]!;
+      if (!exactNumber(literal))
+        out.push({
+          path: pointer(at),
+          message: 'is a number that cannot be stored exactly (past a double’s range or precision)',
+        });
+      i += literal.length;
+    } else {
+      if (c === 0x7b || c === 0x5b) {
+        inArray.push(c === 0x5b);
+        at.push(c === 0x5b ? 0 : '');
+        expectKey = c === 0x7b;
+      } else if (c === 0x7d || c === 0x5d) {
+        inArray.pop();
+        at.pop();
+      } else if (c === 0x2c) {
+        if (inArray[inArray.length - 1]) (at[at.length - 1] as number)++;
+        else expectKey = true;
+      }
+      i++;
+    }
+  }
+  return out;
 }
 
 /**

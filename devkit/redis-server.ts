@@ -23,10 +23,16 @@ export interface RedisServer {
 }
 
 export async function startRedisServer(
-  options: { appendonly?: boolean; appendfsync?: 'always' | 'everysec'; extraArgs?: string[] } = {},
+  options: {
+    appendonly?: boolean;
+    appendfsync?: 'always' | 'everysec';
+    extraArgs?: string[];
+    /** Its data folder (removed by stop()); a new temp folder by default. */
+    dir?: string;
+  } = {},
 ): Promise<RedisServer> {
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'surge-redis-'));
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'surge-redis-'));
   const args = [
     ...redisServerArgs(port, dir, {
       appendonly: options.appendonly ?? false,

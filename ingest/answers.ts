@@ -30,6 +30,11 @@ export const ROUTES = {
 
 const LOCATION_PREFIX = '/v1/orders/';
 
+/**
+ * A 202's Location. encodeURIComponent leaves only unreserved characters and `!*'()` (RFC 3986
+ * sub-delims), all valid in a path segment as they are; `.` and `..`, the keys no encoding keeps
+ * out of dot-segment removal, are refused as new keys (requests.ts keyProblem).
+ */
 export function location(key: string): string {
   return LOCATION_PREFIX + encodeURIComponent(key);
 }

@@ -187,7 +187,7 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
     ...ROUTE_SPECS.get,
     async handle(x) {
       const key = x.param;
-      const bad = keyProblem(key, 'the key in the path');
+      const bad = keyProblem(key, 'the key in the path', true);
       if (bad) {
         sendProblem(x, deps, bad);
         return;

@@ -3,7 +3,7 @@
 // prepared (canonical text, fingerprint, shard, keys). No HTTP and no connections here, so a
 // piscina thread can run `prepareBatch` off the event loop (ingest/batch-thread.ts).
 import type { Config } from '../common/config.js';
-import { type FieldError, idempotencyKeyProblem, type Order, validateOrder } from '../common/order.js';
+import { type FieldError, idempotencyKeyProblem, inexactNumbers, type Order, validateOrder } from '../common/order.js';
 import { type PreparedOrder, prepareOrder } from './writer.js';
 
 const MAX_BATCH_ORDERS = 1000;
@@ -74,8 +74,13 @@ export function problem<S extends ProblemSlug>(
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** `escapeFree`: the text holds no `\u` escape (validateOrder then skips its per-string check). */
-type Parsed = { ok: true; value: unknown; escapeFree: boolean } | { ok: false; problem: Problem };
+/**
+ * `escapeFree`: the text holds no `\u` escape (validateOrder then skips its per-string check).
+ * `inexact`: the numbers of the text that would not be stored as sent (inexactNumbers).
+ */
+type Parsed =
+  | { ok: true; value: unknown; escapeFree: boolean; inexact: FieldError[] }
+  | { ok: false; problem: Problem };
 
 /** Decodes bytes as strict UTF-8: invalid bytes are an error, not U+FFFD. */
 function decodeUtf8(bytes: Uint8Array): { ok: true; text: string } | { ok: false; problem: Problem } {
@@ -105,7 +110,8 @@ export function parseJson(bytes: Uint8Array): Parsed {
   if (!decoded.ok) return decoded;
   const text = decoded.text;
   try {
-    return { ok: true, value: JSON.parse(text), escapeFree: escapeFree(text) };
+    const value: unknown = JSON.parse(text);
+    return { ok: true, value, escapeFree: escapeFree(text), inexact: inexactNumbers(text) };
   } catch (e) {
     return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
   }
@@ -116,7 +122,8 @@ export function checkOrderBody(bytes: Uint8Array): { ok: true; order: Order } | 
   const parsed = parseJson(bytes);
   if (!parsed.ok) return parsed;
   const valid = validateOrder(parsed.value, parsed.escapeFree);
-  if (!valid.ok) return { ok: false, problem: invalidOrder(valid.errors) };
+  if (!valid.ok || parsed.inexact.length > 0)
+    return { ok: false, problem: invalidOrder([...(valid.ok ? [] : valid.errors), ...parsed.inexact]) };
   return { ok: true, order: valid.order };
 }
 
@@ -158,8 +165,25 @@ export function idempotencyKeyHeader(raw: string): { ok: true; key: string } | {
   };
 }
 
-export function keyProblem(key: string | undefined, where: string): Problem | undefined {
+/**
+ * Why a key cannot name a new order, or undefined: idempotencyKeyProblem's rules, and not `.` or
+ * `..`. Location is `/v1/orders/` + the encoded key, and a client resolving it removes such a
+ * dot segment (RFC 3986 § 5.2.4), encoded or not: WHATWG URL parsers take `%2E%2E` for `..`
+ * too, and RFC 3986 normalization decodes `%2E`. No Location could lead back to the order.
+ */
+function newKeyProblem(key: string | undefined): string | undefined {
   const msg = idempotencyKeyProblem(key);
+  if (msg !== undefined || (key !== '.' && key !== '..')) return msg;
+  return 'cannot be "." or "..": a URL path segment of only dots is removed, so no Location could name the order';
+}
+
+/**
+ * A 400 for a key that fails the rules, or undefined. `lookup`: the key only names an order to
+ * find, which need not be a new order's key (an order accepted under `..` before that rule is
+ * found at `/v1/orders/%2E%2E` by a client that sends the path as it is).
+ */
+export function keyProblem(key: string | undefined, where: string, lookup = false): Problem | undefined {
+  const msg = lookup ? idempotencyKeyProblem(key) : newKeyProblem(key);
   if (msg === undefined) return undefined;
   return problem(
     400,
@@ -179,7 +203,9 @@ export type BatchResult =
   | { index: number; idempotency_key: string; status: 202; replayed: boolean; location: string; body: AcceptedBody }
   | { index: number; idempotency_key: string | null; status: number; problem: Problem };
 
-type BatchItem = { ok: true; value: unknown; escapeFree: boolean } | { ok: false; problem: Problem };
+type BatchItem =
+  | { ok: true; value: unknown; escapeFree: boolean; inexact: FieldError[] }
+  | { ok: false; problem: Problem };
 
 /** Splits a batch body into items: a JSON array, or NDJSON (one order per line) by Content-Type. */
 function parseBatch(
@@ -196,7 +222,23 @@ function parseBatch(
         problem: problem(400, 'malformed-batch', 'A batch is a JSON array of orders', 'the body is not an array'),
       };
     const noEscape = parsed.escapeFree;
-    return { ok: true, value: parsed.value.map((value) => ({ ok: true, value, escapeFree: noEscape })) };
+    // The array's inexact numbers, by item: `/3/metadata/x` is item 3's `/metadata/x`.
+    const inexact = new Map<number, FieldError[]>();
+    for (const e of parsed.inexact) {
+      const m = /^\/(\d+)(.*)$/s.exec(e.path);
+      if (m === null) continue;
+      const index = Number(m[1]);
+      inexact.set(index, [...(inexact.get(index) ?? []), { path: m[2]!, message: e.message }]);
+    }
+    return {
+      ok: true,
+      value: parsed.value.map((value, index) => ({
+        ok: true,
+        value,
+        escapeFree: noEscape,
+        inexact: inexact.get(index) ?? [],
+      })),
+    };
   }
   const decoded = decodeUtf8(bytes);
   if (!decoded.ok) return decoded;
@@ -206,7 +248,8 @@ function parseBatch(
     ok: true,
     value: lines.map((line) => {
       try {
-        return { ok: true, value: JSON.parse(line) as unknown, escapeFree: noEscape };
+        const value: unknown = JSON.parse(line);
+        return { ok: true, value, escapeFree: noEscape, inexact: inexactNumbers(line) };
       } catch (e) {
         return { ok: false, problem: problem(400, 'malformed-json', 'Malformed JSON', (e as Error).message) };
       }
@@ -229,10 +272,12 @@ function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?
   const key = typeof rawKey === 'string' ? rawKey : undefined;
   const badKey = keyProblem(key, 'idempotency_key');
   const valid = validateOrder(order, item.escapeFree);
-  if (badKey || !valid.ok) {
+  const inexact = item.inexact;
+  if (badKey || !valid.ok || inexact.length > 0) {
     const errors: FieldError[] = [
-      ...(badKey ? [{ path: '/idempotency_key', message: idempotencyKeyProblem(key) as string }] : []),
+      ...(badKey ? [{ path: '/idempotency_key', message: newKeyProblem(key) as string }] : []),
       ...(valid.ok ? [] : valid.errors),
+      ...inexact,
     ];
     return { ...(key !== undefined ? { key } : {}), problem: invalidOrder(errors) };
   }

@@ -10,12 +10,21 @@ import fc from 'fast-check';
 import { createPool, type Pool } from '../common/db.js';
 import { streamKey } from '../common/keys.js';
 import { decodeEntry, encodeEntry } from '../common/entry.js';
-import { canonicalJson, canonicalOrderJson, type Order, surelyValidOrder, validateOrder } from '../common/order.js';
+import { ISO_4217_CODES } from '../common/iso-4217.js';
+import {
+  canonicalJson,
+  canonicalOrderJson,
+  inexactNumbers,
+  type Order,
+  surelyValidOrder,
+  validateOrder,
+} from '../common/order.js';
 import { parseJson } from '../ingest/requests.js';
 import { applyBatch, encodeBatch, type TaskEntry } from '../workers/apply.js';
 import { copyRow, copyValue } from '../workers/copy.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { defined } from './support/defined.js';
+import { numberLiteral, rfc3339Micros, rfc3339Stamp } from './support/order-text.js';
 
 const RUNS = Number(process.env.SURGE_PROPERTY_RUNS ?? 40);
 const NASTY = [
@@ -53,7 +62,7 @@ const nastyString = (maxLength: number) =>
 const validOrderArb: fc.Arbitrary<Order> = fc.record(
   {
     customer_id: nastyString(64),
-    currency: fc.constantFrom('EUR', 'USD', 'JPY'),
+    currency: fc.constantFrom(...ISO_4217_CODES),
     items: fc.array(
       fc.record({
         sku: nastyString(64),
@@ -170,6 +179,14 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
         '2024-01-01t00:00:00z',
         '2024-01-01',
         '+012024-01-01T00:00:00.000Z',
+        '0000-01-01T00:00:00Z',
+        '0001-01-01T00:00:00Z',
+        '2024-01-01T00:00:00.123456Z',
+        '2024-01-01T00:00:00.1234567Z',
+        '2024-01-01T00:00:00.1234560Z',
+        '2024-01-01T00:00:00+15:59',
+        '2024-01-01T00:00:00+16:00',
+        '2024-01-01\u00a000:00:00Z',
       ),
       fc.string(),
     );
@@ -180,7 +197,7 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
       ),
       fc.tuple(fc.constant('placed_at'), dateLike),
       fc.tuple(fc.constantFrom('customer_id', 'order_id'), fc.string({ unit: 'binary', maxLength: 80 })),
-      fc.tuple(fc.constant('currency'), fc.string({ maxLength: 4 })),
+      fc.tuple(fc.constant('currency'), fc.oneof(fc.string({ maxLength: 4 }), fc.stringMatching(/^[A-Z]{3}$/))),
       fc.tuple(
         fc.constantFrom('sku', 'qty', 'unit_price_cents', 'line-extra'),
         fc.oneof(fc.anything(), fc.double(), fc.integer()),
@@ -224,18 +241,84 @@ describe('property: schema and COPY round-trip into PostgreSQL', () => {
     );
   });
 
-  test('decodeEntry gives validateOrder’s verdict on the entry’s text, escaped or not', () => {
+  test('decodeEntry gives the verdict of validateOrder and inexactNumbers on the entry’s text, escaped or not', () => {
+    const qty = fc.constantFrom(undefined, '1.0', '1e0', '1.00000000000000001', '2.0000000000000000001e0', '1e400');
     fc.assert(
-      fc.property(orderArb, fc.boolean(), (o, escapeAll) => {
-        // An entry written by anything, not only ingest: NUL and lone surrogates arrive as \u…
+      fc.property(orderArb, fc.boolean(), qty, (o, escapeAll, firstQty) => {
+        // An entry written by anything, not only ingest: NUL and lone surrogates arrive as \u…,
+        // numbers as any literal (the quick check sees only the double JSON.parse made of it).
         let text = JSON.stringify(o);
         if (escapeAll)
           text = text.replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+        if (firstQty !== undefined) text = text.replace(/"qty":\d+/, `"qty":${firstQty}`);
         const decoded = decodeEntry(['v', '1', 'c', 'client', 'k', 'key-1', 'o', text]);
-        assert.equal(decoded.ok, validateOrder(JSON.parse(text)).ok);
+        assert.equal(decoded.ok, validateOrder(JSON.parse(text)).ok && inexactNumbers(text).length === 0, text);
       }),
       { numRuns: RUNS * 25 },
     );
+  });
+
+  test('placed_at: accepted exactly when PostgreSQL timestamptz stores the instant sent', async () => {
+    let accepted = 0;
+    let refused = 0;
+    await fc.assert(
+      fc.asyncProperty(rfc3339Stamp, async (v) => {
+        const valid = validateOrder({
+          customer_id: 'c',
+          currency: 'EUR',
+          items: [{ sku: 'a', qty: 1, unit_price_cents: 1 }],
+          placed_at: v,
+        }).ok;
+        let stored: bigint | undefined;
+        try {
+          const r = await pool.query<{ us: string }>(
+            'SELECT (extract(epoch FROM $1::timestamptz) * 1000000)::numeric(30,0)::text AS us',
+            [v],
+          );
+          stored = BigInt(defined(r.rows[0], 'a row').us);
+        } catch {
+          stored = undefined;
+        }
+        if (valid) {
+          accepted++;
+          assert.equal(stored, rfc3339Micros(v), `${JSON.stringify(v)} is accepted, so stored as sent`);
+        } else refused++;
+      }),
+      { numRuns: RUNS * 25 },
+    );
+    assert.ok(accepted > 0 && refused > 0, `both branches exercised (${accepted} accepted, ${refused} refused)`);
+  });
+
+  test('numbers: refused exactly when what is stored (jsonb, from the canonical text) differs from what was sent', async () => {
+    let exact = 0;
+    let inexact = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(numberLiteral, { minLength: 1, maxLength: 3 }), async (literals) => {
+        const text = `{"m":{${literals.map((l, i) => `"n${i}":[${l}]`).join(',')}}}`;
+        const refused = inexactNumbers(text).map((e) => e.path);
+        const parsed = JSON.parse(text) as { m: Record<string, [number]> };
+        for (const [i, l] of literals.entries()) {
+          const x = defined(parsed.m[`n${i}`], 'the number')[0];
+          // What the stage writes (JSON.stringify; a non-finite double becomes null), against the literal, both as jsonb.
+          const same = Number.isFinite(x)
+            ? defined(
+                (
+                  await pool.query<{ same: boolean }>('SELECT $1::jsonb = $2::jsonb AS same', [
+                    `[${l}]`,
+                    JSON.stringify([x]),
+                  ])
+                ).rows[0],
+                'a row',
+              ).same
+            : false;
+          assert.equal(refused.includes(`/m/n${i}/0`), !same, `${l} is stored as ${JSON.stringify(x)}`);
+          if (same) exact++;
+          else inexact++;
+        }
+      }),
+      { numRuns: RUNS * 10 },
+    );
+    assert.ok(exact > 0 && inexact > 0, `both branches exercised (${exact} exact, ${inexact} not)`);
   });
 
   test('COPY text encoding: specials escaped, \\N only for NULL, one line per row', () => {

@@ -220,6 +220,61 @@ describe('ingest', () => {
     assert.equal(await entries(), before + 2);
   });
 
+  test('Location leads back to the order for any key a client resolves it against; "." and ".." are refused', async () => {
+    const tricky = [
+      '...',
+      '.a',
+      'a.',
+      '..a',
+      'a/b',
+      '../x',
+      '%2E%2E',
+      '%2e',
+      'a%2Fb',
+      '?q=1',
+      '#frag',
+      "~!*'()",
+      ';,=&+$@:[]{}|\\^`"<>',
+    ];
+    for (const key of tricky) {
+      const res = await post(key, order());
+      assert.equal(res.status, 202, `${key}: ${res.text}`);
+      // As a client follows it: WHATWG URL resolution (dot segments removed, %2E%2E included).
+      const target = new URL(String(res.headers.location), ingest.url);
+      const found = await http(ingest.url, {
+        path: target.pathname + target.search,
+        headers: { authorization: `Bearer ${alice.apiKey}` },
+      });
+      assert.equal(found.status, 200, `${key} → ${res.headers.location} → ${target.pathname}: ${found.text}`);
+      assert.equal((found.json as { idempotency_key: string }).idempotency_key, key);
+    }
+    const before = await entries();
+    for (const key of ['.', '..']) {
+      const p = assertProblem(await post(key, order()), 400);
+      assert.match(p.type, /#invalid-idempotency-key$/);
+      assert.match(p.detail ?? '', /"\." or "\.\."/);
+    }
+    const batch = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify([{ idempotency_key: '..', ...order() }]),
+    });
+    const [only] = (batch.json as { results: Array<{ status: number; problem: Problem }> }).results;
+    assert.equal(only?.status, 400);
+    assert.deepEqual(
+      only?.problem.errors?.map((e) => e.path),
+      ['/idempotency_key'],
+    );
+    assert.equal(await entries(), before);
+    // A lookup of such a key (an order accepted before the rule) is still answered, not refused.
+    assert.equal(
+      (await http(ingest.url, { path: '/v1/orders/%2E%2E', headers: { authorization: `Bearer ${alice.apiKey}` } }))
+        .status,
+      404,
+    );
+  });
+
   test('malformed JSON → 400', async () => {
     const p = assertProblem(await post('bad-json', undefined, { raw: '{"customer_id": "a", ' }), 400);
     assert.match(p.type, /malformed-json/);
@@ -245,6 +300,77 @@ describe('ingest', () => {
       400,
     );
     assert.deepEqual(neg.errors, [{ path: '/items/0/qty', message: 'must be >= 1' }]);
+  });
+
+  test('a placed_at timestamptz cannot store as sent → 400 naming /placed_at, nothing written', async () => {
+    const before = await entries();
+    for (const placed_at of ['0000-01-01T00:00:00Z', '2024-01-01T00:00:00+23:59', '2024-01-01T00:00:00.1234567Z']) {
+      const p = assertProblem(await post(`pa-${placed_at}`, order({ placed_at })), 400);
+      assert.match(p.type, /#invalid-order$/);
+      assert.deepEqual(
+        p.errors?.map((e) => e.path),
+        ['/placed_at'],
+        placed_at,
+      );
+    }
+    assert.equal(await entries(), before);
+    assert.equal((await post('pa-ok', order({ placed_at: '0001-01-01T00:00:00+15:59' }))).status, 202);
+  });
+
+  test('numbers a double cannot hold → 400 naming each; bodies that store differently never replay each other', async () => {
+    const raw = (metadata: string) =>
+      `{"customer_id":"c","currency":"EUR","items":[{"sku":"a","qty":1,"unit_price_cents":1}],"metadata":${metadata}}`;
+    const before = await entries();
+    const p = assertProblem(
+      await post('num-1', undefined, { raw: raw('{"big":1e400,"id":12345678901234567890}') }),
+      400,
+    );
+    assert.deepEqual(
+      p.errors?.map((e) => e.path),
+      ['/metadata/big', '/metadata/id'],
+    );
+    const qty = assertProblem(
+      await post('num-qty', undefined, { raw: raw('{}').replace('"qty":1', '"qty":1.00000000000000001') }),
+      400,
+    );
+    assert.deepEqual(
+      qty.errors?.map((e) => e.path),
+      ['/items/0/qty'],
+    );
+    assert.equal(await entries(), before);
+    // What the refused body would have been stored as is an order of its own, not a replay of it…
+    const stored = await post('num-1', undefined, { raw: raw('{"big":null,"id":12345678901234567000}') });
+    assert.equal(stored.status, 202);
+    assert.equal(stored.headers['idempotent-replayed'], undefined);
+    // …and the same values written otherwise (1.2345678901234567e19, 1.0) are the same order.
+    const same = await post('num-1', undefined, { raw: raw('{"id":1.2345678901234567E+19,"big":null}') });
+    assert.equal(same.headers['idempotent-replayed'], 'true');
+    assert.equal((await post('num-2', undefined, { raw: raw('{"n":1}') })).status, 202);
+    assert.equal((await post('num-2', undefined, { raw: raw('{"n":1.0}') })).headers['idempotent-replayed'], 'true');
+    const batch = await http(ingest.url, {
+      method: 'POST',
+      path: '/v1/orders:batch',
+      headers: { authorization: `Bearer ${alice.apiKey}`, 'content-type': 'application/json' },
+      body: `[${raw('{"ok":1}').replace('{', '{"idempotency_key":"num-b0",')},${raw('{"x":[0.30000000000000001]}').replace('{', '{"idempotency_key":"num-b1",')}]`,
+    });
+    const results = (batch.json as { results: Array<{ status: number; problem?: Problem }> }).results;
+    assert.deepEqual(
+      results.map((r) => [r.status, r.problem?.errors?.map((e) => e.path)]),
+      [
+        [202, undefined],
+        [400, ['/metadata/x/0']],
+      ],
+    );
+  });
+
+  test('a currency of the right shape that ISO 4217 does not list → 400 on /currency', async () => {
+    const p = assertProblem(await post('cur-zzz', order({ currency: 'ZZZ' })), 400);
+    assert.deepEqual(
+      p.errors?.map((e) => e.path),
+      ['/currency'],
+    );
+    assert.match(p.errors?.[0]?.message ?? '', /ISO 4217/);
+    assert.equal((await post('cur-chf', order({ currency: 'CHF' }))).status, 202);
   });
 
   test('101 items → 400 on /items (100 are accepted)', async () => {

@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ISO_4217_CODES, ISO_4217_PUBLISHED } from '../common/iso-4217.js';
 import { shardFor, streamKey } from '../common/keys.js';
+import { PACKAGE_ROOT } from '../common/paths.js';
 import { decodeEntry, encodeEntry } from '../common/entry.js';
 import {
   canonicalJson,
@@ -68,6 +72,49 @@ describe('order schema', () => {
           (e) => e.message.startsWith('is nested too deeply') && e.path === `/metadata${'/n'.repeat(32)}`,
         ),
     );
+  });
+
+  test('placed_at: what timestamptz stores as sent is accepted; the rest names the field and why', () => {
+    const at = (placed_at: string) => {
+      const r = validateOrder({ ...good, placed_at });
+      return r.ok ? 'ok' : r.errors.map((e) => `${e.path} ${e.message}`).join('; ');
+    };
+    for (const v of [
+      '0001-01-01T00:00:00Z',
+      '9999-12-31T23:59:59.999999-15:59',
+      '2024-01-01t00:00:00z',
+      '2024-01-01 00:00:00+05:30',
+      '2024-01-01T00:00:00+0530',
+      '2024-01-01T00:00:00.1234560000Z',
+    ])
+      assert.equal(at(v), 'ok', v);
+    assert.match(at('0000-01-01T00:00:00Z'), /^\/placed_at .*years 0001–9999/);
+    assert.match(at('2024-01-01T00:00:00+23:59'), /^\/placed_at .*within ±15:59/);
+    assert.match(at('2024-01-01T00:00:00-16:00'), /^\/placed_at .*within ±15:59/);
+    assert.match(at('2016-12-31T23:59:60Z'), /^\/placed_at .*leap second/);
+    assert.match(at('2016-12-31T23:59:60.5Z'), /^\/placed_at .*leap second/);
+    assert.match(at('2024-01-01T00:00:00.1234567Z'), /^\/placed_at .*microseconds/);
+    assert.match(at('2024-01-01\u00a000:00:00Z'), /^\/placed_at .*separate date and time/);
+    assert.match(at('2024-01-01\t00:00:00Z'), /^\/placed_at .*separate date and time/);
+    assert.equal(at('2024-01-01T00:00:00'), '/placed_at must match format "date-time"', 'one error per field');
+  });
+
+  test('currency: an ISO 4217 code of the committed list, whose publication docs/ingest.md names', () => {
+    const currency = (c: string) => {
+      const r = validateOrder({ ...good, currency: c });
+      return r.ok ? 'ok' : r.errors.map((e) => `${e.path} ${e.message}`).join('; ');
+    };
+    for (const c of ['EUR', 'USD', 'JPY', 'XCG', 'ZWG', 'XXX']) assert.equal(currency(c), 'ok', c);
+    for (const c of ['ZZZ', 'ABC', 'eur', 'EURO', 'HRK', ''])
+      assert.equal(
+        currency(c),
+        `/currency must be an ISO 4217 alphabetic code (List One published ${ISO_4217_PUBLISHED})`,
+      );
+    assert.ok(ISO_4217_CODES.every((c) => /^[A-Z]{3}$/.test(c)));
+    assert.deepEqual([...ISO_4217_CODES].sort(), [...new Set(ISO_4217_CODES)], 'sorted, each once');
+    assert.ok(ISO_4217_CODES.length > 170);
+    const doc = readFileSync(join(PACKAGE_ROOT, 'docs', 'ingest.md'), 'utf8');
+    assert.ok(doc.includes(`published ${ISO_4217_PUBLISHED}`), 'docs/ingest.md names the list’s publication');
   });
 
   test('idempotency keys: 1–255 printable ASCII', () => {

@@ -44,16 +44,21 @@ async function pgRun(bin: string, args: string[]): Promise<void> {
   await run(cmd, argv, { timeout: 60_000 });
 }
 
+/** The OS user the private PostgreSQL runs as when we are root (files it must own), else undefined. */
+export async function postgresOwner(): Promise<{ uid: number; gid: number } | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  return {
+    uid: Number((await run('id', ['-u', 'postgres'])).stdout.trim()),
+    gid: Number((await run('id', ['-g', 'postgres'])).stdout.trim()),
+  };
+}
+
 export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   const bin = pgBin();
   const dir = mkdtempSync(join(tmpdir(), 'surge-pg-'));
   const data = join(dir, 'data');
-  if (process.getuid?.() === 0)
-    chownSync(
-      dir,
-      Number((await run('id', ['-u', 'postgres'])).stdout.trim()),
-      Number((await run('id', ['-g', 'postgres'])).stdout.trim()),
-    );
+  const owner = await postgresOwner();
+  if (owner) chownSync(dir, owner.uid, owner.gid);
   const port = await freePort();
   await pgRun(join(bin, 'initdb'), [
     '-D',

@@ -20,7 +20,8 @@ import { http } from '../support/http.js';
 import { metricValues, type SurgeProcess, type SurgeRole, startSurge } from '../support/procs.js';
 import { type CheckResult, checkInvariants } from './checker.js';
 import { LoadClient } from './load.js';
-import { type PrivatePostgres, startPrivatePostgres } from './private-pg.js';
+import { type PrivatePostgres, postgresOwner, startPrivatePostgres } from './private-pg.js';
+import { mountSmallFs, type SmallFs } from './small-fs.js';
 
 export type FaultName =
   | 'none'
@@ -31,6 +32,8 @@ export type FaultName =
   | 'postgres-restart'
   | 'pg-terminate-backend'
   | 'postgres-read-only'
+  | 'redis-disk-full'
+  | 'postgres-disk-full'
   | 'cluster-master-restart'
   | 'mixed';
 
@@ -65,6 +68,12 @@ export interface StackOptions {
   workers?: number;
   /** Extra environment for every process. */
   env?: Record<string, string>;
+  /**
+   * Put the own redis-server's folder and the private PostgreSQL's database (a tablespace) each
+   * on a small tmpfs, for the disk-full faults. Needs root and a mountable tmpfs; without them
+   * the stack runs on the ordinary disk and `canFillDisks` is false.
+   */
+  smallDisks?: boolean;
   /** Load: concurrent senders. */
   concurrency?: number;
   /** Orders accepted between the steps of a fault (how long each step lasts, in load, not time). */
@@ -78,6 +87,9 @@ const INITIAL_STOCK = 400;
 export class FaultStack {
   redis?: RedisServer;
   pgServer?: PrivatePostgres;
+  /** The small filesystems of the disk-full faults (smallDisks), when they could be mounted. */
+  redisFs?: SmallFs;
+  pgFs?: SmallFs;
   dropDb?: () => Promise<void>;
   env: Record<string, string> = {};
   ingests: SurgeProcess[] = [];
@@ -92,8 +104,8 @@ export class FaultStack {
   private readonly scraped = new Map<number, { applied: number; duplicates: number }>();
   private scrapeTimer?: NodeJS.Timeout;
   private workerKilledInPhase = false;
-  private readonly opts: Required<Omit<StackOptions, 'cluster' | 'env' | 'log'>> &
-    Pick<StackOptions, 'cluster' | 'env' | 'log'>;
+  private readonly opts: Required<Omit<StackOptions, 'cluster' | 'env' | 'log' | 'smallDisks'>> &
+    Pick<StackOptions, 'cluster' | 'env' | 'log' | 'smallDisks'>;
   private seq = 0;
 
   constructor(options: StackOptions = {}) {
@@ -122,7 +134,12 @@ export class FaultStack {
         REDIS_CLUSTER_NODES: this.opts.cluster.seeds,
       };
     } else {
-      this.redis = await startRedisServer({ appendonly: true, appendfsync: 'always' });
+      if (this.opts.smallDisks) this.redisFs = await mountSmallFs(64);
+      this.redis = await startRedisServer({
+        appendonly: true,
+        appendfsync: 'always',
+        ...(this.redisFs ? { dir: this.redisFs.folder('redis') } : {}),
+      });
       redisEnv = { REDIS_URL: this.redis.url };
     }
     let databaseUrl: string;
@@ -130,7 +147,14 @@ export class FaultStack {
       this.pgServer = await startPrivatePostgres();
       const admin = new pg.Client({ connectionString: this.pgServer.url('postgres') });
       await admin.connect();
-      await admin.query(`CREATE DATABASE ${this.dbName}`);
+      if (this.opts.smallDisks) this.pgFs = await mountSmallFs(48);
+      if (this.pgFs) {
+        // The whole database (tables, indexes, the workers' temp staging tables) on the small
+        // filesystem; the WAL stays in the data folder.
+        const location = this.pgFs.folder('pg', await postgresOwner());
+        await admin.query(`CREATE TABLESPACE surge_small LOCATION '${location}'`);
+        await admin.query(`CREATE DATABASE ${this.dbName} TABLESPACE surge_small`);
+      } else await admin.query(`CREATE DATABASE ${this.dbName}`);
       await admin.end();
       databaseUrl = this.pgServer.url(this.dbName);
       await migrate(databaseUrl);
@@ -249,6 +273,22 @@ export class FaultStack {
       [this.client.id, keys],
     );
     return Number(r.rows[0]?.n ?? 0);
+  }
+
+  /** Both disk-full faults can run: the small filesystems were mounted. */
+  get canFillDisks(): boolean {
+    return this.redisFs !== undefined && this.pgFs !== undefined;
+  }
+
+  /** The workers' apply retries so far (surge_apply_retries_total over the live workers), of one SQLSTATE if given. */
+  private async applyRetries(sqlstate?: string): Promise<number> {
+    let n = 0;
+    for (const w of this.workers) {
+      if (!w.alive()) continue;
+      const m = metricValues((await http(w.url, { path: '/metrics' })).text, 'surge_apply_retries_total');
+      for (const [labels, v] of m) if (sqlstate === undefined || labels.includes(`sqlstate="${sqlstate}"`)) n += v;
+    }
+    return n;
   }
 
   /** The Redis key prefix of the stack's processes (start() sets it). */
@@ -417,6 +457,66 @@ export class FaultStack {
         await this.redis.restart();
         return;
       }
+      case 'redis-disk-full': {
+        // Redis cannot write its AOF. With appendfsync always it exits rather than answer a
+        // write it could not persist: ingest answers 503 meanwhile. Space returns, Redis is
+        // started again (as a supervisor would) and loads the AOF.
+        const fs = this.redisFs;
+        if (!this.redis || !fs) throw new Error('redis-disk-full needs an own redis-server on a small filesystem');
+        const failuresBefore = this.load.failures();
+        fs.fill();
+        try {
+          await waitFor(
+            'ingest notices Redis cannot write',
+            async () => (await http(this.ingest(1).url, { path: '/readyz' })).status === 503,
+            { timeoutMs: 30_000, intervalMs: 20 },
+          );
+          await waitFor('the client sees refused requests', () => this.load.failures() > failuresBefore, {
+            timeoutMs: 30_000,
+          });
+          let running = true;
+          try {
+            process.kill(this.redis.pid, 0);
+          } catch {
+            running = false;
+          }
+          this.log(
+            `redis-disk-full: redis-server ${running ? 'still running' : 'exited'}, ` +
+              `${this.load.failures() - failuresBefore} requests refused so far`,
+          );
+        } finally {
+          fs.free();
+        }
+        await this.redis.kill();
+        await this.redis.restart();
+        return;
+      }
+      case 'postgres-disk-full': {
+        // PostgreSQL cannot extend a table: the workers' batches fail (53100) and retry without
+        // acking; ingest goes on accepting into Redis. Space returns, the backlog drains.
+        const fs = this.pgFs;
+        if (!fs) throw new Error('postgres-disk-full needs the database on a small filesystem');
+        // 53100 disk_full: what PostgreSQL answers when it cannot extend a file.
+        const before = await this.applyRetries('53100');
+        fs.fill();
+        try {
+          await waitFor(
+            'workers retrying against a full disk',
+            async () => (await this.applyRetries('53100')) > before + 5,
+            {
+              timeoutMs: 60_000,
+              intervalMs: 100,
+            },
+          );
+          await this.progress(Math.ceil(p / 2), 'accepting while PostgreSQL is full');
+          this.log(
+            `postgres-disk-full: ${(await this.applyRetries('53100')) - before} apply retries (53100) while full`,
+          );
+        } finally {
+          fs.free();
+        }
+        return;
+      }
       case 'postgres-restart':
         if (!this.pgServer) throw new Error('postgres-restart needs the private PostgreSQL');
         await this.pgServer.restart('immediate');
@@ -432,14 +532,7 @@ export class FaultStack {
         }
         return;
       case 'postgres-read-only': {
-        const retries = async () => {
-          let n = 0;
-          for (const w of this.workers) {
-            const m = metricValues((await http(w.url, { path: '/metrics' })).text, 'surge_apply_retries_total');
-            for (const v of m.values()) n += v;
-          }
-          return n;
-        };
+        const retries = () => this.applyRetries();
         const before = await retries();
         await this.pool.query(
           `ALTER DATABASE ${pg.escapeIdentifier(this.dbName)} SET default_transaction_read_only = on`,
@@ -595,6 +688,8 @@ export class FaultStack {
     await this.pgServer?.stop();
     await this.dropDb?.().catch(() => {});
     await this.redis?.stop();
+    await this.redisFs?.unmount();
+    await this.pgFs?.unmount();
   }
 }
 
