@@ -215,6 +215,7 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
           retryAfter(),
         );
       };
+      if (waiter) await waiter.ready;
       const lookup = lookupOrder(deps, clientId, key);
       if (waiter) {
         // The lookup may queue for a pool connection behind many others; a published outcome

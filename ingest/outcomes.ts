@@ -1,7 +1,13 @@
-// The waiters of `GET /v1/orders/:key?wait=`: one blocking XREAD on this process's own Redis
-// connection follows every shard's outcome stream (written by the workers after COMMIT,
-// workers/outcomes.ts) and wakes the waiters of each order it reads. A waiter holds a map entry
-// and a timer — no PostgreSQL connection and no polling — so thousands can wait at once.
+// The waiters of `GET /v1/orders/:key?wait=`: while any request waits, this process follows every
+// shard's outcome stream (written by the workers after COMMIT, workers/outcomes.ts) on its own
+// Redis connection and wakes the waiters of each order it reads. A waiter holds a map entry and a
+// timer — no PostgreSQL connection — so thousands can wait at once. With nobody waiting, nothing
+// is read: ingest does not pay for every order's outcome on the hot path.
+//
+// Single Redis: one blocking XREAD over all streams. Redis Cluster refuses a multi-key XREAD
+// across slots (each shard is its own slot), so there each shard is read without blocking, in
+// parallel, every CLUSTER_POLL_MS while waiters exist.
+import { Cluster } from 'ioredis';
 import type { Config } from '../common/config.js';
 import { allOutcomeKeys } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
@@ -12,6 +18,10 @@ type Waiter = (outcome: Outcome | undefined) => void;
 
 /** Longest XREAD BLOCK (ms): also how long a stop waits for the reader. */
 const BLOCK_MS = 1000;
+/** Redis Cluster: pause between rounds of per-shard reads. */
+const CLUSTER_POLL_MS = 50;
+/** Following stops this long after the last waiter is gone (a burst of waits keeps it pinned). */
+const LINGER_MS = 5000;
 
 export class OutcomeWaiters {
   private readonly waiters = new Map<string, Set<Waiter>>();
@@ -20,6 +30,11 @@ export class OutcomeWaiters {
   private ids: string[] = [];
   private running: Promise<void> | undefined;
   private stopped = false;
+  /** Resolves once the streams' ends are pinned; undefined while not following. */
+  private pinned: Promise<void> | undefined;
+  private pinnedNow: () => void = () => {};
+  private wake: () => void = () => {};
+  private lastWaiterAt = 0;
 
   constructor(
     config: Config,
@@ -32,8 +47,8 @@ export class OutcomeWaiters {
   }
 
   /**
-   * Starts following the streams from their ends: what was published before is not needed, since
-   * a wait begins with a lookup. Does not wait for Redis (ingest may start while it is down).
+   * Starts the follower, idle until a request waits. It follows the streams from their ends: what
+   * was published before is not needed, since a wait's lookup comes after the pin (`ready`).
    */
   start(): void {
     this.running ??= this.loop();
@@ -47,10 +62,19 @@ export class OutcomeWaiters {
     }
   }
 
-  /** Waits up to `ms` for the order's outcome; undefined at the timeout. Register before looking the order up. */
-  wait(clientId: string, key: string, ms: number): { outcome: Promise<Outcome | undefined>; cancel: () => void } {
+  /**
+   * Waits up to `ms` for the order's outcome; undefined at the timeout. Register before looking
+   * the order up, and look it up once `ready` resolves: from then on a published outcome wakes
+   * the waiter, and what was published before is in the lookup.
+   */
+  wait(
+    clientId: string,
+    key: string,
+    ms: number,
+  ): { outcome: Promise<Outcome | undefined>; cancel: () => void; ready: Promise<void> } {
     const name = `${clientId}\n${key}`;
-    if (this.stopped) return { outcome: Promise.resolve(undefined), cancel: () => {} };
+    if (this.stopped) return { outcome: Promise.resolve(undefined), cancel: () => {}, ready: Promise.resolve() };
+    this.lastWaiterAt = Date.now();
     let done: Waiter = () => {};
     const outcome = new Promise<Outcome | undefined>((resolve) => {
       const timer = setTimeout(() => done(undefined), ms);
@@ -68,7 +92,15 @@ export class OutcomeWaiters {
       }
       set.add(done);
     });
-    return { outcome, cancel: () => done(undefined) };
+    if (this.pinned === undefined) {
+      this.pinned = new Promise<void>((resolve) => {
+        this.pinnedNow = resolve;
+      });
+      this.wake();
+    }
+    // Redis down: the lookup goes ahead (and answers 503) rather than waiting for the pin.
+    const ready = Promise.race([this.pinned, new Promise<void>((r) => setTimeout(r, ms).unref())]);
+    return { outcome, cancel: () => done(undefined), ready };
   }
 
   /** Orders being waited for (a gauge for tests and metrics). */
@@ -77,44 +109,76 @@ export class OutcomeWaiters {
   }
 
   private async loop(): Promise<void> {
-    while (!this.stopped && this.ids.length === 0) {
+    const cluster = this.redis instanceof Cluster;
+    while (!this.stopped) {
+      if (this.pinned === undefined) {
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+        });
+        continue;
+      }
       try {
-        await this.pin();
+        if (this.ids.length === 0) {
+          await this.pin();
+          this.pinnedNow();
+        }
+        const entries = cluster ? await this.readEach() : await this.readAll();
+        this.deliver(entries);
       } catch (err) {
         this.ids = [];
         if (this.stopped) return;
-        this.logger.warn({ err }, 'outcome streams: cannot read them yet; waiters answer at their timeout meanwhile');
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
-    while (!this.stopped) {
-      let reply: Array<[string, Array<[string, string[]]>]> | null;
-      try {
-        reply = (await this.redis.xread(
-          'COUNT',
-          1000,
-          'BLOCK',
-          BLOCK_MS,
-          'STREAMS',
-          ...this.streams,
-          ...this.ids,
-        )) as Array<[string, Array<[string, string[]]>]> | null;
-      } catch (err) {
-        if (this.stopped) return;
         this.logger.warn({ err }, 'outcome streams: read failed; waiters answer at their timeout meanwhile');
         await new Promise((r) => setTimeout(r, 500));
-        continue;
       }
-      for (const [stream, entries] of reply ?? []) {
-        const i = this.streams.indexOf(stream);
-        for (const [id, fields] of entries) {
-          this.ids[i] = id;
-          if (this.waiters.size === 0) continue;
-          const o = parseOutcome(fields);
-          if (!o) continue;
-          const set = this.waiters.get(`${o.clientId}\n${o.idempotencyKey}`);
-          if (set) for (const w of [...set]) w(o);
-        }
+      if (this.waiters.size === 0 && Date.now() - this.lastWaiterAt > LINGER_MS) {
+        this.ids = [];
+        this.pinned = undefined;
+      }
+    }
+  }
+
+  /** One blocking XREAD over every stream (single Redis). */
+  private async readAll(): Promise<Array<[number, Array<[string, string[]]>]>> {
+    const reply = (await this.redis.xread(
+      'COUNT',
+      1000,
+      'BLOCK',
+      BLOCK_MS,
+      'STREAMS',
+      ...this.streams,
+      ...this.ids,
+    )) as Array<[string, Array<[string, string[]]>]> | null;
+    return (reply ?? []).map(([stream, entries]) => [this.streams.indexOf(stream), entries]);
+  }
+
+  /** One XREAD per stream, in parallel, without blocking (Redis Cluster); pauses when all are empty. */
+  private async readEach(): Promise<Array<[number, Array<[string, string[]]>]>> {
+    const replies = await Promise.all(
+      this.streams.map(
+        (stream, i) =>
+          this.redis.xread('COUNT', 1000, 'STREAMS', stream, this.ids[i] ?? '0-0') as Promise<Array<
+            [string, Array<[string, string[]]>]
+          > | null>,
+      ),
+    );
+    const out: Array<[number, Array<[string, string[]]>]> = [];
+    replies.forEach((reply, i) => {
+      const entries = reply?.[0]?.[1];
+      if (entries && entries.length > 0) out.push([i, entries]);
+    });
+    if (out.length === 0) await new Promise((r) => setTimeout(r, CLUSTER_POLL_MS));
+    return out;
+  }
+
+  private deliver(read: Array<[number, Array<[string, string[]]>]>): void {
+    for (const [i, entries] of read) {
+      for (const [id, fields] of entries) {
+        this.ids[i] = id;
+        if (this.waiters.size === 0) continue;
+        const o = parseOutcome(fields);
+        if (!o) continue;
+        const set = this.waiters.get(`${o.clientId}\n${o.idempotencyKey}`);
+        if (set) for (const w of [...set]) w(o);
       }
     }
   }
@@ -122,6 +186,7 @@ export class OutcomeWaiters {
   /** Answers every waiter now (with the state then) and stops reading. Idempotent. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.wake();
     for (const set of [...this.waiters.values()]) for (const w of [...set]) w(undefined);
     this.redis.disconnect();
     await this.running?.catch(() => {});

@@ -58,7 +58,7 @@ function standIns() {
     metrics,
     logger: createLogger('silent', 'ingest-route-test'),
     prepareBatch: async () => ({ ok: true, count: 0, prepared: [], indexes: [], invalid: [] }),
-    outcomes: { wait: () => ({ outcome: Promise.resolve(undefined), cancel: () => {} }) },
+    outcomes: { wait: () => ({ outcome: Promise.resolve(undefined), cancel: () => {}, ready: Promise.resolve() }) },
     draining: () => state.draining,
     // Not started: the test sets the event-loop delay it reads.
     door: new Door({ ingestMaxInFlight: 1000, ingestMaxEventLoopDelayMs: 50 }),

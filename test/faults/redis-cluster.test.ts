@@ -5,10 +5,13 @@
 // (SIGKILL + same port and dir, AOF always, nodes.conf kept) under load and checks again.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { SurgeClient } from '../../client/index.js';
 import { allStreamKeys, idemKey, shardFor } from '../../common/keys.js';
 import { type RedisClusterHandle, startRedisCluster } from '../support/cluster.js';
 import { FaultStack, formatRow, TABLE_HEADER } from './stack.js';
+import { waitFor } from '../../devkit/wait.js';
 import { defined } from '../support/defined.js';
+import { sampleOrder } from '../support/deadletters.js';
 
 describe('Redis Cluster: 3 masters, 8 shards', () => {
   let cluster: RedisClusterHandle;
@@ -68,5 +71,33 @@ describe('Redis Cluster: 3 masters, 8 shards', () => {
     assert.deepEqual(row.check.altered, []);
     assert.deepEqual(row.check.stockErrors, []);
     assert.ok(row.requests > row.sent, 'the restart was felt: some requests were retried');
+  });
+
+  // Last: its orders are none of the load's, which the phases above would count as phantoms.
+  test('?wait answers when the outcome is published, though the shards sit in different slots', async () => {
+    const ingest = defined(stack.ingests[0], 'the ingest process');
+    const client = new SurgeClient({ baseUrl: ingest.url, apiKey: stack.client.apiKey });
+    const waitSeconds = 30;
+    for (let i = 0; i < 4; i++) {
+      const key = `wait-${i}`;
+      // Workers held while the order is queued: the answer must come from the outcome stream once
+      // they resume, not from the lookup at the wait's end (which would also say applied).
+      for (const w of stack.workers) w.signal('SIGSTOP');
+      let asked = 0;
+      let state: Awaited<ReturnType<SurgeClient['waitFor']>> | Error;
+      try {
+        await client.submit(sampleOrder(`wait-${i}`), { key });
+        asked = Date.now();
+        const answer = client.waitFor(key, { timeoutMs: waitSeconds * 1000 }).catch((e: Error) => e);
+        await waitFor('the ingest to hold the wait', async () => (await client.getOrder(key)).status === 'queued');
+        for (const w of stack.workers) w.signal('SIGCONT');
+        state = await answer;
+      } finally {
+        for (const w of stack.workers) w.signal('SIGCONT');
+      }
+      assert.ok(!(state instanceof Error), String(state));
+      assert.equal(state.status, 'applied');
+      assert.ok(Date.now() - asked < (waitSeconds * 1000) / 2, 'answered by the outcome, not at the timeout');
+    }
   });
 });
