@@ -12,15 +12,20 @@
 //
 //   npm run bench:apply -- [--orders 100000] [--bull-orders 10000] [--rounds 3] [--placement threads|main]
 //                          [--batch-size N] [--linger MS] [--threads N] [--pool N] [--shards N]
-//                          [--bull-concurrency N] [--only surge|raw|bull] [--no-save] [--label TEXT]
+//                          [--bull-concurrency N] [--only surge,raw,bull] [--no-save] [--label TEXT]
+//                          [--b DIR]
+//   --b DIR also runs the worker of another build (DIR = its dist/, e.g. a checkout of main) in
+//   every round, right before or after this one's (alternating), and reports this ÷ that: an A/B
+//   of the apply step in the same run. --only takes a comma-separated list.
 //   npm run bench:apply -- --trickle RATE [--seconds 10] [--linger MS] …   (latency at a steady rate:
 //                          orders arrive while the worker runs; prints end-to-end p50/p99 and batches)
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue, Worker } from 'bullmq';
 import pg from 'pg';
@@ -60,6 +65,7 @@ const { values: args } = parseArgs({
     label: { type: 'string', default: '' },
     trickle: { type: 'string' },
     seconds: { type: 'string', default: '10' },
+    b: { type: 'string' },
   },
 });
 
@@ -69,7 +75,14 @@ const SHARDS = Number(args.shards);
 const CLIENTS = 4;
 const SKUS = 1000;
 const STOCKED = 100; // SKUs with an inventory row (stock-checked, never running out)
-const only = args.only;
+const only = args.only === undefined ? undefined : new Set(args.only.split(','));
+type StartWorker = typeof startWorker;
+/** The other build's startWorker (--b), or undefined. */
+const startWorkerB: StartWorker | undefined =
+  args.b === undefined
+    ? undefined
+    : ((await import(pathToFileURL(resolve(args.b, 'workers', 'worker.js')).href)) as { startWorker: StartWorker })
+        .startWorker;
 
 interface QueuedOrder {
   client: string;
@@ -151,7 +164,7 @@ async function timeUntil(probe: () => Promise<boolean>, intervalMs = 20): Promis
   while (!(await probe())) await new Promise((r) => setTimeout(r, intervalMs));
 }
 
-async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
+async function benchSurge(orders: QueuedOrder[], trickleRate?: number, start: StartWorker = startWorker) {
   const overrides: Record<string, string> = { SURGE_SHARDS: String(SHARDS), SURGE_LOG_LEVEL: 'warn' };
   if (args['batch-size']) overrides.SURGE_BATCH_SIZE = args['batch-size'];
   if (args.linger) overrides.SURGE_BATCH_LINGER_MS = args.linger;
@@ -181,7 +194,7 @@ async function benchSurge(orders: QueuedOrder[], trickleRate?: number) {
     // Timed from the worker's start (threads spawning included) to the last ack.
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
-    const worker = await startWorker(config, { pgPlacement: args.placement as PgPlacement | undefined });
+    const worker = await start(config, { pgPlacement: args.placement as PgPlacement | undefined });
     if (trickleRate !== undefined) {
       // Steady arrivals: every 10 ms, the orders due by now.
       const tStart = performance.now();
@@ -376,26 +389,44 @@ const result: Record<string, unknown> = {
   orders: N,
   rounds,
 };
-const run = (what: string) => trickle === undefined && (!only || only === what);
+const run = (what: string) => trickle === undefined && (!only || only.has(what));
 type Surge = Awaited<ReturnType<typeof benchSurge>>;
 type Raw = Awaited<ReturnType<typeof benchRawCopy>>;
 type Bull = Awaited<ReturnType<typeof benchBull>>;
 const perRound: Array<{
   surge?: Surge;
+  /** The --b build's worker, same round. */
+  surgeB?: Surge;
   rawCopy?: Raw;
   bullmq?: Bull;
+  surgeVsB?: number;
+  surgeBVsRawCopy?: number;
   surgeVsRawCopy?: number;
   surgeVsBullmq?: number;
   rawCopyVsBullmq?: number;
 }> = [];
 for (let r = 0; r < rounds; r++) {
-  const surge = trickle !== undefined || run('surge') ? await benchSurge(orders, trickle) : undefined;
+  const runA = () => (trickle !== undefined || run('surge') ? benchSurge(orders, trickle) : undefined);
+  const runB = () => (startWorkerB ? benchSurge(orders, trickle, startWorkerB) : undefined);
+  // Alternate which build goes first, so a drift in the machine's load hits both alike.
+  let surge: Surge | undefined;
+  let surgeB: Surge | undefined;
+  if (r % 2 === 0) {
+    surge = await runA();
+    surgeB = await runB();
+  } else {
+    surgeB = await runB();
+    surge = await runA();
+  }
   const rawCopy = run('raw') ? await benchRawCopy(orders) : undefined;
   const bullmq = run('bull') ? await benchBull(orders.slice(0, BULL_N), Number(args['bull-concurrency'])) : undefined;
   perRound.push({
     surge,
+    surgeB,
     rawCopy,
     bullmq,
+    surgeVsB: surge && surgeB ? round(surge.ordersPerSecond / surgeB.ordersPerSecond) : undefined,
+    surgeBVsRawCopy: surgeB && rawCopy ? round(surgeB.ordersPerSecond / rawCopy.ordersPerSecond) : undefined,
     surgeVsRawCopy: surge && rawCopy ? round(surge.ordersPerSecond / rawCopy.ordersPerSecond) : undefined,
     surgeVsBullmq: surge && bullmq ? round(surge.ordersPerSecond / bullmq.ordersPerSecond) : undefined,
     rawCopyVsBullmq: rawCopy && bullmq ? round(rawCopy.ordersPerSecond / bullmq.ordersPerSecond) : undefined,
@@ -408,6 +439,9 @@ const med = (pick: (x: (typeof perRound)[number]) => number | undefined): number
 };
 const medians = {
   surgeOrdersPerSecond: med((x) => x.surge?.ordersPerSecond),
+  surgeBOrdersPerSecond: med((x) => x.surgeB?.ordersPerSecond),
+  surgeVsB: med((x) => x.surgeVsB),
+  surgeBVsRawCopy: med((x) => x.surgeBVsRawCopy),
   rawCopyOrdersPerSecond: med((x) => x.rawCopy?.ordersPerSecond),
   bullmqOrdersPerSecond: med((x) => x.bullmq?.ordersPerSecond),
   surgeVsRawCopy: med((x) => x.surgeVsRawCopy),
@@ -423,7 +457,11 @@ const line = (name: string, r?: { orders: number; seconds: number; ordersPerSeco
     ? `${name.padEnd(28)} ${String(r.orders).padStart(7)} orders  ` +
       `${r.seconds.toFixed(2).padStart(7)} s  ${Math.round(r.ordersPerSecond).toString().padStart(7)} orders/s`
     : '';
-const ratioLine = (name: string, key: 'surgeVsRawCopy' | 'surgeVsBullmq' | 'rawCopyVsBullmq', goal: string) =>
+const ratioLine = (
+  name: string,
+  key: 'surgeVsRawCopy' | 'surgeVsBullmq' | 'rawCopyVsBullmq' | 'surgeVsB' | 'surgeBVsRawCopy',
+  goal: string,
+) =>
   medians[key] === undefined
     ? ''
     : `${name} = ${medians[key]} median (rounds: ${perRound.map((x) => x[key]).join(', ')})${goal}`;
@@ -433,22 +471,29 @@ const text = [
     `load ${m.loadavg.join(' ')} before, ${machineLoadAfter.join(' ')} after`,
   ...perRound.flatMap((x, i) => [
     rounds > 1 ? `round ${i + 1}` : '',
-    x.surge
-      ? `${line(trickle === undefined ? 'surge' : `surge at ${trickle}/s`, x.surge)}` +
-        `  (${JSON.stringify(x.surge.settings)})`
-      : '',
-    x.surge
-      ? `surge: ${x.surge.batches} batches, CPU µs/order: ` +
-        `worker ${Math.round((x.surge.nodeCpuSeconds * 1e6) / x.surge.orders)}` +
-        (x.surge.postgresCpuSeconds === undefined
-          ? ''
-          : `, its PostgreSQL backends ${Math.round((x.surge.postgresCpuSeconds * 1e6) / x.surge.orders)}`) +
-        `; end-to-end ms ${JSON.stringify(x.surge.endToEndMs)}`
-      : '',
+    ...(
+      [
+        ['surge', x.surge],
+        [`surge B (${args.b})`, x.surgeB],
+      ] as const
+    ).flatMap(([name, sr]) => {
+      if (!sr) return [];
+      return [
+        `${line(trickle === undefined ? String(name) : `${name} at ${trickle}/s`, sr)}  (${JSON.stringify(sr.settings)})`,
+        `${name}: ${sr.batches} batches, CPU µs/order: ` +
+          `worker ${Math.round((sr.nodeCpuSeconds * 1e6) / sr.orders)}` +
+          (sr.postgresCpuSeconds === undefined
+            ? ''
+            : `, its PostgreSQL backends ${Math.round((sr.postgresCpuSeconds * 1e6) / sr.orders)}`) +
+          `; end-to-end ms ${JSON.stringify(sr.endToEndMs)}`,
+      ];
+    }),
     line('raw COPY (physical limit)', x.rawCopy),
     x.bullmq ? `${line(`bullmq job/order (c=${x.bullmq.concurrency})`, x.bullmq)}` : '',
   ]),
-  ratioLine('surge / raw COPY', 'surgeVsRawCopy', ' (goal ≥ 0.5)'),
+  ratioLine('surge / raw COPY', 'surgeVsRawCopy', ' (goal ≥ 0.7)'),
+  ratioLine('surge B / raw COPY', 'surgeBVsRawCopy', ''),
+  ratioLine('surge / surge B', 'surgeVsB', ' (this build ÷ the --b build)'),
   ratioLine('surge / bullmq  ', 'surgeVsBullmq', ' (goal ≥ 15)'),
   ratioLine('raw COPY / bullmq', 'rawCopyVsBullmq', ' (the ceiling of surge / bullmq on this machine)'),
 ]
