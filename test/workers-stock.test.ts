@@ -6,7 +6,8 @@ import type { Order } from '../common/order.js';
 import { createRedis } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
 import { startWorker } from '../workers/worker.js';
-import { createTestEnv } from '../devkit/scratch.js';
+import { sqlFile } from '../common/sql.js';
+import { createTestDatabase, createTestEnv } from '../devkit/scratch.js';
 import { enqueue, metricSum, type QueuedOrder, scrape, waitForDrained } from './support/workers.js';
 import { defined } from './support/defined.js';
 
@@ -110,5 +111,63 @@ test('multi-item orders across hot SKUs, two workers: no deadlock errors, no par
     redis.disconnect();
     await db.end();
     await env.cleanup();
+  }
+});
+
+test('reserve_all takes the whole batch when every SKU has enough, and nothing when one falls short', async () => {
+  const db = await createTestDatabase({ migrate: true });
+  const client = new pg.Client({ connectionString: db.url });
+  await client.connect();
+  const stock = async () =>
+    new Map(
+      (await client.query<{ sku: string; available: string }>('SELECT sku, available FROM inventory')).rows.map((r) => [
+        r.sku,
+        Number(r.available),
+      ]),
+    );
+  try {
+    await client.query(`INSERT INTO inventory (sku, available) VALUES ('b', 5), ('a', 10)`);
+    const reserve = (skus: string[], qtys: number[]) =>
+      client.query<{ sku: string; available: string; reserved: boolean }>(sqlFile('apply/reserve_all'), [
+        skus,
+        qtys.map(String),
+      ]);
+    // 'free' has no inventory row: not stock-checked, not returned.
+    const fits = await reserve(['b', 'free', 'a'], [5, 99, 4]);
+    assert.deepEqual(
+      fits.rows.map((r) => [r.sku, r.available, r.reserved]),
+      [
+        ['a', '10', true],
+        ['b', '5', true],
+      ],
+      'the locked rows in sku order, as they were before the reservation',
+    );
+    assert.deepEqual(
+      await stock(),
+      new Map([
+        ['a', 6],
+        ['b', 0],
+      ]),
+    );
+    const short = await reserve(['a', 'b'], [1, 1]);
+    assert.deepEqual(
+      short.rows.map((r) => [r.sku, r.available, r.reserved]),
+      [
+        ['a', '6', false],
+        ['b', '0', false],
+      ],
+    );
+    assert.deepEqual(
+      await stock(),
+      new Map([
+        ['a', 6],
+        ['b', 0],
+      ]),
+      'nothing taken when one SKU falls short',
+    );
+    assert.deepEqual((await reserve(['free'], [1])).rows, [], 'no stocked SKU: no row');
+  } finally {
+    await client.end();
+    await db.drop();
   }
 });

@@ -1,6 +1,7 @@
-// The apply step: decode a batch of stream entries, stage them with one COPY, insert the new
-// orders (deduplicated, ON CONFLICT DO NOTHING), COPY the inserted orders' lines into
-// order_items, reserve stock in stream order, COMMIT.
+// The apply step: decode a batch of stream entries, stage them with one COPY that also opens the
+// transaction, insert the new orders (deduplicated, ON CONFLICT DO NOTHING), COPY the inserted
+// orders' lines into order_items, reserve stock (in one statement when the whole batch fits, else
+// in stream order), COMMIT.
 // Transient PostgreSQL errors retry the batch with jittered backoff; permanent ones split the
 // batch until the bad entry is alone, and only it is dead-lettered. Used inside the piscina
 // threads (workers/thread.ts) and, when PostgreSQL work runs on the main thread, by it.
@@ -325,7 +326,7 @@ export async function applyBatch(
   return { ack: task.entries.filter((e) => !dead.has(e.id)).map((e) => e.id), deadLetters, stats };
 }
 
-/** One transaction over rows [lo, hi): COPY, insert, COPY lines, reserve stock, COMMIT. */
+/** One transaction over rows [lo, hi): BEGIN + COPY, insert, COPY lines, reserve stock, COMMIT. */
 async function transaction(
   pool: Pool,
   stream: string,
@@ -347,7 +348,7 @@ async function transaction(
       await client.query(sqlFile('apply/create_stage'));
       hasStage.add(client);
     }
-    await client.query('BEGIN');
+    // copy_stage.sql opens the transaction too: from here on a failure must roll back.
     await copyIn(client, sqlFile('apply/copy_stage'), slice(batch.orders, batch.rowEnds, lo, hi));
     const inserted = await client.query<{ id: string; entry_id: string }>(sqlFile('apply/insert_orders'), [stream]);
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
@@ -374,9 +375,10 @@ async function transaction(
 }
 
 /**
- * Locks the inventory rows of the inserted orders' SKUs (sku order), serves the orders in stream
- * order all-or-nothing, writes the decrements and marks the orders that could not be filled.
- * Returns how many were rejected.
+ * Locks the inventory rows of the inserted orders' SKUs (sku order) and takes the whole batch's
+ * stock at once when it all fits (reserve_all.sql). Otherwise serves the orders in stream order
+ * all-or-nothing under those locks, writes the decrements and marks the orders that could not be
+ * filled. Returns how many were rejected.
  */
 async function reserveStock(
   client: PoolClient,
@@ -384,12 +386,18 @@ async function reserveStock(
   idOf: ReadonlyMap<string, string>,
 ): Promise<number> {
   if (idOf.size === 0) return 0;
-  const wanted = new Set<string>();
+  // Units of each SKU the inserted orders need in all.
+  const wanted = new Map<string, number>();
   for (const row of rows) {
-    if (idOf.has(row.id)) for (const sku of row.skus) wanted.add(sku);
+    if (!idOf.has(row.id)) continue;
+    let j = 0;
+    for (const sku of row.skus) wanted.set(sku, (wanted.get(sku) ?? 0) + (row.qtys[j++] ?? 0));
   }
-  const locked = await client.query<{ sku: string; available: string }>(sqlFile('apply/lock_inventory'), [[...wanted]]);
-  if (locked.rows.length === 0) return 0;
+  const locked = await client.query<{ sku: string; available: string; reserved: boolean }>(
+    sqlFile('apply/reserve_all'),
+    [[...wanted.keys()], [...wanted.values()].map(String)],
+  );
+  if (locked.rows.length === 0 || locked.rows[0]?.reserved) return 0;
   const available = new Map(locked.rows.map((r) => [r.sku, BigInt(r.available)]));
   const taken = new Map<string, bigint>();
   const rejectedIds: string[] = [];
