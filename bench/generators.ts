@@ -26,6 +26,8 @@ export interface LoadRun {
   stop(): void;
   /** All generators' results, merged. */
   result: Promise<MergedResult>;
+  /** The generator processes (their CPU is read from /proc). */
+  pids: number[];
 }
 
 /** One phase over all generators: the generators' PhaseResult, histograms decoded and added. */
@@ -37,6 +39,8 @@ export interface MergedResult {
   phases: MergedPhase[];
   acceptedKeys: string[];
   statusCounts: Record<string, number>;
+  /** Latency to the final outcome by final status (every generator's histograms added). */
+  latencyByStatus: Record<string, hdr.Histogram>;
   errorSamples: string[];
 }
 
@@ -92,6 +96,7 @@ export function startLoad(
       for (const c of children) if (c.child.connected) c.child.send({ type: 'stop' } satisfies ParentMessage);
     },
     result,
+    pids: children.flatMap((c) => (c.child.pid === undefined ? [] : [c.child.pid])),
   };
 }
 
@@ -108,6 +113,7 @@ function mergeTicks(list: Tick[]): MergedTick {
     p50Ms: Math.max(...list.map((t) => t.p50Ms)),
     p99Ms: Math.max(...list.map((t) => t.p99Ms)),
     maxMs: Math.max(...list.map((t) => t.maxMs)),
+    loopDelayP99Ms: Math.max(...list.map((t) => t.loopDelayP99Ms)),
   };
 }
 
@@ -130,14 +136,22 @@ function mergeResults(results: GeneratorResult[]): MergedResult {
     };
   });
   const statusCounts: Record<string, number> = {};
-  for (const r of results)
+  const latencyByStatus: Record<string, hdr.Histogram> = {};
+  for (const r of results) {
     for (const [k, v] of Object.entries(r.statusCounts)) statusCounts[k] = (statusCounts[k] ?? 0) + v;
+    for (const [k, v] of Object.entries(r.latencyByStatus)) {
+      const h = latencyByStatus[k] ?? hdr.build(HISTOGRAM_OPTIONS);
+      latencyByStatus[k] = h;
+      h.add(hdr.decodeFromCompressedBase64(v));
+    }
+  }
   return {
     startedAtMs: Math.min(...results.map((r) => r.startedAtMs)),
     endedAtMs: Math.max(...results.map((r) => r.endedAtMs)),
     phases,
     acceptedKeys: results.flatMap((r) => r.acceptedKeys),
     statusCounts,
+    latencyByStatus,
     errorSamples: results.flatMap((r) => r.errorSamples).slice(0, 10),
   };
 }

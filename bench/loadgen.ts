@@ -3,7 +3,7 @@
 // every latency is measured from the arrival's *intended* send time, so time spent queued in the
 // client (all connections busy) or in the server counts — coordinated omission cannot hide it.
 // Bounded in count (maxRequests) and time (phases), loopback targets only.
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import { Pool } from 'undici';
 import { retryable as retryableStatus, retryDelayMs } from '../client/index.js';
@@ -85,6 +85,8 @@ export interface Tick extends Counts {
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /** This generator's own event-loop delay over the second (its saturation shows here first). */
+  loopDelayP99Ms: number;
 }
 
 export interface PhaseResult extends Counts {
@@ -108,6 +110,8 @@ export interface GeneratorResult {
   acceptedKeys: string[];
   /** Final status of submissions by code ('net' = network error, 'timeout'). */
   statusCounts: Record<string, number>;
+  /** Latency from the intended send time to the final outcome, by final status, µs, as `histogram`. */
+  latencyByStatus: Record<string, string>;
   errorSamples: string[];
 }
 
@@ -178,6 +182,9 @@ export async function runGenerator(
   let win = zeroCounts();
   const acceptedKeys = new Set<string>();
   const statusCounts: Record<string, number> = {};
+  const statusHist = new Map<string, hdr.Histogram>();
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
   const errorSamples: string[] = [];
   const recent: string[] = [];
   let outstanding = 0;
@@ -253,6 +260,9 @@ export async function runGenerator(
       await sleep(retryDelayMs(plan.retry, attempt, retryAfterMs, rnd));
     }
     statusCounts[final] = (statusCounts[final] ?? 0) + 1;
+    const h = statusHist.get(final) ?? hdr.build(HISTOGRAM_OPTIONS);
+    statusHist.set(final, h);
+    h.recordValue(Math.max(1, Math.round((performance.now() - intended) * 1000)));
   };
 
   const dispatch = (phase: number, seq: number, intended: number) => {
@@ -296,8 +306,10 @@ export async function runGenerator(
         p50Ms: windowHist.totalCount ? windowHist.getValueAtPercentile(50) / 1000 : 0,
         p99Ms: windowHist.totalCount ? windowHist.getValueAtPercentile(99) / 1000 : 0,
         maxMs: windowHist.totalCount ? windowHist.maxValue / 1000 : 0,
+        loopDelayP99Ms: loopDelay.count > 0 ? loopDelay.percentile(99) / 1e6 : 0,
       },
     });
+    loopDelay.reset();
     windowHist.destroy();
     windowHist = hdr.build(HISTOGRAM_OPTIONS);
     win = zeroCounts();
@@ -344,6 +356,7 @@ export async function runGenerator(
   const deadline = performance.now() + (plan.timeoutMs + plan.retry.maxDelayMs) * (plan.retry.max + 1) + 1000;
   while (outstanding > 0 && performance.now() < deadline) await sleep(10);
   clearInterval(tickTimer);
+  loopDelay.disable();
   if (outstanding > 0) {
     phaseResult(Math.min(currentPhase, phases.length - 1)).abandoned += outstanding;
   }
@@ -356,6 +369,9 @@ export async function runGenerator(
     phases,
     acceptedKeys: [...acceptedKeys],
     statusCounts,
+    latencyByStatus: Object.fromEntries(
+      [...statusHist.entries()].map(([k, h]) => [k, hdr.encodeIntoCompressedBase64(h)]),
+    ),
     errorSamples,
   };
 }

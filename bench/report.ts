@@ -5,7 +5,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { cdfSpec, latencyVsRateSpec, renderSvg, throughputSpec } from './charts.js';
-import type { SystemSummary } from './summary.js';
+import type { Ledger, SystemSummary } from './summary.js';
 
 export interface Machine {
   cpuModel: string;
@@ -87,6 +87,57 @@ function mdTable(t: Table): string {
 }
 
 const fixed = (n: number | null | undefined, d = 1) => (n === null || n === undefined ? '–' : n.toFixed(d));
+
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+/** `202: 28428, 503: 7070` — answered submissions by final status, most frequent first. */
+function statusSplit(l: Ledger): string {
+  const e = Object.entries(l.byStatus).sort((a, b) => b[1] - a[1]);
+  return e.length === 0 ? 'none' : e.map(([k, v]) => `${k}: ${v}`).join(', ');
+}
+
+/**
+ * The ledger of one system's submissions, as the first lines of Answers: it either balances
+ * (and says it was checked) or shows the discrepancy in capitals.
+ */
+export function ledgerFindings(s: SystemSummary, maxInFlight: number): string[] {
+  const l = s.ledger;
+  const terms =
+    `answered ${l.answered} (${statusSplit(l)}) + dropped by the generator ${l.dropped} ` +
+    `(in-flight limit ${maxInFlight}) + timed out ${l.timedOut} + failed ${l.failed} (connection errors)` +
+    `${l.unanswered > 0 ? ` + unanswered ${l.unanswered} (still open when the generator stopped waiting)` : ''}`;
+  const head =
+    l.discrepancy === 0
+      ? `Ledger (${s.label}): offered ${l.offered} = ${terms}; checked: it balances.`
+      : `LEDGER DOES NOT BALANCE (${s.label}): offered ${l.offered} ≠ ${terms} = ` +
+        `${l.offered - l.discrepancy}; ${Math.abs(l.discrepancy)} submissions ` +
+        `${l.discrepancy > 0 ? 'unaccounted for' : 'counted twice'}.`;
+  const extra: string[] = [];
+  if (l.retries > 0) extra.push(`${plural(l.retries, 'retry', 'retries')} inside those submissions`);
+  if (l.duplicatesSent > 0) extra.push(`${l.duplicatesSent} were deliberate duplicates`);
+  if (l.replayed > 0) extra.push(`${l.replayed} answered as idempotent replays`);
+  const lat = Object.entries(l.latencyByStatus)
+    .filter(([, p]) => p.count > 0)
+    .sort((a, b) => b[1].count - a[1].count)
+    .map(([k, p]) => `${k} p50 ${fixed(p.p50Ms)} / p99 ${fixed(p.p99Ms)} ms (${p.count})`);
+  return [
+    extra.length > 0 ? `${head} Of them: ${extra.join('; ')}.` : head,
+    ...(lat.length > 0
+      ? [`Latency to the final answer, from the intended send time, by outcome: ${lat.join('; ')}.`]
+      : []),
+  ];
+}
+
+export function ledgerCheck(s: SystemSummary): Check {
+  const l = s.ledger;
+  return {
+    name: `${s.label}: offered = answered + dropped + timed out + failed + unanswered`,
+    ok: l.discrepancy === 0,
+    detail:
+      `${l.offered} ${l.discrepancy === 0 ? '=' : '≠'} ${l.answered} + ${l.dropped} + ${l.timedOut} + ` +
+      `${l.failed} + ${l.unanswered}${l.discrepancy === 0 ? '' : ` (off by ${l.discrepancy})`}`,
+  };
+}
 
 /** The per-system table every report has. */
 export function systemsTable(systems: readonly SystemSummary[]): Table {

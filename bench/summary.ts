@@ -73,6 +73,63 @@ export interface LittleCheck {
   note: string;
 }
 
+/**
+ * Every submission the generator scheduled, by how it ended: offered = answered (by final HTTP
+ * status) + dropped (the generator's in-flight limit) + timed out + failed (connection errors) +
+ * unanswered (still open when the generator stopped waiting). Retries belong to their submission.
+ */
+export interface Ledger {
+  offered: number;
+  answered: number;
+  /** Final HTTP status → submissions (a 503 after its retries counts once, as 503). */
+  byStatus: Record<string, number>;
+  dropped: number;
+  timedOut: number;
+  failed: number;
+  unanswered: number;
+  retries: number;
+  replayed: number;
+  duplicatesSent: number;
+  /** offered − (answered + dropped + timed out + failed + unanswered): 0 when the ledger balances. */
+  discrepancy: number;
+  /** Latency from the intended send time to the final outcome, by final status. */
+  latencyByStatus: Record<string, Percentiles>;
+}
+
+export function ledgerOf(load: RunResult['load']): Ledger {
+  const sum = (f: (p: RunResult['load']['phases'][number]) => number) => load.phases.reduce((a, p) => a + f(p), 0);
+  const byStatus: Record<string, number> = {};
+  let answered = 0;
+  for (const [k, v] of Object.entries(load.statusCounts)) {
+    if (!/^\d+$/.test(k) || v === 0) continue;
+    byStatus[k] = v;
+    answered += v;
+  }
+  const offered = sum((p) => p.offered);
+  const dropped = sum((p) => p.dropped);
+  const timedOut = load.statusCounts.timeout ?? 0;
+  const failed = Object.entries(load.statusCounts)
+    .filter(([k]) => !/^\d+$/.test(k) && k !== 'timeout')
+    .reduce((a, [, v]) => a + v, 0);
+  const unanswered = sum((p) => p.abandoned);
+  return {
+    offered,
+    answered,
+    byStatus,
+    dropped,
+    timedOut,
+    failed,
+    unanswered,
+    retries: sum((p) => p.retries),
+    replayed: sum((p) => p.replayed),
+    duplicatesSent: sum((p) => p.duplicatesSent),
+    discrepancy: offered - (answered + dropped + timedOut + failed + unanswered),
+    latencyByStatus: Object.fromEntries(
+      Object.entries(load.latencyByStatus).map(([k, h]) => [k, percentiles(h)] as const),
+    ),
+  };
+}
+
 export interface SystemSummary {
   system: string;
   label: string;
@@ -92,6 +149,7 @@ export interface SystemSummary {
   committedPerSec: number | null;
   stoppedBecause: string | null;
   statusCounts: Record<string, number>;
+  ledger: Ledger;
   errorSamples: string[];
   commitP99BySecond: RunResult['commitP99BySecond'];
   littles: LittleCheck[];
@@ -213,6 +271,7 @@ export function summarize(
     committedPerSec: span > 0 ? Math.round((commit.count / span) * 10) / 10 : null,
     stoppedBecause: run.stoppedBecause ?? null,
     statusCounts: run.load.statusCounts,
+    ledger: ledgerOf(run.load),
     errorSamples: run.load.errorSamples,
     commitP99BySecond: run.commitP99BySecond,
     littles: littleChecks(run.samples, accept.meanMs, commit.meanMs),

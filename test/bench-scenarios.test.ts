@@ -73,6 +73,16 @@ function checkReport(dir: string, scenario: string): Results {
   assert.ok(ledger.length > 0);
   for (const c of ledger) assert.ok(c.ok, `${c.name}: ${c.detail}`);
   assert.match(md, /## Machine/);
+  // Answers lead with each system's ledger, checked.
+  const answers = md.slice(md.indexOf('## Answers'), md.indexOf('## Checks'));
+  for (const s of r.systems)
+    assert.match(
+      answers,
+      new RegExp(
+        `Ledger \\(${s.system === 'surge' ? 'Surge' : '[^)]+'}\\): offered \\d+ = answered .*checked: it balances`,
+      ),
+    );
+  assert.doesNotMatch(answers, /LEDGER DOES NOT BALANCE/);
   return r;
 }
 

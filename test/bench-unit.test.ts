@@ -16,10 +16,17 @@ import { renderSvg, throughputSpec } from '../bench/charts.js';
 import { startLoad } from '../bench/generators.js';
 import { assertLoopback } from '../bench/loadgen.js';
 import { parsePrometheus, sumOf } from '../bench/prom.js';
-import { describeMachine, standardCharts, systemsTable, writeReport } from '../bench/report.js';
+import {
+  describeMachine,
+  ledgerCheck,
+  ledgerFindings,
+  standardCharts,
+  systemsTable,
+  writeReport,
+} from '../bench/report.js';
 import { measure } from '../bench/run.js';
 import { findKnee } from '../bench/scenarios.js';
-import { littleChecks, type SystemSummary, summarize } from '../bench/summary.js';
+import { ledgerOf, littleChecks, type SystemSummary, summarize } from '../bench/summary.js';
 import { startSyncBaseline } from '../bench/target.js';
 import { DEFAULT_WORKLOAD, orderFor, orderKey, phaseOfKey } from '../bench/workload.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
@@ -205,6 +212,67 @@ describe('bench: open-model generator', () => {
     );
     assert.ok(h.minNonZeroValue / 1000 >= 90, 'the first answer still takes the service time');
   });
+
+  test('the ledger: every arrival answered 202 or 503, dropped or timed out, and it balances', async () => {
+    // Every other request is answered 503, each after 150 ms; 8 may be in flight, so most of the
+    // 60 arrivals in 1 s are dropped; a 100 ms timeout on a second server times out the rest.
+    let n = 0;
+    const mixed = createServer((req, res) => {
+      req.resume();
+      const status = n++ % 2 === 0 ? 202 : 503;
+      setTimeout(() => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end('{}');
+      }, 150);
+    });
+    await new Promise<void>((r) => mixed.listen(0, '127.0.0.1', r));
+    try {
+      const plan = {
+        url: `http://127.0.0.1:${(mixed.address() as AddressInfo).port}`,
+        path: '/v1/orders',
+        apiKey: 'k',
+        runKey: 'ledger',
+        phases: [{ rate: 60, durationMs: 1000 }],
+        maxRequests: 60,
+        connections: 8,
+        maxInFlight: 8,
+        timeoutMs: 5000,
+        duplicateFraction: 0,
+        retry: { max: 0, baseDelayMs: 1, maxDelayMs: 1 },
+        workload: DEFAULT_WORKLOAD,
+      };
+      const r = await startLoad(plan, { generators: 1, seed: 1, onTick: () => {} }).result;
+      const l = ledgerOf(r);
+      assert.equal(l.offered, 60);
+      assert.ok(l.dropped > 0, 'the in-flight limit dropped arrivals');
+      assert.ok((l.byStatus['202'] ?? 0) > 0 && (l.byStatus['503'] ?? 0) > 0, JSON.stringify(l.byStatus));
+      assert.equal(l.answered, (l.byStatus['202'] ?? 0) + (l.byStatus['503'] ?? 0));
+      assert.equal(l.discrepancy, 0);
+      assert.equal(l.latencyByStatus['503']?.count, l.byStatus['503']);
+      assert.ok((l.latencyByStatus['202']?.p50Ms ?? 0) >= 140, 'latency to the final answer');
+      const timedOut = ledgerOf(
+        await startLoad({ ...plan, timeoutMs: 50 }, { generators: 1, seed: 1, onTick: () => {} }).result,
+      );
+      assert.ok(timedOut.timedOut > 0 && timedOut.answered === 0, JSON.stringify(timedOut));
+      assert.equal(timedOut.discrepancy, 0);
+
+      const s = { label: 'X', ledger: l } as SystemSummary;
+      const [head, latency] = ledgerFindings(s, 8);
+      assert.match(
+        defined(head, 'ledger line'),
+        /^Ledger \(X\): offered 60 = answered \d+ \(202: \d+, 503: \d+\) \+ dropped by the generator \d+ .*checked: it balances/,
+      );
+      assert.match(defined(latency, 'latency line'), /202 p50 [\d.]+ \/ p99 [\d.]+ ms .*503 p50/);
+      const off = { label: 'X', ledger: { ...l, discrepancy: 3 } } as SystemSummary;
+      assert.match(
+        defined(ledgerFindings(off, 8)[0], 'ledger line'),
+        /^LEDGER DOES NOT BALANCE \(X\).*3 submissions unaccounted for/,
+      );
+      assert.equal(ledgerCheck(off).ok, false);
+    } finally {
+      mixed.close();
+    }
+  });
 });
 
 describe('bench: measure and report against the sync-INSERT baseline', () => {
@@ -243,6 +311,8 @@ describe('bench: measure and report against the sync-INSERT baseline', () => {
       assert.equal(s.outcome.applied, s.outcome.accepted, 'one row per distinct accepted key');
       assert.equal(s.outcome.missing, 0);
       assert.equal(s.commit.count, s.outcome.applied);
+      assert.equal(s.ledger.offered, 60);
+      assert.equal(s.ledger.discrepancy, 0, JSON.stringify(s.ledger));
       await writeReport(
         {
           scenario: 'unit',
