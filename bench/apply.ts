@@ -20,7 +20,7 @@
 //   npm run bench:apply -- --trickle RATE [--seconds 10] [--linger MS] …   (latency at a steady rate:
 //                          orders arrive while the worker runs; prints end-to-end p50/p99 and batches)
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -46,6 +46,7 @@ import {
 import { backlog } from '../devkit/backlog.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { type PgPlacement, startWorker } from '../workers/worker.js';
+import { cpuSeconds } from './cpu.js';
 import { median } from './stats.js';
 
 const { values: args } = parseArgs({
@@ -147,17 +148,8 @@ function machine() {
  * server) — the figure is then left out of the report.
  */
 function procCpuSeconds(pids: readonly number[]): number | undefined {
-  let ticks = 0;
-  try {
-    for (const pid of pids) {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(f[11]) + Number(f[12]);
-    }
-  } catch {
-    return undefined;
-  }
-  return ticks / 100; // USER_HZ is 100 on Linux
+  const total = pids.reduce((a, pid) => a + cpuSeconds(pid), 0);
+  return Number.isNaN(total) ? undefined : total;
 }
 
 async function timeUntil(probe: () => Promise<boolean>, intervalMs = 20): Promise<void> {

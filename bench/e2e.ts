@@ -19,7 +19,8 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
-import { BENCH_ORDER_JSON, processCpu } from './ingest-servers.js';
+import { cpuSeconds } from './cpu.js';
+import { BENCH_ORDER_JSON } from './ingest-servers.js';
 import { median } from './stats.js';
 import { scrape, sumOf } from './prom.js';
 import { describeMachine } from './report.js';
@@ -235,10 +236,7 @@ function load(s: Setup, connections: number, duration: number, overallRate?: num
 }
 
 // ---- CPU ----
-const cpuOf = (pid: number | undefined) => {
-  const c = processCpu(pid);
-  return c.user + c.system;
-};
+const cpuOf = cpuSeconds;
 
 async function workerBackendPids(s: Setup): Promise<number[]> {
   const { rows } = await s.pool.query<{ pid: number }>(

@@ -14,7 +14,8 @@ import { createClient } from '../common/clients.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv } from '../devkit/scratch.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
-import { BENCH_ORDER_JSON, processCpu, type ServerProcess, startServer, stopServer } from './ingest-servers.js';
+import { processCpu } from './cpu.js';
+import { BENCH_ORDER_JSON, type ServerProcess, startServer, stopServer } from './ingest-servers.js';
 import { median } from './stats.js';
 
 const USAGE = `Usage: npm run bench:ingest-ab -- --b DIR [options]

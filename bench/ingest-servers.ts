@@ -1,8 +1,7 @@
 // What the ingest benchmarks (bench/ingest.ts, bench/ingest-ab.ts) share: their server
 // processes — each runs as `node <script> --serve <kind>` in a child process of its own and prints
-// {"port"} once it listens; its CPU time is read from /proc — and the order they send.
+// {"port"} once it listens (its CPU time is read from /proc, cpu.ts) — and the order they send.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 
 export interface ServerProcess {
   child: ChildProcess;
@@ -35,19 +34,6 @@ export async function stopServer(child: ChildProcess): Promise<void> {
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
   await exited;
-}
-
-const CLOCK_TICKS = 100;
-
-/** CPU seconds (user, system) a process — or one of its threads — used so far, from /proc (Linux); NaN elsewhere. */
-export function processCpu(pid: number | undefined, thread?: number): { user: number; system: number } {
-  try {
-    const stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
-  } catch {
-    return { user: Number.NaN, system: Number.NaN };
-  }
 }
 
 /** The order every ingest benchmark request carries (a single order's body; :batch items add a key). */

@@ -33,7 +33,8 @@ import { createRedis } from '../common/redis.js';
 import { INGEST_REDIS_OPTIONS, startIngest } from '../ingest/server.js';
 import { createTestEnv } from '../devkit/scratch.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
-import { BENCH_ORDER_JSON, processCpu, startServer, stopServer } from './ingest-servers.js';
+import { processCpu } from './cpu.js';
+import { BENCH_ORDER_JSON, startServer, stopServer } from './ingest-servers.js';
 import { median } from './stats.js';
 
 const BATCH_SIZE = 1000;

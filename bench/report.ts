@@ -5,6 +5,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { cdfSpec, latencyVsRateSpec, renderSvg, throughputSpec } from './charts.js';
+import { windowMeans } from './cpu.js';
 import type { Ledger, SystemSummary } from './summary.js';
 
 export interface Machine {
@@ -136,6 +137,58 @@ export function ledgerCheck(s: SystemSummary): Check {
     detail:
       `${l.offered} ${l.discrepancy === 0 ? '=' : '≠'} ${l.answered} + ${l.dropped} + ${l.timedOut} + ` +
       `${l.failed} + ${l.unanswered}${l.discrepancy === 0 ? '' : ` (off by ${l.discrepancy})`}`,
+  };
+}
+
+/**
+ * CPU per process over the run: seconds from the start of the load to the end of the drain, µs per
+ * accepted order, and cores (all threads, and the busiest main thread) over the bottleneck's window.
+ */
+export function cpuTable(s: SystemSummary): Table {
+  const c = s.cpu;
+  const w = windowMeans(c.usage, c.window.from, c.window.to);
+  const orders = s.outcome.accepted;
+  const rows: Table['rows'] = c.usage.groups.map((g) => {
+    const m = w.groups[g.name];
+    return g.measured
+      ? [
+          g.name,
+          g.pids.length,
+          fixed(g.seconds, 2),
+          orders > 0 ? fixed((g.seconds * 1e6) / orders, 0) : '–',
+          fixed(m?.cores, 2),
+          fixed(m?.mainCores, 2),
+          `${fixed(((m?.cores ?? 0) / c.usage.cpus) * 100, 0)} %`,
+          g.shared ?? '',
+        ]
+      : [g.name, 0, '–', '–', '–', '–', '–', 'not readable from /proc here'];
+  });
+  const total = c.usage.groups.reduce((a, g) => a + g.seconds, 0);
+  rows.push([
+    `machine (${c.usage.cpus} cores, everything on it)`,
+    '–',
+    fixed(c.usage.machineBusySeconds, 2),
+    orders > 0 && c.usage.machineBusySeconds !== null ? fixed((c.usage.machineBusySeconds * 1e6) / orders, 0) : '–',
+    fixed(w.machineCores, 2),
+    '–',
+    w.machineCores === null ? '–' : `${fixed((w.machineCores / c.usage.cpus) * 100, 0)} %`,
+    `the rows above: ${fixed(total, 2)} s`,
+  ]);
+  return {
+    title:
+      `${s.label}: CPU per process (seconds and µs per accepted order over load + drain; ` +
+      `cores over ${c.window.what})`,
+    headers: [
+      'process',
+      'processes',
+      'CPU s',
+      'µs / order',
+      'cores',
+      'busiest main thread (cores of 1)',
+      'share of the machine',
+      'note',
+    ],
+    rows,
   };
 }
 

@@ -3,6 +3,8 @@
 // to drain, then read the run's rows back from PostgreSQL for accept-to-commit latency and the
 // outcome ledger (accepted = applied + rejected + dead-lettered + missing).
 import * as hdr from 'hdr-histogram-js';
+import { Redis } from 'ioredis';
+import { type CpuUsage, type ProcessGroup, startCpuSampler } from './cpu.js';
 import { type MergedPhase, type MergedResult, type MergedTick, startLoad } from './generators.js';
 import { type Counts, HISTOGRAM_OPTIONS, type LoadPlan } from './loadgen.js';
 import { type Backlog, sampleMemory, type Target } from './target.js';
@@ -81,6 +83,57 @@ export interface RunResult {
   /** First received_at and last applied_at of the run's rows (epoch ms). */
   firstReceivedMs: number | undefined;
   lastAppliedMs: number | undefined;
+  /** CPU of every process from the start of the load to the end of the drain; `t` ≈ seconds of load. */
+  cpu: CpuUsage;
+  /** Seconds (on the CPU samples' clock) at which the load ended. */
+  cpuLoadEndS: number;
+  /** The generators' worst per-second event-loop delay p99 during the load, ms, by second. */
+  generatorLoopDelayMs: Array<{ t: number; p99Ms: number }>;
+}
+
+/** The redis-server pid from INFO (undefined when Redis does not say or is not reachable). */
+async function redisServerPid(url: string): Promise<number | undefined> {
+  const redis = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
+  try {
+    await redis.connect();
+    const pid = Number(/^process_id:(\d+)/m.exec(await redis.info('server'))?.[1]);
+    return Number.isFinite(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Every process a run's CPU table reports: the target's, its PostgreSQL backends, Redis, the generators. */
+async function processGroups(target: Target, pool: Pool, generatorPids: () => number[]): Promise<ProcessGroup[]> {
+  const redisPid = target.redisUrl ? await redisServerPid(target.redisUrl) : undefined;
+  return [
+    { name: 'generator', kind: 'generator', pids: generatorPids },
+    ...target.processes,
+    {
+      name: 'PostgreSQL backends',
+      kind: 'postgres',
+      // The target's sessions on its database; the benchmark's own sampling sessions are left out.
+      pids: async () =>
+        (
+          await pool.query<{ pid: number }>(
+            `SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name <> 'surge-bench'`,
+          )
+        ).rows.map((r) => r.pid),
+    },
+    ...(redisPid === undefined
+      ? []
+      : [
+          {
+            name: 'redis-server',
+            kind: 'redis' as const,
+            pids: () => [redisPid],
+            shared: 'the whole server: other clients of this Redis count too',
+          },
+        ]),
+  ];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -171,7 +224,9 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       `errors ${s.errors} dropped ${s.dropped} in-flight ${s.inFlight}`;
 
     let sideBusy = false;
+    const loopDelays: Array<{ t: number; p99Ms: number }> = [];
     const onTick = (tick: MergedTick) => {
+      loopDelays.push({ t: tick.second, p99Ms: tick.loopDelayP99Ms });
       if (sideBusy) return; // a slow sample (loaded machine) must not pile up queries
       sideBusy = true;
       void sampleSide()
@@ -190,6 +245,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
         });
     };
 
+    const groups = await processGroups(target, pool, () => load.pids);
     const load = startLoad(
       {
         url: target.url,
@@ -207,7 +263,9 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       },
       { generators: o.generators, seed: o.seed, onTick },
     );
+    const cpu = startCpuSampler(groups);
     const result = await load.result;
+    const cpuLoadEndS = cpu.now();
     loadDone = true;
     const loadSeconds = (result.endedAtMs - result.startedAtMs) / 1000;
 
@@ -237,6 +295,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       true,
     );
 
+    const cpuUsage = await cpu.stop();
     const rows = await pool.query<{ k: string; status: string; reason: string | null; r: number; a: number }>(
       `SELECT idempotency_key AS k, status, reason,
               extract(epoch FROM received_at)::float8 * 1000 AS r, extract(epoch FROM applied_at)::float8 * 1000 AS a
@@ -304,6 +363,9 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       commitP99BySecond,
       firstReceivedMs,
       lastAppliedMs,
+      cpu: cpuUsage,
+      cpuLoadEndS,
+      generatorLoopDelayMs: loopDelays,
     };
   } finally {
     await pool.end();

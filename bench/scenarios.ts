@@ -2,11 +2,13 @@
 // load plan, runs it against one or more targets (run.ts), checks the ledger and writes a report.
 import { randomBytes } from 'node:crypto';
 import { capacitySpec, lineSpec, memorySpec } from './charts.js';
+import { findBottleneck } from './cpu.js';
 import { createPool } from '../common/db.js';
 import type { LoadPhase } from './loadgen.js';
 import {
   type Chart,
   type Check,
+  cpuTable,
   describeMachine,
   ledgerCheck,
   ledgerFindings,
@@ -165,7 +167,13 @@ function newReport(scenario: Scenario, title: string, o: BenchOptions, startedAt
 async function finish(report: Report, o: BenchOptions, charts: Chart[]): Promise<{ report: Report; dir: string }> {
   report.finishedAt = new Date().toISOString();
   // Every report leads with where each submission went, checked.
-  report.findings.unshift(...report.systems.flatMap((s) => ledgerFindings(s, o.maxInFlight)));
+  report.findings.unshift(
+    ...report.systems.flatMap((s) => [
+      ...ledgerFindings(s, o.maxInFlight),
+      `${report.systems.length > 1 ? `${s.label}: ` : ''}${s.cpu.bottleneck.sentence}`,
+    ]),
+  );
+  report.tables.unshift(...report.systems.map(cpuTable));
   report.checks.unshift(...report.systems.map(ledgerCheck));
   const dir = o.outDir ?? resultsDir(o.resultsRoot, report.scenario, new Date(report.startedAt));
   await writeReport(report, dir, charts);
@@ -279,6 +287,20 @@ async function runRamp(
   });
   const summary = summarize(t.system, label, t.settings, run);
   const knee = findKnee(summary, o.ramp);
+  // What limited it is judged where it mattered: the first step that failed (else the last one run).
+  const reached = summary.phases.filter((p) => p.offered > 0);
+  const judged = reached.find((p) => p.offeredRate === knee.firstFailingRate) ?? reached.at(-1) ?? summary.phases[0];
+  const secs = run.samples.filter((x) => x.phase === judged?.phase && !x.draining).map((x) => x.t);
+  if (judged && secs.length > 0) {
+    const from = Math.min(...secs) - 1;
+    const to = Math.max(...secs);
+    summary.cpu.window = { from, to, what: `the ${judged.offeredRate}/s step` };
+    summary.cpu.bottleneck = findBottleneck(run.cpu, from, to);
+    summary.cpu.bottleneck.sentence = summary.cpu.bottleneck.sentence.replace(
+      /over \d+ s of load/,
+      `at the ${judged.offeredRate}/s step`,
+    );
+  }
   // Little's law on the knee step (the highest steady one) rather than across changing rates.
   const kneePhase = summary.phases.find((p) => p.offeredRate === knee.maxSustainableRate);
   if (kneePhase) {
@@ -309,13 +331,15 @@ export async function steady(o: BenchOptions, soak = false): Promise<{ report: R
     o,
     started,
   );
-  const summary = await withTarget('surge', o, async (t) => {
-    const run = await measure(t, runKeyFor(scenario), {
-      ...baseRun(o, scenario, [{ rate: o.rate, durationMs: o.durationS * 1000 }]),
-      sampleMemory: soak,
-    });
-    return summarize(t.system, SYSTEM_LABEL.surge, t.settings, run);
-  });
+  const { summary } = await withTarget('surge', o, (t) =>
+    (async () => {
+      const run = await measure(t, runKeyFor(scenario), {
+        ...baseRun(o, scenario, [{ rate: o.rate, durationMs: o.durationS * 1000 }]),
+        sampleMemory: soak,
+      });
+      return { summary: summarize(t.system, SYSTEM_LABEL.surge, t.settings, run) };
+    })(),
+  );
   report.systems = [summary];
   const p = summary.phases[0];
   report.findings.push(
@@ -450,33 +474,35 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
     o,
     new Date(),
   );
-  const runKey = runKeyFor('flash');
-  const hotSkus = Array.from({ length: f.hotSkus }, (_, i) => `${runKey}-hot-${i}`);
-  const result = await withTarget('surge', o, async (t) => {
-    const pool = createPool(t.databaseUrl, { max: 1, applicationName: 'surge-bench' });
-    try {
-      for (const sku of hotSkus)
-        await pool.query('INSERT INTO inventory (sku, available) VALUES ($1, $2)', [sku, f.stockPerSku]);
-      const run = await measure(t, runKey, {
-        ...baseRun(o, 'flash-sale', [{ rate: f.orders / f.burstS, durationMs: f.burstS * 1000 }]),
-        maxRequests: f.orders,
-        duplicateFraction: f.duplicateFraction,
-        retry: { max: f.retries, baseDelayMs: 100, maxDelayMs: 2000 },
-        workload: { ...DEFAULT_WORKLOAD, hotSkus, hotFraction: 1 },
-        connections: Math.max(o.connections, 64),
-      });
-      const stock = await pool.query<{ sku: string; available: string; sold: string }>(
-        `SELECT i.sku, i.available,
+  const result = await withTarget('surge', o, (t) =>
+    (async () => {
+      const runKey = runKeyFor('flash');
+      const hotSkus = Array.from({ length: f.hotSkus }, (_, i) => `${runKey}-hot-${i}`);
+      const pool = createPool(t.databaseUrl, { max: 1, applicationName: 'surge-bench' });
+      try {
+        for (const sku of hotSkus)
+          await pool.query('INSERT INTO inventory (sku, available) VALUES ($1, $2)', [sku, f.stockPerSku]);
+        const run = await measure(t, runKey, {
+          ...baseRun(o, 'flash-sale', [{ rate: f.orders / f.burstS, durationMs: f.burstS * 1000 }]),
+          maxRequests: f.orders,
+          duplicateFraction: f.duplicateFraction,
+          retry: { max: f.retries, baseDelayMs: 100, maxDelayMs: 2000 },
+          workload: { ...DEFAULT_WORKLOAD, hotSkus, hotFraction: 1 },
+          connections: Math.max(o.connections, 64),
+        });
+        const stock = await pool.query<{ sku: string; available: string; sold: string }>(
+          `SELECT i.sku, i.available,
                 coalesce((SELECT sum(oi.qty) FROM order_items oi JOIN orders o ON o.id = oi.order_pk
                            WHERE oi.sku = i.sku AND o.status = 'applied'), 0) AS sold
            FROM inventory i WHERE i.sku = ANY($1) ORDER BY i.sku`,
-        [hotSkus],
-      );
-      return { run, summary: summarize(t.system, SYSTEM_LABEL.surge, t.settings, run), stock: stock.rows };
-    } finally {
-      await pool.end();
-    }
-  });
+          [hotSkus],
+        );
+        return { run, summary: summarize(t.system, SYSTEM_LABEL.surge, t.settings, run), stock: stock.rows };
+      } finally {
+        await pool.end();
+      }
+    })(),
+  );
   const { summary, stock, run } = result;
   const lat = summary.ledger.latencyByStatus;
   const pct = (p: { p50Ms: number; p99Ms: number; count: number } | undefined) =>

@@ -1,6 +1,7 @@
 // From raw run data to the figures a report shows: percentiles, CDF points, per-phase rows,
 // peak backlog, and Little's-law sanity checks.
 import * as hdr from 'hdr-histogram-js';
+import { type Bottleneck, type CpuUsage, findBottleneck } from './cpu.js';
 import { type Counts, HISTOGRAM_OPTIONS } from './loadgen.js';
 import type { RunResult, SecondSample } from './run.js';
 
@@ -130,6 +131,16 @@ export function ledgerOf(load: RunResult['load']): Ledger {
   };
 }
 
+export interface CpuSummary {
+  usage: CpuUsage;
+  /** Seconds on the CPU samples' clock when the load ended (the drain follows). */
+  loadEndS: number;
+  /** The window the bottleneck was judged on, and what it is. */
+  window: { from: number; to: number; what: string };
+  bottleneck: Bottleneck;
+  generatorLoopDelayMs: Array<{ t: number; p99Ms: number }>;
+}
+
 export interface SystemSummary {
   system: string;
   label: string;
@@ -153,6 +164,7 @@ export interface SystemSummary {
   errorSamples: string[];
   commitP99BySecond: RunResult['commitP99BySecond'];
   littles: LittleCheck[];
+  cpu: CpuSummary;
 }
 
 function maxOrNull(values: Array<number | null>): number | null {
@@ -275,6 +287,13 @@ export function summarize(
     errorSamples: run.load.errorSamples,
     commitP99BySecond: run.commitP99BySecond,
     littles: littleChecks(run.samples, accept.meanMs, commit.meanMs),
+    cpu: {
+      usage: run.cpu,
+      loadEndS: run.cpuLoadEndS,
+      window: { from: 0, to: run.cpuLoadEndS, what: 'the whole load' },
+      bottleneck: findBottleneck(run.cpu, 0, run.cpuLoadEndS),
+      generatorLoopDelayMs: run.generatorLoopDelayMs,
+    },
   };
 }
 

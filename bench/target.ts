@@ -17,6 +17,7 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { up } from '../stack/up.js';
 import { deleteRedisPrefix } from '../devkit/scratch.js';
 import { BULL_QUEUE } from './baselines/common.js';
+import type { ProcessGroup } from './cpu.js';
 import { bySuffix, maxOf, scrape, sumOf } from './prom.js';
 
 export type SystemName = 'surge' | 'sync-insert' | 'bullmq';
@@ -42,6 +43,10 @@ export interface Target {
   /** Settings that shape the result (shards, batch size, workers, …) for the report. */
   settings: Record<string, string | number>;
   memorySources: MemorySource[];
+  /** The target's own processes for the CPU table (the run adds the generator, PostgreSQL and Redis). */
+  processes: ProcessGroup[];
+  /** The Redis the target uses, if any: its server's CPU is reported. */
+  redisUrl?: string;
   backlog(): Promise<Backlog | undefined>;
   stop(): Promise<void>;
 }
@@ -56,6 +61,8 @@ export interface SurgeStartOptions {
 }
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
+
+const pidList = (...pids: Array<number | undefined>): number[] => pids.filter((p): p is number => p !== undefined);
 
 export function rssOfPid(pid: number): number | undefined {
   try {
@@ -257,6 +264,17 @@ export async function startSurge(opts: SurgeStartOptions): Promise<Target> {
       pgPoolSize: settings.pgPoolSize,
       durability: settings.durability,
     },
+    processes: [
+      { name: 'ingest', kind: 'ingest', descendants: true, pids: () => pidList(stack.pids().ingest) },
+      {
+        name: opts.workers > 1 ? `workers (${opts.workers})` : 'worker',
+        kind: 'worker',
+        descendants: true,
+        pids: () => pidList(stack.pids().work, ...extra.map((c) => c.pid)),
+      },
+      { name: 'lag exporter', kind: 'other', pids: () => pidList(stack.pids()['lag-exporter']) },
+    ],
+    redisUrl: s.redisUrl,
     memorySources: [
       { role: 'ingest', metricsUrl: `http://${host}:${stack.env.SURGE_INGEST_METRICS_PORT}/metrics` },
       { role: 'work', metricsUrl: `http://${host}:${stack.env.SURGE_WORKER_METRICS_PORT}/metrics` },
@@ -290,6 +308,8 @@ export function runningSurge(o: RunningOptions): Target {
     apiKey: o.apiKey,
     databaseUrl: o.databaseUrl,
     settings: { stack: 'running (settings not known to the benchmark)' },
+    // Its processes are not ours to find; PostgreSQL backends are still read when local.
+    processes: [],
     memorySources: o.ingestMetricsUrl ? [{ role: 'ingest', metricsUrl: o.ingestMetricsUrl }] : [],
     backlog: async () => (o.lagUrl ? lagExporterBacklog(o.lagUrl) : undefined),
     stop: async () => {},
@@ -339,6 +359,7 @@ export async function startSyncBaseline(o: BaselineOptions): Promise<Target> {
     databaseUrl: s.databaseUrl,
     settings: { pgConnections: o.concurrency },
     memorySources: [{ role: 'sync-server', pid: child.pid as number }],
+    processes: [{ name: 'sync-insert server', kind: 'baseline', pids: () => pidList(child.pid) }],
     // No queue: an order is in flight only inside its own request (the client-side check covers it).
     backlog: async () => undefined,
     async stop() {
@@ -373,6 +394,11 @@ export async function startBullmqBaseline(o: BaselineOptions): Promise<Target> {
     apiKey,
     databaseUrl: s.databaseUrl,
     settings: { jobConcurrency: o.concurrency },
+    processes: [
+      { name: 'BullMQ front', kind: 'baseline', pids: () => pidList(front.pid) },
+      { name: 'BullMQ worker', kind: 'baseline', pids: () => pidList(worker.pid) },
+    ],
+    redisUrl: s.redisUrl,
     memorySources: [
       { role: 'bullmq-front', pid: front.pid as number },
       { role: 'bullmq-worker', pid: worker.pid as number },

@@ -314,6 +314,8 @@ export interface RunningStack {
   env: Record<string, string>;
   /** Resolves when the stack has stopped (after stop() or a fatal error); value = exit code. */
   done: Promise<number>;
+  /** The process id of each running role now (a restarted role has a new one). */
+  pids(): Partial<Record<Role, number>>;
   stop(code?: number): Promise<number>;
 }
 
@@ -426,7 +428,9 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
       throw e;
     }
     const ingestUrl = `http://${localHost}:${probePort('ingest')}`;
-    return { ingestUrl, apiKey, env, done, stop };
+    const pids = () =>
+      Object.fromEntries(children.flatMap((c) => (c.process?.pid === undefined ? [] : [[c.role, c.process.pid]])));
+    return { ingestUrl, apiKey, env, done, stop, pids };
   } catch (e) {
     await runCleanups();
     throw e;

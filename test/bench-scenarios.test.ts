@@ -83,6 +83,9 @@ function checkReport(dir: string, scenario: string): Results {
       ),
     );
   assert.doesNotMatch(answers, /LEDGER DOES NOT BALANCE/);
+  // … and name what limited the run, from a CPU table of every process.
+  assert.match(answers, /What limited it: /);
+  assert.match(md, /CPU per process[\s\S]*\| generator \| \d+ \|/);
   return r;
 }
 

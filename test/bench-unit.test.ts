@@ -4,6 +4,7 @@
 // whole measure → report path against the sync-INSERT baseline (PostgreSQL only).
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,7 @@ import autocannon from 'autocannon';
 import { validateOrder } from '../common/order.js';
 import { httpRequestBytes, takeRequestsFrom } from '../bench/autocannon-requests.js';
 import { renderSvg, throughputSpec } from '../bench/charts.js';
+import { type CpuUsage, findBottleneck, startCpuSampler } from '../bench/cpu.js';
 import { startLoad } from '../bench/generators.js';
 import { assertLoopback } from '../bench/loadgen.js';
 import { parsePrometheus, sumOf } from '../bench/prom.js';
@@ -153,6 +155,67 @@ describe('bench: workload and arithmetic', () => {
     assert.throws(() => assertLoopback('http://example.com'), /loopback/);
     assertLoopback('http://127.0.0.1:1');
     assertLoopback('http://localhost:1');
+  });
+});
+
+describe('bench: CPU per process', () => {
+  const usage = (groups: Record<string, { cores: number; main: number }>, machine: number): CpuUsage => ({
+    cpus: 2,
+    wallSeconds: 5,
+    machineBusySeconds: machine * 5,
+    groups: Object.keys(groups).map((name) => ({
+      name,
+      kind: name === 'ingest' ? 'ingest' : 'worker',
+      seconds: (groups[name]?.cores ?? 0) * 5,
+      pids: [1],
+      measured: true,
+    })),
+    samples: Array.from({ length: 5 }, (_, i) => ({
+      t: i + 1,
+      dt: 1,
+      machineCores: machine,
+      groups: Object.fromEntries(
+        Object.entries(groups).map(([k, v]) => [k, { cores: v.cores, mainCores: v.main, processes: 1 }]),
+      ),
+    })),
+  });
+
+  test('the bottleneck: a bound thread names its process, all cores busy names the machine, else not CPU', () => {
+    const thread = findBottleneck(
+      usage({ ingest: { cores: 1.2, main: 0.97 }, worker: { cores: 0.5, main: 0.4 } }, 1.8),
+      0,
+      5,
+    );
+    assert.equal(thread.process, 'ingest');
+    assert.match(thread.sentence, /ingest, CPU-bound: .* 0\.97 cores of 1/);
+    const machine = findBottleneck(
+      usage({ ingest: { cores: 0.8, main: 0.7 }, worker: { cores: 1.0, main: 0.6 } }, 1.9),
+      0,
+      5,
+    );
+    assert.equal(machine.process, 'machine');
+    assert.match(machine.sentence, /the machine's CPU: 1\.90 of 2 cores busy.*largest user was worker/);
+    const none = findBottleneck(
+      usage({ ingest: { cores: 0.3, main: 0.3 }, worker: { cores: 0.2, main: 0.2 } }, 0.6),
+      0,
+      5,
+    );
+    assert.equal(none.resource, 'not CPU');
+    assert.match(none.sentence, /not CPU/);
+  });
+
+  test('a busy child process is read from /proc, from its start', async () => {
+    const child = spawn(process.execPath, ['-e', 'const end = Date.now() + 1500; while (Date.now() < end);']);
+    const sampler = startCpuSampler(
+      [{ name: 'spinner', kind: 'other', pids: () => (child.pid ? [child.pid] : []) }],
+      200,
+    );
+    await new Promise((r) => child.once('exit', r));
+    const u = await sampler.stop();
+    const g = defined(u.groups[0], 'the group');
+    assert.ok(g.measured && g.pids.includes(child.pid ?? -1));
+    assert.ok(g.seconds > 0.2, `spinner used ${g.seconds} s`);
+    assert.ok(u.samples.some((x) => (x.groups.spinner?.mainCores ?? 0) > 0.2));
   });
 });
 
