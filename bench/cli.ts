@@ -22,6 +22,7 @@ type PassedThrough =
   | 'connections'
   | 'maxInFlight'
   | 'generators'
+  | 'maxGenerators'
   | 'timeoutMs'
   | 'drainTimeoutS'
   | 'baselineConcurrency'
@@ -132,6 +133,7 @@ export function toBenchOptions(o: CliOpts, command: string): BenchOptions {
     connections: o.connections,
     maxInFlight: o.maxInFlight,
     generators: o.generators,
+    maxGenerators: o.maxGenerators,
     timeoutMs: o.timeoutMs,
     drainTimeoutS: o.drainTimeoutS,
     baselineConcurrency: o.baselineConcurrency,
@@ -200,6 +202,12 @@ export function addBenchCommand(
       d.maxInFlight,
     )
     .option('--generators <n>', 'load generator processes', num, d.generators)
+    .option(
+      '--max-generators <n>',
+      'run again with one more generator process while the generator was saturated, up to this many',
+      num,
+      d.maxGenerators,
+    )
     .option('--timeout-ms <ms>', 'per-request timeout', num, d.timeoutMs)
     .option('--drain-timeout-s <s>', 'longest wait for the backlog to drain after the load', num, d.drainTimeoutS)
     .option(

@@ -1,6 +1,7 @@
 // Scenario names, options and their defaults: kept apart from the scenarios themselves so the
 // CLI can describe `surge bench` without loading the benchmark's dev-only dependencies (vega,
 // undici…) — a production install has none of them (test/deploy-image.test.ts).
+import { availableParallelism } from 'node:os';
 import type { RunningOptions } from './target.js';
 
 export const SCENARIOS = ['steady', 'ramp', 'flash-sale', 'soak', 'compare', 'sweep'] as const;
@@ -26,6 +27,8 @@ export interface BenchOptions {
   connections: number;
   maxInFlight: number;
   generators: number;
+  /** Generator processes a run may grow to when the generator was saturated. */
+  maxGenerators: number;
   timeoutMs: number;
   drainTimeoutS: number;
   /** Job concurrency / pg connections of the comparison baselines. */
@@ -95,6 +98,7 @@ export const DEFAULTS: Omit<BenchOptions, 'command' | 'progress' | 'log' | 'resu
   connections: 64,
   maxInFlight: 20_000,
   generators: 1,
+  maxGenerators: Math.max(2, availableParallelism()),
   timeoutMs: 10_000,
   drainTimeoutS: 180,
   baselineConcurrency: 16,

@@ -85,6 +85,8 @@ export interface RunResult {
   lastAppliedMs: number | undefined;
   /** CPU of every process from the start of the load to the end of the drain; `t` ≈ seconds of load. */
   cpu: CpuUsage;
+  /** Load generator processes. */
+  generators: number;
   /** Seconds (on the CPU samples' clock) at which the load ended. */
   cpuLoadEndS: number;
   /** The generators' worst per-second event-loop delay p99 during the load, ms, by second. */
@@ -364,6 +366,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       firstReceivedMs,
       lastAppliedMs,
       cpu: cpuUsage,
+      generators: o.generators,
       cpuLoadEndS,
       generatorLoopDelayMs: loopDelays,
     };

@@ -22,7 +22,7 @@ import {
   writeReport,
 } from './report.js';
 import { measure, type RunOptions, type RunResult, type SecondSample } from './run.js';
-import { littleChecks, type SystemSummary, summarize } from './summary.js';
+import { type GeneratorCheck, generatorCheck, littleChecks, type SystemSummary, summarize } from './summary.js';
 import {
   runningSurge,
   startBullmqBaseline,
@@ -110,6 +110,43 @@ async function withTarget<T>(
   }
 }
 
+/**
+ * Runs `attempt` with `o.generators` generator processes and, while the generator was saturated,
+ * again with one more, up to `o.maxGenerators`: a planner must never read the generator's limit
+ * as the system's. The result keeps the checks of the runs it replaced.
+ */
+async function keepGeneratorAhead<T extends { summary: SystemSummary }>(
+  o: BenchOptions,
+  attempt: (o: BenchOptions) => Promise<T>,
+): Promise<T> {
+  const replaced: GeneratorCheck[] = [];
+  for (let g = o.generators; ; g++) {
+    const r = await attempt({ ...o, generators: g });
+    const c = r.summary.generator.check;
+    if (!c.saturated || g >= o.maxGenerators) {
+      r.summary.generator.replaced = replaced;
+      return r;
+    }
+    replaced.push(c);
+    o.progress(`the generator was ${c.reason}; running again with ${g + 1} generator processes`, true);
+  }
+}
+
+function generatorFinding(s: SystemSummary, o: BenchOptions): string {
+  const { check, replaced } = s.generator;
+  const before =
+    replaced.length > 0
+      ? ` Earlier runs with ${replaced.map((r) => r.generators).join(', ')} generator process(es) were ` +
+        `saturated and were replaced (${replaced.map((r) => r.reason).join('; ')}).`
+      : '';
+  if (!check.saturated) return `Generator check passed (${s.label}): ${check.reason}.${before}`;
+  return (
+    `GENERATOR SATURATED (${s.label}): ${check.reason}, and no more generator processes were added ` +
+    `(--max-generators ${o.maxGenerators}). The figures above are partly the generator's limit, not the ` +
+    `system's: run on a machine with more cores, or raise --max-generators.${before}`
+  );
+}
+
 const SYSTEM_LABEL: Record<SystemName, string> = {
   surge: 'Surge',
   'sync-insert': 'sync INSERT per request',
@@ -171,7 +208,15 @@ async function finish(report: Report, o: BenchOptions, charts: Chart[]): Promise
     ...report.systems.flatMap((s) => [
       ...ledgerFindings(s, o.maxInFlight),
       `${report.systems.length > 1 ? `${s.label}: ` : ''}${s.cpu.bottleneck.sentence}`,
+      generatorFinding(s, o),
     ]),
+  );
+  report.checks.unshift(
+    ...report.systems.map((s) => ({
+      name: `${s.label}: the load generator kept up`,
+      ok: !s.generator.check.saturated,
+      detail: s.generator.check.reason,
+    })),
   );
   report.tables.unshift(...report.systems.map(cpuTable));
   report.checks.unshift(...report.systems.map(ledgerCheck));
@@ -296,6 +341,8 @@ async function runRamp(
     const to = Math.max(...secs);
     summary.cpu.window = { from, to, what: `the ${judged.offeredRate}/s step` };
     summary.cpu.bottleneck = findBottleneck(run.cpu, from, to);
+    // The generator must have kept up to that step; what came after it does not count.
+    summary.generator.check = generatorCheck(run.cpu, run.generatorLoopDelayMs, run.generators, to);
     summary.cpu.bottleneck.sentence = summary.cpu.bottleneck.sentence.replace(
       /over \d+ s of load/,
       `at the ${judged.offeredRate}/s step`,
@@ -332,13 +379,13 @@ export async function steady(o: BenchOptions, soak = false): Promise<{ report: R
     started,
   );
   const { summary } = await withTarget('surge', o, (t) =>
-    (async () => {
+    keepGeneratorAhead(o, async (o) => {
       const run = await measure(t, runKeyFor(scenario), {
         ...baseRun(o, scenario, [{ rate: o.rate, durationMs: o.durationS * 1000 }]),
         sampleMemory: soak,
       });
       return { summary: summarize(t.system, SYSTEM_LABEL.surge, t.settings, run) };
-    })(),
+    }),
   );
   report.systems = [summary];
   const p = summary.phases[0];
@@ -453,7 +500,9 @@ export function soakDrift(s: SystemSummary): Drift {
 
 export async function ramp(o: BenchOptions): Promise<{ report: Report; dir: string }> {
   const report = newReport('ramp', 'Ramp: the maximum sustainable rate', o, new Date());
-  const { summary, knee } = await withTarget('surge', o, (t) => runRamp(t, o, SYSTEM_LABEL.surge));
+  const { summary, knee } = await withTarget('surge', o, (t) =>
+    keepGeneratorAhead(o, (o) => runRamp(t, o, SYSTEM_LABEL.surge)),
+  );
   report.systems = [summary];
   report.extra.knee = knee;
   report.findings.push(
@@ -474,8 +523,9 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
     o,
     new Date(),
   );
+  // Each attempt (more generators after a saturated one) sells fresh stock under its own keys.
   const result = await withTarget('surge', o, (t) =>
-    (async () => {
+    keepGeneratorAhead(o, async (o) => {
       const runKey = runKeyFor('flash');
       const hotSkus = Array.from({ length: f.hotSkus }, (_, i) => `${runKey}-hot-${i}`);
       const pool = createPool(t.databaseUrl, { max: 1, applicationName: 'surge-bench' });
@@ -501,7 +551,7 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
       } finally {
         await pool.end();
       }
-    })(),
+    }),
   );
   const { summary, stock, run } = result;
   const lat = summary.ledger.latencyByStatus;
@@ -597,7 +647,7 @@ export async function compare(o: BenchOptions): Promise<{ report: Report; dir: s
   );
   const results: Array<{ summary: SystemSummary; knee: Knee }> = [];
   for (const system of ['sync-insert', 'bullmq', 'surge'] as const) {
-    const r = await withTarget(system, o, (t) => runRamp(t, o, SYSTEM_LABEL[system]));
+    const r = await withTarget(system, o, (t) => keepGeneratorAhead(o, (o) => runRamp(t, o, SYSTEM_LABEL[system])));
     results.push({ summary: r.summary, knee: r.knee });
   }
   const by = (s: SystemName) => {
@@ -698,7 +748,7 @@ export async function sweep(o: BenchOptions): Promise<{ report: Report; dir: str
       for (const batch of s.batchSizes) {
         const label = `${workers} worker${workers > 1 ? 's' : ''}, ${shards} shards, batch ${batch}`;
         const env = { SURGE_SHARDS: String(shards), SURGE_BATCH_SIZE: String(batch) };
-        const r = await withTarget('surge', o, (t) => runRamp(t, o, label), env, workers);
+        const r = await withTarget('surge', o, (t) => keepGeneratorAhead(o, (o) => runRamp(t, o, label)), env, workers);
         rows.push({
           workers,
           shards,

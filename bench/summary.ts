@@ -141,6 +141,54 @@ export interface CpuSummary {
   generatorLoopDelayMs: Array<{ t: number; p99Ms: number }>;
 }
 
+/** A generator process at or above this share of a core (3 s sustained) is saturated. */
+export const GENERATOR_CORES_BOUND = 0.85;
+/** … or with its event-loop delay p99 above this in each of 3 consecutive seconds. */
+export const GENERATOR_LOOP_DELAY_BOUND_MS = 50;
+
+export interface GeneratorCheck {
+  generators: number;
+  /** Highest 3-second mean of the generator processes' cores, per process. */
+  coresPerProcess: number;
+  /** Highest event-loop delay p99 held for 3 consecutive seconds, ms. */
+  loopDelayP99Ms: number;
+  saturated: boolean;
+  reason: string;
+}
+
+/** Whether the load generator kept up, over the load's seconds up to `toS`. */
+export function generatorCheck(
+  cpu: CpuUsage,
+  loopDelays: ReadonlyArray<{ t: number; p99Ms: number }>,
+  generators: number,
+  toS: number,
+): GeneratorCheck {
+  const cores = cpu.samples
+    .filter((x) => x.t <= toS + 0.5)
+    .map((x) => (x.groups.generator?.cores ?? 0) / Math.max(1, x.groups.generator?.processes ?? generators));
+  let coresPerProcess = 0;
+  for (let i = 0; i + 3 <= cores.length; i++)
+    coresPerProcess = Math.max(coresPerProcess, cores.slice(i, i + 3).reduce((a, b) => a + b, 0) / 3);
+  if (cores.length < 3) coresPerProcess = Math.max(0, ...cores);
+  const delays = loopDelays.filter((d) => d.t <= toS + 1).map((d) => d.p99Ms);
+  let loopDelayP99Ms = 0;
+  for (let i = 0; i + 3 <= delays.length; i++)
+    loopDelayP99Ms = Math.max(loopDelayP99Ms, Math.min(...delays.slice(i, i + 3)));
+  const hot = coresPerProcess >= GENERATOR_CORES_BOUND;
+  const late = loopDelayP99Ms >= GENERATOR_LOOP_DELAY_BOUND_MS;
+  const figures =
+    `${generators} generator process${generators > 1 ? 'es' : ''}: up to ${coresPerProcess.toFixed(2)} cores each ` +
+    `(bound ${GENERATOR_CORES_BOUND}), event-loop delay p99 up to ${loopDelayP99Ms.toFixed(1)} ms held 3 s ` +
+    `(bound ${GENERATOR_LOOP_DELAY_BOUND_MS} ms)`;
+  return {
+    generators,
+    coresPerProcess: Math.round(coresPerProcess * 100) / 100,
+    loopDelayP99Ms: Math.round(loopDelayP99Ms * 10) / 10,
+    saturated: hot || late,
+    reason: hot || late ? `saturated: ${figures}` : `kept up: ${figures}`,
+  };
+}
+
 export interface SystemSummary {
   system: string;
   label: string;
@@ -165,6 +213,8 @@ export interface SystemSummary {
   commitP99BySecond: RunResult['commitP99BySecond'];
   littles: LittleCheck[];
   cpu: CpuSummary;
+  /** The generator check of this run, and of the saturated runs it replaced (more generators each). */
+  generator: { check: GeneratorCheck; replaced: GeneratorCheck[] };
 }
 
 function maxOrNull(values: Array<number | null>): number | null {
@@ -293,6 +343,10 @@ export function summarize(
       window: { from: 0, to: run.cpuLoadEndS, what: 'the whole load' },
       bottleneck: findBottleneck(run.cpu, 0, run.cpuLoadEndS),
       generatorLoopDelayMs: run.generatorLoopDelayMs,
+    },
+    generator: {
+      check: generatorCheck(run.cpu, run.generatorLoopDelayMs, run.generators, run.cpuLoadEndS),
+      replaced: [],
     },
   };
 }

@@ -85,6 +85,8 @@ function checkReport(dir: string, scenario: string): Results {
   assert.doesNotMatch(answers, /LEDGER DOES NOT BALANCE/);
   // … and name what limited the run, from a CPU table of every process.
   assert.match(answers, /What limited it: /);
+  // … and say whether the generator kept up (a quick run's is far from saturated).
+  assert.match(answers, /Generator check passed \([^)]+\): kept up: \d+ generator process/);
   assert.match(md, /CPU per process[\s\S]*\| generator \| \d+ \|/);
   return r;
 }

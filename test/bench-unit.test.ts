@@ -28,7 +28,7 @@ import {
 } from '../bench/report.js';
 import { measure } from '../bench/run.js';
 import { findKnee } from '../bench/scenarios.js';
-import { ledgerOf, littleChecks, type SystemSummary, summarize } from '../bench/summary.js';
+import { generatorCheck, ledgerOf, littleChecks, type SystemSummary, summarize } from '../bench/summary.js';
 import { startSyncBaseline } from '../bench/target.js';
 import { DEFAULT_WORKLOAD, orderFor, orderKey, phaseOfKey } from '../bench/workload.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
@@ -202,6 +202,22 @@ describe('bench: CPU per process', () => {
     );
     assert.equal(none.resource, 'not CPU');
     assert.match(none.sentence, /not CPU/);
+  });
+
+  test('the generator check: near a core, or a late event loop for 3 s, is saturated', () => {
+    const gen = (cores: number) => usage({ generator: { cores, main: cores } }, 1);
+    const calm = Array.from({ length: 5 }, (_, i) => ({ t: i + 1, p99Ms: 12 }));
+    const ok = generatorCheck(gen(0.4), calm, 1, 5);
+    assert.equal(ok.saturated, false);
+    assert.match(ok.reason, /^kept up: 1 generator process: up to 0\.40 cores each/);
+    assert.equal(generatorCheck(gen(0.95), calm, 1, 5).saturated, true);
+    const two = gen(1.2);
+    for (const x of two.samples) x.groups.generator = { cores: 1.2, mainCores: 0.6, processes: 2 };
+    assert.equal(generatorCheck(two, calm, 2, 5).saturated, false, '0.6 cores each of two processes');
+    const late = calm.map((d) => (d.t >= 2 && d.t <= 4 ? { ...d, p99Ms: 80 } : d));
+    assert.equal(generatorCheck(gen(0.4), late, 1, 5).saturated, true);
+    const blip = calm.map((d) => (d.t === 3 ? { ...d, p99Ms: 500 } : d));
+    assert.equal(generatorCheck(gen(0.4), blip, 1, 5).saturated, false, 'one late second is not saturation');
   });
 
   test('a busy child process is read from /proc, from its start', async () => {
