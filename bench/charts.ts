@@ -16,6 +16,8 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
 }
 
 const WIDTH = 640;
+/** Long labels ("2 workers, 4 shards, batch 500") are drawn whole, never cut with an ellipsis. */
+const CONFIG = { axis: { labelLimit: 1000 }, legend: { labelLimit: 1000 }, title: { limit: 0 } } as const;
 
 /** Offered, accepted and committed per second, and the backlog, over time (one system). */
 export function throughputSpec(s: SystemSummary): TopLevelSpec {
@@ -29,6 +31,7 @@ export function throughputSpec(s: SystemSummary): TopLevelSpec {
     .map((x) => ({ t: x.t, series: 'backlog (entries)', value: x.backlog }));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
     title: `${s.label}: throughput and backlog over time`,
     vconcat: [
       {
@@ -57,11 +60,17 @@ export function throughputSpec(s: SystemSummary): TopLevelSpec {
   };
 }
 
-/** Accept and accept-to-commit latency percentiles against the offered rate (per phase). */
-export function latencyVsRateSpec(systems: readonly SystemSummary[]): TopLevelSpec {
+/** What a latency-vs-rate chart marks: the ramp's latency bounds and each system's knee. */
+export interface RateMarks {
+  bounds?: Array<{ label: string; ms: number }>;
+  knees?: Array<{ label: string; rate: number }>;
+}
+
+/** Accept and accept-to-commit latency percentiles against the offered rate (per phase reached). */
+export function latencyVsRateSpec(systems: readonly SystemSummary[], marks: RateMarks = {}): TopLevelSpec {
   const values = systems.flatMap((s) =>
     s.phases
-      .filter((p) => p.accepted > 0)
+      .filter((p) => p.offered > 0 && p.accepted > 0)
       .flatMap((p) => [
         { rate: p.offeredRate, system: s.label, metric: 'accept p50', ms: Math.max(0.01, p.accept.p50Ms) },
         { rate: p.offeredRate, system: s.label, metric: 'accept p99', ms: Math.max(0.01, p.accept.p99Ms) },
@@ -69,21 +78,103 @@ export function latencyVsRateSpec(systems: readonly SystemSummary[]): TopLevelSp
         { rate: p.offeredRate, system: s.label, metric: 'commit p99', ms: Math.max(0.01, p.commit.p99Ms) },
       ]),
   );
+  const x = { field: 'rate', type: 'quantitative', title: 'offered rate (orders/s)' } as const;
+  const y = { field: 'ms', type: 'quantitative', title: 'latency (ms, log)', scale: { type: 'log' } } as const;
+  const bounds = (marks.bounds ?? []).map((b) => ({ ...b, text: `${b.label} ${b.ms} ms` }));
+  const knees = (marks.knees ?? []).map((k) => ({ ...k, text: `knee ${k.label}: ${k.rate}/s` }));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
     title: 'Latency percentiles vs offered rate',
     width: WIDTH,
     height: 300,
-    data: { values },
-    mark: { type: 'line', point: true },
-    encoding: {
-      x: { field: 'rate', type: 'quantitative', title: 'offered rate (orders/s)' },
-      y: { field: 'ms', type: 'quantitative', title: 'latency (ms, log)', scale: { type: 'log' } },
-      color: { field: systems.length > 1 ? 'system' : 'metric', type: 'nominal', title: null },
-      strokeDash: { field: 'metric', type: 'nominal', title: null },
-      detail: { field: 'system', type: 'nominal' },
-    },
-  };
+    layer: [
+      {
+        data: { values },
+        mark: { type: 'line', point: true },
+        encoding: {
+          x,
+          y,
+          color: { field: systems.length > 1 ? 'system' : 'metric', type: 'nominal', title: null },
+          strokeDash: { field: 'metric', type: 'nominal', title: null },
+          detail: { field: 'system', type: 'nominal' },
+        },
+      },
+      ...(bounds.length > 0
+        ? [
+            {
+              data: { values: bounds },
+              layer: [
+                {
+                  mark: { type: 'rule', color: '#b00', strokeDash: [6, 3] },
+                  encoding: { y: { field: 'ms', type: 'quantitative', scale: { type: 'log' } } },
+                },
+                {
+                  mark: { type: 'text', align: 'left', dx: 4, dy: -6, color: '#b00' },
+                  encoding: { y: { field: 'ms', type: 'quantitative' }, x: { datum: 0 }, text: { field: 'text' } },
+                },
+              ],
+            },
+          ]
+        : []),
+      ...(knees.length > 0
+        ? [
+            {
+              data: { values: knees },
+              layer: [
+                {
+                  mark: { type: 'rule', color: '#333', strokeWidth: 2 },
+                  encoding: { x: { field: 'rate', type: 'quantitative' } },
+                },
+                {
+                  mark: { type: 'text', angle: 270, align: 'right', baseline: 'bottom', dx: -4, dy: -3, color: '#333' },
+                  encoding: { x: { field: 'rate', type: 'quantitative' }, y: { value: 0 }, text: { field: 'text' } },
+                },
+              ],
+            },
+          ]
+        : []),
+    ],
+  } as TopLevelSpec;
+}
+
+/** Cores per process over time (stacked), and the whole machine's busy cores as a line (one system). */
+export function cpuSpec(s: SystemSummary): TopLevelSpec {
+  const samples = s.cpu.usage.samples;
+  const stacked = samples.flatMap((x) =>
+    Object.entries(x.groups).map(([process, g]) => ({ t: x.t, process, cores: Math.round(g.cores * 1000) / 1000 })),
+  );
+  const machine = samples
+    .filter((x) => x.machineCores !== null)
+    .map((x) => ({ t: x.t, cores: Math.round((x.machineCores ?? 0) * 1000) / 1000 }));
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
+    title: `${s.label}: CPU per process over time (cores; line: the whole machine)`,
+    width: WIDTH,
+    height: 240,
+    layer: [
+      {
+        data: { values: stacked.length > 0 ? stacked : [{ t: 0, process: 'not sampled', cores: 0 }] },
+        mark: { type: 'area', interpolate: 'step-before' },
+        encoding: {
+          x: { field: 't', type: 'quantitative', title: 'seconds since the load started' },
+          y: { field: 'cores', type: 'quantitative', stack: 'zero', title: 'cores' },
+          color: { field: 'process', type: 'nominal', title: null },
+        },
+      },
+      {
+        data: { values: machine.length > 0 ? machine : [{ t: 0, cores: 0 }] },
+        mark: { type: 'line', interpolate: 'step-before', color: '#000', strokeDash: [4, 2] },
+        encoding: { x: { field: 't', type: 'quantitative' }, y: { field: 'cores', type: 'quantitative' } },
+      },
+      {
+        data: { values: [{ cores: s.cpu.usage.cpus }] },
+        mark: { type: 'rule', color: '#b00' },
+        encoding: { y: { field: 'cores', type: 'quantitative' } },
+      },
+    ],
+  } as TopLevelSpec;
 }
 
 /** Latency CDF on a "nines" axis: 1 = 90 %, 2 = 99 %, 3 = 99.9 %. */
@@ -102,6 +193,7 @@ export function cdfSpec(systems: readonly SystemSummary[]): TopLevelSpec {
   );
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
     title: 'Latency distribution (accept = client, commit = applied_at − received_at)',
     width: WIDTH,
     height: 300,
@@ -125,6 +217,7 @@ export function memorySpec(s: SystemSummary): TopLevelSpec {
   const values = s.samples.flatMap((x) => Object.entries(x.memoryMiB).map(([role, mib]) => ({ t: x.t, role, mib })));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
     title: `${s.label}: resident memory over time`,
     width: WIDTH,
     height: 220,
@@ -142,6 +235,7 @@ export function memorySpec(s: SystemSummary): TopLevelSpec {
 export function capacitySpec(rows: ReadonlyArray<{ config: string; maxRate: number }>): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
     title: 'Max sustainable rate per configuration',
     width: WIDTH,
     height: Math.max(120, rows.length * 28),
@@ -163,6 +257,7 @@ export function lineSpec(
 ): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
     title,
     width: WIDTH,
     height: 220,

@@ -199,7 +199,8 @@ export function startCpuSampler(groups: readonly ProcessGroup[], intervalMs = 10
     const machineCores = m && mLast && dt > 0 ? (m.busy - mLast.busy) / dt : null;
     mLast = m;
     tLast = t;
-    if (dt > 0) samples.push({ t: Math.round(t * 100) / 100, dt, machineCores, groups: groupSeconds });
+    // The first reading (baselines) and a last one just after a tick cover too little time to plot.
+    if (dt >= 0.2) samples.push({ t: Math.round(t * 100) / 100, dt, machineCores, groups: groupSeconds });
   };
 
   const timer = setInterval(() => {

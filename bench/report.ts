@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
-import { cdfSpec, latencyVsRateSpec, renderSvg, throughputSpec } from './charts.js';
+import { cdfSpec, cpuSpec, latencyVsRateSpec, type RateMarks, renderSvg, throughputSpec } from './charts.js';
 import { windowMeans } from './cpu.js';
 import type { Ledger, SystemSummary } from './summary.js';
 
@@ -278,8 +278,8 @@ export function littleTable(systems: readonly SystemSummary[]): Table {
   };
 }
 
-/** The charts every report has: throughput/backlog per system, latency vs rate, CDF. */
-export function standardCharts(systems: readonly SystemSummary[]): Chart[] {
+/** The charts every report has: throughput/backlog and CPU per system, latency vs rate, CDF. */
+export function standardCharts(systems: readonly SystemSummary[], marks: RateMarks = {}): Chart[] {
   const many = systems.length > 1;
   return [
     ...systems.map((s) => ({
@@ -287,7 +287,16 @@ export function standardCharts(systems: readonly SystemSummary[]): Chart[] {
       title: `${s.label}: throughput and backlog over time`,
       spec: throughputSpec(s),
     })),
-    { file: 'latency-vs-rate.svg', title: 'Latency percentiles vs offered rate', spec: latencyVsRateSpec(systems) },
+    ...systems.map((s) => ({
+      file: many ? `cpu-${s.system}.svg` : 'cpu.svg',
+      title: `${s.label}: CPU per process over time`,
+      spec: cpuSpec(s),
+    })),
+    {
+      file: 'latency-vs-rate.svg',
+      title: 'Latency percentiles vs offered rate',
+      spec: latencyVsRateSpec(systems, marks),
+    },
     { file: 'latency-cdf.svg', title: 'Latency CDF', spec: cdfSpec(systems) },
   ];
 }

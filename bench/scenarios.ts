@@ -1,7 +1,7 @@
 // The scenarios of `surge bench`: steady, ramp, flash-sale, soak, compare, sweep. Each builds its
 // load plan, runs it against one or more targets (run.ts), checks the ledger and writes a report.
 import { randomBytes } from 'node:crypto';
-import { capacitySpec, lineSpec, memorySpec } from './charts.js';
+import { capacitySpec, lineSpec, memorySpec, type RateMarks } from './charts.js';
 import { findBottleneck } from './cpu.js';
 import { createPool } from '../common/db.js';
 import type { LoadPhase } from './loadgen.js';
@@ -363,6 +363,17 @@ async function runRamp(
   return { summary, knee, run };
 }
 
+/** The ramp's latency bounds and the knees, drawn on latency-vs-rate. */
+const rateMarks = (r: RampOptions, knees: ReadonlyArray<{ label: string; knee: Knee }>): RateMarks => ({
+  bounds: [
+    { label: 'accept p99 bound', ms: r.acceptP99Ms },
+    { label: 'commit p99 bound', ms: r.commitP99Ms },
+  ],
+  knees: knees.flatMap((k) =>
+    k.knee.maxSustainableRate === null ? [] : [{ label: k.label, rate: k.knee.maxSustainableRate }],
+  ),
+});
+
 const bounds = (r: RampOptions) =>
   `accept p99 ≤ ${r.acceptP99Ms} ms, accept-to-commit p99 ≤ ${r.commitP99Ms} ms, ` +
   `backlog age ≤ ${r.maxBacklogAgeS} s, < 1 % failed`;
@@ -512,7 +523,7 @@ export async function ramp(o: BenchOptions): Promise<{ report: Report; dir: stri
   );
   report.checks.push(...ledgerChecks(summary), ...littleCheckList([summary]));
   report.tables.push(phasesTable(summary), systemsTable([summary]), littleTable([summary]));
-  return finish(report, o, standardCharts([summary]));
+  return finish(report, o, standardCharts([summary], rateMarks(o.ramp, [{ label: summary.label, knee }])));
 }
 
 export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir: string }> {
@@ -735,7 +746,17 @@ export async function compare(o: BenchOptions): Promise<{ report: Report; dir: s
         `${r.knee.firstFailingRate !== null ? ` (at ${r.knee.firstFailingRate}/s: ${r.knee.reason})` : ''}.`,
     );
   report.checks.push(...report.systems.flatMap(ledgerChecks), ...littleCheckList(report.systems));
-  return finish(report, o, standardCharts(report.systems));
+  return finish(
+    report,
+    o,
+    standardCharts(
+      report.systems,
+      rateMarks(
+        o.ramp,
+        results.map((r) => ({ label: r.summary.label, knee: r.knee })),
+      ),
+    ),
+  );
 }
 
 export async function sweep(o: BenchOptions): Promise<{ report: Report; dir: string }> {
@@ -823,7 +844,13 @@ export async function sweep(o: BenchOptions): Promise<{ report: Report; dir: str
       title: 'Max sustainable rate per configuration',
       spec: capacitySpec(sorted.map((r) => ({ config: r.summary.label, maxRate: r.knee.maxSustainableRate ?? 0 }))),
     },
-    ...standardCharts(report.systems),
+    ...standardCharts(
+      report.systems,
+      rateMarks(
+        o.ramp,
+        sorted.map((r) => ({ label: r.summary.label, knee: r.knee })),
+      ),
+    ),
   ];
   return finish(report, o, charts);
 }

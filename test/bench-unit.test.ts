@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import autocannon from 'autocannon';
 import { validateOrder } from '../common/order.js';
 import { httpRequestBytes, takeRequestsFrom } from '../bench/autocannon-requests.js';
-import { renderSvg, throughputSpec } from '../bench/charts.js';
+import { capacitySpec, cpuSpec, latencyVsRateSpec, renderSvg, throughputSpec } from '../bench/charts.js';
 import { type CpuUsage, findBottleneck, startCpuSampler } from '../bench/cpu.js';
 import { startLoad } from '../bench/generators.js';
 import { assertLoopback } from '../bench/loadgen.js';
@@ -22,6 +22,7 @@ import {
   describeMachine,
   ledgerCheck,
   ledgerFindings,
+  phasesTable,
   standardCharts,
   systemsTable,
   writeReport,
@@ -148,6 +149,56 @@ describe('bench: workload and arithmetic', () => {
       } as unknown as SystemSummary),
     );
     assert.match(svg, /^<svg[\s\S]*<\/svg>$/);
+  });
+
+  test('charts a planner can show: whole labels, knee and bounds drawn, CPU per process, no unreached steps', async () => {
+    const long = '2 workers, 4 shards, batch 500';
+    const cap = await renderSvg(capacitySpec([{ config: long, maxRate: 1250 }]));
+    assert.ok(cap.includes(long) && !cap.includes('…'), 'the configuration label is whole');
+    const phase = (offeredRate: number, offered: number, p99Ms: number) => ({
+      offeredRate,
+      offered,
+      accepted: offered,
+      accept: { p50Ms: p99Ms / 4, p99Ms },
+      commit: { p50Ms: 20, p99Ms: 60 },
+    });
+    const s = {
+      label: 'Surge',
+      phases: [phase(250, 2500, 20), phase(500, 5000, 90), phase(750, 7500, 400), phase(1000, 0, 0)],
+    } as unknown as SystemSummary;
+    const spec = latencyVsRateSpec([s], {
+      bounds: [{ label: 'accept p99 bound', ms: 100 }],
+      knees: [{ label: 'Surge', rate: 500 }],
+    });
+    const lvr = await renderSvg(spec);
+    assert.ok(lvr.includes('knee Surge: 500/s') && lvr.includes('accept p99 bound 100 ms'));
+    assert.ok(!JSON.stringify(spec).includes('"rate":1000'), 'the step never reached is not drawn');
+    const cpu = await renderSvg(
+      cpuSpec({
+        label: 'Surge',
+        cpu: {
+          usage: {
+            cpus: 2,
+            samples: [1, 2, 3].map((t) => ({
+              t,
+              dt: 1,
+              machineCores: 1.5,
+              groups: {
+                ingest: { cores: 0.9, mainCores: 0.8, processes: 1 },
+                'PostgreSQL backends': { cores: 0.3, mainCores: 0.2, processes: 3 },
+              },
+            })),
+          },
+        },
+      } as unknown as SystemSummary),
+    );
+    assert.ok(cpu.includes('ingest') && cpu.includes('PostgreSQL backends'));
+    const table = phasesTable(s as SystemSummary);
+    assert.deepEqual(
+      table.rows.map((r) => r[1]),
+      [250, 500, 750],
+      'no row for a step never reached',
+    );
   });
 
   test('the generator refuses non-loopback targets', () => {
