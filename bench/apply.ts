@@ -46,9 +46,11 @@ import {
 import { backlog } from '../devkit/backlog.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { type PgPlacement, startWorker } from '../workers/worker.js';
+import { checkScriptArgs } from './commands.js';
 import { cpuSeconds } from './cpu.js';
 import { median } from './stats.js';
 
+checkScriptArgs('apply');
 const { values: args } = parseArgs({
   options: {
     orders: { type: 'string', default: '100000' },

@@ -1,8 +1,9 @@
 // `surge bench <scenario>`: option parsing and the terminal progress line. The work is in
 // scenarios.ts.
 import { join } from 'node:path';
-import { Argument, type Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { addScriptBenches } from './commands.js';
 import { type BenchOptions, DEFAULTS, type Scenario, SCENARIOS } from './options.js';
 
 const num = (v: string) => {
@@ -149,16 +150,36 @@ export function toBenchOptions(o: CliOpts, command: string): BenchOptions {
   };
 }
 
-/** Adds `surge bench` to the CLI. */
+const SCENARIO_DESCRIPTIONS: Record<Scenario, string> = {
+  steady: 'a fixed rate for a while: latencies, backlog, drain',
+  ramp: 'rising steps until a bound breaks: the maximum sustainable rate',
+  'flash-sale': 'a burst on a few hot SKUs with limited stock, duplicates and retries',
+  soak: 'steady for long, with memory and latency drift',
+  compare: 'the same ramp through sync INSERT, BullMQ and Surge',
+  sweep: 'ramp per workers × batch size × shards: the capacity table',
+};
+
+/** Adds `surge bench` and its subcommands (one per scenario and per benchmark script) to the CLI. */
 export function addBenchCommand(
   program: Command,
   action: <A extends unknown[]>(fn: (...args: A) => Promise<void>) => (...args: A) => Promise<void>,
 ): void {
-  const d = DEFAULTS;
-  program
+  const bench = program
     .command('bench')
-    .description('benchmarks for capacity planners (results in bench/results/<date>-<scenario>/)')
-    .addArgument(new Argument('<scenario>', SCENARIOS.join(' | ')).choices(SCENARIOS))
+    .description('benchmarks for capacity planners (results in bench/results/)')
+    .addHelpText('after', `\nScenarios (${SCENARIOS.join(', ')}) share their options; \`surge bench <name> --help\`.`);
+  for (const scenario of SCENARIOS) addScenario(bench.command(scenario), scenario, action);
+  addScriptBenches(bench);
+}
+
+function addScenario(
+  cmd: Command,
+  scenario: Scenario,
+  action: <A extends unknown[]>(fn: (...args: A) => Promise<void>) => (...args: A) => Promise<void>,
+): void {
+  const d = DEFAULTS;
+  cmd
+    .description(`${SCENARIO_DESCRIPTIONS[scenario]} (results in bench/results/<date>-${scenario}/)`)
     .option('--quick', 'seconds-long version with small numbers (what the tests run)')
     .option('--url <url>', 'a running ingest (loopback only); with --api-key and --database-url')
     .option('--api-key <key>', 'API key for --url')
@@ -221,7 +242,7 @@ export function addBenchCommand(
     .addOption(new Option('--results <dir>', 'root of dated result folders').default(RESULTS_ROOT))
     .option('--note <text>', 'a note for the report (repeatable)', collect, [])
     .action(
-      action(async (scenario: Scenario, opts: CliOpts) => {
+      action(async (opts: CliOpts) => {
         const command = `surge bench ${process.argv
           .slice(3)
           .map((a) => (/[\s"'$]/.test(a) ? JSON.stringify(a) : a))

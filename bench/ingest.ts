@@ -536,4 +536,11 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await main().catch((e: unknown) => {
+  // A bad option is one line and exit 2, not a stack trace.
+  if ((e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`bench:ingest: ${(e as Error).message} (--help for the options)\n`);
+    process.exit(2);
+  }
+  throw e;
+});

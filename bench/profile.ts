@@ -14,6 +14,7 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { freePort } from '../common/net.js';
 import { startLoad } from './generators.js';
 import { resultsDir } from './report.js';
+import { checkScriptArgs } from './commands.js';
 import { scratch } from './target.js';
 import { DEFAULT_WORKLOAD } from './workload.js';
 
@@ -138,6 +139,7 @@ if (mode === 'load') {
   if (url === undefined || apiKey === undefined) throw new Error('profile load: expected URL API_KEY RATE SECONDS');
   await load(url, apiKey, Number(rate), Number(seconds));
 } else if (mode === 'ingest' || mode === 'workers') {
+  checkScriptArgs(`profile-${mode}`);
   const { values } = parseArgs({
     args: rest,
     options: {
@@ -158,8 +160,10 @@ if (mode === 'load') {
     process.exit(1);
   });
 } else {
-  process.stderr.write(
-    'usage: profile.js ingest|workers [--rate N] [--seconds S] [--tools doctor,flame] [--out DIR]\n',
+  // `--help` and anything else: the help of both profiles, and exit 0 only when help was asked for.
+  const help = mode === undefined || mode === '--help' || mode === '-h';
+  (help ? process.stdout : process.stderr).write(
+    `usage: profile.js ingest|workers [options]; options: \`surge bench profile-ingest --help\`${help ? '' : ` (got ${mode})`}\n`,
   );
-  process.exit(2);
+  process.exit(help ? 0 : 2);
 }

@@ -12,8 +12,14 @@ import { canonicalFingerprint, type Order } from '../common/order.js';
 import { acceptedBody, defineIngestCommands } from '../ingest/scripts.js';
 import { OrderWriter } from '../ingest/writer.js';
 import { startRedisServer } from '../devkit/redis-server.js';
+import { checkScriptArgs } from './commands.js';
 
+checkScriptArgs('record-memory');
 const N = Number(process.argv[2] ?? 100_000);
+if (!Number.isInteger(N) || N < 1) {
+  process.stderr.write(`bench:record-memory: orders must be a positive integer, got ${process.argv[2]}\n`);
+  process.exit(2);
+}
 const SHARDS = 4;
 const CLIENT = '0b6b2a1e-5a5e-4a8e-9d7e-2a3b4c5d6e7f'; // client ids are UUIDs
 const ORDER: Order = {

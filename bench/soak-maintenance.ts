@@ -21,10 +21,12 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { bullPrefix, EVENTS_MAX_LEN, KEEP_COMPLETED, MAINTENANCE_QUEUE } from '../maintenance/queues.js';
 import { freePort } from '../common/net.js';
 import { waitFor } from '../devkit/wait.js';
+import { checkScriptArgs } from './commands.js';
 import { type MergedResult, startLoad } from './generators.js';
 import { rssOfPid, scratch, stopChild } from './target.js';
 import { DEFAULT_WORKLOAD } from './workload.js';
 
+checkScriptArgs('soak-maintenance');
 const { values } = parseArgs({
   options: {
     minutes: { type: 'string', default: '30' },
