@@ -170,6 +170,20 @@ export function addBenchCommand(
     .addHelpText('after', `\nScenarios (${SCENARIOS.join(', ')}) share their options; \`surge bench <name> --help\`.`);
   for (const scenario of SCENARIOS) addScenario(bench.command(scenario), scenario, action);
   addScriptBenches(bench);
+  bench
+    .command('report')
+    .description('one capacity report (index.md, index.html, SVG) from the latest result of every benchmark')
+    .option('--results <dir>', 'the results to read', RESULTS_ROOT)
+    .option('--out <dir>', 'where to write the report (default: <results>/report)')
+    .action(
+      action(async (opts: { results: string; out?: string }) => {
+        // Loaded on use: the charts need dev dependencies a production install lacks.
+        const { writeCapacityReport } = await import('./capacity-report.js');
+        const r = await writeCapacityReport(opts.results, opts.out ?? join(opts.results, 'report'));
+        console.log(`${r.entries.length} benchmarks: ${r.entries.map((e) => e.scenario).join(', ')}`);
+        console.log(`report: ${join(r.dir, 'index.html')} (and index.md)`);
+      }),
+    );
 }
 
 function addScenario(
