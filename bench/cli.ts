@@ -1,10 +1,12 @@
 // `surge bench <scenario>`: option parsing and the terminal progress line. The work is in
 // scenarios.ts.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { addScriptBenches } from './commands.js';
 import { type BenchOptions, DEFAULTS, type Scenario, SCENARIOS } from './options.js';
+import { resultsIndexMarkdown } from './results-index.js';
 
 const num = (v: string) => {
   const n = Number(v);
@@ -170,6 +172,25 @@ export function addBenchCommand(
     .addHelpText('after', `\nScenarios (${SCENARIOS.join(', ')}) share their options; \`surge bench <name> --help\`.`);
   for (const scenario of SCENARIOS) addScenario(bench.command(scenario), scenario, action);
   addScriptBenches(bench);
+  bench
+    .command('index')
+    .description('write bench/results/README.md, the index of the latest results, from the result files')
+    .option('--results <dir>', 'the results to index', RESULTS_ROOT)
+    .option('--check', 'only compare: exit 1 when README.md differs from what would be written')
+    .action(
+      action(async (opts: { results: string; check?: boolean }) => {
+        const file = join(opts.results, 'README.md');
+        const md = resultsIndexMarkdown(opts.results);
+        if (opts.check) {
+          const same = existsSync(file) && readFileSync(file, 'utf8') === md;
+          console.log(same ? `${file} is up to date` : `${file} differs: run \`surge bench index\``);
+          if (!same) process.exitCode = 1;
+          return;
+        }
+        writeFileSync(file, md);
+        console.log(`wrote ${file}`);
+      }),
+    );
   bench
     .command('report')
     .description('one capacity report (index.md, index.html, SVG) from the latest result of every benchmark')

@@ -1,4 +1,4 @@
-// `surge bench report`: the combined capacity report from the committed results — every benchmark
+// The generated results index, and `surge bench report`: the combined capacity report from the committed results — every benchmark
 // in it, Markdown and HTML, and the HTML rendered by headless Chromium to a screenshot of the
 // expected size that is not blank.
 import assert from 'node:assert/strict';
@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { inflateSync } from 'node:zlib';
-import { latestResults } from '../bench/results-index.js';
+import { latestResults, resultsIndexMarkdown } from '../bench/results-index.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 
 const RESULTS = join(PACKAGE_ROOT, 'bench', 'results');
@@ -32,6 +32,18 @@ function pngStats(file: string): { width: number; height: number; inked: number 
   for (const x of raw) if (x !== 0 && x !== 255) inked++;
   return { width: b.readUInt32BE(16), height: b.readUInt32BE(20), inked: inked / raw.length };
 }
+
+describe('bench/results/README.md', () => {
+  test('the committed index is the one generated from the result files (`surge bench index`)', () => {
+    const committed = readFileSync(join(RESULTS, 'README.md'), 'utf8');
+    assert.equal(
+      committed,
+      resultsIndexMarkdown(RESULTS),
+      'run `npx surge bench index` and commit bench/results/README.md',
+    );
+    for (const e of latestResults(RESULTS)) assert.ok(existsSync(join(RESULTS, e.path)), `${e.path} exists`);
+  });
+});
 
 describe('surge bench report', () => {
   const out = mkdtempSync(join(tmpdir(), 'surge-bench-report-'));
