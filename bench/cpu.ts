@@ -320,9 +320,8 @@ export function findBottleneck(u: CpuUsage, from: number, to: number): Bottlenec
       of: u.cpus,
       sentence:
         `What limited it: the machine's CPU: ${c2(machine)} of ${u.cpus} cores busy ${span}` +
-        (ours < machine / 2
-          ? `, mostly by work outside this benchmark (its processes used ${c2(ours)} cores); `
-          : '; ') +
+        `, ${c2(ours)} of them by this benchmark's processes` +
+        (ours < machine / 2 ? ' (most of it was work outside the benchmark); ' : '; ') +
         `the largest user was ${largest.name} (${c2(largestCores)} cores), ` +
         `no single thread was bound (busiest: ${thread.name}, ${c2(threadCores)} of 1).`,
     };
