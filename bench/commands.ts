@@ -78,11 +78,24 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
       o('--pool <n>', 'SURGE_PG_POOL_SIZE'),
       o('--shards <n>', 'SURGE_SHARDS', '4'),
       o('--bull-concurrency <n>', 'BullMQ job concurrency', '8'),
-      o('--only <side>', 'surge | raw | bull: one side only'),
+      o('--only <sides>', 'comma-separated, from surge,raw,bull: only those sides'),
       o('--no-save', 'print only, write no result files'),
       o('--label <text>', 'a label for the result'),
+      o('--b <dir>', "another build's dist directory: its worker runs alongside in every round (A/B)"),
       o('--trickle <rate>', 'latency at a steady arrival rate instead of a backlog'),
       o('--seconds <s>', 'with --trickle: seconds of arrivals', '10'),
+    ],
+  },
+  {
+    name: 'wait',
+    script: 'wait',
+    description:
+      'long polls of GET /v1/orders/:key?wait=: ingest RSS while N requests wait on queued orders, ' +
+      'then the delay from each order applied to its answer, draining and at a steady rate',
+    options: [
+      o('--waiters <n>', 'concurrent long polls held on queued orders', '10000'),
+      o('--rate <n>', 'orders per second of the steady step', '500'),
+      o('--seconds <s>', 'seconds of the steady step', '10'),
     ],
   },
   {

@@ -1,4 +1,4 @@
-// `npm run bench:wait`: the long-poll of GET /v1/orders/:key?wait= on one ingest process.
+// `surge bench wait` (`npm run bench:wait`): the long-poll of GET /v1/orders/:key?wait= on one ingest process.
 //   1. hold: N orders queued with no worker running, N concurrent `?wait=60` requests open on
 //      them — ingest's RSS before and while they wait; then a worker starts, the orders apply
 //      and every answer's delay after its order's applied_at (set just before COMMIT, so an upper
@@ -18,8 +18,11 @@ import { freePort } from '../common/net.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
+import { checkScriptArgs } from './commands.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
+
+checkScriptArgs('wait');
 
 const { values } = parseArgs({
   options: {
