@@ -5,12 +5,26 @@ import { type Stoppable, stopOnSignals } from '../common/lifecycle.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { assertMigrated, explainSchemaError } from '../common/migrate.js';
 import type { Role } from '../common/roles.js';
+import { startTracing, TracingConfigError } from '../common/tracing.js';
 
 export function configOrExit(overrides: Partial<Config> = {}): Config {
   try {
     return loadConfig(process.env, overrides);
   } catch (e) {
     if (e instanceof ConfigError) {
+      process.stderr.write(`surge: invalid configuration: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+}
+
+/** Tracing as the OTEL_* variables ask (off unless they do); exit code 2 when they are invalid. */
+function tracingOrExit(serviceName: string) {
+  try {
+    return startTracing(serviceName);
+  } catch (e) {
+    if (e instanceof TracingConfigError) {
       process.stderr.write(`surge: invalid configuration: ${e.message}\n`);
       process.exit(2);
     }
@@ -46,8 +60,23 @@ export function serve(
   return action(async () => {
     const config = configOrExit();
     if (options.database) await assertMigrated(config.databaseUrl);
-    const logger = createLogger(config.logLevel, component);
+    // Before the role starts, so its parts find the tracer (activeTracing) and every log line
+    // can carry the active span's ids.
+    const tracing = tracingOrExit(`surge-${component}`);
+    const logger = createLogger(config.logLevel, component, tracing?.logMixin);
     const handle = await start(config, logger);
-    stopOnSignals(name, handle, { timeoutMs: config.shutdownTimeoutMs, logger });
+    if (tracing)
+      logger.info({ service: tracing.settings.serviceName, exporter: tracing.settings.exporter }, 'tracing on');
+    let stopped: Promise<void> | undefined;
+    const stoppable: Stoppable = tracing
+      ? {
+          // Spans of the last batches are sent before the process exits.
+          stop: () => {
+            stopped ??= handle.stop().finally(() => tracing.shutdown().catch(() => {}));
+            return stopped;
+          },
+        }
+      : handle;
+    stopOnSignals(name, stoppable, { timeoutMs: config.shutdownTimeoutMs, logger });
   });
 }

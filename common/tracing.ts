@@ -1,0 +1,193 @@
+// OpenTelemetry tracing, set up from the standard OTEL_* variables and off unless they ask for
+// it (docs/design.md, "Tracing").
+import {
+  type Attributes,
+  type Context,
+  context,
+  type Link,
+  type SpanKind,
+  type Tracer,
+  TraceFlags,
+  trace,
+} from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { defaultResource, envDetector, detectResources, resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  ParentBasedSampler,
+  type Sampler,
+  SamplingDecision,
+  type SamplingResult,
+  type SpanExporter,
+  TraceIdRatioBasedSampler,
+  TracerProvider,
+} from '@opentelemetry/sdk-trace';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** What the OTEL_* variables ask for. */
+export interface TracingSettings {
+  exporter: 'otlp' | 'console';
+  serviceName: string;
+  sampler: Sampler;
+  /** OTEL_BSP_SCHEDULE_DELAY: how long finished spans wait before they are sent, ms. */
+  scheduleDelayMs: number;
+}
+
+export class TracingConfigError extends Error {}
+
+function ratio(arg: string | undefined): number {
+  if (arg === undefined || arg.trim() === '') return 1;
+  const r = Number(arg);
+  if (!Number.isFinite(r) || r < 0 || r > 1)
+    throw new TracingConfigError(
+      `OTEL_TRACES_SAMPLER_ARG: expected a ratio between 0 and 1, got ${JSON.stringify(arg)}`,
+    );
+  return r;
+}
+
+/** OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, as the specification names them. */
+function samplerFrom(env: Env): Sampler {
+  const name = (env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on').trim().toLowerCase();
+  const arg = env.OTEL_TRACES_SAMPLER_ARG;
+  switch (name) {
+    case 'always_on':
+      return new AlwaysOnSampler();
+    case 'always_off':
+      return new AlwaysOffSampler();
+    case 'traceidratio':
+      return new TraceIdRatioBasedSampler(ratio(arg));
+    case 'parentbased_always_on':
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio(arg)) });
+    default:
+      throw new TracingConfigError(
+        `OTEL_TRACES_SAMPLER: ${JSON.stringify(name)} is not one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio`,
+      );
+  }
+}
+
+/**
+ * The tracing the environment asks for, or undefined when it is off. On when
+ * OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, or
+ * OTEL_TRACES_EXPORTER names `otlp` or `console`; off when OTEL_SDK_DISABLED is `true` or
+ * OTEL_TRACES_EXPORTER is `none`. The specification's default exporter is `otlp`, but a
+ * process that was told nothing sends nothing: tracing stays off until configured.
+ */
+export function tracingSettings(env: Env, defaultServiceName: string): TracingSettings | undefined {
+  if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return undefined;
+  const exporters = (env.OTEL_TRACES_EXPORTER ?? '')
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s !== '');
+  let exporter: TracingSettings['exporter'] | undefined;
+  if (exporters.includes('none')) return undefined;
+  for (const e of exporters) {
+    if (e !== 'otlp' && e !== 'console')
+      throw new TracingConfigError(`OTEL_TRACES_EXPORTER: ${JSON.stringify(e)} is not one of otlp, console, none`);
+    exporter ??= e;
+  }
+  if (exporter === undefined && (env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT))
+    exporter = 'otlp';
+  if (exporter === undefined) return undefined;
+  const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL;
+  if (exporter === 'otlp' && protocol !== undefined && protocol.trim() !== 'http/json')
+    throw new TracingConfigError(
+      `OTEL_EXPORTER_OTLP_PROTOCOL: Surge sends OTLP over HTTP as JSON (http/json), not ${JSON.stringify(protocol)}`,
+    );
+  const delay = Number(env.OTEL_BSP_SCHEDULE_DELAY ?? 5000);
+  if (!Number.isFinite(delay) || delay < 0)
+    throw new TracingConfigError(`OTEL_BSP_SCHEDULE_DELAY: expected milliseconds, got ${env.OTEL_BSP_SCHEDULE_DELAY}`);
+  return {
+    exporter,
+    serviceName: env.OTEL_SERVICE_NAME?.trim() || defaultServiceName,
+    sampler: samplerFrom(env),
+    scheduleDelayMs: delay,
+  };
+}
+
+/**
+ * Samples a span that links to a sampled context, whatever the configured sampler says of it
+ * as a root: a batch span is a root (its orders are links, not parents), and at a low ratio it
+ * would otherwise mostly be dropped while the requests it links to were kept.
+ */
+class LinkAwareSampler implements Sampler {
+  constructor(private readonly inner: Sampler) {}
+  shouldSample(
+    ctx: Context,
+    traceId: string,
+    name: string,
+    kind: SpanKind,
+    attributes: Attributes,
+    links: Link[],
+  ): SamplingResult {
+    for (const l of links)
+      if ((l.context.traceFlags & TraceFlags.SAMPLED) !== 0) return { decision: SamplingDecision.RECORD_AND_SAMPLED };
+    return this.inner.shouldSample(ctx, traceId, name, kind, attributes, links);
+  }
+  toString(): string {
+    return `LinkAware{${this.inner.toString()}}`;
+  }
+}
+
+/** A process's tracing, once started. */
+export interface Tracing {
+  tracer: Tracer;
+  settings: TracingSettings;
+  /** pino's mixin: trace_id and span_id of the active span, when there is one. */
+  logMixin(): Record<string, string>;
+  /** Sends what is buffered and stops. */
+  shutdown(): Promise<void>;
+}
+
+let active: Tracing | undefined;
+
+/**
+ * Starts tracing when the environment asks for it (tracingSettings), once per process.
+ * `exporter` replaces the one the settings name (tests).
+ */
+export function startTracing(defaultServiceName: string, env: Env = process.env, exporter?: SpanExporter) {
+  if (active) return active;
+  const settings = tracingSettings(env, defaultServiceName);
+  if (!settings) return undefined;
+  const resource = defaultResource()
+    .merge(detectResources({ detectors: [envDetector] }))
+    .merge(resourceFromAttributes({ 'service.name': settings.serviceName }));
+  const spanExporter =
+    exporter ?? (settings.exporter === 'console' ? new ConsoleSpanExporter() : new OTLPTraceExporter());
+  const provider = new TracerProvider({
+    resource,
+    sampler: new LinkAwareSampler(settings.sampler),
+    spanProcessors: [
+      new BatchSpanProcessor({ exporter: spanExporter, scheduledDelayMillis: settings.scheduleDelayMs }),
+    ],
+  });
+  const contextManager = new AsyncLocalStorageContextManager();
+  contextManager.enable();
+  context.setGlobalContextManager(contextManager);
+  const tracing: Tracing = {
+    tracer: provider.getTracer('surge'),
+    settings,
+    logMixin(): Record<string, string> {
+      const span = trace.getSpan(context.active());
+      // A new object each time: pino merges the line's own fields into it.
+      if (!span) return {};
+      const sc = span.spanContext();
+      return { trace_id: sc.traceId, span_id: sc.spanId };
+    },
+    async shutdown() {
+      await provider.shutdown();
+      context.disable();
+      if (active === tracing) active = undefined;
+    },
+  };
+  active = tracing;
+  return tracing;
+}
