@@ -12,6 +12,8 @@ export const ENTRY_FIELD = {
   client: 'c',
   key: 'k',
   order: 'o',
+  /** Optional: the W3C `traceparent` of the request that accepted the order (tracing on only). */
+  trace: 't',
 } as const;
 
 /** What an entry carries besides its version, as written. */
@@ -20,6 +22,8 @@ export interface EntryValues {
   idempotencyKey: string;
   /** canonicalOrderJson(order): the order as the entry holds it. */
   canonical: string;
+  /** The accepting request's `traceparent`; the entry gets a `t` field only when it is set. */
+  traceparent?: string | undefined;
 }
 
 /**
@@ -45,10 +49,21 @@ export function putEntryValues(out: unknown[], at: number, e: EntryValues): numb
   return at;
 }
 
-/** An entry's flat field list, in XADD order: v, c, k, o. */
+/**
+ * putEntryValues, then the trace field's value ('' for none): the traced accept call's values.
+ * A separate list, so the untraced call (tracing off) sends exactly what it sent before.
+ */
+export function putTracedEntryValues(out: unknown[], at: number, e: EntryValues): number {
+  at = putEntryValues(out, at, e);
+  out[at++] = e.traceparent ?? '';
+  return at;
+}
+
+/** An entry's flat field list, in XADD order: v, c, k, o, then t when the entry has a trace context. */
 export function encodeEntry(e: EntryValues): string[] {
   const fields: string[] = [ENTRY_FIELD.version, ENTRY_SCHEMA_VERSION];
   for (const [name, value] of VALUE_FIELDS) fields.push(name, value(e));
+  if (e.traceparent) fields.push(ENTRY_FIELD.trace, e.traceparent);
   return fields;
 }
 
@@ -56,12 +71,18 @@ export function encodeEntry(e: EntryValues): string[] {
  * The XADD field/value arguments of an entry in a Lua script: names and version are literals,
  * the values are ARGV[<base> + first], ARGV[<base> + first + 1], … in putEntryValues order.
  */
-export function entryXaddLua(base: string, first: number): string {
+export function entryXaddLua(base: string, first: number, traced = false): string {
   let out = `'${ENTRY_FIELD.version}', '${ENTRY_SCHEMA_VERSION}'`;
   VALUE_FIELDS.forEach(([name], i) => {
     out += `, '${name}', ARGV[${base} + ${first + i}]`;
   });
+  if (traced) out += `, '${ENTRY_FIELD.trace}', ${entryTraceArgLua(base, first)}`;
   return out;
+}
+
+/** The Lua expression of the trace value in putTracedEntryValues order ('' for none). */
+export function entryTraceArgLua(base: string, first: number): string {
+  return `ARGV[${base} + ${first + ENTRY_VALUE_COUNT}]`;
 }
 
 /** The value of field `name` in a flat field list (the first one), or undefined. */

@@ -3,7 +3,7 @@
 // `defineCommand` sends them with EVALSHA and falls back to EVAL after NOSCRIPT (e.g. after a
 // Redis restart emptied the script cache).
 import type { Result } from 'ioredis';
-import { ENTRY_VALUE_COUNT, entryXaddLua } from '../common/entry.js';
+import { ENTRY_VALUE_COUNT, entryTraceArgLua, entryXaddLua } from '../common/entry.js';
 import type { RedisClient } from '../common/redis.js';
 
 /**
@@ -49,6 +49,9 @@ export function acceptedBody(shard: number, entryId: string, idempotencyKey: str
 /** Arguments per order in ACCEPT_LUA (after the shared ones): its fingerprint and its entry's values. */
 export const ACCEPT_ARGS_PER_ORDER = 1 + ENTRY_VALUE_COUNT;
 
+/** Arguments per order in the traced accept call: one more, the trace context ('' for none). */
+export const TRACED_ACCEPT_ARGS_PER_ORDER = ACCEPT_ARGS_PER_ORDER + 1;
+
 /** Arguments of ACCEPT_LUA before the first order's: record TTL and state. */
 export const ACCEPT_SHARED_ARGS = 2;
 
@@ -76,8 +79,11 @@ export const ACCEPT_REPLY = { new: 'n', replay: 'r', mismatch: 'm', pending: 'p'
  * when a command failed for that order (the others go on; a record that is not a string is
  * such an error). One string rather than two per order: less for Redis to build and ingest to
  * parse.
+ *
+ * The traced variant (tracing on) takes one more value per order, its `traceparent`, and adds
+ * the entry's `t` field when it is not empty; the plain one is what runs with tracing off.
  */
-const ACCEPT_LUA = `
+const acceptLua = (traced: boolean) => `
 local ttl, state = ARGV[1], ARGV[2]
 local out = {}
 local n = 0
@@ -93,7 +99,12 @@ for i = 2, #KEYS do
     elseif string.sub(rec, 1, 1) ~= '${STATE_DONE}' then reply = '${ACCEPT_REPLY.pending}'
     else reply = '${ACCEPT_REPLY.replay}' .. string.sub(rec, ${2 + FINGERPRINT_LENGTH}) end
   else
-    local id = redis.pcall('XADD', KEYS[1], '*', ${entryXaddLua('a', 1)})
+    local id
+    ${
+      traced
+        ? `if ${entryTraceArgLua('a', 1)} ~= '' then id = redis.pcall('XADD', KEYS[1], '*', ${entryXaddLua('a', 1, true)}) else `
+        : ''
+    }id = redis.pcall('XADD', KEYS[1], '*', ${entryXaddLua('a', 1)})${traced ? ' end' : ''}
     if type(id) == 'table' then
       reply = '${ACCEPT_REPLY.error}' .. tostring(id.err)
     else
@@ -107,10 +118,13 @@ for i = 2, #KEYS do
   end
   n = n + 1
   out[n] = reply
-  a = a + ${ACCEPT_ARGS_PER_ORDER}
+  a = a + ${traced ? TRACED_ACCEPT_ARGS_PER_ORDER : ACCEPT_ARGS_PER_ORDER}
 end
 return out
 `;
+
+const ACCEPT_LUA = acceptLua(false);
+const ACCEPT_TRACED_LUA = acceptLua(true);
 
 /** Durable mode, after WAITAOF/WAIT confirmed: mark our pending record done with the full TTL. */
 const CONFIRM_LUA = `
@@ -137,6 +151,8 @@ declare module 'ioredis' {
      * character, then result).
      */
     surgeAccept(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
+    /** surgeAccept with each order's `traceparent` after its entry values ('' for none). */
+    surgeAcceptTraced(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
     /** pendingValue: the record as ACCEPT_LUA stored it (state pending). */
     surgeConfirm(recordKey: string, pendingValue: string, ttlSeconds: string): Result<number, Context>;
     surgeRelease(recordKey: string, pendingValue: string): Result<number, Context>;
@@ -146,6 +162,7 @@ declare module 'ioredis' {
 /** Registers the scripts on a connection (idempotent per connection). */
 export function defineIngestCommands(redis: RedisClient): void {
   redis.defineCommand('surgeAccept', { lua: ACCEPT_LUA });
+  redis.defineCommand('surgeAcceptTraced', { lua: ACCEPT_TRACED_LUA });
   redis.defineCommand('surgeConfirm', { numberOfKeys: 1, lua: CONFIRM_LUA });
   redis.defineCommand('surgeRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
 }

@@ -6,7 +6,7 @@
 // have happened, and PostgreSQL's unique (client_id, idempotency_key) absorbs the duplicate a
 // retry may then add.
 import type { Config } from '../common/config.js';
-import { type EntryValues, putEntryValues } from '../common/entry.js';
+import { type EntryValues, putEntryValues, putTracedEntryValues } from '../common/entry.js';
 import { idemKey, shardFor, streamKey } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
@@ -21,6 +21,7 @@ import {
   recordValue,
   STATE_DONE,
   STATE_PENDING,
+  TRACED_ACCEPT_ARGS_PER_ORDER,
 } from './scripts.js';
 
 /** An order ready to write: its entry's values (common/entry.ts) and where they go. */
@@ -64,6 +65,8 @@ export interface OrderWriterOptions {
   /** Observes the orders per accept call (`surge_ingest_accept_call_orders`). */
   metrics?: Pick<IngestMetrics, 'acceptCallOrders'>;
   logger: Logger;
+  /** Tracing is on: orders carry their `traceparent` into the entry (the traced accept call). */
+  traced?: boolean;
 }
 
 /** A write whose effect is unknown (the call failed, or Redis refused it): answered 503, nothing cached. */
@@ -113,9 +116,11 @@ function fingerprintOf(order: PreparedOrder): string {
 export class OrderWriter {
   private readonly ttl: string;
   private readonly pendingTtl: string;
+  private readonly traced: boolean;
 
   constructor(private readonly options: OrderWriterOptions) {
     this.ttl = String(options.config.idempotencyTtlSeconds);
+    this.traced = options.traced === true;
     // A pending record outlives the WAIT by a margin; if this process dies before confirming,
     // the record expires and a retry writes again (PostgreSQL absorbs the duplicate).
     this.pendingTtl = String(Math.ceil(options.config.durableTimeoutMs / 1000) + 10);
@@ -212,7 +217,10 @@ export class OrderWriter {
     const redis = this.options.redis;
     if (redis.isCluster) {
       for (const group of groups) {
-        redis.surgeAccept(...this.acceptArgs(group)).then(
+        (this.traced
+          ? redis.surgeAcceptTraced(...this.acceptArgs(group))
+          : redis.surgeAccept(...this.acceptArgs(group))
+        ).then(
           (reply) => this.settle(group, reply),
           (err: unknown) => this.fail(group, err),
         );
@@ -220,7 +228,9 @@ export class OrderWriter {
       return;
     }
     const pipeline = redis.pipeline();
-    for (const group of groups) pipeline.surgeAccept(...this.acceptArgs(group));
+    for (const group of groups)
+      if (this.traced) pipeline.surgeAcceptTraced(...this.acceptArgs(group));
+      else pipeline.surgeAccept(...this.acceptArgs(group));
     pipeline.exec().then(
       (results) => {
         groups.forEach((group, i) => {
@@ -239,9 +249,11 @@ export class OrderWriter {
   private acceptArgs(group: readonly Queued[]): [number, ...string[]] {
     const first = group[0]?.order;
     if (first === undefined) throw new Error('acceptArgs: a group has at least one order');
-    const keysAndArgs: [number, ...string[]] = new Array(
-      2 + group.length * (1 + ACCEPT_ARGS_PER_ORDER) + ACCEPT_SHARED_ARGS,
-    ) as [number, ...string[]];
+    const perOrder = this.traced ? TRACED_ACCEPT_ARGS_PER_ORDER : ACCEPT_ARGS_PER_ORDER;
+    const keysAndArgs: [number, ...string[]] = new Array(2 + group.length * (1 + perOrder) + ACCEPT_SHARED_ARGS) as [
+      number,
+      ...string[],
+    ];
     keysAndArgs[0] = 1 + group.length;
     keysAndArgs[1] = first.streamKey;
     let a = 2;
@@ -250,7 +262,7 @@ export class OrderWriter {
     keysAndArgs[a++] = this.recordState;
     for (const { order } of group) {
       keysAndArgs[a++] = fingerprintOf(order);
-      a = putEntryValues(keysAndArgs, a, order);
+      a = this.traced ? putTracedEntryValues(keysAndArgs, a, order) : putEntryValues(keysAndArgs, a, order);
     }
     return keysAndArgs;
   }

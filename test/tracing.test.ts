@@ -2,8 +2,14 @@
 // letters, and one order traced from POST to COMMIT through real `surge ingest` and `surge work`
 // processes exporting to an OTLP/HTTP receiver.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
+import { decodeEntry, ENTRY_FIELD, encodeEntry, entryField } from '../common/entry.js';
+import { canonicalOrderJson } from '../common/order.js';
 import { TracingConfigError, tracingSettings } from '../common/tracing.js';
+
+const ORDER = { customer_id: 'c1', currency: 'EUR', items: [{ sku: 'trace-sku', qty: 1, unit_price_cents: 250 }] };
+const hex = (bytes: number) => randomBytes(bytes).toString('hex');
 
 describe('tracing settings (OTEL_* variables)', () => {
   test('off unless configured; on with an OTLP endpoint or exporter; none and SDK_DISABLED turn it off', () => {
@@ -42,5 +48,24 @@ describe('tracing settings (OTEL_* variables)', () => {
       () => tracingSettings({ OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, 's'),
       TracingConfigError,
     );
+  });
+});
+
+describe('stream entry trace field', () => {
+  const values = { clientId: 'c_1', idempotencyKey: 'k1', canonical: canonicalOrderJson(ORDER) };
+
+  test('entries written before the field decode, and so do entries with it', () => {
+    // The layout written before the trace field existed, byte for byte.
+    const old = ['v', '1', 'c', 'c_1', 'k', 'k1', 'o', values.canonical];
+    assert.deepEqual(encodeEntry(values), old);
+    const a = decodeEntry(old);
+    assert.ok(a.ok);
+    const tp = `00-${hex(16)}-${hex(8)}-01`;
+    const traced = encodeEntry({ ...values, traceparent: tp });
+    assert.deepEqual(traced, [...old, ENTRY_FIELD.trace, tp]);
+    const b = decodeEntry(traced);
+    assert.ok(b.ok);
+    assert.deepEqual(b.entry, a.entry);
+    assert.equal(entryField(traced, ENTRY_FIELD.trace), tp);
   });
 });
