@@ -31,6 +31,7 @@ import { shardFor, streamKey } from '../common/keys.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createRedis } from '../common/redis.js';
 import { INGEST_REDIS_OPTIONS, startIngest } from '../ingest/server.js';
+import { startTracing } from '../common/tracing.js';
 import { createTestEnv } from '../devkit/scratch.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
 import { processCpu } from './cpu.js';
@@ -43,6 +44,8 @@ const BATCH_SIZE = 1000;
 async function serve(kind: string): Promise<void> {
   const config = loadConfig(process.env);
   if (kind === 'surge') {
+    // As `surge ingest` does: tracing when the OTEL_* variables ask for it (tracing-on runs).
+    startTracing('surge-ingest');
     const svc = await startIngest(config);
     process.stdout.write(`${JSON.stringify({ port: svc.port })}\n`);
     process.on('SIGTERM', () => void svc.stop().then(() => process.exit(0)));

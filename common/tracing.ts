@@ -5,6 +5,8 @@ import {
   type Context,
   context,
   type Link,
+  ROOT_CONTEXT,
+  type Span,
   type SpanKind,
   type Tracer,
   TraceFlags,
@@ -26,6 +28,7 @@ import {
   TraceIdRatioBasedSampler,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
+import { formatTraceParent, type TraceParent } from './traceparent.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -149,6 +152,11 @@ export interface Tracing {
 
 let active: Tracing | undefined;
 
+/** The process's tracing, or undefined when it is off. */
+export function activeTracing(): Tracing | undefined {
+  return active;
+}
+
 /**
  * Starts tracing when the environment asks for it (tracingSettings), once per process.
  * `exporter` replaces the one the settings name (tests).
@@ -190,4 +198,25 @@ export function startTracing(defaultServiceName: string, env: Env = process.env,
   };
   active = tracing;
   return tracing;
+}
+
+/** The context of a remote parent given as a parsed `traceparent`. */
+export function remoteContext(p: TraceParent): Context {
+  return trace.setSpanContext(ROOT_CONTEXT, {
+    traceId: p.traceId,
+    spanId: p.spanId,
+    traceFlags: p.flags & TraceFlags.SAMPLED,
+    isRemote: true,
+  });
+}
+
+/** A span's `traceparent`. */
+export function traceParentOf(span: Span): string {
+  const sc = span.spanContext();
+  return formatTraceParent({ traceId: sc.traceId, spanId: sc.spanId, flags: sc.traceFlags });
+}
+
+/** True when the span is sampled (it will be exported; its context is worth carrying on). */
+export function sampled(span: Span): boolean {
+  return (span.spanContext().traceFlags & TraceFlags.SAMPLED) !== 0;
 }

@@ -94,7 +94,9 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
         invalid(problem(400, 'malformed-json', 'Malformed JSON', 'the request has no JSON body'));
         return;
       }
-      return intake.submit(body, clientOf(x), key).then((outcome) => {
+      const traceparent = x.trace?.startAccept();
+      return intake.submit(body, clientOf(x), key, traceparent).then((outcome) => {
+        x.trace?.accepted(outcome.kind, shardFor(clientOf(x), key, deps.config.shards));
         if (outcome.kind === 'invalid') {
           invalid(outcome.problem);
           return;
@@ -150,7 +152,11 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
     const results: string[] = new Array(batch.count);
     for (const { index, result } of batch.invalid) results[index] = result;
     const invalid = batch.invalid.length;
+    // Traced: every order of the batch carries the batch request's accept span.
+    const traceparent = x.trace?.startAccept();
+    if (traceparent) for (const p of prepared) p.traceparent = traceparent;
     const outcomes = await writer.writeMany(prepared);
+    x.trace?.accepted(outcomes.every((o) => o.kind === 'accepted') ? 'accepted' : 'mixed', undefined);
     let failure: unknown;
     const counts = new Map<string, number>();
     if (invalid > 0) counts.set('invalid', invalid);

@@ -19,6 +19,8 @@ interface Submitted {
   body: Uint8Array;
   clientId: string;
   idempotencyKey: string;
+  /** The accepting request's `traceparent` (tracing on and sampled only). */
+  traceparent: string | undefined;
   resolve: (outcome: IntakeOutcome) => void;
   reject: (err: unknown) => void;
 }
@@ -33,9 +35,14 @@ export class OrderIntake {
    * Checks and writes one order's body at the end of this turn. Resolves with the order's
    * outcome; rejects only when checking or preparing it threw (a bug: the route answers 500).
    */
-  submit(body: Uint8Array, clientId: string, idempotencyKey: string): Promise<IntakeOutcome> {
+  submit(
+    body: Uint8Array,
+    clientId: string,
+    idempotencyKey: string,
+    traceparent?: string | undefined,
+  ): Promise<IntakeOutcome> {
     return new Promise((resolve, reject) => {
-      this.pending.push({ body, clientId, idempotencyKey, resolve, reject });
+      this.pending.push({ body, clientId, idempotencyKey, traceparent, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(this.run);
@@ -57,6 +64,7 @@ export class OrderIntake {
           continue;
         }
         prepared = this.writer.prepare(s.clientId, s.idempotencyKey, checked.order);
+        if (s.traceparent) prepared.traceparent = s.traceparent;
       } catch (err) {
         s.reject(err);
         continue;

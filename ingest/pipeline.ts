@@ -6,6 +6,7 @@
 // small node:http router, because the order route takes the surge and a framework's per-request
 // work was a measurable share of its cost (bench/results/HISTORY.md).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { context, type Tracer } from '@opentelemetry/api';
 import type { ApiClient } from '../common/clients.js';
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
@@ -20,6 +21,7 @@ import {
   unsupportedMediaType,
 } from './answers.js';
 import type { Door } from './door.js';
+import { RequestTrace } from './request-trace.js';
 import { type Problem, problem } from './requests.js';
 
 const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
@@ -43,6 +45,8 @@ export interface Exchange {
   /** The query string, without its `?` ('' when there is none). */
   readonly query: string;
   answered: boolean;
+  /** Its spans, when tracing is on (undefined otherwise: no tracing work at all). */
+  readonly trace: RequestTrace | undefined;
 }
 
 /** A route of the table: its declaration (ingest/contract.ts) and its handler. */
@@ -72,6 +76,8 @@ export interface PipelineDeps extends AdmissionDeps {
   door: Door;
   /** True once a graceful stop began: new requests get 503 and `Connection: close`. */
   draining: () => boolean;
+  /** Present when tracing is on (common/tracing.ts). */
+  tracer?: Tracer | undefined;
 }
 
 /** `type/subtype` of a Content-Type, lowercased, without parameters. */
@@ -114,6 +120,7 @@ export function send(
   if (x.answered) return;
   x.answered = true;
   const head = ['x-request-id', x.reqId];
+  if (x.trace) head.push('traceparent', x.trace.answered(status, deps.logger, x.reqId));
   for (const h of headers) head.push(h);
   head.push('content-type', contentType, 'content-length', String(Buffer.byteLength(body)));
   x.res.writeHead(status, head);
@@ -163,7 +170,7 @@ export function createPipeline(
   deps: PipelineDeps,
   routes: readonly Route[],
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  const { logger } = deps;
+  const { logger, tracer } = deps;
 
   // A throw is a bug: it fails this request alone (500, or the connection dropped when the
   // answer had begun) instead of the process.
@@ -174,6 +181,12 @@ export function createPipeline(
   };
 
   const run = (x: Exchange, route: Route, body: Buffer | undefined): void => {
+    // Traced: the handler runs in the request span's context (its log lines carry the ids).
+    if (x.trace) context.with(x.trace.ctx, handle, undefined, x, route, body);
+    else handle(x, route, body);
+  };
+
+  const handle = (x: Exchange, route: Route, body: Buffer | undefined): void => {
     try {
       const done = route.handle(x, body);
       if (done) done.catch((err: unknown) => failed(x, err));
@@ -235,6 +248,7 @@ export function createPipeline(
   };
 
   const admitted = (x: Exchange, route: Route): void => {
+    x.trace?.admitted(x.client?.id);
     if (route.body) readBody(x, route, route.body);
     else run(x, route, undefined);
   };
@@ -243,7 +257,8 @@ export function createPipeline(
     const started = performance.now();
     const url = req.url ?? '';
     const q = url.indexOf('?');
-    const found = match(routes, req.method, q < 0 ? url : url.slice(0, q));
+    const path = q < 0 ? url : url.slice(0, q);
+    const found = match(routes, req.method, path);
     const x: Exchange = {
       req,
       res,
@@ -254,6 +269,7 @@ export function createPipeline(
       param: '',
       query: q < 0 ? '' : url.slice(q + 1),
       answered: false,
+      trace: tracer ? new RequestTrace(tracer, req, found ? found.route.label : OTHER, path) : undefined,
     };
     try {
       if (deps.draining()) {
@@ -266,7 +282,6 @@ export function createPipeline(
         return;
       }
       if (!found) {
-        const path = q < 0 ? url : url.slice(0, q);
         sendProblem(x, deps, problem(404, 'not-found', 'Not found', `no route ${req.method} ${path}`));
         return;
       }

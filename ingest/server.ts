@@ -9,6 +9,7 @@ import type { Config } from '../common/config.js';
 import { createPool } from '../common/db.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { createRedis, redisReady } from '../common/redis.js';
+import { activeTracing } from '../common/tracing.js';
 import { createRegistry, ingestMetrics } from '../metrics/definitions.js';
 import { type MetricsServer, startMetricsServer } from '../metrics/server.js';
 import { buildIngestApp } from './app.js';
@@ -103,7 +104,15 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     throw err;
   }
 
-  const writer = new OrderWriter({ redis, config, logger, metrics, ...(barrier ? { barrier } : {}) });
+  const tracer = activeTracing()?.tracer;
+  const writer = new OrderWriter({
+    redis,
+    config,
+    logger,
+    metrics,
+    traced: tracer !== undefined,
+    ...(barrier ? { barrier } : {}),
+  });
   const auth = new Authenticator(pool, { ttlMs: config.authCacheMs });
 
   const server = buildIngestApp({
@@ -119,6 +128,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     prepareBatch: batches.prepare,
     outcomes,
     draining: () => draining,
+    tracer,
   });
   try {
     await new Promise<void>((resolve, reject) => {

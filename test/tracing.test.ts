@@ -3,10 +3,18 @@
 // processes exporting to an OTLP/HTTP receiver.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { createClient } from '../common/clients.js';
 import { decodeEntry, ENTRY_FIELD, encodeEntry, entryField } from '../common/entry.js';
+import { shardFor, streamKey } from '../common/keys.js';
 import { canonicalOrderJson } from '../common/order.js';
+import { formatTraceParent, parseTraceParent } from '../common/traceparent.js';
 import { TracingConfigError, tracingSettings } from '../common/tracing.js';
+import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { startIngest } from '../ingest/server.js';
+import { http } from './support/http.js';
 
 const ORDER = { customer_id: 'c1', currency: 'EUR', items: [{ sku: 'trace-sku', qty: 1, unit_price_cents: 250 }] };
 const hex = (bytes: number) => randomBytes(bytes).toString('hex');
@@ -67,5 +75,74 @@ describe('stream entry trace field', () => {
     assert.ok(b.ok);
     assert.deepEqual(b.entry, a.entry);
     assert.equal(entryField(traced, ENTRY_FIELD.trace), tp);
+  });
+});
+
+describe('traceparent', () => {
+  test('parses a valid header and formats it back; refuses invalid ones', () => {
+    const tp = `00-${'a'.repeat(32)}-${'b'.repeat(16)}-01`;
+    const p = parseTraceParent(tp);
+    assert.deepEqual(p, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), flags: 1 });
+    assert.equal(p && formatTraceParent(p), tp);
+    // A later version may carry more fields after the flags.
+    assert.equal(parseTraceParent(`01-${'a'.repeat(32)}-${'b'.repeat(16)}-00-extra`)?.flags, 0);
+    for (const bad of [
+      undefined,
+      '',
+      `00-${'0'.repeat(32)}-${'b'.repeat(16)}-01`,
+      `00-${'a'.repeat(32)}-${'0'.repeat(16)}-01`,
+      `ff-${'a'.repeat(32)}-${'b'.repeat(16)}-01`,
+      `00-${'A'.repeat(32)}-${'b'.repeat(16)}-01`,
+      `00-${'a'.repeat(32)}-${'b'.repeat(16)}-01-extra`,
+      `00-${'a'.repeat(31)}-${'b'.repeat(17)}-01`,
+    ])
+      assert.equal(parseTraceParent(bad), undefined, String(bad));
+  });
+});
+
+describe('tracing off', () => {
+  let t: TestEnv;
+  let ingest: Awaited<ReturnType<typeof startIngest>>;
+  let apiKey: string;
+  let offClient: string;
+  before(async () => {
+    t = await createTestEnv();
+    const db = new pg.Pool({ connectionString: t.db.url, max: 1 });
+    const created = await createClient(db, 'trace-off');
+    apiKey = created.apiKey;
+    offClient = created.id;
+    await db.end();
+    ingest = await startIngest(t.config);
+  });
+  after(async () => {
+    await ingest?.stop();
+    await t?.cleanup();
+  });
+
+  test('no traceparent answered and no trace field in the entry, even when the caller sends one', async () => {
+    const res = await http(`http://127.0.0.1:${ingest.port}`, {
+      method: 'POST',
+      path: '/v1/orders',
+      headers: {
+        authorization: `Bearer ${apiKey}`,
+        'idempotency-key': 'off-1',
+        'content-type': 'application/json',
+        traceparent: `00-${hex(16)}-${hex(8)}-01`,
+      },
+      body: JSON.stringify(ORDER),
+    });
+    assert.equal(res.status, 202, res.text);
+    assert.equal(res.headers.traceparent, undefined);
+    const redis = new Redis(t.redisUrl);
+    try {
+      const entries = await redis.xrange(streamKey(t.prefix, shardFor(offClient, 'off-1', t.config.shards)), '-', '+');
+      assert.equal(entries.length, 1);
+      assert.deepEqual(
+        entries[0]?.[1].filter((_, i) => i % 2 === 0),
+        ['v', 'c', 'k', 'o'],
+      );
+    } finally {
+      redis.disconnect();
+    }
   });
 });
