@@ -1,5 +1,7 @@
 // OpenTelemetry tracing, set up from the standard OTEL_* variables and off unless they ask for
-// it (docs/design.md, "Tracing").
+// it. Only the main thread of a process traces: worker threads record what they did as plain
+// data (workers/steps.ts), and the main thread turns it into spans, so each process has one
+// exporter to flush on stop (docs/design.md, "Tracing").
 import {
   type Attributes,
   type Context,
@@ -28,7 +30,7 @@ import {
   TraceIdRatioBasedSampler,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
-import { formatTraceParent, type TraceParent } from './traceparent.js';
+import { formatTraceParent, parseTraceParent, type TraceParent } from './traceparent.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -208,6 +210,12 @@ export function remoteContext(p: TraceParent): Context {
     traceFlags: p.flags & TraceFlags.SAMPLED,
     isRemote: true,
   });
+}
+
+/** A link to the context a `traceparent` names, or undefined when it is not valid. */
+export function linkTo(traceparent: string | undefined): Link | undefined {
+  const p = parseTraceParent(traceparent);
+  return p ? { context: { traceId: p.traceId, spanId: p.spanId, traceFlags: p.flags, isRemote: true } } : undefined;
 }
 
 /** A span's `traceparent`. */

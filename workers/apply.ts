@@ -15,6 +15,7 @@ import { decodeEntry, ENTRY_FIELD, entryField } from '../common/entry.js';
 import { ORDER_FIELD_LIST } from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
 import { copyBuffer, copyRow, copyValue } from './copy.js';
+import { type BatchSteps, StepRecorder } from './steps.js';
 
 const { from: copyFrom } = copyStreams;
 
@@ -31,6 +32,8 @@ export interface TaskEntry {
 export interface ApplyTask {
   stream: string;
   entries: TaskEntry[];
+  /** Record the steps for tracing (set only when tracing is on and an entry carries a trace context). */
+  traced?: boolean;
 }
 
 /** An entry of a batch that will not be applied, and why (it becomes a DLQ entry and a `dead_letters` row). */
@@ -94,6 +97,8 @@ export interface BatchOutcome {
   /** Entries to move to the DLQ stream (their dead_letters rows are committed). */
   deadLetters: BatchDeadLetter[];
   stats: ApplyStats;
+  /** What the batch did, for its spans (traced tasks only). */
+  steps?: BatchSteps;
 }
 
 export interface ApplyOptions {
@@ -270,6 +275,7 @@ export async function applyBatch(
   const base = options.baseBackoffMs ?? 50;
   const cap = options.maxBackoffMs ?? 2000;
   const deadline = Date.now() + options.retryBudgetMs;
+  const rec = task.traced ? new StepRecorder() : undefined;
 
   const withRetry = async <T>(fn: () => Promise<T>): Promise<T> => {
     for (let attempt = 0; ; attempt++) {
@@ -279,6 +285,7 @@ export async function applyBatch(
         const c = classifyError(e);
         if (c.kind === 'permanent') throw e;
         stats.retries[c.sqlstate] = (stats.retries[c.sqlstate] ?? 0) + 1;
+        rec?.event('retry', { 'db.response.status_code': c.sqlstate, attempt: attempt + 1 });
         if (Date.now() >= deadline) throw new RetryBudgetExceeded(c.sqlstate, e);
         await sleep(Math.random() * Math.min(cap, base * 2 ** Math.min(attempt, 16)));
       }
@@ -288,7 +295,7 @@ export async function applyBatch(
   const applyRange = async (lo: number, hi: number): Promise<void> => {
     if (lo >= hi) return;
     try {
-      await withRetry(() => transaction(pool, task.stream, staged, lo, hi, stats));
+      await withRetry(() => transaction(pool, task.stream, staged, lo, hi, stats, rec));
     } catch (e) {
       const c = classifyError(e);
       if (c.kind !== 'permanent') throw e;
@@ -301,8 +308,10 @@ export async function applyBatch(
           message: (e as Error).message,
           sqlstate: c.sqlstate,
         });
+        rec?.event('dead_letter', { 'messaging.message.id': row.id, 'db.response.status_code': c.sqlstate });
         return;
       }
+      rec?.event('bisect', { from: lo, to: hi, 'db.response.status_code': c.sqlstate });
       // Halves in order, so stock is still served in stream order.
       const mid = lo + Math.ceil((hi - lo) / 2);
       await applyRange(lo, mid);
@@ -313,17 +322,21 @@ export async function applyBatch(
   try {
     await applyRange(0, encoded.rows.length);
     if (deadLetters.length > 0) {
+      rec?.step('dead_letters', deadLetters.length);
       await withRetry(() => insertDeadLetters(pool, task, deadLetters));
+      rec?.done();
     }
   } catch (e) {
     if (!(e instanceof RetryBudgetExceeded)) throw e;
     stats.applyMs = performance.now() - started;
-    return { gaveUp: { sqlstate: e.sqlstate, message: e.message }, ack: [], deadLetters: [], stats };
+    const gaveUp = { gaveUp: { sqlstate: e.sqlstate, message: e.message }, ack: [], deadLetters: [], stats };
+    return rec ? { ...gaveUp, steps: rec.finish() } : gaveUp;
   }
   stats.deadLettered = deadLetters.length;
   stats.applyMs = performance.now() - started;
   const dead = new Set(deadLetters.map((d) => d.id));
-  return { ack: task.entries.filter((e) => !dead.has(e.id)).map((e) => e.id), deadLetters, stats };
+  const ack = task.entries.filter((e) => !dead.has(e.id)).map((e) => e.id);
+  return rec ? { ack, deadLetters, stats, steps: rec.finish() } : { ack, deadLetters, stats };
 }
 
 /** One transaction over rows [lo, hi): BEGIN + COPY, insert, COPY lines, reserve stock, COMMIT. */
@@ -334,8 +347,10 @@ async function transaction(
   lo: number,
   hi: number,
   stats: ApplyStats,
+  rec: StepRecorder | undefined,
 ): Promise<void> {
   const client = await pool.connect();
+  const orders = hi - lo;
   let broken = false;
   // A checked-out client whose connection dies emits 'error' besides rejecting the running query;
   // unheard, that event would kill the thread. The rejection is what we act on.
@@ -349,13 +364,18 @@ async function transaction(
       hasStage.add(client);
     }
     // copy_stage.sql opens the transaction too: from here on a failure must roll back.
+    rec?.step('stage', orders);
     await copyIn(client, sqlFile('apply/copy_stage'), slice(batch.orders, batch.rowEnds, lo, hi));
+    rec?.step('insert', orders);
     const inserted = await client.query<{ id: string; entry_id: string }>(sqlFile('apply/insert_orders'), [stream]);
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
     const rows = batch.rows.slice(lo, hi);
     if (idOf.size > 0) await copyIn(client, sqlFile('apply/copy_order_items'), itemsCopy(rows, idOf));
-    const rejected = await reserveStock(client, rows, idOf);
+    rec?.done();
+    const rejected = await reserveStock(client, rows, idOf, rec);
+    rec?.step('commit', orders);
     await client.query('COMMIT');
+    rec?.done();
     const committedAt = Date.now();
     stats.commits++;
     stats.inserted += idOf.size - rejected;
@@ -363,6 +383,7 @@ async function transaction(
     stats.duplicate += hi - lo - idOf.size;
     for (const entryId of idOf.keys()) stats.endToEndMs.push(committedAt - entryIdMillis(entryId));
   } catch (e) {
+    rec?.fail(e);
     // A connection that cannot even roll back is discarded, not returned to the pool.
     await client.query('ROLLBACK').catch(() => {
       broken = true;
@@ -384,6 +405,7 @@ async function reserveStock(
   client: PoolClient,
   rows: readonly StagedRow[],
   idOf: ReadonlyMap<string, string>,
+  rec: StepRecorder | undefined,
 ): Promise<number> {
   if (idOf.size === 0) return 0;
   // Units of each SKU the inserted orders need in all.
@@ -393,10 +415,12 @@ async function reserveStock(
     let j = 0;
     for (const sku of row.skus) wanted.set(sku, (wanted.get(sku) ?? 0) + (row.qtys[j++] ?? 0));
   }
+  rec?.step('lock', idOf.size);
   const locked = await client.query<{ sku: string; available: string; reserved: boolean }>(
     sqlFile('apply/reserve_all'),
     [[...wanted.keys()], [...wanted.values()].map(String)],
   );
+  rec?.done();
   if (locked.rows.length === 0 || locked.rows[0]?.reserved) return 0;
   const available = new Map(locked.rows.map((r) => [r.sku, BigInt(r.available)]));
   const taken = new Map<string, bigint>();
@@ -423,10 +447,12 @@ async function reserveStock(
       taken.set(sku, (taken.get(sku) ?? 0n) + qty);
     }
   }
+  rec?.step('reserve', idOf.size);
   if (taken.size > 0) {
     await client.query(sqlFile('apply/reserve_stock'), [[...taken.keys()], [...taken.values()].map(String)]);
   }
   if (rejectedIds.length > 0) await client.query(sqlFile('apply/reject_orders'), [rejectedIds, STOCK_REASON]);
+  rec?.done();
   return rejectedIds.length;
 }
 

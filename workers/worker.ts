@@ -12,10 +12,12 @@ import { consumerName as defaultConsumerName, streamKey } from '../common/keys.j
 import { createLogger, type Logger } from '../common/log.js';
 import { createRedis, type RedisClient, redisReady } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
+import { activeTracing } from '../common/tracing.js';
 import { createRegistry, workerMetrics } from '../metrics/definitions.js';
 import { startMetricsServer } from '../metrics/server.js';
 import { acknowledge } from './acker.js';
 import { AdaptiveLimit } from './adaptive.js';
+import { BatchTracer } from './batch-trace.js';
 import { type ApplyStats, applyBatch, type BatchOutcome } from './apply.js';
 import type { ConsumerContext } from './context.js';
 import { HeldEntries } from './held.js';
@@ -79,6 +81,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   const retryBudgetMs = Math.max(25, Math.floor(config.claimTimeoutMs / 4));
 
   const registry = createRegistry({ defaultMetrics: true, role: 'worker' });
+  const tracing = activeTracing();
   const metrics = workerMetrics(registry);
 
   const redis = createRedis(config, { connectionName: `surge-worker:${consumer}` });
@@ -151,6 +154,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   const limit = new InFlightLimit(adaptive?.limit ?? config.maxInFlight, () => pool.needsDrain);
   pool.on('drain', () => limit.wake());
   const running = new Set<Promise<void>>();
+  const batchTracer = tracing ? new BatchTracer(tracing.tracer, logger) : undefined;
 
   const apply = async (task: ThreadTask): Promise<BatchOutcome> => {
     if (placement === 'threads') {
@@ -188,18 +192,25 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     if (slot !== 'acquired') limit.take();
     metrics.inFlight.inc();
     const task: ThreadTask = { kind: 'apply', stream: streamKey(config.redisPrefix, shard), entries };
+    if (batchTracer?.wants(entries)) task.traced = true;
     const p = (async () => {
       try {
         for (let attempt = 0; ; attempt++) {
           const outcome = await apply(task);
           record(outcome.stats);
           if (adaptive) limit.limit = adaptive.sample(outcome.stats.entries, outcome.stats.applyMs);
+          const { steps } = outcome;
           if (!outcome.gaveUp) {
             // Before the ack: a failure here leaves the entries pending (reclaimed, published then).
-            await outcomes.publish(shard, entries, outcome);
-            await acknowledge(ctx, shard, entries, outcome, retryBudgetMs);
+            const publishAndAck = async () => {
+              await outcomes.publish(shard, entries, outcome);
+              await acknowledge(ctx, shard, entries, outcome, retryBudgetMs);
+            };
+            if (batchTracer && steps) await batchTracer.traced(task, { ...outcome, steps }, publishAndAck);
+            else await publishAndAck();
             return;
           }
+          if (batchTracer && steps) await batchTracer.traced(task, { ...outcome, steps });
           // PostgreSQL is unavailable. Keep the entries (XCLAIM JUSTID resets their idle time
           // without counting a delivery, so nobody claims them and they never reach
           // max_deliveries because of an outage) and try again; on stop, leave them pending.
