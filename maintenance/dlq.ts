@@ -44,6 +44,8 @@ export interface DeadLetterRecord {
   replays: number;
   replayStream: string | null;
   replayEntryId: string | null;
+  /** The original entry's `t` field (the accepting request's traceparent), re-emitted by a replay. */
+  traceContext: string | null;
 }
 
 /** Every field is optional; an empty filter matches every dead letter. */
@@ -76,6 +78,7 @@ interface Row {
   replays: number;
   replay_stream: string | null;
   replay_entry_id: string | null;
+  trace_context: string | null;
 }
 
 function fromRow(r: Row): DeadLetterRecord {
@@ -96,6 +99,7 @@ function fromRow(r: Row): DeadLetterRecord {
     replays: r.replays,
     replayStream: r.replay_stream,
     replayEntryId: r.replay_entry_id,
+    traceContext: r.trace_context,
   };
 }
 
@@ -189,6 +193,8 @@ async function replayLocked(deps: DlqDeps, id: number, options: ReplayOptions): 
           clientId: row.client_id,
           idempotencyKey: row.idempotency_key,
           canonical: row.payload,
+          // The replayed entry links its batch to the trace of the request that first accepted it.
+          traceparent: row.trace_context ?? undefined,
         });
         const decoded = decodeEntry(fields);
         if (!decoded.ok) result = { id, outcome: 'not_replayable', detail: decoded.reason };
@@ -286,6 +292,7 @@ export async function syncDeadLetterStreams(
           field(f, ENTRY_FIELD.order) ?? null,
           Number(field(f, 'dl_deliveries') ?? 1) || 1,
           seen,
+          field(f, ENTRY_FIELD.trace) ?? null,
         ]);
         created += r.rowCount ?? 0;
       }

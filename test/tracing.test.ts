@@ -8,12 +8,16 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createClient } from '../common/clients.js';
 import { decodeEntry, ENTRY_FIELD, encodeEntry, entryField } from '../common/entry.js';
-import { shardFor, streamKey } from '../common/keys.js';
+import { dlqKey, shardFor, streamKey } from '../common/keys.js';
 import { canonicalOrderJson } from '../common/order.js';
+import { ensureGroups } from '../common/streams.js';
 import { formatTraceParent, parseTraceParent } from '../common/traceparent.js';
 import { TracingConfigError, tracingSettings } from '../common/tracing.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { startIngest } from '../ingest/server.js';
+import { replayDeadLetter } from '../maintenance/dlq.js';
+import { startWorker } from '../workers/worker.js';
 import { http } from './support/http.js';
 
 const ORDER = { customer_id: 'c1', currency: 'EUR', items: [{ sku: 'trace-sku', qty: 1, unit_price_cents: 250 }] };
@@ -143,6 +147,52 @@ describe('tracing off', () => {
       );
     } finally {
       redis.disconnect();
+    }
+  });
+});
+
+describe('dead letters keep the trace context', () => {
+  let t: TestEnv;
+  before(async () => {
+    t = await createTestEnv({ SURGE_WORKER_THREADS: '1', SURGE_PG_POOL_SIZE: '1' });
+  });
+  after(async () => {
+    await t?.cleanup();
+  });
+
+  test('the dead letter row and DLQ entry carry `t`, and a replay re-emits it', async () => {
+    const redis = new Redis(t.redisUrl);
+    const pool = new pg.Pool({ connectionString: t.db.url, max: 2 });
+    const worker = await startWorker(t.config);
+    try {
+      await ensureGroups(redis, t.prefix, t.config.shards);
+      const tp = `00-${hex(16)}-${hex(8)}-01`;
+      const shard = shardFor('dl-client', 'dl-1', t.config.shards);
+      const stream = streamKey(t.prefix, shard);
+      // An entry the worker cannot decode (its order is not JSON): dead-lettered at once.
+      await redis.xadd(stream, '*', 'v', '1', 'c', 'dl-client', 'k', 'dl-1', 'o', '{not json', 't', tp);
+      const row = await waitFor('the dead letter row', async () => {
+        const r = await pool.query<{ id: string; trace_context: string | null }>(
+          "SELECT id, trace_context FROM dead_letters WHERE idempotency_key = 'dl-1'",
+        );
+        return r.rows[0];
+      });
+      assert.equal(row.trace_context, tp);
+      const dlq = await redis.xrange(dlqKey(t.prefix, shard), '-', '+');
+      assert.equal(entryField(dlq[0]?.[1], ENTRY_FIELD.trace), tp);
+      // The operator fixes the payload, then replays it.
+      await pool.query('UPDATE dead_letters SET payload = $1 WHERE id = $2', [canonicalOrderJson(ORDER), row.id]);
+      const replayed = await replayDeadLetter(
+        { pool, redis, prefix: t.prefix, shards: t.config.shards },
+        Number(row.id),
+      );
+      assert.equal(replayed.outcome, 'replayed');
+      const entry = (await redis.xrange(stream, '-', '+')).find(([id]) => id === replayed.entryId);
+      assert.equal(entryField(entry?.[1], ENTRY_FIELD.trace), tp);
+    } finally {
+      await worker.stop();
+      redis.disconnect();
+      await pool.end();
     }
   });
 });

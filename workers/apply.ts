@@ -480,6 +480,7 @@ async function insertDeadLetters(pool: Pool, task: ApplyTask, deadLetters: reado
   const messages: Array<string | null> = [];
   const payloads: Array<string | null> = [];
   const deliveries: number[] = [];
+  const traces: Array<string | null> = [];
   for (const d of deadLetters) {
     const entry = byId.get(d.id);
     const field = (name: string): string | null => storable(entryField(entry?.fields, name) ?? null);
@@ -491,6 +492,7 @@ async function insertDeadLetters(pool: Pool, task: ApplyTask, deadLetters: reado
     messages.push(storable(d.message));
     payloads.push(field(ENTRY_FIELD.order));
     deliveries.push(entry?.deliveries ?? 1);
+    traces.push(field(ENTRY_FIELD.trace));
   }
   await pool.query(sqlFile('apply/insert_dead_letters'), [
     task.stream,
@@ -502,5 +504,6 @@ async function insertDeadLetters(pool: Pool, task: ApplyTask, deadLetters: reado
     messages,
     payloads,
     deliveries,
+    traces,
   ]);
 }
