@@ -3,6 +3,7 @@
 // processes exporting to an OTLP/HTTP receiver.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -19,6 +20,8 @@ import { startIngest } from '../ingest/server.js';
 import { replayDeadLetter } from '../maintenance/dlq.js';
 import { startWorker } from '../workers/worker.js';
 import { http } from './support/http.js';
+import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from './support/otlp.js';
+import { type SurgeProcess, startSurge } from './support/procs.js';
 
 const ORDER = { customer_id: 'c1', currency: 'EUR', items: [{ sku: 'trace-sku', qty: 1, unit_price_cents: 250 }] };
 const hex = (bytes: number) => randomBytes(bytes).toString('hex');
@@ -193,6 +196,151 @@ describe('dead letters keep the trace context', () => {
       await worker.stop();
       redis.disconnect();
       await pool.end();
+    }
+  });
+});
+
+describe('tracing on: one order from POST to COMMIT, real processes, OTLP/HTTP receiver', () => {
+  let t: TestEnv;
+  let receiver: OtlpReceiver;
+  let ingest: SurgeProcess | undefined;
+  let worker: SurgeProcess | undefined;
+  let apiKey: string;
+  let clientId: string;
+
+  before(async () => {
+    receiver = await startOtlpReceiver();
+    t = await createTestEnv({ SURGE_WORKER_THREADS: '1', SURGE_PG_POOL_SIZE: '2' });
+    const db = new pg.Pool({ connectionString: t.db.url, max: 1 });
+    const created = await createClient(db, 'trace-shop');
+    apiKey = created.apiKey;
+    clientId = created.id;
+    await db.query("INSERT INTO inventory (sku, available) VALUES ('trace-sku', 10)");
+    await db.end();
+    const env = {
+      ...t.env,
+      SURGE_LOG_LEVEL: 'debug',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_BSP_SCHEDULE_DELAY: '100',
+    };
+    ingest = await startSurge('ingest', env, 'ingest-traced');
+    worker = await startSurge('work', env, 'work-traced');
+  });
+  after(async () => {
+    await ingest?.kill();
+    await worker?.kill();
+    await receiver?.close();
+    await t?.cleanup();
+  });
+
+  const post = (key: string, traceparent?: string) =>
+    http(ingest?.url ?? '', {
+      method: 'POST',
+      path: '/v1/orders',
+      headers: {
+        authorization: `Bearer ${apiKey}`,
+        'idempotency-key': key,
+        'content-type': 'application/json',
+        ...(traceparent ? { traceparent } : {}),
+      },
+      body: JSON.stringify(ORDER),
+    });
+
+  const spansOf = (traceId: string) => receiver.spans.filter((s) => s.traceId === traceId);
+  const one = (spans: ReceivedSpan[], name: string): ReceivedSpan => {
+    const found = spans.filter((s) => s.name === name);
+    assert.equal(found.length, 1, `one ${name} span: ${JSON.stringify(spans.map((s) => s.name))}`);
+    return found[0] as ReceivedSpan;
+  };
+
+  test("the POST continues the caller's trace, and the batch span links to the order's accept span", async () => {
+    const traceId = hex(16);
+    const callerSpan = hex(8);
+    const res = await post('traced-1', `00-${traceId}-${callerSpan}-01`);
+    assert.equal(res.status, 202, res.text);
+    const answered = parseTraceParent(String(res.headers.traceparent));
+    assert.equal(answered?.traceId, traceId, 'the answer continues the trace');
+
+    // The ingest side: server span (child of the caller), admission and accept under it.
+    await waitFor('the request spans', () => spansOf(traceId).length >= 3, { timeoutMs: 15_000 });
+    const ingestSpans = spansOf(traceId);
+    const server = one(ingestSpans, 'POST /v1/orders');
+    assert.equal(server.service, 'surge-ingest');
+    assert.equal(server.parentSpanId, callerSpan);
+    assert.equal(server.spanId, answered?.spanId);
+    assert.equal(server.attributes['http.response.status_code'], 202);
+    const admission = one(ingestSpans, 'admission');
+    assert.equal(admission.parentSpanId, server.spanId);
+    const accept = one(ingestSpans, 'accept');
+    assert.equal(accept.parentSpanId, server.spanId);
+    assert.equal(accept.attributes['surge.outcome'], 'accepted');
+    assert.equal(accept.attributes['surge.shard'], shardFor(clientId, 'traced-1', t.config.shards));
+
+    // The worker side: a batch span in its own trace, linked to the accept span.
+    const linksHere = (s: ReceivedSpan) => s.links.some((l) => l.traceId === traceId && l.spanId === accept.spanId);
+    await waitFor('the batch span', () => receiver.spans.some((s) => s.name === 'apply batch' && linksHere(s)), {
+      timeoutMs: 20_000,
+    });
+    const batch = receiver.spans.find((s) => s.name === 'apply batch' && linksHere(s)) as ReceivedSpan;
+    assert.equal(batch.service, 'surge-worker');
+    assert.equal(batch.parentSpanId, '');
+    assert.equal(batch.attributes['surge.inserted'], 1);
+    assert.ok(batch.startMs >= server.startMs, 'the batch starts after the request');
+    await waitFor(
+      'the batch children',
+      () => receiver.spans.filter((s) => s.parentSpanId === batch.spanId).length >= 6,
+    );
+    const children = receiver.spans.filter((s) => s.parentSpanId === batch.spanId);
+    for (const name of ['stage', 'insert', 'lock', 'reserve', 'commit', 'ack']) {
+      const c = one(children, name);
+      assert.equal(c.traceId, batch.traceId);
+      assert.ok(c.startMs >= batch.startMs - 1 && c.endMs <= batch.endMs + 1, `${name} inside the batch span`);
+    }
+
+    // Logs: the order's trace id in the ingest process's lines and in the worker's.
+    const logged = (p: SurgeProcess | undefined) =>
+      (p?.logLines() ?? []).filter((l) => l.includes(traceId)).map((l) => JSON.parse(l) as Record<string, unknown>);
+    await waitFor('the worker log line', () => logged(worker).length > 0);
+    const ingestLine = logged(ingest).find((l) => l.msg === 'request answered');
+    assert.equal(ingestLine?.trace_id, traceId);
+    assert.equal(ingestLine?.span_id, server.spanId);
+    const workerLine = logged(worker).find((l) => l.msg === 'traced batch applied');
+    assert.equal(workerLine?.trace_id, batch.traceId, 'the worker line carries its batch span ids');
+    assert.deepEqual(workerLine?.linked_trace_ids, [traceId]);
+    assert.deepEqual(receiver.errors, []);
+
+    // SURGE_TEST_TRACE_OUT: where to write this order's spans (the example in docs/operations.md).
+    const out = process.env.SURGE_TEST_TRACE_OUT;
+    if (out) {
+      const mine = receiver.spans.filter((s) => s.traceId === traceId || s.traceId === batch.traceId);
+      writeFileSync(out, `${JSON.stringify(mine, null, 2)}\n`);
+    }
+  });
+
+  test('a request without traceparent starts a trace; an unsampled caller gets no trace field in the entry', async () => {
+    const fresh = await post('traced-2');
+    assert.equal(fresh.status, 202);
+    const started = parseTraceParent(String(fresh.headers.traceparent));
+    assert.ok(started, 'a new trace is answered');
+    await waitFor('the new trace exported', () => spansOf(started.traceId).some((s) => s.name === 'POST /v1/orders'));
+
+    const unsampled = await post('traced-3', `00-${hex(16)}-${hex(8)}-00`);
+    assert.equal(unsampled.status, 202);
+    const redis = new Redis(t.redisUrl);
+    try {
+      const key = streamKey(t.prefix, shardFor(clientId, 'traced-3', t.config.shards));
+      const fields = (await redis.xrange(key, '-', '+'))
+        .map(([, f]) => f)
+        .find((f) => entryField(f, 'k') === 'traced-3');
+      assert.ok(fields);
+      assert.equal(entryField(fields, ENTRY_FIELD.trace), undefined);
+      const sampledKey = streamKey(t.prefix, shardFor(clientId, 'traced-2', t.config.shards));
+      const sampled = (await redis.xrange(sampledKey, '-', '+'))
+        .map(([, f]) => f)
+        .find((f) => entryField(f, 'k') === 'traced-2');
+      assert.equal(parseTraceParent(entryField(sampled, ENTRY_FIELD.trace))?.traceId, started.traceId);
+    } finally {
+      redis.disconnect();
     }
   });
 });

@@ -27,11 +27,16 @@ export interface SurgeProcess {
   exited: Promise<number | null>;
   /** The last lines of stdout+stderr (for failure messages). */
   tail(): string;
+  /** Every line of stdout+stderr so far (the first LOG_LINES_KEPT). */
+  logLines(): readonly string[];
   /** Sends a signal (SIGKILL, SIGSTOP, SIGCONT, SIGTERM). */
   signal(sig: NodeJS.Signals): void;
   /** SIGKILL and wait for the exit (no-op when already gone). */
   kill(): Promise<void>;
 }
+
+/** Lines logLines() keeps: enough for a test's few requests at debug level. */
+const LOG_LINES_KEPT = 20_000;
 
 const READY_LINE: Record<SurgeRole, string> = { ingest: 'ingest listening on', work: 'worker started' };
 
@@ -47,6 +52,7 @@ export async function startSurge(
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
+  const all: string[] = [];
   let port = 0;
   let metricsUrl: string | undefined;
   let consumer: string | undefined;
@@ -58,6 +64,7 @@ export async function startSurge(
       const line = buffered.slice(0, nl);
       buffered = buffered.slice(nl + 1);
       lines.push(line.length > 600 ? `${line.slice(0, 600)}…` : line);
+      if (all.length < LOG_LINES_KEPT) all.push(line);
       if (lines.length > 60) lines.shift();
       if (port === 0 && line.includes(READY_LINE[role])) {
         try {
@@ -102,6 +109,7 @@ export async function startSurge(
     alive,
     exited,
     tail: () => lines.slice(-20).join('\n'),
+    logLines: () => all,
     signal(sig) {
       if (alive()) child.kill(sig);
     },
