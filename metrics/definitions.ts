@@ -9,6 +9,7 @@ import {
   Gauge,
   Histogram,
   type LabelValues,
+  type OpenMetricsContentType,
   Registry,
 } from 'prom-client';
 
@@ -18,10 +19,46 @@ export const LATENCY_BUCKETS = [
 ];
 export const BATCH_SIZE_BUCKETS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
+const defaultLabels = new WeakMap<Registry, Record<string, string>>();
+
+/**
+ * The OpenMetrics exposition of a registry's metrics (with exemplars), for a scraper that asks
+ * for it (Accept: application/openmetrics-text). Built per scrape over the same metric objects:
+ * the registry itself keeps the Prometheus text format that every other reader parses.
+ */
+export async function openMetricsText(registry: Registry): Promise<string> {
+  const om = new Registry<OpenMetricsContentType>();
+  om.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+  const labels = defaultLabels.get(registry);
+  if (labels) om.setDefaultLabels(labels);
+  // prom-client appends `_total` to a counter's samples in OpenMetrics, and Surge's counters
+  // already end with it: their family is renamed to the name without it, so the samples keep
+  // the names every query uses.
+  const counters: string[] = [];
+  for (const { name } of registry.getMetricsAsArray()) {
+    const metric = registry.getSingleMetric(name);
+    if (!metric) continue;
+    om.registerMetric(metric);
+    if (metric instanceof Counter && name.endsWith('_total')) counters.push(name);
+  }
+  let text = await om.metrics();
+  for (const name of counters) {
+    const family = name.slice(0, -'_total'.length);
+    text = text
+      .replaceAll(`\n${name}_total`, `\n${name}`)
+      .replace(`# HELP ${name} `, `# HELP ${family} `)
+      .replace(`# TYPE ${name} counter`, `# TYPE ${family} counter`);
+  }
+  return text;
+}
+
+export const OPENMETRICS_CONTENT_TYPE = Registry.OPENMETRICS_CONTENT_TYPE;
+
 /** A registry for one process. Default process metrics go on main threads only (SEMANTICS 4.2). */
 export function createRegistry(options: { defaultMetrics: boolean; role: string }): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ role: options.role });
+  defaultLabels.set(registry, { role: options.role });
   if (options.defaultMetrics) {
     collectDefaultMetrics({ register: registry, prefix: 'surge_process_' });
     // prom-client names these gauges `…_total`, which `promtool check metrics` rejects (a `_total`
@@ -141,7 +178,22 @@ export function ingestMetrics(registry: Registry) {
 }
 export type IngestMetrics = ReturnType<typeof ingestMetrics>;
 
-export function workerMetrics(registry: Registry) {
+/**
+ * `exemplars` (tracing on): the end-to-end histogram keeps, per bucket, the trace id of an order
+ * that fell in it (OpenMetrics exposition). Its observe then takes `{ value, exemplarLabels }`.
+ */
+export function workerMetrics(registry: Registry, options: { exemplars?: boolean } = {}) {
+  const exemplars = options.exemplars === true;
+  const endToEnd = new Histogram({
+    name: 'surge_order_end_to_end_seconds',
+    help: 'Time from the order entering Redis (entry ID) to the COMMIT that applied it.',
+    buckets: LATENCY_BUCKETS,
+    // prom-client refuses exemplars on a metric it registers in a Prometheus-format registry;
+    // the registry keeps that format (openMetricsText renders the other), so it is added below.
+    registers: exemplars ? [] : [registry],
+    enableExemplars: exemplars,
+  });
+  if (exemplars) registry.registerMetric(endToEnd);
   return {
     batchSize: new Histogram({
       name: 'surge_apply_batch_size',
@@ -161,12 +213,7 @@ export function workerMetrics(registry: Registry) {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
-    endToEnd: new Histogram({
-      name: 'surge_order_end_to_end_seconds',
-      help: 'Time from the order entering Redis (entry ID) to the COMMIT that applied it.',
-      buckets: LATENCY_BUCKETS,
-      registers: [registry],
-    }),
+    endToEnd,
     retries: new Counter({
       name: 'surge_apply_retries_total',
       help:

@@ -4,6 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { OPENMETRICS_CONTENT_TYPE, openMetricsText } from './definitions.js';
 
 export interface MetricsServerOptions {
   registry: Registry;
@@ -11,6 +12,11 @@ export interface MetricsServerOptions {
   port: number;
   /** Called before each /metrics response (e.g. to refresh gauges). */
   beforeScrape?: () => Promise<void>;
+  /**
+   * Serve OpenMetrics (with exemplars) to a scraper whose Accept asks for it. Off, every scrape
+   * gets the Prometheus text format.
+   */
+  openMetrics?: boolean;
   /** /readyz answers 200 while this returns true. */
   ready?: () => boolean;
   /** Serve /healthz and /readyz (default true); false: /metrics only. */
@@ -33,6 +39,12 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
     if (path === '/metrics') {
       (async () => {
         if (options.beforeScrape) await options.beforeScrape();
+        // OpenMetrics (with exemplars) only when the scraper asks for it; Prometheus text otherwise.
+        if (options.openMetrics && req.headers.accept?.includes('application/openmetrics-text')) {
+          const body = await openMetricsText(options.registry);
+          res.writeHead(200, { 'content-type': OPENMETRICS_CONTENT_TYPE }).end(body);
+          return;
+        }
         const body = await options.registry.metrics();
         res.writeHead(200, { 'content-type': options.registry.contentType }).end(body);
       })().catch((err: unknown) => {

@@ -315,6 +315,26 @@ describe('tracing on: one order from POST to COMMIT, real processes, OTLP/HTTP r
       const mine = receiver.spans.filter((s) => s.traceId === traceId || s.traceId === batch.traceId);
       writeFileSync(out, `${JSON.stringify(mine, null, 2)}\n`);
     }
+
+    // Exemplars: the end-to-end histogram names the order's trace in OpenMetrics, and only there.
+    const om = await http(worker?.url ?? '', {
+      path: '/metrics',
+      headers: { accept: 'application/openmetrics-text; version=1.0.0, text/plain;q=0.5' },
+    });
+    assert.match(String(om.headers['content-type']), /^application\/openmetrics-text/);
+    const exemplar = om.text
+      .split('\n')
+      .find((l) => l.startsWith('surge_order_end_to_end_seconds_bucket') && l.includes(`trace_id="${traceId}"`));
+    assert.ok(exemplar, 'an end-to-end bucket carries the order trace id as its exemplar');
+    assert.match(om.text, /# EOF\s*$/);
+    // Counters keep the sample names queries use (prom-client would append a second `_total`).
+    assert.match(om.text, /^# TYPE surge_orders_applied counter$/m);
+    assert.match(om.text, /^surge_orders_applied_total\{[^}]*result="inserted"[^}]*\} 1$/m);
+    assert.ok(!om.text.includes('_total_total'));
+    const plain = await http(worker?.url ?? '', { path: '/metrics' });
+    assert.match(String(plain.headers['content-type']), /^text\/plain/);
+    assert.ok(!plain.text.includes('trace_id='), 'the Prometheus text format has no exemplars');
+    assert.match(plain.text, /surge_order_end_to_end_seconds_count\{[^}]*\} 1/);
   });
 
   test('a request without traceparent starts a trace; an unsampled caller gets no trace field in the entry', async () => {

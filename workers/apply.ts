@@ -382,6 +382,7 @@ async function transaction(
     stats.rejected += rejected;
     stats.duplicate += hi - lo - idOf.size;
     for (const entryId of idOf.keys()) stats.endToEndMs.push(committedAt - entryIdMillis(entryId));
+    rec?.committed(idOf.keys());
   } catch (e) {
     rec?.fail(e);
     // A connection that cannot even roll back is discarded, not returned to the pool.

@@ -13,7 +13,9 @@ import {
   type Tracer,
   trace,
 } from '@opentelemetry/api';
+import type { Histogram } from 'prom-client';
 import { ENTRY_FIELD, entryField } from '../common/entry.js';
+import { parseTraceParent } from '../common/traceparent.js';
 import type { Logger } from '../common/log.js';
 import { linkTo } from '../common/tracing.js';
 import type { ApplyTask, BatchOutcome, TaskEntry } from './apply.js';
@@ -24,6 +26,32 @@ export class BatchTracer {
     private readonly tracer: Tracer,
     private readonly logger: Logger,
   ) {}
+
+  /**
+   * The trace id of each end-to-end time the batch recorded ('' for an order without one): the
+   * exemplars of the end-to-end histogram.
+   */
+  traceIds(task: ApplyTask, outcome: BatchOutcome): string[] {
+    const committed = outcome.steps?.committed;
+    if (!committed) return [];
+    const traceOf = new Map<string, string>();
+    for (const e of task.entries) {
+      const p = parseTraceParent(entryField(e.fields, ENTRY_FIELD.trace));
+      if (p) traceOf.set(e.id, p.traceId);
+    }
+    return committed.map((id) => traceOf.get(id) ?? '');
+  }
+
+  /** Observes end-to-end times with exemplar histograms: each with its trace id when it has one. */
+  static observeEndToEnd(histogram: Histogram, endToEndMs: readonly number[], traces: readonly string[]): void {
+    endToEndMs.forEach((ms, i) => {
+      const traceId = traces[i];
+      histogram.observe({
+        value: Math.max(0, ms) / 1000,
+        ...(traceId ? { exemplarLabels: { trace_id: traceId } } : {}),
+      });
+    });
+  }
 
   /** True when an entry carries a trace context: only then does the apply step record its steps. */
   wants(entries: readonly TaskEntry[]): boolean {

@@ -26,6 +26,8 @@ export interface BatchSteps {
   end: number;
   steps: StepRecord[];
   events: StepEvent[];
+  /** Entry ids of the inserted orders, in ApplyStats.endToEndMs order (for the exemplars). */
+  committed: string[];
 }
 
 /** Wall-clock time in epoch ms: a thread's performance.now() has its own origin. */
@@ -33,7 +35,7 @@ const now = (): number => performance.timeOrigin + performance.now();
 
 /** Steps run one after the other: starting one ends the one before. */
 export class StepRecorder {
-  private readonly data: BatchSteps = { start: now(), end: 0, steps: [], events: [] };
+  private readonly data: BatchSteps = { start: now(), end: 0, steps: [], events: [], committed: [] };
   private open: StepRecord | undefined;
 
   /** Starts a step (and ends the open one). */
@@ -53,6 +55,11 @@ export class StepRecorder {
   fail(error: unknown): void {
     if (this.open) this.open.error = error instanceof Error ? error.message : String(error);
     this.done();
+  }
+
+  /** The orders a COMMIT inserted, in the order their end-to-end times were recorded. */
+  committed(entryIds: Iterable<string>): void {
+    for (const id of entryIds) this.data.committed.push(id);
   }
 
   event(name: string, attributes: Record<string, string | number>): void {

@@ -82,7 +82,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
 
   const registry = createRegistry({ defaultMetrics: true, role: 'worker' });
   const tracing = activeTracing();
-  const metrics = workerMetrics(registry);
+  const metrics = workerMetrics(registry, { exemplars: tracing !== undefined });
 
   const redis = createRedis(config, { connectionName: `surge-worker:${consumer}` });
   // A blocked XREADGROUP holds its connection: one reader connection per shard.
@@ -170,14 +170,16 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     return outcome;
   };
 
-  const record = (stats: ApplyStats) => {
+  /** `traces` (tracing on): the trace id of each end-to-end time, '' when its order has none. */
+  const record = (stats: ApplyStats, traces?: readonly string[]) => {
     metrics.batchSize.observe(stats.entries);
     metrics.batchDuration.observe(stats.applyMs / 1000);
     if (stats.inserted) metrics.applied.inc({ result: 'inserted' }, stats.inserted);
     if (stats.duplicate) metrics.applied.inc({ result: 'duplicate' }, stats.duplicate);
     if (stats.rejected) metrics.applied.inc({ result: 'rejected' }, stats.rejected);
     if (stats.deadLettered) metrics.applied.inc({ result: 'dead_lettered' }, stats.deadLettered);
-    for (const ms of stats.endToEndMs) metrics.endToEnd.observe(Math.max(0, ms) / 1000);
+    if (traces) BatchTracer.observeEndToEnd(metrics.endToEnd, stats.endToEndMs, traces);
+    else for (const ms of stats.endToEndMs) metrics.endToEnd.observe(Math.max(0, ms) / 1000);
     for (const [sqlstate, n] of Object.entries(stats.retries)) metrics.retries.inc({ sqlstate }, n);
   };
 
@@ -197,7 +199,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
       try {
         for (let attempt = 0; ; attempt++) {
           const outcome = await apply(task);
-          record(outcome.stats);
+          record(outcome.stats, batchTracer?.traceIds(task, outcome));
           if (adaptive) limit.limit = adaptive.sample(outcome.stats.entries, outcome.stats.applyMs);
           const { steps } = outcome;
           if (!outcome.gaveUp) {
@@ -247,6 +249,8 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
       host: config.listenHost,
       port: config.workerMetricsPort,
       ready: () => !stopping,
+      // Tracing on: the end-to-end histogram's exemplars (trace ids) need OpenMetrics.
+      openMetrics: tracing !== undefined,
     });
   } catch (e) {
     await closeAll();
