@@ -181,8 +181,8 @@ export function createPipeline(
   };
 
   const run = (x: Exchange, route: Route, body: Buffer | undefined): void => {
-    // Traced: the handler runs in the request span's context (its log lines carry the ids).
-    if (x.trace) context.with(x.trace.ctx, handle, undefined, x, route, body);
+    // Traced and sampled: the handler runs in the request span's context (its log lines carry the ids).
+    if (x.trace?.sampled) context.with(x.trace.ctx, handle, undefined, x, route, body);
     else handle(x, route, body);
   };
 

@@ -17,8 +17,13 @@ import { remoteContext, sampled, traceParentOf } from '../common/tracing.js';
 import { parseTraceParent } from '../common/traceparent.js';
 
 export class RequestTrace {
-  /** The server span's context: handlers run in it, so their log lines carry its ids. */
+  /** The server span's context: handlers of a sampled request run in it (their log lines carry its ids). */
   readonly ctx: Context;
+  /**
+   * The sampler kept the request. An unsampled one gets no child spans, no `t` and no context
+   * switch around its handler: at a low ratio almost every request takes this cheap path.
+   */
+  readonly sampled: boolean;
   private readonly span: Span;
   private admission: Span | undefined;
   private accept: Span | undefined;
@@ -48,7 +53,8 @@ export class RequestTrace {
       parentCtx,
     );
     this.ctx = trace.setSpan(parentCtx, this.span);
-    this.admission = tracer.startSpan('admission', undefined, this.ctx);
+    this.sampled = sampled(this.span);
+    if (this.sampled) this.admission = tracer.startSpan('admission', undefined, this.ctx);
   }
 
   /** Door and auth passed (or the route needs neither). */
@@ -64,8 +70,9 @@ export class RequestTrace {
    * stream entry, or undefined when the trace is not sampled (the entry then carries none).
    */
   startAccept(): string | undefined {
+    if (!this.sampled) return undefined;
     this.accept = this.tracer.startSpan('accept', { attributes: { 'db.system.name': 'redis' } }, this.ctx);
-    return sampled(this.accept) ? traceParentOf(this.accept) : undefined;
+    return traceParentOf(this.accept);
   }
 
   /** The write's outcome (`accepted`, `replayed`, `mismatch`, `pending`, `unavailable`…) and shard. */
