@@ -416,7 +416,8 @@ async function reserveStock(
     let j = 0;
     for (const sku of row.skus) wanted.set(sku, (wanted.get(sku) ?? 0) + (row.qtys[j++] ?? 0));
   }
-  rec?.step('lock', idOf.size);
+  // One statement locks the SKUs and, when every one has stock for the whole batch, takes it.
+  rec?.step('reserve', idOf.size);
   const locked = await client.query<{ sku: string; available: string; reserved: boolean }>(
     sqlFile('apply/reserve_all'),
     [[...wanted.keys()], [...wanted.values()].map(String)],
@@ -448,7 +449,7 @@ async function reserveStock(
       taken.set(sku, (taken.get(sku) ?? 0n) + qty);
     }
   }
-  rec?.step('reserve', idOf.size);
+  rec?.step('reserve_each', idOf.size);
   if (taken.size > 0) {
     await client.query(sqlFile('apply/reserve_stock'), [[...taken.keys()], [...taken.values()].map(String)]);
   }
