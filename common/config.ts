@@ -60,6 +60,8 @@ export interface Config {
   lagCacheMs: number;
   /** How often the stream jobs (safe trim, idle-consumer cleanup) run. */
   maintenanceIntervalMs: number;
+  /** Outcome stream entries older than this are trimmed, read by a downstream group or not. */
+  outcomeRetentionSeconds: number;
   /** How often the PostgreSQL retention jobs (orders, dead letters) run. */
   retentionIntervalMs: number;
   /** Orders (and so their idempotency keys) older than this many days are deleted; 0 keeps them forever. */
@@ -470,6 +472,17 @@ const SPECS = [
       'Tick of the stream maintenance jobs (safe trim, idle-consumer cleanup); ' +
       'one execution per tick across all `surge maintenance` replicas.',
     parse: int(100, 86_400_000),
+  },
+  {
+    name: 'SURGE_OUTCOME_RETENTION_SECONDS',
+    key: 'outcomeRetentionSeconds',
+    default: '3600',
+    accepts: 'integer 60–2592000',
+    description:
+      'How long the outcome streams keep an entry: maintenance trims older ones even when no downstream ' +
+      'group has read them (without a group, only this trims), so memory stays bounded. A reader further ' +
+      'behind than this misses outcomes (GET still answers).',
+    parse: int(60, 2_592_000),
   },
   {
     name: 'SURGE_RETENTION_INTERVAL_MS',

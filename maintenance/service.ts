@@ -114,7 +114,9 @@ export async function startMaintenance(config: Config, options: MaintenanceOptio
   const run = async (name: MaintenanceJobName): Promise<unknown> => {
     switch (name) {
       case 'trim-streams': {
-        const results = await trimStreams(redis, config.redisPrefix, config.shards);
+        const results = await trimStreams(redis, config.redisPrefix, config.shards, {
+          outcomeRetentionMs: config.outcomeRetentionSeconds * 1000,
+        });
         for (const r of results) if (r.trimmed > 0) metrics.trimmed.inc({ stream: r.stream }, r.trimmed);
         return { trimmed: results.reduce((n, r) => n + r.trimmed, 0), streams: results.length };
       }

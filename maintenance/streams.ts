@@ -15,7 +15,8 @@ end
 
 // The trim point T of a stream: per group the smallest pending ID, else its last-delivered-id;
 // T = the minimum over groups. `XTRIM MINID ~ T` then removes only entries below T, which every
-// group has delivered and acknowledged. No group → no trim (nobody has read anything). IDs are
+// group has delivered and acknowledged. No group → no trim (nobody has read anything). ARGV[2], when
+// not empty, is a retention floor (outcome streams): T is raised to it, group or not. IDs are
 // compared as (ms, seq) pairs of decimal strings, exactly, without floating point.
 const SAFE_TRIM = `${XINFO_FIELDS}
 local function cmp(a, b)
@@ -30,7 +31,6 @@ local function cmp(a, b)
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-if #groups == 0 then return {0, ''} end
 local t = nil
 for _, raw in ipairs(groups) do
   local g = fields(raw)
@@ -38,6 +38,9 @@ for _, raw in ipairs(groups) do
   if g['pending'] > 0 then candidate = redis.call('XPENDING', KEYS[1], g['name'])[2] end
   if t == nil or cmp(candidate, t) < 0 then t = candidate end
 end
+local floor = ARGV[2]
+if floor ~= '' and (t == nil or cmp(floor, t) > 0) then t = floor end
+if t == nil then return {0, ''} end
 if t == '0-0' then return {0, t} end
 local removed = redis.call('XTRIM', KEYS[1], 'MINID', '~', t, 'LIMIT', tonumber(ARGV[1]))
 return {removed, t}
@@ -73,6 +76,8 @@ export interface TrimResult {
 export interface TrimOptions {
   /** Most entries one XTRIM may remove (its LIMIT; bounds the time Redis spends per call). */
   limitPerCall?: number;
+  /** Entries with an ID older than this ID are trimmed whatever the groups have read. */
+  floor?: string;
   /** Most XTRIM calls per stream per run. */
   maxCallsPerStream?: number;
 }
@@ -88,7 +93,10 @@ export async function safeTrimStream(
   let trimmed = 0;
   let trimPoint = '';
   for (let call = 0; call < maxCalls; call++) {
-    const [removed, t] = (await redis.eval(SAFE_TRIM, 1, stream, String(limit))) as [number, string];
+    const [removed, t] = (await redis.eval(SAFE_TRIM, 1, stream, String(limit), options.floor ?? '')) as [
+      number,
+      string,
+    ];
     trimmed += removed;
     trimPoint = t;
     if (removed < limit) break;
@@ -97,18 +105,23 @@ export async function safeTrimStream(
 }
 
 /**
- * Safe trim of every shard stream and every outcome stream (an outcome stream is trimmed below
- * what each of the downstream consumer groups has read and acknowledged; without a group, never).
+ * Safe trim of every shard stream and every outcome stream. An outcome stream is trimmed below
+ * what each downstream consumer group has read and acknowledged, and in any case below the
+ * retention (`outcomeRetentionMs`): it is an outbox that nobody may read, and must not grow
+ * without bound. The order streams have no such floor: their entries are orders not yet applied.
  */
 export async function trimStreams(
   redis: RedisClient,
   prefix: string,
   shards: number,
-  options: TrimOptions = {},
+  options: TrimOptions & { outcomeRetentionMs: number },
 ): Promise<TrimResult[]> {
+  const { outcomeRetentionMs, ...trim } = options;
   const out: TrimResult[] = [];
-  for (const stream of [...allStreamKeys(prefix, shards), ...allOutcomeKeys(prefix, shards)])
-    out.push(await safeTrimStream(redis, stream, options));
+  for (const stream of allStreamKeys(prefix, shards)) out.push(await safeTrimStream(redis, stream, trim));
+  const floor = `${Math.max(0, Date.now() - outcomeRetentionMs)}-0`;
+  for (const stream of allOutcomeKeys(prefix, shards))
+    out.push(await safeTrimStream(redis, stream, { ...trim, floor }));
   return out;
 }
 

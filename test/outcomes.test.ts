@@ -151,12 +151,13 @@ describe('order outcomes without polling', () => {
     const stream = outcomeKey(env.prefix, 1);
     const before = await redis.xlen(stream);
     assert.ok(before > 0);
-    // No group: nothing is trimmed.
-    await trimStreams(redis, env.prefix, env.config.shards);
+    const hour = { outcomeRetentionMs: 3_600_000 };
+    // No group, nothing older than the retention: nothing is trimmed.
+    await trimStreams(redis, env.prefix, env.config.shards, hour);
     assert.equal(await redis.xlen(stream), before);
     // A downstream group that has read and acknowledged nothing yet: nothing is trimmed either.
     await redis.xgroup('CREATE', stream, 'billing', '0');
-    await trimStreams(redis, env.prefix, env.config.shards);
+    await trimStreams(redis, env.prefix, env.config.shards, hour);
     assert.equal(await redis.xlen(stream), before);
     const read = (await redis.xreadgroup('GROUP', 'billing', 'b-1', 'STREAMS', stream, '>')) as Array<
       [string, Array<[string, string[]]>]
@@ -164,7 +165,27 @@ describe('order outcomes without polling', () => {
     const ids = read[0]?.[1].map(([id]) => id) ?? [];
     assert.equal(ids.length, before);
     await redis.xack(stream, 'billing', ...ids);
-    await trimStreams(redis, env.prefix, env.config.shards, { limitPerCall: 1 });
+    await trimStreams(redis, env.prefix, env.config.shards, { ...hour, limitPerCall: 1 });
     assert.ok((await redis.xlen(stream)) <= before);
+  });
+
+  test('an outcome stream without a reader is trimmed by age, so it cannot grow without bound', async () => {
+    const stream = outcomeKey(env.prefix, 0);
+    assert.deepEqual(await redis.xinfo('GROUPS', stream), [], 'no downstream group on this stream');
+    // Old enough to be past a minute's retention: IDs set explicitly, from an hour ago.
+    const hourAgo = Date.now() - 3_600_000;
+    const pipe = redis.pipeline();
+    for (let i = 0; i < 300; i++) pipe.xadd(stream, `${hourAgo + i}-0`, 'status', 'applied');
+    // Rebuilt from scratch: old IDs can only be added below nothing newer.
+    await redis.del(stream);
+    await pipe.exec();
+    for (let i = 0; i < 50; i++) await redis.xadd(stream, '*', 'status', 'applied');
+    assert.equal(await redis.xlen(stream), 350);
+    await trimStreams(redis, env.prefix, env.config.shards, { outcomeRetentionMs: 3_600_000 * 2 });
+    assert.equal(await redis.xlen(stream), 350, 'within the retention: kept');
+    await trimStreams(redis, env.prefix, env.config.shards, { outcomeRetentionMs: 60_000 });
+    const left = await redis.xlen(stream);
+    // `~` removes whole radix nodes (100 entries by default): the old entries go but part of one node.
+    assert.ok(left >= 50 && left < 150, `old entries trimmed, recent ones kept (${left} left)`);
   });
 });
