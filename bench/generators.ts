@@ -31,7 +31,10 @@ export interface LoadRun {
 }
 
 /** One phase over all generators: the generators' PhaseResult, histograms decoded and added. */
-export type MergedPhase = Omit<PhaseResult, 'histogram'> & { histogram: hdr.Histogram };
+export type MergedPhase = Omit<PhaseResult, 'histogram' | 'answers'> & {
+  histogram: hdr.Histogram;
+  answers: Record<string, hdr.Histogram>;
+};
 
 export interface MergedResult {
   startedAtMs: number;
@@ -41,6 +44,11 @@ export interface MergedResult {
   statusCounts: Record<string, number>;
   /** Latency to the final outcome by final status (every generator's histograms added). */
   latencyByStatus: Record<string, hdr.Histogram>;
+  attemptCounts: Record<string, number>;
+  distinctKeys: number;
+  /** Distinct keys accepted, and distinct keys finally answered, per whole second of the load. */
+  acceptedBySecond: number[];
+  finalAnswersBySecond: number[];
   errorSamples: string[];
 }
 
@@ -124,6 +132,13 @@ function mergeResults(results: GeneratorResult[]): MergedResult {
     const parts = results.map((r) => r.phases[i]).filter((p) => p !== undefined);
     const histogram = hdr.build(HISTOGRAM_OPTIONS);
     for (const p of parts) if (p.histogram) histogram.add(hdr.decodeFromCompressedBase64(p.histogram));
+    const answers: Record<string, hdr.Histogram> = {};
+    for (const p of parts)
+      for (const [cls, encoded] of Object.entries(p.answers)) {
+        const h = answers[cls] ?? hdr.build(HISTOGRAM_OPTIONS);
+        h.add(hdr.decodeFromCompressedBase64(encoded));
+        answers[cls] = h;
+      }
     const sum = (f: (p: (typeof parts)[number]) => number) => parts.reduce((a, p) => a + f(p), 0);
     return {
       phase: i,
@@ -133,12 +148,26 @@ function mergeResults(results: GeneratorResult[]): MergedResult {
       duplicatesSent: sum((p) => p.duplicatesSent),
       abandoned: sum((p) => p.abandoned),
       histogram,
+      answers,
     };
   });
-  const statusCounts: Record<string, number> = {};
+  const addUp = (pick: (r: GeneratorResult) => Record<string, number>) => {
+    const total: Record<string, number> = {};
+    for (const r of results) for (const [k, v] of Object.entries(pick(r))) total[k] = (total[k] ?? 0) + v;
+    return total;
+  };
+  // Per second since the earliest generator's start (they start within milliseconds of each other).
+  const bySecond = (pick: (r: GeneratorResult) => number[]) => {
+    const total: number[] = [];
+    for (const r of results)
+      for (const [i, n] of pick(r).entries()) {
+        for (let j = total.length; j <= i; j++) total.push(0);
+        total[i] = (total[i] ?? 0) + n;
+      }
+    return total;
+  };
   const latencyByStatus: Record<string, hdr.Histogram> = {};
   for (const r of results) {
-    for (const [k, v] of Object.entries(r.statusCounts)) statusCounts[k] = (statusCounts[k] ?? 0) + v;
     for (const [k, v] of Object.entries(r.latencyByStatus)) {
       const h = latencyByStatus[k] ?? hdr.build(HISTOGRAM_OPTIONS);
       latencyByStatus[k] = h;
@@ -150,8 +179,12 @@ function mergeResults(results: GeneratorResult[]): MergedResult {
     endedAtMs: Math.max(...results.map((r) => r.endedAtMs)),
     phases,
     acceptedKeys: results.flatMap((r) => r.acceptedKeys),
-    statusCounts,
+    statusCounts: addUp((r) => r.statusCounts),
     latencyByStatus,
+    attemptCounts: addUp((r) => r.attemptCounts),
+    distinctKeys: results.reduce((a, r) => a + r.distinctKeys, 0),
+    acceptedBySecond: bySecond((r) => r.acceptedBySecond),
+    finalAnswersBySecond: bySecond((r) => r.finalAnswersBySecond),
     errorSamples: results.flatMap((r) => r.errorSamples).slice(0, 10),
   };
 }

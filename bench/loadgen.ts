@@ -2,6 +2,9 @@
 // arrivals are scheduled at a fixed rate whether or not earlier requests have been answered, and
 // every latency is measured from the arrival's *intended* send time, so time spent queued in the
 // client (all connections busy) or in the server counts — coordinated omission cannot hide it.
+// Submissions wait for a free connection in the generator's own queue, never in undici's: undici
+// keeps a queued request whose signal fired until its turn and then destroys a connection for it,
+// so after a burst every connection churned through stale requests and nothing was answered.
 // Bounded in count (maxRequests) and time (phases), loopback targets only.
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
@@ -18,9 +21,11 @@ export interface LoadPhase {
 export interface RetryPolicy {
   /** Retries after the first attempt (503, 409, 429, other 5xx, network errors). 0 = none. */
   max: number;
-  /** Backoff base: the full-jitter ceiling doubles per attempt up to maxDelayMs, on top of Retry-After (client/index.ts). */
+  /** Backoff base: the full-jitter ceiling doubles per attempt up to maxDelayMs, on top of a Retry-After honoured as given (client/index.ts). */
   baseDelayMs: number;
   maxDelayMs: number;
+  /** No retry starts later than this after the generator started (undefined: no such bound). */
+  untilMs?: number;
 }
 
 export interface LoadPlan {
@@ -39,7 +44,7 @@ export interface LoadPlan {
   connections: number;
   /** Arrivals that find this many submissions outstanding are dropped and counted. */
   maxInFlight: number;
-  /** Per-attempt timeout, from the attempt's start. */
+  /** Per-attempt timeout, from the moment the attempt is sent on a connection. */
   timeoutMs: number;
   /** Share of arrivals that resend a recent key with its identical body (0–1). */
   duplicateFraction: number;
@@ -99,6 +104,12 @@ export interface PhaseResult extends Counts {
   abandoned: number;
   /** Accept latency of 2xx submissions, µs, hdr-histogram compressed base64. */
   histogram: string;
+  /**
+   * Latency of each attempt's answer by class ('2xx', '503', …), µs, compressed base64: from the
+   * attempt's intended time (the arrival's for the first attempt, the end of its wait for a retry)
+   * to the answer, waiting for a connection included.
+   */
+  answers: Record<string, string>;
 }
 
 export interface GeneratorResult {
@@ -112,6 +123,14 @@ export interface GeneratorResult {
   statusCounts: Record<string, number>;
   /** Latency from the intended send time to the final outcome, by final status, µs, as `histogram`. */
   latencyByStatus: Record<string, string>;
+  /** Every attempt's outcome by code (status, or 'timeout' / 'net'). */
+  attemptCounts: Record<string, number>;
+  /** Distinct keys of the arrivals (dropped ones included). */
+  distinctKeys: number;
+  /** Distinct keys accepted (first 2xx) in each whole second since startedAtMs. */
+  acceptedBySecond: number[];
+  /** Distinct keys that got their final answer (2xx, or a 4xx that is not retried) in each whole second. */
+  finalAnswersBySecond: number[];
   errorSamples: string[];
 }
 
@@ -172,7 +191,30 @@ export async function runGenerator(
     duplicatesSent: 0,
     abandoned: 0,
     histogram: '',
+    answers: {},
   }));
+  const answerHists = plan.phases.map(() => new Map<string, hdr.Histogram>());
+  const recordAnswer = (phase: number, status: number, us: number) => {
+    const byClass = answerHists[phase];
+    if (byClass === undefined) return;
+    const cls = status === 0 ? 'error' : status === 503 ? '503' : `${Math.floor(status / 100)}xx`;
+    let h = byClass.get(cls);
+    if (h === undefined) {
+      h = hdr.build(HISTOGRAM_OPTIONS);
+      byClass.set(cls, h);
+    }
+    h.recordValue(us);
+  };
+  const attemptCounts: Record<string, number> = {};
+  const keysSeen = new Set<string>();
+  const finalAnswered = new Set<string>();
+  const acceptedBySecond: number[] = [];
+  const finalAnswersBySecond: number[] = [];
+  const countAt = (list: number[], at: number) => {
+    const s = Math.floor((at - t0) / 1000);
+    for (let i = list.length; i <= s; i++) list.push(0);
+    list[s] = (list[s] ?? 0) + 1;
+  };
   const phaseResult = (phase: number): PhaseResult => {
     const ph = phases[phase];
     if (ph === undefined) throw new Error(`load plan has no phase ${phase}`);
@@ -191,6 +233,30 @@ export async function runGenerator(
   const recent: string[] = [];
   let outstanding = 0;
   let total = 0;
+  // Connections in use, and the submissions waiting for one (FIFO; `waitHead` is the next).
+  let busy = 0;
+  let waiting: Array<() => void> = [];
+  let waitHead = 0;
+  const connection = (): Promise<void> | undefined => {
+    if (busy < plan.connections) {
+      busy++;
+      return undefined;
+    }
+    return new Promise<void>((resolve) => waiting.push(resolve));
+  };
+  const release = () => {
+    const next = waiting[waitHead];
+    if (next === undefined) {
+      busy--;
+      return;
+    }
+    waiting[waitHead++] = () => {};
+    if (waitHead > 4096 && waitHead * 2 > waiting.length) {
+      waiting = waiting.slice(waitHead);
+      waitHead = 0;
+    }
+    next();
+  };
   let currentPhase = 0;
   let second = 0;
 
@@ -206,10 +272,13 @@ export async function runGenerator(
     const body = JSON.stringify(orderFor(key, plan.workload));
     const ph = phaseResult(phase);
     let final = 'net';
+    let due = intended;
     for (let attempt = 0; ; attempt++) {
       let status = 0;
       let retryAfterMs: number | undefined;
       let replayed = false;
+      const wait = connection();
+      if (wait) await wait;
       try {
         const res = await pool.request({
           path: plan.path,
@@ -230,6 +299,15 @@ export async function runGenerator(
         const err = e as Error & { code?: string };
         final = err.name === 'TimeoutError' || err.code === 'UND_ERR_HEADERS_TIMEOUT' ? 'timeout' : 'net';
         if (errorSamples.length < 10) errorSamples.push(`${final}: ${err.code ?? err.name} ${err.message}`);
+      } finally {
+        release();
+      }
+      const answeredAt = performance.now();
+      attemptCounts[final] = (attemptCounts[final] ?? 0) + 1;
+      recordAnswer(phase, status, Math.max(1, Math.round((answeredAt - due) * 1000)));
+      if (status >= 200 && !retryableStatus(status) && !finalAnswered.has(key)) {
+        finalAnswered.add(key);
+        countAt(finalAnswersBySecond, answeredAt);
       }
       if (status >= 200 && status < 300) {
         const ms = performance.now() - intended;
@@ -242,6 +320,7 @@ export async function runGenerator(
         } else {
           ph.accepted++;
           win.accepted++;
+          countAt(acceptedBySecond, answeredAt);
         }
         acceptedKeys.add(key);
         break;
@@ -251,15 +330,19 @@ export async function runGenerator(
         ph.errors++;
         win.errors++;
       }
-      if (!retryable || attempt >= plan.retry.max || stopSignal.aborted) {
+      // The reference client's policy (surge/client): Retry-After, then full jitter.
+      const delay = retryDelayMs(plan.retry, attempt, retryAfterMs, rnd);
+      const retryAt = performance.now() + delay;
+      const late = plan.retry.untilMs !== undefined && retryAt - t0 > plan.retry.untilMs;
+      if (!retryable || attempt >= plan.retry.max || stopSignal.aborted || late) {
         ph.failed++;
         win.failed++;
         break;
       }
       ph.retries++;
       win.retries++;
-      // The reference client's policy (surge/client): Retry-After, then full jitter.
-      await sleep(retryDelayMs(plan.retry, attempt, retryAfterMs, rnd));
+      await sleep(delay);
+      due = retryAt;
     }
     statusCounts[final] = (statusCounts[final] ?? 0) + 1;
     const h = statusHist.get(final) ?? hdr.build(HISTOGRAM_OPTIONS);
@@ -272,20 +355,19 @@ export async function runGenerator(
     ph.offered++;
     win.offered++;
     total++;
+    // With probability duplicateFraction (once there are recent keys), resend one of them.
+    const duplicate =
+      recent.length > 0 && rnd() < plan.duplicateFraction ? recent[Math.floor(rnd() * recent.length)] : undefined;
+    const key = duplicate ?? orderKey(plan.runKey, phase, plan.generator, seq);
+    // A dropped arrival is still an order its client wanted placed.
+    keysSeen.add(key);
     if (outstanding >= plan.maxInFlight) {
       ph.dropped++;
       win.dropped++;
       return;
     }
-    // With probability duplicateFraction (once there are recent keys), resend one of them.
-    const duplicate =
-      recent.length > 0 && rnd() < plan.duplicateFraction ? recent[Math.floor(rnd() * recent.length)] : undefined;
-    let key: string;
-    if (duplicate !== undefined) {
-      key = duplicate;
-      ph.duplicatesSent++;
-    } else {
-      key = orderKey(plan.runKey, phase, plan.generator, seq);
+    if (duplicate !== undefined) ph.duplicatesSent++;
+    else {
       recent.push(key);
       if (recent.length > 1024) recent.shift();
     }
@@ -354,8 +436,13 @@ export async function runGenerator(
     pump();
   });
 
-  // Wait for what is still outstanding, bounded: each attempt times out, retries are capped.
-  const deadline = performance.now() + (plan.timeoutMs + plan.retry.maxDelayMs) * (plan.retry.max + 1) + 1000;
+  // Wait for what is still outstanding, bounded: each attempt times out, retries are capped (a
+  // Retry-After is at most a minute here), the queue for connections drains at their pace.
+  const perAttempt = plan.timeoutMs + Math.max(plan.retry.maxDelayMs, 60_000);
+  const deadline =
+    plan.retry.untilMs !== undefined
+      ? t0 + plan.retry.untilMs + plan.timeoutMs * 2 + 1000
+      : performance.now() + perAttempt * (plan.retry.max + 1) + 1000;
   while (outstanding > 0 && performance.now() < deadline) await sleep(10);
   clearInterval(tickTimer);
   loopDelay.disable();
@@ -364,6 +451,8 @@ export async function runGenerator(
   }
   await pool.close().catch(() => {});
   for (const [i, h] of phaseHist.entries()) phaseResult(i).histogram = hdr.encodeIntoCompressedBase64(h);
+  for (const [i, byClass] of answerHists.entries())
+    for (const [cls, h] of byClass) phaseResult(i).answers[cls] = hdr.encodeIntoCompressedBase64(h);
   return {
     generator: plan.generator,
     startedAtMs,
@@ -374,6 +463,10 @@ export async function runGenerator(
     latencyByStatus: Object.fromEntries(
       [...statusHist.entries()].map(([k, h]) => [k, hdr.encodeIntoCompressedBase64(h)]),
     ),
+    attemptCounts,
+    distinctKeys: keysSeen.size,
+    acceptedBySecond,
+    finalAnswersBySecond,
     errorSamples,
   };
 }

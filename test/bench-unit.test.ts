@@ -403,6 +403,40 @@ describe('bench: open-model generator', () => {
       mixed.close();
     }
   });
+
+  test('waiting for a connection does not time a submission out, so a burst is answered', async () => {
+    // 20 arrivals at once on 2 connections to a 10/s server, 500 ms per attempt: the last waits
+    // ~2 s for a connection. Queued inside the HTTP client, each would time out and take a
+    // connection down with it when its turn came; queued in the generator, each is answered.
+    const run = startLoad(
+      {
+        url,
+        path: '/v1/orders',
+        apiKey: 'k',
+        runKey: 'burst',
+        phases: [{ rate: 200, durationMs: 100 }],
+        maxRequests: 20,
+        connections: 2,
+        maxInFlight: 1000,
+        timeoutMs: 500,
+        duplicateFraction: 0,
+        retry: { max: 0, baseDelayMs: 1, maxDelayMs: 1 },
+        workload: DEFAULT_WORKLOAD,
+      },
+      { generators: 1, seed: 1, onTick: () => {} },
+    );
+    const r = await run.result;
+    const phase = defined(r.phases[0], 'the one phase');
+    assert.deepEqual(r.attemptCounts, { '202': 20 });
+    assert.equal(phase.accepted, 20);
+    assert.equal(phase.answers['2xx']?.totalCount, 20);
+    assert.ok(phase.histogram.getValueAtPercentile(99) / 1000 > 1500, 'the wait for a connection is in the latency');
+    assert.equal(r.distinctKeys, 20);
+    assert.equal(
+      r.finalAnswersBySecond.reduce((a, n) => a + n, 0),
+      20,
+    );
+  });
 });
 
 describe('bench: measure and report against the sync-INSERT baseline', () => {
