@@ -2,14 +2,14 @@
 // arrivals are scheduled at a fixed rate whether or not earlier requests have been answered, and
 // every latency is measured from the arrival's *intended* send time, so time spent queued in the
 // client (all connections busy) or in the server counts — coordinated omission cannot hide it.
-// Submissions wait for a free connection in the generator's own queue, never in undici's: undici
-// keeps a queued request whose signal fired until its turn and then destroys a connection for it,
-// so after a burst every connection churned through stale requests and nothing was answered.
-// Bounded in count (maxRequests) and time (phases), loopback targets only.
+// Submissions wait for a free connection in the generator's own FIFO, and an attempt's timeout
+// starts when it is sent: a timeout that also ran while the submission waited would fail the tail
+// of every burst on the client's side. Bounded in count (maxRequests) and time (phases), loopback
+// targets only.
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
-import { Pool } from 'undici';
 import { retryable as retryableStatus, retryDelayMs } from '../client/index.js';
+import { AttemptError, Http1Pool } from './http1.js';
 import { orderFor, orderKey, type WorkloadOptions } from './workload.js';
 
 export interface LoadPhase {
@@ -164,12 +164,7 @@ export async function runGenerator(
   stopSignal: AbortSignal,
 ): Promise<GeneratorResult> {
   assertLoopback(plan.url);
-  const pool = new Pool(plan.url, {
-    connections: plan.connections,
-    pipelining: 1,
-    headersTimeout: plan.timeoutMs,
-    bodyTimeout: plan.timeoutMs,
-  });
+  const pool = new Http1Pool(plan.url, plan.connections, plan.timeoutMs);
   const startedAtMs = Date.now();
   const t0 = performance.now();
   const rnd = (() => {
@@ -260,11 +255,7 @@ export async function runGenerator(
   let currentPhase = 0;
   let second = 0;
 
-  const headersFor = (key: string) => ({
-    authorization: `Bearer ${plan.apiKey}`,
-    'idempotency-key': key,
-    'content-type': 'application/json',
-  });
+  const fixedHeaders = `authorization: Bearer ${plan.apiKey}\r\ncontent-type: application/json\r\n`;
 
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -280,25 +271,16 @@ export async function runGenerator(
       const wait = connection();
       if (wait) await wait;
       try {
-        const res = await pool.request({
-          path: plan.path,
-          method: 'POST',
-          headers: headersFor(key),
-          body,
-          signal: AbortSignal.timeout(plan.timeoutMs),
-        });
-        status = res.statusCode;
-        replayed = res.headers['idempotent-replayed'] === 'true';
-        const ra = Number(res.headers['retry-after']);
-        if (Number.isFinite(ra) && ra >= 0) retryAfterMs = ra * 1000;
-        if (status >= 300 && errorSamples.length < 10)
-          errorSamples.push(`${status} ${(await res.body.text()).slice(0, 200)}`);
-        else await res.body.dump();
+        const res = await pool.post(plan.path, `${fixedHeaders}idempotency-key: ${key}\r\n`, body);
+        status = res.status;
+        replayed = res.replayed;
+        if (res.retryAfterS !== undefined) retryAfterMs = res.retryAfterS * 1000;
+        if (status >= 300 && errorSamples.length < 10) errorSamples.push(`${status} ${res.body.slice(0, 200)}`);
         final = String(status);
       } catch (e) {
-        const err = e as Error & { code?: string };
-        final = err.name === 'TimeoutError' || err.code === 'UND_ERR_HEADERS_TIMEOUT' ? 'timeout' : 'net';
-        if (errorSamples.length < 10) errorSamples.push(`${final}: ${err.code ?? err.name} ${err.message}`);
+        const err = e instanceof AttemptError ? e : new AttemptError('net', (e as Error).name, (e as Error).message);
+        final = err.kind;
+        if (errorSamples.length < 10) errorSamples.push(`${final}: ${err.code} ${err.message}`);
       } finally {
         release();
       }
@@ -449,7 +431,7 @@ export async function runGenerator(
   if (outstanding > 0) {
     phaseResult(Math.min(currentPhase, phases.length - 1)).abandoned += outstanding;
   }
-  await pool.close().catch(() => {});
+  pool.close();
   for (const [i, h] of phaseHist.entries()) phaseResult(i).histogram = hdr.encodeIntoCompressedBase64(h);
   for (const [i, byClass] of answerHists.entries())
     for (const [cls, h] of byClass) phaseResult(i).answers[cls] = hdr.encodeIntoCompressedBase64(h);

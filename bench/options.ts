@@ -1,6 +1,6 @@
 // Scenario names, options and their defaults: kept apart from the scenarios themselves so the
 // CLI can describe `surge bench` without loading the benchmark's dev-only dependencies (vega,
-// undici…) — a production install has none of them (test/deploy-image.test.ts).
+// hdr-histogram-js…) — a production install has none of them (test/deploy-image.test.ts).
 import { availableParallelism } from 'node:os';
 import type { RunningOptions } from './target.js';
 
@@ -23,7 +23,7 @@ export interface BenchOptions {
   ramp: RampOptions;
   flash: FlashOptions;
   sweep: SweepOptions;
-  /** Connections (undici pool) and the most outstanding submissions. */
+  /** Keep-alive connections of the load generator and the most outstanding submissions. */
   connections: number;
   maxInFlight: number;
   generators: number;

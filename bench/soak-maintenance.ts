@@ -351,7 +351,7 @@ function report(samples: Sample[], o: ReportInput): void {
       `trim every ${values['maintenance-interval-ms']} ms, ` +
       `retention every 60 s, idempotency records live ${o.ttl} s — production default 86,400 s). ` +
       'Load: one open-model generator process ' +
-      `(undici, ${o.connections} keep-alive connections) POSTing /v1/orders at ${o.rate}/s for ${o.minutes} min, ` +
+      `(${o.connections} keep-alive connections) POSTing /v1/orders at ${o.rate}/s for ${o.minutes} min, ` +
       'no retries.',
     '',
     `Load: ${phase?.offered ?? '?'} offered, ` +

@@ -16,6 +16,7 @@ import { httpRequestBytes, takeRequestsFrom } from '../bench/autocannon-requests
 import { capacitySpec, cpuSpec, latencyVsRateSpec, renderSvg, throughputSpec } from '../bench/charts.js';
 import { type CpuUsage, findBottleneck, startCpuSampler } from '../bench/cpu.js';
 import { startLoad } from '../bench/generators.js';
+import { AttemptError, Http1Pool } from '../bench/http1.js';
 import { assertLoopback } from '../bench/loadgen.js';
 import { parsePrometheus, sumOf } from '../bench/prom.js';
 import {
@@ -283,6 +284,40 @@ describe('bench: CPU per process', () => {
     assert.ok(g.measured && g.pids.includes(child.pid ?? -1));
     assert.ok(g.seconds > 0.2, `spinner used ${g.seconds} s`);
     assert.ok(u.samples.some((x) => (x.groups.spinner?.mainCores ?? 0) > 0.2));
+  });
+});
+
+describe("bench: the generator's HTTP/1.1 client", () => {
+  test('reads status, Retry-After, Idempotent-Replayed and a chunked or sized body; times out an attempt', async () => {
+    const server = createServer((req, res) => {
+      req.resume();
+      if (req.url === '/chunked') {
+        res.writeHead(503, { 'retry-after': '2', 'content-type': 'text/plain' });
+        res.write('over');
+        setTimeout(() => res.end('loaded'), 5);
+      } else if (req.url === '/slow') setTimeout(() => res.end('late'), 400);
+      else {
+        res.writeHead(202, { 'idempotent-replayed': 'true' });
+        res.end('{}');
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const pool = new Http1Pool(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 1, 150);
+    try {
+      const shed = await pool.post('/chunked', '', '{"a":1}');
+      assert.deepEqual(shed, { status: 503, retryAfterS: 2, replayed: false, body: 'overloaded' });
+      // The same connection, kept alive, answers the next request.
+      const ok = await pool.post('/', 'idempotency-key: k\r\n', '{}');
+      assert.deepEqual(ok, { status: 202, retryAfterS: undefined, replayed: true, body: '' });
+      await assert.rejects(
+        pool.post('/slow', '', '{}'),
+        (e: unknown) => e instanceof AttemptError && e.kind === 'timeout',
+      );
+      assert.equal((await pool.post('/', '', '{}')).status, 202, 'a fresh connection after the timeout');
+    } finally {
+      pool.close();
+      server.close();
+    }
   });
 });
 
