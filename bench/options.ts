@@ -93,7 +93,7 @@ export const DEFAULTS: Omit<BenchOptions, 'command' | 'progress' | 'log' | 'resu
     commitP99Ms: 1000,
     maxBacklogAgeS: 5,
   },
-  flash: { orders: 100_000, burstS: 10, hotSkus: 5, stockPerSku: 2000, duplicateFraction: 0.2, retries: 3 },
+  flash: { orders: 100_000, burstS: 10, hotSkus: 5, stockPerSku: 2000, duplicateFraction: 0.2, retries: 30 },
   sweep: { workers: [1, 2], batchSizes: [100, 500], shards: [4], targetRate: 0, headroom: 1.25 },
   connections: 64,
   maxInFlight: 20_000,

@@ -32,6 +32,7 @@ interface Results {
   machine: { cpus: number; node: string };
   command: string;
   extra: Record<string, unknown>;
+  findings: string[];
 }
 
 async function bench(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
@@ -140,6 +141,11 @@ describe('surge bench --quick (every scenario)', () => {
     assert.deepEqual(Object.keys(f.rejectedReasons), ['out_of_stock']);
     assert.notEqual(f.drainSeconds, null);
     assert.ok(r.checks.some((c) => c.name === 'no oversell' && c.ok));
+    const goals = r.findings.find((x) => x.startsWith('Goals: '));
+    assert.match(
+      goals ?? 'no goal line in the answers',
+      /goodput \d+ orders\/s ≥ 0\.9 × .*202 p99 [\d.]+ ms ≤ 250 ms: (NOT )?met; 503 p99 [\d.]+ ms ≤ 20 ms: (NOT )?met; \d+ dropped = 0: (NOT )?met; \d+ attempts timed out = 0: (NOT )?met\./,
+    );
   });
 
   test('soak reports memory and latency drift', async () => {
