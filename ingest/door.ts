@@ -3,8 +3,9 @@
 // body is read, instead of waiting in sockets and queues. Two signals, as @fastify/under-pressure
 // and concurrency-limit libraries use: requests in flight (the writes being served now) and
 // event-loop delay (how late the loop runs what is ready: every request waits at least that long).
-// Retry-After spreads the retries: over as many seconds as there were shed requests per accepted
-// one lately (the door's drain rate), with jitter, so they do not come back as one wave.
+// Retry-After hands out return times like tickets: each shed request is told to come back after
+// the ones shed before it, at the rate the door has been accepting, so the clients waiting come
+// back about as fast as they can be let in — not as one wave, and not every second again.
 import type { ServerResponse } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Config } from '../common/config.js';
@@ -14,7 +15,7 @@ export type DoorReason = 'in_flight' | 'event_loop_delay';
 /** Event-loop delay sampling: resolution of the histogram and how often it is read and reset. */
 const RESOLUTION_MS = 10;
 const SAMPLE_MS = 100;
-/** The accepted and shed counts are averaged over about this long. */
+/** The accepted count is averaged over about this long. */
 const RATE_WINDOW_MS = 2000;
 /**
  * The event-loop delay sheds only while at least this many writes are in flight: a loop made late
@@ -24,6 +25,8 @@ const RATE_WINDOW_MS = 2000;
 const DELAY_MIN_IN_FLIGHT = 16;
 /** Longest Retry-After the door asks for (s). */
 const MAX_RETRY_AFTER = 30;
+/** The return rate the door assumes when it has accepted less than this lately (per second). */
+const MIN_RETURN_RATE_PER_S = 100;
 
 export class Door {
   /** Writes being served now (admitted, not yet answered or closed). */
@@ -32,11 +35,11 @@ export class Door {
   delayMs = 0;
   private histogram: ReturnType<typeof monitorEventLoopDelay> | undefined;
   private timer: NodeJS.Timeout | undefined;
-  // Accepted (202) and shed answers: counts of the current sample, and their moving averages.
+  // Accepted (202) answers: the count of the current sample, and its moving average.
   private accepted = 0;
-  private shed = 0;
   private acceptedRate = 0;
-  private shedRate = 0;
+  /** Until when (performance.now ms) the return times handed out so far are taken. */
+  private horizon = 0;
   private readonly left = (res: ServerResponse): void => {
     this.inFlight--;
     if (res.statusCode === 202) this.accepted++;
@@ -60,9 +63,7 @@ export class Door {
         this.histogram.reset();
       }
       this.acceptedRate += alpha * (this.accepted - this.acceptedRate);
-      this.shedRate += alpha * (this.shed - this.shedRate);
       this.accepted = 0;
-      this.shed = 0;
     }, SAMPLE_MS);
     this.timer.unref();
   }
@@ -94,20 +95,19 @@ export class Door {
   }
 
   /** A write shed; the Retry-After (s) to send with it. */
-  shedOne(): number {
-    this.shed++;
-    return this.retryAfter();
+  shedOne(now = performance.now()): number {
+    return this.retryAfter(now);
   }
 
   /**
-   * Retry-After for a request the door shed: spread over as many seconds as requests were shed
-   * per accepted one lately (the door lets through about `acceptedRate` per sample), at least 1.
+   * Retry-After for a request the door shed: the next return time after those already handed out,
+   * one per accepted request at the rate the door accepted lately (`acceptedRate` per sample), in
+   * whole seconds with up to one more at random, at least 1 and at most MAX_RETRY_AFTER.
    */
-  retryAfter(): number {
-    const spread = Math.min(
-      MAX_RETRY_AFTER,
-      Math.max(1, Math.ceil(this.shedRate / Math.max(this.acceptedRate, 1e-3 * this.shedRate, 1e-9))),
-    );
-    return 1 + Math.floor(this.random() * spread);
+  retryAfter(now: number): number {
+    const perMs = Math.max(this.acceptedRate / SAMPLE_MS, MIN_RETURN_RATE_PER_S / 1000);
+    this.horizon = Math.min(Math.max(this.horizon, now) + 1 / perMs, now + MAX_RETRY_AFTER * 1000);
+    const seconds = Math.ceil((this.horizon - now) / 1000) + (this.random() < 0.5 ? 0 : 1);
+    return Math.min(MAX_RETRY_AFTER, Math.max(1, seconds));
   }
 }
