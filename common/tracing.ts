@@ -22,7 +22,9 @@ import {
   AlwaysOnSampler,
   BatchSpanProcessor,
   ConsoleSpanExporter,
+  type IdGenerator,
   ParentBasedSampler,
+  RandomIdGenerator,
   type Sampler,
   SamplingDecision,
   type SamplingResult,
@@ -39,6 +41,8 @@ export interface TracingSettings {
   exporter: 'otlp' | 'console';
   serviceName: string;
   sampler: Sampler;
+  /** The same sampler as a rule the ingest fast path applies without the SDK (sampledBy). */
+  rule: SamplingRule;
   /** OTEL_BSP_SCHEDULE_DELAY: how long finished spans wait before they are sent, ms. */
   scheduleDelayMs: number;
 }
@@ -55,27 +59,91 @@ function ratio(arg: string | undefined): number {
   return r;
 }
 
+/**
+ * A sampler's decision for a span with no links, as plain data: a parent-based sampler follows
+ * a valid parent's sampled flag; otherwise the trace id decides (TraceIdRatioBasedSampler's
+ * rule: always_on and always_off are the bounds 2^32 and 0).
+ */
+export interface SamplingRule {
+  parentBased: boolean;
+  /** A trace id is sampled when the XOR of its four 32-bit words is below this. */
+  upperBound: number;
+}
+
+const ALL = 0x100000000;
+
+function ratioBound(r: number): number {
+  return r === 1 ? ALL : Math.floor(r * 0xffffffff);
+}
+
 /** OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, as the specification names them. */
-function samplerFrom(env: Env): Sampler {
+function samplerFrom(env: Env): { sampler: Sampler; rule: SamplingRule } {
   const name = (env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on').trim().toLowerCase();
   const arg = env.OTEL_TRACES_SAMPLER_ARG;
   switch (name) {
     case 'always_on':
-      return new AlwaysOnSampler();
+      return { sampler: new AlwaysOnSampler(), rule: { parentBased: false, upperBound: ALL } };
     case 'always_off':
-      return new AlwaysOffSampler();
-    case 'traceidratio':
-      return new TraceIdRatioBasedSampler(ratio(arg));
+      return { sampler: new AlwaysOffSampler(), rule: { parentBased: false, upperBound: 0 } };
+    case 'traceidratio': {
+      const r = ratio(arg);
+      return { sampler: new TraceIdRatioBasedSampler(r), rule: { parentBased: false, upperBound: ratioBound(r) } };
+    }
     case 'parentbased_always_on':
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+      return {
+        sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+        rule: { parentBased: true, upperBound: ALL },
+      };
     case 'parentbased_always_off':
-      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
-    case 'parentbased_traceidratio':
-      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio(arg)) });
+      return {
+        sampler: new ParentBasedSampler({ root: new AlwaysOffSampler() }),
+        rule: { parentBased: true, upperBound: 0 },
+      };
+    case 'parentbased_traceidratio': {
+      const r = ratio(arg);
+      return {
+        sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(r) }),
+        rule: { parentBased: true, upperBound: ratioBound(r) },
+      };
+    }
     default:
       throw new TracingConfigError(
         `OTEL_TRACES_SAMPLER: ${JSON.stringify(name)} is not one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio`,
       );
+  }
+}
+
+/**
+ * The rule's decision for a span of trace `traceId` (32 lowercase hex digits) whose parent has
+ * `parentFlags` (undefined: no valid parent). Equal to the SDK sampler's for a span without links.
+ */
+export function sampledBy(rule: SamplingRule, traceId: string, parentFlags: number | undefined): boolean {
+  if (rule.parentBased && parentFlags !== undefined) return (parentFlags & TraceFlags.SAMPLED) !== 0;
+  if (rule.upperBound >= ALL) return true;
+  if (rule.upperBound === 0) return false;
+  let acc = 0;
+  for (let i = 0; i < 32; i += 8) acc = (acc ^ Number.parseInt(traceId.slice(i, i + 8), 16)) >>> 0;
+  return acc < rule.upperBound;
+}
+
+/**
+ * The SDK's id generator, with one addition: the fast path that chose a root span's trace id to
+ * decide its sampling hands it over (stage) so the span the SDK then starts carries that id.
+ */
+export class TraceIds implements IdGenerator {
+  private readonly random = new RandomIdGenerator();
+  private staged: string | undefined;
+  stage(traceId: string | undefined): void {
+    this.staged = traceId;
+  }
+  generateTraceId(): string {
+    const id = this.staged;
+    if (id === undefined) return this.random.generateTraceId();
+    this.staged = undefined;
+    return id;
+  }
+  generateSpanId(): string {
+    return this.random.generateSpanId();
   }
 }
 
@@ -113,7 +181,7 @@ export function tracingSettings(env: Env, defaultServiceName: string): TracingSe
   return {
     exporter,
     serviceName: env.OTEL_SERVICE_NAME?.trim() || defaultServiceName,
-    sampler: samplerFrom(env),
+    ...samplerFrom(env),
     scheduleDelayMs: delay,
   };
 }
@@ -146,6 +214,8 @@ class LinkAwareSampler implements Sampler {
 export interface Tracing {
   tracer: Tracer;
   settings: TracingSettings;
+  /** The provider's id generator (the request fast path draws its ids from it). */
+  ids: TraceIds;
   /** pino's mixin: trace_id and span_id of the active span, when there is one. */
   logMixin(): Record<string, string>;
   /** Sends what is buffered and stops. */
@@ -172,8 +242,10 @@ export function startTracing(defaultServiceName: string, env: Env = process.env,
     .merge(resourceFromAttributes({ 'service.name': settings.serviceName }));
   const spanExporter =
     exporter ?? (settings.exporter === 'console' ? new ConsoleSpanExporter() : new OTLPTraceExporter());
+  const ids = new TraceIds();
   const provider = new TracerProvider({
     resource,
+    idGenerator: ids,
     sampler: new LinkAwareSampler(settings.sampler),
     spanProcessors: [
       new BatchSpanProcessor({ exporter: spanExporter, scheduledDelayMillis: settings.scheduleDelayMs }),
@@ -185,6 +257,7 @@ export function startTracing(defaultServiceName: string, env: Env = process.env,
   const tracing: Tracing = {
     tracer: provider.getTracer('surge'),
     settings,
+    ids,
     logMixin(): Record<string, string> {
       const span = trace.getSpan(context.active());
       // A new object each time: pino merges the line's own fields into it.
@@ -222,9 +295,4 @@ export function linkTo(traceparent: string | undefined): Link | undefined {
 export function traceParentOf(span: Span): string {
   const sc = span.spanContext();
   return formatTraceParent({ traceId: sc.traceId, spanId: sc.spanId, flags: sc.traceFlags });
-}
-
-/** True when the span is sampled (it will be exported; its context is worth carrying on). */
-export function sampled(span: Span): boolean {
-  return (span.spanContext().traceFlags & TraceFlags.SAMPLED) !== 0;
 }

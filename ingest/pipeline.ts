@@ -6,10 +6,11 @@
 // small node:http router, because the order route takes the surge and a framework's per-request
 // work was a measurable share of its cost (bench/results/HISTORY.md).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { context, type Tracer } from '@opentelemetry/api';
+import { context } from '@opentelemetry/api';
 import type { ApiClient } from '../common/clients.js';
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
+import type { Tracing } from '../common/tracing.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
 import {
   type AdmissionDeps,
@@ -77,7 +78,7 @@ export interface PipelineDeps extends AdmissionDeps {
   /** True once a graceful stop began: new requests get 503 and `Connection: close`. */
   draining: () => boolean;
   /** Present when tracing is on (common/tracing.ts). */
-  tracer?: Tracer | undefined;
+  tracing?: Tracing | undefined;
 }
 
 /** `type/subtype` of a Content-Type, lowercased, without parameters. */
@@ -170,7 +171,7 @@ export function createPipeline(
   deps: PipelineDeps,
   routes: readonly Route[],
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  const { logger, tracer } = deps;
+  const { logger, tracing } = deps;
 
   // A throw is a bug: it fails this request alone (500, or the connection dropped when the
   // answer had begun) instead of the process.
@@ -182,7 +183,7 @@ export function createPipeline(
 
   const run = (x: Exchange, route: Route, body: Buffer | undefined): void => {
     // Traced and sampled: the handler runs in the request span's context (its log lines carry the ids).
-    if (x.trace?.sampled) context.with(x.trace.ctx, handle, undefined, x, route, body);
+    if (x.trace?.ctx) context.with(x.trace.ctx, handle, undefined, x, route, body);
     else handle(x, route, body);
   };
 
@@ -269,7 +270,7 @@ export function createPipeline(
       param: '',
       query: q < 0 ? '' : url.slice(q + 1),
       answered: false,
-      trace: tracer ? new RequestTrace(tracer, req, found ? found.route.label : OTHER, path) : undefined,
+      trace: tracing ? new RequestTrace(tracing, req, found ? found.route.label : OTHER, path) : undefined,
     };
     try {
       if (deps.draining()) {

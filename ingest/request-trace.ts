@@ -1,35 +1,31 @@
 // One traced request (tracing on only; with it off the pipeline holds no RequestTrace and does
 // no tracing work): a server span that continues the caller's `traceparent` or starts a trace,
 // an `admission` child (door and auth) and an `accept` child (the order's write to Redis), and
-// the `traceparent` answered to the caller.
+// the `traceparent` answered to the caller. Sampling is decided first, from the configured
+// sampler's rule (common/tracing.ts, sampledBy): an unsampled request makes no SDK call at all
+// and only answers a `traceparent` with the sampled flag clear, as a non-recording span would.
 import type { IncomingMessage } from 'node:http';
-import {
-  type Context,
-  ROOT_CONTEXT,
-  type Span,
-  SpanKind,
-  SpanStatusCode,
-  type Tracer,
-  trace,
-} from '@opentelemetry/api';
+import { type Context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { Logger } from '../common/log.js';
-import { remoteContext, sampled, traceParentOf } from '../common/tracing.js';
-import { parseTraceParent } from '../common/traceparent.js';
+import { remoteContext, sampledBy, type Tracing, traceParentOf } from '../common/tracing.js';
+import { formatTraceParent, parseTraceParent } from '../common/traceparent.js';
 
 export class RequestTrace {
-  /** The server span's context: handlers of a sampled request run in it (their log lines carry its ids). */
-  readonly ctx: Context;
+  /** The server span's context (sampled requests only): their handlers run in it (log lines carry its ids). */
+  readonly ctx: Context | undefined;
   /**
-   * The sampler kept the request. An unsampled one gets no child spans, no `t` and no context
-   * switch around its handler: at a low ratio almost every request takes this cheap path.
+   * The sampler kept the request. An unsampled one has no span, no `t` and no context switch
+   * around its handler: at a low ratio almost every request takes this cheap path.
    */
   readonly sampled: boolean;
-  private readonly span: Span;
+  private readonly span: Span | undefined;
   private admission: Span | undefined;
   private accept: Span | undefined;
+  /** The trace an unsampled request belongs to (the caller's, or a new one). */
+  private readonly traceId: string;
 
   constructor(
-    private readonly tracer: Tracer,
+    private readonly tracing: Tracing,
     req: IncomingMessage,
     route: string,
     path: string,
@@ -37,10 +33,20 @@ export class RequestTrace {
     // An invalid or repeated traceparent is ignored: a new trace starts (W3C Trace Context).
     const header = req.headers.traceparent;
     const parent = parseTraceParent(typeof header === 'string' ? header : undefined);
+    const ids = tracing.ids;
+    this.traceId = parent ? parent.traceId : ids.generateTraceId();
+    this.sampled = sampledBy(tracing.settings.rule, this.traceId, parent?.flags);
+    if (!this.sampled) {
+      this.ctx = undefined;
+      this.span = undefined;
+      return;
+    }
     const parentCtx = parent ? remoteContext(parent) : ROOT_CONTEXT;
     // Route labels are `METHOD /path/:param`; requests no route matched have the method alone.
     const space = route.indexOf(' ');
-    this.span = tracer.startSpan(
+    // A root span takes the trace id the decision was made on.
+    if (!parent) ids.stage(this.traceId);
+    this.span = tracing.tracer.startSpan(
       space > 0 ? route : (req.method ?? 'HTTP'),
       {
         kind: SpanKind.SERVER,
@@ -52,9 +58,9 @@ export class RequestTrace {
       },
       parentCtx,
     );
+    ids.stage(undefined);
     this.ctx = trace.setSpan(parentCtx, this.span);
-    this.sampled = sampled(this.span);
-    if (this.sampled) this.admission = tracer.startSpan('admission', undefined, this.ctx);
+    this.admission = tracing.tracer.startSpan('admission', undefined, this.ctx);
   }
 
   /** Door and auth passed (or the route needs neither). */
@@ -71,7 +77,7 @@ export class RequestTrace {
    */
   startAccept(): string | undefined {
     if (!this.sampled) return undefined;
-    this.accept = this.tracer.startSpan('accept', { attributes: { 'db.system.name': 'redis' } }, this.ctx);
+    this.accept = this.tracing.tracer.startSpan('accept', { attributes: { 'db.system.name': 'redis' } }, this.ctx);
     return traceParentOf(this.accept);
   }
 
@@ -91,6 +97,14 @@ export class RequestTrace {
    * the trace's ids; returns the `traceparent` to answer with.
    */
   answered(status: number, logger: Logger, reqId: string): string {
+    const span = this.span;
+    if (!span) {
+      // Unsampled: a span id of its own and the sampled flag clear, as the SDK's non-recording span.
+      const tp = { traceId: this.traceId, spanId: this.tracing.ids.generateSpanId(), flags: 0 };
+      if (logger.isLevelEnabled('debug'))
+        logger.debug({ reqId, code: status, trace_id: tp.traceId, span_id: tp.spanId }, 'request answered');
+      return formatTraceParent(tp);
+    }
     if (this.admission) {
       // Refused before admission completed (drain, door, auth, bad path).
       this.admission.setAttribute('http.response.status_code', status);
@@ -98,13 +112,13 @@ export class RequestTrace {
       this.admission = undefined;
     }
     this.accepted('unanswered', undefined);
-    this.span.setAttribute('http.response.status_code', status);
-    if (status >= 500) this.span.setStatus({ code: SpanStatusCode.ERROR });
-    this.span.end();
+    span.setAttribute('http.response.status_code', status);
+    if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    span.end();
     if (logger.isLevelEnabled('debug')) {
-      const sc = this.span.spanContext();
+      const sc = span.spanContext();
       logger.debug({ reqId, code: status, trace_id: sc.traceId, span_id: sc.spanId }, 'request answered');
     }
-    return traceParentOf(this.span);
+    return traceParentOf(span);
   }
 }

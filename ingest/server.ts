@@ -104,13 +104,13 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     throw err;
   }
 
-  const tracer = activeTracing()?.tracer;
+  const tracing = activeTracing();
   const writer = new OrderWriter({
     redis,
     config,
     logger,
     metrics,
-    traced: tracer !== undefined,
+    traced: tracing !== undefined,
     ...(barrier ? { barrier } : {}),
   });
   const auth = new Authenticator(pool, { ttlMs: config.authCacheMs });
@@ -128,7 +128,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     prepareBatch: batches.prepare,
     outcomes,
     draining: () => draining,
-    tracer,
+    tracing,
   });
   try {
     await new Promise<void>((resolve, reject) => {

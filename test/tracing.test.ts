@@ -5,7 +5,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import type { IncomingMessage } from 'node:http';
+import { ROOT_CONTEXT, SpanKind, TraceFlags, trace } from '@opentelemetry/api';
+import { type ReadableSpan, SamplingDecision, type SpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import pg from 'pg';
 import { createClient } from '../common/clients.js';
 import { decodeEntry, ENTRY_FIELD, encodeEntry, entryField } from '../common/entry.js';
@@ -13,9 +17,10 @@ import { dlqKey, shardFor, streamKey } from '../common/keys.js';
 import { canonicalOrderJson } from '../common/order.js';
 import { ensureGroups } from '../common/streams.js';
 import { formatTraceParent, parseTraceParent } from '../common/traceparent.js';
-import { TracingConfigError, tracingSettings } from '../common/tracing.js';
+import { sampledBy, type Tracing, TraceIds, TracingConfigError, tracingSettings } from '../common/tracing.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
+import { RequestTrace } from '../ingest/request-trace.js';
 import { startIngest } from '../ingest/server.js';
 import { replayDeadLetter } from '../maintenance/dlq.js';
 import { startWorker } from '../workers/worker.js';
@@ -104,6 +109,107 @@ describe('traceparent', () => {
       `00-${'a'.repeat(31)}-${'b'.repeat(17)}-01`,
     ])
       assert.equal(parseTraceParent(bad), undefined, String(bad));
+  });
+});
+
+// Every sampler the variables name, with the ratios at and between the bounds.
+const SAMPLERS: [string, string | undefined][] = [
+  ['always_on', undefined],
+  ['always_off', undefined],
+  ['parentbased_always_on', undefined],
+  ['parentbased_always_off', undefined],
+  ...['0', '0.01', '0.5', '0.999', '1'].flatMap((r): [string, string][] => [
+    ['traceidratio', r],
+    ['parentbased_traceidratio', r],
+  ]),
+];
+const settingsFor = (name: string, arg: string | undefined) => {
+  const s = tracingSettings(
+    { OTEL_TRACES_EXPORTER: 'otlp', OTEL_TRACES_SAMPLER: name, ...(arg ? { OTEL_TRACES_SAMPLER_ARG: arg } : {}) },
+    's',
+  );
+  assert.ok(s);
+  return s;
+};
+// No parent, or a remote parent with a random flags byte (bit 0 is the sampled flag).
+const parentFlags = (i: number): number | undefined => (i % 3 === 0 ? undefined : randomBytes(1)[0]);
+
+describe('the ingest fast path decides sampling as the SDK sampler does', () => {
+  test('sampledBy equals the configured sampler over generated trace ids and parents', () => {
+    const ids = new TraceIds();
+    for (const [name, arg] of SAMPLERS) {
+      const { sampler, rule } = settingsFor(name, arg);
+      let kept = 0;
+      for (let i = 0; i < 6000; i++) {
+        const traceId = ids.generateTraceId();
+        const flags = parentFlags(i);
+        const ctx =
+          flags === undefined
+            ? ROOT_CONTEXT
+            : trace.setSpanContext(ROOT_CONTEXT, {
+                traceId,
+                spanId: ids.generateSpanId(),
+                traceFlags: flags & TraceFlags.SAMPLED,
+                isRemote: true,
+              });
+        const sdk =
+          sampler.shouldSample(ctx, traceId, 'POST /v1/orders', SpanKind.SERVER, {}, []).decision ===
+          SamplingDecision.RECORD_AND_SAMPLED;
+        assert.equal(sampledBy(rule, traceId, flags), sdk, `${name} ${arg ?? ''} ${traceId} parent ${flags}`);
+        if (sdk) kept++;
+      }
+      // The ratios are exercised, not only the bounds: some kept and some dropped.
+      if (arg === '0.5') assert.ok(kept > 1000 && kept < 5000, `${name} 0.5 kept ${kept}`);
+    }
+  });
+
+  test('a request is sampled exactly when the SDK records its span, which carries the decided trace', () => {
+    const logger = pino({ level: 'silent' });
+    for (const [name, arg] of SAMPLERS) {
+      const settings = settingsFor(name, arg);
+      const ended: ReadableSpan[] = [];
+      const collect: SpanProcessor = {
+        onStart() {},
+        onEnd(span) {
+          if (span.name !== 'admission' && span.name !== 'accept') ended.push(span);
+        },
+        forceFlush: async () => {},
+        shutdown: async () => {},
+      };
+      const ids = new TraceIds();
+      const provider = new TracerProvider({ sampler: settings.sampler, idGenerator: ids, spanProcessors: [collect] });
+      const tracing: Tracing = {
+        tracer: provider.getTracer('test'),
+        settings,
+        ids,
+        logMixin: () => ({}),
+        shutdown: async () => {},
+      };
+      let sampled = 0;
+      for (let i = 0; i < 1500; i++) {
+        const flags = parentFlags(i);
+        const parent = flags === undefined ? undefined : { traceId: hex(16), spanId: hex(8), flags };
+        const req = {
+          method: 'POST',
+          headers: parent ? { traceparent: formatTraceParent(parent) } : {},
+        } as unknown as IncomingMessage;
+        const before = ended.length;
+        const rt = new RequestTrace(tracing, req, 'POST /v1/orders', '/v1/orders');
+        const answer = parseTraceParent(rt.answered(202, logger, `r${i}`));
+        assert.ok(answer);
+        const what = `${name} ${arg ?? ''} request ${i}`;
+        assert.equal(answer.flags, rt.sampled ? 1 : 0, what);
+        if (parent) assert.equal(answer.traceId, parent.traceId, what);
+        assert.equal(ended.length - before, rt.sampled ? 1 : 0, what);
+        if (rt.sampled) {
+          sampled++;
+          const sc = ended[ended.length - 1]?.spanContext();
+          assert.equal(sc?.traceId, answer.traceId, what);
+          assert.equal(sc?.spanId, answer.spanId, what);
+        }
+      }
+      if (arg === '0.5') assert.ok(sampled > 200 && sampled < 1300, `${name} 0.5 sampled ${sampled}`);
+    }
   });
 });
 
