@@ -287,7 +287,11 @@ describe('dead letters keep the trace context', () => {
         return r.rows[0];
       });
       assert.equal(row.trace_context, tp);
-      const dlq = await redis.xrange(dlqKey(t.prefix, shard), '-', '+');
+      // The row commits before the entry moves to the DLQ stream: wait for that too.
+      const dlq = await waitFor('the DLQ entry', async () => {
+        const entries = await redis.xrange(dlqKey(t.prefix, shard), '-', '+');
+        return entries.length > 0 ? entries : undefined;
+      });
       assert.equal(entryField(dlq[0]?.[1], ENTRY_FIELD.trace), tp);
       // The operator fixes the payload, then replays it.
       await pool.query('UPDATE dead_letters SET payload = $1 WHERE id = $2', [canonicalOrderJson(ORDER), row.id]);
