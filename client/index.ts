@@ -4,24 +4,16 @@
 // surfaced at once, since sending it again gives the same answer. Needs nothing but Node (fetch).
 // The types follow the contract (docs/openapi.json); the order's is the schema's own.
 import type { Order } from '../common/order.js';
+import type { OrderState } from '../common/outcome.js';
 
 export type { Order, OrderItem } from '../common/order.js';
+export type { OrderState } from '../common/outcome.js';
 
 /** A 202's body: the order is queued. */
 export interface Accepted {
   order_ref: string;
   idempotency_key: string;
   status: 'queued';
-}
-
-/** An order's state (GET /v1/orders/:key). */
-export interface OrderState {
-  idempotency_key: string;
-  status: 'queued' | 'applied' | 'rejected' | 'dead_lettered';
-  order_ref?: string;
-  /** Why it was rejected (`out_of_stock`) or dead-lettered. */
-  reason?: string;
-  applied_at?: string;
 }
 
 /** An RFC 9457 problem as ingest answers it (types: https://surge.dev/problems). */
@@ -132,7 +124,7 @@ export type BatchOutcome =
 
 const FINAL = new Set(['applied', 'rejected', 'dead_lettered']);
 
-/** Longest `?wait` the server takes (s). */
+/** Longest `?wait` the server takes (s): common/outcome.ts's, repeated since the client imports nothing at run time. */
 const MAX_WAIT_SECONDS = 60;
 
 /** Stops a sleep early when the signal aborts. */

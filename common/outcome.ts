@@ -2,6 +2,19 @@
 // the fields a downstream consumer reads and ingest's long-poll answers with. Field names are
 // part of the contract (docs/workers.md, "Outcome streams").
 
+/** Longest `?wait` of GET /v1/orders/:key (s): what ingest accepts and the client asks for. */
+export const MAX_WAIT_SECONDS = 60;
+
+/** An order's state as GET /v1/orders/:key answers it (the contract's `OrderState`). */
+export interface OrderState {
+  idempotency_key: string;
+  status: 'queued' | 'applied' | 'rejected' | 'dead_lettered';
+  order_ref?: string;
+  /** Why it was rejected (`out_of_stock`) or dead-lettered. */
+  reason?: string;
+  applied_at?: string;
+}
+
 /** A final state: applied, rejected (with its reason) or dead-lettered (with its reason). */
 export interface Outcome {
   clientId: string;

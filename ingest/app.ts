@@ -12,10 +12,10 @@ import type { IngestMetrics } from '../metrics/definitions.js';
 import { answerFor, location, ORDER_RESULT } from './answers.js';
 import type { Authenticator } from './auth.js';
 import type { Backpressure } from './backpressure.js';
-import { MAX_WAIT_SECONDS, openApiDocument, ROUTE_SPECS, type RouteSpec } from './contract.js';
+import { openApiDocument, ROUTE_SPECS, type RouteSpec } from './contract.js';
 import { OrderIntake } from './intake.js';
 import type { OutcomeWaiters } from './outcomes.js';
-import type { Outcome } from '../common/outcome.js';
+import { MAX_WAIT_SECONDS, type Outcome, type OrderState } from '../common/outcome.js';
 import {
   createIngestServer,
   createPipeline,
@@ -290,14 +290,6 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
 /** The ingest HTTP server: every route of `ingestRoutes` through the one pipeline. */
 export function buildIngestApp(deps: IngestAppDeps): Server {
   return createIngestServer(deps.config, createPipeline(deps, ingestRoutes(deps)));
-}
-
-export interface OrderState {
-  idempotency_key: string;
-  status: 'queued' | 'applied' | 'rejected' | 'dead_lettered';
-  order_ref?: string;
-  reason?: string;
-  applied_at?: string;
 }
 
 /** `wait=` of a query string in seconds (0 when absent); undefined when it is not a number from 0 to MAX_WAIT_SECONDS. */

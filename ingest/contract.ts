@@ -3,6 +3,7 @@
 // generated from, so the two cannot drift. The order's schema comes from common/order.ts, the
 // one the code validates with; problem types and their statuses from PROBLEMS (requests.ts).
 import { IDEMPOTENCY_KEY_SCHEMA, ORDER_SCHEMA } from '../common/order.js';
+import { MAX_WAIT_SECONDS } from '../common/outcome.js';
 import { ROUTES, SINGLE_BODY_LIMIT } from './answers.js';
 import { PROBLEM_BASE, PROBLEMS, type ProblemHeader, type ProblemSlug } from './requests.js';
 
@@ -14,9 +15,6 @@ const BODY_TYPES: readonly string[] = ['application/json', 'application/x-ndjson
 
 /** The version of the contract (`info.version`): the v1 API, revised when the contract changes. */
 const API_VERSION = '1.1.0';
-
-/** Longest `?wait` of GET /v1/orders/:key (s). */
-export const MAX_WAIT_SECONDS = 60;
 
 type SuccessHeader = 'location' | 'idempotent-replayed';
 
