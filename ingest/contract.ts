@@ -45,7 +45,7 @@ export interface RouteSpec {
   label: string;
   /** Needs `Authorization: Bearer <api key>`. */
   auth: boolean;
-  /** A write: refused with 503 while ingest sheds load. */
+  /** A write: refused with 503 while ingest sheds load (after auth). */
   shed: boolean;
   /** Reads a body of these Content-Types, up to `limit` bytes. */
   body?: { limit: number; types: readonly string[]; schema: string; description: string };

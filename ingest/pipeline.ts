@@ -21,6 +21,7 @@ import {
   shedAnswer,
   unsupportedMediaType,
 } from './answers.js';
+import type { RouteSpec } from './contract.js';
 import type { Door } from './door.js';
 import { RequestTrace } from './request-trace.js';
 import { type Problem, problem } from './requests.js';
@@ -50,21 +51,12 @@ export interface Exchange {
   readonly trace: RequestTrace | undefined;
 }
 
-/** A route of the table: its declaration (ingest/contract.ts) and its handler. */
-export interface Route {
-  method: 'GET' | 'POST';
-  /** The exact path; with `param`, the prefix the parameter follows. */
-  path: string;
-  /** The rest of the path after `path` is one parameter (no `/`). */
-  param?: boolean;
-  /** The `route` label of the request metrics. */
-  label: string;
-  /** Needs `Authorization: Bearer <api key>`. */
-  auth: boolean;
-  /** A write: refused with 503 while ingest sheds load (after auth). */
-  shed: boolean;
-  /** Reads a body of these Content-Types, up to `limit` bytes. */
-  body?: { limit: number; types: readonly string[] };
+/**
+ * A route of the table: the serving part of its declaration (ingest/contract.ts) and its
+ * handler; the pipeline reads the body's limit and types, the document the rest.
+ */
+export interface Route extends Pick<RouteSpec, 'method' | 'path' | 'param' | 'label' | 'auth' | 'shed'> {
+  body?: Pick<NonNullable<RouteSpec['body']>, 'limit' | 'types'>;
   /** Answers with `send`/`sendProblem`; `body` is undefined when the request has none. */
   handle(x: Exchange, body: Buffer | undefined): void | Promise<void>;
 }
