@@ -1,8 +1,8 @@
 // The load generator's HTTP/1.1 client: keep-alive connections, one request at a time on each, a
 // request written as one string and an answer parsed only as far as the benchmark reads it (status,
 // Content-Length or chunked body, Retry-After, Idempotent-Replayed, Connection: close). A general
-// client (undici) cost the generator about ten times the CPU per request of what it loads, so on a
-// small machine the generator, not the server, set the pace of a burst.
+// client (undici) cost the generator far more CPU per request than this one (HISTORY.md in
+// bench/results), so on a small machine the generator, not the server, set a burst's pace.
 import { connect, type Socket } from 'node:net';
 
 export interface Answer {
