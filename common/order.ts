@@ -93,7 +93,7 @@ const ORDER_FIELDS: { [K in keyof Order]-?: OrderField<Order[K]> } = {
     },
     required: true,
     json: itemsJson,
-    // The lines themselves go to order_items (workers/apply.ts, copy_order_items.sql).
+    // The lines themselves are staged as arrays and go to order_items (insert_orders.sql).
     column: 'total_cents',
     stage: totalCents,
   },

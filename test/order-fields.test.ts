@@ -15,7 +15,7 @@ import {
   validateOrder,
 } from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
-import { encodeBatch, STAGE_ENTRY_COLUMNS } from '../workers/apply.js';
+import { encodeBatch, STAGE_ENTRY_COLUMNS, STAGE_ITEM_COLUMNS } from '../workers/apply.js';
 import { createTestDatabase, type TestDatabase } from '../devkit/scratch.js';
 
 /** Every field set (Required: a field added to Order does not compile here until it has a value). */
@@ -30,7 +30,7 @@ const FULL_ORDER: Required<Order> = {
 
 const names = ORDER_FIELD_LIST.map((f) => f.name);
 const orderColumns = ORDER_FIELD_LIST.map((f) => f.column);
-const stageColumns = [...STAGE_ENTRY_COLUMNS, ...orderColumns];
+const stageColumns = [...STAGE_ENTRY_COLUMNS, ...orderColumns, ...STAGE_ITEM_COLUMNS];
 
 /** The identifiers of a comma-separated SQL list, whitespace and newlines dropped. */
 function list(text: string): string[] {
@@ -65,7 +65,7 @@ describe('order fields table', () => {
 
   test('the staging table, its COPY and the insert list the table’s columns in order', () => {
     const copy = list(match(sqlFile('apply/copy_stage'), /COPY surge_stage \(([^)]*)\)/, 'copy_stage column list'));
-    assert.deepEqual(copy, stageColumns, 'copy_stage.sql = STAGE_ENTRY_COLUMNS + the fields table’s columns');
+    assert.deepEqual(copy, stageColumns, 'copy_stage.sql = STAGE_ENTRY_COLUMNS + the fields table’s columns + lines');
     const body = match(
       sqlFile('apply/create_stage'),
       /CREATE TEMP TABLE IF NOT EXISTS surge_stage \(([\s\S]*)\) ON COMMIT/,
@@ -82,7 +82,7 @@ describe('order fields table', () => {
       match(insert, /SELECT DISTINCT ON \([^)]*\)([\s\S]*?)FROM surge_stage/, 'insert_orders select list'),
     );
     assert.equal(into.length, selected.length, 'as many values as columns');
-    for (const column of stageColumns.filter((c) => c !== 'seq')) {
+    for (const column of [...STAGE_ENTRY_COLUMNS, ...orderColumns].filter((c) => c !== 'seq')) {
       const at = into.indexOf(column);
       assert.ok(at >= 0, `insert_orders.sql inserts ${column}`);
       assert.equal(selected[at], column, `insert_orders.sql fills ${column} from the staging column of that name`);
@@ -90,16 +90,27 @@ describe('order fields table', () => {
   });
 
   test('order items: schema fields, canonical writer and order_items COPY agree', () => {
-    // itemsJson (common/order.ts), encodeBatch's lines and copy_order_items.sql write these by
-    // hand: a new item field fails here until all three have it.
+    // itemsJson (common/order.ts), encodeBatch's item arrays and insert_orders.sql's order_items
+    // insert write these by hand: a new item field fails here until all three have it.
     const itemSchema = (ORDER_SCHEMA.properties.items as { items: { properties: object } }).items.properties;
     assert.deepEqual(Object.keys(itemSchema).sort(), ['qty', 'sku', 'unit_price_cents']);
     const item = JSON.parse(canonicalOrderJson(FULL_ORDER)).items[0] as object;
     assert.deepEqual(Object.keys(item), Object.keys(itemSchema).sort());
-    const columns = list(
-      match(sqlFile('apply/copy_order_items'), /COPY order_items \(([^)]*)\)/, 'copy_order_items column list'),
-    );
+    const insert = sqlFile('apply/insert_orders');
+    const columns = list(match(insert, /INSERT INTO order_items \(([^)]*)\)/, 'order_items column list'));
     assert.deepEqual(columns, ['order_pk', 'line', ...Object.keys(itemSchema)]);
+    // One staged array per item field, unnested in the same order.
+    assert.deepEqual(
+      STAGE_ITEM_COLUMNS,
+      Object.keys(itemSchema).map((k) => `item_${k}`),
+    );
+    const unnested = list(match(insert, /unnest\(([^)]*)\)/, 'unnest list'));
+    assert.deepEqual(
+      unnested,
+      STAGE_ITEM_COLUMNS.map((c) => `s.${c}`),
+    );
+    const named = list(match(insert, /WITH ORDINALITY AS l\(([^)]*)\)/, 'unnest names'));
+    assert.deepEqual(named, [...Object.keys(itemSchema), 'line']);
   });
 
   test('the worker’s COPY row has one value per staging column, every one set for a full order', () => {
@@ -130,7 +141,7 @@ describe('order fields table', () => {
           `SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'orders'`,
         );
         const have = new Set(r.rows.map((row) => row.column_name));
-        for (const column of stageColumns.filter((c) => c !== 'seq'))
+        for (const column of [...STAGE_ENTRY_COLUMNS, ...orderColumns].filter((c) => c !== 'seq'))
           assert.ok(have.has(column), `orders.${column} exists (a migration adds it)`);
       } finally {
         await client.end();

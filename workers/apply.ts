@@ -1,6 +1,6 @@
-// The apply step: decode a batch of stream entries, stage them with one COPY that also opens the
-// transaction, insert the new orders (deduplicated, ON CONFLICT DO NOTHING), COPY the inserted
-// orders' lines into order_items, reserve stock (in one statement when the whole batch fits, else
+// The apply step: decode a batch of stream entries, stage them (lines included) with one COPY that
+// also opens the transaction, insert the new orders (deduplicated, ON CONFLICT DO NOTHING) and
+// their lines in one statement, reserve stock (in one statement when the whole batch fits, else
 // in stream order), COMMIT.
 // Transient PostgreSQL errors retry the batch with jittered backoff; permanent ones split the
 // batch until the bad entry is alone, and only it is dead-lettered. Used inside the piscina
@@ -14,7 +14,7 @@ import { entryIdMillis } from '../common/keys.js';
 import { decodeEntry, ENTRY_FIELD, entryField } from '../common/entry.js';
 import { ORDER_FIELD_LIST } from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
-import { copyBuffer, copyRow, copyValue } from './copy.js';
+import { copyBuffer, copyRow } from './copy.js';
 import { type BatchSteps, StepRecorder } from './steps.js';
 
 const { from: copyFrom } = copyStreams;
@@ -45,16 +45,11 @@ export interface BatchDeadLetter {
   sqlstate?: string;
 }
 
-/** One staged order, in stream order: what the stock step and the order_items COPY need. */
+/** One staged order, in stream order: what the stock step needs. */
 export interface StagedRow {
   id: string;
   skus: string[];
   qtys: number[];
-  /**
-   * Its lines in COPY text form, each `\t<line>\t<sku>\t<qty>\t<unit_price_cents>\n`: the
-   * order's id (known after the insert) goes in front of each.
-   */
-  lines: string[];
 }
 
 /**
@@ -154,6 +149,23 @@ class RetryBudgetExceeded extends Error {
  */
 export const STAGE_ENTRY_COLUMNS = ['seq', 'entry_id', 'received_at', 'client_id', 'idempotency_key'] as const;
 
+/**
+ * The staging columns after the order's own: its lines as three arrays, one per order_items
+ * column. The lines ride in the staging COPY because a COPY may only come before the insert: a
+ * backend waiting for COPY data is bound by no timeout, so a worker frozen there must hold no lock.
+ */
+export const STAGE_ITEM_COLUMNS = ['item_sku', 'item_qty', 'item_unit_price_cents'] as const;
+
+/** A text[] literal (PostgreSQL array syntax; COPY escaping comes on top). */
+function textArray(values: readonly string[]): string {
+  let out = '{';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i] as string;
+    out += `${i === 0 ? '' : ','}"${v.includes('"') || v.includes('\\') ? v.replace(/["\\]/g, '\\$&') : v}"`;
+  }
+  return `${out}}`;
+}
+
 // Entries of one batch mostly share their millisecond (an entry ID is ms-seq): format each once.
 let lastMs = Number.NaN;
 let lastIso = '';
@@ -174,8 +186,11 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
   const rows: StagedRow[] = [];
   const text: string[] = [];
   const deadLetters: BatchDeadLetter[] = [];
-  // Each row's values, refilled per entry: STAGE_ENTRY_COLUMNS, then the fields table's columns.
-  const rowValues: Array<string | undefined> = new Array(STAGE_ENTRY_COLUMNS.length + ORDER_FIELD_LIST.length);
+  // Each row's values, refilled per entry: STAGE_ENTRY_COLUMNS, the fields table's columns, then
+  // STAGE_ITEM_COLUMNS.
+  const rowValues: Array<string | undefined> = new Array(
+    STAGE_ENTRY_COLUMNS.length + ORDER_FIELD_LIST.length + STAGE_ITEM_COLUMNS.length,
+  );
   for (const entry of entries) {
     if (entry.deadLetter) {
       deadLetters.push({ id: entry.id, reason: entry.deadLetter.reason, message: entry.deadLetter.message });
@@ -190,12 +205,12 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
     const n = order.items.length;
     const skus: string[] = new Array(n);
     const qtys: number[] = new Array(n);
-    const lines: string[] = new Array(n);
+    let prices = '';
     let j = 0;
     for (const item of order.items) {
       skus[j] = item.sku;
       qtys[j] = item.qty;
-      lines[j] = `\t${j + 1}\t${copyValue(item.sku)}\t${item.qty}\t${item.unit_price_cents}\n`;
+      prices += `${j === 0 ? '' : ','}${item.unit_price_cents}`;
       j++;
     }
     rowValues[0] = String(rows.length);
@@ -205,8 +220,11 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
     rowValues[4] = idempotencyKey;
     let c = STAGE_ENTRY_COLUMNS.length;
     for (const field of ORDER_FIELD_LIST) rowValues[c++] = field.stage(order[field.name]);
+    rowValues[c++] = textArray(skus);
+    rowValues[c++] = `{${qtys.join(',')}}`;
+    rowValues[c] = `{${prices}}`;
     text.push(copyRow(rowValues));
-    rows.push({ id: entry.id, skus, qtys, lines });
+    rows.push({ id: entry.id, skus, qtys });
   }
   const orders = copyBuffer(text);
   return { rows, copy: orders.buffer, rowEnds: orders.rowEnds, deadLetters };
@@ -232,17 +250,6 @@ function slice(buffer: Buffer, ends: readonly number[], lo: number, hi: number):
   if (end === undefined) throw new Error(`row ${hi - 1} is past the batch's ${ends.length} rows`);
   // ends[-1] is undefined: the first row starts at 0.
   return buffer.subarray(ends[lo - 1] ?? 0, end);
-}
-
-/** The order_items COPY text of the inserted orders among `rows`: `<id>` + each line. */
-function itemsCopy(rows: readonly StagedRow[], idOf: ReadonlyMap<string, string>): Buffer {
-  let text = '';
-  for (const row of rows) {
-    const id = idOf.get(row.id);
-    if (id === undefined) continue;
-    for (const line of row.lines) text += id + line;
-  }
-  return Buffer.from(text, 'utf8');
 }
 
 /**
@@ -339,7 +346,7 @@ export async function applyBatch(
   return rec ? { ack, deadLetters, stats, steps: rec.finish() } : { ack, deadLetters, stats };
 }
 
-/** One transaction over rows [lo, hi): BEGIN + COPY, insert, COPY lines, reserve stock, COMMIT. */
+/** One transaction over rows [lo, hi): BEGIN + COPY, insert orders and lines, reserve stock, COMMIT. */
 async function transaction(
   pool: Pool,
   stream: string,
@@ -370,7 +377,6 @@ async function transaction(
     const inserted = await client.query<{ id: string; entry_id: string }>(sqlFile('apply/insert_orders'), [stream]);
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
     const rows = batch.rows.slice(lo, hi);
-    if (idOf.size > 0) await copyIn(client, sqlFile('apply/copy_order_items'), itemsCopy(rows, idOf));
     rec?.done();
     const rejected = await reserveStock(client, rows, idOf, rec);
     rec?.step('commit', orders);
