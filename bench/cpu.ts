@@ -332,7 +332,8 @@ export function findBottleneck(u: CpuUsage, from: number, to: number): Bottlenec
     cores: machine,
     of: u.cpus,
     sentence:
-      `What limited it: not CPU: ${c2(machine)} of ${u.cpus} cores busy ${span}, the busiest thread ` +
-      `${thread.name}'s at ${c2(threadCores)} of 1 (the limit is elsewhere: latency bounds, I/O, or the offered rate).`,
+      `What limited it: not CPU: ${c2(machine)} of ${u.cpus} cores busy ${span}, ${c2(ours)} of them by this ` +
+      `benchmark's processes; the busiest thread: ${thread.name}, at ${c2(threadCores)} of 1 (the limit is ` +
+      'elsewhere: latency bounds, I/O, or the offered rate).',
   };
 }
