@@ -35,6 +35,7 @@ export type FaultName =
   | 'redis-disk-full'
   | 'postgres-disk-full'
   | 'cluster-master-restart'
+  | 'cluster-failover'
   | 'mixed';
 
 export interface FaultRow {
@@ -563,6 +564,27 @@ export class FaultStack {
           () => this.load.failures() > failuresBefore,
           { timeoutMs: 30_000 },
         );
+        await cluster.restart(victim);
+        return;
+      }
+      case 'cluster-failover': {
+        // The master stays down until its replica took over its slots, then comes back as the
+        // new master's replica. Not waiting for load in between: in durable mode the new master
+        // has no replica until then, so its shards answer 503 and the senders retry them.
+        const cluster = this.opts.cluster;
+        if (!cluster) throw new Error('cluster-failover needs a Redis Cluster with replicas');
+        const key = streamKey(this.prefix, 0);
+        const victim = (await cluster.locate(key)).node;
+        const failuresBefore = this.load.failures();
+        await cluster.kill(victim);
+        await waitFor(
+          'the client sees failed requests while a master is down',
+          () => this.load.failures() > failuresBefore,
+          { timeoutMs: 30_000 },
+        );
+        await cluster.failedOver(key, victim);
+        const promoted = (await cluster.locate(key)).node;
+        this.log(`cluster-failover: shard 0 moved from node ${victim} to node ${promoted}`);
         await cluster.restart(victim);
         return;
       }

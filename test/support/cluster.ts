@@ -1,7 +1,8 @@
 // A real Redis Cluster on loopback for tests: N masters (`redis-server --cluster-enabled yes`,
-// AOF with appendfsync always), joined by `redis-cli --cluster create … --cluster-replicas 0`.
-// Each node has its own temp dir (AOF + nodes.conf) so a node can be SIGKILLed and restarted on
-// the same port and dir and rejoin with its slots.
+// AOF with appendfsync always), each with 0 or 1 replica, joined by `redis-cli --cluster create
+// … --cluster-replicas <0|1>`. Each node has its own temp dir (AOF + nodes.conf) so a node can be
+// SIGKILLed and restarted on the same port and dir and rejoin (with its slots, or as the replica
+// of the master promoted meanwhile).
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,6 +24,7 @@ export interface ClusterNode {
 }
 
 export interface RedisClusterHandle {
+  /** Every node, masters and replicas (roles change on failover: ask `locate` or `masterPorts`). */
   nodes: ClusterNode[];
   /** `127.0.0.1:p1,127.0.0.1:p2,…` for REDIS_CLUSTER_NODES. */
   seeds: string;
@@ -32,6 +34,11 @@ export interface RedisClusterHandle {
   restart(i: number): Promise<void>;
   /** Which node (index) serves this key's slot, and the slot. */
   locate(key: string): Promise<{ slot: number; node: number }>;
+  /**
+   * Resolves once the slot of `key` is served by another node than `node` (its replica took
+   * over after the master failed) and every live node reports cluster_state:ok.
+   */
+  failedOver(key: string, node: number): Promise<void>;
   /** Kill every node and remove the dirs. */
   stop(): Promise<void>;
 }
@@ -47,18 +54,39 @@ async function nodeCommand(port: number, command: string, ...args: string[]): Pr
   }
 }
 
-async function clusterOk(ports: readonly number[]): Promise<boolean> {
+async function clusterOk(ports: readonly number[], known = ports.length): Promise<boolean> {
   for (const port of ports) {
     const info = String(await nodeCommand(port, 'CLUSTER', 'INFO'));
     if (!info.includes('cluster_state:ok')) return false;
-    if (!/cluster_known_nodes:(\d+)/.test(info) || Number(/cluster_known_nodes:(\d+)/.exec(info)?.[1]) !== ports.length)
+    if (!/cluster_known_nodes:(\d+)/.test(info) || Number(/cluster_known_nodes:(\d+)/.exec(info)?.[1]) !== known)
       return false;
   }
   return true;
 }
 
-export async function startRedisCluster(options: { masters?: number } = {}): Promise<RedisClusterHandle> {
-  const count = options.masters ?? 3;
+/** Every master has a replica whose link to it is up (what WAIT 1 needs). */
+async function replicasLinked(ports: readonly number[]): Promise<boolean> {
+  for (const port of ports) {
+    const info = String(await nodeCommand(port, 'INFO', 'replication'));
+    if (info.includes('role:master') && !/connected_slaves:[1-9]/.test(info)) return false;
+    if (info.includes('role:slave') && !info.includes('master_link_status:up')) return false;
+  }
+  return true;
+}
+
+/** The port of the node serving `slot`, from `port`'s CLUSTER SLOTS (-1 when none). */
+async function ownerOf(port: number, slot: number): Promise<number> {
+  const ranges = (await nodeCommand(port, 'CLUSTER', 'SLOTS')) as Array<[number, number, [string, number, string]]>;
+  const owner = ranges.find(([lo, hi]) => slot >= lo && slot <= hi);
+  return owner ? Number(owner[2][1]) : -1;
+}
+
+export async function startRedisCluster(
+  options: { masters?: number; replicas?: 0 | 1 } = {},
+): Promise<RedisClusterHandle> {
+  const masters = options.masters ?? 3;
+  const replicas = options.replicas ?? 0;
+  const count = masters * (1 + replicas);
   const nodes: ClusterNode[] = [];
   const children: Array<ChildProcess | undefined> = [];
   for (let i = 0; i < count; i++) {
@@ -116,17 +144,36 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
     child.kill('SIGKILL');
     await gone;
   };
+  const livePorts = () =>
+    nodes
+      .filter((_, i) => {
+        const c = children[i];
+        return c !== undefined && c.exitCode === null && c.signalCode === null;
+      })
+      .map((n) => n.port);
   try {
     for (let i = 0; i < count; i++) await launch(i);
     await run(
       'redis-cli',
-      ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'],
+      [
+        '--cluster',
+        'create',
+        ...nodes.map((n) => `127.0.0.1:${n.port}`),
+        '--cluster-replicas',
+        String(replicas),
+        '--cluster-yes',
+      ],
       { timeout: 30_000 },
     );
     await waitFor('cluster_state:ok on every node', () => clusterOk(nodes.map((n) => n.port)), {
       timeoutMs: 20_000,
       intervalMs: 100,
     });
+    if (replicas > 0)
+      await waitFor('every replica linked to its master', () => replicasLinked(nodes.map((n) => n.port)), {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+      });
   } catch (e) {
     for (let i = 0; i < count; i++) await killNode(i);
     for (const n of nodes) rmSync(n.dir, { recursive: true, force: true });
@@ -142,16 +189,35 @@ export async function startRedisCluster(options: { masters?: number } = {}): Pro
         timeoutMs: 30_000,
         intervalMs: 100,
       });
+      if (replicas > 0)
+        await waitFor('every replica linked after the restart', () => replicasLinked(nodes.map((n) => n.port)), {
+          timeoutMs: 30_000,
+          intervalMs: 100,
+        });
     },
     async locate(key) {
-      const { port: first } = defined(nodes[0], 'cluster node 0');
+      // Asked of a live node: after a kill, node 0 may be the one down.
+      const port = defined(livePorts()[0], 'a live cluster node');
+      const slot = Number(await nodeCommand(port, 'CLUSTER', 'KEYSLOT', key));
+      const owner = await ownerOf(port, slot);
+      return { slot, node: nodes.findIndex((n) => n.port === owner) };
+    },
+    async failedOver(key, node) {
+      const down = defined(nodes[node], `cluster node ${node}`).port;
+      const live = livePorts();
+      const first = defined(live[0], 'a live cluster node');
       const slot = Number(await nodeCommand(first, 'CLUSTER', 'KEYSLOT', key));
-      const ranges = (await nodeCommand(first, 'CLUSTER', 'SLOTS')) as Array<
-        [number, number, [string, number, string]]
-      >;
-      const owner = ranges.find(([lo, hi]) => slot >= lo && slot <= hi);
-      const port = owner ? Number(owner[2][1]) : -1;
-      return { slot, node: nodes.findIndex((n) => n.port === port) };
+      await waitFor(
+        `a replica to take over slot ${slot} from port ${down}`,
+        async () => {
+          for (const port of live) {
+            const owner = await ownerOf(port, slot);
+            if (owner === down || owner === -1) return false;
+          }
+          return clusterOk(live, nodes.length);
+        },
+        { timeoutMs: 30_000, intervalMs: 100 },
+      );
     },
     async stop() {
       for (let i = 0; i < count; i++) await killNode(i);
