@@ -86,6 +86,30 @@ export function createRedis(
   return client;
 }
 
+/**
+ * The Redis Cluster hash slot of a key: CRC16 (XMODEM) of the key, or of its hash tag (the bytes
+ * between the first `{` and the next `}`, when not empty), modulo 16384.
+ */
+export function keySlot(key: string): number {
+  const bytes = Buffer.from(key);
+  let start = 0;
+  let end = bytes.length;
+  const open = bytes.indexOf(0x7b);
+  if (open !== -1) {
+    const close = bytes.indexOf(0x7d, open + 1);
+    if (close > open + 1) {
+      start = open + 1;
+      end = close;
+    }
+  }
+  let crc = 0;
+  for (let i = start; i < end; i++) {
+    crc ^= (bytes[i] as number) << 8;
+    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc & 16383;
+}
+
 /** Resolves once the client is ready (or rejects after timeoutMs). */
 export async function redisReady(client: RedisClient, timeoutMs = 5000): Promise<void> {
   if (client.status === 'ready') return;

@@ -4,7 +4,7 @@
 // and safe to call twice: /readyz turns 503, the API listener stops accepting, in-flight requests
 // finish, then the metrics listener, Redis and PostgreSQL are closed.
 import type { AddressInfo } from 'node:net';
-import type { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
 import type { Config } from '../common/config.js';
 import { createPool } from '../common/db.js';
 import { createLogger, type Logger } from '../common/log.js';
@@ -17,7 +17,7 @@ import { Authenticator } from './auth.js';
 import { Backpressure } from './backpressure.js';
 import { BatchPreparer } from './batch.js';
 import { Door } from './door.js';
-import { checkDurability, DurabilityBarrier } from './durability.js';
+import { checkDurability, ClusterDurability, DurabilityBarrier } from './durability.js';
 import { OutcomeWaiters } from './outcomes.js';
 import { defineIngestCommands } from './scripts.js';
 import { OrderWriter } from './writer.js';
@@ -77,7 +77,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     await pool.end().catch(() => {});
   };
 
-  let barrier: DurabilityBarrier | undefined;
+  let durable: { barrier: DurabilityBarrier } | { clusterDurability: ClusterDurability } | undefined;
   try {
     try {
       await redisReady(redis, options.redisConnectTimeoutMs ?? 5000);
@@ -87,7 +87,10 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     }
     if (config.durability === 'durable') {
       const command = await checkDurability(redis, config);
-      barrier = new DurabilityBarrier(redis as Redis, command);
+      durable =
+        redis instanceof Cluster
+          ? { clusterDurability: new ClusterDurability(redis, command) }
+          : { barrier: new DurabilityBarrier(redis, command) };
       logger.info({ command: `${command.kind} ${command.args.join(' ')}` }, 'durable mode: every 202 waits for this');
     }
     await backpressure.start();
@@ -111,7 +114,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     logger,
     metrics,
     traced: tracing !== undefined,
-    ...(barrier ? { barrier } : {}),
+    ...durable,
   });
   const auth = new Authenticator(pool, { ttlMs: config.authCacheMs });
 

@@ -12,7 +12,7 @@ import type { Logger } from '../common/log.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
 import { canonicalFingerprint, canonicalOrderJson, type Order } from '../common/order.js';
 import type { RedisClient } from '../common/redis.js';
-import type { DurabilityBarrier } from './durability.js';
+import type { ClusterDurability, DurabilityBarrier } from './durability.js';
 import {
   ACCEPT_ARGS_PER_ORDER,
   ACCEPT_REPLY,
@@ -60,8 +60,10 @@ export type WriteOutcome =
 export interface OrderWriterOptions {
   redis: RedisClient;
   config: Pick<Config, 'redisPrefix' | 'shards' | 'idempotencyTtlSeconds' | 'durableTimeoutMs'>;
-  /** Present in durable mode. */
+  /** Present in durable mode on a single Redis. */
   barrier?: DurabilityBarrier;
+  /** Present in durable mode on Redis Cluster: where each accept call runs, and its barrier. */
+  clusterDurability?: ClusterDurability;
   /** Observes the orders per accept call (`surge_ingest_accept_call_orders`). */
   metrics?: Pick<IngestMetrics, 'acceptCallOrders'>;
   logger: Logger;
@@ -137,12 +139,16 @@ export class OrderWriter {
     return prepareUnhashed(this.options.config, clientId, idempotencyKey, order);
   }
 
+  private get durable(): boolean {
+    return this.options.barrier !== undefined || this.options.clusterDurability !== undefined;
+  }
+
   private get recordTtl(): string {
-    return this.options.barrier ? this.pendingTtl : this.ttl;
+    return this.durable ? this.pendingTtl : this.ttl;
   }
 
   private get recordState(): string {
-    return this.options.barrier ? STATE_PENDING : STATE_DONE;
+    return this.durable ? STATE_PENDING : STATE_DONE;
   }
 
   /**
@@ -215,13 +221,18 @@ export class OrderWriter {
     this.queued.clear();
     for (const group of groups) this.options.metrics?.acceptCallOrders.observe(group.length);
     const redis = this.options.redis;
+    const onCluster = this.options.clusterDurability;
+    if (onCluster) {
+      for (const group of groups) this.sendToMaster(group, onCluster);
+      return;
+    }
     if (redis.isCluster) {
       for (const group of groups) {
         (this.traced
           ? redis.surgeAcceptTraced(...this.acceptArgs(group))
           : redis.surgeAccept(...this.acceptArgs(group))
         ).then(
-          (reply) => this.settle(group, reply),
+          (reply) => this.settle(group, reply, undefined),
           (err: unknown) => this.fail(group, err),
         );
       }
@@ -236,7 +247,7 @@ export class OrderWriter {
         groups.forEach((group, i) => {
           const [err, reply] = results?.[i] ?? [new Error('no reply for this call')];
           if (err) this.fail(group, err);
-          else this.settle(group, reply as string[]);
+          else this.settle(group, reply as string[], this.options.barrier);
         });
       },
       (err: unknown) => {
@@ -244,6 +255,31 @@ export class OrderWriter {
       },
     );
   };
+
+  /**
+   * Durable mode on Cluster: the call runs on the connection to the master serving the shard's
+   * slot, and that connection's barrier confirms it. Not followed when redirected: the write
+   * would then be on another connection, which this barrier does not cover; the orders get 503
+   * and the slot table is refreshed for the retry.
+   */
+  private sendToMaster(group: readonly Queued[], onCluster: ClusterDurability): void {
+    const target = onCluster.route(group[0]?.order.streamKey ?? '');
+    if (!target) {
+      this.fail(group, new Error('no known master for the shard’s slot (cluster topology changing)'));
+      return;
+    }
+    const { node, barrier } = target;
+    (this.traced
+      ? node.surgeAcceptTraced(...this.acceptArgs(group))
+      : node.surgeAccept(...this.acceptArgs(group))
+    ).then(
+      (reply) => this.settle(group, reply, barrier),
+      (err: unknown) => {
+        onCluster.refresh();
+        this.fail(group, err);
+      },
+    );
+  }
 
   /** ACCEPT_LUA's numKeys, keys and arguments for one group (orders of one shard). */
   private acceptArgs(group: readonly Queued[]): [number, ...string[]] {
@@ -272,9 +308,8 @@ export class OrderWriter {
     for (const q of group) q.done(unknownOutcome(err));
   }
 
-  /** Hands each order of a group the outcome ACCEPT_LUA reported for it. */
-  private settle(group: readonly Queued[], reply: readonly string[]): void {
-    const barrier = this.options.barrier;
+  /** Hands each order of a group the outcome ACCEPT_LUA reported for it; `barrier` in durable mode. */
+  private settle(group: readonly Queued[], reply: readonly string[], barrier: DurabilityBarrier | undefined): void {
     for (let j = 0; j < group.length; j++) {
       const { order: p, done } = group[j]!;
       const answer = reply[j] ?? '';

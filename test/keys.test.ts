@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { shardFor } from '../common/keys.js';
+import { idemKey, shardFor, streamKey } from '../common/keys.js';
+import { keySlot } from '../common/redis.js';
 
 function reference(clientId: string, key: string, shards: number): number {
   const s = `${clientId}\u0000${key}`;
@@ -34,5 +35,28 @@ test('shardFor equals FNV-1a over `client NUL key` for any strings and shard cou
       },
     ),
     { numRuns: 2000 },
+  );
+});
+
+// keySlot routes durable-mode accept calls on Redis Cluster; test/faults/redis-cluster.test.ts
+// also compares it with CLUSTER KEYSLOT on a real cluster.
+test('keySlot: CRC16 (XMODEM) mod 16384, over the hash tag when there is a non-empty one', () => {
+  assert.equal(keySlot('123456789'), 0x31c3); // the CRC16 check value of the Redis Cluster spec
+  assert.equal(keySlot('{user1000}.following'), keySlot('{user1000}.followers'));
+  assert.equal(keySlot('foo{bar}{zap}'), keySlot('bar'));
+  assert.equal(keySlot('foo{{bar}}zap'), keySlot('{bar'));
+  assert.equal(keySlot('foo{}{bar}'), keySlot('foo{}{bar}'));
+  assert.notEqual(keySlot('foo{}{bar}'), keySlot('bar'), 'an empty tag hashes the whole key');
+  assert.equal(keySlot('surge:{s0}:orders'), 11097);
+  // Its UTF-8 bytes, as Redis hashes them (the UTF-16 code unit would give 11271).
+  assert.equal(keySlot('é'), 10180);
+});
+
+test('keySlot: a shard stream and its idempotency records share one slot for any prefix and key', () => {
+  fc.assert(
+    fc.property(fc.string(), fc.nat(63), fc.string(), fc.string(), (prefix, shard, client, key) => {
+      fc.pre(!prefix.includes('{'));
+      assert.equal(keySlot(idemKey(prefix, shard, client, key)), keySlot(streamKey(prefix, shard)));
+    }),
   );
 });
