@@ -136,6 +136,21 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
     ],
   },
   {
+    name: 'maintenance-memory',
+    script: 'maintenance-memory',
+    description:
+      '`surge maintenance` in-process at a short tick: heap after a forced GC and RSS per 1,000 job runs, ' +
+      'optionally a heap snapshot diff by constructor',
+    options: [
+      o('--runs <n>', 'job runs in all', '20000'),
+      o('--warmup-runs <n>', 'runs before the baseline sample', '2000'),
+      o('--sample-runs <n>', 'runs between samples', '1000'),
+      o('--interval-ms <n>', 'tick of all four jobs (maintenance and retention intervals)', '100'),
+      o('--shards <n>', 'SURGE_SHARDS', '4'),
+      o('--snapshot-dir <dir>', 'write heap snapshots there (baseline, end) and print their diff'),
+    ],
+  },
+  {
     name: 'record-memory',
     script: 'record-memory',
     description: 'Redis memory per idempotency record, on a private redis-server',
