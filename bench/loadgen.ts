@@ -86,6 +86,7 @@ export interface Tick extends Counts {
   /** Whole seconds since the generator started. */
   second: number;
   phase: number;
+  /** Submissions outstanding, time-averaged over the second (arrivals late from the timer included). */
   inFlight: number;
   p50Ms: number;
   p99Ms: number;
@@ -227,6 +228,14 @@ export async function runGenerator(
   const errorSamples: string[] = [];
   const recent: string[] = [];
   let outstanding = 0;
+  // Submissions outstanding integrated over time (ms), for the tick's time-mean: a sample at the
+  // tick would fall at the same phase of the arrival timer every second and miss the bursts.
+  let outstandingArea = 0;
+  let areaAt = performance.now();
+  const integrate = (now: number) => {
+    outstandingArea += outstanding * (now - areaAt);
+    areaAt = now;
+  };
   let total = 0;
   // Connections in use, and the submissions waiting for one (FIFO; `waitHead` is the next).
   let busy = 0;
@@ -353,14 +362,26 @@ export async function runGenerator(
       recent.push(key);
       if (recent.length > 1024) recent.shift();
     }
+    const now = performance.now();
+    integrate(now);
+    // Late from the arrival timer: the submission was already waiting (latency counts from
+    // `intended`), so it was in the system, on the generator's side, since then.
+    outstandingArea += Math.max(0, now - intended);
     outstanding++;
     void submit(key, phase, intended).finally(() => {
+      integrate(performance.now());
       outstanding--;
     });
   };
 
+  let tickAt = performance.now();
   const tickTimer = setInterval(() => {
     second++;
+    const now = performance.now();
+    integrate(now);
+    const inFlight = now > tickAt ? outstandingArea / (now - tickAt) : outstanding;
+    outstandingArea = 0;
+    tickAt = now;
     emit({
       type: 'tick',
       tick: {
@@ -368,7 +389,7 @@ export async function runGenerator(
         second,
         phase: currentPhase,
         ...win,
-        inFlight: outstanding,
+        inFlight,
         p50Ms: windowHist.totalCount ? windowHist.getValueAtPercentile(50) / 1000 : 0,
         p99Ms: windowHist.totalCount ? windowHist.getValueAtPercentile(99) / 1000 : 0,
         maxMs: windowHist.totalCount ? windowHist.maxValue / 1000 : 0,

@@ -223,7 +223,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       `[${o.label} ${s.t}s${s.draining ? ' drain' : ''}] ` +
       `offered ${s.offered}/s accepted ${s.accepted}/s committed ${s.committed}/s ` +
       `backlog ${fmt(s.backlog)} (${fmt(s.backlogAgeSeconds, 1)} s) accept p99 ${fmt(s.acceptP99Ms, 1)} ms ` +
-      `errors ${s.errors} dropped ${s.dropped} in-flight ${s.inFlight}`;
+      `errors ${s.errors} dropped ${s.dropped} in-flight ${Math.round(s.inFlight)}`;
 
     let sideBusy = false;
     const loopDelays: Array<{ t: number; p99Ms: number }> = [];

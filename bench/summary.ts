@@ -269,7 +269,7 @@ export function littleChecks(
       mean(steady.map((s) => s.accepted + s.replayed + s.failed)),
       acceptMeanMs / 1000,
       mean(steady.map((s) => s.inFlight)),
-      'L = submissions in flight in the generator at each tick, ' +
+      'L = submissions outstanding in the generator, time-averaged over each second, ' +
         'λ = answers per second, W = mean accept latency from the intended send time',
     );
   }
