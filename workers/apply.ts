@@ -92,8 +92,24 @@ export interface BatchOutcome {
   /** Entries to move to the DLQ stream (their dead_letters rows are committed). */
   deadLetters: BatchDeadLetter[];
   stats: ApplyStats;
+  /**
+   * The orders this batch's transactions inserted, as committed: the outcome publisher reads
+   * PostgreSQL only for the rest (duplicates of orders committed before).
+   */
+  committed: CommittedOrder[];
   /** What the batch did, for its spans (traced tasks only). */
   steps?: BatchSteps;
+}
+
+/** An order a batch inserted, as committed. */
+export interface CommittedOrder {
+  /** The entry its row was inserted from. */
+  entryId: string;
+  status: 'applied' | 'rejected';
+  /** Why it was rejected. */
+  reason?: string;
+  /** The orders row's applied_at, ISO 8601. */
+  appliedAt: string;
 }
 
 export interface ApplyOptions {
@@ -276,6 +292,7 @@ export async function applyBatch(
     endToEndMs: [],
   };
   const deadLetters = [...encoded.deadLetters];
+  const committed: CommittedOrder[] = [];
   // After a structured clone (main-thread placement) the buffers arrive as plain Uint8Arrays.
   const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
   const staged: StagedBatch = { rows: encoded.rows, orders: asBuffer(encoded.copy), rowEnds: encoded.rowEnds };
@@ -302,7 +319,7 @@ export async function applyBatch(
   const applyRange = async (lo: number, hi: number): Promise<void> => {
     if (lo >= hi) return;
     try {
-      await withRetry(() => transaction(pool, task.stream, staged, lo, hi, stats, rec));
+      await withRetry(() => transaction(pool, task.stream, staged, lo, hi, stats, rec, committed));
     } catch (e) {
       const c = classifyError(e);
       if (c.kind !== 'permanent') throw e;
@@ -336,14 +353,14 @@ export async function applyBatch(
   } catch (e) {
     if (!(e instanceof RetryBudgetExceeded)) throw e;
     stats.applyMs = performance.now() - started;
-    const gaveUp = { gaveUp: { sqlstate: e.sqlstate, message: e.message }, ack: [], deadLetters: [], stats };
+    const gaveUp = { gaveUp: { sqlstate: e.sqlstate, message: e.message }, ack: [], deadLetters: [], stats, committed };
     return rec ? { ...gaveUp, steps: rec.finish() } : gaveUp;
   }
   stats.deadLettered = deadLetters.length;
   stats.applyMs = performance.now() - started;
   const dead = new Set(deadLetters.map((d) => d.id));
   const ack = task.entries.filter((e) => !dead.has(e.id)).map((e) => e.id);
-  return rec ? { ack, deadLetters, stats, steps: rec.finish() } : { ack, deadLetters, stats };
+  return rec ? { ack, deadLetters, stats, committed, steps: rec.finish() } : { ack, deadLetters, stats, committed };
 }
 
 /** One transaction over rows [lo, hi): BEGIN + COPY, insert orders and lines, reserve stock, COMMIT. */
@@ -355,6 +372,7 @@ async function transaction(
   hi: number,
   stats: ApplyStats,
   rec: StepRecorder | undefined,
+  committed: CommittedOrder[],
 ): Promise<void> {
   const client = await pool.connect();
   const orders = hi - lo;
@@ -374,15 +392,27 @@ async function transaction(
     rec?.step('stage', orders);
     await copyIn(client, sqlFile('apply/copy_stage'), slice(batch.orders, batch.rowEnds, lo, hi));
     rec?.step('insert', orders);
-    const inserted = await client.query<{ id: string; entry_id: string }>(sqlFile('apply/insert_orders'), [stream]);
+    const inserted = await client.query<{ id: string; entry_id: string; applied_at: Date }>(
+      sqlFile('apply/insert_orders'),
+      [stream],
+    );
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
     const rows = batch.rows.slice(lo, hi);
     rec?.done();
-    const rejected = await reserveStock(client, rows, idOf, rec);
+    const rejectedIds = await reserveStock(client, rows, idOf, rec);
     rec?.step('commit', orders);
     await client.query('COMMIT');
     rec?.done();
     const committedAt = Date.now();
+    const rejected = rejectedIds.size;
+    for (const r of inserted.rows) {
+      const appliedAt = r.applied_at.toISOString();
+      committed.push(
+        rejectedIds.has(r.id)
+          ? { entryId: r.entry_id, status: 'rejected', reason: STOCK_REASON, appliedAt }
+          : { entryId: r.entry_id, status: 'applied', appliedAt },
+      );
+    }
     stats.commits++;
     stats.inserted += idOf.size - rejected;
     stats.rejected += rejected;
@@ -406,15 +436,15 @@ async function transaction(
  * Locks the inventory rows of the inserted orders' SKUs (sku order) and takes the whole batch's
  * stock at once when it all fits (reserve_all.sql). Otherwise serves the orders in stream order
  * all-or-nothing under those locks, writes the decrements and marks the orders that could not be
- * filled. Returns how many were rejected.
+ * filled. Returns the ids of the rejected ones.
  */
 async function reserveStock(
   client: PoolClient,
   rows: readonly StagedRow[],
   idOf: ReadonlyMap<string, string>,
   rec: StepRecorder | undefined,
-): Promise<number> {
-  if (idOf.size === 0) return 0;
+): Promise<ReadonlySet<string>> {
+  if (idOf.size === 0) return NONE;
   // Units of each SKU the inserted orders need in all.
   const wanted = new Map<string, number>();
   for (const row of rows) {
@@ -429,7 +459,7 @@ async function reserveStock(
     [[...wanted.keys()], [...wanted.values()].map(String)],
   );
   rec?.done();
-  if (locked.rows.length === 0 || locked.rows[0]?.reserved) return 0;
+  if (locked.rows.length === 0 || locked.rows[0]?.reserved) return NONE;
   const available = new Map(locked.rows.map((r) => [r.sku, BigInt(r.available)]));
   const taken = new Map<string, bigint>();
   const rejectedIds: string[] = [];
@@ -461,8 +491,10 @@ async function reserveStock(
   }
   if (rejectedIds.length > 0) await client.query(sqlFile('apply/reject_orders'), [rejectedIds, STOCK_REASON]);
   rec?.done();
-  return rejectedIds.length;
+  return new Set(rejectedIds);
 }
+
+const NONE: ReadonlySet<string> = new Set();
 
 /** The stock left of a SKU in `need`: only SKUs with a locked inventory row get there. */
 function stockOf(available: ReadonlyMap<string, bigint>, sku: string): bigint {

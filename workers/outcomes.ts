@@ -57,16 +57,35 @@ export class OutcomePublisher {
 
   /**
    * Publishes the outcome of every entry of a committed batch and acknowledges the applied ones
-   * in the same call (the acker's XACK of them is then a no-op). Throws when PostgreSQL or Redis
-   * fails: the entries stay pending and come back.
+   * in the same call (the acker's XACK of them is then a no-op). The orders this batch inserted
+   * are published as it committed them; PostgreSQL is read only for the others (duplicates of
+   * orders committed before, dead letters). Throws when PostgreSQL or Redis fails: the entries
+   * stay pending and come back.
    */
-  async publish(shard: number, entries: readonly TaskEntry[], outcome: Pick<BatchOutcome, 'ack' | 'deadLetters'>) {
+  async publish(
+    shard: number,
+    entries: readonly TaskEntry[],
+    outcome: Pick<BatchOutcome, 'ack' | 'deadLetters' | 'committed'>,
+  ) {
     const { redisPrefix: prefix } = this.config;
     const byId = new Map(entries.map((e) => [e.id, e]));
     const keyOf = (id: string) => {
       const fields = byId.get(id)?.fields;
       return { client: entryField(fields, ENTRY_FIELD.client), key: entryField(fields, ENTRY_FIELD.key) };
     };
+    const committed = new Map<string, Outcome>();
+    for (const c of outcome.committed) {
+      const { client, key } = keyOf(c.entryId);
+      if (client === undefined || key === undefined) continue;
+      committed.set(`${client}\n${key}`, {
+        clientId: client,
+        idempotencyKey: key,
+        status: c.status,
+        ...(c.reason !== undefined ? { reason: c.reason } : {}),
+        orderRef: `s${shard}-${c.entryId}`,
+        appliedAt: c.appliedAt,
+      });
+    }
     // Dead letters are looked up too: an entry dead-lettered after its order committed (its
     // deliveries ran out while its ack kept failing) reports the committed state.
     const clients: string[] = [];
@@ -74,12 +93,12 @@ export class OutcomePublisher {
     const named = new Set<string>();
     for (const id of [...outcome.ack, ...outcome.deadLetters.map((d) => d.id)]) {
       const { client, key } = keyOf(id);
-      if (client === undefined || key === undefined || named.has(`${client}\n${key}`)) continue;
-      named.add(`${client}\n${key}`);
+      const name = `${client}\n${key}`;
+      if (client === undefined || key === undefined || named.has(name) || committed.has(name)) continue;
+      named.add(name);
       clients.push(client);
       keys.push(key);
     }
-    const committed = new Map<string, Outcome>();
     if (clients.length > 0) {
       const rows = await this.pool.query<OrderRow>(sqlFile('outcomes/select_orders'), [clients, keys]);
       for (const row of rows.rows)
