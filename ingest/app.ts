@@ -14,8 +14,9 @@ import type { Authenticator } from './auth.js';
 import type { Backpressure } from './backpressure.js';
 import { openApiDocument, ROUTE_SPECS, type RouteSpec } from './contract.js';
 import { OrderIntake } from './intake.js';
+import { type LongPollDeps, longPoll } from './long-poll.js';
 import type { OutcomeWaiters } from './outcomes.js';
-import { MAX_WAIT_SECONDS, type Outcome, type OrderState } from '../common/outcome.js';
+import { MAX_WAIT_SECONDS, type OrderState } from '../common/outcome.js';
 import {
   createIngestServer,
   createPipeline,
@@ -46,7 +47,7 @@ export interface IngestAppDeps extends PipelineDeps {
   writer: OrderWriter;
   metrics: IngestMetrics;
   /** Wakes `?wait` requests when their order's outcome is published. */
-  outcomes: Pick<OutcomeWaiters, 'wait'>;
+  outcomes: Pick<OutcomeWaiters, 'wait' | 'whenReady'>;
   /** Parses, checks and prepares a `:batch` body (on a thread when configured: ingest/batch.ts). */
   prepareBatch: (body: Buffer, contentType: string, clientId: string) => Promise<PreparedBatch>;
 }
@@ -208,40 +209,27 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
         return;
       }
       const clientId = clientOf(x);
-      // Registered before the lookup: an outcome published in between still wakes it.
-      const waiter = wait > 0 ? deps.outcomes.wait(clientId, key, wait * 1000) : undefined;
-      x.res.once('close', () => waiter?.cancel());
-      const unavailable = (err: unknown) => {
-        waiter?.cancel();
-        logger.error({ reqId: x.reqId, err }, 'order lookup failed');
-        sendProblem(
-          x,
-          deps,
-          problem(503, 'unavailable', 'Order state unavailable', 'PostgreSQL or Redis cannot be reached'),
-          retryAfter(),
-        );
-      };
-      if (waiter) await waiter.ready;
-      const lookup = lookupOrder(deps, clientId, key);
-      if (waiter) {
-        // The lookup may queue for a pool connection behind many others; a published outcome
-        // is final, so when it comes first it is the answer.
-        const early = await Promise.race([lookup.then(noOutcome, noOutcome), waiter.outcome]);
-        if (early) {
-          lookup.catch(() => {});
-          sendJson(x, deps, 200, JSON.stringify(outcomeState(early)));
-          return;
-        }
+      if (wait > 0) {
+        longPoll(polls, x, clientId, key, wait * 1000);
+        return;
       }
       let state: OrderState | undefined;
       try {
-        state = await lookup;
+        state = await lookupOrder(deps, clientId, key);
       } catch (err) {
-        unavailable(err);
+        polls.unavailable(x, err);
         return;
       }
-      if (!state) {
-        waiter?.cancel();
+      polls.answer(x, state);
+    },
+  };
+
+  const polls: LongPollDeps = {
+    outcomes: deps.outcomes,
+    lookup: (clientId, key) => lookupOrder(deps, clientId, key),
+    answer(x, state) {
+      if (state) sendJson(x, deps, 200, JSON.stringify(state));
+      else
         sendProblem(
           x,
           deps,
@@ -252,22 +240,20 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
             'no order with this Idempotency-Key for this client (or its record expired)',
           ),
         );
-        return;
-      }
-      if (waiter && state.status === 'queued') {
-        const outcome = await waiter.outcome;
-        if (outcome) state = outcomeState(outcome);
-        else if (!x.res.destroyed) {
-          // The wait ended: the state now (it may have become final without a notice reaching us).
-          try {
-            state = (await lookupOrder(deps, clientId, key)) ?? state;
-          } catch (err) {
-            unavailable(err);
-            return;
-          }
-        }
-      } else waiter?.cancel();
-      sendJson(x, deps, 200, JSON.stringify(state));
+    },
+    unavailable(x, err) {
+      logger.error({ reqId: x.reqId, err }, 'order lookup failed');
+      sendProblem(
+        x,
+        deps,
+        problem(503, 'unavailable', 'Order state unavailable', 'PostgreSQL or Redis cannot be reached'),
+        retryAfter(),
+      );
+    },
+    failed(x, err) {
+      logger.error({ reqId: x.reqId, err, route: x.route }, 'request failed');
+      if (x.res.headersSent) x.res.destroy();
+      else sendProblem(x, deps, problem(500, 'internal', 'Internal error'));
     },
   };
 
@@ -299,19 +285,6 @@ function waitSeconds(query: string): number | undefined {
   if (raw === null || raw === '') return 0;
   const n = Number(raw);
   return Number.isFinite(n) && n >= 0 && n <= MAX_WAIT_SECONDS ? n : undefined;
-}
-
-const noOutcome = (): undefined => undefined;
-
-/** The state a published outcome answers with, as lookupOrder would read it. */
-function outcomeState(o: Outcome): OrderState {
-  return {
-    idempotency_key: o.idempotencyKey,
-    status: o.status,
-    ...(o.orderRef !== undefined ? { order_ref: o.orderRef } : {}),
-    ...(o.reason !== undefined ? { reason: o.reason } : {}),
-    ...(o.appliedAt !== undefined ? { applied_at: o.appliedAt } : {}),
-  };
 }
 
 /** PostgreSQL first (the final word), then dead letters, then the Redis record. */

@@ -15,6 +15,7 @@ import type { Authenticator } from '../ingest/auth.js';
 import type { Backpressure, OverloadReason } from '../ingest/backpressure.js';
 import { Door } from '../ingest/door.js';
 import type { Route } from '../ingest/pipeline.js';
+import type { Waiter } from '../ingest/outcomes.js';
 import { PROBLEM_BASE, PROBLEM_SLUGS } from '../ingest/requests.js';
 import type { OrderWriter, PreparedOrder, WriteOutcome } from '../ingest/writer.js';
 import { http } from './support/http.js';
@@ -58,7 +59,7 @@ function standIns() {
     metrics,
     logger: createLogger('silent', 'ingest-route-test'),
     prepareBatch: async () => ({ ok: true, count: 0, prepared: [], indexes: [], invalid: [] }),
-    outcomes: { wait: () => ({ outcome: Promise.resolve(undefined), cancel: () => {}, ready: Promise.resolve() }) },
+    outcomes: { wait: () => ({ waiting: false, cancel: () => {} }) as unknown as Waiter, whenReady: (fn) => fn() },
     draining: () => state.draining,
     // Not started: the test sets the event-loop delay it reads.
     door: new Door({ ingestMaxInFlight: 1000, ingestMaxEventLoopDelayMs: 50 }),
