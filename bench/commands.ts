@@ -91,10 +91,10 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
     script: 'wait',
     description:
       'long polls of GET /v1/orders/:key?wait=: ingest RSS while N requests wait on queued orders, ' +
-      'then the delay from each order applied to its answer, draining and at a steady rate',
+      'then the delay from each order COMMIT to its answer, draining and at a steady rate',
     options: [
       o('--waiters <n>', 'concurrent long polls held on queued orders', '10000'),
-      o('--rate <n>', 'orders per second of the steady step', '500'),
+      o('--rate <n>', 'orders per second of the steady step', '1500'),
       o('--seconds <s>', 'seconds of the steady step', '10'),
     ],
   },

@@ -1,19 +1,28 @@
 // `surge bench wait` (`npm run bench:wait`): the long-poll of GET /v1/orders/:key?wait= on one ingest process.
 //   1. hold: N orders queued with no worker running, N concurrent `?wait=60` requests open on
 //      them — ingest's RSS before and while they wait; then a worker starts, the orders apply
-//      and every answer's delay after its order's applied_at (set just before COMMIT, so an upper
-//      bound of COMMIT → answer) is recorded (the backlog drains at the worker's full rate);
+//      and every answer's delay after its order's COMMIT is recorded (the backlog drains at the
+//      worker's full rate);
 //   2. steady: orders submitted at a fixed rate with the worker running, each followed at once
 //      by a `?wait=30`; the same delay per order.
-// Options: --waiters N (10000), --rate R (orders/s of step 2, 500), --seconds S (10).
+// COMMIT itself leaves no timestamp, so the delay is bracketed by two that do, on the one host
+// clock: the order's applied_at (set at its INSERT, before COMMIT: an upper bound) and its outcome
+// entry's id (the time the worker published it, after COMMIT: a lower bound, which leaves out the
+// worker's publish). The generator's own event-loop delay is reported with them: when it is
+// large, the answers waited in the generator, not in Surge.
+// Options: --waiters N (10000), --rate R (orders/s of step 2, 1500: half the maximum sustainable
+// rate of `surge bench compare`), --seconds S (10).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { SurgeClient } from '../client/index.js';
 import { createClient } from '../common/clients.js';
+import { allOutcomeKeys } from '../common/keys.js';
 import { freePort } from '../common/net.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv } from '../devkit/scratch.js';
@@ -27,13 +36,14 @@ checkScriptArgs('wait');
 const { values } = parseArgs({
   options: {
     waiters: { type: 'string', default: '10000' },
-    rate: { type: 'string', default: '500' },
+    rate: { type: 'string', default: '1500' },
     seconds: { type: 'string', default: '10' },
   },
 });
 const WAITERS = Number(values.waiters);
 const RATE = Number(values.rate);
 const SECONDS = Number(values.seconds);
+const SHARDS = 4;
 
 function rssMb(pid: number | undefined): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -61,9 +71,55 @@ function summary(delays: number[]): string {
   return `n ${s.length}, p50 ${percentile(s, 50)} ms, p99 ${percentile(s, 99)} ms, max ${s.at(-1)} ms`;
 }
 
+/** An answered long poll: when the answer arrived and its order's applied_at (ms since the epoch). */
+interface Answer {
+  key: string;
+  at: number;
+  appliedAt: number;
+}
+
+/** Each order's publish time: its outcome entry's id (ms since the epoch, Redis's clock on this host). */
+async function publishTimes(redisUrl: string, prefix: string, shards: number): Promise<Map<string, number>> {
+  const redis = new Redis(redisUrl);
+  const out = new Map<string, number>();
+  try {
+    for (const stream of allOutcomeKeys(prefix, shards))
+      for (const [id, fields] of await redis.xrange(stream, '-', '+')) {
+        const key = fields[fields.indexOf('key') + 1];
+        if (key !== undefined && !out.has(key)) out.set(key, Number(id.slice(0, id.indexOf('-'))));
+      }
+  } finally {
+    redis.disconnect();
+  }
+  return out;
+}
+
+/** The delays of answered long polls from COMMIT's two brackets, and the worker's share. */
+function delays(answers: readonly Answer[], published: ReadonlyMap<string, number>): string {
+  const upper = answers.map((a) => a.at - a.appliedAt);
+  const lower: number[] = [];
+  const worker: number[] = [];
+  for (const a of answers) {
+    const p = published.get(a.key);
+    if (p === undefined) continue;
+    lower.push(a.at - p);
+    worker.push(p - a.appliedAt);
+  }
+  return (
+    `    applied_at → answer (upper bound): ${summary(upper)}\n` +
+    `    published → answer (lower bound): ${summary(lower)}\n` +
+    `    applied_at → published (the worker's share): ${summary(worker)}`
+  );
+}
+
+/** The generator's event-loop delay, p99 and max (ms). */
+function loopDelay(h: ReturnType<typeof monitorEventLoopDelay>): string {
+  return `generator event-loop delay p99 ${(h.percentile(99) / 1e6).toFixed(0)} ms, max ${(h.max / 1e6).toFixed(0)} ms`;
+}
+
 /**
- * One long poll; resolves with the ms from its order's applied_at to the answer, or the failure.
- * `sent` hears the request written on its connection.
+ * One long poll; resolves with its answer, or the failure. `sent` hears the request written on
+ * its connection.
  */
 function longPoll(
   agent: Agent,
@@ -72,7 +128,7 @@ function longPoll(
   key: string,
   wait: number,
   sent: () => void = () => {},
-): Promise<number | string> {
+): Promise<Answer | string> {
   return new Promise((resolve) => {
     const req = request(
       `${url}/v1/orders/${encodeURIComponent(key)}?wait=${wait}`,
@@ -85,7 +141,7 @@ function longPoll(
           const body = JSON.parse(Buffer.concat(chunks).toString()) as { status: string; applied_at?: string };
           if (res.statusCode !== 200 || body.status === 'queued' || !body.applied_at)
             resolve(`${res.statusCode} ${body.status}`);
-          else resolve(at - Date.parse(body.applied_at));
+          else resolve({ key, at, appliedAt: Date.parse(body.applied_at) });
         });
       },
     );
@@ -96,7 +152,7 @@ function longPoll(
 }
 
 async function main(): Promise<void> {
-  const scratch = await createTestEnv({ SURGE_LOG_LEVEL: 'warn', SURGE_SHARDS: '4' });
+  const scratch = await createTestEnv({ SURGE_LOG_LEVEL: 'warn', SURGE_SHARDS: String(SHARDS) });
   const pool = new pg.Pool({ connectionString: scratch.db.url, max: 1 });
   const children: ChildProcess[] = [];
   try {
@@ -121,7 +177,7 @@ async function main(): Promise<void> {
     const agent = new Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
     // Opened in steps, each written before the next: thousands of connects at once overflow the
     // listen backlog, and a connect retried a second later would count as answer delay.
-    const polls: Array<Promise<number | string>> = [];
+    const polls: Array<Promise<Answer | string>> = [];
     const STEP = 250;
     for (let i = 0; i < keys.length; i += STEP) {
       let written = 0;
@@ -142,23 +198,32 @@ async function main(): Promise<void> {
       peak = Math.max(peak, rssMb(ingest.pid));
       await new Promise((r) => setTimeout(r, 100));
     }
+    const holdLoop = monitorEventLoopDelay({ resolution: 10 });
+    holdLoop.enable();
     const worker = spawnRole('work', env);
     children.push(worker);
     const answers = await Promise.all(polls);
-    const holdDelays = answers.filter((a): a is number => typeof a === 'number');
-    const holdFailures = answers.filter((a) => typeof a !== 'number');
+    holdLoop.disable();
+    const holdAnswers = answers.filter((a): a is Answer => typeof a !== 'string');
+    const holdFailures = answers.filter((a) => typeof a === 'string');
     agent.destroy();
+    const holdPublished = await publishTimes(scratch.redisUrl, scratch.prefix, SHARDS);
     console.log(`# bench:wait (${new Date().toISOString()})`);
     console.log(`hold: ${WAITERS} concurrent ?wait=60 on queued orders; ingest RSS ${before.toFixed(1)} MB before, `);
     console.log(`  peak ${peak.toFixed(1)} MB while they wait: growth ${(peak - before).toFixed(1)} MB`);
     console.log(
-      `  applied_at → answer once a worker drains them: ${summary(holdDelays)}; failures ${holdFailures.length}`,
+      `  COMMIT → answer once a worker drains them; failures ${holdFailures.length}, ${loopDelay(holdLoop)}:`,
     );
+    console.log(delays(holdAnswers, holdPublished));
 
     // 2. steady
-    const steadyDelays: number[] = [];
+    const steadyAnswers: Answer[] = [];
     const steadyFailures: string[] = [];
-    const steadyAgent = new Agent({ keepAlive: true, maxSockets: 256 });
+    // No socket limit: a long poll holds its connection, and a request queued in the agent behind
+    // one would count the queueing as answer delay.
+    const steadyAgent = new Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFINITY });
+    const steadyLoop = monitorEventLoopDelay({ resolution: 10 });
+    steadyLoop.enable();
     const started = Date.now();
     const pending: Array<Promise<void>> = [];
     for (let i = 0; i < RATE * SECONDS; i++) {
@@ -172,19 +237,23 @@ async function main(): Promise<void> {
             .submit(order, { key })
             .then(() => longPoll(steadyAgent, url, apiKey, key, 30))
             .catch((e: Error) => `submit: ${e.message}`);
-          if (typeof r === 'number') steadyDelays.push(r);
-          else steadyFailures.push(r);
+          if (typeof r === 'string') steadyFailures.push(r);
+          else steadyAnswers.push(r);
         })(),
       );
     }
+    const lastSubmitted = Date.now();
     await Promise.all(pending);
-    const achieved = (RATE * SECONDS * 1000) / (Date.now() - started);
+    const submitted = (RATE * SECONDS * 1000) / (lastSubmitted - started);
+    steadyLoop.disable();
     steadyAgent.destroy();
+    const steadyPublished = await publishTimes(scratch.redisUrl, scratch.prefix, SHARDS);
 
     console.log(
-      `steady: ${RATE}/s for ${SECONDS} s (achieved ${achieved.toFixed(0)}/s), each followed by ?wait=30: ` +
-        `applied_at → answer ${summary(steadyDelays)}; failures ${steadyFailures.length} ${steadyFailures.slice(0, 3).join('; ')}`,
+      `steady: ${RATE}/s for ${SECONDS} s (submissions sent at ${submitted.toFixed(0)}/s), each followed by ?wait=30; ` +
+        `failures ${steadyFailures.length} ${steadyFailures.slice(0, 3).join('; ')}, ${loopDelay(steadyLoop)}:`,
     );
+    console.log(delays(steadyAnswers, steadyPublished));
   } finally {
     for (const c of children) await stopChild(c);
     await pool.end();
