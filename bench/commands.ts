@@ -96,6 +96,8 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
       o('--waiters <n>', 'concurrent long polls held on queued orders', '10000'),
       o('--rate <n>', 'orders per second of the steady step', '1500'),
       o('--seconds <s>', 'seconds of the steady step', '10'),
+      o('--wait-every <k>', 'steady step: one order in k followed by a long poll', '10'),
+      o('--floor', "instead: a bare node:http server's RSS growth while it holds as many requests"),
     ],
   },
   {

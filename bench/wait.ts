@@ -3,15 +3,19 @@
 //      them — ingest's RSS before and while they wait; then a worker starts, the orders apply
 //      and every answer's delay after its order's COMMIT is recorded (the backlog drains at the
 //      worker's full rate);
-//   2. steady: orders submitted at a fixed rate with the worker running, each followed at once
-//      by a `?wait=30`; the same delay per order.
+//   2. steady: orders submitted at a fixed rate with the worker running, one in every
+//      --wait-every followed at once by a `?wait=30`; the same delay per waited order. The
+//      orders are the load; the waits sample its delay, so the generator (one process on the
+//      same cores) is not the limit — its event-loop delay is reported to show it is not.
 // COMMIT itself leaves no timestamp, so the delay is bracketed by two that do, on the one host
 // clock: the order's applied_at (set at its INSERT, before COMMIT: an upper bound) and its outcome
 // entry's id (the time the worker published it, after COMMIT: a lower bound, which leaves out the
 // worker's publish). The generator's own event-loop delay is reported with them: when it is
 // large, the answers waited in the generator, not in Surge.
+// --floor measures instead what node:http itself costs: the RSS growth of a bare server (no
+// routes, no Redis, no PostgreSQL) while it holds as many requests, opened the same way.
 // Options: --waiters N (10000), --rate R (orders/s of step 2, 1500: half the maximum sustainable
-// rate of `surge bench compare`), --seconds S (10).
+// rate of `surge bench compare`), --seconds S (10), --wait-every K (10).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -38,11 +42,14 @@ const { values } = parseArgs({
     waiters: { type: 'string', default: '10000' },
     rate: { type: 'string', default: '1500' },
     seconds: { type: 'string', default: '10' },
+    'wait-every': { type: 'string', default: '10' },
+    floor: { type: 'boolean', default: false },
   },
 });
 const WAITERS = Number(values.waiters);
 const RATE = Number(values.rate);
 const SECONDS = Number(values.seconds);
+const WAIT_EVERY = Number(values['wait-every']);
 const SHARDS = 4;
 
 function rssMb(pid: number | undefined): number {
@@ -151,6 +158,85 @@ function longPoll(
   });
 }
 
+/**
+ * Opens one long poll per key, in steps, each written before the next: thousands of connects at
+ * once overflow the listen backlog, and a connect retried a second later would count as answer
+ * delay.
+ */
+async function openPolls(agent: Agent, url: string, apiKey: string, keys: readonly string[]) {
+  const polls: Array<Promise<Answer | string>> = [];
+  const STEP = 250;
+  for (let i = 0; i < keys.length; i += STEP) {
+    let written = 0;
+    const step = keys.slice(i, i + STEP);
+    await new Promise<void>((resolve) => {
+      for (const key of step)
+        polls.push(
+          longPoll(agent, url, apiKey, key, 60, () => {
+            if (++written === step.length) resolve();
+          }),
+        );
+    });
+  }
+  return polls;
+}
+
+/** The highest RSS of `pid` over a second, after a second's settle (ingest reads the last requests). */
+async function peakRss(pid: number | undefined): Promise<number> {
+  await new Promise((r) => setTimeout(r, 1000));
+  let peak = 0;
+  for (let i = 0; i < 10; i++) {
+    peak = Math.max(peak, rssMb(pid));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return peak;
+}
+
+/** A node:http server that holds every request but /warm until told to (a line on stdin). */
+const BARE_SERVER = `
+const held = [];
+const server = require('node:http').createServer((req, res) =>
+  req.url === '/warm' ? res.end('{}') : held.push(res));
+server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+process.stdin.once('data', () => { for (const res of held) res.end('{"status":"queued"}'); });
+`;
+
+async function floor(): Promise<void> {
+  const server = spawn(process.execPath, ['-e', BARE_SERVER], { stdio: ['pipe', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise<number>((resolve) => server.stdout?.once('data', (d: Buffer) => resolve(Number(d))));
+    const url = `http://127.0.0.1:${port}`;
+    const keys = Array.from({ length: WAITERS }, (_, i) => `hold-${i}`);
+    // Warmed like ingest, which answered the orders' submissions before its baseline.
+    const warm = new Agent({ keepAlive: false, maxSockets: 250 });
+    await Promise.all(
+      keys.map(
+        (_, i) =>
+          new Promise<void>((resolve) => {
+            const req = request(`${url}/warm`, { agent: warm }, (res) => res.resume().on('end', resolve));
+            req.on('error', () => resolve(undefined));
+            req.end(String(i));
+          }),
+      ),
+    );
+    const before = rssMb(server.pid);
+    const agent = new Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
+    const polls = await openPolls(agent, url, 'none', keys);
+    const peak = await peakRss(server.pid);
+    server.stdin?.write('go\n');
+    await Promise.all(polls);
+    agent.destroy();
+    warm.destroy();
+    console.log(`# bench:wait --floor (${new Date().toISOString()})`);
+    console.log(
+      `bare node:http server holding ${WAITERS} requests: RSS ${before.toFixed(1)} MB before, peak ` +
+        `${peak.toFixed(1)} MB: growth ${(peak - before).toFixed(1)} MB`,
+    );
+  } finally {
+    server.kill();
+  }
+}
+
 async function main(): Promise<void> {
   const scratch = await createTestEnv({ SURGE_LOG_LEVEL: 'warn', SURGE_SHARDS: String(SHARDS) });
   const pool = new pg.Pool({ connectionString: scratch.db.url, max: 1 });
@@ -175,29 +261,8 @@ async function main(): Promise<void> {
       await surge.submitMany(keys.slice(i, i + 1000).map((key) => ({ key, order })));
     const before = rssMb(ingest.pid);
     const agent = new Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
-    // Opened in steps, each written before the next: thousands of connects at once overflow the
-    // listen backlog, and a connect retried a second later would count as answer delay.
-    const polls: Array<Promise<Answer | string>> = [];
-    const STEP = 250;
-    for (let i = 0; i < keys.length; i += STEP) {
-      let written = 0;
-      const step = keys.slice(i, i + STEP);
-      await new Promise<void>((resolve) => {
-        for (const key of step)
-          polls.push(
-            longPoll(agent, url, apiKey, key, 60, () => {
-              if (++written === step.length) resolve();
-            }),
-          );
-      });
-    }
-    // Every request written; a short settle lets ingest read the last ones.
-    await new Promise((r) => setTimeout(r, 1000));
-    let peak = 0;
-    for (let i = 0; i < 10; i++) {
-      peak = Math.max(peak, rssMb(ingest.pid));
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const polls = await openPolls(agent, url, apiKey, keys);
+    const peak = await peakRss(ingest.pid);
     const holdLoop = monitorEventLoopDelay({ resolution: 10 });
     holdLoop.enable();
     const worker = spawnRole('work', env);
@@ -235,8 +300,9 @@ async function main(): Promise<void> {
         (async () => {
           const r = await surge
             .submit(order, { key })
-            .then(() => longPoll(steadyAgent, url, apiKey, key, 30))
+            .then(() => (i % WAIT_EVERY === 0 ? longPoll(steadyAgent, url, apiKey, key, 30) : undefined))
             .catch((e: Error) => `submit: ${e.message}`);
+          if (r === undefined) return;
           if (typeof r === 'string') steadyFailures.push(r);
           else steadyAnswers.push(r);
         })(),
@@ -250,7 +316,7 @@ async function main(): Promise<void> {
     const steadyPublished = await publishTimes(scratch.redisUrl, scratch.prefix, SHARDS);
 
     console.log(
-      `steady: ${RATE}/s for ${SECONDS} s (submissions sent at ${submitted.toFixed(0)}/s), each followed by ?wait=30; ` +
+      `steady: ${RATE}/s for ${SECONDS} s (submissions sent at ${submitted.toFixed(0)}/s), one in ${WAIT_EVERY} followed by ?wait=30; ` +
         `failures ${steadyFailures.length} ${steadyFailures.slice(0, 3).join('; ')}, ${loopDelay(steadyLoop)}:`,
     );
     console.log(delays(steadyAnswers, steadyPublished));
@@ -261,4 +327,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (values.floor) await floor();
+else await main();
