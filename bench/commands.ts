@@ -97,6 +97,7 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
       o('--rate <n>', 'orders per second of the steady step', '1500'),
       o('--seconds <s>', 'seconds of the steady step', '10'),
       o('--wait-every <k>', 'steady step: one order in k followed by a long poll', '10'),
+      o('--batch <n>', 'steady step: orders per :batch request (1: one POST per order)', '10'),
       o('--floor', "instead: a bare node:http server's RSS growth while it holds as many requests"),
     ],
   },

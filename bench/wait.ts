@@ -5,8 +5,9 @@
 //      worker's full rate);
 //   2. steady: orders submitted at a fixed rate with the worker running, one in every
 //      --wait-every followed at once by a `?wait=30`; the same delay per waited order. The
-//      orders are the load; the waits sample its delay, so the generator (one process on the
-//      same cores) is not the limit — its event-loop delay is reported to show it is not.
+//      orders are the load; the waits sample its delay. The orders go in `:batch` requests of
+//      --batch (10), so the generator (one process, fetch, on the same cores) is not the limit —
+//      its event-loop delay is reported to show whether it was; --batch 1 submits one by one.
 // COMMIT itself leaves no timestamp, so the delay is bracketed by two that do, on the one host
 // clock: the order's applied_at (set at its INSERT, before COMMIT: an upper bound) and its outcome
 // entry's id (the time the worker published it, after COMMIT: a lower bound, which leaves out the
@@ -15,7 +16,7 @@
 // --floor measures instead what node:http itself costs: the RSS growth of a bare server (no
 // routes, no Redis, no PostgreSQL) while it holds as many requests, opened the same way.
 // Options: --waiters N (10000), --rate R (orders/s of step 2, 1500: half the maximum sustainable
-// rate of `surge bench compare`), --seconds S (10), --wait-every K (10).
+// rate of `surge bench compare`), --seconds S (10), --wait-every K (10), --batch B (10).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -43,6 +44,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '1500' },
     seconds: { type: 'string', default: '10' },
     'wait-every': { type: 'string', default: '10' },
+    batch: { type: 'string', default: '10' },
     floor: { type: 'boolean', default: false },
   },
 });
@@ -50,6 +52,7 @@ const WAITERS = Number(values.waiters);
 const RATE = Number(values.rate);
 const SECONDS = Number(values.seconds);
 const WAIT_EVERY = Number(values['wait-every']);
+const BATCH = Number(values.batch);
 const SHARDS = 4;
 
 function rssMb(pid: number | undefined): number {
@@ -291,21 +294,40 @@ async function main(): Promise<void> {
     steadyLoop.enable();
     const started = Date.now();
     const pending: Array<Promise<void>> = [];
-    for (let i = 0; i < RATE * SECONDS; i++) {
-      const due = started + (i * 1000) / RATE;
+    const total = RATE * SECONDS;
+    for (let first = 0; first < total; first += BATCH) {
+      const due = started + (first * 1000) / RATE;
       const ahead = due - Date.now();
       if (ahead > 0) await new Promise((r) => setTimeout(r, ahead));
-      const key = `steady-${i}`;
+      const batch = Array.from({ length: Math.min(BATCH, total - first) }, (_, j) => ({
+        i: first + j,
+        key: `steady-${first + j}`,
+      }));
+      const accepted =
+        BATCH === 1
+          ? surge.submit(order, { key: `steady-${first}` }).then(() => [true])
+          : surge.submitMany(batch.map(({ key }) => ({ key, order }))).then((rs) => rs.map((r) => r.ok));
+      for (const { i, key } of batch) {
+        if (i % WAIT_EVERY !== 0) continue;
+        pending.push(
+          (async () => {
+            // A failed submission is counted once, below.
+            const r = await accepted
+              .then((oks) => (oks[i - first] ? longPoll(steadyAgent, url, apiKey, key, 30) : `submit: refused`))
+              .catch(() => undefined);
+            if (r === undefined) return;
+            if (typeof r === 'string') steadyFailures.push(r);
+            else steadyAnswers.push(r);
+          })(),
+        );
+      }
       pending.push(
-        (async () => {
-          const r = await surge
-            .submit(order, { key })
-            .then(() => (i % WAIT_EVERY === 0 ? longPoll(steadyAgent, url, apiKey, key, 30) : undefined))
-            .catch((e: Error) => `submit: ${e.message}`);
-          if (r === undefined) return;
-          if (typeof r === 'string') steadyFailures.push(r);
-          else steadyAnswers.push(r);
-        })(),
+        accepted.then(
+          () => {},
+          (e: Error) => {
+            steadyFailures.push(`submit: ${e.message}`);
+          },
+        ),
       );
     }
     const lastSubmitted = Date.now();
@@ -316,7 +338,8 @@ async function main(): Promise<void> {
     const steadyPublished = await publishTimes(scratch.redisUrl, scratch.prefix, SHARDS);
 
     console.log(
-      `steady: ${RATE}/s for ${SECONDS} s (submissions sent at ${submitted.toFixed(0)}/s), one in ${WAIT_EVERY} followed by ?wait=30; ` +
+      `steady: ${RATE}/s for ${SECONDS} s (orders sent at ${submitted.toFixed(0)}/s, ${BATCH === 1 ? 'one per request' : `:batch of ${BATCH}`}), ` +
+        `one in ${WAIT_EVERY} followed by ?wait=30; ` +
         `failures ${steadyFailures.length} ${steadyFailures.slice(0, 3).join('; ')}, ${loopDelay(steadyLoop)}:`,
     );
     console.log(delays(steadyAnswers, steadyPublished));
