@@ -59,6 +59,10 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
       o('--duration <s>', 'seconds per round', '8'),
       o('--warmup <s>', 'warm-up seconds, once', '3'),
       o('--connections <n>', 'connections per server', '50'),
+      {
+        ...o('--b-env <NAME=VALUE>', "an environment variable for B's server only, e.g. OTEL_SDK_DISABLED=true"),
+        repeatable: true,
+      },
     ],
   },
   {

@@ -34,6 +34,8 @@ Options:
   --duration S      seconds per round (default 8)
   --warmup S        warm-up seconds, once (default 3)
   --connections N   connections per server (default 50)
+  --b-env NAME=VALUE  an environment variable for B's server only (repeatable): one build
+                    against itself with a setting changed, e.g. --b-env OTEL_SDK_DISABLED=true
   -h, --help        this text
 
 Both builds must have bench/ingest.js (its --serve surge mode starts ingest). The run makes its
@@ -63,6 +65,7 @@ async function main(): Promise<void> {
       duration: { type: 'string', default: '8' },
       warmup: { type: 'string', default: '3' },
       connections: { type: 'string', default: '50' },
+      'b-env': { type: 'string', multiple: true, default: [] },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -79,6 +82,12 @@ async function main(): Promise<void> {
   for (const [name, n] of Object.entries({ rate, rounds, duration, warmup, connections })) {
     if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: expected a positive number, got ${n}`);
   }
+  const bEnv: Record<string, string> = {};
+  for (const pair of values['b-env']) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new Error(`--b-env: expected NAME=VALUE, got ${JSON.stringify(pair)}`);
+    bEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
 
   const env = await createTestEnv({ SURGE_LOG_LEVEL: 'warn', SURGE_MAX_BACKLOG: '0', SURGE_SHARDS: '4' });
   const pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
@@ -86,7 +95,10 @@ async function main(): Promise<void> {
   try {
     const { apiKey } = await createClient(pool, 'bench-ab');
     sides.push({ name: 'A', server: await startServer(join(values.a, 'bench', 'ingest.js'), 'surge', env.env) });
-    sides.push({ name: 'B', server: await startServer(join(values.b, 'bench', 'ingest.js'), 'surge', env.env) });
+    sides.push({
+      name: 'B',
+      server: await startServer(join(values.b, 'bench', 'ingest.js'), 'surge', { ...env.env, ...bEnv }),
+    });
     const runId = Date.now().toString(36);
     let seq = 0;
     const load = (url: string, seconds: number) => {
@@ -105,7 +117,7 @@ async function main(): Promise<void> {
       });
     };
     process.stdout.write(
-      `A: ${values.a}\nB: ${values.b}\n${rate} requests/s to each, ` +
+      `A: ${values.a}\nB: ${values.b}${values['b-env'].map((e) => ` ${e}`).join('')}\n${rate} requests/s to each, ` +
         `${connections} connections, ${rounds} rounds of ${duration} s after ${warmup} s warm-up\n`,
     );
     await Promise.all(sides.map((s) => load(s.server.url, warmup)));
