@@ -14,7 +14,6 @@ import {
   TraceFlags,
   trace,
 } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { defaultResource, envDetector, detectResources, resourceFromAttributes } from '@opentelemetry/resources';
 import {
@@ -32,6 +31,7 @@ import {
   TraceIdRatioBasedSampler,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
+import { TracedWorkContextManager } from './trace-context.js';
 import { formatTraceParent, parseTraceParent, type TraceParent } from './traceparent.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -126,6 +126,30 @@ export function sampledBy(rule: SamplingRule, traceId: string, parentFlags: numb
   return acc < rule.upperBound;
 }
 
+const hex8 = (n: number): string => n.toString(16).padStart(8, '0');
+const word = (): number => (Math.random() * ALL) >>> 0;
+
+/**
+ * A new trace for a request without a valid parent: its id when the rule samples it, undefined
+ * when not. The decision comes first and costs one random word: the ratio test compares the
+ * XOR of an id's four 32-bit words with the bound, so that XOR is drawn, and only a sampled
+ * trace draws three more words and fixes the fourth to match (every id with a sampled XOR is
+ * equally likely, as when the id is drawn whole and then tested).
+ */
+export function rootTraceId(rule: SamplingRule): string | undefined {
+  if (rule.upperBound === 0) return undefined;
+  const x = word();
+  if (x >= rule.upperBound) return undefined;
+  for (;;) {
+    const a = word();
+    const b = word();
+    const c = word();
+    const d = (x ^ a ^ b ^ c) >>> 0;
+    // All zero is not a valid trace id (and has odds of 2^-128).
+    if ((a | b | c | d) !== 0) return hex8(d) + hex8(a) + hex8(b) + hex8(c);
+  }
+}
+
 /**
  * The SDK's id generator, with one addition: the fast path that chose a root span's trace id to
  * decide its sampling hands it over (stage) so the span the SDK then starts carries that id.
@@ -133,6 +157,7 @@ export function sampledBy(rule: SamplingRule, traceId: string, parentFlags: numb
 export class TraceIds implements IdGenerator {
   private readonly random = new RandomIdGenerator();
   private staged: string | undefined;
+  private handed: string | undefined;
   stage(traceId: string | undefined): void {
     this.staged = traceId;
   }
@@ -140,10 +165,17 @@ export class TraceIds implements IdGenerator {
     const id = this.staged;
     if (id === undefined) return this.random.generateTraceId();
     this.staged = undefined;
+    this.handed = id;
     return id;
   }
   generateSpanId(): string {
     return this.random.generateSpanId();
+  }
+  /** True, once, for the trace id just handed over: the fast path sampled it already. */
+  decided(traceId: string): boolean {
+    if (this.handed !== traceId) return false;
+    this.handed = undefined;
+    return true;
   }
 }
 
@@ -189,10 +221,16 @@ export function tracingSettings(env: Env, defaultServiceName: string): TracingSe
 /**
  * Samples a span that links to a sampled context, whatever the configured sampler says of it
  * as a root: a batch span is a root (its orders are links, not parents), and at a low ratio it
- * would otherwise mostly be dropped while the requests it links to were kept.
+ * would otherwise mostly be dropped while the requests it links to were kept. A root whose
+ * trace the request fast path decided (TraceIds) is sampled without asking the sampler again.
  */
+const SAMPLED: SamplingResult = { decision: SamplingDecision.RECORD_AND_SAMPLED };
+
 class LinkAwareSampler implements Sampler {
-  constructor(private readonly inner: Sampler) {}
+  constructor(
+    private readonly inner: Sampler,
+    private readonly ids: TraceIds,
+  ) {}
   shouldSample(
     ctx: Context,
     traceId: string,
@@ -201,8 +239,8 @@ class LinkAwareSampler implements Sampler {
     attributes: Attributes,
     links: Link[],
   ): SamplingResult {
-    for (const l of links)
-      if ((l.context.traceFlags & TraceFlags.SAMPLED) !== 0) return { decision: SamplingDecision.RECORD_AND_SAMPLED };
+    if (this.ids.decided(traceId)) return SAMPLED;
+    for (const l of links) if ((l.context.traceFlags & TraceFlags.SAMPLED) !== 0) return SAMPLED;
     return this.inner.shouldSample(ctx, traceId, name, kind, attributes, links);
   }
   toString(): string {
@@ -214,8 +252,13 @@ class LinkAwareSampler implements Sampler {
 export interface Tracing {
   tracer: Tracer;
   settings: TracingSettings;
-  /** The provider's id generator (the request fast path draws its ids from it). */
+  /** The provider's id generator (the request fast path hands its root trace ids to it). */
   ids: TraceIds;
+  /**
+   * Keeps span contexts propagating to async continuations until the returned function is
+   * called: traced work that goes on after its `context.with` returns holds it (trace-context.ts).
+   */
+  hold(): () => void;
   /** pino's mixin: trace_id and span_id of the active span, when there is one. */
   logMixin(): Record<string, string>;
   /** Sends what is buffered and stops. */
@@ -246,18 +289,19 @@ export function startTracing(defaultServiceName: string, env: Env = process.env,
   const provider = new TracerProvider({
     resource,
     idGenerator: ids,
-    sampler: new LinkAwareSampler(settings.sampler),
+    sampler: new LinkAwareSampler(settings.sampler, ids),
     spanProcessors: [
       new BatchSpanProcessor({ exporter: spanExporter, scheduledDelayMillis: settings.scheduleDelayMs }),
     ],
   });
-  const contextManager = new AsyncLocalStorageContextManager();
+  const contextManager = new TracedWorkContextManager();
   contextManager.enable();
   context.setGlobalContextManager(contextManager);
   const tracing: Tracing = {
     tracer: provider.getTracer('surge'),
     settings,
     ids,
+    hold: () => contextManager.hold(),
     logMixin(): Record<string, string> {
       const span = trace.getSpan(context.active());
       // A new object each time: pino merges the line's own fields into it.

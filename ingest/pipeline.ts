@@ -23,7 +23,7 @@ import {
 } from './answers.js';
 import type { RouteSpec } from './contract.js';
 import type { Door } from './door.js';
-import { RequestTrace } from './request-trace.js';
+import { type RequestTrace, requestTrace } from './request-trace.js';
 import { type Problem, problem } from './requests.js';
 
 const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
@@ -47,7 +47,7 @@ export interface Exchange {
   /** The query string, without its `?` ('' when there is none). */
   readonly query: string;
   answered: boolean;
-  /** Its spans, when tracing is on (undefined otherwise: no tracing work at all). */
+  /** Its spans, when tracing is on and the request sampled (undefined otherwise: no tracing work at all). */
   readonly trace: RequestTrace | undefined;
 }
 
@@ -174,8 +174,8 @@ export function createPipeline(
   };
 
   const run = (x: Exchange, route: Route, body: Buffer | undefined): void => {
-    // Traced and sampled: the handler runs in the request span's context (its log lines carry the ids).
-    if (x.trace?.ctx) context.with(x.trace.ctx, handle, undefined, x, route, body);
+    // Traced: the handler runs in the request span's context (its log lines carry the ids).
+    if (x.trace) context.with(x.trace.ctx, handle, undefined, x, route, body);
     else handle(x, route, body);
   };
 
@@ -262,7 +262,7 @@ export function createPipeline(
       param: '',
       query: q < 0 ? '' : url.slice(q + 1),
       answered: false,
-      trace: tracing ? new RequestTrace(tracing, req, found ? found.route.label : OTHER, path) : undefined,
+      trace: tracing ? requestTrace(tracing, req, found ? found.route.label : OTHER, path) : undefined,
     };
     try {
       if (deps.draining()) {

@@ -1,51 +1,61 @@
-// One traced request (tracing on only; with it off the pipeline holds no RequestTrace and does
-// no tracing work): a server span that continues the caller's `traceparent` or starts a trace,
-// an `admission` child (door and auth) and an `accept` child (the order's write to Redis), and
-// the `traceparent` answered to the caller. Sampling is decided first, from the configured
-// sampler's rule (common/tracing.ts, sampledBy): an unsampled request makes no SDK call at all
-// and only answers a `traceparent` with the sampled flag clear, as a non-recording span would.
+// One traced request (tracing on and the request sampled): a server span that continues the
+// caller's `traceparent` or starts a trace, an `admission` child (door and auth) and an
+// `accept` child (the order's write to Redis), and the `traceparent` answered to the caller.
+// Sampling is decided first, from the configured sampler's rule (common/tracing.ts): an
+// unsampled request gets no RequestTrace, so it does no tracing work at all and answers no
+// `traceparent` (docs/design.md, "Tracing").
 import type { IncomingMessage } from 'node:http';
 import { type Context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { Logger } from '../common/log.js';
-import { remoteContext, sampledBy, type Tracing, traceParentOf } from '../common/tracing.js';
-import { formatTraceParent, parseTraceParent } from '../common/traceparent.js';
+import { remoteContext, rootTraceId, sampledBy, type Tracing, traceParentOf } from '../common/tracing.js';
+import { parseTraceParent, type TraceParent } from '../common/traceparent.js';
+
+/**
+ * The request's trace when the sampler keeps it, undefined when not. A request without a valid
+ * `traceparent` (an invalid or repeated one is ignored: a new trace starts, as W3C Trace Context
+ * asks) is decided on a random word before any id is made (rootTraceId); one with a parent by
+ * the rule (its sampled flag, for the parent-based samplers).
+ */
+export function requestTrace(
+  tracing: Tracing,
+  req: IncomingMessage,
+  route: string,
+  path: string,
+): RequestTrace | undefined {
+  const header = req.headers.traceparent;
+  const { rule } = tracing.settings;
+  const parent = header === undefined ? undefined : parseTraceParent(typeof header === 'string' ? header : undefined);
+  if (parent) {
+    if (!sampledBy(rule, parent.traceId, parent.flags)) return undefined;
+    return new RequestTrace(tracing, req, route, path, parent, parent.traceId);
+  }
+  const traceId = rootTraceId(rule);
+  return traceId === undefined ? undefined : new RequestTrace(tracing, req, route, path, undefined, traceId);
+}
 
 export class RequestTrace {
-  /** The server span's context (sampled requests only): their handlers run in it (log lines carry its ids). */
-  readonly ctx: Context | undefined;
   /**
-   * The sampler kept the request. An unsampled one has no span, no `t` and no context switch
-   * around its handler: at a low ratio almost every request takes this cheap path.
+   * The server span's context: the request's handler runs in it, so its log lines carry the ids
+   * (on Node before 24 only its synchronous part: common/trace-context.ts).
    */
-  readonly sampled: boolean;
-  private readonly span: Span | undefined;
+  readonly ctx: Context;
+  private readonly span: Span;
   private admission: Span | undefined;
   private accept: Span | undefined;
-  /** The trace an unsampled request belongs to (the caller's, or a new one). */
-  private readonly traceId: string;
 
   constructor(
     private readonly tracing: Tracing,
     req: IncomingMessage,
     route: string,
     path: string,
+    parent: TraceParent | undefined,
+    traceId: string,
   ) {
-    // An invalid or repeated traceparent is ignored: a new trace starts (W3C Trace Context).
-    const header = req.headers.traceparent;
-    const parent = parseTraceParent(typeof header === 'string' ? header : undefined);
-    const ids = tracing.ids;
-    this.traceId = parent ? parent.traceId : ids.generateTraceId();
-    this.sampled = sampledBy(tracing.settings.rule, this.traceId, parent?.flags);
-    if (!this.sampled) {
-      this.ctx = undefined;
-      this.span = undefined;
-      return;
-    }
     const parentCtx = parent ? remoteContext(parent) : ROOT_CONTEXT;
     // Route labels are `METHOD /path/:param`; requests no route matched have the method alone.
     const space = route.indexOf(' ');
     // A root span takes the trace id the decision was made on.
-    if (!parent) ids.stage(this.traceId);
+    if (!parent) tracing.ids.stage(traceId);
     this.span = tracing.tracer.startSpan(
       space > 0 ? route : (req.method ?? 'HTTP'),
       {
@@ -58,7 +68,7 @@ export class RequestTrace {
       },
       parentCtx,
     );
-    ids.stage(undefined);
+    tracing.ids.stage(undefined);
     this.ctx = trace.setSpan(parentCtx, this.span);
     this.admission = tracing.tracer.startSpan('admission', undefined, this.ctx);
   }
@@ -73,10 +83,9 @@ export class RequestTrace {
 
   /**
    * The order's write begins: starts the `accept` span and returns its `traceparent` for the
-   * stream entry, or undefined when the trace is not sampled (the entry then carries none).
+   * stream entry.
    */
-  startAccept(): string | undefined {
-    if (!this.sampled) return undefined;
+  startAccept(): string {
     this.accept = this.tracing.tracer.startSpan('accept', { attributes: { 'db.system.name': 'redis' } }, this.ctx);
     return traceParentOf(this.accept);
   }
@@ -97,14 +106,7 @@ export class RequestTrace {
    * the trace's ids; returns the `traceparent` to answer with.
    */
   answered(status: number, logger: Logger, reqId: string): string {
-    const span = this.span;
-    if (!span) {
-      // Unsampled: a span id of its own and the sampled flag clear, as the SDK's non-recording span.
-      const tp = { traceId: this.traceId, spanId: this.tracing.ids.generateSpanId(), flags: 0 };
-      if (logger.isLevelEnabled('debug'))
-        logger.debug({ reqId, code: status, trace_id: tp.traceId, span_id: tp.spanId }, 'request answered');
-      return formatTraceParent(tp);
-    }
+    const { span } = this;
     if (this.admission) {
       // Refused before admission completed (drain, door, auth, bad path).
       this.admission.setAttribute('http.response.status_code', status);

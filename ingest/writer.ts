@@ -228,9 +228,9 @@ export class OrderWriter {
     }
     if (redis.isCluster) {
       for (const group of groups) {
-        (this.traced
-          ? redis.surgeAcceptTraced(...this.acceptArgs(group))
-          : redis.surgeAccept(...this.acceptArgs(group))
+        (this.tracedCall(group)
+          ? redis.surgeAcceptTraced(...this.acceptArgs(group, true))
+          : redis.surgeAccept(...this.acceptArgs(group, false))
         ).then(
           (reply) => this.settle(group, reply, undefined),
           (err: unknown) => this.fail(group, err),
@@ -240,8 +240,8 @@ export class OrderWriter {
     }
     const pipeline = redis.pipeline();
     for (const group of groups)
-      if (this.traced) pipeline.surgeAcceptTraced(...this.acceptArgs(group));
-      else pipeline.surgeAccept(...this.acceptArgs(group));
+      if (this.tracedCall(group)) pipeline.surgeAcceptTraced(...this.acceptArgs(group, true));
+      else pipeline.surgeAccept(...this.acceptArgs(group, false));
     pipeline.exec().then(
       (results) => {
         groups.forEach((group, i) => {
@@ -269,9 +269,9 @@ export class OrderWriter {
       return;
     }
     const { node, barrier } = target;
-    (this.traced
-      ? node.surgeAcceptTraced(...this.acceptArgs(group))
-      : node.surgeAccept(...this.acceptArgs(group))
+    (this.tracedCall(group)
+      ? node.surgeAcceptTraced(...this.acceptArgs(group, true))
+      : node.surgeAccept(...this.acceptArgs(group, false))
     ).then(
       (reply) => this.settle(group, reply, barrier),
       (err: unknown) => {
@@ -281,11 +281,21 @@ export class OrderWriter {
     );
   }
 
+  /**
+   * The traced accept call, for a group where some order carries a `traceparent`: at a low
+   * sampling ratio most calls carry none and send what an untraced build sends.
+   */
+  private tracedCall(group: readonly Queued[]): boolean {
+    if (!this.traced) return false;
+    for (const { order } of group) if (order.traceparent) return true;
+    return false;
+  }
+
   /** ACCEPT_LUA's numKeys, keys and arguments for one group (orders of one shard). */
-  private acceptArgs(group: readonly Queued[]): [number, ...string[]] {
+  private acceptArgs(group: readonly Queued[], traced: boolean): [number, ...string[]] {
     const first = group[0]?.order;
     if (first === undefined) throw new Error('acceptArgs: a group has at least one order');
-    const perOrder = this.traced ? TRACED_ACCEPT_ARGS_PER_ORDER : ACCEPT_ARGS_PER_ORDER;
+    const perOrder = traced ? TRACED_ACCEPT_ARGS_PER_ORDER : ACCEPT_ARGS_PER_ORDER;
     const keysAndArgs: [number, ...string[]] = new Array(2 + group.length * (1 + perOrder) + ACCEPT_SHARED_ARGS) as [
       number,
       ...string[],
@@ -298,7 +308,7 @@ export class OrderWriter {
     keysAndArgs[a++] = this.recordState;
     for (const { order } of group) {
       keysAndArgs[a++] = fingerprintOf(order);
-      a = this.traced ? putTracedEntryValues(keysAndArgs, a, order) : putEntryValues(keysAndArgs, a, order);
+      a = traced ? putTracedEntryValues(keysAndArgs, a, order) : putEntryValues(keysAndArgs, a, order);
     }
     return keysAndArgs;
   }

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { IncomingMessage } from 'node:http';
-import { ROOT_CONTEXT, SpanKind, TraceFlags, trace } from '@opentelemetry/api';
+import { createContextKey, ROOT_CONTEXT, SpanKind, TraceFlags, trace } from '@opentelemetry/api';
 import { type ReadableSpan, SamplingDecision, type SpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -17,10 +17,18 @@ import { dlqKey, shardFor, streamKey } from '../common/keys.js';
 import { canonicalOrderJson } from '../common/order.js';
 import { ensureGroups } from '../common/streams.js';
 import { formatTraceParent, parseTraceParent } from '../common/traceparent.js';
-import { sampledBy, type Tracing, TraceIds, TracingConfigError, tracingSettings } from '../common/tracing.js';
+import { TracedWorkContextManager } from '../common/trace-context.js';
+import {
+  rootTraceId,
+  sampledBy,
+  type Tracing,
+  TraceIds,
+  TracingConfigError,
+  tracingSettings,
+} from '../common/tracing.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
-import { RequestTrace } from '../ingest/request-trace.js';
+import { requestTrace } from '../ingest/request-trace.js';
 import { startIngest } from '../ingest/server.js';
 import { replayDeadLetter } from '../maintenance/dlq.js';
 import { startWorker } from '../workers/worker.js';
@@ -163,7 +171,28 @@ describe('the ingest fast path decides sampling as the SDK sampler does', () => 
     }
   });
 
-  test('a request is sampled exactly when the SDK records its span, which carries the decided trace', () => {
+  test('a new trace is decided before its id is made, with the SDK sampler agreeing on that id', () => {
+    for (const [name, arg] of SAMPLERS) {
+      const { sampler, rule } = settingsFor(name, arg);
+      const draws = 20_000;
+      let kept = 0;
+      for (let i = 0; i < draws; i++) {
+        const traceId = rootTraceId(rule);
+        if (traceId === undefined) continue;
+        kept++;
+        assert.match(traceId, /^[0-9a-f]{32}$/);
+        assert.ok(parseTraceParent(`00-${traceId}-${'1'.repeat(16)}-01`), 'a valid trace id');
+        const sdk = sampler.shouldSample(ROOT_CONTEXT, traceId, 'POST /v1/orders', SpanKind.SERVER, {}, []);
+        assert.equal(sdk.decision, SamplingDecision.RECORD_AND_SAMPLED, `${name} ${arg ?? ''} ${traceId}`);
+      }
+      // Kept at the configured ratio (the bounds exactly; between them within a wide margin).
+      const r = name.endsWith('always_on') ? 1 : name.endsWith('always_off') ? 0 : Number(arg);
+      if (r === 0 || r === 1) assert.equal(kept, r * draws, `${name} ${arg ?? ''}`);
+      else assert.ok(Math.abs(kept / draws - r) < 0.2 * r + 0.005, `${name} ${arg} kept ${kept} of ${draws}`);
+    }
+  });
+
+  test('a request is traced exactly when the SDK records its span, which carries the decided trace', () => {
     const logger = pino({ level: 'silent' });
     for (const [name, arg] of SAMPLERS) {
       const settings = settingsFor(name, arg);
@@ -182,6 +211,7 @@ describe('the ingest fast path decides sampling as the SDK sampler does', () => 
         tracer: provider.getTracer('test'),
         settings,
         ids,
+        hold: () => () => {},
         logMixin: () => ({}),
         shutdown: async () => {},
       };
@@ -194,22 +224,65 @@ describe('the ingest fast path decides sampling as the SDK sampler does', () => 
           headers: parent ? { traceparent: formatTraceParent(parent) } : {},
         } as unknown as IncomingMessage;
         const before = ended.length;
-        const rt = new RequestTrace(tracing, req, 'POST /v1/orders', '/v1/orders');
+        const rt = requestTrace(tracing, req, 'POST /v1/orders', '/v1/orders');
+        const what = `${name} ${arg ?? ''} request ${i}`;
+        if (parent) {
+          const ctx = trace.setSpanContext(ROOT_CONTEXT, { ...parent, traceFlags: flags ?? 0, isRemote: true });
+          const sdk = settings.sampler.shouldSample(ctx, parent.traceId, 'POST /v1/orders', SpanKind.SERVER, {}, []);
+          assert.equal(rt !== undefined, sdk.decision === SamplingDecision.RECORD_AND_SAMPLED, what);
+        }
+        if (!rt) {
+          assert.equal(ended.length, before, what);
+          continue;
+        }
+        sampled++;
         const answer = parseTraceParent(rt.answered(202, logger, `r${i}`));
         assert.ok(answer);
-        const what = `${name} ${arg ?? ''} request ${i}`;
-        assert.equal(answer.flags, rt.sampled ? 1 : 0, what);
+        assert.equal(answer.flags, 1, what);
         if (parent) assert.equal(answer.traceId, parent.traceId, what);
-        assert.equal(ended.length - before, rt.sampled ? 1 : 0, what);
-        if (rt.sampled) {
-          sampled++;
-          const sc = ended[ended.length - 1]?.spanContext();
-          assert.equal(sc?.traceId, answer.traceId, what);
-          assert.equal(sc?.spanId, answer.spanId, what);
-        }
+        assert.equal(ended.length - before, 1, what);
+        const sc = ended[ended.length - 1]?.spanContext();
+        assert.equal(sc?.traceId, answer.traceId, what);
+        assert.equal(sc?.spanId, answer.spanId, what);
       }
       if (arg === '0.5') assert.ok(sampled > 200 && sampled < 1300, `${name} 0.5 sampled ${sampled}`);
     }
+  });
+});
+
+describe('the context manager', () => {
+  const KEY = createContextKey('test');
+  const ctx = ROOT_CONTEXT.setValue(KEY, 'traced');
+  const later = (m: TracedWorkContextManager) =>
+    m.with(ctx, async () => {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      return m.active().getValue(KEY);
+    });
+
+  test('contexts follow continuations while traced work holds the manager; with hooks, only then', async () => {
+    const m = new TracedWorkContextManager();
+    assert.equal(
+      m.with(ctx, () => m.active().getValue(KEY)),
+      'traced',
+      'inside the call',
+    );
+    assert.equal(m.active(), ROOT_CONTEXT, 'and not after it');
+    // Nothing holds it: hook-based storage is not entered (no hooks on), so the continuation
+    // runs in the root context; AsyncContextFrame (no hooks) keeps the context.
+    assert.equal(await later(m), m.hooked ? undefined : 'traced');
+    const release = m.hold();
+    assert.equal(await later(m), 'traced', 'held: the continuation runs in the context');
+    assert.equal(
+      m.with(ctx, () => m.with(ROOT_CONTEXT, () => m.active().getValue(KEY))),
+      undefined,
+      'a nested with wins',
+    );
+    release();
+    release();
+    assert.equal(await later(m), m.hooked ? undefined : 'traced', 'released: back to the synchronous call');
+    const again = m.hold();
+    assert.equal(await later(m), 'traced', 'held again');
+    again();
   });
 });
 
@@ -456,6 +529,7 @@ describe('tracing on: one order from POST to COMMIT, real processes, OTLP/HTTP r
 
     const unsampled = await post('traced-3', `00-${hex(16)}-${hex(8)}-00`);
     assert.equal(unsampled.status, 202);
+    assert.equal(unsampled.headers.traceparent, undefined, 'an untraced request answers no traceparent');
     const redis = new Redis(t.redisUrl);
     try {
       const key = streamKey(t.prefix, shardFor(clientId, 'traced-3', t.config.shards));

@@ -3,29 +3,23 @@
 // wrote it: one batch, many parents, so links and not a parent), its SQL steps as child spans,
 // its retries, splits and dead letters as events, and the ack as a child run in the batch's
 // context so its log lines carry the batch's ids. Only batches with a traced entry get here.
-import {
-  context,
-  type Link,
-  ROOT_CONTEXT,
-  type Span,
-  SpanKind,
-  SpanStatusCode,
-  type Tracer,
-  trace,
-} from '@opentelemetry/api';
+import { context, type Link, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { Histogram } from 'prom-client';
 import { ENTRY_FIELD, entryField } from '../common/entry.js';
 import { parseTraceParent } from '../common/traceparent.js';
 import type { Logger } from '../common/log.js';
-import { linkTo } from '../common/tracing.js';
+import { linkTo, type Tracing } from '../common/tracing.js';
 import type { ApplyTask, BatchOutcome, TaskEntry } from './apply.js';
 import type { BatchSteps } from './steps.js';
 
 export class BatchTracer {
+  private readonly tracer: Tracing['tracer'];
   constructor(
-    private readonly tracer: Tracer,
+    private readonly tracing: Pick<Tracing, 'tracer' | 'hold'>,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.tracer = tracing.tracer;
+  }
 
   /**
    * The trace id of each end-to-end time the batch recorded ('' for an order without one): the
@@ -120,6 +114,8 @@ export class BatchTracer {
 
   private ack<T>(ctx: ReturnType<typeof trace.setSpan>, span: Span, linked: string[], ack: () => Promise<T>) {
     const ackSpan = this.tracer.startSpan('ack', { attributes: { 'db.system.name': 'redis' } }, ctx);
+    // The ack's continuations run in its context until it is done (common/trace-context.ts).
+    const release = this.tracing.hold();
     return context.with(trace.setSpan(ctx, ackSpan), async () => {
       try {
         return await ack();
@@ -127,6 +123,7 @@ export class BatchTracer {
         ackSpan.end();
         this.logger.debug({ linked_trace_ids: linked, entries: linked.length }, 'traced batch applied');
         span.end();
+        release();
       }
     });
   }

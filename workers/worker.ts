@@ -154,7 +154,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   const limit = new InFlightLimit(adaptive?.limit ?? config.maxInFlight, () => pool.needsDrain);
   pool.on('drain', () => limit.wake());
   const running = new Set<Promise<void>>();
-  const batchTracer = tracing ? new BatchTracer(tracing.tracer, logger) : undefined;
+  const batchTracer = tracing ? new BatchTracer(tracing, logger) : undefined;
 
   const apply = async (task: ThreadTask): Promise<BatchOutcome> => {
     if (placement === 'threads') {
