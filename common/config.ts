@@ -31,6 +31,8 @@ export interface Config {
   ingestMaxInFlight: number;
   /** Ingest sheds writes (503) while the event-loop delay is over this (ms). 0 disables. */
   ingestMaxEventLoopDelayMs: number;
+  /** Connections the kernel queues before ingest accepts them (listen backlog). */
+  ingestListenBacklog: number;
   workerMetricsPort: number;
   lagExporterPort: number;
   durability: Durability;
@@ -289,6 +291,17 @@ const SPECS = [
       'Ingest answers writes 503 + Retry-After at once, before reading the body, while its event-loop delay ' +
       '(mean over the last 100 ms) is over this; 0 disables.',
     parse: int(0, 10000),
+  },
+  {
+    name: 'SURGE_INGEST_LISTEN_BACKLOG',
+    key: 'ingestListenBacklog',
+    default: '4096',
+    accepts: 'integer 1–65535',
+    description:
+      'Connections the kernel holds for ingest before it accepts them (the listen backlog; Linux caps it at ' +
+      '`net.core.somaxconn`). A connection beyond it is not refused on Linux but dropped, and its client waits ' +
+      'a second or more to try again.',
+    parse: int(1, 65535),
   },
   {
     name: 'SURGE_WORKER_METRICS_PORT',

@@ -136,7 +136,9 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(config.ingestPort, config.listenHost, () => {
+      // A burst of new connections must wait in the kernel's queue, not overflow it: on Linux an
+      // overflowing connection is dropped, not refused, and its client tries again a second later.
+      server.listen({ port: config.ingestPort, host: config.listenHost, backlog: config.ingestListenBacklog }, () => {
         server.removeListener('error', reject);
         resolve();
       });

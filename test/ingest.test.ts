@@ -1,6 +1,7 @@
 // Ingest against the real Redis and PostgreSQL: every "bad input" rule of the API (docs/ingest.md,
 // Errors), idempotency, batch, order state, backpressure, metrics.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { Agent } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -759,6 +760,20 @@ describe('ingest backpressure', () => {
       if (ids.length > 0) await redis.xack(key, GROUP, ...ids);
     }
     await waitFor('accepting again', async () => (await postTo(svc, probe)).status === 202);
+  });
+
+  test('the API listener queues SURGE_INGEST_LISTEN_BACKLOG connections (ss shows it as Send-Q)', async (t) => {
+    const svc = await startIngest({ ...env.config, ingestListenBacklog: 37 }, { logger: silent });
+    services.push(svc);
+    const ss = spawnSync('ss', ['-ltnH', `sport = :${svc.port}`], { encoding: 'utf8' });
+    if (ss.error || ss.status !== 0) {
+      t.skip('ss (iproute2) is not available');
+      return;
+    }
+    // LISTEN  Recv-Q  Send-Q  Local  Peer: for a listening socket Send-Q is its backlog.
+    const [state, , backlog] = ss.stdout.trim().split(/\s+/);
+    assert.equal(state, 'LISTEN');
+    assert.equal(backlog, '37');
   });
 
   test('Redis used_memory over the limit → 503 reason memory', async () => {
