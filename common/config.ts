@@ -33,6 +33,8 @@ export interface Config {
   ingestMaxEventLoopDelayMs: number;
   /** Connections the kernel queues before ingest accepts them (listen backlog). */
   ingestListenBacklog: number;
+  /** Listeners polling the API socket; each takes one new connection per event-loop turn. */
+  ingestListeners: number;
   workerMetricsPort: number;
   lagExporterPort: number;
   durability: Durability;
@@ -302,6 +304,16 @@ const SPECS = [
       '`net.core.somaxconn`). A connection beyond it is not refused on Linux but dropped, and its client waits ' +
       'a second or more to try again.',
     parse: int(1, 65535),
+  },
+  {
+    name: 'SURGE_INGEST_LISTENERS',
+    key: 'ingestListeners',
+    default: '4',
+    accepts: 'integer 1–64',
+    description:
+      'Listeners on the API socket. Node takes one new connection per event-loop turn from each, so a burst of ' +
+      'new connections waits in the listen queue for turns; more listeners take more per turn.',
+    parse: int(1, 64),
   },
   {
     name: 'SURGE_WORKER_METRICS_PORT',

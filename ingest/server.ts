@@ -3,6 +3,7 @@
 // metrics listener (SURGE_INGEST_METRICS_PORT) and the API server (app.ts). `stop()` is graceful
 // and safe to call twice: /readyz turns 503, the API listener stops accepting, in-flight requests
 // finish, then the metrics listener, Redis and PostgreSQL are closed.
+import type { RequestListener, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Cluster } from 'ioredis';
 import type { Config } from '../common/config.js';
@@ -18,7 +19,9 @@ import { Backpressure } from './backpressure.js';
 import { BatchPreparer } from './batch.js';
 import { Door } from './door.js';
 import { checkDurability, ClusterDurability, DurabilityBarrier } from './durability.js';
+import { copyListeners } from './listeners.js';
 import { OutcomeWaiters } from './outcomes.js';
+import { createIngestServer } from './pipeline.js';
 import { defineIngestCommands } from './scripts.js';
 import { OrderWriter } from './writer.js';
 
@@ -147,6 +150,17 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     await closeConnections();
     throw err;
   }
+  // Copies of the listener, so a burst of new connections is let in several per turn.
+  let copies: Server[] = [];
+  const listener = server.listeners('request')[0] as RequestListener;
+  try {
+    copies = await copyListeners(server, config.ingestListeners - 1, config.ingestListenBacklog, () =>
+      createIngestServer(config, listener),
+    );
+  } catch (err) {
+    logger.warn({ err }, 'could not add listeners: new connections are taken one per event-loop turn');
+  }
+  const servers = [server, ...copies];
   const port = (server.address() as AddressInfo).port;
   const host = config.listenHost.includes(':') ? `[${config.listenHost}]` : config.listenHost;
 
@@ -163,9 +177,12 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
         // Stop accepting; requests arriving on kept-alive connections get 503 + Connection:
         // close (pipeline.ts); in-flight requests finish. A connection goes idle once its
         // answer is sent: idle ones are closed until none is left.
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        const idle = setInterval(() => server.closeIdleConnections(), 50);
-        server.closeIdleConnections();
+        const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+        const closeIdle = () => {
+          for (const s of servers) s.closeIdleConnections();
+        };
+        const idle = setInterval(closeIdle, 50);
+        closeIdle();
         await closed;
         clearInterval(idle);
         await closeConnections();

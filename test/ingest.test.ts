@@ -776,6 +776,21 @@ describe('ingest backpressure', () => {
     assert.equal(backlog, '37');
   });
 
+  test('with SURGE_INGEST_LISTENERS listeners every connection is served, and stop() closes them all', async () => {
+    const svc = await startIngest({ ...env.config, ingestListeners: 3 }, { logger: silent });
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 30 }, () =>
+          http(svc.url, { path: '/healthz', agent: new Agent({ keepAlive: false }) }).then((r) => r.status),
+        ),
+      );
+      assert.deepEqual(new Set(answers), new Set([200]));
+    } finally {
+      await svc.stop();
+    }
+    await assert.rejects(http(svc.url, { path: '/healthz' }), /ECONNREFUSED/);
+  });
+
   test('Redis used_memory over the limit → 503 reason memory', async () => {
     const svc = await startIngest({ ...env.config, maxBacklog: 0, maxRedisMemoryBytes: 1 }, { logger: silent });
     services.push(svc);
