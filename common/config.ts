@@ -308,7 +308,7 @@ const SPECS = [
   {
     name: 'SURGE_INGEST_LISTENERS',
     key: 'ingestListeners',
-    default: '4',
+    default: '1',
     accepts: 'integer 1–64',
     description:
       'Listeners on the API socket. Node takes one new connection per event-loop turn from each, so a burst of ' +
