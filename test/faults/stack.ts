@@ -3,6 +3,7 @@
 // 2 `surge ingest` + 2 `surge work` processes, the load client, and the fault runner: one fault
 // at a time (or a mix), then drain, then the one checker. Each run of a fault is a row of the
 // results table.
+import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { type CreatedClient, createClient } from '../../common/clients.js';
@@ -732,6 +733,21 @@ const COLUMNS = [
 
 /** The fault table's header: the fault and the metrics comparison are text, the other columns right-aligned. */
 export const TABLE_HEADER = `| ${COLUMNS.join(' | ')} |\n| --- |${' ---: |'.repeat(COLUMNS.length - 2)} --- |`;
+
+/**
+ * A phase's exactly-once verdict: every 202 applied once or dead-lettered, nothing lost, doubled,
+ * altered or invented, stock consistent. `full` adds the outcome streams and the metrics.
+ */
+export function assertExactlyOnce(row: FaultRow, full = true): void {
+  assert.equal(row.lost, 0, `lost: ${row.check.lost.slice(0, 5).join(', ')}`);
+  assert.equal(row.duplicates, 0, `doubled: ${row.check.duplicates.slice(0, 5).join(', ')}`);
+  assert.equal(row.phantoms, 0, `orders without a 202: ${row.check.phantoms.slice(0, 5).join(', ')}`);
+  assert.deepEqual(row.check.altered, []);
+  assert.deepEqual(row.check.stockErrors, []);
+  if (!full) return;
+  assert.deepEqual(row.check.outcomeErrors.slice(0, 5), [], 'each committed order on the outcome streams once');
+  assert.ok(!row.metrics.startsWith('MISMATCH'), row.metrics);
+}
 
 export function formatRow(r: FaultRow): string {
   const recovery = r.recoveryMs < 0 ? 'not measured' : `${(r.recoveryMs / 1000).toFixed(2)} s`;
