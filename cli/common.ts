@@ -77,6 +77,23 @@ export function serve(
           },
         }
       : handle;
-    stopOnSignals(name, stoppable, { timeoutMs: config.shutdownTimeoutMs, logger });
+    const stop = stopOnSignals(name, stoppable, { timeoutMs: config.shutdownTimeoutMs, logger });
+    stopWithParent(logger, stop);
   });
+}
+
+/**
+ * A child of `surge up` runs in its own process group (stack/up.ts), so when `surge up` dies
+ * without stopping it (SIGKILL, a crash) nothing else would: it then stops itself, gracefully.
+ */
+function stopWithParent(logger: Logger, stop: (reason: string) => void): void {
+  const parent = Number(process.env.SURGE_UP_PID);
+  if (!Number.isInteger(parent) || parent <= 0) return;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    logger.warn({ parent }, 'surge up exited');
+    stop('parent exited');
+  }, 1000);
+  timer.unref();
 }

@@ -15,15 +15,23 @@ export interface RunOptions {
   exit?: (code: number) => void;
 }
 
-export function stopOnSignals(name: string, service: Stoppable, options: RunOptions): void {
+/**
+ * Returns the graceful stop the first signal starts, for a caller with another reason to stop;
+ * calling it while a stop is under way does nothing (only a signal forces the exit).
+ */
+export function stopOnSignals(name: string, service: Stoppable, options: RunOptions): (reason: string) => void {
   const exit = options.exit ?? ((code: number) => process.exit(code));
   let stopping = false;
-  const onSignal = (signal: NodeJS.Signals) => {
+  const onSignal = (signal: string) => {
     if (stopping) {
       options.logger.warn({ signal }, `${name}: second signal, exiting now`);
       exit(1);
       return;
     }
+    gracefully(signal);
+  };
+  const gracefully = (signal: string) => {
+    if (stopping) return;
     stopping = true;
     options.logger.info({ signal, timeoutMs: options.timeoutMs }, `${name}: stopping gracefully`);
     const timer = setTimeout(() => {
@@ -46,4 +54,5 @@ export function stopOnSignals(name: string, service: Stoppable, options: RunOpti
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  return gracefully;
 }

@@ -370,7 +370,15 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
     const launch = (child: Child) => {
       // The worker yields the cores to ingest when they compete (docs/workers.md).
       const roleEnv = child.role === 'work' ? { SURGE_WORKER_NICE: '10', ...env } : env;
-      const p = spawn(process.execPath, [CLI, child.role], { env: roleEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+      // Own process group: a terminal's Ctrl-C reaches only this process, which then stops each
+      // child with one SIGTERM (a child that got the terminal's SIGINT too would take our SIGTERM
+      // as a second signal and skip its graceful stop). SURGE_UP_PID lets a child notice that we
+      // are gone and stop by itself, since no terminal signal reaches it any more.
+      const p = spawn(process.execPath, [CLI, child.role], {
+        env: { ...roleEnv, SURGE_UP_PID: String(process.pid) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      });
       child.process = p;
       pipeLines(p.stdout, (l) => opts.out(formatLogLine(child.role, l)));
       pipeLines(p.stderr, (l) => opts.out(formatLogLine(child.role, l)));

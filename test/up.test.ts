@@ -10,6 +10,7 @@ import pg from 'pg';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
+import { defined } from './support/defined.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 
@@ -19,10 +20,12 @@ interface UpProcess {
   exited: Promise<number | null>;
 }
 
+/** `surge up` in a process group of its own, as a shell runs a foreground job. */
 function startUp(args: string[], env: Record<string, string>): UpProcess {
   const child = spawn(process.execPath, [CLI, 'up', ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
   });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => {
@@ -33,6 +36,16 @@ function startUp(args: string[], env: Record<string, string>): UpProcess {
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, output: () => out, exited };
+}
+
+/** Ctrl-C in a terminal: SIGINT to every process of the foreground job's group. */
+function ctrlC(up: UpProcess): void {
+  if (up.child.pid !== undefined) process.kill(-up.child.pid, 'SIGINT');
+}
+
+/** The process's children (Linux). */
+function childrenOf(pid: number): number[] {
+  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
 function alive(pid: number): boolean {
@@ -99,11 +112,38 @@ describe('surge up', () => {
       } finally {
         await db.end();
       }
-      up.child.kill('SIGINT');
+      ctrlC(up);
       assert.equal(await up.exited, 0, up.output());
       assert.match(up.output(), /stopped\.\n?$/);
+      // Each child got one signal, from surge up, and stopped gracefully.
+      assert.doesNotMatch(up.output(), /second signal|graceful stop timed out/);
     } finally {
       if (up.child.exitCode === null) up.child.kill('SIGKILL');
+    }
+  });
+
+  test('killed outright, surge up leaves no child running: each stops by itself', async () => {
+    const up = startUp(['--data-dir', dataDir], { ...t.env, SURGE_LOG_LEVEL: 'warn' });
+    let children: number[] = [];
+    try {
+      await waitFor(
+        'the banner (or surge up exiting)',
+        () => up.child.exitCode !== null || up.output().includes('Surge is up.'),
+        {
+          timeoutMs: 60_000,
+        },
+      );
+      assert.ok(up.output().includes('Surge is up.'), up.output());
+      children = childrenOf(defined(up.child.pid, 'surge up’s pid'));
+      assert.ok(children.length >= 4, `surge up runs its roles: ${children.join(', ')}`);
+      up.child.kill('SIGKILL');
+      await up.exited;
+      await waitFor('every child of the killed surge up gone', () => children.every((pid) => !alive(pid)), {
+        timeoutMs: 30_000,
+      });
+    } finally {
+      if (up.child.exitCode === null) up.child.kill('SIGKILL');
+      for (const pid of children) if (alive(pid)) process.kill(pid, 'SIGKILL');
     }
   });
 
