@@ -51,19 +51,26 @@ describe('Redis Cluster: 3 masters with a replica each, 8 shards', () => {
     await cluster?.stop();
   });
 
+  /** 1 ingest and 2 workers on the cluster, 8 shards, `env` for every process. */
+  const startClusterStack = async (env?: Record<string, string>): Promise<FaultStack> => {
+    const stack = new FaultStack({
+      cluster,
+      shards: 8,
+      ingests: 1,
+      workers: 2,
+      privatePostgres: false,
+      progress: 60,
+      ...(env ? { env } : {}),
+      log: process.env.SURGE_FAULTS_VERBOSE ? (l) => console.log(l) : undefined,
+    });
+    await stack.start();
+    return stack;
+  };
+
   describe('fast mode', () => {
     let stack: FaultStack;
     before(async () => {
-      stack = new FaultStack({
-        cluster,
-        shards: 8,
-        ingests: 1,
-        workers: 2,
-        privatePostgres: false,
-        progress: 60,
-        log: process.env.SURGE_FAULTS_VERBOSE ? (l) => console.log(l) : undefined,
-      });
-      await stack.start();
+      stack = await startClusterStack();
     });
     after(async () => {
       if (stack?.rows.length) console.log(`${TABLE_HEADER}\n${stack.rows.map(formatRow).join('\n')}`);
@@ -138,17 +145,7 @@ describe('Redis Cluster: 3 masters with a replica each, 8 shards', () => {
   describe('durable mode: WAIT 1 on the master of each shard', () => {
     let stack: FaultStack;
     before(async () => {
-      stack = new FaultStack({
-        cluster,
-        shards: 8,
-        ingests: 1,
-        workers: 2,
-        privatePostgres: false,
-        progress: 60,
-        env: { SURGE_DURABILITY: 'durable', SURGE_DURABLE_TIMEOUT_MS: '1000' },
-        log: process.env.SURGE_FAULTS_VERBOSE ? (l) => console.log(l) : undefined,
-      });
-      await stack.start();
+      stack = await startClusterStack({ SURGE_DURABILITY: 'durable', SURGE_DURABLE_TIMEOUT_MS: '1000' });
     });
     after(async () => {
       if (stack?.rows.length) console.log(`${TABLE_HEADER}\n${stack.rows.map(formatRow).join('\n')}`);

@@ -216,6 +216,22 @@ export class FaultStack {
     this.scrapeTimer = setInterval(() => void this.scrape(), 200);
   }
 
+  /** SIGKILLs the master serving shard 0 and waits until the load feels it. */
+  private async killShardMaster(needs: string): Promise<{ cluster: RedisClusterHandle; key: string; victim: number }> {
+    const cluster = this.opts.cluster;
+    if (!cluster) throw new Error(needs);
+    const key = streamKey(this.prefix, 0);
+    const victim = (await cluster.locate(key)).node;
+    const failuresBefore = this.load.failures();
+    await cluster.kill(victim);
+    await waitFor(
+      'the client sees failed requests while a master is down',
+      () => this.load.failures() > failuresBefore,
+      { timeoutMs: 30_000 },
+    );
+    return { cluster, key, victim };
+  }
+
   private spawn(role: SurgeRole, i: number): Promise<SurgeProcess> {
     return startSurge(role, this.env, `${role}-${i}#${++this.seq}`);
   }
@@ -555,16 +571,7 @@ export class FaultStack {
         return;
       }
       case 'cluster-master-restart': {
-        const cluster = this.opts.cluster;
-        if (!cluster) throw new Error('cluster-master-restart needs a Redis Cluster');
-        const victim = (await cluster.locate(streamKey(this.prefix, 0))).node;
-        const failuresBefore = this.load.failures();
-        await cluster.kill(victim);
-        await waitFor(
-          'the client sees failed requests while a master is down',
-          () => this.load.failures() > failuresBefore,
-          { timeoutMs: 30_000 },
-        );
+        const { cluster, victim } = await this.killShardMaster('cluster-master-restart needs a Redis Cluster');
         await cluster.restart(victim);
         return;
       }
@@ -572,16 +579,8 @@ export class FaultStack {
         // The master stays down until its replica took over its slots, then comes back as the
         // new master's replica. Not waiting for load in between: in durable mode the new master
         // has no replica until then, so its shards answer 503 and the senders retry them.
-        const cluster = this.opts.cluster;
-        if (!cluster) throw new Error('cluster-failover needs a Redis Cluster with replicas');
-        const key = streamKey(this.prefix, 0);
-        const victim = (await cluster.locate(key)).node;
-        const failuresBefore = this.load.failures();
-        await cluster.kill(victim);
-        await waitFor(
-          'the client sees failed requests while a master is down',
-          () => this.load.failures() > failuresBefore,
-          { timeoutMs: 30_000 },
+        const { cluster, key, victim } = await this.killShardMaster(
+          'cluster-failover needs a Redis Cluster with replicas',
         );
         await cluster.failedOver(key, victim);
         const promoted = (await cluster.locate(key)).node;
