@@ -174,12 +174,12 @@ export const STAGE_ITEM_COLUMNS = ['item_sku', 'item_qty', 'item_unit_price_cent
 
 /** A text[] literal (PostgreSQL array syntax; COPY escaping comes on top). */
 function textArray(values: readonly string[]): string {
-  let out = '{';
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i] as string;
-    out += `${i === 0 ? '' : ','}"${v.includes('"') || v.includes('\\') ? v.replace(/["\\]/g, '\\$&') : v}"`;
+  let out = '';
+  for (const v of values) {
+    // Every element is quoted, so `out` is empty only before the first.
+    out += `${out === '' ? '' : ','}"${v.includes('"') || v.includes('\\') ? v.replace(/["\\]/g, '\\$&') : v}"`;
   }
-  return `${out}}`;
+  return `{${out}}`;
 }
 
 // Entries of one batch mostly share their millisecond (an entry ID is ms-seq): format each once.
@@ -221,12 +221,12 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
     const n = order.items.length;
     const skus: string[] = new Array(n);
     const qtys: number[] = new Array(n);
-    let prices = '';
+    const prices: number[] = new Array(n);
     let j = 0;
     for (const item of order.items) {
       skus[j] = item.sku;
       qtys[j] = item.qty;
-      prices += `${j === 0 ? '' : ','}${item.unit_price_cents}`;
+      prices[j] = item.unit_price_cents;
       j++;
     }
     rowValues[0] = String(rows.length);
@@ -238,7 +238,7 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
     for (const field of ORDER_FIELD_LIST) rowValues[c++] = field.stage(order[field.name]);
     rowValues[c++] = textArray(skus);
     rowValues[c++] = `{${qtys.join(',')}}`;
-    rowValues[c] = `{${prices}}`;
+    rowValues[c] = `{${prices.join(',')}}`;
     text.push(copyRow(rowValues));
     rows.push({ id: entry.id, skus, qtys });
   }
