@@ -3,6 +3,7 @@
 // minute from PostgreSQL. `--json` prints the same report for scripts; `--watch` redraws it.
 import type { Config } from '../common/config.js';
 import { createPool, type Pool } from '../common/db.js';
+import { explainSchemaError } from '../common/migrate.js';
 import { createRedis, type RedisClient, redisReady } from '../common/redis.js';
 import { type LagSnapshot, readLag } from './lag.js';
 
@@ -45,7 +46,11 @@ async function collectStatus(
     readLag(redis, config.redisPrefix, config.shards, now),
     readApplyRate(pool).then(
       (r) => ({ ok: r }) as const,
-      (e: unknown) => ({ error: (e as Error).message }) as const,
+      // The rest of the report comes from Redis, so an unmigrated database is named, not fatal.
+      (e: unknown) => {
+        const explained = explainSchemaError(e);
+        return { error: explained instanceof Error ? explained.message : String(explained) } as const;
+      },
     ),
   ]);
   return 'ok' in rate

@@ -77,25 +77,6 @@ describe('migrate', () => {
     await db.drop();
   });
 
-  test('on a database never migrated, commands and roles say to run surge migrate', async () => {
-    // Runs before the migration test below, while the database is still empty.
-    const env = { DATABASE_URL: db.url, SURGE_REDIS_PREFIX: `never-migrated-${process.pid}` };
-    for (const args of [['clients', 'list'], ['dlq', 'list'], ['ingest'], ['work']]) {
-      await assert.rejects(surge(args, env), (e: { code: number; stderr: string }) => {
-        assert.equal(e.code, 1, args.join(' '));
-        assert.match(e.stderr, /run `surge migrate`/, args.join(' '));
-        assert.doesNotMatch(e.stderr, /\n\s+at /, `${args.join(' ')}: no stack trace`);
-        return true;
-      });
-    }
-    const missing = new URL(db.url);
-    missing.pathname = `/surge_missing_${process.pid}`;
-    await assert.rejects(surge(['dlq', 'list'], { DATABASE_URL: missing.href }), (e: { stderr: string }) => {
-      assert.match(e.stderr, /does not exist: run `surge migrate --create-database`/);
-      return true;
-    });
-  });
-
   test('two processes migrating at once apply each migration exactly once', async () => {
     const env = { DATABASE_URL: db.url };
     const [a, b] = await Promise.all([surge(['migrate'], env), surge(['migrate'], env)]);
