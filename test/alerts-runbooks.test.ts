@@ -1,8 +1,9 @@
 // The alert rules and their docs agree: every rule in metrics/alerts.yml has a section in
-// docs/runbooks.md and a row in the alerts tables of docs/operations.md and docs/metrics.md, and
-// nothing else does; every rule's runbook_url is the documented base plus an anchor that
-// docs/runbooks.md has. promtool's unit tests of the rules (test/lag-prometheus.test.ts) check
-// that each expectation carries the same URL.
+// docs/runbooks.md (what it means, how to confirm it, what to do) and a row in the alerts tables
+// of docs/operations.md and docs/metrics.md, and nothing else does; every rule's runbook_url is
+// the documented base plus an anchor that docs/runbooks.md has. Every rule has promtool unit
+// tests (run by test/lag-prometheus.test.ts) where it fires and where it stays quiet, whose
+// expectations carry the same URL.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -66,6 +67,19 @@ function tableAlerts(markdown: string): string[] {
   return out;
 }
 
+/** Alert sections of a runbook page that lack one of the three parts every section has. */
+function sectionProblems(markdown: string): string[] {
+  const problems: string[] = [];
+  const parts = markdown.split(/^## /m).slice(1);
+  for (const part of parts) {
+    const heading = part.split('\n')[0]?.trim() ?? '';
+    if (!/^Surge\w*$/.test(heading)) continue;
+    for (const p of ['Means', 'Confirm', 'Do'])
+      if (!new RegExp(`^\\*\\*${p}\\.\\*\\*`, 'm').test(part)) problems.push(`${heading}: no **${p}.** paragraph`);
+  }
+  return problems;
+}
+
 /** Runbook problems of a rule file against a runbook page. */
 function runbookProblems(rules: Rule[], runbooks: string): string[] {
   const problems: string[] = [];
@@ -107,6 +121,14 @@ describe('alert rules and their runbooks agree', () => {
     assert.deepEqual(sorted(alertSections), names);
   });
 
+  test('every alert section says what it means, how to confirm it and what to do', () => {
+    assert.deepEqual(sectionProblems(runbooks), []);
+    assert.deepEqual(
+      sectionProblems('## SurgeA\n\n**Means.** x\n\n**Do.** y\n## SurgeB\n**Means.** a\n**Confirm.** b\n**Do.** c\n'),
+      ['SurgeA: no **Confirm.** paragraph'],
+    );
+  });
+
   test('every rule links to its own section of docs/runbooks.md under the documented base', () => {
     assert.deepEqual(runbookProblems(rules, runbooks), []);
     assert.ok(runbooks.includes(RUNBOOK_BASE), 'docs/runbooks.md names the base it documents');
@@ -136,7 +158,7 @@ describe('alert rules and their runbooks agree', () => {
     assert.deepEqual(sorted(tableAlerts(read('docs', 'metrics.md'))), names);
   });
 
-  test('the promtool unit tests expect the same runbook_url as the rules', () => {
+  test('every alert has promtool unit tests where it fires and where it does not, with the same runbook_url', () => {
     const urls = new Map(rules.map((r) => [r.alert, r.annotations?.runbook_url]));
     const file = parse(read('metrics', 'alerts.test.yml')) as {
       tests: Array<{
@@ -146,13 +168,15 @@ describe('alert rules and their runbooks agree', () => {
         }>;
       }>;
     };
-    const tested = new Set<string>();
+    const fires = new Set<string>();
+    const quiet = new Set<string>();
     for (const t of file.tests)
       for (const a of t.alert_rule_test ?? []) {
-        tested.add(a.alertname);
+        (a.exp_alerts?.length ? fires : quiet).add(a.alertname);
         for (const e of a.exp_alerts ?? [])
           assert.equal(e.exp_annotations?.runbook_url, urls.get(a.alertname), `${a.alertname} expectation`);
       }
-    assert.deepEqual(sorted(tested), names, 'every alert has a promtool unit test');
+    assert.deepEqual(sorted(fires), names, 'every alert has a promtool unit test where it fires');
+    assert.deepEqual(sorted(quiet), names, 'and one where it stays quiet');
   });
 });
