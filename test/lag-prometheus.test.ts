@@ -1,8 +1,9 @@
 // The real Prometheus (Debian's `prometheus` package: /usr/bin/prometheus and /usr/bin/promtool)
 // against Surge: promtool accepts the alert rules and their unit tests and Surge's /metrics text,
 // and a Prometheus server on loopback scraping a running lag exporter answers a PromQL query for
-// the backlog with the value we built in Redis, evaluates the alert rules, and runs every query of
-// the Grafana dashboard as its "All" variables make it.
+// the backlog with the value we built in Redis, evaluates the alert rules, runs every query of
+// the Grafana dashboard as its "All" variables make it, and resolves the dead-letter alert once
+// the dead letter is replayed (the DLQ stream's depth would not have dropped).
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,7 +18,10 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { ensureGroups } from '../common/streams.js';
 import * as definitions from '../metrics/definitions.js';
 import { type LagExporter, startLagExporter } from '../metrics/exporter.js';
+import { replayDeadLetter } from '../maintenance/dlq.js';
 import { type MaintenanceHandle, startMaintenance } from '../maintenance/service.js';
+import { canonicalOrderJson } from '../common/order.js';
+import { sampleOrder } from './support/deadletters.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { freePort } from '../common/net.js';
 import { waitFor } from '../devkit/wait.js';
@@ -71,6 +75,8 @@ describe('Prometheus and promtool against Surge', () => {
   let prometheus: ChildProcess | undefined;
   let promDir: string | undefined;
   let promUrl: string;
+  let pool: pg.Pool;
+  let deadLetterId: number;
 
   before(async () => {
     requireBinary('promtool');
@@ -92,11 +98,16 @@ describe('Prometheus and promtool against Surge', () => {
     await redis.xdel(s1, defined(ids[2], 'the third entry'));
     await redis.xadd(dlqKey(env.prefix, 0), '*', 'dl_reason', 'test');
     exporter = await startLagExporter(env.config);
-    // One dead letter never replayed: maintenance exports it as unresolved.
-    const pool = new pg.Pool({ connectionString: env.db.url, max: 1 });
-    await pool.query(`INSERT INTO dead_letters (stream, entry_id, reason) VALUES ('s', '1-0', 'undecodable')`);
-    await pool.end();
-    maintenance = await startMaintenance(env.config, { metricsPort: 0, replayWorker: false });
+    // One dead letter never replayed: maintenance exports it as unresolved, until the last test
+    // replays it. The gauge is recounted often so the alert clears within the test.
+    pool = new pg.Pool({ connectionString: env.db.url, max: 2 });
+    const dead = await pool.query<{ id: string }>(
+      `INSERT INTO dead_letters (client_id, idempotency_key, stream, entry_id, reason, payload)
+       VALUES ('prom-client', 'prom-1', $1, '1-0', 'permanent_error', $2) RETURNING id`,
+      [s0, canonicalOrderJson(sampleOrder())],
+    );
+    deadLetterId = Number(dead.rows[0]?.id);
+    maintenance = await startMaintenance(env.config, { metricsPort: 0, replayWorker: false, deadLetterGaugeMs: 200 });
   });
 
   after(async () => {
@@ -108,6 +119,7 @@ describe('Prometheus and promtool against Surge', () => {
     if (promDir) rmSync(promDir, { recursive: true, force: true });
     await exporter?.stop();
     await maintenance?.stop();
+    await pool?.end();
     redis?.disconnect();
     await env?.cleanup();
   });
@@ -279,5 +291,30 @@ describe('Prometheus and promtool against Surge', () => {
     // Without a namespace label (no operator here) the filters still match.
     for (const title of ['Backlog (orders not yet applied)', 'Lag exporter up', 'Unresolved dead letters'])
       assert.ok((results.get(title) ?? 0) > 0, `panel "${title}" has data`);
+  });
+
+  test('SurgeDeadLetters clears once the dead letter is replayed, though the DLQ stream keeps it', async () => {
+    assert.ok(promUrl, 'the Prometheus of the tests above');
+    const active = async () => {
+      const a = (await (await fetch(`${promUrl}/api/v1/alerts`)).json()) as {
+        data: { alerts: Array<{ labels: Record<string, string>; state: string }> };
+      };
+      return a.data.alerts.some((x) => x.labels.alertname === 'SurgeDeadLetters');
+    };
+    assert.ok(await active(), 'firing before the replay');
+    const outcome = await replayDeadLetter(
+      { pool, redis, prefix: env.prefix, shards: env.config.shards },
+      deadLetterId,
+    );
+    assert.equal(outcome.outcome, 'replayed');
+    await waitFor('SurgeDeadLetters no longer active', async () => !(await active()), {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+    });
+    const gauge = (await (
+      await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent('max(surge_dead_letters_unresolved)')}`)
+    ).json()) as PromResult;
+    assert.equal(gauge.data.result[0]?.value[1], '0');
+    assert.equal(await redis.xlen(dlqKey(env.prefix, 0)), 1, 'the DLQ stream is as deep as before');
   });
 });
