@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { ROLES } from '../common/roles.js';
 import { type ComposeFile, composeProblems, PROVIDED_ELSEWHERE, readCompose } from './support/compose.js';
 
 const doc = readCompose(PACKAGE_ROOT);
@@ -124,7 +125,16 @@ describe('the compose checks catch what they claim to', () => {
       (d) => (d.services.prometheus!.volumes = ['./deploy/compose/nope.yml:/etc/prometheus/prometheus.yml:ro']),
       /mounts deploy\/compose\/nope.yml, which does not exist/,
     ],
-    ['a long-running role with no service', (d) => delete d.services.maintenance, /no service runs surge maintenance/],
+    // Every long-running role of common/roles.ts, whichever service runs it.
+    ...ROLES.map((role): [string, (d: ComposeFile) => void, RegExp] => [
+      `surge ${role} with no service`,
+      (d) => {
+        const name = Object.entries(d.services).find(([, s]) => Array.isArray(s.command) && s.command[0] === role)?.[0];
+        assert.ok(name, `a service runs surge ${role}`);
+        delete d.services[name];
+      },
+      new RegExp(`no service runs surge ${role}$`),
+    ]),
     [
       'two lag exporters',
       (d) => (d.services['lag-exporter']!.deploy = { replicas: 2 }),

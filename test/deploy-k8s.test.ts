@@ -11,6 +11,7 @@ import { before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { ROLES } from '../common/roles.js';
 import {
   type K8sObject,
   kustomizeCommand,
@@ -362,11 +363,18 @@ describe("Surge's manifest rules catch what they claim to", () => {
       (o) => (find(o, 'NetworkPolicy', 'surge-lag-exporter') as Loose).spec.egress.shift(),
       /surge-lag-exporter: does not allow egress to DNS port 53\/UDP/,
     ],
-    [
-      'a long-running role with no Deployment',
-      (o) => remove(o, 'Deployment', 'surge-maintenance'),
-      /no Deployment runs surge maintenance/,
-    ],
+    // Every long-running role of common/roles.ts, whichever Deployment runs it.
+    ...ROLES.map((role): [string, (objs: K8sObject[]) => void, RegExp] => [
+      `surge ${role} with no Deployment`,
+      (o) => {
+        const d = o.find(
+          (x) => x.kind === 'Deployment' && (x as Loose).spec.template.spec.containers[0].args?.[0] === role,
+        );
+        assert.ok(d, `a Deployment runs surge ${role}`);
+        o.splice(o.indexOf(d), 1);
+      },
+      new RegExp(`no Deployment runs surge ${role}$`),
+    ]),
     [
       'an alert on a job nobody scrapes',
       (o) => ((find(o, 'Service', 'surge-maintenance') as Loose).metadata.name = 'surge-housekeeping'),
