@@ -100,33 +100,45 @@ export async function migrate(databaseUrl: string, dir: string = MIGRATIONS_DIR)
 class SchemaMissingError extends Error {}
 
 /**
- * A PostgreSQL error that means "not migrated" (undefined table) or "no such database", as a
- * SchemaMissingError naming the command to run; anything else as it was.
+ * A PostgreSQL error that means "not migrated" (undefined table), "migrated by an older release"
+ * (undefined column: Surge's queries name only columns its migrations create) or "no such
+ * database", as a SchemaMissingError naming the command to run; anything else as it was.
  */
 export function explainSchemaError(e: unknown): unknown {
   const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
   const message = e instanceof Error ? e.message : String(e);
   if (code === '42P01')
     return new SchemaMissingError(`${message}: the database is not migrated; run \`surge migrate\``);
+  if (code === '42703')
+    return new SchemaMissingError(`${message}: the database lacks a newer migration; run \`surge migrate\``);
   if (code === '3D000') {
     return new SchemaMissingError(`${message}: run \`surge migrate --create-database\` to create and migrate it`);
   }
   return e;
 }
 
-/** Fails with a SchemaMissingError when no migration was ever applied to the database. */
+/**
+ * Fails with a SchemaMissingError when the database was never migrated, or lacks a migration
+ * this release ships (a pod of a new release that starts before the migrate Job has finished).
+ * Migrations newer than this release are fine: they keep the schema compatible with it.
+ */
 export async function assertMigrated(databaseUrl: string): Promise<void> {
   const client = new pg.Client({ connectionString: databaseUrl, application_name: 'surge-schema-check' });
   try {
     await client.connect();
     const table = await client.query<{ t: string | null }>(`SELECT to_regclass('surge_migrations')::text AS t`);
-    const applied =
+    const applied = new Set(
       table.rows[0]?.t == null
-        ? 0
-        : ((await client.query<{ n: number }>('SELECT count(*)::int AS n FROM surge_migrations')).rows[0]?.n ?? 0);
-    if (applied === 0) {
-      const name = new URL(databaseUrl).pathname.slice(1);
-      throw new SchemaMissingError(`database ${name} was never migrated: run \`surge migrate\``);
+        ? []
+        : (await client.query<{ version: number }>('SELECT version FROM surge_migrations')).rows.map((r) => r.version),
+    );
+    const name = new URL(databaseUrl).pathname.slice(1);
+    if (applied.size === 0) throw new SchemaMissingError(`database ${name} was never migrated: run \`surge migrate\``);
+    const missing = listMigrations().filter((m) => !applied.has(m.version));
+    if (missing.length > 0) {
+      throw new SchemaMissingError(
+        `database ${name} lacks migration ${missing.map((m) => m.name).join(', ')}: run \`surge migrate\``,
+      );
     }
   } catch (e) {
     throw explainSchemaError(e);

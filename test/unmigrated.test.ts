@@ -1,12 +1,16 @@
 // Every command that works on PostgreSQL, run against a database that was never migrated (and
-// one that does not exist), says which command fixes it instead of printing PostgreSQL's raw
-// error or a stack. The command list is read from the CLI's own help, so a new command fails
+// one that does not exist, and one an older release migrated), says which command fixes it
+// instead of printing PostgreSQL's raw error or a stack. The command list is read from the CLI's own help, so a new command fails
 // here until it is classified: it works on the database (and is run below) or it does not.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import pg from 'pg';
+import { explainSchemaError, listMigrations, migrate } from '../common/migrate.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import {
   createTestDatabase,
@@ -170,6 +174,44 @@ describe('on a database that was never migrated, every command says to run surge
       }
     });
   }
+
+  test('on a database an older release migrated, the roles name the missing migration', async () => {
+    const all = listMigrations();
+    const last = all.at(-1);
+    assert.ok(last && all.length > 1, 'more than one migration');
+    const older = await createTestDatabase({ migrate: false });
+    const dir = mkdtempSync(join(tmpdir(), 'surge-older-migrations-'));
+    try {
+      for (const m of all.slice(0, -1)) writeFileSync(join(dir, `${m.name}.sql`), m.sql);
+      await migrate(older.url, dir);
+      for (const role of ['ingest', 'work', 'maintenance']) {
+        const r = await surge([role], { ...env, DATABASE_URL: older.url });
+        assert.equal(r.code, 1, `surge ${role}: exit code; stderr:\n${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`lacks migration ${last.name}: run \`surge migrate\``), role);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      await older.drop();
+    }
+  });
+
+  test('a column an older schema lacks is explained too', async () => {
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      const e = await c.query('SELECT no_such_column FROM pg_class').then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      const explained = explainSchemaError(e);
+      assert.ok(explained instanceof Error);
+      assert.match(explained.message, /column "no_such_column" does not exist: .*run `surge migrate`/);
+      const other = new Error('connection refused');
+      assert.equal(explainSchemaError(other), other, 'any other error as it was');
+    } finally {
+      await c.end();
+    }
+  });
 
   test('on a database that does not exist: run surge migrate --create-database', async () => {
     const missing = new URL(db.url);
