@@ -194,6 +194,22 @@ describe('kustomize overlays', () => {
     assert.ok(so(objs).spec.maxReplicaCount > so(objects('dev')).spec.maxReplicaCount);
   });
 
+  test("docs/operations.md's KEDA arithmetic is each overlay's threshold ÷ SURGE_SHARDS = lagCount", () => {
+    const docs = readFileSync(join(PACKAGE_ROOT, 'docs', 'operations.md'), 'utf8');
+    for (const name of OVERLAYS) {
+      const objs = objects(name);
+      const triggers = (find(objs, 'ScaledObject', 'surge-worker') as Loose).spec.triggers as Array<{
+        type: string;
+        metadata: Record<string, string>;
+      }>;
+      const threshold = triggers.find((t) => t.type === 'prometheus')?.metadata.threshold;
+      const lagCount = triggers.find((t) => t.type.startsWith('redis'))?.metadata.lagCount;
+      const config = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('surge-config-')) as Loose;
+      const line = `${threshold} ÷ ${config.data.SURGE_SHARDS} = ${lagCount}`;
+      assert.ok(docs.includes(line), `${name}: docs/operations.md says ${line}`);
+    }
+  });
+
   test('k8s/base/monitoring holds the current metrics/alerts.yml and metrics/dashboard.json', async () => {
     const alerts = join(PACKAGE_ROOT, 'metrics', 'alerts.yml');
     const dashboard = join(PACKAGE_ROOT, 'metrics', 'dashboard.json');
