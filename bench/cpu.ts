@@ -60,8 +60,7 @@ export function descendants(pid: number): number[] {
   }
   const out: number[] = [];
   const stack = [...(children.get(pid) ?? [])];
-  while (stack.length > 0) {
-    const p = stack.pop() as number;
+  for (let p = stack.pop(); p !== undefined; p = stack.pop()) {
     out.push(p);
     stack.push(...(children.get(p) ?? []));
   }
@@ -280,7 +279,11 @@ const c2 = (x: number) => x.toFixed(2);
 export function findBottleneck(u: CpuUsage, from: number, to: number): Bottleneck {
   const w = windowMeans(u, from, to);
   const measured = u.groups.filter((g) => g.measured);
-  if (measured.length === 0 || w.seconds === 0)
+  const [thread] = [...measured].sort(
+    (a, b) => (w.groups[b.name]?.mainCores ?? 0) - (w.groups[a.name]?.mainCores ?? 0),
+  );
+  const [largest] = [...measured].sort((a, b) => (w.groups[b.name]?.cores ?? 0) - (w.groups[a.name]?.cores ?? 0));
+  if (!thread || !largest || w.seconds === 0)
     return {
       process: 'unknown',
       kind: 'none',
@@ -289,13 +292,7 @@ export function findBottleneck(u: CpuUsage, from: number, to: number): Bottlenec
       of: u.cpus,
       sentence: 'What limited it: not known (no process CPU could be read from /proc).',
     };
-  const byThread = [...measured].sort(
-    (a, b) => (w.groups[b.name]?.mainCores ?? 0) - (w.groups[a.name]?.mainCores ?? 0),
-  );
-  const byCores = [...measured].sort((a, b) => (w.groups[b.name]?.cores ?? 0) - (w.groups[a.name]?.cores ?? 0));
-  const thread = byThread[0] as GroupUsage;
   const threadCores = w.groups[thread.name]?.mainCores ?? 0;
-  const largest = byCores[0] as GroupUsage;
   const largestCores = w.groups[largest.name]?.cores ?? 0;
   const machine = w.machineCores ?? measured.reduce((a, g) => a + (w.groups[g.name]?.cores ?? 0), 0);
   const span = `over ${Math.round(w.seconds)} s of load`;

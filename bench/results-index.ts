@@ -67,10 +67,9 @@ function scenarioEntry(root: string, dir: string): ResultEntry | undefined {
 }
 
 function fileEntry(root: string, file: string): ResultEntry | undefined {
-  const m = /^(e2e|apply|ingest)-(\d{4}-\d{2}-\d{2})\.json$/.exec(file);
-  if (!m) return undefined;
+  const [, kind, date] = /^(e2e|apply|ingest)-(\d{4}-\d{2}-\d{2})\.json$/.exec(file) ?? [];
+  if (kind === undefined || date === undefined) return undefined;
   const j = read(join(root, file));
-  const kind = m[1] as 'e2e' | 'apply' | 'ingest';
   let headline = '';
   if (kind === 'e2e') {
     const w = j.wholeOverAlone as Json | undefined;
@@ -87,7 +86,7 @@ function fileEntry(root: string, file: string): ResultEntry | undefined {
   return {
     scenario: kind,
     path: existsSync(join(root, md)) ? md : file,
-    date: m[2] as string,
+    date,
     machine: machineOf(j.machine as Json),
     command: str(j.command),
     headline,

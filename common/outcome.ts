@@ -41,7 +41,7 @@ const STATUSES = new Set(['applied', 'rejected', 'dead_lettered']);
 /** An entry's fields read back; undefined when they are not an outcome. */
 export function parseOutcome(fields: readonly string[]): Outcome | undefined {
   const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
+  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]!] = fields[i + 1]!; // in bounds: the loop checks i + 1
   const { client, key, status } = f;
   if (client === undefined || key === undefined || status === undefined || !STATUSES.has(status)) return undefined;
   return {

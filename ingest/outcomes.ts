@@ -152,7 +152,8 @@ export class OutcomeWaiters {
       const i = same.indexOf(w);
       if (i < 0) return;
       same.splice(i, 1);
-      if (same.length === 1) this.waiters.set(w.name, same[0] as Waiter);
+      const [only] = same;
+      if (same.length === 1 && only) this.waiters.set(w.name, only);
     } else return;
     this.count--;
   }
