@@ -48,9 +48,9 @@ describe('surge bench: one command line', () => {
       assert.doesNotMatch(bad.stderr, STACK);
       // The subcommand declares every option the script itself parses.
       const source = readFileSync(script, 'utf8');
-      const parsed = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)]
-        .map((m) => m[1] as string)
-        .filter((x) => x !== 'help');
+      const parsed = [...source.matchAll(/^\s+'?([a-z-]+)'?: \{ type: '(?:string|boolean)'/gm)].flatMap((m) =>
+        m[1] === undefined || m[1] === 'help' ? [] : [m[1]],
+      );
       const declared = b.options.map((x) => /--([a-z-]+)/.exec(x.flags)?.[1]);
       for (const x of parsed) assert.ok(declared.includes(x), `surge bench ${b.name} declares --${x}`);
     });
@@ -66,8 +66,8 @@ describe('surge bench: one command line', () => {
     assert.ok(benches.length >= 8, benches.map(([k]) => k).join(', '));
     const names = new Set(SCRIPT_BENCHES.map((b) => b.name));
     for (const [k, v] of benches) {
-      const m = /^npm run build --silent && node dist\/cli\/surge\.js bench ([a-z0-9-]+)$/.exec(v);
-      assert.ok(m && names.has(m[1] as string), `${k}: ${v}`);
+      const [, name] = /^npm run build --silent && node dist\/cli\/surge\.js bench ([a-z0-9-]+)$/.exec(v) ?? [];
+      assert.ok(name !== undefined && names.has(name), `${k}: ${v}`);
     }
   });
 });

@@ -84,7 +84,8 @@ describe('lag exporter against real Redis', () => {
   test('Redis itself reports the states we built (so the NULL cases really are NULL)', async () => {
     const lagOf = async (key: string) => {
       const g = (await redis.xinfo('GROUPS', key)) as unknown[][];
-      const row = g[0] as unknown[];
+      const [row] = g;
+      assert.ok(row, `no group on ${key}`);
       return row[row.indexOf('lag') + 1];
     };
     assert.equal(await lagOf(s0()), 4);

@@ -432,8 +432,9 @@ describe('tracing on: one order from POST to COMMIT, real processes, OTLP/HTTP r
   const spansOf = (traceId: string) => receiver.spans.filter((s) => s.traceId === traceId);
   const one = (spans: ReceivedSpan[], name: string): ReceivedSpan => {
     const found = spans.filter((s) => s.name === name);
-    assert.equal(found.length, 1, `one ${name} span: ${JSON.stringify(spans.map((s) => s.name))}`);
-    return found[0] as ReceivedSpan;
+    const [span] = found;
+    assert.ok(span && found.length === 1, `one ${name} span: ${JSON.stringify(spans.map((s) => s.name))}`);
+    return span;
   };
 
   test("the POST continues the caller's trace, and the batch span links to the order's accept span", async () => {
