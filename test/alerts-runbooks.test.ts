@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { PACKAGE_ROOT } from '../common/paths.js';
+import { headings, slug } from './support/markdown.js';
 
 /** Where docs/runbooks.md is published; the page says how to change it. */
 const RUNBOOK_BASE = 'https://surge.dev/docs/runbooks';
@@ -28,25 +29,8 @@ function alertRules(text: string): Rule[] {
   return file.groups.flatMap((g) => g.rules).filter((r) => r.alert !== undefined);
 }
 
-/** GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens. */
-function slug(heading: string): string {
-  return heading
-    .trim()
-    .toLowerCase()
-    .replace(/[^\p{L}\p{N}\s_-]/gu, '')
-    .replace(/\s/g, '-');
-}
-
 /** Level-2 headings of a Markdown page (outside code fences). */
-function sections(markdown: string): string[] {
-  const out: string[] = [];
-  let fenced = false;
-  for (const line of markdown.split('\n')) {
-    if (line.startsWith('```')) fenced = !fenced;
-    else if (!fenced && line.startsWith('## ')) out.push(line.slice(3).trim());
-  }
-  return out;
-}
+const sections = (markdown: string) => headings(markdown, [2]);
 
 /** Alert names in the first column of the Markdown table(s) whose header's first cell is `alert`. */
 function tableAlerts(markdown: string): string[] {
