@@ -1,5 +1,9 @@
-// The ISO 4217 alphabetic codes `currency` is checked against, as data in this one place. Where
-// the list comes from, which publication it is and how it is updated: docs/ingest.md (Currency).
+// The ISO 4217 alphabetic codes `currency` is checked against, as data in this one place: List One
+// (current currencies and funds) as the maintenance agency, SIX, publishes it and the npm package
+// `currency-codes` 2.2.0 ships it (`iso-4217-list-one.xml`), plus codes added since (`XCG`, which
+// replaced `ANG` on 31 March 2025). To update: add the `<Ccy>` codes of a newer List One and set
+// ISO_4217_PUBLISHED (docs/ingest.md names it). Never remove a withdrawn code (such as `ANG`):
+// entries accepted with it may still be in the streams, and workers validate again on decode.
 
 /** The publication of ISO 4217 List One these codes are taken from (its `Pblshd`). */
 export const ISO_4217_PUBLISHED = '2024-06-25';
