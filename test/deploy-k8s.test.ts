@@ -61,6 +61,39 @@ function deployment(objs: K8sObject[], name: string): Loose {
   return find(objs, 'Deployment', name);
 }
 
+/**
+ * Compiles each object set as a typed module (kubernetes-models' types) with tsc: the excess-property
+ * errors, as `<set>: <Kind/name>: <tsc message>`, none when every field is one its schema knows.
+ */
+async function typeProblems(sets: ReadonlyArray<{ name: string; objs: K8sObject[] }>): Promise<string[]> {
+  const dir = mkdtempSync(join(PACKAGE_ROOT, 'dist', '.k8s-typecheck-'));
+  try {
+    const files = sets.map(({ name, objs }) => {
+      const { source, objectAtLine } = typedModule(objs);
+      const file = join(dir, `${name}.ts`);
+      writeFileSync(file, source);
+      return { name, file, objectAtLine };
+    });
+    const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+    const options = '--noEmit --strict --skipLibCheck --target es2022 --module nodenext --moduleResolution nodenext';
+    const args = [...options.split(' '), '--types', 'node', ...files.map((f) => f.file)];
+    const out = await run(process.execPath, [tsc, ...args]).then(
+      () => '',
+      (e: { stdout: string }) => e.stdout,
+    );
+    return out
+      .split('\n')
+      .filter((l) => l.includes('error TS'))
+      .map((l) => {
+        const [, name, line, message] = /([^/]+)\.ts\((\d+),\d+\): (.*)$/.exec(l) ?? [];
+        const f = files.find((x) => x.name === name);
+        return f ? `${name}: ${f.objectAtLine(Number(line))}: ${message}` : l;
+      });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('kustomize overlays', () => {
   for (const name of ['base', ...OVERLAYS]) {
     test(`${name}: every object passes the Kubernetes, KEDA and prometheus-operator schemas`, () => {
@@ -77,45 +110,7 @@ describe('kustomize overlays', () => {
   }
 
   test('no object has a field its schema does not know (TypeScript excess-property check)', async () => {
-    const dir = mkdtempSync(join(PACKAGE_ROOT, 'dist', '.k8s-typecheck-'));
-    try {
-      const files: Array<{ file: string; objectAtLine: (line: number) => string }> = [];
-      for (const name of ['base', ...OVERLAYS]) {
-        const { source, objectAtLine } = typedModule(objects(name));
-        const file = join(dir, `${name}.ts`);
-        writeFileSync(file, source);
-        files.push({ file, objectAtLine });
-      }
-      const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-      const args = [
-        '--noEmit',
-        '--strict',
-        '--skipLibCheck',
-        '--target',
-        'es2022',
-        '--module',
-        'nodenext',
-        '--moduleResolution',
-        'nodenext',
-        '--types',
-        'node',
-      ];
-      const out = await run(process.execPath, [tsc, ...args, ...files.map((f) => f.file)]).then(
-        () => '',
-        (e: { stdout: string }) => e.stdout,
-      );
-      const problems = out
-        .split('\n')
-        .filter((l) => l.includes('error TS'))
-        .map((l) => {
-          const m = /([^/]+)\.ts\((\d+),\d+\): (.*)$/.exec(l);
-          const f = files.find((x) => m && x.file.endsWith(`${m[1]}.ts`));
-          return m && f ? `${m[1]}: ${f.objectAtLine(Number(m[2]))}: ${m[3]}` : l;
-        });
-      assert.deepEqual(problems, []);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    assert.deepEqual(await typeProblems(['base', ...OVERLAYS].map((name) => ({ name, objs: objects(name) }))), []);
   });
 
   test('the check for unknown fields catches a misspelt field', async () => {
@@ -124,34 +119,9 @@ describe('kustomize overlays', () => {
       httpGet: { path: '/readyz', port: 9464 },
     };
     assert.deepEqual(schemaProblems(objs), [], 'the JSON schemas alone accept it');
-    const dir = mkdtempSync(join(PACKAGE_ROOT, 'dist', '.k8s-typecheck-'));
-    try {
-      const { source, objectAtLine } = typedModule(objs);
-      writeFileSync(join(dir, 'broken.ts'), source);
-      const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-      const err = await run(process.execPath, [
-        tsc,
-        '--noEmit',
-        '--strict',
-        '--skipLibCheck',
-        '--module',
-        'nodenext',
-        '--moduleResolution',
-        'nodenext',
-        '--types',
-        'node',
-        join(dir, 'broken.ts'),
-      ]).then(
-        () => undefined,
-        (e: { stdout: string }) => e.stdout,
-      );
-      assert.ok(err, 'tsc rejects it');
-      assert.match(err, /readinessProbes/);
-      const line = Number(/broken\.ts\((\d+),/.exec(err)?.[1]);
-      assert.equal(objectAtLine(line), 'Deployment/surge-worker');
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const problems = await typeProblems([{ name: 'broken', objs }]);
+    assert.equal(problems.length, 1, problems.join('\n'));
+    assert.match(problems[0] ?? '', /^broken: Deployment\/surge-worker: .*readinessProbes/);
   });
 
   test('dev: a working stack — Redis with AOF and noeviction, PostgreSQL, URLs that name rendered Services', () => {
