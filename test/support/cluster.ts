@@ -144,6 +144,13 @@ export async function startRedisCluster(
     child.kill('SIGKILL');
     await gone;
   };
+  /** Waits until every node reports cluster_state:ok and, with replicas, each replica is linked to its master. */
+  const settled = async (when: string) => {
+    const ports = nodes.map((n) => n.port);
+    const wait = { timeoutMs: 30_000, intervalMs: 100 };
+    await waitFor(`cluster_state:ok on every node ${when}`, () => clusterOk(ports), wait);
+    if (replicas > 0) await waitFor(`every replica linked to its master ${when}`, () => replicasLinked(ports), wait);
+  };
   const livePorts = () =>
     nodes
       .filter((_, i) => {
@@ -165,15 +172,7 @@ export async function startRedisCluster(
       ],
       { timeout: 30_000 },
     );
-    await waitFor('cluster_state:ok on every node', () => clusterOk(nodes.map((n) => n.port)), {
-      timeoutMs: 20_000,
-      intervalMs: 100,
-    });
-    if (replicas > 0)
-      await waitFor('every replica linked to its master', () => replicasLinked(nodes.map((n) => n.port)), {
-        timeoutMs: 30_000,
-        intervalMs: 100,
-      });
+    await settled('after the create');
   } catch (e) {
     for (let i = 0; i < count; i++) await killNode(i);
     for (const n of nodes) rmSync(n.dir, { recursive: true, force: true });
@@ -185,15 +184,7 @@ export async function startRedisCluster(
     kill: killNode,
     async restart(i) {
       await launch(i);
-      await waitFor('cluster_state:ok after the restart', () => clusterOk(nodes.map((n) => n.port)), {
-        timeoutMs: 30_000,
-        intervalMs: 100,
-      });
-      if (replicas > 0)
-        await waitFor('every replica linked after the restart', () => replicasLinked(nodes.map((n) => n.port)), {
-          timeoutMs: 30_000,
-          intervalMs: 100,
-        });
+      await settled('after the restart');
     },
     async locate(key) {
       // Asked of a live node: after a kill, node 0 may be the one down.
