@@ -38,6 +38,23 @@ function startUp(args: string[], env: Record<string, string>): UpProcess {
   return { child, output: () => out, exited };
 }
 
+/** Waits for the "Surge is up." banner; fails with the output when surge up exits first or never prints it. */
+async function banner(up: UpProcess, timeoutMs: number): Promise<void> {
+  await waitFor(
+    'the banner (or surge up exiting)',
+    () => up.child.exitCode !== null || up.output().includes('Surge is up.'),
+    {
+      timeoutMs,
+    },
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}; output:\n${up.output()}`);
+  });
+  assert.ok(
+    up.output().includes('Surge is up.'),
+    `surge up exited (${up.child.exitCode}) before the banner:\n${up.output()}`,
+  );
+}
+
 /** Ctrl-C in a terminal: SIGINT to every process of the foreground job's group. */
 function ctrlC(up: UpProcess): void {
   if (up.child.pid !== undefined) process.kill(-up.child.pid, 'SIGINT');
@@ -71,19 +88,7 @@ describe('surge up', () => {
   test('the printed curl line gets a 202 and the order is applied; Ctrl-C stops every child', async () => {
     const up = startUp(['--data-dir', dataDir], { ...t.env, SURGE_LOG_LEVEL: 'warn' });
     try {
-      await waitFor(
-        'the banner (or surge up exiting)',
-        () => up.child.exitCode !== null || up.output().includes('Surge is up.'),
-        {
-          timeoutMs: 60_000,
-        },
-      ).catch((e: Error) => {
-        throw new Error(`${e.message}; output:\n${up.output()}`);
-      });
-      assert.ok(
-        up.output().includes('Surge is up.'),
-        `surge up exited (${up.child.exitCode}) before the banner:\n${up.output()}`,
-      );
+      await banner(up, 60_000);
       const out = up.output();
       const url = /POST orders to\s+(\S+)/.exec(out)?.[1];
       const key = /Authorization: Bearer (\S+)'/.exec(out)?.[1];
@@ -126,14 +131,7 @@ describe('surge up', () => {
     const up = startUp(['--data-dir', dataDir], { ...t.env, SURGE_LOG_LEVEL: 'warn' });
     let children: number[] = [];
     try {
-      await waitFor(
-        'the banner (or surge up exiting)',
-        () => up.child.exitCode !== null || up.output().includes('Surge is up.'),
-        {
-          timeoutMs: 60_000,
-        },
-      );
-      assert.ok(up.output().includes('Surge is up.'), up.output());
+      await banner(up, 60_000);
       children = childrenOf(defined(up.child.pid, 'surge up’s pid'));
       assert.ok(children.length >= 4, `surge up runs its roles: ${children.join(', ')}`);
       up.child.kill('SIGKILL');
@@ -154,19 +152,7 @@ describe('surge up', () => {
     delete env.REDIS_URL;
     const up = startUp(['--data-dir', dir, '--embedded-postgres', '--start-redis', '--roles', 'lag-exporter'], env);
     try {
-      await waitFor(
-        'the banner (or surge up exiting)',
-        () => up.child.exitCode !== null || up.output().includes('Surge is up.'),
-        {
-          timeoutMs: 90_000,
-        },
-      ).catch((e: Error) => {
-        throw new Error(`${e.message}; output:\n${up.output()}`);
-      });
-      assert.ok(
-        up.output().includes('Surge is up.'),
-        `surge up exited (${up.child.exitCode}) before the banner:\n${up.output()}`,
-      );
+      await banner(up, 90_000);
       const pgPort = /started embedded PostgreSQL on 127\.0\.0\.1:(\d+)/.exec(up.output())?.[1];
       assert.ok(pgPort, up.output());
       assert.match(up.output(), /started redis-server on redis:\/\/127\.0\.0\.1:\d+/);
