@@ -10,7 +10,7 @@ import { type CreatedClient, createClient } from '../common/clients.js';
 import { allStreamKeys, idemKey, shardFor, streamKey } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
 import type { Order } from '../common/order.js';
-import { createRedis, redisReady } from '../common/redis.js';
+import { createRedis, type RedisClient, redisReady } from '../common/redis.js';
 import { defineIngestCommands } from '../ingest/scripts.js';
 import { THREAD_MIN_BODY_BYTES } from '../ingest/batch.js';
 import { OrderIntake } from '../ingest/intake.js';
@@ -22,6 +22,14 @@ import { http } from './support/http.js';
 import { defined } from './support/defined.js';
 
 const silent = createLogger('silent', 'ingest-batch-test');
+
+/** A connection for an OrderWriter under test, as ingest's: the accept scripts defined, no offline queue, no resend. */
+async function writerConnection(env: TestEnv): Promise<RedisClient> {
+  const conn = createRedis(env.config, { offlineQueue: false, maxRetriesPerRequest: 0 });
+  defineIngestCommands(conn);
+  await redisReady(conn);
+  return conn;
+}
 
 function order(n: number, customer = 'cust-1'): Order {
   return {
@@ -218,9 +226,7 @@ describe('ingest :batch (many orders per script call)', () => {
   });
 
   test('concurrent single writes of one turn share script calls per shard; each is still checked, added and recorded once', async () => {
-    const conn = createRedis(env.config, { offlineQueue: false, maxRetriesPerRequest: 0 });
-    defineIngestCommands(conn);
-    await redisReady(conn);
+    const conn = await writerConnection(env);
     // Count the script calls this writer sends, as they reach the connection (pipelined or not;
     // the calls themselves go to the real Redis): the orders in each, from its numKeys.
     const calls: number[] = [];
@@ -269,9 +275,7 @@ describe('ingest :batch (many orders per script call)', () => {
   });
 
   test('single orders of one turn are checked and written together (OrderIntake): each gets its own outcome; bad ones cost the others nothing', async () => {
-    const conn = createRedis(env.config, { offlineQueue: false, maxRetriesPerRequest: 0 });
-    defineIngestCommands(conn);
-    await redisReady(conn);
+    const conn = await writerConnection(env);
     try {
       const intake = new OrderIntake(new OrderWriter({ redis: conn, config: env.config, logger: silent }));
       const json = (o: unknown) => Buffer.from(JSON.stringify(o));
@@ -329,9 +333,7 @@ describe('ingest :batch (many orders per script call)', () => {
   });
 
   test('a record Redis cannot read fails only its own order (503 unavailable); the others are written', async () => {
-    const conn = createRedis(env.config, { offlineQueue: false, maxRetriesPerRequest: 0 });
-    defineIngestCommands(conn);
-    await redisReady(conn);
+    const conn = await writerConnection(env);
     try {
       const writer = new OrderWriter({ redis: conn, config: env.config, logger: silent });
       const keys = ['w-1', 'w-2', 'w-3', 'w-4', 'w-5'];
