@@ -4,32 +4,28 @@ import { getPriority, hostname } from 'node:os';
 import { describe, test } from 'node:test';
 import pg from 'pg';
 import { consumerName, GROUP, streamKey } from '../common/keys.js';
-import { createRedis, type RedisClient } from '../common/redis.js';
-import { ensureGroups } from '../common/streams.js';
-import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import type { RedisClient } from '../common/redis.js';
 import { waitFor } from '../devkit/wait.js';
 import { defined } from './support/defined.js';
 import {
+  closeWorkerEnv,
+  count,
   enqueue,
+  openWorkerEnv,
   type QueuedOrder,
   simpleOrder,
   spawnWorker,
+  type WorkerEnv,
   type WorkerProcess,
   waitForDrained,
 } from './support/workers.js';
 
-interface Ctx {
-  env: TestEnv;
-  redis: RedisClient;
-  db: pg.Pool;
+interface Ctx extends WorkerEnv {
   procs: WorkerProcess[];
 }
 
 async function setup(overrides: Record<string, string>): Promise<Ctx> {
-  const env = await createTestEnv({ SURGE_WORKER_THREADS: '1', SURGE_PG_POOL_SIZE: '2', ...overrides });
-  const redis = createRedis(env.config);
-  await ensureGroups(redis, env.prefix, env.config.shards);
-  return { env, redis, db: new pg.Pool({ connectionString: env.db.url, max: 2 }), procs: [] };
+  return { ...(await openWorkerEnv({ SURGE_WORKER_THREADS: '1', SURGE_PG_POOL_SIZE: '2', ...overrides })), procs: [] };
 }
 
 async function teardown(ctx: Ctx): Promise<void> {
@@ -38,13 +34,7 @@ async function teardown(ctx: Ctx): Promise<void> {
     for (const p of ctx.procs) console.log(`--- worker ${p.pid}\n${p.output()}`);
   for (const p of ctx.procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   await Promise.all(ctx.procs.map((p) => p.exited));
-  ctx.redis.disconnect();
-  await ctx.db.end();
-  await ctx.env.cleanup();
-}
-
-async function count(db: pg.Pool, sql: string): Promise<number> {
-  return Number((await db.query<{ n: string }>(sql)).rows[0]?.n);
+  await closeWorkerEnv(ctx);
 }
 
 /** Backends of worker processes blocked on a row lock (i.e. in the middle of a batch). */

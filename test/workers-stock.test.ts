@@ -3,26 +3,30 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
 import type { Order } from '../common/order.js';
-import { createRedis } from '../common/redis.js';
-import { ensureGroups } from '../common/streams.js';
 import { startWorker } from '../workers/worker.js';
 import { sqlFile } from '../common/sql.js';
-import { createTestDatabase, createTestEnv } from '../devkit/scratch.js';
-import { enqueue, metricSum, type QueuedOrder, scrape, waitForDrained } from './support/workers.js';
+import { createTestDatabase } from '../devkit/scratch.js';
+import {
+  closeWorkerEnv,
+  enqueue,
+  metricSum,
+  openWorkerEnv,
+  type QueuedOrder,
+  scrape,
+  waitForDrained,
+} from './support/workers.js';
 import { defined } from './support/defined.js';
 
 test('multi-item orders across hot SKUs, two workers: no deadlock errors, no partial fills, never below zero', async () => {
-  const env = await createTestEnv({
+  const w = await openWorkerEnv({
     SURGE_SHARDS: '4',
     SURGE_BATCH_SIZE: '20',
     SURGE_BATCH_LINGER_MS: '0',
     SURGE_WORKER_THREADS: '2',
   });
-  const redis = createRedis(env.config);
-  const db = new pg.Pool({ connectionString: env.db.url, max: 2 });
+  const { env, redis, db } = w;
   const workers: Array<Awaited<ReturnType<typeof startWorker>>> = [];
   try {
-    await ensureGroups(redis, env.prefix, 4);
     const hot = ['hot-a', 'hot-b', 'hot-c', 'hot-d', 'hot-e'];
     const initial = 400;
     for (const sku of hot) await db.query('INSERT INTO inventory (sku, available) VALUES ($1, $2)', [sku, initial]);
@@ -107,10 +111,8 @@ test('multi-item orders across hot SKUs, two workers: no deadlock errors, no par
       assert.ok(metricSum(text, 'surge_apply_batch_size_count') > 0, `${w.consumer} applied batches`);
     }
   } finally {
-    await Promise.all(workers.map((w) => w.stop()));
-    redis.disconnect();
-    await db.end();
-    await env.cleanup();
+    await Promise.all(workers.map((x) => x.stop()));
+    await closeWorkerEnv(w);
   }
 });
 

@@ -10,48 +10,37 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { dlqKey, GROUP, shardFor, streamKey } from '../common/keys.js';
 import { canonicalOrderJson, totalCents } from '../common/order.js';
-import { createRedis, type RedisClient } from '../common/redis.js';
-import { ensureGroups } from '../common/streams.js';
 import { classifyError } from '../workers/apply.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { startWorker, type WorkerHandle } from '../workers/worker.js';
-import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { createTestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
 import {
+  closeWorkerEnv,
+  count,
   enqueue,
   enqueueRaw,
   metricSum,
+  openWorkerEnv,
   type QueuedOrder,
   scrape,
   simpleOrder,
+  type WorkerEnv,
   waitForDrained,
 } from './support/workers.js';
 import { defined } from './support/defined.js';
 
-interface Ctx {
-  env: TestEnv;
-  redis: RedisClient;
-  db: pg.Pool;
+interface Ctx extends WorkerEnv {
   workers: WorkerHandle[];
 }
 
 async function setup(overrides: Record<string, string> = {}): Promise<Ctx> {
-  const env = await createTestEnv({ SURGE_WORKER_THREADS: '2', ...overrides });
-  const redis = createRedis(env.config);
-  await ensureGroups(redis, env.prefix, env.config.shards);
-  const db = new pg.Pool({ connectionString: env.db.url, max: 2 });
-  return { env, redis, db, workers: [] };
+  return { ...(await openWorkerEnv({ SURGE_WORKER_THREADS: '2', ...overrides })), workers: [] };
 }
 
 async function teardown(ctx: Ctx): Promise<void> {
   await Promise.all(ctx.workers.map((w) => w.stop()));
-  ctx.redis.disconnect();
-  await ctx.db.end();
-  await ctx.env.cleanup();
-}
-
-async function count(db: pg.Pool, sql: string, params: unknown[] = []): Promise<number> {
-  return Number((await db.query<{ n: string }>(sql, params)).rows[0]?.n);
+  await closeWorkerEnv(ctx);
 }
 
 describe('COPY text encoding', () => {

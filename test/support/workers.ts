@@ -1,12 +1,41 @@
-// Helpers for the worker suites: write orders to the shard streams as ingest does, watch the
-// streams drain, read a worker's /metrics, run `surge work` as a child process.
+// Helpers for the worker suites: a scratch environment with its consumer groups, write orders to
+// the shard streams as ingest does, watch the streams drain, read a worker's /metrics, run
+// `surge work` as a child process.
+import pg from 'pg';
 import { shardFor, streamKey } from '../../common/keys.js';
 import { encodeEntry } from '../../common/entry.js';
 import { canonicalOrderJson, type Order } from '../../common/order.js';
-import type { RedisClient } from '../../common/redis.js';
+import { createRedis, type RedisClient } from '../../common/redis.js';
+import { ensureGroups } from '../../common/streams.js';
 import { backlog } from '../../devkit/backlog.js';
+import { createTestEnv, type TestEnv } from '../../devkit/scratch.js';
 import { waitFor } from '../../devkit/wait.js';
 import { type CliRun, spawnCli } from './procs.js';
+
+/** A worker suite's scratch environment: its Redis (consumer groups made) and a small pool on its database. */
+export interface WorkerEnv {
+  env: TestEnv;
+  redis: RedisClient;
+  db: pg.Pool;
+}
+
+export async function openWorkerEnv(overrides: Record<string, string>): Promise<WorkerEnv> {
+  const env = await createTestEnv(overrides);
+  const redis = createRedis(env.config);
+  await ensureGroups(redis, env.prefix, env.config.shards);
+  return { env, redis, db: new pg.Pool({ connectionString: env.db.url, max: 2 }) };
+}
+
+export async function closeWorkerEnv(w: WorkerEnv): Promise<void> {
+  w.redis.disconnect();
+  await w.db.end();
+  await w.env.cleanup();
+}
+
+/** The `n` column of a one-row count query. */
+export async function count(db: pg.Pool, sql: string, params: unknown[] = []): Promise<number> {
+  return Number((await db.query<{ n: string }>(sql, params)).rows[0]?.n);
+}
 
 export interface QueuedOrder {
   client: string;
