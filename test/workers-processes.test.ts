@@ -22,6 +22,8 @@ import {
 
 interface Ctx extends WorkerEnv {
   procs: WorkerProcess[];
+  /** The connection that holds the 'hot' inventory row locked (hotRowStage), ended by teardown. */
+  lock?: pg.Client;
 }
 
 async function setup(overrides: Record<string, string>): Promise<Ctx> {
@@ -34,6 +36,7 @@ async function teardown(ctx: Ctx): Promise<void> {
     for (const p of ctx.procs) console.log(`--- worker ${p.pid}\n${p.output()}`);
   for (const p of ctx.procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   await Promise.all(ctx.procs.map((p) => p.exited));
+  await ctx.lock?.end().catch(() => {});
   await closeWorkerEnv(ctx);
 }
 
@@ -54,6 +57,16 @@ async function pendingOf(redis: RedisClient, prefix: string, shards: number, con
     n += rows.length;
   }
   return n;
+}
+
+/** Stocks 10,000 of the 'hot' SKU, enqueues the orders and opens the connection that will lock its row. */
+async function hotRowStage(ctx: Ctx, orders: QueuedOrder[]): Promise<pg.Client> {
+  const lock = new pg.Client({ connectionString: ctx.env.db.url });
+  ctx.lock = lock;
+  await lock.connect();
+  await ctx.db.query("INSERT INTO inventory (sku, available) VALUES ('hot', 10000)");
+  await enqueue(ctx.redis, ctx.env.prefix, ctx.env.config.shards, orders);
+  return lock;
 }
 
 /** Holds the 'hot' inventory row locked in `lock`, starts a worker and waits until a batch of it waits for that row. */
@@ -82,11 +95,8 @@ describe('worker processes', () => {
       SURGE_CLAIM_TIMEOUT_MS: '1000',
       SURGE_CLAIM_INTERVAL_MS: '100',
     });
-    const lock = new pg.Client({ connectionString: ctx.env.db.url });
-    await lock.connect();
     try {
-      await ctx.db.query("INSERT INTO inventory (sku, available) VALUES ('hot', 10000)");
-      await enqueue(ctx.redis, ctx.env.prefix, 2, hotOrders(1000, 2));
+      const lock = await hotRowStage(ctx, hotOrders(1000, 2));
       const a = await workerBlockedOnHotRow(ctx, lock);
       const aConsumer = consumerName(hostname(), a.pid);
       const aPending = await pendingOf(ctx.redis, ctx.env.prefix, 2, aConsumer);
@@ -107,7 +117,6 @@ describe('worker processes', () => {
         "the dead worker's entries were claimed",
       );
     } finally {
-      await lock.end().catch(() => {});
       await teardown(ctx);
     }
   });
@@ -149,11 +158,8 @@ describe('worker processes', () => {
       SURGE_CLAIM_TIMEOUT_MS: '1000',
       SURGE_CLAIM_INTERVAL_MS: '100',
     });
-    const lock = new pg.Client({ connectionString: ctx.env.db.url });
-    await lock.connect();
     try {
-      await ctx.db.query("INSERT INTO inventory (sku, available) VALUES ('hot', 10000)");
-      await enqueue(ctx.redis, ctx.env.prefix, 1, hotOrders(2000, 1));
+      const lock = await hotRowStage(ctx, hotOrders(2000, 1));
       const a = await workerBlockedOnHotRow(ctx, lock);
       a.child.kill('SIGTERM');
       await waitFor('worker A draining', () => a.output().includes('worker stopping'));
@@ -180,7 +186,6 @@ describe('worker processes', () => {
       assert.equal(await count(ctx.db, 'SELECT count(DISTINCT idempotency_key) AS n FROM orders'), 2000);
       assert.equal(await count(ctx.db, "SELECT available AS n FROM inventory WHERE sku = 'hot'"), 10000 - 2000);
     } finally {
-      await lock.end().catch(() => {});
       await teardown(ctx);
     }
   });
