@@ -253,3 +253,22 @@ export function checkScriptArgs(name: string, argv: readonly string[] = process.
     process.exit(e.code === 'commander.helpDisplayed' || e.code === 'commander.help' ? 0 : 2);
   }
 }
+
+/**
+ * A numeric option of a script run directly, from its parseArgs values: at least `min` (an integer
+ * when `integer`), or a usage error that names the option and exits 2.
+ */
+export function numberOption(
+  values: Readonly<Record<string, unknown>>,
+  name: string,
+  min: number,
+  usage: string,
+  integer = false,
+): number {
+  const n = Number(values[name]);
+  if (!(integer ? Number.isInteger(n) : Number.isFinite(n)) || n < min) {
+    console.error(`--${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}\n\n${usage}`);
+    process.exit(2);
+  }
+  return n;
+}

@@ -19,7 +19,7 @@ import { ensureGroups } from '../common/streams.js';
 import { startMaintenance } from '../maintenance/service.js';
 import { createTestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
-import { checkScriptArgs } from './commands.js';
+import { checkScriptArgs, numberOption } from './commands.js';
 
 checkScriptArgs('maintenance-memory');
 const { values } = parseArgs({
@@ -44,14 +44,8 @@ const USAGE = `node dist/bench/maintenance-memory.js [options]
   --snapshot-dir <dir>   write heap snapshots there at the baseline and at the end, and print
                          the growth between them by constructor`;
 
-function num(name: 'runs' | 'warmup-runs' | 'sample-runs' | 'interval-ms' | 'shards', min: number): number {
-  const n = Number(values[name]);
-  if (!Number.isInteger(n) || n < min) {
-    console.error(`--${name} must be an integer ≥ ${min}\n\n${USAGE}`);
-    process.exit(2);
-  }
-  return n;
-}
+const num = (name: 'runs' | 'warmup-runs' | 'sample-runs' | 'interval-ms' | 'shards', min: number) =>
+  numberOption(values, name, min, USAGE, true);
 
 interface Sample {
   runs: number;

@@ -21,7 +21,7 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { bullPrefix, EVENTS_MAX_LEN, KEEP_COMPLETED, MAINTENANCE_QUEUE } from '../maintenance/queues.js';
 import { freePort } from '../common/net.js';
 import { waitFor } from '../devkit/wait.js';
-import { checkScriptArgs } from './commands.js';
+import { checkScriptArgs, numberOption } from './commands.js';
 import { type MergedResult, startLoad } from './generators.js';
 import { rssOfPid, scratch, stopChild } from './target.js';
 import { DEFAULT_WORKLOAD } from './workload.js';
@@ -52,14 +52,7 @@ const USAGE = `node dist/bench/soak-maintenance.js [options]
   --connections <n>              HTTP keep-alive connections of the load generator (default 16)
   --out <file.md>                also write the report there`;
 
-function num(name: keyof typeof values, min: number): number {
-  const n = Number(values[name]);
-  if (!Number.isFinite(n) || n < min) {
-    console.error(`--${name} must be a number ≥ ${min}\n\n${USAGE}`);
-    process.exit(2);
-  }
-  return n;
-}
+const num = (name: keyof typeof values, min: number) => numberOption(values, name, min, USAGE);
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 const ROLES = ['ingest', 'work', 'maintenance'] as const;
