@@ -136,7 +136,11 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
       o('--rate <n>', 'orders per second, open model', '300'),
       o('--sample-seconds <n>', 'sampling interval', '10'),
       o('--maintenance-interval-ms <n>', 'SURGE_MAINTENANCE_INTERVAL_MS of the run', '5000'),
-      o('--record-ttl-seconds <n>', 'SURGE_IDEMPOTENCY_TTL_SECONDS of the run', '300'),
+      o(
+        '--record-ttl-seconds <n>',
+        'SURGE_IDEMPOTENCY_TTL_SECONDS and SURGE_OUTCOME_RETENTION_SECONDS of the run',
+        '300',
+      ),
       o('--shards <n>', 'SURGE_SHARDS', '4'),
       o('--connections <n>', 'HTTP connections of the load generator', '16'),
       o('--out <file.md>', 'also write the report there'),

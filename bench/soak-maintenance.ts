@@ -3,7 +3,7 @@
 // records Redis memory of this run's keys by class (streams, idempotency records, BullMQ, other),
 // Σ XLEN, applied orders and the RSS of each process, then reports whether they stay flat.
 //
-//   npm run build && node dist/bench/soak-maintenance.js --minutes 30 --rate 300 --out soak.md
+//   npm run build && node dist/cli/surge.js bench soak-maintenance --minutes 30 --rate 300 --out soak.md
 //
 // Needs the machine's Redis and PostgreSQL; uses its own database and key prefix, removed at the end.
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -41,13 +41,14 @@ const { values } = parseArgs({
   },
 });
 
-const USAGE = `node dist/bench/soak-maintenance.js [options]
+const USAGE = `surge bench soak-maintenance [options]
   --minutes <n>                  length of the load (default 30)
   --rate <n>                     orders per second, open model (default 300)
   --sample-seconds <n>           sampling interval (default 10)
   --maintenance-interval-ms <n>  SURGE_MAINTENANCE_INTERVAL_MS of the run (default 5000)
-  --record-ttl-seconds <n>       SURGE_IDEMPOTENCY_TTL_SECONDS of the run (default 300, so the records
-                                 plateau at rate × TTL within the run; production default 86400)
+  --record-ttl-seconds <n>       SURGE_IDEMPOTENCY_TTL_SECONDS and SURGE_OUTCOME_RETENTION_SECONDS of the
+                                 run (default 300, so records and outcome streams plateau within the run;
+                                 production defaults 86400 and 3600)
   --shards <n>                   SURGE_SHARDS (default 4)
   --connections <n>              HTTP keep-alive connections of the load generator (default 16)
   --out <file.md>                also write the report there`;
@@ -161,6 +162,8 @@ async function main(): Promise<void> {
       SURGE_MAINTENANCE_INTERVAL_MS: String(values['maintenance-interval-ms']),
       SURGE_RETENTION_INTERVAL_MS: '60000',
       SURGE_IDEMPOTENCY_TTL_SECONDS: String(ttl),
+      // Outcome streams are trimmed by age: a retention longer than the run would show them growing.
+      SURGE_OUTCOME_RETENTION_SECONDS: String(ttl),
       SURGE_LOG_LEVEL: 'warn',
     };
     const config = loadConfig(env); // a bad option stops here with the variable's name
@@ -322,7 +325,7 @@ function report(samples: Sample[], o: ReportInput): void {
   const perRecord = last.recordKeys > 0 ? last.bytes.records / last.recordKeys : 0;
   const exits = [...o.exits].map(([role, code]) => `${role} ${code}`).join(', ');
   const command = [
-    'node dist/bench/soak-maintenance.js',
+    'node dist/cli/surge.js bench soak-maintenance',
     `--minutes ${o.minutes} --rate ${o.rate} --sample-seconds ${o.sampleMs / 1000}`,
     `--record-ttl-seconds ${o.ttl} --maintenance-interval-ms ${values['maintenance-interval-ms']}`,
     `--shards ${o.shards} --connections ${o.connections}`,
