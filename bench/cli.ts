@@ -119,6 +119,7 @@ export function toBenchOptions(o: CliOpts, command: string): BenchOptions {
       maxBacklogAgeS: o.maxBacklogAgeS,
     },
     flash: {
+      warmupS: o.warmupSeconds,
       orders: o.orders,
       burstS: o.burstSeconds,
       hotSkus: o.hotSkus,
@@ -231,7 +232,12 @@ function addScenario(
     .option('--workers <n>', 'worker processes of a started stack', num, d.workers)
     .option('--rate <n>', 'steady/soak: offered orders per second', num, d.rate)
     .option('--duration <s>', 'steady/soak: seconds of load', num, d.durationS)
-    .option('--warmup-seconds <s>', 'ramp: seconds at a low rate first, excluded from the knee', num, d.ramp.warmupS)
+    .option(
+      '--warmup-seconds <s>',
+      'ramp, flash-sale: seconds at a low rate first, excluded from the knee and the burst',
+      num,
+      d.ramp.warmupS,
+    )
     .option('--start-rate <n>', 'ramp: first step (orders/s)', num, d.ramp.startRate)
     .option('--step-rate <n>', 'ramp: increase per step', num, d.ramp.stepRate)
     .option('--max-rate <n>', 'ramp: last step', num, d.ramp.maxRate)

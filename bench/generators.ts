@@ -60,7 +60,7 @@ export function splitPlan(template: PlanTemplate, generators: number, seed: numb
     ...template,
     generator: g,
     seed: seed + g * 7919,
-    phases: template.phases.map((p) => ({ rate: p.rate / generators, durationMs: p.durationMs })),
+    phases: template.phases.map((p) => ({ ...p, rate: p.rate / generators })),
     maxRequests: Math.ceil(template.maxRequests / generators),
     connections: Math.max(1, Math.ceil(template.connections / generators)),
     maxInFlight: Math.max(1, Math.ceil(template.maxInFlight / generators)),

@@ -16,6 +16,8 @@ export interface LoadPhase {
   /** Arrivals per second from this generator. */
   rate: number;
   durationMs: number;
+  /** What this phase's orders buy (default: the plan's workload). */
+  workload?: WorkloadOptions;
 }
 
 export interface RetryPolicy {
@@ -51,6 +53,11 @@ export interface LoadPlan {
   retry: RetryPolicy;
   workload: WorkloadOptions;
   seed: number;
+  /**
+   * The first phase whose keys count in distinctKeys, acceptedBySecond and finalAnswersBySecond,
+   * those by whole seconds since it began: a warm-up before it is left out. Default 0.
+   */
+  countFromPhase?: number;
 }
 
 /** What a generator counts of its submissions: per second (Tick), per phase (PhaseResult), in the report. */
@@ -126,9 +133,9 @@ export interface GeneratorResult {
   latencyByStatus: Record<string, string>;
   /** Every attempt's outcome by code (status, or 'timeout' / 'net'). */
   attemptCounts: Record<string, number>;
-  /** Distinct keys of the arrivals (dropped ones included). */
+  /** Distinct keys of the arrivals (dropped ones included), from phase `countFromPhase` on. */
   distinctKeys: number;
-  /** Distinct keys accepted (first 2xx) in each whole second since startedAtMs. */
+  /** Distinct keys accepted (first 2xx) in each whole second since phase `countFromPhase` began. */
   acceptedBySecond: number[];
   /** Distinct keys that got their final answer (2xx, or a 4xx that is not retried) in each whole second. */
   finalAnswersBySecond: number[];
@@ -206,8 +213,11 @@ export async function runGenerator(
   const finalAnswered = new Set<string>();
   const acceptedBySecond: number[] = [];
   const finalAnswersBySecond: number[] = [];
+  // The counted phases begin when those before them are scheduled to end.
+  const countFrom = plan.countFromPhase ?? 0;
+  const countedFrom = t0 + plan.phases.slice(0, countFrom).reduce((a, p) => a + p.durationMs, 0);
   const countAt = (list: number[], at: number) => {
-    const s = Math.floor((at - t0) / 1000);
+    const s = Math.max(0, Math.floor((at - countedFrom) / 1000));
     for (let i = list.length; i <= s; i++) list.push(0);
     list[s] = (list[s] ?? 0) + 1;
   };
@@ -269,8 +279,9 @@ export async function runGenerator(
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
   const submit = async (key: string, phase: number, intended: number): Promise<void> => {
-    const body = JSON.stringify(orderFor(key, plan.workload));
+    const body = JSON.stringify(orderFor(key, plan.phases[phase]?.workload ?? plan.workload));
     const ph = phaseResult(phase);
+    const counted = phase >= countFrom;
     let final = 'net';
     let due = intended;
     for (let attempt = 0; ; attempt++) {
@@ -298,7 +309,7 @@ export async function runGenerator(
       recordAnswer(phase, status, Math.max(1, Math.round((answeredAt - due) * 1000)));
       if (status >= 200 && !retryableStatus(status) && !finalAnswered.has(key)) {
         finalAnswered.add(key);
-        countAt(finalAnswersBySecond, answeredAt);
+        if (counted) countAt(finalAnswersBySecond, answeredAt);
       }
       if (status >= 200 && status < 300) {
         const ms = performance.now() - intended;
@@ -311,7 +322,7 @@ export async function runGenerator(
         } else {
           ph.accepted++;
           win.accepted++;
-          countAt(acceptedBySecond, answeredAt);
+          if (counted) countAt(acceptedBySecond, answeredAt);
         }
         acceptedKeys.add(key);
         break;
@@ -341,17 +352,23 @@ export async function runGenerator(
     h.recordValue(Math.max(1, Math.round((performance.now() - intended) * 1000)));
   };
 
+  let recentPhase = 0;
   const dispatch = (phase: number, seq: number, intended: number) => {
     const ph = phaseResult(phase);
     ph.offered++;
     win.offered++;
     total++;
+    // A duplicate resends a key of its own phase, whose orders it was built from.
+    if (phase !== recentPhase) {
+      recent.length = 0;
+      recentPhase = phase;
+    }
     // With probability duplicateFraction (once there are recent keys), resend one of them.
     const duplicate =
       recent.length > 0 && rnd() < plan.duplicateFraction ? recent[Math.floor(rnd() * recent.length)] : undefined;
     const key = duplicate ?? orderKey(plan.runKey, phase, plan.generator, seq);
     // A dropped arrival is still an order its client wanted placed.
-    keysSeen.add(key);
+    if (phase >= countFrom) keysSeen.add(key);
     if (outstanding >= plan.maxInFlight) {
       ph.dropped++;
       win.dropped++;

@@ -59,6 +59,8 @@ export interface RampOptions {
 }
 
 export interface FlashOptions {
+  /** Seconds of ordinary orders at a low rate before the burst, left out of its figures. 0 = none. */
+  warmupS: number;
   orders: number;
   burstS: number;
   hotSkus: number;
@@ -93,7 +95,15 @@ export const DEFAULTS: Omit<BenchOptions, 'command' | 'progress' | 'log' | 'resu
     commitP99Ms: 1000,
     maxBacklogAgeS: 5,
   },
-  flash: { orders: 100_000, burstS: 10, hotSkus: 5, stockPerSku: 2000, duplicateFraction: 0.2, retries: 30 },
+  flash: {
+    warmupS: 5,
+    orders: 100_000,
+    burstS: 10,
+    hotSkus: 5,
+    stockPerSku: 2000,
+    duplicateFraction: 0.2,
+    retries: 30,
+  },
   sweep: { workers: [1, 2], batchSizes: [100, 500], shards: [4], targetRate: 0, headroom: 1.25 },
   connections: 64,
   maxInFlight: 20_000,

@@ -24,6 +24,7 @@ export interface RunOptions
     | 'retry'
     | 'workload'
     | 'seed'
+    | 'countFromPhase'
   > {
   /** Label on the progress line. */
   label: string;
@@ -262,6 +263,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
         duplicateFraction: o.duplicateFraction,
         retry: o.retry,
         workload: o.workload,
+        countFromPhase: o.countFromPhase,
       },
       { generators: o.generators, seed: o.seed, onTick },
     );

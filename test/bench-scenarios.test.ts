@@ -133,8 +133,12 @@ describe('surge bench --quick (every scenario)', () => {
       rejectedReasons: Record<string, number>;
       duplicatesSent: number;
       drainSeconds: number | null;
+      offered: number;
     };
     assert.equal(f.oversell, 0);
+    // The warm-up's ordinary orders come first and stay out of the burst's figures.
+    assert.ok(r.findings.some((x) => /^Warm-up: \d+ ordinary orders/.test(x)));
+    assert.equal(f.offered, 300);
     assert.ok(f.sold <= f.stock);
     assert.ok(f.duplicatesSent > 0, 'duplicates were sent');
     assert.ok(f.rejected > 0, 'demand exceeded stock, so some orders were rejected');

@@ -472,6 +472,64 @@ describe('bench: open-model generator', () => {
       20,
     );
   });
+
+  test('a warm-up phase: its own orders, its keys left out of the counted figures', async () => {
+    // 20 ordinary orders, then 40 on a hot SKU with half of them duplicates: every body matches
+    // its key's phase, duplicates resend keys of their own phase, and only the second counts.
+    const bodies: Array<{ key: string; body: string }> = [];
+    const fast = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => {
+        body += c.toString();
+      });
+      req.on('end', () => {
+        bodies.push({ key: String(req.headers['idempotency-key']), body });
+        res.writeHead(202, { 'content-type': 'application/json' });
+        res.end('{}');
+      });
+    });
+    await new Promise<void>((r) => fast.listen(0, '127.0.0.1', r));
+    try {
+      const r = await startLoad(
+        {
+          url: `http://127.0.0.1:${(fast.address() as AddressInfo).port}`,
+          path: '/v1/orders',
+          apiKey: 'k',
+          runKey: 'warm',
+          phases: [
+            { rate: 40, durationMs: 500, workload: DEFAULT_WORKLOAD },
+            { rate: 80, durationMs: 500 },
+          ],
+          maxRequests: 60,
+          connections: 4,
+          maxInFlight: 1000,
+          timeoutMs: 5000,
+          duplicateFraction: 0.5,
+          retry: { max: 0, baseDelayMs: 1, maxDelayMs: 1 },
+          workload: { ...DEFAULT_WORKLOAD, hotSkus: ['hot'], hotFraction: 1 },
+          countFromPhase: 1,
+        },
+        { generators: 1, seed: 3, onTick: () => {} },
+      ).result;
+      const [warm, sale] = [defined(r.phases[0], 'warm-up'), defined(r.phases[1], 'sale')];
+      assert.equal(warm.offered + sale.offered, 60);
+      assert.equal(bodies.length, 60);
+      for (const b of bodies) assert.equal(b.body.includes('"sku":"hot"'), phaseOfKey(b.key) === 1, b.key);
+      const saleKeys = new Set(bodies.filter((b) => phaseOfKey(b.key) === 1).map((b) => b.key));
+      assert.ok(sale.duplicatesSent > 0, 'the sale resent some of its keys');
+      assert.equal(r.distinctKeys, saleKeys.size);
+      assert.equal(
+        r.acceptedBySecond.reduce((a, n) => a + n, 0),
+        sale.accepted,
+      );
+      assert.equal(
+        r.finalAnswersBySecond.reduce((a, n) => a + n, 0),
+        saleKeys.size,
+      );
+    } finally {
+      fast.close();
+    }
+  });
 });
 
 describe('bench: measure and report against the sync-INSERT baseline', () => {
