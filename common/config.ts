@@ -308,11 +308,12 @@ const SPECS = [
   {
     name: 'SURGE_INGEST_LISTENERS',
     key: 'ingestListeners',
-    default: '1',
+    default: '16',
     accepts: 'integer 1–64',
     description:
       'Listeners on the API socket. Node takes one new connection per event-loop turn from each, so a burst of ' +
-      'new connections waits in the listen queue for turns; more listeners take more per turn.',
+      'new connections waits in the listen queue for turns; more listeners take more per turn (and a lone new ' +
+      'connection costs each extra one an accept call that finds nothing).',
     parse: int(1, 64),
   },
   {
