@@ -43,8 +43,19 @@ export interface TracingSettings {
   sampler: Sampler;
   /** The same sampler as a rule the ingest fast path applies without the SDK (sampledBy). */
   rule: SamplingRule;
+  /** The batch span processor's OTEL_BSP_* settings. */
+  batch: BatchSettings;
+}
+
+export interface BatchSettings {
   /** OTEL_BSP_SCHEDULE_DELAY: how long finished spans wait before they are sent, ms. */
-  scheduleDelayMs: number;
+  scheduledDelayMillis: number;
+  /** OTEL_BSP_MAX_EXPORT_BATCH_SIZE: spans per export; a full batch is sent without waiting. */
+  maxExportBatchSize: number;
+  /** OTEL_BSP_MAX_QUEUE_SIZE: spans waiting to be sent, beyond which new ones are dropped. */
+  maxQueueSize: number;
+  /** OTEL_BSP_EXPORT_TIMEOUT: ms an export may take. */
+  exportTimeoutMillis: number;
 }
 
 export class TracingConfigError extends Error {}
@@ -207,15 +218,33 @@ export function tracingSettings(env: Env, defaultServiceName: string): TracingSe
     throw new TracingConfigError(
       `OTEL_EXPORTER_OTLP_PROTOCOL: Surge sends OTLP over HTTP as JSON (http/json), not ${JSON.stringify(protocol)}`,
     );
-  const delay = Number(env.OTEL_BSP_SCHEDULE_DELAY ?? 5000);
-  if (!Number.isFinite(delay) || delay < 0)
-    throw new TracingConfigError(`OTEL_BSP_SCHEDULE_DELAY: expected milliseconds, got ${env.OTEL_BSP_SCHEDULE_DELAY}`);
   return {
     exporter,
     serviceName: env.OTEL_SERVICE_NAME?.trim() || defaultServiceName,
     ...samplerFrom(env),
-    scheduleDelayMs: delay,
+    batch: batchSettings(env),
   };
+}
+
+/** The OTEL_BSP_* variables, with the specification's defaults. */
+function batchSettings(env: Env): BatchSettings {
+  const read = (name: string, fallback: number, min: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min)
+      throw new TracingConfigError(`${name}: expected an integer of at least ${min}, got ${JSON.stringify(raw)}`);
+    return n;
+  };
+  const batch = {
+    scheduledDelayMillis: read('OTEL_BSP_SCHEDULE_DELAY', 5000, 0),
+    maxExportBatchSize: read('OTEL_BSP_MAX_EXPORT_BATCH_SIZE', 512, 1),
+    maxQueueSize: read('OTEL_BSP_MAX_QUEUE_SIZE', 2048, 1),
+    exportTimeoutMillis: read('OTEL_BSP_EXPORT_TIMEOUT', 30000, 1),
+  };
+  if (batch.maxExportBatchSize > batch.maxQueueSize)
+    throw new TracingConfigError('OTEL_BSP_MAX_EXPORT_BATCH_SIZE: must not exceed OTEL_BSP_MAX_QUEUE_SIZE');
+  return batch;
 }
 
 /**
@@ -290,9 +319,7 @@ export function startTracing(defaultServiceName: string, env: Env = process.env,
     resource,
     idGenerator: ids,
     sampler: new LinkAwareSampler(settings.sampler, ids),
-    spanProcessors: [
-      new BatchSpanProcessor({ exporter: spanExporter, scheduledDelayMillis: settings.scheduleDelayMs }),
-    ],
+    spanProcessors: [new BatchSpanProcessor({ exporter: spanExporter, ...settings.batch })],
   });
   const contextManager = new TracedWorkContextManager();
   contextManager.enable();

@@ -77,6 +77,34 @@ describe('tracing settings (OTEL_* variables)', () => {
       TracingConfigError,
     );
   });
+
+  test('the batch processor takes the OTEL_BSP_* variables, with the specification defaults', () => {
+    const batch = (env: Record<string, string>) =>
+      tracingSettings({ OTEL_TRACES_EXPORTER: 'otlp', ...env }, 's')?.batch;
+    assert.deepEqual(batch({}), {
+      scheduledDelayMillis: 5000,
+      maxExportBatchSize: 512,
+      maxQueueSize: 2048,
+      exportTimeoutMillis: 30000,
+    });
+    assert.deepEqual(
+      batch({
+        OTEL_BSP_SCHEDULE_DELAY: '0',
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '1000',
+        OTEL_BSP_MAX_QUEUE_SIZE: '4000',
+        OTEL_BSP_EXPORT_TIMEOUT: '5000',
+      }),
+      { scheduledDelayMillis: 0, maxExportBatchSize: 1000, maxQueueSize: 4000, exportTimeoutMillis: 5000 },
+    );
+    for (const bad of <Record<string, string>[]>[
+      { OTEL_BSP_SCHEDULE_DELAY: '-1' },
+      { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '0' },
+      { OTEL_BSP_MAX_QUEUE_SIZE: 'many' },
+      { OTEL_BSP_EXPORT_TIMEOUT: '1.5' },
+      { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '3000' },
+    ])
+      assert.throws(() => batch(bad), TracingConfigError, JSON.stringify(bad));
+  });
 });
 
 describe('stream entry trace field', () => {
