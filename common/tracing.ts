@@ -1,7 +1,8 @@
 // OpenTelemetry tracing, set up from the standard OTEL_* variables and off unless they ask for
 // it. Only the main thread of a process traces: worker threads record what they did as plain
 // data (workers/steps.ts), and the main thread turns it into spans, so each process has one
-// exporter to flush on stop (docs/design.md, "Tracing").
+// batch processor to flush on stop. The OTLP exporter behind it encodes and sends on a thread
+// of its own (trace-export.ts; docs/design.md, "Tracing").
 import {
   type Attributes,
   type Context,
@@ -14,7 +15,6 @@ import {
   TraceFlags,
   trace,
 } from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { defaultResource, envDetector, detectResources, resourceFromAttributes } from '@opentelemetry/resources';
 import {
   AlwaysOffSampler,
@@ -32,6 +32,7 @@ import {
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
 import { TracedWorkContextManager } from './trace-context.js';
+import { ThreadSpanExporter } from './trace-export.js';
 import { formatTraceParent, parseTraceParent, type TraceParent } from './traceparent.js';
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -313,7 +314,7 @@ export function startTracing(defaultServiceName: string, env: Env = process.env,
     .merge(detectResources({ detectors: [envDetector] }))
     .merge(resourceFromAttributes({ 'service.name': settings.serviceName }));
   const spanExporter =
-    exporter ?? (settings.exporter === 'console' ? new ConsoleSpanExporter() : new OTLPTraceExporter());
+    exporter ?? (settings.exporter === 'console' ? new ConsoleSpanExporter() : new ThreadSpanExporter(resource, env));
   const ids = new TraceIds();
   const provider = new TracerProvider({
     resource,

@@ -6,8 +6,25 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { IncomingMessage } from 'node:http';
-import { createContextKey, ROOT_CONTEXT, SpanKind, TraceFlags, trace } from '@opentelemetry/api';
-import { type ReadableSpan, SamplingDecision, type SpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import {
+  createContextKey,
+  createTraceState,
+  ROOT_CONTEXT,
+  type SpanContext,
+  SpanKind,
+  SpanStatusCode,
+  TraceFlags,
+  trace,
+} from '@opentelemetry/api';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  InMemorySpanExporter,
+  type ReadableSpan,
+  SamplingDecision,
+  SimpleSpanProcessor,
+  type SpanProcessor,
+  TracerProvider,
+} from '@opentelemetry/sdk-trace';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import pg from 'pg';
@@ -16,6 +33,7 @@ import { decodeEntry, ENTRY_FIELD, encodeEntry, entryField } from '../common/ent
 import { dlqKey, shardFor, streamKey } from '../common/keys.js';
 import { canonicalOrderJson } from '../common/order.js';
 import { ensureGroups } from '../common/streams.js';
+import { fromRecord, toRecord } from '../common/span-record.js';
 import { formatTraceParent, parseTraceParent } from '../common/traceparent.js';
 import { TracedWorkContextManager } from '../common/trace-context.js';
 import {
@@ -275,6 +293,81 @@ describe('the ingest fast path decides sampling as the SDK sampler does', () => 
       }
       if (arg === '0.5') assert.ok(sampled > 200 && sampled < 1300, `${name} 0.5 sampled ${sampled}`);
     }
+  });
+});
+
+describe('span records (the hop to the export thread)', () => {
+  // Every field of a ReadableSpan the OTLP encoding reads (otlp-transformer's sdkSpanToOtlpSpan).
+  const ctxOf = (sc: SpanContext | undefined) =>
+    sc && { ...sc, traceState: sc.traceState?.serialize(), isRemote: Boolean(sc.isRemote) };
+  const encoded = (s: ReadableSpan) => ({
+    ctx: ctxOf(s.spanContext()),
+    parent: ctxOf(s.parentSpanContext),
+    name: s.name,
+    kind: s.kind,
+    start: s.startTime,
+    end: s.endTime,
+    attributes: s.attributes,
+    dropped: [s.droppedAttributesCount, s.droppedEventsCount, s.droppedLinksCount],
+    events: s.events.map((e) => ({ ...e, droppedAttributesCount: e.droppedAttributesCount || 0 })),
+    status: s.status,
+    links: s.links.map((l) => ({
+      ctx: ctxOf(l.context),
+      attributes: l.attributes ?? {},
+      droppedAttributesCount: l.droppedAttributesCount || 0,
+    })),
+    resource: s.resource.attributes,
+    scope: [s.instrumentationScope.name, s.instrumentationScope.version, s.instrumentationScope.schemaUrl],
+  });
+
+  test('a span rebuilt from its cloned record encodes as the span did', () => {
+    const resource = resourceFromAttributes({ 'service.name': 'records', 'host.arch': 'amd64' });
+    const memory = new InMemorySpanExporter();
+    const provider = new TracerProvider({
+      resource,
+      spanProcessors: [new SimpleSpanProcessor({ exporter: memory })],
+      spanLimits: { attributeCountLimit: 4 },
+    });
+    const tracer = provider.getTracer('surge', '1.2.3');
+    const remote = trace.setSpanContext(ROOT_CONTEXT, {
+      traceId: hex(16),
+      spanId: hex(8),
+      traceFlags: TraceFlags.SAMPLED,
+      isRemote: true,
+      traceState: createTraceState('vendor=a,other=b'),
+    });
+    const server = tracer.startSpan('POST /v1/orders', { kind: SpanKind.SERVER, attributes: { a: 1 } }, remote);
+    const child = tracer.startSpan(
+      'apply batch',
+      {
+        kind: SpanKind.CONSUMER,
+        links: [
+          {
+            context: { traceId: hex(16), spanId: hex(8), traceFlags: 1, isRemote: true },
+            attributes: { 'messaging.message.id': '1-0' },
+          },
+          { context: { traceId: hex(16), spanId: hex(8), traceFlags: 0, traceState: createTraceState('k=v') } },
+        ],
+        attributes: { b: 'x', c: true, d: [1, 2], e: 2.5, f: 'over the limit' },
+      },
+      trace.setSpan(ROOT_CONTEXT, server),
+    );
+    child.addEvent('split', { 'surge.orders': 3 });
+    child.addEvent('retry');
+    child.setStatus({ code: SpanStatusCode.ERROR, message: 'deadlock' });
+    child.end();
+    server.end();
+    const spans = memory.getFinishedSpans();
+    assert.equal(spans.length, 2);
+    const rebuiltResource = resourceFromAttributes({ ...resource.attributes });
+    const scopes = new Map();
+    for (const span of spans) {
+      const rebuilt = fromRecord(structuredClone(toRecord(span)), rebuiltResource, scopes);
+      assert.deepEqual(encoded(rebuilt), encoded(span), span.name);
+    }
+    const [a, b] = spans.map((span) => fromRecord(toRecord(span), rebuiltResource, scopes));
+    assert.equal(a?.instrumentationScope, b?.instrumentationScope, 'one scope object per scope');
+    assert.equal((spans[0] as ReadableSpan).droppedAttributesCount, 1, 'the limit dropped one attribute');
   });
 });
 
@@ -574,6 +667,76 @@ describe('tracing on: one order from POST to COMMIT, real processes, OTLP/HTTP r
       assert.equal(parseTraceParent(entryField(sampled, ENTRY_FIELD.trace))?.traceId, started.traceId);
     } finally {
       redis.disconnect();
+    }
+  });
+});
+
+describe('a graceful stop sends the spans still buffered', () => {
+  let t: TestEnv;
+  let receiver: OtlpReceiver;
+  let ingest: SurgeProcess | undefined;
+  let worker: SurgeProcess | undefined;
+
+  before(async () => {
+    receiver = await startOtlpReceiver();
+    t = await createTestEnv({ SURGE_WORKER_THREADS: '1', SURGE_PG_POOL_SIZE: '2' });
+  });
+  after(async () => {
+    await ingest?.kill();
+    await worker?.kill();
+    await receiver?.close();
+    await t?.cleanup();
+  });
+
+  test('ingest and the worker export on SIGTERM what their schedule had not sent yet', async () => {
+    const db = new pg.Pool({ connectionString: t.db.url, max: 1 });
+    const { apiKey } = await createClient(db, 'trace-stop');
+    await db.query("INSERT INTO inventory (sku, available) VALUES ('trace-sku', 10)");
+    // Nothing is sent on schedule during the test: only the stop can send these spans.
+    const env = {
+      ...t.env,
+      SURGE_LOG_LEVEL: 'debug',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_BSP_SCHEDULE_DELAY: '600000',
+    };
+    ingest = await startSurge('ingest', env, 'ingest-stop');
+    worker = await startSurge('work', env, 'work-stop');
+    try {
+      const traceId = hex(16);
+      const res = await http(ingest.url, {
+        method: 'POST',
+        path: '/v1/orders',
+        headers: {
+          authorization: `Bearer ${apiKey}`,
+          'idempotency-key': 'stop-1',
+          'content-type': 'application/json',
+          traceparent: `00-${traceId}-${hex(8)}-01`,
+        },
+        body: JSON.stringify(ORDER),
+      });
+      assert.equal(res.status, 202, res.text);
+      await waitFor('the order applied', async () => {
+        const r = await db.query("SELECT 1 FROM orders WHERE idempotency_key = 'stop-1'");
+        return r.rowCount === 1;
+      });
+      const w = worker;
+      await waitFor('the traced batch', () => w.logLines().some((l) => l.includes('traced batch applied')));
+      assert.equal(receiver.spans.length, 0, 'nothing sent before the stop');
+      ingest.signal('SIGTERM');
+      worker.signal('SIGTERM');
+      assert.equal(await ingest.exited, 0, ingest.tail());
+      assert.equal(await worker.exited, 0, worker.tail());
+      const names = receiver.spans.filter((s) => s.traceId === traceId).map((s) => s.name);
+      assert.deepEqual(names.sort(), ['POST /v1/orders', 'accept', 'admission']);
+      const batch = receiver.spans.find((s) => s.name === 'apply batch');
+      assert.ok(
+        batch?.links.some((l) => l.traceId === traceId),
+        'the batch span, linked to the order',
+      );
+      assert.equal(batch?.service, 'surge-worker');
+      assert.deepEqual(receiver.errors, []);
+    } finally {
+      await db.end();
     }
   });
 });
