@@ -3,11 +3,14 @@
 // promise, timer or closure of its own. The waiter registers first; the order is looked up once
 // the outcome streams are followed (so an outcome published in between still wakes it); a final
 // or unknown order is answered at once, and a queued one by its waiter — with the published
-// outcome, or when the wait ends with the state then.
+// outcome, or when the wait ends with the state then. From the next event-loop turn on, the
+// request is out of node:http (held.ts): while it waits it holds its socket and these records, and
+// its connection closes after the answer.
 import type { ServerResponse } from 'node:http';
 import type { Outcome, OrderState } from '../common/outcome.js';
+import { detach, type HeldListener } from './held.js';
 import type { OutcomeWaiters, WaitListener, Waiter } from './outcomes.js';
-import type { Exchange } from './pipeline.js';
+import type { Answerable, Exchange } from './pipeline.js';
 
 /** What the long polls of one app share. */
 export interface LongPollDeps {
@@ -15,11 +18,11 @@ export interface LongPollDeps {
   /** The order's state now (PostgreSQL first, then Redis); undefined when there is no such order. */
   lookup(clientId: string, key: string): Promise<OrderState | undefined>;
   /** Answers the state (200), or 404 for undefined. */
-  answer(x: Exchange, state: OrderState | undefined): void;
+  answer(x: Answerable, state: OrderState | undefined): void;
   /** Answers 503: the lookup failed. */
-  unavailable(x: Exchange, err: unknown): void;
+  unavailable(x: Answerable, err: unknown): void;
   /** A throw outside the handler's promise: fails this request alone. */
-  failed(x: Exchange, err: unknown): void;
+  failed(x: Answerable, err: unknown): void;
 }
 
 /** The state a published outcome answers with, as the lookup would read it. */
@@ -49,26 +52,60 @@ enum Phase {
   Queued,
 }
 
-class LongPoll implements WaitListener {
+/** Long polls started this turn, held at the next (node:http is still parsing their request now). */
+const toHold: LongPoll[] = [];
+
+function holdAll(): void {
+  for (const p of toHold.splice(0)) p.hold();
+}
+
+class LongPoll implements WaitListener, HeldListener {
   phase = Phase.Pinning;
   readonly waiter: Waiter;
+  /** The request until it is held (then undefined). */
+  private exchange: Exchange | undefined;
+  /** What answers it: the exchange, then its held socket's answer. */
+  private x: Answerable;
 
   constructor(
     private readonly deps: LongPollDeps,
-    private readonly x: Exchange,
+    x: Exchange,
     private readonly clientId: string,
     private readonly key: string,
     ms: number,
   ) {
+    this.exchange = x;
+    this.x = x;
     this.waiter = deps.outcomes.wait(clientId, key, ms, this);
   }
 
   start(): void {
-    polls.set(this.x.res, this);
-    this.x.res.on('close', onClose);
+    const res = this.exchange?.res;
+    if (res) {
+      polls.set(res, this);
+      res.on('close', onClose);
+    }
     this.deps.outcomes.whenReady(() => {
       if (this.phase === Phase.Pinning && !this.x.answered) this.lookup();
     });
+    if (toHold.push(this) === 1) setImmediate(holdAll);
+  }
+
+  /** The request waits out of node:http, when it can (held.ts). */
+  hold(): void {
+    const x = this.exchange;
+    if (!x || x.answered) return;
+    const held = detach(x.req, x.res, this);
+    if (!held) return;
+    this.exchange = undefined;
+    polls.delete(x.res);
+    x.res.removeListener('close', onClose);
+    this.x = { res: held, reqId: x.reqId, route: x.route, started: x.started, answered: x.answered, trace: x.trace };
+  }
+
+  /** The held socket closed before the answer: the client went away. */
+  closed(): void {
+    this.waiter.cancel();
   }
 
   private lookup(): void {

@@ -23,6 +23,7 @@ import {
 } from './answers.js';
 import type { RouteSpec } from './contract.js';
 import type { Door } from './door.js';
+import type { Responder } from './held.js';
 import { type RequestTrace, requestTrace } from './request-trace.js';
 import { type Problem, problem } from './requests.js';
 
@@ -32,23 +33,28 @@ const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
 /** A response header list: name, value, name, value, … (node:http's writeHead takes it without walking an object). */
 export type HeaderList = readonly string[];
 
-/** One request on its way through the pipeline. */
-export interface Exchange {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+/** What answering a request needs: all a long poll keeps once its request is held (held.ts). */
+export interface Answerable {
+  readonly res: Responder;
   readonly reqId: string;
   /** The bounded `route` label of the request metrics. */
   readonly route: string;
   readonly started: number;
+  answered: boolean;
+  /** Its spans, when tracing is on and the request sampled (undefined otherwise: no tracing work at all). */
+  readonly trace: RequestTrace | undefined;
+}
+
+/** One request on its way through the pipeline. */
+export interface Exchange extends Answerable {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
   /** The authenticated client (routes with `auth`). */
   client: ApiClient | undefined;
   /** The path parameter (routes with `param`), percent-decoded. */
   param: string;
   /** The query string, without its `?` ('' when there is none). */
   readonly query: string;
-  answered: boolean;
-  /** Its spans, when tracing is on and the request sampled (undefined otherwise: no tracing work at all). */
-  readonly trace: RequestTrace | undefined;
 }
 
 /**
@@ -103,7 +109,7 @@ const OTHER = 'other';
 
 /** Answers a request: the request id, the metrics and the 4xx log line, for every answer of every route. */
 export function send(
-  x: Exchange,
+  x: Answerable,
   deps: Pick<PipelineDeps, 'metrics' | 'logger'>,
   status: number,
   headers: HeaderList,
@@ -112,7 +118,7 @@ export function send(
 ): void {
   if (x.answered) return;
   x.answered = true;
-  const head = ['x-request-id', x.reqId];
+  const head: string[] = ['x-request-id', x.reqId];
   if (x.trace) head.push('traceparent', x.trace.answered(status, deps.logger, x.reqId));
   for (const h of headers) head.push(h);
   head.push('content-type', contentType, 'content-length', String(Buffer.byteLength(body)));
@@ -126,7 +132,7 @@ export function send(
 
 /** A problem answer (RFC 9457), its `instance` the request id. */
 export function sendProblem(
-  x: Exchange,
+  x: Answerable,
   deps: Pick<PipelineDeps, 'metrics' | 'logger'>,
   p: Problem,
   headers: HeaderList = [],
@@ -134,7 +140,7 @@ export function sendProblem(
   send(x, deps, p.status, headers, PROBLEM_CONTENT_TYPE, JSON.stringify({ ...p, instance: x.reqId }));
 }
 
-export function sendJson(x: Exchange, deps: Pick<PipelineDeps, 'metrics' | 'logger'>, status: number, body: string) {
+export function sendJson(x: Answerable, deps: Pick<PipelineDeps, 'metrics' | 'logger'>, status: number, body: string) {
   send(x, deps, status, [], JSON_CONTENT_TYPE, body);
 }
 
