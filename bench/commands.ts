@@ -208,7 +208,8 @@ function scriptArgs(b: ScriptBench, cmd: Command): string[] {
       if (v === false) args.push(opt.long as string);
     } else if (Array.isArray(v)) for (const x of v) args.push(opt.long as string, String(x));
     else if (v === true) args.push(opt.long as string);
-    else if (typeof v === 'string') args.push(opt.long as string, v);
+    // One argument, so a value that starts with a dash is not read as an option.
+    else if (typeof v === 'string') args.push(`${opt.long as string}=${v}`);
   }
   return args;
 }
