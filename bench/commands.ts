@@ -103,6 +103,11 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
       o('--wait-every <k>', 'steady step: one order in k followed by a long poll', '10'),
       o('--batch <n>', 'steady step: orders per :batch request (1: one POST per order)', '10'),
       o('--floor', "instead: a bare node:http server's RSS growth while it holds as many requests"),
+      o('--hold-only', "only the hold's memory: no worker, no delays, no steady step"),
+      o(
+        '--ingest-node-flags <flags>',
+        'node flags of the ingest process, space-separated (write --ingest-node-flags=--x)',
+      ),
     ],
   },
   {

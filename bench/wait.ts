@@ -1,18 +1,19 @@
 // `surge bench wait` (`npm run bench:wait`): the long-poll of GET /v1/orders/:key?wait= on one ingest process.
 //   1. hold: N orders queued with no worker running, N concurrent `?wait=60` requests open on
-//      them — ingest's RSS before and while they wait; then a worker starts, the orders apply
-//      and every answer's delay after its order's COMMIT is recorded (the backlog drains at the
-//      worker's full rate);
+//      them — ingest's RSS before and while they wait, split into V8's young and old generations,
+//      the rest of V8's heap, malloc's heap (native memory: sockets, parsers) and the rest; then a
+//      worker starts, the orders apply and every answer's delay after its order's COMMIT is
+//      recorded (the backlog drains at the worker's full rate);
 //   2. steady: orders submitted at a fixed rate with the worker running, one in every
 //      --wait-every followed at once by a `?wait=30`; the same delay per waited order. The
-//      orders are the load; the waits sample its delay. The orders go in `:batch` requests of
-//      --batch (10), so the generator (one process, fetch, on the same cores) is not the limit —
-//      its event-loop delay is reported to show whether it was; --batch 1 submits one by one.
+//      orders are the load, sent by this process in `:batch` requests of --batch (10); the
+//      sampled ones are submitted one by one and waited on by a probe process of their own
+//      (bench/wait-probe.ts), so the delay is read by a client whose event loop does nothing
+//      else — its event-loop delay is reported to show it was on time.
 // COMMIT itself leaves no timestamp, so the delay is bracketed by two that do, on the one host
 // clock: the order's applied_at (set at its INSERT, before COMMIT: an upper bound) and its outcome
 // entry's id (the time the worker published it, after COMMIT: a lower bound, which leaves out the
-// worker's publish). The generator's own event-loop delay is reported with them: when it is
-// large, the answers waited in the generator, not in Surge.
+// worker's publish).
 // --floor measures instead what node:http itself costs: the RSS growth of a bare server (no
 // routes, no Redis, no PostgreSQL) while it holds as many requests, opened the same way.
 // Options: --waiters N (10000), --rate R (orders/s of step 2, 1500: half the maximum sustainable
@@ -22,6 +23,7 @@ import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -33,6 +35,8 @@ import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
 import { checkScriptArgs } from './commands.js';
+import { type Answer, longPoll } from './long-polls.js';
+import type { ProbeResult } from './wait-probe.js';
 
 const CLI = join(PACKAGE_ROOT, 'dist', 'cli', 'surge.js');
 
@@ -46,6 +50,8 @@ const { values } = parseArgs({
     'wait-every': { type: 'string', default: '10' },
     batch: { type: 'string', default: '10' },
     floor: { type: 'boolean', default: false },
+    'hold-only': { type: 'boolean', default: false },
+    'ingest-node-flags': { type: 'string', default: '' },
   },
 });
 const WAITERS = Number(values.waiters);
@@ -61,8 +67,73 @@ function rssMb(pid: number | undefined): number {
   return kb / 1024;
 }
 
+/** A process's memory (MB): what the RSS growth is made of. */
+interface Memory {
+  rss: number;
+  /** V8's young generation (new space), committed. */
+  young: number;
+  /** V8's old generation, committed, and the part of it in use. */
+  old: number;
+  oldUsed: number;
+  /** V8's other spaces (code, large objects, …), committed. */
+  v8Other: number;
+  /** The main malloc arena ([heap] of /proc/pid/smaps): native objects such as sockets and parsers. */
+  malloc: number;
+}
+
+/** V8's spaces as `v8.getHeapSpaceStatistics()` gives them: name, committed and used bytes. */
+type Spaces = ReadonlyArray<{ space: string; size: number; used: number }>;
+
+function memory(pid: number | undefined, spaces: Spaces): Memory {
+  const mb = (b: number) => b / 1024 / 1024;
+  let malloc = 0;
+  let inHeap = false;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inHeap = line.endsWith('[heap]');
+    else if (inHeap && line.startsWith('Rss:')) malloc += Number(/(\d+)/.exec(line)?.[1] ?? 0) / 1024;
+  }
+  const of = (name: string) => spaces.find((s) => s.space === name);
+  const rest = spaces.filter((s) => s.space !== 'new' && s.space !== 'old');
+  return {
+    rss: rssMb(pid),
+    young: mb(of('new')?.size ?? 0),
+    old: mb(of('old')?.size ?? 0),
+    oldUsed: mb(of('old')?.used ?? 0),
+    v8Other: mb(rest.reduce((a, s) => a + s.size, 0)),
+    malloc,
+  };
+}
+
+/** Ingest's V8 spaces, from its /metrics (prom-client's default metrics). */
+async function ingestSpaces(metricsUrl: string): Promise<Spaces> {
+  const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+  const out = new Map<string, { space: string; size: number; used: number }>();
+  for (const m of text.matchAll(/^\w*nodejs_heap_space_size_(total|used)_bytes\{[^}]*space="(\w+)"[^}]*\} (\S+)$/gm)) {
+    const [, kind, space = '', value] = m;
+    const s = out.get(space) ?? { space, size: 0, used: 0 };
+    if (kind === 'total') s.size = Number(value);
+    else s.used = Number(value);
+    out.set(space, s);
+  }
+  return [...out.values()];
+}
+
+/** Where the growth from `a` to `b` went, one line. */
+function growth(a: Memory, b: Memory): string {
+  const d = (k: keyof Memory) => (b[k] - a[k]).toFixed(1);
+  const named = b.young + b.old + b.v8Other + b.malloc - (a.young + a.old + a.v8Other + a.malloc);
+  return (
+    `RSS +${d('rss')} MB = V8 young generation +${d('young')}, old generation +${d('old')} (in use +${d('oldUsed')}), ` +
+    `other V8 spaces +${d('v8Other')}, malloc heap +${d('malloc')}, the rest +${(b.rss - a.rss - named).toFixed(1)}`
+  );
+}
+
 function spawnRole(role: 'ingest' | 'work', env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, [CLI, role], { env: { ...process.env, ...env }, stdio: ['ignore', 2, 'inherit'] });
+  const flags = role === 'ingest' ? values['ingest-node-flags'].split(' ').filter(Boolean) : [];
+  return spawn(process.execPath, [...flags, CLI, role], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 2, 'inherit'],
+  });
 }
 
 async function stopChild(c: ChildProcess): Promise<void> {
@@ -79,13 +150,6 @@ function percentile(sorted: readonly number[], p: number): number {
 function summary(delays: number[]): string {
   const s = [...delays].sort((a, b) => a - b);
   return `n ${s.length}, p50 ${percentile(s, 50)} ms, p99 ${percentile(s, 99)} ms, max ${s.at(-1)} ms`;
-}
-
-/** An answered long poll: when the answer arrived and its order's applied_at (ms since the epoch). */
-interface Answer {
-  key: string;
-  at: number;
-  appliedAt: number;
 }
 
 /** Each order's publish time: its outcome entry's id (ms since the epoch, Redis's clock on this host). */
@@ -128,40 +192,6 @@ function loopDelay(h: ReturnType<typeof monitorEventLoopDelay>): string {
 }
 
 /**
- * One long poll; resolves with its answer, or the failure. `sent` hears the request written on
- * its connection.
- */
-function longPoll(
-  agent: Agent,
-  url: string,
-  apiKey: string,
-  key: string,
-  wait: number,
-  sent: () => void = () => {},
-): Promise<Answer | string> {
-  return new Promise((resolve) => {
-    const req = request(
-      `${url}/v1/orders/${encodeURIComponent(key)}?wait=${wait}`,
-      { agent, headers: { authorization: `Bearer ${apiKey}` } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const at = Date.now();
-          const body = JSON.parse(Buffer.concat(chunks).toString()) as { status: string; applied_at?: string };
-          if (res.statusCode !== 200 || body.status === 'queued' || !body.applied_at)
-            resolve(`${res.statusCode} ${body.status}`);
-          else resolve({ key, at, appliedAt: Date.parse(body.applied_at) });
-        });
-      },
-    );
-    req.on('error', (e) => resolve(`error ${e.message}`));
-    req.on('finish', sent);
-    req.end();
-  });
-}
-
-/**
  * Opens one long poll per key, in steps, each written before the next: thousands of connects at
  * once overflow the listen backlog, and a connect retried a second later would count as answer
  * delay.
@@ -195,19 +225,32 @@ async function peakRss(pid: number | undefined): Promise<number> {
   return peak;
 }
 
-/** A node:http server that holds every request but /warm until told to (a line on stdin). */
+/**
+ * A node:http server that holds every request but /warm until told to ('go' on stdin); 'm' prints
+ * its V8 spaces.
+ */
 const BARE_SERVER = `
 const held = [];
 const server = require('node:http').createServer((req, res) =>
   req.url === '/warm' ? res.end('{}') : held.push(res));
 server.listen(0, '127.0.0.1', () => console.log(server.address().port));
-process.stdin.once('data', () => { for (const res of held) res.end('{"status":"queued"}'); });
+require('node:readline').createInterface({ input: process.stdin }).on('line', (l) => {
+  if (l === 'm') console.log(JSON.stringify(require('node:v8').getHeapSpaceStatistics().map((s) =>
+    ({ space: s.space_name.replace(/_space$/, ''), size: s.space_size, used: s.space_used_size }))));
+  else for (const res of held.splice(0)) res.end('{"status":"queued"}');
+});
 `;
 
 async function floor(): Promise<void> {
   const server = spawn(process.execPath, ['-e', BARE_SERVER], { stdio: ['pipe', 'pipe', 'inherit'] });
   try {
-    const port = await new Promise<number>((resolve) => server.stdout?.once('data', (d: Buffer) => resolve(Number(d))));
+    const lines = createInterface({ input: server.stdout as NodeJS.ReadableStream });
+    const next = () => new Promise<string>((resolve) => lines.once('line', resolve));
+    const port = Number(await next());
+    const spaces = async () => {
+      server.stdin?.write('m\n');
+      return JSON.parse(await next()) as Spaces;
+    };
     const url = `http://127.0.0.1:${port}`;
     const keys = Array.from({ length: WAITERS }, (_, i) => `hold-${i}`);
     // Warmed like ingest, which answered the orders' submissions before its baseline.
@@ -222,19 +265,21 @@ async function floor(): Promise<void> {
           }),
       ),
     );
-    const before = rssMb(server.pid);
+    const before = memory(server.pid, await spaces());
     const agent = new Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
     const polls = await openPolls(agent, url, 'none', keys);
     const peak = await peakRss(server.pid);
+    const held = memory(server.pid, await spaces());
     server.stdin?.write('go\n');
     await Promise.all(polls);
     agent.destroy();
     warm.destroy();
     console.log(`# bench:wait --floor (${new Date().toISOString()})`);
     console.log(
-      `bare node:http server holding ${WAITERS} requests: RSS ${before.toFixed(1)} MB before, peak ` +
-        `${peak.toFixed(1)} MB: growth ${(peak - before).toFixed(1)} MB`,
+      `bare node:http server holding ${WAITERS} requests: RSS ${before.rss.toFixed(1)} MB before, peak ` +
+        `${peak.toFixed(1)} MB: growth ${(peak - before.rss).toFixed(1)} MB`,
     );
+    console.log(`  ${growth(before, held)}`);
   } finally {
     server.kill();
   }
@@ -247,7 +292,14 @@ async function main(): Promise<void> {
   try {
     const { apiKey } = await createClient(pool, 'bench-wait');
     const port = await freePort();
-    const env = { ...scratch.env, SURGE_INGEST_PORT: String(port), SURGE_WORKER_METRICS_PORT: '0' };
+    const metricsPort = await freePort();
+    const env = {
+      ...scratch.env,
+      SURGE_INGEST_PORT: String(port),
+      SURGE_INGEST_METRICS_PORT: String(metricsPort),
+      SURGE_WORKER_METRICS_PORT: '0',
+    };
+    const metricsUrl = `http://127.0.0.1:${metricsPort}`;
     const ingest = spawnRole('ingest', env);
     children.push(ingest);
     const url = `http://127.0.0.1:${port}`;
@@ -262,10 +314,20 @@ async function main(): Promise<void> {
     const keys = Array.from({ length: WAITERS }, (_, i) => `hold-${i}`);
     for (let i = 0; i < keys.length; i += 1000)
       await surge.submitMany(keys.slice(i, i + 1000).map((key) => ({ key, order })));
-    const before = rssMb(ingest.pid);
+    const before = memory(ingest.pid, await ingestSpaces(metricsUrl));
     const agent = new Agent({ keepAlive: false, maxSockets: Number.POSITIVE_INFINITY });
     const polls = await openPolls(agent, url, apiKey, keys);
     const peak = await peakRss(ingest.pid);
+    const held = memory(ingest.pid, await ingestSpaces(metricsUrl));
+    if (values['hold-only']) {
+      console.log(`# bench:wait --hold-only (${new Date().toISOString()})`);
+      console.log(
+        `hold: ${WAITERS} concurrent ?wait=60 on queued orders; ingest RSS ${before.rss.toFixed(1)} MB before, ` +
+          `peak ${peak.toFixed(1)} MB: growth ${(peak - before.rss).toFixed(1)} MB`,
+      );
+      console.log(`  ${growth(before, held)}`);
+      return;
+    }
     const holdLoop = monitorEventLoopDelay({ resolution: 10 });
     holdLoop.enable();
     const worker = spawnRole('work', env);
@@ -277,52 +339,51 @@ async function main(): Promise<void> {
     agent.destroy();
     const holdPublished = await publishTimes(scratch.redisUrl, scratch.prefix, SHARDS);
     console.log(`# bench:wait (${new Date().toISOString()})`);
-    console.log(`hold: ${WAITERS} concurrent ?wait=60 on queued orders; ingest RSS ${before.toFixed(1)} MB before, `);
-    console.log(`  peak ${peak.toFixed(1)} MB while they wait: growth ${(peak - before).toFixed(1)} MB`);
+    console.log(
+      `hold: ${WAITERS} concurrent ?wait=60 on queued orders; ingest RSS ${before.rss.toFixed(1)} MB before, `,
+    );
+    console.log(`  peak ${peak.toFixed(1)} MB while they wait: growth ${(peak - before.rss).toFixed(1)} MB`);
+    console.log(`  ${growth(before, held)}`);
     console.log(
       `  COMMIT → answer once a worker drains them; failures ${holdFailures.length}, ${loopDelay(holdLoop)}:`,
     );
     console.log(delays(holdAnswers, holdPublished));
 
-    // 2. steady
-    const steadyAnswers: Answer[] = [];
-    const steadyFailures: string[] = [];
-    // No socket limit: a long poll holds its connection, and a request queued in the agent behind
-    // one would count the queueing as answer delay.
-    const steadyAgent = new Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFINITY });
+    // 2. steady: this process sends the load; the probe, the sampled orders and their waits.
+    const total = RATE * SECONDS;
+    const started = Date.now() + 1000;
+    const probe = spawn(
+      process.execPath,
+      [
+        join(PACKAGE_ROOT, 'dist', 'bench', 'wait-probe.js'),
+        JSON.stringify({ url, apiKey, start: started, rate: RATE, total, every: WAIT_EVERY }),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    children.push(probe);
+    const probed = new Promise<ProbeResult>((resolve, reject) => {
+      let out = '';
+      probe.stdout?.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      probe.once('exit', (code) =>
+        code === 0 ? resolve(JSON.parse(out) as ProbeResult) : reject(new Error(`the probe exited ${code}`)),
+      );
+    });
     const steadyLoop = monitorEventLoopDelay({ resolution: 10 });
     steadyLoop.enable();
-    const started = Date.now();
     const pending: Array<Promise<void>> = [];
-    const total = RATE * SECONDS;
+    const steadyFailures: string[] = [];
     for (let first = 0; first < total; first += BATCH) {
       const due = started + (first * 1000) / RATE;
       const ahead = due - Date.now();
       if (ahead > 0) await new Promise((r) => setTimeout(r, ahead));
-      const batch = Array.from({ length: Math.min(BATCH, total - first) }, (_, j) => ({
-        i: first + j,
-        key: `steady-${first + j}`,
-      }));
-      const accepted =
-        BATCH === 1
-          ? surge.submit(order, { key: `steady-${first}` }).then(() => [true])
-          : surge.submitMany(batch.map(({ key }) => ({ key, order }))).then((rs) => rs.map((r) => r.ok));
-      for (const { i, key } of batch) {
-        if (i % WAIT_EVERY !== 0) continue;
-        pending.push(
-          (async () => {
-            // A failed submission is counted once, below.
-            const r = await accepted
-              .then((oks) => (oks[i - first] ? longPoll(steadyAgent, url, apiKey, key, 30) : `submit: refused`))
-              .catch(() => undefined);
-            if (r === undefined) return;
-            if (typeof r === 'string') steadyFailures.push(r);
-            else steadyAnswers.push(r);
-          })(),
-        );
-      }
+      const batch: Array<{ key: string; order: typeof order }> = [];
+      for (let i = first; i < Math.min(first + BATCH, total); i++)
+        if (i % WAIT_EVERY !== 0) batch.push({ key: `steady-${i}`, order });
+      if (batch.length === 0) continue;
       pending.push(
-        accepted.then(
+        (batch.length === 1 ? surge.submit(order, { key: batch[0]?.key ?? '' }) : surge.submitMany(batch)).then(
           () => {},
           (e: Error) => {
             steadyFailures.push(`submit: ${e.message}`);
@@ -332,17 +393,20 @@ async function main(): Promise<void> {
     }
     const lastSubmitted = Date.now();
     await Promise.all(pending);
-    const submitted = (RATE * SECONDS * 1000) / (lastSubmitted - started);
+    const submitted = (total * 1000) / (lastSubmitted - started);
     steadyLoop.disable();
-    steadyAgent.destroy();
+    const result = await probed;
+    steadyFailures.push(...result.failures);
     const steadyPublished = await publishTimes(scratch.redisUrl, scratch.prefix, SHARDS);
 
     console.log(
       `steady: ${RATE}/s for ${SECONDS} s (orders sent at ${submitted.toFixed(0)}/s, ${BATCH === 1 ? 'one per request' : `:batch of ${BATCH}`}), ` +
-        `one in ${WAIT_EVERY} followed by ?wait=30; ` +
-        `failures ${steadyFailures.length} ${steadyFailures.slice(0, 3).join('; ')}, ${loopDelay(steadyLoop)}:`,
+        `one in ${WAIT_EVERY} submitted alone and followed by ?wait=30 from a probe process; ` +
+        `failures ${steadyFailures.length} ${steadyFailures.slice(0, 3).join('; ')}, ` +
+        `probe event-loop delay p99 ${result.loopP99Ms.toFixed(0)} ms, max ${result.loopMaxMs.toFixed(0)} ms, ` +
+        `${loopDelay(steadyLoop)}:`,
     );
-    console.log(delays(steadyAnswers, steadyPublished));
+    console.log(delays(result.answers, steadyPublished));
   } finally {
     for (const c of children) await stopChild(c);
     await pool.end();
