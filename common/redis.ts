@@ -25,6 +25,8 @@ export interface RedisConnectOptions {
    * redis-cluster), so Cluster connections never use it.
    */
   autoPipelining?: boolean;
+  /** Commands sent on their own even with auto-pipelining (each auto-pipeline is an ioredis Pipeline object). */
+  autoPipeliningIgnoredCommands?: string[];
 }
 
 /** The error of a command whose connection closed before its reply arrived: it may or may not have run. */
@@ -61,6 +63,7 @@ export function createRedis(
     autoResendUnfulfilledCommands: false,
     lazyConnect: options.lazyConnect ?? false,
     enableAutoPipelining: options.autoPipelining ?? false,
+    autoPipeliningIgnoredCommands: options.autoPipeliningIgnoredCommands ?? [],
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
   };
   if (config.redisClusterNodes.length > 0) {

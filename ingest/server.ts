@@ -9,7 +9,7 @@ import { Cluster } from 'ioredis';
 import type { Config } from '../common/config.js';
 import { createPool } from '../common/db.js';
 import { createLogger, type Logger } from '../common/log.js';
-import { createRedis, redisReady } from '../common/redis.js';
+import { createRedis, type RedisConnectOptions, redisReady } from '../common/redis.js';
 import { activeTracing } from '../common/tracing.js';
 import { createRegistry, ingestMetrics } from '../metrics/definitions.js';
 import { type MetricsServer, startMetricsServer } from '../metrics/server.js';
@@ -35,14 +35,18 @@ export interface IngestOptions {
 /**
  * Ingest's Redis connection: no offline queue and no retries (an outage is a fast 503, a lost
  * reply is never resent), auto-pipelined on a single Redis (SEMANTICS 1.5; docs/ingest.md, "Why
- * the hot path looks as it does"). The benchmark's baseline server uses the same options.
+ * the hot path looks as it does"). The benchmark's baseline server uses the same options. GET
+ * (an order's record, read by the order lookup) is sent on its own: lookups come one per
+ * PostgreSQL answer, so each auto-pipeline would carry one GET, and an ioredis Pipeline is a
+ * large object (a copy of every script's methods); a burst of long polls made thousands of them.
  */
 export const INGEST_REDIS_OPTIONS = {
   connectionName: 'surge-ingest',
   offlineQueue: false,
   maxRetriesPerRequest: 0,
   autoPipelining: true,
-} as const;
+  autoPipeliningIgnoredCommands: ['get'],
+} satisfies RedisConnectOptions;
 
 export interface IngestService {
   port: number;
