@@ -86,6 +86,10 @@ describe('order outcomes without polling', () => {
     const res = await long;
     assert.equal(res.status, 200);
     assert.equal((res.json as { status: string }).status, 'applied');
+    // Held out of node:http while it waited (ingest/held.ts): answered by hand, then closed.
+    assert.equal(res.headers.connection, 'close');
+    assert.match(String(res.headers['x-request-id']), /./);
+    assert.equal(res.headers['content-type'], 'application/json; charset=utf-8');
     assert.ok(Date.now() - asked < 15_000, `answered after ${Date.now() - asked} ms, not at the end of the wait`);
     // Final already: answered at once.
     const t = Date.now();
