@@ -192,6 +192,11 @@ export class OutcomeWaiters {
     return this.waiters.size;
   }
 
+  /** Requests waiting (several may wait for one order). */
+  get waiting(): number {
+    return this.count;
+  }
+
   private async loop(): Promise<void> {
     const cluster = this.redis instanceof Cluster;
     while (!this.stopped) {

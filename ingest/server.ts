@@ -65,13 +65,13 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
   defineIngestCommands(redis);
   const pool = createPool(config.databaseUrl, { max: 8, applicationName: 'surge-ingest' });
   const registry = createRegistry({ defaultMetrics: true, role: 'ingest' });
-  const metrics = ingestMetrics(registry);
+  const outcomes = new OutcomeWaiters(config, logger);
+  const metrics = ingestMetrics(registry, { longPolls: () => outcomes.waiting });
   const backpressure = new Backpressure(redis, config, metrics, logger);
   const door = new Door(config);
   door.start();
   // No thread starts until the first large batch.
   const batches = new BatchPreparer(config, metrics);
-  const outcomes = new OutcomeWaiters(config, logger);
   let draining = false;
   let metricsServer: MetricsServer | undefined;
   const closeConnections = async () => {

@@ -127,7 +127,9 @@ interface TallyNode<T extends string> {
   tally?: { labels: LabelValues<T>; n: number };
 }
 
-export function ingestMetrics(registry: Registry) {
+/** `longPolls`: how many `?wait` requests are held now (read at each scrape). */
+export function ingestMetrics(registry: Registry, sources: { longPolls?: () => number } = {}) {
+  const { longPolls } = sources;
   return {
     requests: new TalliedCounter({
       name: 'surge_ingest_requests_total',
@@ -173,6 +175,14 @@ export function ingestMetrics(registry: Registry) {
       help: '1 while ingest sheds load (answers 503), by reason.',
       labelNames: ['reason'] as const,
       registers: [registry],
+    }),
+    longPolls: new Gauge({
+      name: 'surge_ingest_long_polls',
+      help: 'GET /v1/orders/:key?wait= requests held now, waiting for their order to become final.',
+      registers: [registry],
+      collect() {
+        if (longPolls) this.set(longPolls());
+      },
     }),
   };
 }
