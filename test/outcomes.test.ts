@@ -4,6 +4,8 @@
 // (the entries stay pending and the outcome is published when they come back); maintenance's
 // safe trim keeps what a downstream group has not acknowledged.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -67,6 +69,22 @@ describe('order outcomes without polling', () => {
     redis?.disconnect();
     await pool?.end();
     await env?.cleanup();
+  });
+
+  test('a held long poll whose client goes away is forgotten at once, not at the end of its wait', async () => {
+    await surge.submit(order(), { key: 'gone-1' });
+    const held = async () => {
+      const text = await (await fetch(`${ingest.metricsUrl}/metrics`)).text();
+      return Number(/^surge_ingest_long_polls(?:\{[^}]*\})? (\S+)$/m.exec(text)?.[1] ?? Number.NaN);
+    };
+    assert.equal(await held(), 0);
+    // No worker yet: the order stays queued, so the poll waits (held out of node:http, held.ts).
+    const socket = connect(new URL(ingest.url).port ? Number(new URL(ingest.url).port) : 80, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write(`GET /v1/orders/gone-1?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.apiKey}\r\n\r\n`);
+    await waitFor('the poll held', async () => (await held()) === 1);
+    socket.destroy();
+    await waitFor('the poll forgotten', async () => (await held()) === 0, { timeoutMs: 5000 });
   });
 
   test('?wait answers as soon as the order is applied, or at the end of the wait with the state then', async () => {
