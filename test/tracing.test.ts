@@ -186,6 +186,27 @@ const settingsFor = (name: string, arg: string | undefined) => {
   return s;
 };
 // No parent, or a remote parent with a random flags byte (bit 0 is the sampled flag).
+/**
+ * For a traced `surge ingest` + `surge work` pair: an API client, the stocked SKU of ORDER, and
+ * the processes' environment, exporting to `receiver` every `scheduleDelayMs`.
+ */
+async function tracedStackEnv(t: TestEnv, receiver: OtlpReceiver, clientName: string, scheduleDelayMs: number) {
+  const db = new pg.Pool({ connectionString: t.db.url, max: 1 });
+  try {
+    const { apiKey, id: clientId } = await createClient(db, clientName);
+    await db.query("INSERT INTO inventory (sku, available) VALUES ('trace-sku', 10)");
+    const env = {
+      ...t.env,
+      SURGE_LOG_LEVEL: 'debug',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_BSP_SCHEDULE_DELAY: String(scheduleDelayMs),
+    };
+    return { apiKey, clientId, env };
+  } finally {
+    await db.end();
+  }
+}
+
 const parentFlags = (i: number): number | undefined => (i % 3 === 0 ? undefined : randomBytes(1)[0]);
 
 describe('the ingest fast path decides sampling as the SDK sampler does', () => {
@@ -515,18 +536,9 @@ describe('tracing on: one order from POST to COMMIT, real processes, OTLP/HTTP r
   before(async () => {
     receiver = await startOtlpReceiver();
     t = await createTestEnv({ SURGE_WORKER_THREADS: '1', SURGE_PG_POOL_SIZE: '2' });
-    const db = new pg.Pool({ connectionString: t.db.url, max: 1 });
-    const created = await createClient(db, 'trace-shop');
-    apiKey = created.apiKey;
-    clientId = created.id;
-    await db.query("INSERT INTO inventory (sku, available) VALUES ('trace-sku', 10)");
-    await db.end();
-    const env = {
-      ...t.env,
-      SURGE_LOG_LEVEL: 'debug',
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
-      OTEL_BSP_SCHEDULE_DELAY: '100',
-    };
+    const traced = await tracedStackEnv(t, receiver, 'trace-shop', 100);
+    ({ apiKey, clientId } = traced);
+    const { env } = traced;
     ingest = await startSurge('ingest', env, 'ingest-traced');
     worker = await startSurge('work', env, 'work-traced');
   });
@@ -689,16 +701,9 @@ describe('a graceful stop sends the spans still buffered', () => {
   });
 
   test('ingest and the worker export on SIGTERM what their schedule had not sent yet', async () => {
-    const db = new pg.Pool({ connectionString: t.db.url, max: 1 });
-    const { apiKey } = await createClient(db, 'trace-stop');
-    await db.query("INSERT INTO inventory (sku, available) VALUES ('trace-sku', 10)");
     // Nothing is sent on schedule during the test: only the stop can send these spans.
-    const env = {
-      ...t.env,
-      SURGE_LOG_LEVEL: 'debug',
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
-      OTEL_BSP_SCHEDULE_DELAY: '600000',
-    };
+    const { apiKey, env } = await tracedStackEnv(t, receiver, 'trace-stop', 600_000);
+    const db = new pg.Pool({ connectionString: t.db.url, max: 1 });
     ingest = await startSurge('ingest', env, 'ingest-stop');
     worker = await startSurge('work', env, 'work-stop');
     try {
