@@ -1,6 +1,7 @@
 // `surge migrate`: applies sql/migrations/NNN_name.sql in order, each in its own transaction,
 // under a PostgreSQL advisory lock so that pods starting together do not race. Re-running is a
-// no-op; an applied migration whose file changed is reported, not re-run.
+// no-op; an applied migration whose statements changed is reported, not re-run. Its comments may
+// change: the checksum leaves whole-line comments out.
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,6 +18,42 @@ export interface Migration {
   checksum: string;
 }
 
+/** The checksum's format tag: rows without it hold a checksum of the whole file (earlier releases). */
+const CHECKSUM_TAG = 'stmt:';
+
+/**
+ * sha256 of the migration without its whole-line `--` comments, blank lines and trailing spaces:
+ * what PostgreSQL runs, so rewording a comment is no change. A comment after code on the same
+ * line still counts (it could sit inside a string literal).
+ */
+export function migrationChecksum(sql: string): string {
+  const statements = sql
+    .split('\n')
+    .map((line) => line.trimEnd())
+    .filter((line) => line !== '' && !line.trimStart().startsWith('--'))
+    .join('\n');
+  return CHECKSUM_TAG + createHash('sha256').update(statements).digest('hex');
+}
+
+/**
+ * Whole-file checksums recorded by earlier releases for texts that differ from today's files only
+ * in their comments: a database migrated by one of them is up to date, and its row is rewritten
+ * in today's form on the next `surge migrate`.
+ */
+const EARLIER_FILE_CHECKSUMS: ReadonlyMap<number, readonly string[]> = new Map([
+  [6, ['07b69fa69233b52eab9015e2d96f52d167ed7c508ec4eef090aa225b34a0bb1e']],
+  [7, ['03d54b7c4e292c7a9dd441d06bedc94cba36b295de17b18ff39d0ddbe2e8455c']],
+]);
+
+/** Whether a recorded checksum is this migration's: today's form, the whole file's, or an earlier release's. */
+function sameMigration(recorded: string, m: Migration): { same: boolean; legacy: boolean } {
+  if (recorded === m.checksum) return { same: true, legacy: false };
+  const legacy =
+    recorded === createHash('sha256').update(m.sql).digest('hex') ||
+    (EARLIER_FILE_CHECKSUMS.get(m.version) ?? []).includes(recorded);
+  return { same: legacy, legacy };
+}
+
 export function listMigrations(dir: string = MIGRATIONS_DIR): Migration[] {
   const files = readdirSync(dir).filter((f) => /^\d{3,}_[a-z0-9_]+\.sql$/.test(f));
   const migrations = files.map((file) => {
@@ -25,7 +62,7 @@ export function listMigrations(dir: string = MIGRATIONS_DIR): Migration[] {
       version: Number(file.slice(0, file.indexOf('_'))),
       name: file.replace(/\.sql$/, ''),
       sql,
-      checksum: createHash('sha256').update(sql).digest('hex'),
+      checksum: migrationChecksum(sql),
     };
   });
   migrations.sort((a, b) => a.version - b.version);
@@ -63,11 +100,15 @@ export async function migrate(databaseUrl: string, dir: string = MIGRATIONS_DIR)
       for (const m of migrations) {
         const prior = applied.get(m.version);
         if (prior) {
-          if (prior.checksum !== m.checksum) {
+          const { same, legacy } = sameMigration(prior.checksum, m);
+          if (!same) {
             throw new Error(
               `migration ${m.name} was applied with different contents (checksum mismatch); ` +
                 'add a new migration instead of editing it',
             );
+          }
+          if (legacy) {
+            await client.query('UPDATE surge_migrations SET checksum = $2 WHERE version = $1', [m.version, m.checksum]);
           }
           result.alreadyApplied.push(m.name);
           continue;

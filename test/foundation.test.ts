@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { findClientByKey } from '../common/clients.js';
 import { CONFIG_VARIABLES, ConfigError, configMarkdownTable, loadConfig } from '../common/config.js';
-import { listMigrations } from '../common/migrate.js';
-import { PACKAGE_ROOT } from '../common/paths.js';
+import { listMigrations, migrate, migrationChecksum } from '../common/migrate.js';
+import { MIGRATIONS_DIR, PACKAGE_ROOT } from '../common/paths.js';
 import { createTestDatabase, type TestDatabase } from '../devkit/scratch.js';
 
 const run = promisify(execFile);
@@ -124,6 +126,87 @@ describe('migrate', () => {
       await c.end();
     }
     await assert.rejects(surge(['clients', 'add', 'shop-frontend'], { DATABASE_URL: db.url }), /already exists/);
+  });
+});
+
+describe('migration checksums', () => {
+  test('rewording a comment is no change; changing a statement is', () => {
+    const sql = '-- Adds a column.\nALTER TABLE t ADD COLUMN c integer; -- kept\n';
+    assert.equal(
+      migrationChecksum(sql),
+      migrationChecksum('-- Adds a column, reworded.\n\nALTER TABLE t ADD COLUMN c integer; -- kept  \n'),
+    );
+    assert.notEqual(
+      migrationChecksum(sql),
+      migrationChecksum('-- Adds a column.\nALTER TABLE t ADD COLUMN c bigint; -- kept\n'),
+    );
+    // A comment after code on its line counts: it may sit inside a string literal.
+    assert.notEqual(
+      migrationChecksum(sql),
+      migrationChecksum('-- Adds a column.\nALTER TABLE t ADD COLUMN c integer; -- other\n'),
+    );
+  });
+
+  let db: TestDatabase;
+  let dir: string;
+  before(async () => {
+    db = await createTestDatabase();
+    dir = mkdtempSync(join(tmpdir(), 'surge-migrations-'));
+    cpSync(MIGRATIONS_DIR, dir, { recursive: true });
+  });
+  after(async () => {
+    rmSync(dir, { recursive: true, force: true });
+    await db.drop();
+  });
+
+  const checksums = async () => {
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      const rows = (
+        await c.query<{ version: number; checksum: string }>('SELECT version, checksum FROM surge_migrations')
+      ).rows;
+      return new Map(rows.map((r) => [r.version, r.checksum]));
+    } finally {
+      await c.end();
+    }
+  };
+  const setChecksum = async (version: number, checksum: string) => {
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      await c.query('UPDATE surge_migrations SET checksum = $2 WHERE version = $1', [version, checksum]);
+    } finally {
+      await c.end();
+    }
+  };
+
+  test("an earlier release's whole-file checksums are accepted and rewritten in today's form", async () => {
+    const [first] = listMigrations();
+    assert.ok(first);
+    // What an earlier release recorded: the whole file's sha256, and 006 before its comment was reworded.
+    await setChecksum(first.version, createHash('sha256').update(first.sql).digest('hex'));
+    await setChecksum(6, '07b69fa69233b52eab9015e2d96f52d167ed7c508ec4eef090aa225b34a0bb1e');
+    const result = await migrate(db.url);
+    assert.deepEqual(result.applied, []);
+    const now = await checksums();
+    for (const m of listMigrations()) assert.equal(now.get(m.version), m.checksum, m.name);
+  });
+
+  test('a migration whose statements changed after it was applied is refused; a reworded comment is not', async () => {
+    const last = listMigrations(dir).at(-1);
+    assert.ok(last);
+    const file = join(dir, `${last.name}.sql`);
+    writeFileSync(file, `-- A comment added after release.\n${last.sql}`);
+    assert.deepEqual((await migrate(db.url, dir)).applied, []);
+    writeFileSync(file, `${last.sql}\nSELECT 1;\n`);
+    await assert.rejects(
+      migrate(db.url, dir),
+      new RegExp(`migration ${last.name} was applied with different contents`),
+    );
+    await setChecksum(last.version, 'f'.repeat(64));
+    writeFileSync(file, last.sql);
+    await assert.rejects(migrate(db.url, dir), /checksum mismatch/);
   });
 });
 

@@ -1,4 +1,4 @@
--- Dead-letter replays (issue 6): how often an entry was re-enqueued and where the last copy went.
+-- Dead-letter replays: how often an entry was re-enqueued and where the last copy went.
 -- replayed_at (001) is the time of the last replay.
 ALTER TABLE dead_letters
   ADD COLUMN replays         integer NOT NULL DEFAULT 0,

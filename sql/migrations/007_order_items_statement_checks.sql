@@ -1,10 +1,10 @@
 -- order_items → orders integrity, checked per statement instead of per row.
 --
 -- The row-level foreign key ran one RI query per order line, each taking a KEY SHARE lock on the
--- parent row: on the apply path that was a quarter of PostgreSQL's time per batch (measured in
--- docs/workers.md). The same rule is kept with statement-level triggers over transition tables —
--- one set-based check per INSERT/UPDATE/COPY — and ON DELETE CASCADE becomes a statement-level
--- delete of the removed orders' lines.
+-- parent row: a large share of PostgreSQL's time per batch on the apply path. The same rule is
+-- kept with statement-level triggers over transition tables — one set-based check per
+-- INSERT/UPDATE/COPY — and ON DELETE CASCADE becomes a statement-level delete of the removed
+-- orders' lines.
 --
 -- What the foreign key did and these triggers do not: lock the parent row. A line inserted for an
 -- order that another transaction deletes concurrently could be left behind. Surge itself never
@@ -15,7 +15,7 @@ ALTER TABLE order_items DROP CONSTRAINT order_items_order_pk_fkey;
 -- The checks run their query with EXECUTE, planned afresh on each call. PL/pgSQL would otherwise
 -- cache the plan made at a session's first call: made while `orders` was small, that plan (a hash
 -- anti join over a sequential scan of orders) then scanned the whole table on every batch once it
--- had grown — seen in a 30-minute soak, one worker connection spending 70 ms per batch in it.
+-- had grown. (008 replaces this with a cached plan that cannot take that shape.)
 CREATE FUNCTION surge_order_items_order_exists() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
   orphans boolean;
