@@ -26,7 +26,7 @@ interface Results {
   systems: Array<{
     system: string;
     outcome: Outcome;
-    phases: unknown[];
+    phases: Array<{ offeredRate: number; accept: { p99Ms: number | null } }>;
     samples: Array<{ memoryMiB: Record<string, number> }>;
   }>;
   machine: { cpus: number; node: string };
@@ -165,8 +165,24 @@ describe('surge bench --quick (every scenario)', () => {
       r.systems.map((s) => s.system),
       ['sync-insert', 'bullmq', 'surge'],
     );
-    const ratios = r.extra.ratios as Record<string, { maxSustainableRate: number | null }>;
+    const ratios = r.extra.ratios as Record<
+      string,
+      { maxSustainableRate: number | null; baselineMaxRate: number | null; acceptP99AtBaselineMax: number | null }
+    >;
     assert.ok('sync-insert' in ratios && 'bullmq' in ratios);
+    const knees = r.extra.knees as Record<string, { maxSustainableRate: number | null }>;
+    const surgeKnee = knees.surge?.maxSustainableRate ?? null;
+    for (const base of ['sync-insert', 'bullmq'] as const) {
+      const baseKnee = knees[base]?.maxSustainableRate ?? null;
+      const own = ratios[base]?.baselineMaxRate ?? null;
+      // Each baseline is also compared at the highest rate it sustains, when Surge sustains it too.
+      assert.equal(own, baseKnee === null || surgeKnee === null ? null : Math.min(baseKnee, surgeKnee), base);
+      if (own === null) continue;
+      const p99 = (system: string) =>
+        r.systems.find((s) => s.system === system)?.phases.find((p) => p.offeredRate === own)?.accept.p99Ms;
+      const [a, b] = [p99('surge'), p99(base)];
+      if (a && b) assert.equal(ratios[base]?.acceptP99AtBaselineMax, Math.round((a / b) * 100) / 100, base);
+    }
   });
 
   test('sweep: a capacity table per configuration and a recommendation', async () => {
