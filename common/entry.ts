@@ -92,16 +92,22 @@ export function entryField(fields: readonly string[] | null | undefined, name: s
   return undefined;
 }
 
-export interface DecodedEntry {
+/** An entry's own fields, checked; the order is its text as the entry holds it, not parsed. */
+export interface EntryHeader {
   clientId: string;
   idempotencyKey: string;
-  order: Order;
+  /** The `o` field: canonicalOrderJson of the order ingest validated. */
+  orderJson: string;
 }
 
-export type DecodeResult = { ok: true; entry: DecodedEntry } | { ok: false; reason: string };
+export type HeaderResult = { ok: true; header: EntryHeader } | { ok: false; reason: string };
 
-/** Decodes a stream entry's flat field list; never throws. */
-export function decodeEntry(fields: readonly string[] | null | undefined): DecodeResult {
+/**
+ * Reads and checks an entry's own fields (version, client, key, order present) without parsing
+ * the order: the workers' apply step trusts what ingest validated under this version and lets
+ * PostgreSQL unpack the order; decodeEntry adds the full check. Never throws.
+ */
+export function readEntryHeader(fields: readonly string[] | null | undefined): HeaderResult {
   if (!fields) return { ok: false, reason: 'entry has no fields (payload deleted)' };
   // A plain scan, no Map: this runs once per order on the apply path. A repeated field: last wins.
   let v: string | undefined;
@@ -132,6 +138,22 @@ export function decodeEntry(fields: readonly string[] | null | undefined): Decod
     return { ok: false, reason: `missing or invalid field ${ENTRY_FIELD.key} (idempotency key)` };
   }
   if (raw === undefined) return { ok: false, reason: `missing field ${ENTRY_FIELD.order} (order)` };
+  return { ok: true, header: { clientId, idempotencyKey, orderJson: raw } };
+}
+
+export interface DecodedEntry {
+  clientId: string;
+  idempotencyKey: string;
+  order: Order;
+}
+
+export type DecodeResult = { ok: true; entry: DecodedEntry } | { ok: false; reason: string };
+
+/** Decodes a stream entry's flat field list and validates its order as ingest does; never throws. */
+export function decodeEntry(fields: readonly string[] | null | undefined): DecodeResult {
+  const header = readEntryHeader(fields);
+  if (!header.ok) return header;
+  const { clientId, idempotencyKey, orderJson: raw } = header.header;
   let parsed: unknown;
   try {
     parsed = JSON.parse(raw);

@@ -1,6 +1,7 @@
 // The order (v1): its schema, its validation (every failing field path), its canonical form and
 // fingerprint. Ingest validates with it; the stream entry (common/entry.ts) carries its canonical
-// form and the workers validate it again when they decode.
+// form, which the workers stage as is for PostgreSQL to unpack (each field's `sql`); they validate
+// again only an entry PostgreSQL refused, to name what is wrong with it.
 import { hash } from 'node:crypto';
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsImport from 'ajv-formats';
@@ -41,17 +42,21 @@ interface OrderField<T> {
   required: undefined extends T ? false : true;
   /** Its value in canonical JSON: canonicalJson's text for any validated value. */
   json(value: NonNullable<T>): string;
-  /** The staging-table column it fills (sql/apply/create_stage.sql, copy_stage.sql, insert_orders.sql)… */
+  /** The `orders` column it fills… */
   column: string;
-  /** …and the text written there before COPY escaping; undefined is NULL. */
-  stage(value: T): string | undefined;
+  /**
+   * …and the SQL expression that reads it from the staged order, `body` (jsonb: the entry's
+   * canonical JSON as ingest wrote it); sql/apply/insert_orders.sql holds `<sql> AS <column>`
+   * for every field (test/order-fields.test.ts).
+   */
+  sql: string;
 }
 
 /**
- * Every top-level order field, once, in the staging table's column order. ORDER_SCHEMA, the
- * canonical JSON (canonicalOrderJson) and the worker's COPY row are derived from it; keyed by
- * the Order interface, so a field missing here or extra here does not compile, and
- * test/order-fields.test.ts binds it to the SQL column lists and the migrated `orders` table.
+ * Every top-level order field, once, in insert_orders.sql's column order. ORDER_SCHEMA and the
+ * canonical JSON (canonicalOrderJson) are derived from it; keyed by the Order interface, so a
+ * field missing here or extra here does not compile, and test/order-fields.test.ts binds it to
+ * the SQL that unpacks the staged order and to the migrated `orders` table.
  */
 const ORDER_FIELDS: { [K in keyof Order]-?: OrderField<Order[K]> } = {
   order_id: {
@@ -59,21 +64,21 @@ const ORDER_FIELDS: { [K in keyof Order]-?: OrderField<Order[K]> } = {
     required: false,
     json: jsonString,
     column: 'order_id',
-    stage: (v) => v,
+    sql: "body->>'order_id'",
   },
   customer_id: {
     schema: { type: 'string', minLength: 1, maxLength: LIMITS.maxString },
     required: true,
     json: jsonString,
     column: 'customer_id',
-    stage: (v) => v,
+    sql: "body->>'customer_id'",
   },
   currency: {
     schema: { type: 'string', enum: ISO_4217_CODES },
     required: true,
     json: jsonString,
     column: 'currency',
-    stage: (v) => v,
+    sql: "body->>'currency'",
   },
   items: {
     schema: {
@@ -93,23 +98,23 @@ const ORDER_FIELDS: { [K in keyof Order]-?: OrderField<Order[K]> } = {
     },
     required: true,
     json: itemsJson,
-    // The lines themselves are staged as arrays and go to order_items (insert_orders.sql).
+    // The lines themselves go to order_items (insert_orders.sql); the order keeps their sum.
     column: 'total_cents',
-    stage: totalCents,
+    sql: "(SELECT sum(l.qty * l.unit_price_cents) FROM jsonb_to_recordset(body->'items') AS l(qty bigint, unit_price_cents bigint))",
   },
   placed_at: {
     schema: { type: 'string', format: 'date-time' },
     required: false,
     json: jsonString,
     column: 'placed_at',
-    stage: (v) => v,
+    sql: "(body->>'placed_at')::timestamptz",
   },
   metadata: {
     schema: { type: 'object' },
     required: false,
     json: canonicalJson,
     column: 'metadata',
-    stage: (v) => (v === undefined ? undefined : JSON.stringify(v)),
+    sql: "body->'metadata'",
   },
 };
 
@@ -120,10 +125,10 @@ export interface OrderFieldEntry {
   required: boolean;
   json(value: unknown): string;
   column: string;
-  stage(value: unknown): string | undefined;
+  sql: string;
 }
 
-/** The fields table as a list, in staging-column order. */
+/** The fields table as a list, in insert_orders.sql's column order. */
 export const ORDER_FIELD_LIST: readonly OrderFieldEntry[] = (Object.keys(ORDER_FIELDS) as Array<keyof Order>).map(
   (name) => ({
     name,
@@ -523,19 +528,6 @@ export function canonicalOrderJson(order: Order): string {
     out += (out === '' ? step.first : step.next) + step.json(value);
   }
   return out === '' ? '{}' : `${out}}`;
-}
-
-/**
- * Σ qty × unit_price_cents as a decimal string. Validated lines keep every product exact in a
- * double (≤ 10⁴ × 10¹¹); the sum of up to 100 may pass 2⁵³, and then it is redone in bigint.
- */
-export function totalCents(items: readonly OrderItem[]): string {
-  let total = 0;
-  for (const item of items) total += item.qty * item.unit_price_cents;
-  if (Number.isSafeInteger(total)) return String(total);
-  let big = 0n;
-  for (const item of items) big += BigInt(item.qty) * BigInt(item.unit_price_cents);
-  return String(big);
 }
 
 /**

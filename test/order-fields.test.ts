@@ -1,7 +1,7 @@
 // Binds the order fields table (common/order.ts ORDER_FIELD_LIST) to everything that must list
-// the same fields: the order schema, the canonical JSON, the staging table's SQL (create, COPY,
-// insert), the migrated `orders` table and the worker's COPY row. Adding a field to one of them
-// and not the others fails here.
+// the same fields: the order schema, the canonical JSON, the SQL that unpacks the staged order
+// (insert_orders.sql), the migrated `orders` table, and the staging table's SQL to the worker's
+// COPY row. Adding a field to one of them and not the others fails here.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
@@ -15,7 +15,7 @@ import {
   validateOrder,
 } from '../common/order.js';
 import { sqlFile } from '../common/sql.js';
-import { encodeBatch, STAGE_ENTRY_COLUMNS, STAGE_ITEM_COLUMNS } from '../workers/apply.js';
+import { encodeBatch, STAGE_COLUMNS } from '../workers/apply.js';
 import { createTestDatabase, type TestDatabase } from '../devkit/scratch.js';
 
 /** Every field set (Required: a field added to Order does not compile here until it has a value). */
@@ -30,7 +30,8 @@ const FULL_ORDER: Required<Order> = {
 
 const names = ORDER_FIELD_LIST.map((f) => f.name);
 const orderColumns = ORDER_FIELD_LIST.map((f) => f.column);
-const stageColumns = [...STAGE_ENTRY_COLUMNS, ...orderColumns, ...STAGE_ITEM_COLUMNS];
+/** The staging columns insert_orders.sql copies to `orders` as they are. */
+const entryColumns = ['entry_id', 'received_at', 'client_id', 'idempotency_key'];
 
 /** The identifiers of a comma-separated SQL list, whitespace and newlines dropped. */
 function list(text: string): string[] {
@@ -63,9 +64,9 @@ describe('order fields table', () => {
     assert.equal(canonicalOrderJson(required), canonicalJson(required));
   });
 
-  test('the staging table, its COPY and the insert list the table’s columns in order', () => {
+  test('the staging table and its COPY list the worker’s row columns in order', () => {
     const copy = list(match(sqlFile('apply/copy_stage'), /COPY surge_stage \(([^)]*)\)/, 'copy_stage column list'));
-    assert.deepEqual(copy, stageColumns, 'copy_stage.sql = STAGE_ENTRY_COLUMNS + the fields table’s columns + lines');
+    assert.deepEqual(copy, STAGE_COLUMNS, 'copy_stage.sql = STAGE_COLUMNS');
     const body = match(
       sqlFile('apply/create_stage'),
       /CREATE TEMP TABLE IF NOT EXISTS surge_stage \(([\s\S]*)\) ON COMMIT/,
@@ -75,23 +76,32 @@ describe('order fields table', () => {
       .split('\n')
       .map((line) => /^\s*([a-z_]+)\s/.exec(line)?.[1])
       .filter((c) => c !== undefined);
-    assert.deepEqual(created, stageColumns, 'create_stage.sql declares the COPY columns in the same order');
+    assert.deepEqual(created, STAGE_COLUMNS, 'create_stage.sql declares the COPY columns in the same order');
+  });
+
+  test('the insert unpacks every field of the table from the staged order into its column', () => {
     const insert = sqlFile('apply/insert_orders');
+    const staged = match(insert, /WITH staged AS \(([\s\S]*?)\n\), inserted AS/, 'the staged CTE');
+    for (const field of ORDER_FIELD_LIST)
+      assert.ok(
+        staged.includes(`${field.sql} AS ${field.column}`),
+        `insert_orders.sql reads ${field.name} as \`${field.sql} AS ${field.column}\``,
+      );
     const into = list(match(insert, /INSERT INTO orders \(([^)]*)\)/, 'insert_orders column list'));
     const selected = list(
-      match(insert, /SELECT DISTINCT ON \([^)]*\)([\s\S]*?)FROM surge_stage/, 'insert_orders select list'),
+      match(insert, /SELECT DISTINCT ON \([^)]*\)([\s\S]*?)FROM staged/, 'insert_orders select list'),
     );
     assert.equal(into.length, selected.length, 'as many values as columns');
-    for (const column of [...STAGE_ENTRY_COLUMNS, ...orderColumns].filter((c) => c !== 'seq')) {
+    for (const column of [...entryColumns, ...orderColumns]) {
       const at = into.indexOf(column);
       assert.ok(at >= 0, `insert_orders.sql inserts ${column}`);
-      assert.equal(selected[at], column, `insert_orders.sql fills ${column} from the staging column of that name`);
+      assert.equal(selected[at], column, `insert_orders.sql fills ${column} from the staged column of that name`);
     }
   });
 
-  test('order items: schema fields, canonical writer and order_items COPY agree', () => {
-    // itemsJson (common/order.ts), encodeBatch's item arrays and insert_orders.sql's order_items
-    // insert write these by hand: a new item field fails here until all three have it.
+  test('order items: schema fields, canonical writer and the order_items insert agree', () => {
+    // itemsJson (common/order.ts) and insert_orders.sql's order_items insert write these by hand:
+    // a new item field fails here until both have it.
     const itemSchema = (ORDER_SCHEMA.properties.items as { items: { properties: object } }).items.properties;
     assert.deepEqual(Object.keys(itemSchema).sort(), ['qty', 'sku', 'unit_price_cents']);
     const item = JSON.parse(canonicalOrderJson(FULL_ORDER)).items[0] as object;
@@ -99,29 +109,26 @@ describe('order fields table', () => {
     const insert = sqlFile('apply/insert_orders');
     const columns = list(match(insert, /INSERT INTO order_items \(([^)]*)\)/, 'order_items column list'));
     assert.deepEqual(columns, ['order_pk', 'line', ...Object.keys(itemSchema)]);
-    // One staged array per item field, unnested in the same order.
-    assert.deepEqual(
-      STAGE_ITEM_COLUMNS,
-      Object.keys(itemSchema).map((k) => `item_${k}`),
-    );
-    const unnested = list(match(insert, /unnest\(([^)]*)\)/, 'unnest list'));
-    assert.deepEqual(
-      unnested,
-      STAGE_ITEM_COLUMNS.map((c) => `s.${c}`),
-    );
-    const named = list(match(insert, /WITH ORDINALITY AS l\(([^)]*)\)/, 'unnest names'));
+    // jsonb_to_recordset reads one column per item field, named as in the JSON.
+    const read = list(
+      match(insert, /jsonb_to_recordset\(s\.body->'items'\) AS \(([^)]*)\)/, 'the lines’ record definition'),
+    ).map((c) => c.split(/\s+/)[0]);
+    assert.deepEqual(read, Object.keys(itemSchema));
+    const named = list(match(insert, /WITH ORDINALITY AS l\(([^)]*)\)/, 'the lines’ names'));
     assert.deepEqual(named, [...Object.keys(itemSchema), 'line']);
   });
 
-  test('the worker’s COPY row has one value per staging column, every one set for a full order', () => {
-    const fields = encodeEntry({ clientId: 'c1', idempotencyKey: 'k1', canonical: canonicalOrderJson(FULL_ORDER) });
+  test('the worker’s COPY row has one value per staging column, the order’s JSON as the entry holds it', () => {
+    const canonical = canonicalOrderJson(FULL_ORDER);
+    const fields = encodeEntry({ clientId: 'c1', idempotencyKey: 'k1', canonical });
     const batch = encodeBatch([{ id: '1714564800000-0', fields, deliveries: 1 }]);
     assert.deepEqual(batch.deadLetters, []);
     const row = Buffer.from(batch.copy).toString('utf8');
     assert.ok(row.endsWith('\n'));
     const values = row.slice(0, -1).split('\t');
-    assert.equal(values.length, stageColumns.length);
-    assert.ok(!values.includes('\\N'), `no NULL column for a full order: ${row}`);
+    assert.equal(values.length, STAGE_COLUMNS.length);
+    assert.ok(!values.includes('\\N'), `no NULL column: ${row}`);
+    assert.equal(values[STAGE_COLUMNS.indexOf('body')], canonical);
   });
 
   describe('against the migrated database', () => {
@@ -141,7 +148,7 @@ describe('order fields table', () => {
           `SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'orders'`,
         );
         const have = new Set(r.rows.map((row) => row.column_name));
-        for (const column of [...STAGE_ENTRY_COLUMNS, ...orderColumns].filter((c) => c !== 'seq'))
+        for (const column of [...entryColumns, ...orderColumns])
           assert.ok(have.has(column), `orders.${column} exists (a migration adds it)`);
       } finally {
         await client.end();

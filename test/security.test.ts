@@ -184,9 +184,9 @@ describe('security', () => {
     const copies = [...apply.matchAll(/copyIn\(client, ([^,]+),/g)].map((m) => m[1]);
     assert.deepEqual(copies, ["sqlFile('apply/copy_stage')"], 'COPY statements are static sql/ files');
     assert.match(apply, /copyRow\(rowValues\)/, 'order rows come from the escaping encoder (workers/copy.ts)');
-    // Order lines: the one string (sku) is quoted as an array element, and the array goes through
-    // the row encoder like every value; qty and price are validated integers.
-    assert.match(apply, /rowValues\[c\+\+\] = textArray\(skus\);/, 'order lines quote the sku');
+    // The order travels as its JSON text, a value like any other: PostgreSQL parses it as jsonb
+    // and the insert reads fields out of it (operators, no SQL built from its content).
+    assert.match(apply, /rowValues\[5\] = orderJson;/, 'the order is one escaped value of the row');
     // sql/ holds no dynamic SQL (no EXECUTE format(...) with unescaped input; EXECUTE of a constant string is static).
     const sqlDir = join(PACKAGE_ROOT, 'sql');
     const sqlFiles = readdirSync(sqlDir, { recursive: true })

@@ -129,13 +129,34 @@ test('reserve_all takes the whole batch when every SKU has enough, and nothing w
     );
   try {
     await client.query(`INSERT INTO inventory (sku, available) VALUES ('b', 5), ('a', 10)`);
-    const reserve = (skus: string[], qtys: number[]) =>
-      client.query<{ sku: string; available: string; reserved: boolean }>(sqlFile('apply/reserve_all'), [
-        skus,
-        qtys.map(String),
-      ]);
-    // 'free' has no inventory row: not stock-checked, not returned.
-    const fits = await reserve(['b', 'free', 'a'], [5, 99, 4]);
+    await client.query(sqlFile('apply/create_need'));
+    // In the worker, insert_orders.sql notes what the batch's new orders need of each SKU in
+    // surge_need (emptied at every commit); here the test notes it, in one transaction with the
+    // reservation. Each argument is one order's lines, [sku, qty].
+    const reserve = async (...orders: Array<Array<[string, number]>>) => {
+      const lines = orders.flat();
+      await client.query('BEGIN');
+      try {
+        await client.query(
+          'INSERT INTO surge_need (sku, qty) SELECT sku, sum(qty) FROM unnest($1::text[], $2::bigint[]) AS d(sku, qty) GROUP BY sku',
+          [lines.map((l) => l[0]), lines.map((l) => l[1])],
+        );
+        return await client.query<{ sku: string; available: string; reserved: boolean }>(sqlFile('apply/reserve_all'));
+      } finally {
+        await client.query('COMMIT');
+      }
+    };
+    // 'free' has no inventory row: not stock-checked, not returned. 'b' is needed by two orders.
+    const fits = await reserve(
+      [
+        ['b', 3],
+        ['free', 99],
+      ],
+      [
+        ['a', 4],
+        ['b', 2],
+      ],
+    );
     assert.deepEqual(
       fits.rows.map((r) => [r.sku, r.available, r.reserved]),
       [
@@ -151,7 +172,10 @@ test('reserve_all takes the whole batch when every SKU has enough, and nothing w
         ['b', 0],
       ]),
     );
-    const short = await reserve(['a', 'b'], [1, 1]);
+    const short = await reserve([
+      ['a', 1],
+      ['b', 1],
+    ]);
     assert.deepEqual(
       short.rows.map((r) => [r.sku, r.available, r.reserved]),
       [
@@ -167,7 +191,7 @@ test('reserve_all takes the whole batch when every SKU has enough, and nothing w
       ]),
       'nothing taken when one SKU falls short',
     );
-    assert.deepEqual((await reserve(['free'], [1])).rows, [], 'no stocked SKU: no row');
+    assert.deepEqual((await reserve([['free', 1]])).rows, [], 'no stocked SKU: no row');
   } finally {
     await client.end();
     await db.drop();

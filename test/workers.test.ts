@@ -9,8 +9,10 @@ import copyStreams from 'pg-copy-streams';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { dlqKey, GROUP, shardFor, streamKey } from '../common/keys.js';
-import { canonicalOrderJson, totalCents } from '../common/order.js';
-import { classifyError } from '../workers/apply.js';
+import { createPool } from '../common/db.js';
+import { encodeEntry } from '../common/entry.js';
+import { canonicalOrderJson } from '../common/order.js';
+import { applyBatch, classifyError, encodeBatch } from '../workers/apply.js';
 import { copyBuffer, copyRow } from '../workers/copy.js';
 import { startWorker, type WorkerHandle } from '../workers/worker.js';
 import { createTestEnv } from '../devkit/scratch.js';
@@ -79,17 +81,84 @@ describe('COPY text encoding', () => {
     assert.equal(buffer.subarray(rowEnds[0], rowEnds[1]).toString(), '2\t🎉\n');
   });
 
-  test('total_cents is exact past 2^53 (100 lines at the largest qty and price)', () => {
-    assert.equal(
-      totalCents([
+  test('total_cents is the lines’ sum, exact past 2^53 (100 lines at the largest qty and price)', async () => {
+    const env = await createTestEnv();
+    const pool = createPool(env.db.url, { max: 1, applicationName: 'surge-test' });
+    try {
+      const max = Array.from({ length: 100 }, () => ({ sku: 'a', qty: 10_000, unit_price_cents: 100_000_000_001 }));
+      const small = [
         { sku: 'a', qty: 2, unit_price_cents: 150 },
         { sku: 'b', qty: 1, unit_price_cents: 1 },
-      ]),
-      '301',
-    );
-    const max = Array.from({ length: 100 }, () => ({ sku: 'a', qty: 10_000, unit_price_cents: 100_000_000_001 }));
-    assert.equal(totalCents(max), (100n * 10_000n * 100_000_000_001n).toString());
-    assert.equal(totalCents(max), '100000000001000000');
+      ];
+      const entries = [max, small].map((items, i) => ({
+        id: `1714564800000-${i}`,
+        fields: encodeEntry({
+          clientId: 'c1',
+          idempotencyKey: `k${i}`,
+          canonical: canonicalOrderJson({ customer_id: 'x', currency: 'EUR', items }),
+        }),
+        deliveries: 1,
+      }));
+      const outcome = await applyBatch(pool, { stream: 's', entries }, encodeBatch(entries), { retryBudgetMs: 5000 });
+      assert.equal(outcome.stats.inserted, 2);
+      const totals = await pool.query<{ total_cents: string }>('SELECT total_cents FROM orders ORDER BY entry_id');
+      assert.deepEqual(
+        totals.rows.map((r) => r.total_cents),
+        [(100n * 10_000n * 100_000_000_001n).toString(), '301'],
+      );
+    } finally {
+      await pool.end();
+      await env.cleanup();
+    }
+  });
+
+  test('an order PostgreSQL refuses is bisected out and dead-lettered with the decoder’s reason', async () => {
+    // The apply step trusts the entry's version and stages the order as is; only the entry that
+    // fails alone is decoded, so its dead letter names the field (or keeps PostgreSQL's error
+    // when the order is valid).
+    const env = await createTestEnv();
+    const pool = createPool(env.db.url, { max: 1, applicationName: 'surge-test' });
+    try {
+      const good = { customer_id: 'x', currency: 'EUR', items: [{ sku: 'a', qty: 1, unit_price_cents: 5 }] };
+      const orders = [
+        canonicalOrderJson(good),
+        canonicalOrderJson({ ...good, items: [{ sku: 'a', qty: 0, unit_price_cents: 5 }] }),
+        canonicalOrderJson(good).replace('"x"', '"refused"'),
+        '{"customer_id": "x"',
+        canonicalOrderJson(good),
+      ];
+      await pool.query(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.customer_id = 'refused' THEN RAISE EXCEPTION 'customer refused' USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$`);
+      await pool.query('CREATE TRIGGER refuse BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION refuse()');
+      const entries = orders.map((canonical, i) => ({
+        id: `1714564800000-${i}`,
+        fields: encodeEntry({ clientId: 'c1', idempotencyKey: `k${i}`, canonical }),
+        deliveries: 1,
+      }));
+      const outcome = await applyBatch(pool, { stream: 's', entries }, encodeBatch(entries), { retryBudgetMs: 5000 });
+      assert.equal(outcome.stats.inserted, 2);
+      assert.deepEqual(outcome.ack, ['1714564800000-0', '1714564800000-4']);
+      const dead = await pool.query<{ entry_id: string; reason: string; message: string; sqlstate: string }>(
+        'SELECT entry_id, reason, message, sqlstate FROM dead_letters ORDER BY entry_id',
+      );
+      assert.deepEqual(
+        dead.rows.map((r) => [r.entry_id, r.reason]),
+        [
+          ['1714564800000-1', 'undecodable'],
+          ['1714564800000-2', 'permanent_error'],
+          ['1714564800000-3', 'undecodable'],
+        ],
+      );
+      const [qty, refused, notJson] = dead.rows;
+      assert.match(defined(qty, 'qty 0').message, /^invalid order: \/items\/0\/qty must be >= 1/);
+      assert.equal(qty?.sqlstate, '23514', 'PostgreSQL’s check on order_items.qty refused it');
+      assert.match(defined(refused, 'refused').message, /customer refused/);
+      assert.match(defined(notJson, 'not JSON').message, /^field o is not JSON/);
+      assert.equal(notJson?.sqlstate, '22P02');
+    } finally {
+      await pool.end();
+      await env.cleanup();
+    }
   });
 
   test('SQLSTATE classes: data and integrity errors are permanent, the rest retried', () => {

@@ -1,18 +1,19 @@
-// The apply step: decode a batch of stream entries, stage them (lines included) with one COPY that
-// also opens the transaction, insert the new orders (deduplicated, ON CONFLICT DO NOTHING) and
-// their lines in one statement, reserve stock (in one statement when the whole batch fits, else
-// in stream order), COMMIT.
+// The apply step: check each stream entry's own fields and stage its order's canonical JSON as is
+// with one COPY that also opens the transaction; PostgreSQL unpacks the orders, inserts the new
+// ones (deduplicated, ON CONFLICT DO NOTHING) and their lines in one statement, reserves stock (in
+// one statement when the whole batch fits, else in stream order), COMMIT. The order is not
+// parsed nor validated again here: ingest validated it under the entry's version.
 // Transient PostgreSQL errors retry the batch with jittered backoff; permanent ones split the
-// batch until the bad entry is alone, and only it is dead-lettered. Used inside the piscina
-// threads (workers/thread.ts) and, when PostgreSQL work runs on the main thread, by it.
+// batch until the bad entry is alone, and only it is dead-lettered — after the full decode and
+// validation of that one entry, so its dead letter says what is wrong with it. Used inside the
+// piscina threads (workers/thread.ts) or on the main thread (placement `main`).
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import copyStreams from 'pg-copy-streams';
 import type { Pool, PoolClient } from '../common/db.js';
 import { entryIdMillis } from '../common/keys.js';
-import { decodeEntry, ENTRY_FIELD, entryField } from '../common/entry.js';
-import { ORDER_FIELD_LIST } from '../common/order.js';
+import { decodeEntry, ENTRY_FIELD, entryField, readEntryHeader } from '../common/entry.js';
 import { sqlFile } from '../common/sql.js';
 import { copyBuffer, copyRow } from './copy.js';
 import { type BatchSteps, StepRecorder } from './steps.js';
@@ -45,19 +46,12 @@ export interface BatchDeadLetter {
   sqlstate?: string;
 }
 
-/** One staged order, in stream order: what the stock step needs. */
-export interface StagedRow {
-  id: string;
-  skus: string[];
-  qtys: number[];
-}
-
 /**
- * A batch encoded for COPY: the orders' rows in one buffer, where each entry's row ends (to split
- * the batch at any entry), and what was set aside.
+ * A batch encoded for COPY: the staged entries' IDs in stream order, their rows in one buffer,
+ * where each entry's row ends (to split the batch at any entry), and what was set aside.
  */
 export interface EncodedBatch {
-  rows: StagedRow[];
+  rows: string[];
   copy: Uint8Array;
   rowEnds: number[];
   deadLetters: BatchDeadLetter[];
@@ -159,28 +153,8 @@ class RetryBudgetExceeded extends Error {
   }
 }
 
-/**
- * The staging columns encodeBatch writes ahead of the order's own (common/order.ts
- * ORDER_FIELD_LIST), in sql/apply/copy_stage.sql's order.
- */
-export const STAGE_ENTRY_COLUMNS = ['seq', 'entry_id', 'received_at', 'client_id', 'idempotency_key'] as const;
-
-/**
- * The staging columns after the order's own: its lines as three arrays, one per order_items
- * column. The lines ride in the staging COPY because a COPY may only come before the insert: a
- * backend waiting for COPY data is bound by no timeout, so a worker frozen there must hold no lock.
- */
-export const STAGE_ITEM_COLUMNS = ['item_sku', 'item_qty', 'item_unit_price_cents'] as const;
-
-/** A text[] literal (PostgreSQL array syntax; COPY escaping comes on top). */
-function textArray(values: readonly string[]): string {
-  let out = '';
-  for (const v of values) {
-    // Every element is quoted, so `out` is empty only before the first.
-    out += `${out === '' ? '' : ','}"${v.includes('"') || v.includes('\\') ? v.replace(/["\\]/g, '\\$&') : v}"`;
-  }
-  return `{${out}}`;
-}
+/** The staging columns encodeBatch writes, in sql/apply/copy_stage.sql's order. */
+export const STAGE_COLUMNS = ['seq', 'entry_id', 'received_at', 'client_id', 'idempotency_key', 'body'] as const;
 
 // Entries of one batch mostly share their millisecond (an entry ID is ms-seq): format each once.
 let lastMs = Number.NaN;
@@ -194,63 +168,47 @@ function receivedAt(ms: number): string {
 }
 
 /**
- * Decodes every entry and encodes the decodable ones as COPY rows (one Buffer), each with its
- * lines pre-encoded. Entries that cannot be decoded, or that the main thread marked, are set
- * aside as dead letters.
+ * Encodes the entries as COPY rows (one Buffer): their own fields checked (readEntryHeader), the
+ * order's JSON as the entry holds it. Entries whose own fields are wrong, or that the main thread
+ * marked, are set aside as dead letters.
  */
 export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
-  const rows: StagedRow[] = [];
+  const rows: string[] = [];
   const text: string[] = [];
   const deadLetters: BatchDeadLetter[] = [];
-  // Each row's values, refilled per entry: STAGE_ENTRY_COLUMNS, the fields table's columns, then
-  // STAGE_ITEM_COLUMNS.
-  const rowValues: Array<string | undefined> = new Array(
-    STAGE_ENTRY_COLUMNS.length + ORDER_FIELD_LIST.length + STAGE_ITEM_COLUMNS.length,
-  );
+  // One row's values (STAGE_COLUMNS), refilled per entry.
+  const rowValues: string[] = new Array(STAGE_COLUMNS.length);
   for (const entry of entries) {
     if (entry.deadLetter) {
       deadLetters.push({ id: entry.id, reason: entry.deadLetter.reason, message: entry.deadLetter.message });
       continue;
     }
-    const decoded = decodeEntry(entry.fields);
-    if (!decoded.ok) {
-      deadLetters.push({ id: entry.id, reason: 'undecodable', message: decoded.reason });
+    const read = readEntryHeader(entry.fields);
+    if (!read.ok) {
+      deadLetters.push({ id: entry.id, reason: 'undecodable', message: read.reason });
       continue;
     }
-    const { clientId, idempotencyKey, order } = decoded.entry;
-    const n = order.items.length;
-    const skus: string[] = new Array(n);
-    const qtys: number[] = new Array(n);
-    const prices: number[] = new Array(n);
-    let j = 0;
-    for (const item of order.items) {
-      skus[j] = item.sku;
-      qtys[j] = item.qty;
-      prices[j] = item.unit_price_cents;
-      j++;
-    }
+    const { clientId, idempotencyKey, orderJson } = read.header;
     rowValues[0] = String(rows.length);
     rowValues[1] = entry.id;
     rowValues[2] = receivedAt(entryIdMillis(entry.id));
     rowValues[3] = clientId;
     rowValues[4] = idempotencyKey;
-    let c = STAGE_ENTRY_COLUMNS.length;
-    for (const field of ORDER_FIELD_LIST) rowValues[c++] = field.stage(order[field.name]);
-    rowValues[c++] = textArray(skus);
-    rowValues[c++] = `{${qtys.join(',')}}`;
-    rowValues[c] = `{${prices.join(',')}}`;
+    // COPY escaping doubles the JSON's own backslashes (SEMANTICS 6.3).
+    rowValues[5] = orderJson;
     text.push(copyRow(rowValues));
-    rows.push({ id: entry.id, skus, qtys });
+    rows.push(entry.id);
   }
   const orders = copyBuffer(text);
   return { rows, copy: orders.buffer, rowEnds: orders.rowEnds, deadLetters };
 }
 
-// Connections that already have the staging table (it lives as long as the session).
+// Connections that already have the staging tables (they live as long as the session).
 const hasStage = new WeakSet<PoolClient>();
 
 interface StagedBatch {
-  rows: readonly StagedRow[];
+  /** Entry IDs in stream order. */
+  rows: readonly string[];
   orders: Buffer;
   rowEnds: readonly number[];
 }
@@ -324,15 +282,10 @@ export async function applyBatch(
       const c = classifyError(e);
       if (c.kind !== 'permanent') throw e;
       if (hi - lo === 1) {
-        const row = encoded.rows[lo];
-        if (row === undefined) throw new Error(`row ${lo} is past the batch's ${encoded.rows.length} rows`);
-        deadLetters.push({
-          id: row.id,
-          reason: 'permanent_error',
-          message: (e as Error).message,
-          sqlstate: c.sqlstate,
-        });
-        rec?.event('dead_letter', { 'messaging.message.id': row.id, 'db.response.status_code': c.sqlstate });
+        const id = encoded.rows[lo];
+        if (id === undefined) throw new Error(`row ${lo} is past the batch's ${encoded.rows.length} rows`);
+        deadLetters.push(refused(task, id, e, c.sqlstate));
+        rec?.event('dead_letter', { 'messaging.message.id': id, 'db.response.status_code': c.sqlstate });
         return;
       }
       rec?.event('bisect', { from: lo, to: hi, 'db.response.status_code': c.sqlstate });
@@ -363,6 +316,17 @@ export async function applyBatch(
   return rec ? { ack, deadLetters, stats, committed, steps: rec.finish() } : { ack, deadLetters, stats, committed };
 }
 
+/**
+ * The dead letter of an entry PostgreSQL refused alone. Only now is its order decoded and
+ * validated as ingest does: an invalid order is named by its field paths (`undecodable`), a valid
+ * one keeps PostgreSQL's error (`permanent_error`).
+ */
+function refused(task: ApplyTask, id: string, error: unknown, sqlstate: string): BatchDeadLetter {
+  const decoded = decodeEntry(task.entries.find((e) => e.id === id)?.fields);
+  if (!decoded.ok) return { id, reason: 'undecodable', message: decoded.reason, sqlstate };
+  return { id, reason: 'permanent_error', message: (error as Error).message, sqlstate };
+}
+
 /** One transaction over rows [lo, hi): BEGIN + COPY, insert orders and lines, reserve stock, COMMIT. */
 async function transaction(
   pool: Pool,
@@ -386,6 +350,7 @@ async function transaction(
   try {
     if (!hasStage.has(client)) {
       await client.query(sqlFile('apply/create_stage'));
+      await client.query(sqlFile('apply/create_need'));
       hasStage.add(client);
     }
     // copy_stage.sql opens the transaction too: from here on a failure must roll back.
@@ -434,58 +399,55 @@ async function transaction(
 
 /**
  * Locks the inventory rows of the inserted orders' SKUs (sku order) and takes the whole batch's
- * stock at once when it all fits (reserve_all.sql). Otherwise serves the orders in stream order
- * all-or-nothing under those locks, writes the decrements and marks the orders that could not be
- * filled. Returns the ids of the rejected ones.
+ * stock at once when it all fits (reserve_all.sql, from what insert_orders.sql noted). Otherwise
+ * serves the orders in stream order all-or-nothing under those locks, writes the decrements and
+ * marks the orders that could not be filled. Returns the ids of the rejected ones.
  */
 async function reserveStock(
   client: PoolClient,
-  rows: readonly StagedRow[],
+  rows: readonly string[],
   idOf: ReadonlyMap<string, string>,
   rec: StepRecorder | undefined,
 ): Promise<ReadonlySet<string>> {
   if (idOf.size === 0) return NONE;
-  // Units of each SKU the inserted orders need in all.
-  const wanted = new Map<string, number>();
-  for (const row of rows) {
-    if (!idOf.has(row.id)) continue;
-    let j = 0;
-    for (const sku of row.skus) wanted.set(sku, (wanted.get(sku) ?? 0) + (row.qtys[j++] ?? 0));
-  }
   // One statement locks the SKUs and, when every one has stock for the whole batch, takes it.
   rec?.step('reserve', idOf.size);
   const locked = await client.query<{ sku: string; available: string; reserved: boolean }>(
     sqlFile('apply/reserve_all'),
-    [[...wanted.keys()], [...wanted.values()].map(String)],
   );
   rec?.done();
   if (locked.rows.length === 0 || locked.rows[0]?.reserved) return NONE;
+  rec?.step('reserve_each', idOf.size);
+  const ids = [...idOf.values()];
   const available = new Map(locked.rows.map((r) => [r.sku, BigInt(r.available)]));
+  // What each order needs of the locked SKUs.
+  const needs = await client.query<{ id: string; sku: string; qty: string }>(sqlFile('apply/order_needs'), [
+    ids,
+    [...available.keys()],
+  ]);
+  const needOf = new Map<string, Array<{ sku: string; qty: bigint }>>();
+  for (const r of needs.rows) {
+    const need = { sku: r.sku, qty: BigInt(r.qty) };
+    const list = needOf.get(r.id);
+    if (list === undefined) needOf.set(r.id, [need]);
+    else list.push(need);
+  }
   const taken = new Map<string, bigint>();
   const rejectedIds: string[] = [];
-  const need = new Map<string, bigint>();
-  for (const row of rows) {
-    const id = idOf.get(row.id);
+  for (const entryId of rows) {
+    const id = idOf.get(entryId);
     if (id === undefined) continue;
-    need.clear();
-    let j = 0;
-    for (const sku of row.skus) {
-      const qty = row.qtys[j++];
-      if (qty === undefined) throw new Error(`staged order ${row.id} has fewer quantities than SKUs`);
-      if (available.has(sku)) need.set(sku, (need.get(sku) ?? 0n) + BigInt(qty));
-    }
-    let fits = true;
-    for (const [sku, qty] of need) if (stockOf(available, sku) < qty) fits = false;
-    if (!fits) {
+    const need = needOf.get(id);
+    if (need === undefined) continue;
+    if (need.some(({ sku, qty }) => stockOf(available, sku) < qty)) {
       rejectedIds.push(id);
       continue;
     }
-    for (const [sku, qty] of need) {
+    for (const { sku, qty } of need) {
       available.set(sku, stockOf(available, sku) - qty);
       taken.set(sku, (taken.get(sku) ?? 0n) + qty);
     }
   }
-  rec?.step('reserve_each', idOf.size);
   if (taken.size > 0) {
     await client.query(sqlFile('apply/reserve_stock'), [[...taken.keys()], [...taken.values()].map(String)]);
   }
@@ -496,7 +458,7 @@ async function reserveStock(
 
 const NONE: ReadonlySet<string> = new Set();
 
-/** The stock left of a SKU in `need`: only SKUs with a locked inventory row get there. */
+/** The stock left of a locked SKU: order_needs.sql returns only those. */
 function stockOf(available: ReadonlyMap<string, bigint>, sku: string): bigint {
   const left = available.get(sku);
   if (left === undefined) throw new Error(`no locked inventory row for SKU ${sku}`);

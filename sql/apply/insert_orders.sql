@@ -1,17 +1,32 @@
 -- $1 = the shard stream the batch came from.
+-- `staged` unpacks each staged order into the `orders` columns: one `<expression> AS <column>` per
+-- field of common/order.ts's fields table (test/order-fields.test.ts holds them equal); the total
+-- is the sum of the lines. Ingest validated the order; what PostgreSQL refuses here (a type,
+-- a NOT NULL, a CHECK) is bisected and dead-lettered by the worker.
 -- Dedupe inside the batch (ON CONFLICT cannot touch a row twice): the first entry of a
 -- (client, key) in stream order wins. The same sort puts the rows in (client_id, idempotency_key)
 -- order, so two batches waiting on each other's unique-key insertions always wait in the same
 -- direction (no deadlock). Orders go in as 'applied'; the stock step turns some into 'rejected'.
--- The inserted orders' lines go into order_items in the same statement, from the staged arrays.
+-- The inserted orders' lines go into order_items in the same statement, in line order, and their
+-- units per SKU into surge_need for the stock step (reserve_all.sql). Takes no lock but the
+-- unique-key insertions' (stock rows are locked later, in sku order, by reserve_all.sql).
 -- Returns the inserted rows; their applied_at goes to the outcome streams (workers/outcomes.ts).
-WITH inserted AS (
+WITH staged AS (
+  SELECT seq, entry_id, received_at, client_id, idempotency_key,
+         body->>'order_id' AS order_id,
+         body->>'customer_id' AS customer_id,
+         body->>'currency' AS currency,
+         (SELECT sum(l.qty * l.unit_price_cents) FROM jsonb_to_recordset(body->'items') AS l(qty bigint, unit_price_cents bigint)) AS total_cents,
+         (body->>'placed_at')::timestamptz AS placed_at,
+         body->'metadata' AS metadata
+  FROM surge_stage
+), inserted AS (
   INSERT INTO orders (client_id, idempotency_key, order_id, customer_id, currency, total_cents, status,
                       placed_at, metadata, received_at, stream, entry_id)
   SELECT DISTINCT ON (client_id, idempotency_key)
          client_id, idempotency_key, order_id, customer_id, currency, total_cents,
          'applied', placed_at, metadata, received_at, $1, entry_id
-  FROM surge_stage
+  FROM staged
   ORDER BY client_id, idempotency_key, seq
   ON CONFLICT (client_id, idempotency_key) DO NOTHING
   RETURNING id, entry_id, applied_at
@@ -20,7 +35,12 @@ WITH inserted AS (
   SELECT i.id, l.line, l.sku, l.qty, l.unit_price_cents
   FROM inserted AS i
   JOIN surge_stage AS s ON s.entry_id = i.entry_id
-  CROSS JOIN LATERAL unnest(s.item_sku, s.item_qty, s.item_unit_price_cents)
-    WITH ORDINALITY AS l(sku, qty, unit_price_cents, line)
+  CROSS JOIN LATERAL ROWS FROM (
+    jsonb_to_recordset(s.body->'items') AS (sku text, qty integer, unit_price_cents bigint)
+  ) WITH ORDINALITY AS l(sku, qty, unit_price_cents, line)
+  RETURNING sku, qty
+), need AS (
+  INSERT INTO surge_need (sku, qty)
+  SELECT sku, sum(qty) FROM lines GROUP BY sku
 )
 SELECT id, entry_id, applied_at FROM inserted
