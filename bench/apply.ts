@@ -30,6 +30,7 @@ import { parseArgs } from 'node:util';
 import { Queue, Worker } from 'bullmq';
 import pg from 'pg';
 import copyStreams from 'pg-copy-streams';
+import { loadConfig } from '../common/config.js';
 import { shardFor, streamKey } from '../common/keys.js';
 import { encodeEntry } from '../common/entry.js';
 import { canonicalOrderJson, type Order } from '../common/order.js';
@@ -86,6 +87,15 @@ const startWorkerB: StartWorker | undefined =
     ? undefined
     : ((await import(pathToFileURL(resolve(args.b, 'workers', 'worker.js')).href)) as { startWorker: StartWorker })
         .startWorker;
+/**
+ * The other build's config parser (--b): its worker gets the same settings read with its own
+ * defaults and accepted values, not this build's.
+ */
+const loadConfigB: typeof loadConfig | undefined =
+  args.b === undefined
+    ? undefined
+    : ((await import(pathToFileURL(resolve(args.b, 'common', 'config.js')).href)) as { loadConfig: typeof loadConfig })
+        .loadConfig;
 
 interface QueuedOrder {
   client: string;
@@ -158,13 +168,20 @@ async function timeUntil(probe: () => Promise<boolean>, intervalMs = 20): Promis
   while (!(await probe())) await new Promise((r) => setTimeout(r, intervalMs));
 }
 
-async function benchSurge(orders: QueuedOrder[], trickleRate?: number, start: StartWorker = startWorker) {
+async function benchSurge(
+  orders: QueuedOrder[],
+  trickleRate?: number,
+  start: StartWorker = startWorker,
+  readConfig: typeof loadConfig = loadConfig,
+) {
   const overrides: Record<string, string> = { SURGE_SHARDS: String(SHARDS), SURGE_LOG_LEVEL: 'warn' };
   if (args['batch-size']) overrides.SURGE_BATCH_SIZE = args['batch-size'];
   if (args.linger) overrides.SURGE_BATCH_LINGER_MS = args.linger;
   if (args.threads) overrides.SURGE_WORKER_THREADS = args.threads;
   if (args.pool) overrides.SURGE_PG_POOL_SIZE = args.pool;
-  const { db, prefix, config, cleanup } = await createTestEnv(overrides);
+  const scratch = await createTestEnv(overrides);
+  const { db, prefix, cleanup } = scratch;
+  const config = readConfig(scratch.env);
   const redis = createRedis(config);
   const admin = new pg.Client({ connectionString: db.url });
   await admin.connect();
@@ -401,7 +418,7 @@ const perRound: Array<{
 }> = [];
 for (let r = 0; r < rounds; r++) {
   const runA = () => (trickle !== undefined || run('surge') ? benchSurge(orders, trickle) : undefined);
-  const runB = () => (startWorkerB ? benchSurge(orders, trickle, startWorkerB) : undefined);
+  const runB = () => (startWorkerB ? benchSurge(orders, trickle, startWorkerB, loadConfigB) : undefined);
   // Alternate which build goes first, so a drift in the machine's load hits both alike.
   let surge: Surge | undefined;
   let surgeB: Surge | undefined;
