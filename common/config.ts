@@ -414,10 +414,12 @@ const SPECS = [
   {
     name: 'SURGE_WORKER_THREADS',
     key: 'workerThreads',
-    default: '2',
-    accepts: 'integer 1–64',
-    description: 'piscina threads per worker process.',
-    parse: int(1, 64),
+    default: '0',
+    accepts: 'integer 0–64',
+    description:
+      'piscina threads per worker process, each applying batches over its share of the connections ' +
+      '(0: no threads, the main thread applies them; docs/workers.md).',
+    parse: int(0, 64),
   },
   {
     name: 'SURGE_WORKER_NICE',
@@ -445,7 +447,7 @@ const SPECS = [
     default: '4',
     accepts: 'integer 1–200',
     description:
-      'PostgreSQL connections per worker process, shared equally by its threads ' +
+      'PostgreSQL connections per worker process, shared equally by its threads if it has any ' +
       '(budget replicas × this against `max_connections`).',
     parse: int(1, 200),
   },

@@ -18,7 +18,7 @@ import { startMetricsServer } from '../metrics/server.js';
 import { acknowledge } from './acker.js';
 import { AdaptiveLimit } from './adaptive.js';
 import { BatchTracer } from './batch-trace.js';
-import { type ApplyStats, applyBatch, type BatchOutcome } from './apply.js';
+import { type ApplyStats, type ApplyTask, applyBatch, type BatchOutcome, encodeBatch } from './apply.js';
 import type { ConsumerContext } from './context.js';
 import { HeldEntries } from './held.js';
 import { heartbeatLoop, keepEntries } from './heartbeat.js';
@@ -26,25 +26,23 @@ import { InFlightLimit } from './in-flight.js';
 import { OutcomePublisher } from './outcomes.js';
 import { reclaimLoop } from './reclaim.js';
 import { readShard, type Submit } from './shard-reader.js';
-import type { ThreadData, ThreadResult, ThreadTask } from './thread.js';
+import type { ThreadData } from './thread.js';
 
 /**
- * Where the PostgreSQL work runs. `threads`: each piscina thread holds its own connection and
- * applies the batch it encoded. `main`: threads only decode/encode; the main thread's pool
- * (SURGE_PG_POOL_SIZE connections) runs COPY and the statements. The two perform alike on two
- * cores, so `threads` is the default: it leaves the main thread to Redis, acks and /metrics, and
- * keeps a batch's connection and transaction in one place (docs/workers.md; the runs behind it
+ * Where the apply step runs. `threads`: each piscina thread holds its own connections and encodes
+ * and applies the batches it is handed. `main`: no threads; the main thread encodes (little
+ * work since PostgreSQL unpacks the orders) and its pool (SURGE_PG_POOL_SIZE connections) runs
+ * COPY and the statements. Why the default is what it is: docs/workers.md (the runs behind it
  * are in bench/results/HISTORY.md).
  */
 export type PgPlacement = 'threads' | 'main';
-const DEFAULT_PG_PLACEMENT: PgPlacement = 'threads';
 
 export interface WorkerOptions {
   /** Default: a pino logger at SURGE_LOG_LEVEL. */
   logger?: Logger;
   /** Consumer name in the group. Default `<host>-<pid>`. */
   consumerName?: string;
-  /** Default DEFAULT_PG_PLACEMENT (why: docs/workers.md). */
+  /** Default: `main` when SURGE_WORKER_THREADS is 0, else `threads` (why: docs/workers.md). */
   pgPlacement?: PgPlacement;
   /** Longest XREADGROUP BLOCK; also how long a stop may wait for a reader. Default 1000 ms. */
   readBlockMs?: number;
@@ -70,7 +68,7 @@ function lowerPriority(by: number, logger: Logger): void {
 export async function startWorker(config: Config, options: WorkerOptions = {}): Promise<WorkerHandle> {
   const logger = options.logger ?? createLogger(config.logLevel, 'worker');
   const consumer = options.consumerName ?? defaultConsumerName(hostname(), process.pid);
-  const placement = options.pgPlacement ?? DEFAULT_PG_PLACEMENT;
+  const placement = options.pgPlacement ?? (config.workerThreads === 0 ? 'main' : 'threads');
   const readBlockMs = options.readBlockMs ?? 1000;
   // Before the threads start, so they inherit it (on Linux nice is per thread).
   if (config.workerNice > 0) lowerPriority(config.workerNice, logger);
@@ -87,7 +85,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   const redis = createRedis(config, { connectionName: `surge-worker:${consumer}` });
   // A blocked XREADGROUP holds its connection: one reader connection per shard.
   const readers: RedisClient[] = [];
-  let piscina: Piscina<ThreadTask, ThreadResult> | undefined;
+  let piscina: Piscina<ApplyTask, BatchOutcome> | undefined;
   let pgPool: Pool | undefined;
   const closeAll = async () => {
     await piscina?.destroy().catch(() => {});
@@ -105,7 +103,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     throw e;
   }
 
-  const threads = config.workerThreads;
+  const threads = Math.max(1, config.workerThreads);
   // SURGE_PG_POOL_SIZE is the process's connection budget in both placements. With threads, each
   // thread holds an equal share (at least one) and runs that many batches at once.
   const connectionsPerThread = placement === 'threads' ? Math.max(1, Math.floor(config.pgPoolSize / threads)) : 1;
@@ -116,27 +114,28 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     config.maxInFlight > 0 ? undefined : new AdaptiveLimit({ min: 1, max: connections, batchSize: config.batchSize });
   const maxInFlight = Math.max(config.maxInFlight, connections);
   const threadData: ThreadData = { databaseUrl: config.databaseUrl, connections: connectionsPerThread, retryBudgetMs };
-  piscina = new Piscina<ThreadTask, ThreadResult>({
-    filename: new URL('./thread.js', import.meta.url).href,
-    minThreads: threads,
-    maxThreads: threads,
-    // Threads that hold connections must not churn or park (SEMANTICS 5.1).
-    idleTimeout: 60 * 60 * 1000,
-    atomics: 'async',
-    // Readers stop on needsDrain / the in-flight limit (in-flight.ts); the queue can hold that
-    // bound plus one batch per shard, so run() never rejects a batch that was already read.
-    maxQueue: maxInFlight + config.shards + 1,
-    concurrentTasksPerWorker: connectionsPerThread,
-    closeTimeout: config.shutdownTimeoutMs,
-    workerData: threadData,
-  });
-  const pool = piscina;
-  if (placement === 'main')
+  if (placement === 'threads')
+    piscina = new Piscina<ApplyTask, BatchOutcome>({
+      filename: new URL('./thread.js', import.meta.url).href,
+      minThreads: threads,
+      maxThreads: threads,
+      // Threads that hold connections must not churn or park (SEMANTICS 5.1).
+      idleTimeout: 60 * 60 * 1000,
+      atomics: 'async',
+      // Readers stop on needsDrain / the in-flight limit (in-flight.ts); the queue can hold that
+      // bound plus one batch per shard, so run() never rejects a batch that was already read.
+      maxQueue: maxInFlight + config.shards + 1,
+      concurrentTasksPerWorker: connectionsPerThread,
+      closeTimeout: config.shutdownTimeoutMs,
+      workerData: threadData,
+    });
+  else
     pgPool = createPool(config.databaseUrl, {
       max: config.pgPoolSize,
       applicationName: 'surge-worker',
       sessionTimeoutMs: retryBudgetMs,
     });
+  const pool = piscina;
 
   let stopping = false;
   const abort = new AbortController();
@@ -151,22 +150,19 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     pause: (ms) => sleep(ms, undefined, { signal: abort.signal }).catch(() => {}),
   };
   const outcomes = new OutcomePublisher(config, redis);
-  const limit = new InFlightLimit(adaptive?.limit ?? config.maxInFlight, () => pool.needsDrain);
-  pool.on('drain', () => limit.wake());
+  const limit = new InFlightLimit(adaptive?.limit ?? config.maxInFlight, () => pool?.needsDrain ?? false);
+  pool?.on('drain', () => limit.wake());
   const running = new Set<Promise<void>>();
   const batchTracer = tracing ? new BatchTracer(tracing, logger) : undefined;
 
-  const apply = async (task: ThreadTask): Promise<BatchOutcome> => {
-    if (placement === 'threads') {
-      const r = await pool.run({ ...task, kind: 'apply' });
-      if (r.kind !== 'applied') throw new Error('thread returned an unexpected result');
-      return r.outcome;
-    }
-    const r = await pool.run({ ...task, kind: 'encode' });
-    if (r.kind !== 'encoded') throw new Error('thread returned an unexpected result');
+  const apply = async (task: ApplyTask): Promise<BatchOutcome> => {
+    if (pool !== undefined) return pool.run(task);
     if (pgPool === undefined) throw new Error('main placement without its PostgreSQL pool');
-    const outcome = await applyBatch(pgPool, task, r.encoded, { retryBudgetMs });
-    outcome.stats.encodeMs = r.encodeMs;
+    const t0 = performance.now();
+    const encoded = encodeBatch(task.entries);
+    const encodeMs = performance.now() - t0;
+    const outcome = await applyBatch(pgPool, task, encoded, { retryBudgetMs });
+    outcome.stats.encodeMs = encodeMs;
     return outcome;
   };
 
@@ -193,7 +189,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     ctx.held.add(shard, ids);
     if (slot !== 'acquired') limit.take();
     metrics.inFlight.inc();
-    const task: ThreadTask = { kind: 'apply', stream: streamKey(config.redisPrefix, shard), entries };
+    const task: ApplyTask = { stream: streamKey(config.redisPrefix, shard), entries };
     if (batchTracer?.wants(entries)) task.traced = true;
     const p = (async () => {
       try {
@@ -242,8 +238,10 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
 
   let server: Awaited<ReturnType<typeof startMetricsServer>>;
   try {
-    // Warm up: every thread loads its modules before the first batch is read (readiness).
-    await Promise.all(Array.from({ length: threads }, () => pool.run({ kind: 'encode', stream: '', entries: [] })));
+    // Warm up: every thread loads its modules before the first batch is read (readiness). An
+    // empty batch touches no connection.
+    if (pool !== undefined)
+      await Promise.all(Array.from({ length: threads }, () => pool.run({ stream: '', entries: [] })));
     server = await startMetricsServer({
       registry,
       host: config.listenHost,
@@ -263,7 +261,14 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     heartbeatLoop(ctx),
   ];
   logger.info(
-    { consumer, shards: config.shards, threads, placement, batchSize: config.batchSize, port: server.port },
+    {
+      consumer,
+      shards: config.shards,
+      threads: pool ? threads : 0,
+      placement,
+      batchSize: config.batchSize,
+      port: server.port,
+    },
     'worker started',
   );
 
@@ -276,7 +281,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
       logger.info({ inFlight: limit.count }, 'worker stopping: no new reads, finishing in-flight batches');
       await Promise.allSettled(loops);
       while (running.size > 0) await Promise.allSettled([...running]);
-      await pool.close().catch(() => {});
+      await pool?.close().catch(() => {});
       await pgPool?.end().catch(() => {});
       await outcomes.close();
       for (const r of readers) r.disconnect();
