@@ -27,7 +27,8 @@ interface Ctx extends WorkerEnv {
 }
 
 async function setup(overrides: Record<string, string>): Promise<Ctx> {
-  return { ...(await openWorkerEnv({ SURGE_WORKER_THREADS: '1', SURGE_PG_POOL_SIZE: '2', ...overrides })), procs: [] };
+  // The default placement (no threads): workers.test.ts and workers-stock.test.ts run threads.
+  return { ...(await openWorkerEnv({ SURGE_WORKER_THREADS: '0', SURGE_PG_POOL_SIZE: '2', ...overrides })), procs: [] };
 }
 
 async function teardown(ctx: Ctx): Promise<void> {

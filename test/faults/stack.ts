@@ -180,7 +180,8 @@ export class FaultStack {
       SURGE_CLAIM_TIMEOUT_MS: String(claim),
       SURGE_CLAIM_INTERVAL_MS: String(Math.max(50, Math.floor(claim / 5))),
       SURGE_MAX_DELIVERIES: '50',
-      SURGE_WORKER_THREADS: '1',
+      // The default placement (the main thread applies); test/workers*.test.ts cover threads.
+      SURGE_WORKER_THREADS: '0',
       SURGE_BATCH_SIZE: '50',
       SURGE_BATCH_LINGER_MS: '5',
       SURGE_BACKPRESSURE_INTERVAL_MS: '100',
