@@ -44,7 +44,7 @@ describe('fault suite (full)', () => {
         .map((l) => l.toFixed(2))
         .join(' / ')} (shared with other work).`,
       'Stack: own redis-server (appendonly yes, appendfsync always), private PostgreSQL, ' +
-        '2 `surge ingest` + 2 `surge work` (1 thread each), 4 shards, SURGE_CLAIM_TIMEOUT_MS=1500; ' +
+        '2 `surge ingest` + 2 `surge work` (no threads, the default), 4 shards, SURGE_CLAIM_TIMEOUT_MS=1500; ' +
         `load: 6 senders, ${PROGRESS} accepted orders per fault step. ` +
         `Whole run ${((Date.now() - started) / 1000).toFixed(0)} s.`,
       '',
