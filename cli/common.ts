@@ -64,7 +64,19 @@ export function serve(
     // can carry the active span's ids.
     const tracing = tracingOrExit(`surge-${component}`);
     const logger = createLogger(config.logLevel, component, tracing?.logMixin);
-    const handle = await start(config, logger);
+    // A role answers its probes before start() has returned (ingest adds listeners after its
+    // first one is up): a signal in that window is held and stops the role once it has started,
+    // rather than killing it with Node's default action.
+    let early: string | undefined;
+    const hold = (signal: string) => {
+      early ??= signal;
+    };
+    process.on('SIGTERM', hold);
+    process.on('SIGINT', hold);
+    const handle = await start(config, logger).finally(() => {
+      process.off('SIGTERM', hold);
+      process.off('SIGINT', hold);
+    });
     if (tracing)
       logger.info({ service: tracing.settings.serviceName, exporter: tracing.settings.exporter }, 'tracing on');
     let stopped: Promise<void> | undefined;
@@ -78,6 +90,7 @@ export function serve(
         }
       : handle;
     const stop = stopOnSignals(name, stoppable, { timeoutMs: config.shutdownTimeoutMs, logger });
+    if (early !== undefined) stop(early);
     stopWithParent(logger, stop);
   });
 }
