@@ -8,7 +8,9 @@ import {
   Counter,
   Gauge,
   Histogram,
+  type HistogramConfiguration,
   type LabelValues,
+  type Metric,
   type OpenMetricsContentType,
   Registry,
 } from 'prom-client';
@@ -122,6 +124,150 @@ export class TalliedCounter<T extends string> {
   }
 }
 
+const NO_LABELS: LabelValues<string> = {};
+
+/** One label set's observations in a TalliedHistogram: per bucket (not cumulative), sum, count. */
+interface HistogramTally<T extends string> {
+  labels: LabelValues<T>;
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/** A sample as prom-client's registry formats it (`sharedLabels` after the default labels, as prom-client's Histogram writes them). */
+interface HistogramSample<T extends string> {
+  labels: { le?: number | string };
+  sharedLabels: LabelValues<T>;
+  value: number;
+  metricName: string;
+  /** Always none; present as prom-client's samples have it (null on buckets). */
+  exemplar: null | undefined;
+}
+
+/**
+ * A histogram for a hot path: `observe` adds to plain numbers per label set (one Map lookup per
+ * label value, a scan of the buckets), where prom-client's Histogram checks, copies and hashes the
+ * label set on every call (bench/results/HISTORY.md). It is the registered metric itself and
+ * writes the samples prom-client's Histogram would write for the same observations (a test holds
+ * the two texts equal). No exemplars.
+ */
+export class TalliedHistogram<T extends string> {
+  readonly name: string;
+  readonly help: string;
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly names: readonly T[];
+  private readonly bounds: readonly number[];
+  private readonly root: { next: Map<string | number | undefined, unknown>; tally?: HistogramTally<T> } = {
+    next: new Map(),
+  };
+  private tallies: Array<HistogramTally<T>> = [];
+
+  constructor(config: Pick<HistogramConfiguration<T>, 'name' | 'help' | 'labelNames' | 'buckets' | 'registers'>) {
+    this.name = config.name;
+    this.help = config.help;
+    this.names = config.labelNames ?? [];
+    this.bounds = [...(config.buckets ?? LATENCY_BUCKETS)].sort((a, b) => a - b);
+    for (const registry of config.registers ?? []) registry.registerMetric(this as unknown as Metric<T>);
+  }
+
+  /** As prom-client's: `observe(value)` for a histogram without labels, `observe(labels, value)`. */
+  observe(value: number): void;
+  observe(labels: LabelValues<T>, value: number): void;
+  observe(labelsOrValue: LabelValues<T> | number, maybeValue?: number): void {
+    const labels = typeof labelsOrValue === 'number' ? (NO_LABELS as LabelValues<T>) : labelsOrValue;
+    const value = typeof labelsOrValue === 'number' ? labelsOrValue : (maybeValue as number);
+    if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+    let node = this.root;
+    for (const name of this.names) {
+      const key = labels[name];
+      let child = node.next.get(key) as typeof node | undefined;
+      if (child === undefined) {
+        child = { next: new Map() };
+        node.next.set(key, child);
+      }
+      node = child;
+    }
+    let tally = node.tally;
+    if (tally === undefined) {
+      tally = { labels: { ...labels }, counts: new Array<number>(this.bounds.length).fill(0), sum: 0, count: 0 };
+      node.tally = tally;
+      this.tallies.push(tally);
+    }
+    const { bounds } = this;
+    let i = 0;
+    while (i < bounds.length && value > bounds[i]!) i++;
+    if (i < bounds.length) tally.counts[i]!++;
+    tally.sum += value;
+    tally.count++;
+  }
+
+  /** The samples in prom-client's Histogram form (what its registry formats). */
+  async getForPromString(): Promise<{
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: Array<HistogramSample<T>>;
+  }> {
+    const values: Array<HistogramSample<T>> = [];
+    const bucket = `${this.name}_bucket`;
+    for (const t of this.tallies) {
+      let cumulative = 0;
+      for (let i = 0; i < this.bounds.length; i++) {
+        cumulative += t.counts[i]!;
+        values.push({
+          labels: { le: this.bounds[i]! },
+          sharedLabels: t.labels,
+          value: cumulative,
+          metricName: bucket,
+          exemplar: null,
+        });
+      }
+      values.push({
+        labels: { le: '+Inf' },
+        sharedLabels: t.labels,
+        value: t.count,
+        metricName: bucket,
+        exemplar: null,
+      });
+      values.push({
+        labels: {},
+        sharedLabels: t.labels,
+        value: t.sum,
+        metricName: `${this.name}_sum`,
+        exemplar: undefined,
+      });
+      values.push({
+        labels: {},
+        sharedLabels: t.labels,
+        value: t.count,
+        metricName: `${this.name}_count`,
+        exemplar: undefined,
+      });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  /** The samples with each label set spread into `labels` (prom-client's `get` form). */
+  async get() {
+    const data = await this.getForPromString();
+    return {
+      ...data,
+      values: data.values.map(({ labels, sharedLabels, ...rest }) => ({
+        ...rest,
+        labels: { ...labels, ...sharedLabels },
+      })),
+    };
+  }
+
+  reset(): void {
+    this.tallies = [];
+    this.root.next.clear();
+    this.root.tally = undefined;
+  }
+}
+
 interface TallyNode<T extends string> {
   next: Map<string | number | undefined, TallyNode<T>>;
   tally?: { labels: LabelValues<T>; n: number };
@@ -137,7 +283,7 @@ export function ingestMetrics(registry: Registry, sources: { longPolls?: () => n
       labelNames: ['route', 'code'] as const,
       registers: [registry],
     }),
-    duration: new Histogram({
+    duration: new TalliedHistogram({
       name: 'surge_ingest_request_duration_seconds',
       help: 'Time from request received to response sent, by route.',
       labelNames: ['route'] as const,
@@ -150,7 +296,7 @@ export function ingestMetrics(registry: Registry, sources: { longPolls?: () => n
       labelNames: ['result'] as const,
       registers: [registry],
     }),
-    acceptCallOrders: new Histogram({
+    acceptCallOrders: new TalliedHistogram({
       name: 'surge_ingest_accept_call_orders',
       help: 'Orders per Redis accept call (orders of one shard ready in the same event-loop turn share a call).',
       buckets: [1, 2, 5, 10, 20, 50, 100, 200],
