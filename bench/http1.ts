@@ -67,6 +67,11 @@ class Connection {
     this.socket = undefined;
   }
 
+  /** Connects now if not connected, so a later request finds the connection open. */
+  warm(): void {
+    if (!this.socket) this.open();
+  }
+
   private open(): Socket {
     const socket = connect({ host: this.host, port: this.port, noDelay: true });
     this.socket = socket;
@@ -232,6 +237,11 @@ export class Http1Pool {
     } finally {
       this.free.push(i);
     }
+  }
+
+  /** Opens every connection now instead of at its first request. */
+  openAll(): void {
+    for (const c of this.connections) c.warm();
   }
 
   close(): void {

@@ -58,6 +58,11 @@ export interface LoadPlan {
    * those by whole seconds since it began: a warm-up before it is left out. Default 0.
    */
   countFromPhase?: number;
+  /**
+   * Open every connection when the generator starts (during a warm-up phase) rather than as
+   * arrivals first need them: clients that already hold their keep-alive connections.
+   */
+  openConnectionsAtStart?: boolean;
 }
 
 /** What a generator counts of its submissions: per second (Tick), per phase (PhaseResult), in the report. */
@@ -173,6 +178,7 @@ export async function runGenerator(
 ): Promise<GeneratorResult> {
   assertLoopback(plan.url);
   const pool = new Http1Pool(plan.url, plan.connections, plan.timeoutMs);
+  if (plan.openConnectionsAtStart) pool.openAll();
   const startedAtMs = Date.now();
   const t0 = performance.now();
   const rnd = (() => {

@@ -25,6 +25,7 @@ export interface RunOptions
     | 'workload'
     | 'seed'
     | 'countFromPhase'
+    | 'openConnectionsAtStart'
   > {
   /** Label on the progress line. */
   label: string;
@@ -264,6 +265,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
         retry: o.retry,
         workload: o.workload,
         countFromPhase: o.countFromPhase,
+        openConnectionsAtStart: o.openConnectionsAtStart,
       },
       { generators: o.generators, seed: o.seed, onTick },
     );
