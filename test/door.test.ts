@@ -32,3 +32,33 @@ describe('door: Retry-After', () => {
     assert.equal(door.shedOne(0), 2);
   });
 });
+
+describe('door: when it sheds', () => {
+  test('writes in flight at the limit: every further one is shed, one answered lets the next in', () => {
+    const door = new Door({ ingestMaxInFlight: 3, ingestMaxEventLoopDelayMs: 0 });
+    door.inFlight = 2;
+    assert.equal(door.check(), undefined);
+    door.inFlight = 3;
+    assert.equal(door.check(), 'in_flight');
+    door.inFlight = 1000;
+    assert.equal(door.check(), 'in_flight');
+    door.inFlight = 2;
+    assert.equal(door.check(), undefined);
+  });
+
+  test('a late event loop sheds only while enough writes are in flight; 0 turns a signal off', () => {
+    const door = new Door({ ingestMaxInFlight: 0, ingestMaxEventLoopDelayMs: 20 });
+    door.delayMs = 21;
+    door.inFlight = 1000;
+    assert.equal(door.check(), 'event_loop_delay', 'in-flight limit 0: no limit, the delay still sheds');
+    door.inFlight = 2;
+    assert.equal(door.check(), undefined, 'a late loop with a few writes waiting refuses nobody');
+    door.inFlight = 1000;
+    door.delayMs = 20;
+    assert.equal(door.check(), undefined, 'at the threshold: not over it');
+    const off = new Door({ ingestMaxInFlight: 0, ingestMaxEventLoopDelayMs: 0 });
+    off.delayMs = 1000;
+    off.inFlight = 1_000_000;
+    assert.equal(off.check(), undefined);
+  });
+});

@@ -33,6 +33,38 @@ function postOrder(svc: IngestService, client: CreatedClient, key: string) {
   });
 }
 
+/**
+ * A write whose headers announce a body that is never sent (under an unknown API key): resolves
+ * with the answer's head, or rejects if none comes.
+ */
+function headersOnly(url: string, key: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: hostname, port: Number(port) });
+    let got = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer before the body: ${JSON.stringify(got)}`));
+    }, 5000);
+    socket.on('data', (chunk) => {
+      got += chunk.toString('latin1');
+      const end = got.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(got.slice(0, end + 2));
+    });
+    socket.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    socket.write(
+      'POST /v1/orders HTTP/1.1\r\nhost: x\r\nauthorization: Bearer no-such-key\r\n' +
+        `content-type: application/json\r\nidempotency-key: ${key}\r\ncontent-length: 100\r\n\r\n`,
+    );
+  });
+}
+
 async function entries(redis: Redis, env: TestEnv): Promise<number> {
   let n = 0;
   for (const k of allStreamKeys(env.prefix, env.config.shards)) n += await redis.xlen(k);
@@ -199,6 +231,11 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
       assert.match(shed.text, /"type":"https:\/\/surge\.dev\/problems#overloaded"/);
       assert.match(shed.text, /SURGE_INGEST_MAX_IN_FLIGHT/);
       assert.ok(Number(shed.headers['retry-after']) >= 1, `Retry-After ${shed.headers['retry-after']}`);
+      // Before the body and before the key: headers that announce a body never sent, with a key
+      // no client has, are still answered 503 at once (a 401, or no answer, means the door let it in).
+      const head = await headersOnly(svc.url, 'door-no-body');
+      assert.match(head, /^HTTP\/1\.1 503 /, head);
+      assert.match(head, /\r\nretry-after: [1-9]\d*\r\n/i, head);
       await admin.call('CLIENT', 'UNPAUSE');
       assert.equal((await inFlight).status, 202);
       assert.equal(await entries(admin, env), before + 1, 'the shed order was not written');
@@ -207,7 +244,7 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
       // Shed and answered: a retry with the same key is accepted once the load is gone.
       assert.equal((await postOrder(svc, client, 'door-shed')).status, 202);
       const metrics = (await http(svc.metricsUrl, { path: '/metrics' })).text;
-      assert.match(metrics, /surge_ingest_shed_total\{reason="in_flight",role="ingest"\} 1\b/);
+      assert.match(metrics, /surge_ingest_shed_total\{reason="in_flight",role="ingest"\} 2\b/);
     } finally {
       await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
       await svc.stop();
