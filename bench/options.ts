@@ -87,9 +87,9 @@ export const DEFAULTS: Omit<BenchOptions, 'command' | 'progress' | 'log' | 'resu
   durationS: 60,
   ramp: {
     warmupS: 5,
-    startRate: 250,
-    stepRate: 250,
-    maxRate: 6000,
+    startRate: 500,
+    stepRate: 500,
+    maxRate: 20_000,
     stepS: 10,
     acceptP99Ms: 100,
     commitP99Ms: 1000,
