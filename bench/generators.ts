@@ -49,6 +49,8 @@ export interface MergedResult {
   /** Distinct keys accepted, and distinct keys finally answered, per whole second of the load. */
   acceptedBySecond: number[];
   finalAnswersBySecond: number[];
+  /** Submissions answered 2xx, replays included, per whole second of the load. */
+  answered2xxBySecond: number[];
   errorSamples: string[];
 }
 
@@ -185,6 +187,7 @@ function mergeResults(results: GeneratorResult[]): MergedResult {
     distinctKeys: results.reduce((a, r) => a + r.distinctKeys, 0),
     acceptedBySecond: bySecond((r) => r.acceptedBySecond),
     finalAnswersBySecond: bySecond((r) => r.finalAnswersBySecond),
+    answered2xxBySecond: bySecond((r) => r.answered2xxBySecond),
     errorSamples: results.flatMap((r) => r.errorSamples).slice(0, 10),
   };
 }

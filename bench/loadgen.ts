@@ -144,6 +144,8 @@ export interface GeneratorResult {
   acceptedBySecond: number[];
   /** Distinct keys that got their final answer (2xx, or a 4xx that is not retried) in each whole second. */
   finalAnswersBySecond: number[];
+  /** Submissions answered 2xx (replays included) in each whole second. */
+  answered2xxBySecond: number[];
   errorSamples: string[];
 }
 
@@ -219,6 +221,7 @@ export async function runGenerator(
   const finalAnswered = new Set<string>();
   const acceptedBySecond: number[] = [];
   const finalAnswersBySecond: number[] = [];
+  const answered2xxBySecond: number[] = [];
   // The counted phases begin when those before them are scheduled to end.
   const countFrom = plan.countFromPhase ?? 0;
   const countedFrom = t0 + plan.phases.slice(0, countFrom).reduce((a, p) => a + p.durationMs, 0);
@@ -322,6 +325,7 @@ export async function runGenerator(
         const us = Math.max(1, Math.round(ms * 1000));
         phaseHist[phase]?.recordValue(us);
         windowHist.recordValue(us);
+        if (counted) countAt(answered2xxBySecond, answeredAt);
         if (replayed || acceptedKeys.has(key)) {
           ph.replayed++;
           win.replayed++;
@@ -493,6 +497,7 @@ export async function runGenerator(
     distinctKeys: keysSeen.size,
     acceptedBySecond,
     finalAnswersBySecond,
+    answered2xxBySecond,
     errorSamples,
   };
 }

@@ -678,7 +678,10 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
   const accepted202 = answers['2xx'] ? percentiles(answers['2xx']) : empty;
   const shed503 = answers['503'] ? percentiles(answers['503']) : empty;
   const sumTo = (list: number[], seconds: number) => list.slice(0, seconds).reduce((a, n) => a + n, 0);
-  const goodput = Math.round(sumTo(run.load.acceptedBySecond, f.burstS) / f.burstS);
+  // Goodput as the goal defines it: 202 answers a second, replays of the duplicates included (the
+  // ramp it is compared with answers 202 to every submission); the distinct orders beside it.
+  const goodput = Math.round(sumTo(run.load.answered2xxBySecond, f.burstS) / f.burstS);
+  const distinctPerS = Math.round(sumTo(run.load.acceptedBySecond, f.burstS) / f.burstS);
   const answeredInWindow = sumTo(run.load.finalAnswersBySecond, f.burstS + FLASH_ANSWER_WINDOW_S);
   const answeredShare = run.load.distinctKeys > 0 ? answeredInWindow / run.load.distinctKeys : 0;
   const flash = {
@@ -702,6 +705,7 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
     committedAfterBurstS,
     timeouts: run.load.attemptCounts.timeout ?? 0,
     goodputPerS: goodput,
+    distinctAcceptedPerS: distinctPerS,
     p99Of202Ms: accepted202.p99Ms,
     p99Of503Ms: shed503.p99Ms,
     attemptsAnswered503: shed503.count,
@@ -728,14 +732,14 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
       `(the last answer came ${lastAcceptedAfterBurstS} s after it; ` +
       `the backlog drained ${flash.drainSeconds ?? 'NOT'} s after the last answer); ` +
       `peak backlog ${flash.peakBacklog ?? 'not sampled'} entries (oldest ${flash.peakBacklogAgeS ?? '–'} s).`,
-    `Goodput during the burst ${goodput} orders/s; each answer's latency from its attempt's intended ` +
+    `Goodput during the burst ${goodput} 202s/s (${distinctPerS} distinct orders/s, the rest replays); each answer's latency from its attempt's intended ` +
       `time (waiting for a connection included): 202 p50 / p99 ${accepted202.p50Ms} / ${accepted202.p99Ms} ms ` +
       `(${accepted202.count}), 503 p50 / p99 ${shed503.p50Ms} / ${shed503.p99Ms} ms (${shed503.count}); ` +
       `${flash.retries} retries after 503/409/429/5xx or a client-side timeout (${o.timeoutMs} ms per attempt); ` +
       `${flash.dropped} dropped by the generator, ${flash.timeouts} attempts timed out; ` +
       `${flash.finalAnswerInWindowPct} % of ${flash.distinctOrders} distinct orders had a final answer ` +
       `within the burst + ${FLASH_ANSWER_WINDOW_S} s.`,
-    `Goals: goodput ${goodput} orders/s ≥ 0.9 × the ramp's max sustainable rate ${
+    `Goals: goodput ${goodput} 202s/s ≥ 0.9 × the ramp's max sustainable rate ${
       ramp?.max == null
         ? '(no ramp result to compare)'
         : ramp.found
