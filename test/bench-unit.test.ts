@@ -34,6 +34,7 @@ import { generatorCheck, ledgerOf, littleChecks, type SystemSummary, summarize }
 import { startSyncBaseline } from '../bench/target.js';
 import { DEFAULT_WORKLOAD, orderFor, orderKey, phaseOfKey } from '../bench/workload.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
+import { waitFor } from '../devkit/wait.js';
 import { defined } from './support/defined.js';
 
 describe('bench: workload and arithmetic', () => {
@@ -319,6 +320,25 @@ describe("bench: the generator's HTTP/1.1 client", () => {
       server.close();
     }
   });
+});
+
+test("bench: the generator's pool opens every connection at once when asked", async () => {
+  const server = createServer((req, res) => {
+    req.resume();
+    res.end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const pool = new Http1Pool(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 5, 1000);
+  try {
+    const count = () => new Promise<number>((r) => server.getConnections((_, n) => r(n)));
+    pool.openAll();
+    await waitFor('five connections open before any request', async () => (await count()) === 5);
+    assert.equal((await pool.post('/', '', '{}')).status, 200);
+    assert.equal(await count(), 5, 'the request used one of them');
+  } finally {
+    pool.close();
+    server.close();
+  }
 });
 
 describe('bench: open-model generator', () => {
