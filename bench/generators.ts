@@ -36,23 +36,12 @@ export type MergedPhase = Omit<PhaseResult, 'histogram' | 'answers'> & {
   answers: Record<string, hdr.Histogram>;
 };
 
-export interface MergedResult {
-  startedAtMs: number;
-  endedAtMs: number;
+/** All generators' results as one: the GeneratorResult fields summed or joined, histograms decoded and added. */
+export type MergedResult = Omit<GeneratorResult, 'generator' | 'phases' | 'latencyByStatus'> & {
   phases: MergedPhase[];
-  acceptedKeys: string[];
-  statusCounts: Record<string, number>;
   /** Latency to the final outcome by final status (every generator's histograms added). */
   latencyByStatus: Record<string, hdr.Histogram>;
-  attemptCounts: Record<string, number>;
-  distinctKeys: number;
-  /** Distinct keys accepted, and distinct keys finally answered, per whole second of the load. */
-  acceptedBySecond: number[];
-  finalAnswersBySecond: number[];
-  /** Submissions answered 2xx, replays included, per whole second of the load. */
-  answered2xxBySecond: number[];
-  errorSamples: string[];
-}
+};
 
 const CHILD = new URL('./loadgen.js', import.meta.url);
 
