@@ -86,17 +86,43 @@ export function createRegistry(options: { defaultMetrics: boolean; role: string 
  */
 export class TalliedCounter<T extends string> {
   readonly counter: Counter<T>;
-  private readonly names: readonly T[];
-  /** One level per label name, in order; a leaf holds the count of one label set. */
-  private readonly root: TallyNode<T> = { next: new Map() };
-  private readonly tallies: Array<{ labels: LabelValues<T>; n: number }> = [];
+  private readonly tallies: LabelTallies<T, { labels: LabelValues<T>; n: number }>;
 
   constructor(config: CounterConfiguration<T>) {
-    this.names = config.labelNames ?? [];
+    this.tallies = new LabelTallies(config.labelNames ?? [], (labels) => ({ labels, n: 0 }));
     this.counter = new Counter({ ...config, collect: () => this.flush() });
   }
 
   inc(labels: LabelValues<T>, n = 1): void {
+    this.tallies.of(labels).n += n;
+  }
+
+  /** Moves the counts so far into the prom-client Counter. */
+  flush(): void {
+    for (const tally of this.tallies.all) {
+      if (tally.n === 0) continue;
+      this.counter.inc(tally.labels, tally.n);
+      tally.n = 0;
+    }
+  }
+}
+
+/**
+ * One tally per label set, found by one Map lookup per label value (values are mostly constant
+ * strings, whose hash V8 keeps) instead of checking and hashing the set: one level per label
+ * name, in order; a leaf holds its set's tally.
+ */
+class LabelTallies<T extends string, V> {
+  private readonly root: TallyNode<V> = { next: new Map() };
+  /** Every tally, in the order its label set first appeared. */
+  all: V[] = [];
+
+  constructor(
+    private readonly names: readonly T[],
+    private readonly create: (labels: LabelValues<T>) => V,
+  ) {}
+
+  of(labels: LabelValues<T>): V {
     let node = this.root;
     for (const name of this.names) {
       const value = labels[name];
@@ -107,21 +133,23 @@ export class TalliedCounter<T extends string> {
       }
       node = child;
     }
-    if (node.tally) node.tally.n += n;
-    else {
-      node.tally = { labels, n };
-      this.tallies.push(node.tally);
+    if (node.tally === undefined) {
+      node.tally = this.create(labels);
+      this.all.push(node.tally);
     }
+    return node.tally;
   }
 
-  /** Moves the counts so far into the prom-client Counter. */
-  flush(): void {
-    for (const tally of this.tallies) {
-      if (tally.n === 0) continue;
-      this.counter.inc(tally.labels, tally.n);
-      tally.n = 0;
-    }
+  clear(): void {
+    this.root.next.clear();
+    this.root.tally = undefined;
+    this.all = [];
   }
+}
+
+interface TallyNode<V> {
+  next: Map<string | number | undefined, TallyNode<V>>;
+  tally?: V;
 }
 
 const NO_LABELS: LabelValues<string> = {};
@@ -156,18 +184,20 @@ export class TalliedHistogram<T extends string> {
   readonly help: string;
   readonly type = 'histogram';
   readonly aggregator = 'sum';
-  private readonly names: readonly T[];
   private readonly bounds: readonly number[];
-  private readonly root: { next: Map<string | number | undefined, unknown>; tally?: HistogramTally<T> } = {
-    next: new Map(),
-  };
-  private tallies: Array<HistogramTally<T>> = [];
+  private readonly tallies: LabelTallies<T, HistogramTally<T>>;
 
   constructor(config: Pick<HistogramConfiguration<T>, 'name' | 'help' | 'labelNames' | 'buckets' | 'registers'>) {
     this.name = config.name;
     this.help = config.help;
-    this.names = config.labelNames ?? [];
-    this.bounds = [...(config.buckets ?? LATENCY_BUCKETS)].sort((a, b) => a - b);
+    const bounds = [...(config.buckets ?? LATENCY_BUCKETS)].sort((a, b) => a - b);
+    this.bounds = bounds;
+    this.tallies = new LabelTallies(config.labelNames ?? [], (labels) => ({
+      labels: { ...labels },
+      counts: new Array<number>(bounds.length).fill(0),
+      sum: 0,
+      count: 0,
+    }));
     for (const registry of config.registers ?? []) registry.registerMetric(this as unknown as Metric<T>);
   }
 
@@ -178,22 +208,7 @@ export class TalliedHistogram<T extends string> {
     const labels = typeof labelsOrValue === 'number' ? (NO_LABELS as LabelValues<T>) : labelsOrValue;
     const value = typeof labelsOrValue === 'number' ? labelsOrValue : (maybeValue as number);
     if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
-    let node = this.root;
-    for (const name of this.names) {
-      const key = labels[name];
-      let child = node.next.get(key) as typeof node | undefined;
-      if (child === undefined) {
-        child = { next: new Map() };
-        node.next.set(key, child);
-      }
-      node = child;
-    }
-    let tally = node.tally;
-    if (tally === undefined) {
-      tally = { labels: { ...labels }, counts: new Array<number>(this.bounds.length).fill(0), sum: 0, count: 0 };
-      node.tally = tally;
-      this.tallies.push(tally);
-    }
+    const tally = this.tallies.of(labels);
     const { bounds } = this;
     let i = 0;
     while (i < bounds.length && value > bounds[i]!) i++;
@@ -212,7 +227,7 @@ export class TalliedHistogram<T extends string> {
   }> {
     const values: Array<HistogramSample<T>> = [];
     const bucket = `${this.name}_bucket`;
-    for (const t of this.tallies) {
+    for (const t of this.tallies.all) {
       let cumulative = 0;
       for (let i = 0; i < this.bounds.length; i++) {
         cumulative += t.counts[i]!;
@@ -262,15 +277,8 @@ export class TalliedHistogram<T extends string> {
   }
 
   reset(): void {
-    this.tallies = [];
-    this.root.next.clear();
-    this.root.tally = undefined;
+    this.tallies.clear();
   }
-}
-
-interface TallyNode<T extends string> {
-  next: Map<string | number | undefined, TallyNode<T>>;
-  tally?: { labels: LabelValues<T>; n: number };
 }
 
 /** `longPolls`: how many `?wait` requests are held now (read at each scrape). */
