@@ -18,7 +18,7 @@ import { startMetricsServer } from '../metrics/server.js';
 import { acknowledge } from './acker.js';
 import { AdaptiveLimit } from './adaptive.js';
 import { BatchTracer } from './batch-trace.js';
-import { type ApplyStats, type ApplyTask, applyBatch, type BatchOutcome, encodeBatch } from './apply.js';
+import { type ApplyStats, type ApplyTask, type BatchOutcome, encodeAndApply } from './apply.js';
 import type { ConsumerContext } from './context.js';
 import { HeldEntries } from './held.js';
 import { heartbeatLoop, keepEntries } from './heartbeat.js';
@@ -158,12 +158,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
   const apply = async (task: ApplyTask): Promise<BatchOutcome> => {
     if (pool !== undefined) return pool.run(task);
     if (pgPool === undefined) throw new Error('main placement without its PostgreSQL pool');
-    const t0 = performance.now();
-    const encoded = encodeBatch(task.entries);
-    const encodeMs = performance.now() - t0;
-    const outcome = await applyBatch(pgPool, task, encoded, { retryBudgetMs });
-    outcome.stats.encodeMs = encodeMs;
-    return outcome;
+    return encodeAndApply(pgPool, task, { retryBudgetMs });
   };
 
   /** `traces` (tracing on): the trace id of each end-to-end time, '' when its order has none. */
