@@ -1,7 +1,7 @@
 // The order stream entry: its field names, its encoding, its decoding and field lookup. Ingest's
 // accept script (its XADD is built from these names), the DLQ replay, the workers and the dead
 // letters all go through this file, so a field is added here and nowhere else.
-import { idempotencyKeyProblem, inexactNumbers, type Order, surelyValidOrder, validateOrder } from './order.js';
+import { checkOrder, idempotencyKeyProblem, inexactNumbers, type Order } from './order.js';
 
 /** The entry layout's version (field `v`): a decoder refuses any other. */
 const ENTRY_SCHEMA_VERSION = '1';
@@ -165,14 +165,12 @@ export function decodeEntry(fields: readonly string[] | null | undefined): Decod
   // skipped, as ingest does for request bodies, and the usual order needs no more than the quick check.
   const escapeFree = !raw.includes('\\u');
   // Ingest's canonical text is JSON.stringify's: its numbers are always exact. The check keeps
-  // decoding to ingest's verdict for any writer, before the quick check as well.
-  const inexact = inexactNumbers(raw);
-  if (inexact.length === 0 && surelyValidOrder(parsed, escapeFree))
-    return { ok: true, entry: { clientId, idempotencyKey, order: parsed } };
-  const result = validateOrder(parsed, escapeFree);
-  if (!result.ok || inexact.length > 0) {
-    const errors = [...(result.ok ? [] : result.errors), ...inexact];
-    return { ok: false, reason: `invalid order: ${errors.map((e) => `${e.path || '/'} ${e.message}`).join('; ')}` };
-  }
+  // decoding to ingest's verdict for any writer.
+  const result = checkOrder(parsed, escapeFree, inexactNumbers(raw));
+  if (!result.ok)
+    return {
+      ok: false,
+      reason: `invalid order: ${result.errors.map((e) => `${e.path || '/'} ${e.message}`).join('; ')}`,
+    };
   return { ok: true, entry: { clientId, idempotencyKey, order: result.order } };
 }

@@ -289,6 +289,18 @@ export function validateOrder(body: unknown, escapeFree = false): ValidationResu
   return { ok: true, order: body as Order };
 }
 
+/**
+ * An order parsed from JSON text, as ingest and the dead-letter decoder judge it: the usual order
+ * passes the quick check (surelyValidOrder never accepts what validateOrder refuses); the rest
+ * gets the full validation, whose errors come with the text's inexact numbers (inexactNumbers).
+ */
+export function checkOrder(value: unknown, escapeFree: boolean, inexact: readonly FieldError[]): ValidationResult {
+  if (inexact.length === 0 && surelyValidOrder(value, escapeFree)) return { ok: true, order: value };
+  const valid = validateOrder(value, escapeFree);
+  if (valid.ok && inexact.length === 0) return valid;
+  return { ok: false, errors: [...(valid.ok ? [] : valid.errors), ...inexact] };
+}
+
 /** The top-level fields surelyValidOrder looks at; any other field (metadata too) sends the order to validateOrder. */
 const PLAIN_ORDER_FIELDS = new Set<string>(['customer_id', 'currency', 'items', 'order_id', 'placed_at']);
 const CURRENCIES = new Set(ISO_4217_CODES);

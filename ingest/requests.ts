@@ -3,14 +3,7 @@
 // prepared (canonical text, fingerprint, shard, keys). No HTTP and no connections here, so a
 // piscina thread can run `prepareBatch` off the event loop (ingest/batch-thread.ts).
 import type { Config } from '../common/config.js';
-import {
-  type FieldError,
-  idempotencyKeyProblem,
-  inexactNumbers,
-  type Order,
-  surelyValidOrder,
-  validateOrder,
-} from '../common/order.js';
+import { checkOrder, type FieldError, idempotencyKeyProblem, inexactNumbers, type Order } from '../common/order.js';
 import { type PreparedOrder, prepareOrder } from './writer.js';
 
 const MAX_BATCH_ORDERS = 1000;
@@ -128,14 +121,8 @@ export function parseJson(bytes: Uint8Array): Parsed {
 export function checkOrderBody(bytes: Uint8Array): { ok: true; order: Order } | { ok: false; problem: Problem } {
   const parsed = parseJson(bytes);
   if (!parsed.ok) return parsed;
-  // The usual order passes the quick check, which never accepts what validateOrder refuses;
-  // the full check (ajv and the walk over every string) runs for the rest and lists the errors.
-  if (parsed.inexact.length === 0 && surelyValidOrder(parsed.value, parsed.escapeFree))
-    return { ok: true, order: parsed.value };
-  const valid = validateOrder(parsed.value, parsed.escapeFree);
-  if (!valid.ok || parsed.inexact.length > 0)
-    return { ok: false, problem: invalidOrder([...(valid.ok ? [] : valid.errors), ...parsed.inexact]) };
-  return { ok: true, order: valid.order };
+  const checked = checkOrder(parsed.value, parsed.escapeFree, parsed.inexact);
+  return checked.ok ? checked : { ok: false, problem: invalidOrder(checked.errors) };
 }
 
 function invalidOrder(errors: FieldError[]): Problem {
@@ -282,18 +269,15 @@ function checkBatchItem(item: BatchItem): { key: string; order: Order } | { key?
   const { idempotency_key: rawKey, ...order } = value as Record<string, unknown>;
   const key = typeof rawKey === 'string' ? rawKey : undefined;
   const badKey = keyProblem(key, 'idempotency_key');
-  const inexact = item.inexact;
-  if (!badKey && inexact.length === 0 && surelyValidOrder(order, item.escapeFree)) return { key: key as string, order };
-  const valid = validateOrder(order, item.escapeFree);
-  if (badKey || !valid.ok || inexact.length > 0) {
+  const checked = checkOrder(order, item.escapeFree, item.inexact);
+  if (badKey || !checked.ok) {
     const errors: FieldError[] = [
       ...(badKey ? [{ path: '/idempotency_key', message: newKeyProblem(key) as string }] : []),
-      ...(valid.ok ? [] : valid.errors),
-      ...inexact,
+      ...(checked.ok ? [] : checked.errors),
     ];
     return { ...(key !== undefined ? { key } : {}), problem: invalidOrder(errors) };
   }
-  return { key: key as string, order: valid.order };
+  return { key: key as string, order: checked.order };
 }
 
 /**
