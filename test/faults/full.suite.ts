@@ -7,22 +7,17 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { PACKAGE_ROOT } from '../../common/paths.js';
-import { assertExactlyOnce, FaultStack, type FaultName, formatRow, TABLE_HEADER } from './stack.js';
+import {
+  assertExactlyOnce,
+  DISK_FULL,
+  FaultStack,
+  type FaultName,
+  formatRow,
+  SINGLE_FAULTS,
+  TABLE_HEADER,
+} from './stack.js';
 
-const FAULTS: FaultName[] = [
-  'none',
-  'worker-sigkill',
-  'ingest-sigkill',
-  'worker-sigstop',
-  'redis-restart',
-  'postgres-restart',
-  'pg-terminate-backend',
-  'postgres-read-only',
-  'redis-disk-full',
-  'postgres-disk-full',
-  'mixed',
-];
-const DISK_FULL = new Set<FaultName>(['redis-disk-full', 'postgres-disk-full']);
+const FAULTS: FaultName[] = ['none', ...SINGLE_FAULTS, 'mixed'];
 const PROGRESS = Number(process.env.SURGE_FAULTS_PROGRESS ?? 300);
 
 describe('fault suite (full)', () => {

@@ -24,17 +24,24 @@ import { LoadClient } from './load.js';
 import { type PrivatePostgres, postgresOwner, startPrivatePostgres } from './private-pg.js';
 import { mountSmallFs, type SmallFs } from './small-fs.js';
 
+/** Each fault the suites inject one at a time, in the order they run them. */
+export const SINGLE_FAULTS = [
+  'worker-sigkill',
+  'ingest-sigkill',
+  'worker-sigstop',
+  'redis-restart',
+  'postgres-restart',
+  'pg-terminate-backend',
+  'postgres-read-only',
+  'redis-disk-full',
+  'postgres-disk-full',
+] as const;
+/** The faults that need the small filesystems (`smallDisks`). */
+export const DISK_FULL: ReadonlySet<FaultName> = new Set<FaultName>(['redis-disk-full', 'postgres-disk-full']);
+
 export type FaultName =
   | 'none'
-  | 'worker-sigkill'
-  | 'ingest-sigkill'
-  | 'worker-sigstop'
-  | 'redis-restart'
-  | 'postgres-restart'
-  | 'pg-terminate-backend'
-  | 'postgres-read-only'
-  | 'redis-disk-full'
-  | 'postgres-disk-full'
+  | (typeof SINGLE_FAULTS)[number]
   | 'cluster-master-restart'
   | 'cluster-failover'
   | 'mixed';
