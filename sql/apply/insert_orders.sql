@@ -8,8 +8,12 @@
 -- order, so two batches waiting on each other's unique-key insertions always wait in the same
 -- direction (no deadlock). Orders go in as 'applied'; the stock step turns some into 'rejected'.
 -- The inserted orders' lines go into order_items in the same statement, in line order, and their
--- units per SKU into surge_need for the stock step (reserve_all.sql). Takes no lock but the
--- unique-key insertions' (stock rows are locked later, in sku order, by reserve_all.sql).
+-- units per SKU into surge_need for the stock step (reserve_all.sql) — only the SKUs that have an
+-- inventory row, the ones the stock step locks: most SKUs of a batch are usually not
+-- stock-checked, and writing and reading them back was a large part of the step's cost. The
+-- row's existence is read without a lock; one added to inventory while the batch runs may or may
+-- not be checked for it, as it could also be before. Takes no lock but the unique-key
+-- insertions' (stock rows are locked later, in sku order, by reserve_all.sql).
 -- Returns the inserted rows; their applied_at goes to the outcome streams (workers/outcomes.ts).
 WITH staged AS (
   SELECT seq, entry_id, received_at, client_id, idempotency_key,
@@ -41,6 +45,8 @@ WITH staged AS (
   RETURNING sku, qty
 ), need AS (
   INSERT INTO surge_need (sku, qty)
-  SELECT sku, sum(qty) FROM lines GROUP BY sku
+  SELECT g.sku, g.qty
+  FROM (SELECT l.sku, sum(l.qty) AS qty FROM lines AS l GROUP BY l.sku) AS g
+  WHERE EXISTS (SELECT 1 FROM inventory AS i WHERE i.sku = g.sku)
 )
 SELECT id, entry_id, applied_at FROM inserted

@@ -1,5 +1,5 @@
 -- No parameter: surge_need holds what the orders this transaction inserted need of each SKU
--- (insert_orders.sql wrote it from their lines).
+-- that had an inventory row (insert_orders.sql wrote it from their lines).
 -- Locks: the inventory rows of those SKUs that exist, FOR UPDATE, in sku order (the `locked` CTE
 -- is read whole before `taken` runs, and `taken` touches only rows it locked), so concurrent
 -- batches queue on hot SKUs instead of deadlocking.
