@@ -35,6 +35,8 @@ export interface Config {
   ingestListenBacklog: number;
   /** Listeners polling the API socket; each takes one new connection per event-loop turn. */
   ingestListeners: number;
+  /** Where ingest writes its event-loop timeline when it stops ('' = not recorded). */
+  ingestTimelineFile: string;
   workerMetricsPort: number;
   lagExporterPort: number;
   durability: Durability;
@@ -293,6 +295,16 @@ const SPECS = [
       'Ingest answers writes 503 + Retry-After at once, before reading the body, while its event-loop delay ' +
       '(mean over the last 100 ms) is over this; 0 disables.',
     parse: int(0, 10000),
+  },
+  {
+    name: 'SURGE_INGEST_TIMELINE_FILE',
+    key: 'ingestTimelineFile',
+    default: '',
+    accepts: 'a file path, or empty',
+    description:
+      'A debugging aid: ingest records when its event loop ran late (stalls over 10 ms), its GC pauses and its CPU ' +
+      'every 100 ms, and writes them to this JSON file when it stops (docs/performance.md); empty: nothing recorded.',
+    parse: text,
   },
   {
     name: 'SURGE_INGEST_LISTEN_BACKLOG',

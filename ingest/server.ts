@@ -23,6 +23,7 @@ import { copyListeners } from './listeners.js';
 import { OutcomeWaiters } from './outcomes.js';
 import { createIngestServer } from './pipeline.js';
 import { defineIngestCommands } from './scripts.js';
+import { LoopTimeline } from './timeline.js';
 import { OrderWriter } from './writer.js';
 
 export interface IngestOptions {
@@ -70,6 +71,8 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
   const backpressure = new Backpressure(redis, config, metrics, logger);
   const door = new Door(config);
   door.start();
+  const timeline = config.ingestTimelineFile === '' ? undefined : new LoopTimeline();
+  timeline?.start();
   // No thread starts until the first large batch.
   const batches = new BatchPreparer(config, metrics);
   let draining = false;
@@ -78,6 +81,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     await metricsServer?.close();
     backpressure.stop();
     door.stop();
+    timeline?.stop();
     await batches.close().catch(() => {});
     await outcomes.stop();
     await redis.quit().catch(() => redis.disconnect());
@@ -165,6 +169,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     logger.warn({ err }, 'could not add listeners: new connections are taken one per event-loop turn');
   }
   const servers = [server, ...copies];
+  if (timeline) for (const s of servers) s.on('request', timeline.request);
   const port = (server.address() as AddressInfo).port;
   const host = config.listenHost.includes(':') ? `[${config.listenHost}]` : config.listenHost;
 
@@ -190,6 +195,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
         await closed;
         clearInterval(idle);
         await closeConnections();
+        timeline?.write(config.ingestTimelineFile);
       })();
       return stopping;
     },
