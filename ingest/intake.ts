@@ -9,8 +9,13 @@
 // as they do back to back in a loop. Doing a turn's orders together keeps them warm and lowers
 // the main thread's CPU per request (`npm run bench:ingest-ab`; figures in
 // bench/results/HISTORY.md).
+//
+// A turn can be long: under a burst one poll phase of the loop reads thousands of requests before
+// any setImmediate runs, and orders left for the end of it would hold their places in flight (the
+// door's limit) the whole time while the door sheds the rest. So a turn's orders are also sent
+// every full accept call's worth, without waiting for the turn to end.
 import { checkOrderBody, type Problem } from './requests.js';
-import type { OrderWriter, PreparedOrder, WriteOutcome } from './writer.js';
+import { ORDERS_PER_SCRIPT_CALL, type OrderWriter, type PreparedOrder, type WriteOutcome } from './writer.js';
 
 /** What became of a single order: refused as invalid (400), or its write's outcome. */
 export type IntakeOutcome = WriteOutcome | { kind: 'invalid'; problem: Problem };
@@ -43,7 +48,9 @@ export class OrderIntake {
   ): Promise<IntakeOutcome> {
     return new Promise((resolve, reject) => {
       this.pending.push({ body, clientId, idempotencyKey, traceparent, resolve, reject });
-      if (!this.scheduled) {
+      // A full call's worth: sent now (the setImmediate still runs, for what comes after).
+      if (this.pending.length >= ORDERS_PER_SCRIPT_CALL) this.run();
+      else if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(this.run);
       }
@@ -52,6 +59,7 @@ export class OrderIntake {
 
   private readonly run = (): void => {
     this.scheduled = false;
+    if (this.pending.length === 0) return;
     const turn = this.pending;
     this.pending = [];
     for (const s of turn) {
