@@ -77,6 +77,8 @@ export interface PipelineDeps extends AdmissionDeps {
   draining: () => boolean;
   /** Present when tracing is on (common/tracing.ts). */
   tracing?: Tracing | undefined;
+  /** Told of every request as it is read, before anything else (the loop timeline, when on). */
+  onRequest?: (() => void) | undefined;
 }
 
 /** `type/subtype` of a Content-Type, lowercased, without parameters. */
@@ -252,7 +254,9 @@ export function createPipeline(
     else run(x, route, undefined);
   };
 
+  const { onRequest } = deps;
   return (req, res) => {
+    onRequest?.();
     const started = performance.now();
     const url = req.url ?? '';
     const q = url.indexOf('?');

@@ -143,6 +143,7 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     outcomes,
     draining: () => draining,
     tracing,
+    onRequest: timeline?.request,
   });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -169,7 +170,6 @@ export async function startIngest(config: Config, options: IngestOptions = {}): 
     logger.warn({ err }, 'could not add listeners: new connections are taken one per event-loop turn');
   }
   const servers = [server, ...copies];
-  if (timeline) for (const s of servers) s.on('request', timeline.request);
   const port = (server.address() as AddressInfo).port;
   const host = config.listenHost.includes(':') ? `[${config.listenHost}]` : config.listenHost;
 
