@@ -33,6 +33,24 @@ export function createPool(databaseUrl: string, options: PoolOptions = {}): pg.P
   return pool;
 }
 
+// pg's own parser of timestamptz text (the one a plain `applied_at` column goes through).
+const parseTimestamptz = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ) as (text: string) => Date;
+// timestamptz text under DateStyle ISO at offset zero (a UTC session): `2026-12-07 15:53:29.123456+00`.
+const ZERO_OFFSET_TEXT = /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(\.\d{1,6})?\+00$/;
+
+/**
+ * A timestamptz selected as text (`::text`), as pg's Date would print it with toISOString: the
+ * same string, without a Date per row when the offset is zero; any other text goes through pg's
+ * parser.
+ */
+export function timestamptzIso(text: string): string {
+  const m = ZERO_OFFSET_TEXT.exec(text);
+  if (m === null) return parseTimestamptz(text).toISOString();
+  // As pg's parser and Date.UTC: the fraction in milliseconds, truncated.
+  const ms = m[3] === undefined ? 0 : Math.trunc(1000 * Number.parseFloat(m[3]));
+  return `${m[1]}T${m[2]}.${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`;
+}
+
 /** Creates the database named in the URL if it does not exist (connects to `postgres`). */
 export async function ensureDatabase(databaseUrl: string): Promise<boolean> {
   const url = new URL(databaseUrl);

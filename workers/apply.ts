@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import copyStreams from 'pg-copy-streams';
-import type { Pool, PoolClient } from '../common/db.js';
+import { type Pool, type PoolClient, timestamptzIso } from '../common/db.js';
 import { entryIdMillis } from '../common/keys.js';
 import { decodeEntry, ENTRY_FIELD, entryField, readEntryHeader } from '../common/entry.js';
 import { sqlFile } from '../common/sql.js';
@@ -367,7 +367,8 @@ async function transaction(
     rec?.step('stage', orders);
     await copyIn(client, sqlFile('apply/copy_stage'), slice(batch.orders, batch.rowEnds, lo, hi));
     rec?.step('insert', orders);
-    const inserted = await client.query<{ id: string; entry_id: string; applied_at: Date }>(
+    // applied_at as text: it is only republished (timestamptzIso), a Date per order cost more.
+    const inserted = await client.query<{ id: string; entry_id: string; applied_at: string }>(
       sqlFile('apply/insert_orders'),
       [stream],
     );
@@ -381,7 +382,7 @@ async function transaction(
     const committedAt = Date.now();
     const rejected = rejectedIds.size;
     for (const r of inserted.rows) {
-      const appliedAt = r.applied_at.toISOString();
+      const appliedAt = timestamptzIso(r.applied_at);
       committed.push(
         rejectedIds.has(r.id)
           ? { entryId: r.entry_id, status: 'rejected', reason: STOCK_REASON, appliedAt }

@@ -10,7 +10,7 @@
 // move to the DLQ acknowledges them, and a dead letter can be redelivered, so its outcome may
 // repeat after a crash in between; downstream dedupes on client + key, as for any replay).
 import type { Config } from '../common/config.js';
-import { createPool, type Pool } from '../common/db.js';
+import { createPool, type Pool, timestamptzIso } from '../common/db.js';
 import { ENTRY_FIELD, entryField } from '../common/entry.js';
 import { GROUP, outcomeKey, streamKey } from '../common/keys.js';
 import { type Outcome, outcomeFields } from '../common/outcome.js';
@@ -51,7 +51,8 @@ interface OrderRow {
   idempotency_key: string;
   status: 'applied' | 'rejected';
   reason: string | null;
-  applied_at: Date;
+  /** Selected as text (timestamptzIso). */
+  applied_at: string;
   entry_id: string;
 }
 
@@ -119,7 +120,7 @@ export class OutcomePublisher {
           status: row.status,
           ...(row.reason !== null ? { reason: row.reason } : {}),
           orderRef: `s${shard}-${row.entry_id}`,
-          appliedAt: row.applied_at.toISOString(),
+          appliedAt: timestamptzIso(row.applied_at),
         });
     }
     const applied: string[][] = [];

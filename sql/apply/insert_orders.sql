@@ -14,7 +14,8 @@
 -- row's existence is read without a lock; one added to inventory while the batch runs may or may
 -- not be checked for it, as it could also be before. Takes no lock but the unique-key
 -- insertions' (stock rows are locked later, in sku order, by reserve_all.sql).
--- Returns the inserted rows; their applied_at goes to the outcome streams (workers/outcomes.ts).
+-- Returns the inserted rows; their applied_at (as text: the worker only republishes it) goes to
+-- the outcome streams (workers/outcomes.ts).
 WITH staged AS (
   SELECT seq, entry_id, received_at, client_id, idempotency_key,
          body->>'order_id' AS order_id,
@@ -49,4 +50,4 @@ WITH staged AS (
   FROM (SELECT l.sku, sum(l.qty) AS qty FROM lines AS l GROUP BY l.sku) AS g
   WHERE EXISTS (SELECT 1 FROM inventory AS i WHERE i.sku = g.sku)
 )
-SELECT id, entry_id, applied_at FROM inserted
+SELECT id, entry_id, applied_at::text AS applied_at FROM inserted
