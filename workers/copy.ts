@@ -21,14 +21,32 @@ export function copyRow(values: ReadonlyArray<string | null | undefined>): strin
   return `${out}\n`;
 }
 
-/** Joins rows into one Buffer and records where each row ends (for splitting the batch later). */
+/**
+ * Joins rows into one Buffer and records where each row ends (for splitting the batch later).
+ * Each row is encoded once, straight into the buffer (its byte count is what the write returns),
+ * rather than measured, joined and encoded again.
+ */
 export function copyBuffer(rows: readonly string[]): { buffer: Buffer; rowEnds: number[] } {
   const rowEnds: number[] = new Array(rows.length);
+  let chars = 0;
+  let longest = 0;
+  for (const row of rows) {
+    chars += row.length;
+    if (row.length > longest) longest = row.length;
+  }
+  // A UTF-16 code unit takes at most 3 UTF-8 bytes: a row is written only where 3 × its length
+  // fits, so a write is never cut short. With this room ASCII rows never need a larger buffer.
+  let buffer = Buffer.allocUnsafe(chars + 2 * longest);
   let end = 0;
   let i = 0;
   for (const row of rows) {
-    end += Buffer.byteLength(row);
+    if (buffer.length - end < 3 * row.length) {
+      const larger = Buffer.allocUnsafe(Math.max(2 * buffer.length, end + 3 * row.length));
+      buffer.copy(larger, 0, 0, end);
+      buffer = larger;
+    }
+    end += buffer.write(row, end);
     rowEnds[i++] = end;
   }
-  return { buffer: Buffer.from(rows.join(''), 'utf8'), rowEnds };
+  return { buffer: buffer.subarray(0, end), rowEnds };
 }
