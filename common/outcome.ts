@@ -29,10 +29,26 @@ export interface Outcome {
 
 /** The stream entry's field/value list. */
 export function outcomeFields(o: Outcome): string[] {
-  const out = ['client', o.clientId, 'key', o.idempotencyKey, 'status', o.status];
-  if (o.reason !== undefined) out.push('reason', o.reason);
-  if (o.orderRef !== undefined) out.push('order_ref', o.orderRef);
-  if (o.appliedAt !== undefined) out.push('applied_at', o.appliedAt);
+  return pushOutcomeFields([], o.clientId, o.idempotencyKey, o.status, o.reason, o.orderRef, o.appliedAt);
+}
+
+/**
+ * outcomeFields appended to `out` from its values, without an Outcome object: the worker's
+ * publisher writes one list per order and this runs once per order.
+ */
+export function pushOutcomeFields(
+  out: string[],
+  clientId: string,
+  idempotencyKey: string,
+  status: Outcome['status'],
+  reason: string | undefined,
+  orderRef: string | undefined,
+  appliedAt: string | undefined,
+): string[] {
+  out.push('client', clientId, 'key', idempotencyKey, 'status', status);
+  if (reason !== undefined) out.push('reason', reason);
+  if (orderRef !== undefined) out.push('order_ref', orderRef);
+  if (appliedAt !== undefined) out.push('applied_at', appliedAt);
   return out;
 }
 

@@ -13,10 +13,10 @@ import type { Config } from '../common/config.js';
 import { createPool, type Pool, timestamptzIso } from '../common/db.js';
 import { ENTRY_FIELD, entryField } from '../common/entry.js';
 import { GROUP, outcomeKey, streamKey } from '../common/keys.js';
-import { type Outcome, outcomeFields } from '../common/outcome.js';
+import { pushOutcomeFields } from '../common/outcome.js';
 import type { RedisClient } from '../common/redis.js';
 import { sqlFile } from '../common/sql.js';
-import type { BatchOutcome, TaskEntry } from './apply.js';
+import type { BatchOutcome, CommittedOrder, TaskEntry } from './apply.js';
 
 // KEYS[1] order stream, KEYS[2] outcome stream; ARGV[1] group, ARGV[2] 1 = ack with the publish
 // (applied orders), 0 = publish only while pending (dead letters); ARGV[3] the entries as one JSON
@@ -80,71 +80,76 @@ export class OutcomePublisher {
     outcome: Pick<BatchOutcome, 'ack' | 'deadLetters' | 'committed'>,
   ) {
     const { redisPrefix: prefix } = this.config;
-    const byId = new Map(entries.map((e) => [e.id, e]));
-    const keyOf = (id: string) => {
-      const fields = byId.get(id)?.fields;
-      return { client: entryField(fields, ENTRY_FIELD.client), key: entryField(fields, ENTRY_FIELD.key) };
-    };
-    const committed = new Map<string, Outcome>();
-    for (const c of outcome.committed) {
-      const { client, key } = keyOf(c.entryId);
-      if (client === undefined || key === undefined) continue;
-      committed.set(`${client}\n${key}`, {
-        clientId: client,
-        idempotencyKey: key,
-        status: c.status,
-        ...(c.reason !== undefined ? { reason: c.reason } : {}),
-        orderRef: `s${shard}-${c.entryId}`,
-        appliedAt: c.appliedAt,
-      });
-    }
+    const byId = new Map<string, TaskEntry>();
+    for (const e of entries) byId.set(e.id, e);
+    // The orders this batch inserted, by the entry they were inserted from: in a backlog every
+    // applied entry is one of them, and needs no key of its own to be published.
+    const mine = new Map<string, CommittedOrder>();
+    for (const c of outcome.committed) mine.set(c.entryId, c);
+    const fieldsOf = (id: string, client: string, key: string, c: CommittedOrder): string[] =>
+      pushOutcomeFields([id], client, key, c.status, c.reason, `s${shard}-${c.entryId}`, c.appliedAt);
+    // The others (duplicates of orders committed before or in this batch, dead letters) are
+    // named by (client, key), lazily: the batch's own committed orders first, then PostgreSQL.
     // Dead letters are looked up too: an entry dead-lettered after its order committed (its
     // deliveries ran out while its ack kept failing) reports the committed state.
-    const clients: string[] = [];
-    const keys: string[] = [];
-    const named = new Set<string>();
-    for (const id of [...outcome.ack, ...outcome.deadLetters.map((d) => d.id)]) {
-      const { client, key } = keyOf(id);
-      const name = `${client}\n${key}`;
-      if (client === undefined || key === undefined || named.has(name) || committed.has(name)) continue;
-      named.add(name);
-      clients.push(client);
-      keys.push(key);
-    }
-    if (clients.length > 0) {
-      const rows = await this.pool.query<OrderRow>(sqlFile('outcomes/select_orders'), [clients, keys]);
-      for (const row of rows.rows)
-        committed.set(`${row.client_id}\n${row.idempotency_key}`, {
-          clientId: row.client_id,
-          idempotencyKey: row.idempotency_key,
-          status: row.status,
-          ...(row.reason !== null ? { reason: row.reason } : {}),
-          orderRef: `s${shard}-${row.entry_id}`,
-          appliedAt: timestamptzIso(row.applied_at),
-        });
+    let named: Map<string, CommittedOrder> | undefined;
+    const others: string[] = [];
+    for (const id of outcome.ack) if (!mine.has(id)) others.push(id);
+    for (const d of outcome.deadLetters) others.push(d.id);
+    if (others.length > 0) {
+      named = new Map();
+      for (const c of outcome.committed) {
+        const fields = byId.get(c.entryId)?.fields;
+        const client = entryField(fields, ENTRY_FIELD.client);
+        const key = entryField(fields, ENTRY_FIELD.key);
+        if (client === undefined || key === undefined) continue;
+        named.set(`${client}\n${key}`, c);
+      }
+      const clients: string[] = [];
+      const keys: string[] = [];
+      const asked = new Set<string>();
+      for (const id of others) {
+        const fields = byId.get(id)?.fields;
+        const client = entryField(fields, ENTRY_FIELD.client);
+        const key = entryField(fields, ENTRY_FIELD.key);
+        const name = `${client}\n${key}`;
+        if (client === undefined || key === undefined || asked.has(name) || named.has(name)) continue;
+        asked.add(name);
+        clients.push(client);
+        keys.push(key);
+      }
+      if (clients.length > 0) {
+        const rows = await this.pool.query<OrderRow>(sqlFile('outcomes/select_orders'), [clients, keys]);
+        for (const row of rows.rows)
+          named.set(`${row.client_id}\n${row.idempotency_key}`, {
+            entryId: row.entry_id,
+            status: row.status,
+            ...(row.reason !== null ? { reason: row.reason } : {}),
+            appliedAt: timestamptzIso(row.applied_at),
+          });
+      }
     }
     const applied: string[][] = [];
     for (const id of outcome.ack) {
-      const { client, key } = keyOf(id);
-      const o = committed.get(`${client}\n${key}`);
-      if (!o) continue;
-      applied.push([id, ...outcomeFields(o)]);
+      const fields = byId.get(id)?.fields;
+      const client = entryField(fields, ENTRY_FIELD.client);
+      const key = entryField(fields, ENTRY_FIELD.key);
+      if (client === undefined || key === undefined) continue;
+      const c = mine.get(id) ?? named?.get(`${client}\n${key}`);
+      if (c !== undefined) applied.push(fieldsOf(id, client, key, c));
     }
     const dead: string[][] = [];
     for (const d of outcome.deadLetters) {
-      const { client, key } = keyOf(d.id);
+      const fields = byId.get(d.id)?.fields;
+      const client = entryField(fields, ENTRY_FIELD.client);
+      const key = entryField(fields, ENTRY_FIELD.key);
       if (client === undefined || key === undefined) continue;
-      const o = committed.get(`${client}\n${key}`);
-      const fields = outcomeFields(
-        o ?? {
-          clientId: client,
-          idempotencyKey: key,
-          status: 'dead_lettered',
-          reason: d.reason,
-          orderRef: `s${shard}-${d.id}`,
-        },
+      const c = named?.get(`${client}\n${key}`);
+      dead.push(
+        c !== undefined
+          ? fieldsOf(d.id, client, key, c)
+          : pushOutcomeFields([d.id], client, key, 'dead_lettered', d.reason, `s${shard}-${d.id}`, undefined),
       );
-      dead.push([d.id, ...fields]);
     }
     const stream = streamKey(prefix, shard);
     const outcomes = outcomeKey(prefix, shard);
