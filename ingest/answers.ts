@@ -136,17 +136,17 @@ export interface AdmissionDeps {
   metrics: Pick<IngestMetrics, 'orders' | 'shed'>;
 }
 
+/** The problem of a write shed, `detail` saying which limit. */
+export function shedProblem(detail: string): Problem {
+  return problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`);
+}
+
 /** The 503 of a write shed to protect the process or the stack (counted by reason, as an unavailable order). */
-export function shedAnswer(
-  metrics: AdmissionDeps['metrics'],
-  reason: string,
-  detail: string,
-  retryAfter: number,
-): Refusal {
+function shedAnswer(metrics: AdmissionDeps['metrics'], reason: string, detail: string, retryAfter: number): Refusal {
   metrics.shed.inc({ reason });
   metrics.orders.inc({ result: 'unavailable' });
   return {
-    problem: problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`),
+    problem: shedProblem(detail),
     headers: ['retry-after', String(retryAfter)],
   };
 }

@@ -8,6 +8,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { ApiClient } from '../common/clients.js';
+import { shedProblem } from '../ingest/answers.js';
 import { createLogger } from '../common/log.js';
 import { createRegistry, ingestMetrics } from '../metrics/definitions.js';
 import { buildIngestApp, type IngestAppDeps, ingestRoutes } from '../ingest/app.js';
@@ -160,6 +161,10 @@ describe('ingest: one pipeline for every route', () => {
             assert.equal(res.status, 503, `${route.label} ${reason}`);
             assert.match(res.text, /problems#overloaded/, route.label);
             assert.ok(Number(res.headers['retry-after']) >= 1, route.label);
+            // The door writes its 503 from prepared text: the same problem as the one home makes.
+            const body = res.json as Record<string, unknown>;
+            const detail = String(body.detail).replace(/; nothing was recorded$/, '');
+            assert.deepEqual(body, { ...shedProblem(detail), instance: res.headers['x-request-id'] }, route.label);
           } else assert.ok(res.status < 500, `${route.label} is not shed`);
         }
       } finally {
