@@ -38,16 +38,6 @@ const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'surge.js
 
 export const DEFAULT_DATA_DIR = join(PACKAGE_ROOT, '.data');
 
-/**
- * Node flags of the ingest process: a young generation of 64 MiB semi-spaces (V8's default is
- * 16 on 64-bit). Under a surge every request in flight is young and live, so each scavenge copies
- * them all and the loop waits for it; four times the room means a quarter of the scavenges for
- * about the same work each (docs/performance.md). NODE_OPTIONS that set it win.
- */
-function ingestNodeFlags(nodeOptions: string | undefined): string[] {
-  return nodeOptions?.includes('semi-space-size') ? [] : ['--max-semi-space-size=64'];
-}
-
 interface Cleanup {
   what: string;
   run: () => Promise<void>;
@@ -384,8 +374,7 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
       // child with one SIGTERM (a child that got the terminal's SIGINT too would take our SIGTERM
       // as a second signal and skip its graceful stop). SURGE_UP_PID lets a child notice that we
       // are gone and stop by itself, since no terminal signal reaches it any more.
-      const flags = child.role === 'ingest' ? ingestNodeFlags(roleEnv.NODE_OPTIONS) : [];
-      const p = spawn(process.execPath, [...flags, CLI, child.role], {
+      const p = spawn(process.execPath, [CLI, child.role], {
         env: { ...roleEnv, SURGE_UP_PID: String(process.pid) },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true,
