@@ -141,10 +141,15 @@ export function shedProblem(detail: string): Problem {
   return problem(503, 'overloaded', 'Overloaded, retry later', `${detail}; nothing was recorded`);
 }
 
-/** The 503 of a write shed to protect the process or the stack (counted by reason, as an unavailable order). */
-function shedAnswer(metrics: AdmissionDeps['metrics'], reason: string, detail: string, retryAfter: number): Refusal {
+/** Counts a write shed, by reason, and as an unavailable order: every 503 of overload, the door's too. */
+export function countShed(metrics: AdmissionDeps['metrics'], reason: string): void {
   metrics.shed.inc({ reason });
   metrics.orders.inc({ result: 'unavailable' });
+}
+
+/** The 503 of a write shed to protect the process or the stack (counted by reason, as an unavailable order). */
+function shedAnswer(metrics: AdmissionDeps['metrics'], reason: string, detail: string, retryAfter: number): Refusal {
+  countShed(metrics, reason);
   return {
     problem: shedProblem(detail),
     headers: ['retry-after', String(retryAfter)],

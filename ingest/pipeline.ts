@@ -16,6 +16,7 @@ import {
   type AdmissionDeps,
   admit,
   bodyTooLarge,
+  countShed,
   requestId,
   SINGLE_BODY_LIMIT,
   shedProblem,
@@ -122,8 +123,7 @@ function doorBody(reason: DoorReason): string {
 
 /** The 503 of a write the door shed: counted by reason, as an unavailable order. */
 function sendShed(x: Exchange, deps: PipelineDeps, why: DoorReason, retryAfter: number): void {
-  deps.metrics.shed.inc({ reason: why });
-  deps.metrics.orders.inc({ result: 'unavailable' });
+  countShed(deps.metrics, why);
   const retry = RETRY_AFTER_HEADERS[retryAfter] ?? ['retry-after', String(retryAfter)];
   const close = unreadBody(x.req);
   const headers = close.length === 0 ? retry : [...retry, ...close];
