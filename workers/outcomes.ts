@@ -82,6 +82,13 @@ export class OutcomePublisher {
     const { redisPrefix: prefix } = this.config;
     const byId = new Map<string, TaskEntry>();
     for (const e of entries) byId.set(e.id, e);
+    /** The entry's client and key, or undefined when it lacks one. */
+    const keyOf = (id: string): readonly [client: string, key: string] | undefined => {
+      const fields = byId.get(id)?.fields;
+      const client = entryField(fields, ENTRY_FIELD.client);
+      const key = entryField(fields, ENTRY_FIELD.key);
+      return client === undefined || key === undefined ? undefined : [client, key];
+    };
     // The orders this batch inserted, by the entry they were inserted from: in a backlog every
     // applied entry is one of them, and needs no key of its own to be published.
     const mine = new Map<string, CommittedOrder>();
@@ -99,24 +106,20 @@ export class OutcomePublisher {
     if (others.length > 0) {
       named = new Map();
       for (const c of outcome.committed) {
-        const fields = byId.get(c.entryId)?.fields;
-        const client = entryField(fields, ENTRY_FIELD.client);
-        const key = entryField(fields, ENTRY_FIELD.key);
-        if (client === undefined || key === undefined) continue;
-        named.set(`${client}\n${key}`, c);
+        const k = keyOf(c.entryId);
+        if (k !== undefined) named.set(`${k[0]}\n${k[1]}`, c);
       }
       const clients: string[] = [];
       const keys: string[] = [];
       const asked = new Set<string>();
       for (const id of others) {
-        const fields = byId.get(id)?.fields;
-        const client = entryField(fields, ENTRY_FIELD.client);
-        const key = entryField(fields, ENTRY_FIELD.key);
-        const name = `${client}\n${key}`;
-        if (client === undefined || key === undefined || asked.has(name) || named.has(name)) continue;
+        const k = keyOf(id);
+        if (k === undefined) continue;
+        const name = `${k[0]}\n${k[1]}`;
+        if (asked.has(name) || named.has(name)) continue;
         asked.add(name);
-        clients.push(client);
-        keys.push(key);
+        clients.push(k[0]);
+        keys.push(k[1]);
       }
       if (clients.length > 0) {
         const rows = await this.pool.query<OrderRow>(sqlFile('outcomes/select_orders'), [clients, keys]);
@@ -131,19 +134,17 @@ export class OutcomePublisher {
     }
     const applied: string[][] = [];
     for (const id of outcome.ack) {
-      const fields = byId.get(id)?.fields;
-      const client = entryField(fields, ENTRY_FIELD.client);
-      const key = entryField(fields, ENTRY_FIELD.key);
-      if (client === undefined || key === undefined) continue;
+      const k = keyOf(id);
+      if (k === undefined) continue;
+      const [client, key] = k;
       const c = mine.get(id) ?? named?.get(`${client}\n${key}`);
       if (c !== undefined) applied.push(fieldsOf(id, client, key, c));
     }
     const dead: string[][] = [];
     for (const d of outcome.deadLetters) {
-      const fields = byId.get(d.id)?.fields;
-      const client = entryField(fields, ENTRY_FIELD.client);
-      const key = entryField(fields, ENTRY_FIELD.key);
-      if (client === undefined || key === undefined) continue;
+      const k = keyOf(d.id);
+      if (k === undefined) continue;
+      const [client, key] = k;
       const c = named?.get(`${client}\n${key}`);
       dead.push(
         c !== undefined
