@@ -49,7 +49,7 @@ export class OrderIntake {
     return new Promise((resolve, reject) => {
       this.pending.push({ body, clientId, idempotencyKey, traceparent, resolve, reject });
       // A full call's worth: sent now (the setImmediate still runs, for what comes after).
-      if (this.pending.length >= ORDERS_PER_SCRIPT_CALL) this.run();
+      if (this.pending.length >= ORDERS_PER_SCRIPT_CALL) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(this.run);
@@ -57,8 +57,14 @@ export class OrderIntake {
     });
   }
 
+  /** The turn's end (setImmediate). */
   private readonly run = (): void => {
     this.scheduled = false;
+    this.flush();
+  };
+
+  /** Checks, prepares and writes the orders waiting; the scheduled turn's end keeps its place. */
+  private flush(): void {
     if (this.pending.length === 0) return;
     const turn = this.pending;
     this.pending = [];
@@ -82,5 +88,5 @@ export class OrderIntake {
     // Sent now: the writer's own setImmediate, scheduled from inside this one, would run a loop
     // iteration later.
     this.writer.flushNow();
-  };
+  }
 }
