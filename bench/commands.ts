@@ -63,6 +63,7 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
         ...o('--b-env <NAME=VALUE>', "an environment variable for B's server only, e.g. OTEL_SDK_DISABLED=true"),
         repeatable: true,
       },
+      o('--allow-503', "count 503s as answered; with B shedding (--b-env), the CPU of one of B's 503s"),
     ],
   },
   {

@@ -5,7 +5,7 @@
 // bench:ingest runs (bench/results/HISTORY.md). It measures CPU per request, not capacity.
 //
 //   npm run bench:ingest-ab -- --b <other build's dist dir> [--a <dist dir>] [--rate 3000] [--rounds 6]
-//                              [--duration 8] [--warmup 3] [--connections 50]
+//                              [--duration 8] [--warmup 3] [--connections 50] [--allow-503]
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -36,6 +36,9 @@ Options:
   --connections N   connections per server (default 50)
   --b-env NAME=VALUE  an environment variable for B's server only (repeatable): one build
                     against itself with a setting changed, e.g. --b-env OTEL_SDK_DISABLED=true
+  --allow-503       count 503 answers as answered requests instead of refusing the round; when
+                    A answers only 2xx and B sheds some (e.g. --b-env SURGE_INGEST_MAX_IN_FLIGHT=1),
+                    also the CPU of one of B's 503s, taking its 2xx at A's cost per request
   -h, --help        this text
 
 Both builds must have bench/ingest.js (its --serve surge mode starts ingest). The run makes its
@@ -49,6 +52,8 @@ interface Side {
 
 interface SideRound {
   ok: number;
+  /** 503 answers (counted only with --allow-503). */
+  shed: number;
   non2xx: number;
   errors: number;
   mainUsPerRequest: number;
@@ -66,6 +71,7 @@ async function main(): Promise<void> {
       warmup: { type: 'string', default: '3' },
       connections: { type: 'string', default: '50' },
       'b-env': { type: 'string', multiple: true, default: [] },
+      'allow-503': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -122,6 +128,7 @@ async function main(): Promise<void> {
     );
     await Promise.all(sides.map((s) => load(s.server.url, warmup)));
     const ratios = { main: [] as number[], process: [] as number[] };
+    const shedUs = { main: [] as number[], process: [] as number[] };
     for (let round = 1; round <= rounds; round++) {
       const cpu = (s: Side) => {
         const pid = s.server.child.pid;
@@ -134,23 +141,26 @@ async function main(): Promise<void> {
       const after = sides.map(cpu);
       const figures: SideRound[] = results.map((r, i) => {
         const ok = r['2xx'];
+        const shed = values['allow-503'] ? (r.statusCodeStats?.['503']?.count ?? 0) : 0;
         const b = before[i];
         const a = after[i];
         if (b === undefined || a === undefined) throw new Error(`round ${round}: no CPU reading for side ${i}`);
         return {
           ok,
+          shed,
           non2xx: r.non2xx,
           errors: r.errors,
-          mainUsPerRequest: ((a.main - b.main) * 1e6) / ok,
-          processUsPerRequest: ((a.whole - b.whole) * 1e6) / ok,
+          mainUsPerRequest: ((a.main - b.main) * 1e6) / (ok + shed),
+          processUsPerRequest: ((a.whole - b.whole) * 1e6) / (ok + shed),
         };
       });
       const [fa, fb] = figures;
       if (fa === undefined || fb === undefined) throw new Error(`round ${round}: expected the figures of A and B`);
       for (const f of figures) {
-        if (f.ok === 0 || f.non2xx > 0 || f.errors > 0)
+        if (f.ok + f.shed === 0 || f.non2xx > f.shed || f.errors > 0)
           throw new Error(
-            `round ${round}: a server did not answer every request with 2xx (${JSON.stringify(f)}); ` +
+            `round ${round}: a server did not answer every request with 2xx${values['allow-503'] ? ' or 503' : ''} ` +
+              `(${JSON.stringify(f)}); ` +
               'the comparison would mean nothing',
           );
       }
@@ -159,14 +169,28 @@ async function main(): Promise<void> {
       ratios.main.push(mainRatio);
       ratios.process.push(processRatio);
       const f1 = (x: number) => x.toFixed(1);
+      const count = (f: SideRound) => (values['allow-503'] ? `${f.ok} 2xx + ${f.shed} 503` : `${f.ok}`);
+      // B's 503s alone: its CPU less its 2xx at A's cost per request, over its 503s.
+      let perShed = '';
+      if (fa.shed === 0 && fb.shed > 0) {
+        const one = (bUs: number, aUs: number) => (bUs * (fb.ok + fb.shed) - fb.ok * aUs) / fb.shed;
+        shedUs.main.push(one(fb.mainUsPerRequest, fa.mainUsPerRequest));
+        shedUs.process.push(one(fb.processUsPerRequest, fa.processUsPerRequest));
+        perShed = ` | B per 503: main thread ${f1(shedUs.main.at(-1) ?? 0)}, process ${f1(shedUs.process.at(-1) ?? 0)}`;
+      }
       process.stdout.write(
         `round ${round}: ` +
-          `A ${fa.ok} requests, CPU µs/request main thread ${f1(fa.mainUsPerRequest)}, ` +
+          `A ${count(fa)} requests, CPU µs/request main thread ${f1(fa.mainUsPerRequest)}, ` +
           `process ${f1(fa.processUsPerRequest)} | ` +
-          `B ${fb.ok} requests, main thread ${f1(fb.mainUsPerRequest)}, process ${f1(fb.processUsPerRequest)} | ` +
-          `B/A main thread ${mainRatio.toFixed(3)}, process ${processRatio.toFixed(3)}\n`,
+          `B ${count(fb)} requests, main thread ${f1(fb.mainUsPerRequest)}, process ${f1(fb.processUsPerRequest)} | ` +
+          `B/A main thread ${mainRatio.toFixed(3)}, process ${processRatio.toFixed(3)}${perShed}\n`,
       );
     }
+    if (shedUs.main.length > 0)
+      process.stdout.write(
+        `median CPU µs per 503 of B (its 2xx at A's cost): main thread ${median(shedUs.main).toFixed(1)}, ` +
+          `whole process ${median(shedUs.process).toFixed(1)}\n`,
+      );
     process.stdout.write(
       `median B/A of CPU per request: main thread ${median(ratios.main).toFixed(3)}, ` +
         `whole process ${median(ratios.process).toFixed(3)} (below 1: B spends less)\n`,
