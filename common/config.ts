@@ -31,6 +31,8 @@ export interface Config {
   ingestMaxInFlight: number;
   /** Ingest sheds writes (503) while the event-loop delay is over this (ms). 0 disables. */
   ingestMaxEventLoopDelayMs: number;
+  /** Ingest sheds writes (503) arriving once the event-loop turn has run longer than this (ms). 0 disables. */
+  ingestMaxTurnMs: number;
   /** Connections the kernel queues before ingest accepts them (listen backlog). */
   ingestListenBacklog: number;
   /** Listeners polling the API socket; each takes one new connection per event-loop turn. */
@@ -294,6 +296,17 @@ const SPECS = [
     description:
       'Ingest answers writes 503 + Retry-After at once, before reading the body, while its event-loop delay ' +
       '(mean over the last 100 ms) is over this; 0 disables.',
+    parse: int(0, 10000),
+  },
+  {
+    name: 'SURGE_INGEST_MAX_TURN_MS',
+    key: 'ingestMaxTurnMs',
+    default: '20',
+    accepts: 'integer 0–10000',
+    description:
+      'Ingest answers writes 503 + Retry-After at once, before reading the body, when they arrive in an event-loop ' +
+      'turn that has already run longer than this (a burst read in one turn, where no timer runs), and reads nothing ' +
+      'more from their connections in that turn; 0 disables.',
     parse: int(0, 10000),
   },
   {

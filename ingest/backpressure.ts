@@ -8,9 +8,9 @@ import type { Config } from '../common/config.js';
 import { allStreamKeys, GROUP } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
 import type { RedisClient } from '../common/redis.js';
-import type { IngestMetrics } from '../metrics/definitions.js';
+import type { IngestMetrics, ShedReason } from '../metrics/definitions.js';
 
-export type OverloadReason = 'redis_down' | 'backlog' | 'memory';
+export type OverloadReason = Extract<ShedReason, 'redis_down' | 'backlog' | 'memory'>;
 
 export interface BackpressureReading {
   backlog: number;

@@ -102,10 +102,11 @@ function unreadBody(req: IncomingMessage): readonly string[] {
   return ['connection', 'close'];
 }
 
-const DOOR_DETAIL = {
+const DOOR_DETAIL: Record<DoorReason, string> = {
   in_flight: 'too many requests in flight (SURGE_INGEST_MAX_IN_FLIGHT)',
   event_loop_delay: 'the event loop is running late (SURGE_INGEST_MAX_EVENT_LOOP_DELAY_MS)',
-} as const;
+  turn: 'this event-loop turn has run too long (SURGE_INGEST_MAX_TURN_MS)',
+};
 
 // A shed at the door is answered from strings made once: the body up to its `instance`, and the
 // Retry-After header of each number of seconds. Under overload the door answers tens of thousands
@@ -113,6 +114,7 @@ const DOOR_DETAIL = {
 const DOOR_BODY: Record<DoorReason, string> = {
   in_flight: doorBody('in_flight'),
   event_loop_delay: doorBody('event_loop_delay'),
+  turn: doorBody('turn'),
 };
 const RETRY_AFTER_HEADERS: readonly HeaderList[] = Array.from({ length: 61 }, (_, s) => ['retry-after', String(s)]);
 
@@ -282,6 +284,7 @@ export function createPipeline(
   return (req, res) => {
     onRequest?.();
     const started = performance.now();
+    deps.door.arrived(started);
     const url = req.url ?? '';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
@@ -315,9 +318,9 @@ export function createPipeline(
       const { route } = found;
       if (route.shed) {
         // Overload at the door: before auth and before the body, the cheapest answer there is.
-        const why = deps.door.check();
+        const why = deps.door.check(started);
         if (why) {
-          sendShed(x, deps, why, deps.door.shedOne());
+          sendShed(x, deps, why, deps.door.shedOne(started, req.socket));
           return;
         }
         deps.door.enter(res);

@@ -15,6 +15,14 @@ import {
   Registry,
 } from 'prom-client';
 
+/**
+ * Why ingest sheds a write (the `reason` of `surge_ingest_shed_total`): at the door, before auth
+ * and the body (ingest/door.ts), then backpressure after auth (ingest/backpressure.ts). The one
+ * list of them; the dashboard and docs/metrics.md name each (a test holds them to it).
+ */
+export const SHED_REASONS = ['in_flight', 'event_loop_delay', 'turn', 'backlog', 'memory', 'redis_down'] as const;
+export type ShedReason = (typeof SHED_REASONS)[number];
+
 /** Latency buckets from 1 ms to 5 min (accept latency is ms, end-to-end can be minutes). */
 export const LATENCY_BUCKETS = [
   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
@@ -318,9 +326,7 @@ export function ingestMetrics(registry: Registry, sources: { longPolls?: () => n
     }),
     shed: new TalliedCounter({
       name: 'surge_ingest_shed_total',
-      help:
-        'Writes ingest refused with 503 + Retry-After to shed load, by reason (in_flight, event_loop_delay, ' +
-        'backlog, memory, redis_down).',
+      help: `Writes ingest refused with 503 + Retry-After to shed load, by reason (${SHED_REASONS.join(', ')}).`,
       labelNames: ['reason'] as const,
       registers: [registry],
     }),

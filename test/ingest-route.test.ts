@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { ApiClient } from '../common/clients.js';
 import { shedProblem } from '../ingest/answers.js';
@@ -31,6 +31,8 @@ function standIns() {
     overloaded: undefined as OverloadReason | undefined,
     /** Keys whose preparation throws (a bug in the intake). */
     prepareThrows: new Set<string>(),
+    busyMs: 0,
+    busySkip: 0,
   };
   const registry = createRegistry({ defaultMetrics: false, role: 'ingest' });
   const metrics = ingestMetrics(registry);
@@ -63,7 +65,15 @@ function standIns() {
     outcomes: { wait: () => ({ waiting: false, cancel: () => {} }) as unknown as Waiter, whenReady: (fn) => fn() },
     draining: () => state.draining,
     // Not started: the test sets the event-loop delay it reads.
-    door: new Door({ ingestMaxInFlight: 1000, ingestMaxEventLoopDelayMs: 50 }),
+    door: new Door({ ingestMaxInFlight: 1000, ingestMaxEventLoopDelayMs: 50, ingestMaxTurnMs: 50 }),
+    // A long turn, made on demand: the second request read from now on keeps the loop busy this
+    // long (ms) before the pipeline takes it.
+    onRequest: () => {
+      if (state.busyMs === 0 || state.busySkip-- > 0) return;
+      const until = performance.now() + state.busyMs;
+      state.busyMs = 0;
+      while (performance.now() < until);
+    },
   };
   return { state, deps, registry };
 }
@@ -192,6 +202,44 @@ describe('ingest: one pipeline for every route', () => {
       deps.door.delayMs = 0;
       deps.door.inFlight = 0;
     }
+  });
+
+  test('a write read late in a long turn: 503 with Retry-After at once, counted as "turn"', async () => {
+    // Two writes sent at once on one connection are read in the same turn; the turn is kept busy
+    // past the budget between them, so the second arrives late in it.
+    const { port } = server.address() as AddressInfo;
+    const head = (key: string) =>
+      `POST /v1/orders HTTP/1.1\r\nhost: x\r\nauthorization: Bearer k\r\ncontent-type: application/json\r\n` +
+      `idempotency-key: ${key}\r\nx-request-id: turn-${key}\r\ncontent-length: ${Buffer.byteLength(ORDER)}\r\n\r\n`;
+    const before = await shedCount('turn');
+    deps.door.inFlight = 100;
+    state.busyMs = 80;
+    state.busySkip = 1;
+    let text = '';
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1', () => socket.write(head('t-1') + ORDER + head('t-2') + ORDER));
+        socket.setEncoding('utf8');
+        socket.on('data', (chunk: string) => {
+          text += chunk;
+          if ((text.match(/HTTP\/1\.1 /g) ?? []).length === 2 && /\}$/.test(text)) {
+            socket.destroy();
+            resolve();
+          }
+        });
+        socket.on('error', reject);
+      });
+    } finally {
+      deps.door.inFlight = 0;
+      state.busyMs = 0;
+    }
+    const [first, second] = text.split(/(?=HTTP\/1\.1 )/);
+    assert.match(first ?? '', /^HTTP\/1\.1 202 /, "the first, read at the turn's start, is let in");
+    assert.match(second ?? '', /^HTTP\/1\.1 503 /);
+    assert.match(second ?? '', /\r\nretry-after: [1-9]\d*\r\n/i);
+    assert.match(second ?? '', /SURGE_INGEST_MAX_TURN_MS/);
+    assert.match(second ?? '', /"instance":"turn-t-2"/);
+    assert.equal(await shedCount('turn'), before + 1);
   });
 
   test('an unknown path: 404 problem with the request id, counted as "other"', async () => {
