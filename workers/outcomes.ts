@@ -23,14 +23,27 @@ import type { BatchOutcome, CommittedOrder, TaskEntry } from './apply.js';
 // array, each [id, field, value, …] (encodeOutcomes). Returns how many outcomes were published.
 // One argument rather than one per field: building and writing a command of a dozen arguments per
 // entry was the larger part of the worker's cost of publishing.
+// With the ack, XACK's own answer (1: it was pending) decides the publish (SEMANTICS 9.1), which
+// saves Redis an XPENDING per entry. A script is not undone when a call in it fails, so an XADD
+// that fails after its XACK would lose the outcome: the outcome stream's type is checked first,
+// and the XADD cannot then fail (under maxmemory Redis lets a script that has written go on).
 const PUBLISH_LUA = `
+local t = redis.call('TYPE', KEYS[2])['ok']
+if t ~= 'stream' and t ~= 'none' then
+  return redis.error_reply('WRONGTYPE outcome stream ' .. KEYS[2] .. ' is a ' .. t)
+end
 local n = 0
+local ack = ARGV[2] == '1'
 for _, e in ipairs(cjson.decode(ARGV[3])) do
   local id = e[1]
-  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-  if #pending == 1 then
+  local pending
+  if ack then
+    pending = redis.call('XACK', KEYS[1], ARGV[1], id) == 1
+  else
+    pending = #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) == 1
+  end
+  if pending then
     redis.call('XADD', KEYS[2], '*', unpack(e, 2))
-    if ARGV[2] == '1' then redis.call('XACK', KEYS[1], ARGV[1], id) end
     n = n + 1
   end
 end
