@@ -112,6 +112,62 @@ describe('COPY text encoding', () => {
     }
   });
 
+  test('a first delivery whose key is already applied: the batch goes again with the arbiter, nothing twice', async () => {
+    // First deliveries are inserted without ON CONFLICT; a key already in `orders` fails that try
+    // (23505) and the batch is applied again with it: no dead letter, no bisection, no retry.
+    const env = await createTestEnv();
+    const pool = createPool(env.db.url, { max: 1, applicationName: 'surge-test' });
+    try {
+      const order = { customer_id: 'x', currency: 'EUR', items: [{ sku: 'a', qty: 1, unit_price_cents: 5 }] };
+      const entry = (i: number, key: string) => ({
+        id: `1714564800000-${i}`,
+        fields: encodeEntry({ clientId: 'c1', idempotencyKey: key, canonical: canonicalOrderJson(order) }),
+        deliveries: 1,
+      });
+      const first = [entry(0, 'k0'), entry(1, 'k1')];
+      const one = await applyBatch(pool, { stream: 's', entries: first }, encodeBatch(first), { retryBudgetMs: 5000 });
+      assert.equal(one.stats.inserted, 2);
+      // k1 again (an ingest retry written twice, a DLQ replay) between new keys, and k3 twice in the batch.
+      const second = [entry(2, 'k2'), entry(3, 'k1'), entry(4, 'k3'), entry(5, 'k3')];
+      const two = await applyBatch(pool, { stream: 's', entries: second, traced: true }, encodeBatch(second), {
+        retryBudgetMs: 5000,
+      });
+      assert.deepEqual(
+        two.steps?.events.map((e) => e.name),
+        ['key_conflict'],
+        'the first try met k1 and the batch went again with the arbiter',
+      );
+      assert.deepEqual(
+        { inserted: two.stats.inserted, duplicate: two.stats.duplicate, commits: two.stats.commits },
+        { inserted: 2, duplicate: 2, commits: 1 },
+      );
+      assert.deepEqual(two.stats.retries, {});
+      assert.deepEqual(two.deadLetters, []);
+      assert.deepEqual(
+        two.ack,
+        second.map((e) => e.id),
+      );
+      assert.deepEqual(two.committed.map((c) => c.entryId).sort(), ['1714564800000-2', '1714564800000-4']);
+      const rows = await pool.query<{ idempotency_key: string; entry_id: string }>(
+        'SELECT idempotency_key, entry_id FROM orders ORDER BY idempotency_key',
+      );
+      assert.deepEqual(
+        rows.rows.map((r) => [r.idempotency_key, r.entry_id]),
+        [
+          ['k0', '1714564800000-0'],
+          ['k1', '1714564800000-1'],
+          ['k2', '1714564800000-2'],
+          ['k3', '1714564800000-4'],
+        ],
+      );
+      const lines = await pool.query<{ n: string }>('SELECT count(*) AS n FROM order_items');
+      assert.equal(lines.rows[0]?.n, '4');
+    } finally {
+      await pool.end();
+      await env.cleanup();
+    }
+  });
+
   test('an order PostgreSQL refuses is bisected out and dead-lettered with the decoder’s reason', async () => {
     // The apply step trusts the entry's version and stages the order as is; only the entry that
     // fails alone is decoded, so its dead letter names the field (or keeps PostgreSQL's error

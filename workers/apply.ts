@@ -1,6 +1,7 @@
 // The apply step: check each stream entry's own fields and stage its order's canonical JSON as is
 // with one COPY that also opens the transaction; PostgreSQL unpacks the orders, inserts the new
-// ones (deduplicated, ON CONFLICT DO NOTHING) and their lines in one statement, reserves stock (in
+// ones (deduplicated in the batch; a key already in `orders` fails a first try, the batch is then
+// applied with ON CONFLICT DO NOTHING) and their lines in one statement, reserves stock (in
 // one statement when the whole batch fits, else in stream order), COMMIT. The order is not
 // parsed nor validated again here: ingest validated it under the entry's version.
 // Transient PostgreSQL errors retry the batch with jittered backoff; permanent ones split the
@@ -141,6 +142,16 @@ export function classifyError(error: unknown): ErrorClass {
   return { kind: 'transient', sqlstate: 'connection' };
 }
 
+/**
+ * A key already in `orders` met by insert_new_orders.sql (committed before the statement, or by a
+ * concurrent batch it waited for): not the entry's fault, the batch goes again with
+ * insert_orders.sql, which skips such keys.
+ */
+function isKeyConflict(error: unknown): boolean {
+  const e = error as { code?: unknown; constraint?: unknown } | null;
+  return e?.code === '23505' && e.constraint === 'orders_client_key';
+}
+
 /** Raised inside applyBatch when transient errors outlast the retry budget. */
 class RetryBudgetExceeded extends Error {
   constructor(
@@ -258,6 +269,10 @@ export async function applyBatch(
   const cap = options.maxBackoffMs ?? 2000;
   const deadline = Date.now() + options.retryBudgetMs;
   const rec = task.traced ? new StepRecorder() : undefined;
+  // First deliveries are inserted without the ON CONFLICT arbiter (insert_new_orders.sql); a
+  // redelivered entry's order is likely committed already, so such a batch skips that try. Once
+  // a key conflict is met the rest of the batch (its bisection included) keeps the arbiter.
+  let arbiter = task.entries.some((e) => e.deliveries > 1);
 
   const withRetry = async <T>(fn: () => Promise<T>): Promise<T> => {
     for (let attempt = 0; ; attempt++) {
@@ -277,7 +292,16 @@ export async function applyBatch(
   const applyRange = async (lo: number, hi: number): Promise<void> => {
     if (lo >= hi) return;
     try {
-      await withRetry(() => transaction(pool, task.stream, staged, lo, hi, stats, rec, committed));
+      await withRetry(async () => {
+        try {
+          return await transaction(pool, task.stream, staged, lo, hi, stats, rec, committed, arbiter);
+        } catch (e) {
+          if (arbiter || !isKeyConflict(e)) throw e;
+          arbiter = true;
+          rec?.event('key_conflict', { from: lo, to: hi });
+          return await transaction(pool, task.stream, staged, lo, hi, stats, rec, committed, arbiter);
+        }
+      });
     } catch (e) {
       const c = classifyError(e);
       if (c.kind !== 'permanent') throw e;
@@ -337,7 +361,11 @@ function refused(task: ApplyTask, id: string, error: unknown, sqlstate: string):
   return { id, reason: 'permanent_error', message: (error as Error).message, sqlstate };
 }
 
-/** One transaction over rows [lo, hi): BEGIN + COPY, insert orders and lines, reserve stock, COMMIT. */
+/**
+ * One transaction over rows [lo, hi): BEGIN + COPY, insert orders and lines, reserve stock, COMMIT.
+ * `arbiter`: insert with ON CONFLICT DO NOTHING (insert_orders.sql), else without it
+ * (insert_new_orders.sql: a key already in `orders` fails the transaction with 23505).
+ */
 async function transaction(
   pool: Pool,
   stream: string,
@@ -347,6 +375,7 @@ async function transaction(
   stats: ApplyStats,
   rec: StepRecorder | undefined,
   committed: CommittedOrder[],
+  arbiter: boolean,
 ): Promise<void> {
   const client = await pool.connect();
   const orders = hi - lo;
@@ -369,7 +398,7 @@ async function transaction(
     rec?.step('insert', orders);
     // applied_at as text: it is only republished (timestamptzIso), a Date per order cost more.
     const inserted = await client.query<{ id: string; entry_id: string; applied_at: string }>(
-      sqlFile('apply/insert_orders'),
+      sqlFile(arbiter ? 'apply/insert_orders' : 'apply/insert_new_orders'),
       [stream],
     );
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
