@@ -33,10 +33,11 @@ export function outcomeFields(o: Outcome): string[] {
 }
 
 /**
- * outcomeFields appended to `out` from its values, without an Outcome object: the worker's
- * publisher writes one list per order and this runs once per order.
+ * outcomeFields appended to `out` from its values. The worker's publish script
+ * (workers/outcomes.ts) writes the same fields in the same order; test/outcomes-publish.test.ts
+ * holds the two equal.
  */
-export function pushOutcomeFields(
+function pushOutcomeFields(
   out: string[],
   clientId: string,
   idempotencyKey: string,

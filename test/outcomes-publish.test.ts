@@ -41,11 +41,13 @@ describe('outcome publisher', () => {
       ids.push(String(await redis.xadd(stream, '*', ENTRY_FIELD.client, 'client-1', ENTRY_FIELD.key, key)));
     // One more entry that is read but acked before the publish: no longer pending.
     const gone = String(await redis.xadd(stream, '*', ENTRY_FIELD.client, 'client-1', ENTRY_FIELD.key, 'gone'));
+    // And a duplicate of the first key in the same batch: published with the first one's order_ref.
+    const dup = String(await redis.xadd(stream, '*', ENTRY_FIELD.client, 'client-1', ENTRY_FIELD.key, 'plain'));
     await redis.xreadgroup('GROUP', GROUP, 'me', 'COUNT', 100, 'STREAMS', stream, '>');
     await redis.xack(stream, GROUP, gone);
-    const entries: TaskEntry[] = [...ids, gone].map((id, i) => ({
+    const entries: TaskEntry[] = [...ids, gone, dup].map((id, i) => ({
       id,
-      fields: [ENTRY_FIELD.client, 'client-1', ENTRY_FIELD.key, keys[i] ?? 'gone'],
+      fields: [ENTRY_FIELD.client, 'client-1', ENTRY_FIELD.key, keys[i] ?? (id === gone ? 'gone' : 'plain')],
       deliveries: 1,
     }));
     const appliedAt = '2026-12-07T12:00:00.000Z';
@@ -53,7 +55,7 @@ describe('outcome publisher', () => {
     const dead = ids.at(-1) ?? '';
     const applied = [...ids.slice(0, -1), gone];
     await publisher.publish(0, entries, {
-      ack: applied,
+      ack: [...applied, dup],
       deadLetters: [{ id: dead, reason: 'permanent_error', message: 'x' }],
       committed: applied.map((entryId, i) =>
         i === 1
@@ -63,7 +65,7 @@ describe('outcome publisher', () => {
     });
 
     const published = (await redis.xrange(outcomeKey(env.prefix, 0), '-', '+')).map(([, f]) => f);
-    const expected = keys.map((key, i) =>
+    const expected = [...keys, 'plain'].map((key, i) =>
       outcomeFields(
         i === keys.length - 1
           ? {
@@ -78,11 +80,13 @@ describe('outcome publisher', () => {
               idempotencyKey: key,
               status: i === 1 ? 'rejected' : 'applied',
               ...(i === 1 ? { reason: 'out_of_stock' } : {}),
-              orderRef: `s0-${ids[i]}`,
+              orderRef: `s0-${ids[i] ?? ids[0]}`,
               appliedAt,
             },
       ),
     );
+    // Published in ack order: the dead letter's call comes after the applied ones'.
+    expected.push(...expected.splice(keys.length - 1, 1));
     assert.deepEqual(published, expected);
     // Applied entries acked by the call; the dead letter is left to the acker's move to the DLQ.
     const pending = (await redis.xpending(stream, GROUP, '-', '+', 100)) as [string][];
@@ -97,7 +101,7 @@ describe('outcome publisher', () => {
       deadLetters: [],
       committed: ids.slice(0, -1).map((entryId) => ({ entryId, status: 'applied', appliedAt })),
     });
-    assert.equal(await redis.xlen(outcomeKey(env.prefix, 0)), keys.length);
+    assert.equal(await redis.xlen(outcomeKey(env.prefix, 0)), keys.length + 1);
   });
 
   test('a lone surrogate is written as U+FFFD, anything else as JSON.stringify writes it', () => {

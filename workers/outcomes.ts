@@ -13,16 +13,19 @@ import type { Config } from '../common/config.js';
 import { createPool, type Pool, timestamptzIso } from '../common/db.js';
 import { ENTRY_FIELD, entryField } from '../common/entry.js';
 import { GROUP, outcomeKey, streamKey } from '../common/keys.js';
-import { pushOutcomeFields } from '../common/outcome.js';
 import type { RedisClient } from '../common/redis.js';
 import { sqlFile } from '../common/sql.js';
 import type { BatchOutcome, CommittedOrder, TaskEntry } from './apply.js';
 
 // KEYS[1] order stream, KEYS[2] outcome stream; ARGV[1] group, ARGV[2] 1 = ack with the publish
 // (applied orders), 0 = publish only while pending (dead letters); ARGV[3] the entries as one JSON
-// array, each [id, field, value, …] (encodeOutcomes). Returns how many outcomes were published.
+// array (encodeOutcomes), each the values of its outcome's fields (common/outcome.ts), which the
+// script names: [id, client, key, applied_at] for an order applied from that very entry (the
+// usual case), else [id, client, key, status, entry of the order_ref, applied_at or '', reason or
+// '']; ARGV[4] the order_ref's prefix, `s<shard>-`. Returns how many outcomes were published.
 // One argument rather than one per field: building and writing a command of a dozen arguments per
-// entry was the larger part of the worker's cost of publishing.
+// entry was the larger part of the worker's cost of publishing; the names and the order_ref's
+// repeated id are left out of it, since Redis' JSON decoding is a large part of the script's.
 // With the ack, XACK's own answer (1: it was pending) decides the publish (SEMANTICS 9.1), which
 // saves Redis an XPENDING per entry. A script is not undone when a call in it fails, so an XADD
 // that fails after its XACK would lose the outcome: the outcome stream's type is checked first,
@@ -34,6 +37,7 @@ if t ~= 'stream' and t ~= 'none' then
 end
 local n = 0
 local ack = ARGV[2] == '1'
+local ref = ARGV[4]
 for _, e in ipairs(cjson.decode(ARGV[3])) do
   local id = e[1]
   local pending
@@ -43,7 +47,15 @@ for _, e in ipairs(cjson.decode(ARGV[3])) do
     pending = #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) == 1
   end
   if pending then
-    redis.call('XADD', KEYS[2], '*', unpack(e, 2))
+    if #e == 4 then
+      redis.call('XADD', KEYS[2], '*', 'client', e[2], 'key', e[3], 'status', 'applied', 'order_ref', ref .. id, 'applied_at', e[4])
+    else
+      local f = {'client', e[2], 'key', e[3], 'status', e[4]}
+      if e[7] ~= '' then f[#f + 1] = 'reason'; f[#f + 1] = e[7] end
+      f[#f + 1] = 'order_ref'; f[#f + 1] = ref .. e[5]
+      if e[6] ~= '' then f[#f + 1] = 'applied_at'; f[#f + 1] = e[6] end
+      redis.call('XADD', KEYS[2], '*', unpack(f))
+    end
     n = n + 1
   end
 end
@@ -106,8 +118,11 @@ export class OutcomePublisher {
     // applied entry is one of them, and needs no key of its own to be published.
     const mine = new Map<string, CommittedOrder>();
     for (const c of outcome.committed) mine.set(c.entryId, c);
+    // PUBLISH_LUA's entry for an order in its committed state: short when applied from this entry.
     const fieldsOf = (id: string, client: string, key: string, c: CommittedOrder): string[] =>
-      pushOutcomeFields([id], client, key, c.status, c.reason, `s${shard}-${c.entryId}`, c.appliedAt);
+      c.status === 'applied' && c.entryId === id
+        ? [id, client, key, c.appliedAt]
+        : [id, client, key, c.status, c.entryId, c.appliedAt, c.reason ?? ''];
     // The others (duplicates of orders committed before or in this batch, dead letters) are
     // named by (client, key), lazily: the batch's own committed orders first, then PostgreSQL.
     // Dead letters are looked up too: an entry dead-lettered after its order committed (its
@@ -160,16 +175,15 @@ export class OutcomePublisher {
       const [client, key] = k;
       const c = named?.get(`${client}\n${key}`);
       dead.push(
-        c !== undefined
-          ? fieldsOf(d.id, client, key, c)
-          : pushOutcomeFields([d.id], client, key, 'dead_lettered', d.reason, `s${shard}-${d.id}`, undefined),
+        c !== undefined ? fieldsOf(d.id, client, key, c) : [d.id, client, key, 'dead_lettered', d.id, '', d.reason],
       );
     }
     const stream = streamKey(prefix, shard);
     const outcomes = outcomeKey(prefix, shard);
+    const ref = `s${shard}-`;
     if (applied.length > 0)
-      await this.redis.eval(PUBLISH_LUA, 2, stream, outcomes, GROUP, '1', encodeOutcomes(applied));
-    if (dead.length > 0) await this.redis.eval(PUBLISH_LUA, 2, stream, outcomes, GROUP, '0', encodeOutcomes(dead));
+      await this.redis.eval(PUBLISH_LUA, 2, stream, outcomes, GROUP, '1', encodeOutcomes(applied), ref);
+    if (dead.length > 0) await this.redis.eval(PUBLISH_LUA, 2, stream, outcomes, GROUP, '0', encodeOutcomes(dead), ref);
   }
 
   async close(): Promise<void> {
