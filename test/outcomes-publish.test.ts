@@ -54,7 +54,7 @@ describe('outcome publisher', () => {
     // The last key is dead-lettered (published, not acked here); the others applied or rejected.
     const dead = ids.at(-1) ?? '';
     const applied = [...ids.slice(0, -1), gone];
-    await publisher.publish(0, entries, {
+    const unacked = await publisher.publish(0, entries, {
       ack: [...applied, dup],
       deadLetters: [{ id: dead, reason: 'permanent_error', message: 'x' }],
       committed: applied.map((entryId, i) =>
@@ -85,6 +85,7 @@ describe('outcome publisher', () => {
             },
       ),
     );
+    assert.deepEqual(unacked, [], 'every applied entry had a state: nothing left to the acker');
     // Published in ack order: the dead letter's call comes after the applied ones'.
     expected.push(...expected.splice(keys.length - 1, 1));
     assert.deepEqual(published, expected);

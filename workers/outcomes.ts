@@ -97,7 +97,8 @@ export class OutcomePublisher {
    * in the same call (the acker's XACK of them is then a no-op). The orders this batch inserted
    * are published as it committed them; PostgreSQL is read only for the others (duplicates of
    * orders committed before, dead letters). Throws when PostgreSQL or Redis fails: the entries
-   * stay pending and come back.
+   * stay pending and come back. Returns the entries of `outcome.ack` it did not acknowledge
+   * (none had a state to publish): the acker's to XACK.
    */
   async publish(
     shard: number,
@@ -161,12 +162,12 @@ export class OutcomePublisher {
       }
     }
     const applied: string[][] = [];
+    const unacked: string[] = [];
     for (const id of outcome.ack) {
       const k = keyOf(id);
-      if (k === undefined) continue;
-      const [client, key] = k;
-      const c = mine.get(id) ?? named?.get(`${client}\n${key}`);
-      if (c !== undefined) applied.push(fieldsOf(id, client, key, c));
+      const c = k === undefined ? undefined : (mine.get(id) ?? named?.get(`${k[0]}\n${k[1]}`));
+      if (k === undefined || c === undefined) unacked.push(id);
+      else applied.push(fieldsOf(id, k[0], k[1], c));
     }
     const dead: string[][] = [];
     for (const d of outcome.deadLetters) {
@@ -184,6 +185,7 @@ export class OutcomePublisher {
     if (applied.length > 0)
       await this.redis.eval(PUBLISH_LUA, 2, stream, outcomes, GROUP, '1', encodeOutcomes(applied), ref);
     if (dead.length > 0) await this.redis.eval(PUBLISH_LUA, 2, stream, outcomes, GROUP, '0', encodeOutcomes(dead), ref);
+    return unacked;
   }
 
   async close(): Promise<void> {

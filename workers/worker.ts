@@ -196,8 +196,9 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
           if (!outcome.gaveUp) {
             // Before the ack: a failure here leaves the entries pending (reclaimed, published then).
             const publishAndAck = async () => {
-              await outcomes.publish(shard, entries, outcome);
-              await acknowledge(ctx, shard, entries, outcome, retryBudgetMs);
+              // The publish acknowledged the entries it published; the acker does the rest.
+              const ack = await outcomes.publish(shard, entries, outcome);
+              await acknowledge(ctx, shard, entries, { ack, deadLetters: outcome.deadLetters }, retryBudgetMs);
             };
             if (batchTracer && steps) await batchTracer.traced(task, { ...outcome, steps }, publishAndAck);
             else await publishAndAck();
