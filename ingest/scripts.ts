@@ -1,8 +1,10 @@
 // The Lua scripts of the ingest path. Each call touches only keys of one shard (the record and
 // the stream share the `{s<i>}` hash tag), so they run unchanged on Redis Cluster. ioredis
 // `defineCommand` sends them with EVALSHA and falls back to EVAL after NOSCRIPT (e.g. after a
-// Redis restart emptied the script cache).
-import type { Result } from 'ioredis';
+// Redis restart emptied the script cache); the accept call on a single Redis goes as a
+// DirectScript, which does the same without ioredis's copies of its arguments.
+import { createHash } from 'node:crypto';
+import { Command, type Redis, type Result } from 'ioredis';
 import { ENTRY_VALUE_COUNT, entryTraceArgLua, entryXaddLua } from '../common/entry.js';
 import type { RedisClient } from '../common/redis.js';
 
@@ -126,6 +128,71 @@ return out
 const ACCEPT_LUA = acceptLua(false);
 const ACCEPT_TRACED_LUA = acceptLua(true);
 
+/**
+ * A script sent as one hand-built ioredis Command, its argument list taken as it is. ioredis's
+ * own script methods (`defineCommand`) copy the list three times on the way (a rest parameter,
+ * two spreads) and flatten it with `Array.prototype.flat`, which V8 runs element by element on
+ * its generic path: for the accept call, thousands of arguments a second, that was a visible
+ * share of ingest's main thread (bench/results/HISTORY.md). The call behaves as ioredis's script
+ * commands do: EVAL the first time on a connection (Redis then caches the script), EVALSHA after
+ * that; a NOSCRIPT (the cache emptied) makes the connection send EVAL again and resends the call
+ * as EVAL, which is safe: a NOSCRIPT call ran nothing.
+ */
+class DirectScript {
+  readonly sha: string;
+  /** The connections' sockets that have sent the script (so Redis caches it). */
+  private readonly loaded = new WeakSet<object>();
+
+  constructor(readonly lua: string) {
+    this.sha = createHash('sha1').update(lua).digest('hex');
+  }
+
+  /**
+   * Sends the script now on `redis` (in the order of the connection's other commands). `args`:
+   * index 0 is left for the script (its text or sha), then numkeys, the keys and the values,
+   * every one a string; the call owns the array from now on. Resolves with the reply (strings).
+   */
+  send(redis: Redis, args: string[]): Promise<unknown> {
+    const call = new ScriptCall(this, this.loaded, args);
+    return (redis.sendCommand(call) as Promise<unknown>).catch((err: unknown) => {
+      if (!(err instanceof Error) || !err.message.includes('NOSCRIPT')) throw err;
+      return redis.sendCommand(new ScriptCall(this, this.loaded, args)) as Promise<unknown>;
+    });
+  }
+}
+
+class ScriptCall extends Command {
+  constructor(
+    private readonly script: DirectScript,
+    private readonly loaded: WeakSet<object>,
+    args: string[],
+  ) {
+    super('evalsha', [], { replyEncoding: 'utf8' });
+    this.args = args;
+  }
+
+  override toWritable(socket: object): string | Buffer {
+    if (this.loaded.has(socket)) {
+      this.name = 'evalsha';
+      this.args[0] = this.script.sha;
+    } else {
+      this.loaded.add(socket);
+      this.name = 'eval';
+      this.args[0] = this.script.lua;
+    }
+    const reject = this.reject;
+    this.reject = (err: Error) => {
+      if (err.message.includes('NOSCRIPT')) this.loaded.delete(socket);
+      reject(err);
+    };
+    return super.toWritable(socket);
+  }
+}
+
+/** The accept scripts as DirectScripts, for the hot path on a single Redis (the same text, so the same sha). */
+export const ACCEPT_SCRIPT = new DirectScript(ACCEPT_LUA);
+export const ACCEPT_TRACED_SCRIPT = new DirectScript(ACCEPT_TRACED_LUA);
+
 /** Durable mode, after WAITAOF/WAIT confirmed: mark our pending record done with the full TTL. */
 const CONFIRM_LUA = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -150,9 +217,9 @@ declare module 'ioredis' {
      * numKeys = 1 + the number of orders; see ACCEPT_LUA. Replies one string per order (outcome
      * character, then result).
      */
-    surgeAccept(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
+    surgeAccept(...numKeysKeysAndArgs: string[]): Result<string[], Context>;
     /** surgeAccept with each order's `traceparent` after its entry values ('' for none). */
-    surgeAcceptTraced(numKeys: number, ...keysAndArgs: string[]): Result<string[], Context>;
+    surgeAcceptTraced(...numKeysKeysAndArgs: string[]): Result<string[], Context>;
     /** pendingValue: the record as ACCEPT_LUA stored it (state pending). */
     surgeConfirm(recordKey: string, pendingValue: string, ttlSeconds: string): Result<number, Context>;
     surgeRelease(recordKey: string, pendingValue: string): Result<number, Context>;

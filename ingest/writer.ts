@@ -11,12 +11,15 @@ import { idemKey, shardFor, streamKey } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
 import { canonicalFingerprint, canonicalOrderJson, type Order } from '../common/order.js';
+import type { Redis } from 'ioredis';
 import type { RedisClient } from '../common/redis.js';
 import type { ClusterDurability, DurabilityBarrier } from './durability.js';
 import {
   ACCEPT_ARGS_PER_ORDER,
   ACCEPT_REPLY,
+  ACCEPT_SCRIPT,
   ACCEPT_SHARED_ARGS,
+  ACCEPT_TRACED_SCRIPT,
   acceptedBody,
   recordValue,
   STATE_DONE,
@@ -204,10 +207,11 @@ export class OrderWriter {
 
   /**
    * Sends every queued order: per shard, calls of up to ORDERS_PER_SCRIPT_CALL orders. On a
-   * single Redis all the calls of a turn go out now, in one explicit pipeline (one socket write):
-   * left to auto-pipelining they would wait for one more event-loop turn (ioredis flushes its
-   * auto-pipeline on setImmediate), while the loop reads yet more requests. On Redis Cluster the
-   * shards live on different nodes, so each call is sent on its own.
+   * single Redis all the calls of a turn go out now, as commands of their own (DirectScript)
+   * written while the socket is corked: one socket write, without an ioredis Pipeline object per
+   * turn. Left to auto-pipelining they would wait for one more event-loop turn (ioredis flushes
+   * its auto-pipeline on setImmediate), while the loop reads yet more requests. On Redis Cluster
+   * the shards live on different nodes, so each call is sent on its own.
    */
   private readonly flush = (): void => {
     this.flushScheduled = false;
@@ -229,8 +233,8 @@ export class OrderWriter {
     if (redis.isCluster) {
       for (const group of groups) {
         (this.tracedCall(group)
-          ? redis.surgeAcceptTraced(...this.acceptArgs(group, true))
-          : redis.surgeAccept(...this.acceptArgs(group, false))
+          ? redis.surgeAcceptTraced(...this.acceptArgs(group, true).slice(1))
+          : redis.surgeAccept(...this.acceptArgs(group, false).slice(1))
         ).then(
           (reply) => this.settle(group, reply, undefined),
           (err: unknown) => this.fail(group, err),
@@ -238,22 +242,21 @@ export class OrderWriter {
       }
       return;
     }
-    const pipeline = redis.pipeline();
-    for (const group of groups)
-      if (this.tracedCall(group)) pipeline.surgeAcceptTraced(...this.acceptArgs(group, true));
-      else pipeline.surgeAccept(...this.acceptArgs(group, false));
-    pipeline.exec().then(
-      (results) => {
-        groups.forEach((group, i) => {
-          const [err, reply] = results?.[i] ?? [new Error('no reply for this call')];
-          if (err) this.fail(group, err);
-          else this.settle(group, reply as string[], this.options.barrier);
-        });
-      },
-      (err: unknown) => {
-        for (const group of groups) this.fail(group, err);
-      },
-    );
+    const single = redis as Redis;
+    // Undefined before the first connection (the calls then fail at once: no offline queue).
+    const socket = single.stream as Redis['stream'] | undefined;
+    socket?.cork();
+    try {
+      for (const group of groups) {
+        const traced = this.tracedCall(group);
+        (traced ? ACCEPT_TRACED_SCRIPT : ACCEPT_SCRIPT).send(single, this.acceptArgs(group, traced)).then(
+          (reply) => this.settle(group, reply as string[], this.options.barrier),
+          (err: unknown) => this.fail(group, err),
+        );
+      }
+    } finally {
+      socket?.uncork();
+    }
   };
 
   /**
@@ -270,8 +273,8 @@ export class OrderWriter {
     }
     const { node, barrier } = target;
     (this.tracedCall(group)
-      ? node.surgeAcceptTraced(...this.acceptArgs(group, true))
-      : node.surgeAccept(...this.acceptArgs(group, false))
+      ? node.surgeAcceptTraced(...this.acceptArgs(group, true).slice(1))
+      : node.surgeAccept(...this.acceptArgs(group, false).slice(1))
     ).then(
       (reply) => this.settle(group, reply, barrier),
       (err: unknown) => {
@@ -291,18 +294,19 @@ export class OrderWriter {
     return false;
   }
 
-  /** ACCEPT_LUA's numKeys, keys and arguments for one group (orders of one shard). */
-  private acceptArgs(group: readonly Queued[], traced: boolean): [number, ...string[]] {
+  /**
+   * ACCEPT_LUA's numKeys, keys and arguments for one group (orders of one shard), all strings,
+   * after a first slot left for the script itself (DirectScript.send fills it).
+   */
+  private acceptArgs(group: readonly Queued[], traced: boolean): string[] {
     const first = group[0]?.order;
     if (first === undefined) throw new Error('acceptArgs: a group has at least one order');
     const perOrder = traced ? TRACED_ACCEPT_ARGS_PER_ORDER : ACCEPT_ARGS_PER_ORDER;
-    const keysAndArgs: [number, ...string[]] = new Array(2 + group.length * (1 + perOrder) + ACCEPT_SHARED_ARGS) as [
-      number,
-      ...string[],
-    ];
-    keysAndArgs[0] = 1 + group.length;
-    keysAndArgs[1] = first.streamKey;
-    let a = 2;
+    const keysAndArgs = new Array<string>(3 + group.length * (1 + perOrder) + ACCEPT_SHARED_ARGS);
+    keysAndArgs[0] = '';
+    keysAndArgs[1] = String(1 + group.length);
+    keysAndArgs[2] = first.streamKey;
+    let a = 3;
     for (const { order } of group) keysAndArgs[a++] = order.recordKey;
     keysAndArgs[a++] = this.recordTtl;
     keysAndArgs[a++] = this.recordState;

@@ -143,6 +143,29 @@ describe('ingest: Redis killed mid-request, graceful stop', () => {
     }
   });
 
+  test('the script cache emptied (SCRIPT FLUSH): the next orders are accepted once each, the call resent as EVAL', async () => {
+    const svc = await startIngest(env.config, { logger: silent });
+    try {
+      assert.equal((await postOrder(svc, client, 'flush-warm-up')).status, 202);
+      const before = await entries(admin, env);
+      await admin.call('SCRIPT', 'FLUSH');
+      const keys = ['flush-1', 'flush-2', 'flush-3', 'flush-4'];
+      const answers = await Promise.all(keys.map((k) => postOrder(svc, client, k)));
+      assert.deepEqual(
+        answers.map((r) => r.status),
+        [202, 202, 202, 202],
+      );
+      assert.equal(await entries(admin, env), before + keys.length);
+      // Cached again: the next call runs as EVALSHA, and a retry is a replay.
+      const replay = await postOrder(svc, client, 'flush-1');
+      assert.equal(replay.status, 202);
+      assert.equal(replay.headers['idempotent-replayed'], 'true');
+      assert.equal(await entries(admin, env), before + keys.length);
+    } finally {
+      await svc.stop();
+    }
+  });
+
   test('stop() finishes the request in flight, refuses new connections, and is safe to call twice', async () => {
     const svc = await startIngest(env.config, { logger: silent });
     assert.equal((await postOrder(svc, client, 'warm-up-2')).status, 202);
