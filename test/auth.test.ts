@@ -1,11 +1,13 @@
 // The API-key cache of ingest (ingest/auth.ts): settled answers are served without a query (and
 // without a promise, for the hot path); unknown keys are cached too; a failed lookup (PostgreSQL
-// down) is not cached, so the next request asks again.
+// down) is not cached, so the next request asks again; an entry in use is refreshed in the
+// background before it expires, and no answer is served longer than the TTL.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { type CreatedClient, createClient } from '../common/clients.js';
+import { type CreatedClient, createClient, disableClient } from '../common/clients.js';
+import type { Pool } from '../common/db.js';
 import { idemKey, shardFor } from '../common/keys.js';
 import { createLogger } from '../common/log.js';
 import { Authenticator } from '../ingest/auth.js';
@@ -51,10 +53,76 @@ describe('ingest API-key cache', () => {
   });
 
   test('nothing is served once the entry is older than the TTL', async () => {
-    const auth = new Authenticator(pool, { ttlMs: 50 });
+    let clock = 1_000_000;
+    const auth = new Authenticator(pool, { ttlMs: 50, now: () => clock });
     await auth.lookup(alice.apiKey);
     assert.ok(auth.cached(alice.apiKey));
-    await waitFor('the entry expires', async () => auth.cached(alice.apiKey) === undefined);
+    clock += 50;
+    assert.equal(auth.cached(alice.apiKey), undefined);
+  });
+
+  test('an entry in use is refreshed in the background: no request waits, and a disabled key stops within the TTL', async () => {
+    const carol = await createClient(pool, 'carol');
+    const ttlMs = 10_000;
+    let clock = 1_000_000;
+    // The key store, with a gate that holds its answers (a lookup under way) while `held` is set.
+    let asked = 0;
+    let held: Array<() => void> | undefined;
+    const release = () => {
+      const waiting = held ?? [];
+      held = undefined;
+      for (const go of waiting) go();
+    };
+    const store = {
+      query: async (...args: unknown[]) => {
+        asked++;
+        if (held) await new Promise<void>((go) => held?.push(go));
+        return (pool.query as (...a: unknown[]) => unknown)(...args);
+      },
+    } as unknown as Pool;
+    const auth = new Authenticator(store, { ttlMs, now: () => clock });
+    const served = () => auth.cached(carol.apiKey)?.client?.id;
+
+    assert.equal((await auth.lookup(carol.apiKey))?.id, carol.id);
+    assert.equal(asked, 1);
+    clock += ttlMs * 0.4;
+    assert.equal(served(), carol.id);
+    assert.equal(asked, 1, 'in the first half of its life an entry is only served');
+
+    // Past half its life: answered from the entry at once, and one refresh starts.
+    held = [];
+    clock += ttlMs * 0.2;
+    assert.equal(served(), carol.id);
+    assert.equal(served(), carol.id);
+    assert.equal(asked, 2, 'one refresh, however many requests find the entry');
+    release();
+    // Past the first entry's expiry, before the refreshed one's half-life: served, nothing asked.
+    clock += ttlMs * 0.45;
+    await waitFor('the refreshed entry served', () => served() === carol.id, { timeoutMs: 5000 });
+    assert.equal(asked, 2);
+
+    // Disabled: the next refresh answers "unknown or disabled", well within the TTL.
+    assert.ok(await disableClient(pool, 'carol'));
+    clock += ttlMs * 0.1;
+    assert.equal(served(), carol.id, 'still served while the refresh runs (within the TTL)');
+    assert.equal(asked, 3);
+    await waitFor('the disabled key refused', () => {
+      const hit = auth.cached(carol.apiKey);
+      return hit !== undefined && hit.client === undefined;
+    });
+
+    // A refresh that has not answered when its entry expires: the entry is no longer served, and a
+    // lookup shares the refresh under way instead of asking again.
+    held = [];
+    clock += ttlMs * 0.5;
+    assert.deepEqual(auth.cached(carol.apiKey), { client: undefined });
+    assert.equal(asked, 4);
+    clock += ttlMs * 0.6;
+    assert.equal(auth.cached(carol.apiKey), undefined, 'nothing served past the TTL');
+    const joined = auth.lookup(carol.apiKey);
+    assert.equal(asked, 4);
+    release();
+    assert.equal(await joined, undefined);
   });
 
   test('a failed lookup (PostgreSQL unreachable) is not cached: the next lookup asks again', async () => {
