@@ -5,7 +5,6 @@ import { randomBytes } from 'node:crypto';
 import type { ApiClient } from '../common/clients.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
 import type { Authenticator } from './auth.js';
-import { bearerToken } from './auth.js';
 import type { Backpressure } from './backpressure.js';
 import { type Problem, problem } from './requests.js';
 import type { WriteOutcome } from './writer.js';
@@ -157,54 +156,73 @@ function shedAnswer(metrics: AdmissionDeps['metrics'], reason: string, detail: s
 }
 
 /**
- * Who may go on: the API key of `Authorization: Bearer` is looked up (cached; a key whose
- * lookup is cached and settled — nearly every request — is answered at once, without a
- * promise), then, for writes (`shed`), load shedding. Calls `done` once, with the client or
- * with the refusal to send; `lookupFailed` hears a key store that could not be asked.
+ * Who may go on, when that needs no key lookup — nearly every request: the key's cache entry is
+ * settled, so this answers synchronously, with no promise or closure. The API key of
+ * `Authorization: Bearer` (`token`, from bearerToken) is looked up in the cache, then, for writes
+ * (`shed`), load shedding. Returns the client, or the refusal to send; undefined when the key
+ * must be looked up first (`admitLater`).
  */
-export function admit(
+export function admitNow(
   deps: AdmissionDeps,
-  authorization: string | undefined,
+  token: string | undefined,
+  shed: boolean,
+): ApiClient | Refusal | undefined {
+  if (!token) {
+    return {
+      problem: problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'),
+      headers: ['www-authenticate', 'Bearer'],
+    };
+  }
+  const hit = deps.auth.cached(token);
+  return hit ? decide(deps, hit.client, shed) : undefined;
+}
+
+/** A refusal (admitNow's and admitLater's), not a client. */
+export function isRefusal(a: ApiClient | Refusal): a is Refusal {
+  return (a as Refusal).problem !== undefined;
+}
+
+/**
+ * admitNow for a key whose answer is not cached: looks it up, then calls `done` once, with the
+ * client or with the refusal to send; `lookupFailed` hears a key store that could not be asked.
+ */
+export function admitLater(
+  deps: AdmissionDeps,
+  token: string,
   shed: boolean,
   done: (client: ApiClient | undefined, refusal: Refusal | undefined) => void,
   lookupFailed: (err: unknown) => void,
 ): void {
-  const token = bearerToken(authorization);
-  if (!token) {
-    done(undefined, {
-      problem: problem(401, 'unauthorized', 'Unauthorized', 'send Authorization: Bearer <api key>'),
-      headers: ['www-authenticate', 'Bearer'],
-    });
-    return;
-  }
-  const decide = (client: ApiClient | undefined) => {
-    if (!client) {
+  deps.auth.lookup(token).then(
+    (client) => {
+      const decided = decide(deps, client, shed);
+      if (isRefusal(decided)) done(undefined, decided);
+      else done(decided, undefined);
+    },
+    (err: unknown) => {
+      lookupFailed(err);
       done(undefined, {
-        problem: problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'),
-        headers: ['www-authenticate', 'Bearer error="invalid_token"'],
+        problem: problem(
+          503,
+          'unavailable',
+          'Authentication unavailable',
+          'the key store (PostgreSQL) cannot be reached',
+        ),
+        headers: ['retry-after', String(deps.backpressure.retryAfterSeconds)],
       });
-      return;
-    }
-    const overloaded = shed ? shedding(deps) : undefined;
-    done(overloaded ? undefined : client, overloaded);
-  };
-  const hit = deps.auth.cached(token);
-  if (hit) {
-    decide(hit.client);
-    return;
+    },
+  );
+}
+
+/** The client of a known key, or the refusal: unknown or disabled key, or (writes) load shedding. */
+function decide(deps: AdmissionDeps, client: ApiClient | undefined, shed: boolean): ApiClient | Refusal {
+  if (!client) {
+    return {
+      problem: problem(401, 'unauthorized', 'Unauthorized', 'unknown or disabled API key'),
+      headers: ['www-authenticate', 'Bearer error="invalid_token"'],
+    };
   }
-  deps.auth.lookup(token).then(decide, (err: unknown) => {
-    lookupFailed(err);
-    done(undefined, {
-      problem: problem(
-        503,
-        'unavailable',
-        'Authentication unavailable',
-        'the key store (PostgreSQL) cannot be reached',
-      ),
-      headers: ['retry-after', String(deps.backpressure.retryAfterSeconds)],
-    });
-  });
+  return (shed ? shedding(deps) : undefined) ?? client;
 }
 
 /**

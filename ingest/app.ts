@@ -65,41 +65,43 @@ export function ingestRoutes(deps: IngestAppDeps): Route[] {
   const intake = new OrderIntake(writer);
   const retryAfter = () => ['retry-after', String(backpressure.retryAfterSeconds)];
 
+  const invalid = (x: Exchange, p: Problem): void => {
+    metrics.orders.inc({ result: 'invalid' });
+    sendProblem(x, deps, p);
+  };
+
   const createOrder: Route = {
     ...ROUTE_SPECS.create,
     handle(x, body) {
-      const invalid = (p: Problem): void => {
-        metrics.orders.inc({ result: 'invalid' });
-        sendProblem(x, deps, p);
-      };
       // The Idempotency-Key first, then the body itself.
       const rawKey = x.req.headers['idempotency-key'];
       if (Array.isArray(rawKey)) {
         invalid(
+          x,
           problem(400, 'invalid-idempotency-key', 'Invalid Idempotency-Key', 'send exactly one Idempotency-Key header'),
         );
         return;
       }
       const header = rawKey === undefined ? undefined : idempotencyKeyHeader(rawKey);
       if (header && !header.ok) {
-        invalid(header.problem);
+        invalid(x, header.problem);
         return;
       }
       const key = header?.key;
       const badKey = keyProblem(key, 'Idempotency-Key');
       if (badKey || key === undefined) {
-        invalid(badKey ?? problem(400, 'invalid-idempotency-key', 'Idempotency-Key is required'));
+        invalid(x, badKey ?? problem(400, 'invalid-idempotency-key', 'Idempotency-Key is required'));
         return;
       }
       if (!body) {
-        invalid(problem(400, 'malformed-json', 'Malformed JSON', 'the request has no JSON body'));
+        invalid(x, problem(400, 'malformed-json', 'Malformed JSON', 'the request has no JSON body'));
         return;
       }
       const traceparent = x.trace?.startAccept();
       return intake.submit(body, clientOf(x), key, traceparent).then((outcome) => {
         x.trace?.accepted(outcome.kind, shardFor(clientOf(x), key, deps.config.shards));
         if (outcome.kind === 'invalid') {
-          invalid(outcome.problem);
+          invalid(x, outcome.problem);
           return;
         }
         metrics.orders.inc({ result: ORDER_RESULT[outcome.kind] });

@@ -14,8 +14,11 @@ import type { Tracing } from '../common/tracing.js';
 import type { IngestMetrics } from '../metrics/definitions.js';
 import {
   type AdmissionDeps,
-  admit,
+  admitLater,
+  admitNow,
   bodyTooLarge,
+  isRefusal,
+  type Refusal,
   countShed,
   requestId,
   SINGLE_BODY_LIMIT,
@@ -24,6 +27,7 @@ import {
 } from './answers.js';
 import type { RouteSpec } from './contract.js';
 import type { Door, DoorReason } from './door.js';
+import { bearerToken } from './auth.js';
 import type { Responder } from './held.js';
 import { type RequestTrace, requestTrace } from './request-trace.js';
 import { type Problem, problem } from './requests.js';
@@ -132,6 +136,9 @@ function sendShed(x: Exchange, deps: PipelineDeps, why: DoorReason, retryAfter: 
   send(x, deps, 503, headers, PROBLEM_CONTENT_TYPE, `${DOOR_BODY[why]}${JSON.stringify(x.reqId)}}`);
 }
 
+/** A request body's 'error': the client went away mid-body (aborted, reset); nothing to answer, nothing was written. */
+function wentAway(): void {}
+
 /** The metrics label of requests no route matched. */
 const OTHER = 'other';
 
@@ -238,25 +245,21 @@ export function createPipeline(
       sendProblem(x, deps, unsupportedMediaType());
       return;
     }
-    // The client may go on sending what we will not read: the connection closes after a 413.
-    const tooLarge = () => sendProblem(x, deps, bodyTooLarge(spec.limit), ['connection', 'close']);
     if (Number(headers['content-length']) > spec.limit) {
-      tooLarge();
+      tooLarge(x, spec.limit);
       return;
     }
+    // Two closures per request, as few as reading a body takes; after 'end' or 'error' the stream
+    // emits nothing more, so the listeners are left to go with the request.
     let first: Buffer | undefined;
     let chunks: Buffer[] | undefined;
     let size = 0;
-    const stop = () => {
-      req.removeListener('data', onData);
-      req.removeListener('end', onEnd);
-      req.removeListener('error', onError);
-    };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > spec.limit) {
-        stop();
-        tooLarge();
+        req.removeListener('data', onData);
+        req.removeListener('end', onEnd);
+        tooLarge(x, spec.limit);
         return;
       }
       if (!first) first = chunk;
@@ -264,14 +267,19 @@ export function createPipeline(
       else chunks = [first, chunk];
     };
     const onEnd = () => {
-      stop();
       run(x, route, chunks ? Buffer.concat(chunks, size) : (first ?? Buffer.alloc(0)));
     };
-    // The client went away mid-body (aborted, reset): nothing to answer, nothing was written.
-    const onError = () => stop();
     req.on('data', onData);
     req.on('end', onEnd);
-    req.on('error', onError);
+    req.on('error', wentAway);
+  };
+
+  // The client may go on sending what we will not read: the connection closes after a 413.
+  const tooLarge = (x: Exchange, limit: number): void =>
+    sendProblem(x, deps, bodyTooLarge(limit), ['connection', 'close']);
+
+  const refuse = (x: Exchange, route: Route, refusal: Refusal): void => {
+    sendProblem(x, deps, refusal.problem, route.body ? [...refusal.headers, ...unreadBody(x.req)] : refusal.headers);
   };
 
   const admitted = (x: Exchange, route: Route): void => {
@@ -337,24 +345,28 @@ export function createPipeline(
         admitted(x, route);
         return;
       }
-      admit(
+      const token = bearerToken(req.headers.authorization);
+      const now = admitNow(deps, token, route.shed);
+      if (now !== undefined) {
+        if (isRefusal(now)) refuse(x, route, now);
+        else {
+          x.client = now;
+          admitted(x, route);
+        }
+        return;
+      }
+      admitLater(
         deps,
-        req.headers.authorization,
+        token as string,
         route.shed,
         (client, refusal) => {
-          // Called at once, or later from the key lookup's promise: guarded either way.
+          // Called from the key lookup's promise: guarded here too.
           try {
-            if (refusal) {
-              sendProblem(
-                x,
-                deps,
-                refusal.problem,
-                route.body ? [...refusal.headers, ...unreadBody(req)] : refusal.headers,
-              );
-              return;
+            if (refusal) refuse(x, route, refusal);
+            else {
+              x.client = client;
+              admitted(x, route);
             }
-            x.client = client;
-            admitted(x, route);
           } catch (err) {
             failed(x, err);
           }
