@@ -202,7 +202,14 @@ export class OrderWriter {
     }
   }
 
-  private readonly queued = new Map<number, Queued[]>();
+  /**
+   * The orders waiting, by shard; a new Map each flush rather than `clear()`. V8 clears (and
+   * rehashes) a Map by giving it a new table and linking the old table to it, entries and all.
+   * One turn's table that lived long enough to be promoted (a long turn, a pause) then keeps the
+   * next turn's table, and all that its orders reach, alive through scavenges until it is promoted
+   * in turn, and so on: every request promoted, until a full GC, in a chain that can start again.
+   */
+  private queued = new Map<number, Queued[]>();
   private flushScheduled = false;
 
   /**
@@ -222,7 +229,7 @@ export class OrderWriter {
       for (let start = 0; start < queue.length; start += ORDERS_PER_SCRIPT_CALL)
         groups.push(queue.slice(start, start + ORDERS_PER_SCRIPT_CALL));
     }
-    this.queued.clear();
+    this.queued = new Map();
     for (const group of groups) this.options.metrics?.acceptCallOrders.observe(group.length);
     const redis = this.options.redis;
     const onCluster = this.options.clusterDurability;
