@@ -99,19 +99,6 @@ describe('order fields table', () => {
     }
   });
 
-  test('insert_new_orders.sql is insert_orders.sql without its ON CONFLICT clause', () => {
-    // The worker's first try of a batch and its try with the arbiter must insert the same rows.
-    const statement = (name: string) =>
-      sqlFile(name)
-        .split('\n')
-        .filter((line) => !line.startsWith('--'))
-        .join('\n');
-    const arbiter = '  ON CONFLICT (client_id, idempotency_key) DO NOTHING\n';
-    const insert = statement('apply/insert_orders');
-    assert.ok(insert.includes(arbiter));
-    assert.equal(statement('apply/insert_new_orders'), insert.replace(arbiter, ''));
-  });
-
   test('order items: schema fields, canonical writer and the order_items insert agree', () => {
     // itemsJson (common/order.ts) and insert_orders.sql's order_items insert write these by hand:
     // a new item field fails here until both have it.

@@ -143,9 +143,9 @@ export function classifyError(error: unknown): ErrorClass {
 }
 
 /**
- * A key already in `orders` met by insert_new_orders.sql (committed before the statement, or by a
- * concurrent batch it waited for): not the entry's fault, the batch goes again with
- * insert_orders.sql, which skips such keys.
+ * A key already in `orders` met by the insert without its arbiter (committed before the statement,
+ * or by a concurrent batch it waited for): not the entry's fault, the batch goes again with
+ * insert_orders.sql as written, which skips such keys.
  */
 function isKeyConflict(error: unknown): boolean {
   const e = error as { code?: unknown; constraint?: unknown } | null;
@@ -217,6 +217,25 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
 // Connections that already have the staging tables (they live as long as the session).
 const hasStage = new WeakSet<PoolClient>();
 
+/** insert_orders.sql's arbiter, the one line its first try of a batch leaves out. */
+const ARBITER_LINE = '  ON CONFLICT (client_id, idempotency_key) DO NOTHING\n';
+let withoutArbiter: string | undefined;
+
+/**
+ * insert_orders.sql without its ON CONFLICT line: the first try of a batch of first deliveries,
+ * whose keys are almost always new, so the arbiter's per-order check costs more than the rare
+ * second try. Derived from the one file so the two tries cannot insert different rows.
+ */
+function insertWithoutArbiter(): string {
+  if (withoutArbiter === undefined) {
+    const full = sqlFile('apply/insert_orders');
+    if (!full.includes(ARBITER_LINE))
+      throw new Error('insert_orders.sql lost the ON CONFLICT line the worker leaves out');
+    withoutArbiter = full.replace(ARBITER_LINE, '');
+  }
+  return withoutArbiter;
+}
+
 interface StagedBatch {
   /** Entry IDs in stream order. */
   rows: readonly string[];
@@ -269,7 +288,7 @@ export async function applyBatch(
   const cap = options.maxBackoffMs ?? 2000;
   const deadline = Date.now() + options.retryBudgetMs;
   const rec = task.traced ? new StepRecorder() : undefined;
-  // First deliveries are inserted without the ON CONFLICT arbiter (insert_new_orders.sql); a
+  // First deliveries are inserted without the ON CONFLICT arbiter (insertWithoutArbiter); a
   // redelivered entry's order is likely committed already, so such a batch skips that try. Once
   // a key conflict is met the rest of the batch (its bisection included) keeps the arbiter.
   let arbiter = task.entries.some((e) => e.deliveries > 1);
@@ -364,7 +383,7 @@ function refused(task: ApplyTask, id: string, error: unknown, sqlstate: string):
 /**
  * One transaction over rows [lo, hi): BEGIN + COPY, insert orders and lines, reserve stock, COMMIT.
  * `arbiter`: insert with ON CONFLICT DO NOTHING (insert_orders.sql), else without it
- * (insert_new_orders.sql: a key already in `orders` fails the transaction with 23505).
+ * (insertWithoutArbiter: a key already in `orders` fails the transaction with 23505).
  */
 async function transaction(
   pool: Pool,
@@ -398,7 +417,7 @@ async function transaction(
     rec?.step('insert', orders);
     // applied_at as text: it is only republished (timestamptzIso), a Date per order cost more.
     const inserted = await client.query<{ id: string; entry_id: string; applied_at: string }>(
-      sqlFile(arbiter ? 'apply/insert_orders' : 'apply/insert_new_orders'),
+      arbiter ? sqlFile('apply/insert_orders') : insertWithoutArbiter(),
       [stream],
     );
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));

@@ -14,6 +14,9 @@
 -- row's existence is read without a lock; one added to inventory while the batch runs may or may
 -- not be checked for it, as it could also be before. Takes no lock but the unique-key
 -- insertions' (stock rows are locked later, in sku order, by reserve_all.sql).
+-- A batch of first deliveries is tried first without the ON CONFLICT line (the worker leaves that
+-- one line out: workers/apply.ts insertWithoutArbiter); a key already taken then fails the
+-- statement with 23505 and the batch goes again with it.
 -- Returns the inserted rows; their applied_at (as text: the worker only republishes it) goes to
 -- the outcome streams (workers/outcomes.ts).
 WITH staged AS (
