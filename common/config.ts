@@ -39,6 +39,8 @@ export interface Config {
   ingestListeners: number;
   /** Where ingest writes its event-loop timeline when it stops ('' = not recorded). */
   ingestTimelineFile: string;
+  /** Node flags `surge up` starts ingest with (before the script). */
+  ingestNodeFlags: string[];
   workerMetricsPort: number;
   lagExporterPort: number;
   durability: Durability;
@@ -181,6 +183,15 @@ function text(raw: string): string {
   return raw;
 }
 
+function nodeFlags(raw: string, name: string): string[] {
+  const flags = raw.split(/\s+/).filter(Boolean);
+  for (const f of flags) {
+    if (!f.startsWith('--'))
+      throw new ConfigError(name, `"${f}" is not a node flag; accepted: space-separated --flags`);
+  }
+  return flags;
+}
+
 // The declarations. Order = order of the README table.
 const SPECS = [
   {
@@ -318,6 +329,16 @@ const SPECS = [
       'A debugging aid: ingest records when its event loop ran late (stalls over 10 ms), its GC pauses and its CPU ' +
       'every 100 ms, and writes them to this JSON file when it stops (docs/performance.md); empty: nothing recorded.',
     parse: text,
+  },
+  {
+    name: 'SURGE_INGEST_NODE_FLAGS',
+    key: 'ingestNodeFlags',
+    default: '',
+    accepts: 'space-separated `--flags`, or empty',
+    description:
+      'Node flags `surge up` (and the bench scenarios) start ingest with, for those NODE_OPTIONS does not accept ' +
+      '(such as `--single-threaded-gc`); a container sets them in its command instead (docs/performance.md).',
+    parse: nodeFlags,
   },
   {
     name: 'SURGE_INGEST_LISTEN_BACKLOG',

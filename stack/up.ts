@@ -308,6 +308,11 @@ function pipeLines(stream: NodeJS.ReadableStream | null, onLine: (l: string) => 
   });
 }
 
+/** The node flags a role's process starts with (before the script). */
+export function roleNodeFlags(config: Config, role: Role): string[] {
+  return role === 'ingest' ? config.ingestNodeFlags : [];
+}
+
 export interface RunningStack {
   ingestUrl: string;
   apiKey: string;
@@ -374,7 +379,7 @@ export async function up(config: Config, opts: UpOptions): Promise<RunningStack>
       // child with one SIGTERM (a child that got the terminal's SIGINT too would take our SIGTERM
       // as a second signal and skip its graceful stop). SURGE_UP_PID lets a child notice that we
       // are gone and stop by itself, since no terminal signal reaches it any more.
-      const p = spawn(process.execPath, [CLI, child.role], {
+      const p = spawn(process.execPath, [...roleNodeFlags(config, child.role), CLI, child.role], {
         env: { ...roleEnv, SURGE_UP_PID: String(process.pid) },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true,

@@ -11,6 +11,7 @@ import { findClientByKey } from '../common/clients.js';
 import { CONFIG_VARIABLES, ConfigError, configMarkdownTable, loadConfig } from '../common/config.js';
 import { listMigrations, migrate, migrationChecksum } from '../common/migrate.js';
 import { MIGRATIONS_DIR, PACKAGE_ROOT } from '../common/paths.js';
+import { roleNodeFlags } from '../stack/up.js';
 import { createTestDatabase, type TestDatabase } from '../devkit/scratch.js';
 
 const run = promisify(execFile);
@@ -46,6 +47,14 @@ describe('config', () => {
     assert.throws(() => loadConfig({ REDIS_URL: 'http://x' }), /REDIS_URL: protocol http: is not accepted/);
     assert.throws(() => loadConfig({ SURGE_REDIS_PREFIX: 'a{b}' }), /SURGE_REDIS_PREFIX/);
     assert.throws(() => loadConfig({ REDIS_CLUSTER_NODES: 'host-without-port' }), /REDIS_CLUSTER_NODES/);
+  });
+
+  test('SURGE_INGEST_NODE_FLAGS reaches only the ingest process surge up starts', () => {
+    const c = loadConfig({ SURGE_INGEST_NODE_FLAGS: ' --single-threaded-gc  --max-semi-space-size=16 ' });
+    assert.deepEqual(roleNodeFlags(c, 'ingest'), ['--single-threaded-gc', '--max-semi-space-size=16']);
+    assert.deepEqual(roleNodeFlags(c, 'work'), []);
+    assert.deepEqual(roleNodeFlags(loadConfig({}), 'ingest'), []);
+    assert.throws(() => loadConfig({ SURGE_INGEST_NODE_FLAGS: 'single-threaded-gc' }), /SURGE_INGEST_NODE_FLAGS/);
   });
 
   test('the CLI stops with exit code 2 and the variable name on a bad value', async () => {
