@@ -10,10 +10,14 @@ export interface ServerProcess {
 
 /**
  * Starts `node <script> --serve <kind>` with `env` added to this process's environment.
- * SURGE_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the server processes.
+ * SURGE_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the server processes;
+ * SURGE_INGEST_NODE_FLAGS in `env` to this one only, as `surge up` gives it to ingest (so
+ * `ingest-ab --b-env SURGE_INGEST_NODE_FLAGS=…` runs B with flags NODE_OPTIONS does not accept).
  */
 export function startServer(script: string, kind: string, env: Record<string, string>): Promise<ServerProcess> {
-  const nodeArgs = (process.env.SURGE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = [process.env.SURGE_BENCH_NODE_ARGS, env.SURGE_INGEST_NODE_FLAGS]
+    .flatMap((v) => (v ?? '').split(' '))
+    .filter(Boolean);
   const child = spawn(process.execPath, [...nodeArgs, script, '--serve', kind], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
