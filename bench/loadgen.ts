@@ -10,6 +10,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import { retryable as retryableStatus, retryDelayMs } from '../client/index.js';
 import { AttemptError, Http1Pool } from './http1.js';
+import { KeySet } from './key-set.js';
 import { orderFor, orderKey, type WorkloadOptions } from './workload.js';
 
 export interface LoadPhase {
@@ -217,8 +218,8 @@ export async function runGenerator(
     h.recordValue(us);
   };
   const attemptCounts: Record<string, number> = {};
-  const keysSeen = new Set<string>();
-  const finalAnswered = new Set<string>();
+  const keysSeen = new KeySet();
+  const finalAnswered = new KeySet();
   const acceptedBySecond: number[] = [];
   const finalAnswersBySecond: number[] = [];
   const answered2xxBySecond: number[] = [];
@@ -237,7 +238,7 @@ export async function runGenerator(
   };
   let windowHist = hdr.build(HISTOGRAM_OPTIONS);
   let win = zeroCounts();
-  const acceptedKeys = new Set<string>();
+  const acceptedKeys = new KeySet();
   const statusCounts: Record<string, number> = {};
   const statusHist = new Map<string, hdr.Histogram>();
   // The histogram counts the sampling timer's own interval too: idle reads ≈ the resolution.
@@ -488,7 +489,7 @@ export async function runGenerator(
     startedAtMs,
     endedAtMs: Date.now(),
     phases,
-    acceptedKeys: [...acceptedKeys],
+    acceptedKeys: acceptedKeys.values(),
     statusCounts,
     latencyByStatus: Object.fromEntries(
       [...statusHist.entries()].map(([k, h]) => [k, hdr.encodeIntoCompressedBase64(h)]),

@@ -11,12 +11,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import autocannon from 'autocannon';
+import fc from 'fast-check';
 import { validateOrder } from '../common/order.js';
 import { httpRequestBytes, takeRequestsFrom } from '../bench/autocannon-requests.js';
 import { capacitySpec, cpuSpec, latencyVsRateSpec, renderSvg, throughputSpec } from '../bench/charts.js';
 import { type CpuUsage, findBottleneck, startCpuSampler } from '../bench/cpu.js';
 import { startLoad } from '../bench/generators.js';
 import { AttemptError, Http1Pool } from '../bench/http1.js';
+import { KeySet } from '../bench/key-set.js';
 import { assertLoopback } from '../bench/loadgen.js';
 import { parsePrometheus, sumOf } from '../bench/prom.js';
 import {
@@ -742,5 +744,24 @@ describe('bench:ingest request source (--requests template)', () => {
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }
+  });
+});
+
+describe("bench: the generator's key set", () => {
+  test('a KeySet holds what a Set holds, for run keys and any other strings', () => {
+    const runKey = fc.tuple(fc.nat({ max: 3 }), fc.nat({ max: 5000 })).map(([p, n]) => orderKey('run', p, 0, n));
+    fc.assert(
+      fc.property(fc.array(fc.oneof(runKey, fc.string({ maxLength: 3 })), { maxLength: 400 }), (keys) => {
+        const expected = new Set<string>();
+        const got = new KeySet();
+        for (const key of keys) {
+          assert.equal(got.has(key), expected.has(key));
+          expected.add(key);
+          got.add(key);
+        }
+        assert.equal(got.size, expected.size);
+        assert.deepEqual(got.values().sort(), [...expected].sort());
+      }),
+    );
   });
 });
