@@ -184,24 +184,20 @@ export function isRefusal(a: ApiClient | Refusal): a is Refusal {
 
 /**
  * admitNow for a key whose answer is not cached: looks it up, then calls `done` once, with the
- * client or with the refusal to send; `lookupFailed` hears a key store that could not be asked.
+ * client or the refusal to send; `lookupFailed` hears a key store that could not be asked.
  */
 export function admitLater(
   deps: AdmissionDeps,
   token: string,
   shed: boolean,
-  done: (client: ApiClient | undefined, refusal: Refusal | undefined) => void,
+  done: (decided: ApiClient | Refusal) => void,
   lookupFailed: (err: unknown) => void,
 ): void {
   deps.auth.lookup(token).then(
-    (client) => {
-      const decided = decide(deps, client, shed);
-      if (isRefusal(decided)) done(undefined, decided);
-      else done(decided, undefined);
-    },
+    (client) => done(decide(deps, client, shed)),
     (err: unknown) => {
       lookupFailed(err);
-      done(undefined, {
+      done({
         problem: problem(
           503,
           'unavailable',

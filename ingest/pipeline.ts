@@ -282,6 +282,15 @@ export function createPipeline(
     sendProblem(x, deps, refusal.problem, route.body ? [...refusal.headers, ...unreadBody(x.req)] : refusal.headers);
   };
 
+  /** Admission's answer: the request goes on with its client, or gets the refusal. */
+  const decided = (x: Exchange, route: Route, a: ApiClient | Refusal): void => {
+    if (isRefusal(a)) refuse(x, route, a);
+    else {
+      x.client = a;
+      admitted(x, route);
+    }
+  };
+
   const admitted = (x: Exchange, route: Route): void => {
     x.trace?.admitted(x.client?.id);
     if (route.body) readBody(x, route, route.body);
@@ -348,25 +357,17 @@ export function createPipeline(
       const token = bearerToken(req.headers.authorization);
       const now = admitNow(deps, token, route.shed);
       if (now !== undefined) {
-        if (isRefusal(now)) refuse(x, route, now);
-        else {
-          x.client = now;
-          admitted(x, route);
-        }
+        decided(x, route, now);
         return;
       }
       admitLater(
         deps,
         token as string,
         route.shed,
-        (client, refusal) => {
+        (a) => {
           // Called from the key lookup's promise: guarded here too.
           try {
-            if (refusal) refuse(x, route, refusal);
-            else {
-              x.client = client;
-              admitted(x, route);
-            }
+            decided(x, route, a);
           } catch (err) {
             failed(x, err);
           }
