@@ -113,6 +113,7 @@ function mergeTicks(list: Tick[]): MergedTick {
     p99Ms: Math.max(...list.map((t) => t.p99Ms)),
     maxMs: Math.max(...list.map((t) => t.maxMs)),
     loopDelayP99Ms: Math.max(...list.map((t) => t.loopDelayP99Ms)),
+    loopDelayMaxMs: Math.max(...list.map((t) => t.loopDelayMaxMs)),
   };
 }
 

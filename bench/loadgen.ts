@@ -106,6 +106,8 @@ export interface Tick extends Counts {
   maxMs: number;
   /** This generator's own event-loop delay over the second (its saturation shows here first). */
   loopDelayP99Ms: number;
+  /** … and its longest single delay in the second: one stall the p99 of a quiet second hides. */
+  loopDelayMaxMs: number;
 }
 
 export interface PhaseResult extends Counts {
@@ -422,6 +424,7 @@ export async function runGenerator(
         p99Ms: windowHist.totalCount ? windowHist.getValueAtPercentile(99) / 1000 : 0,
         maxMs: windowHist.totalCount ? windowHist.maxValue / 1000 : 0,
         loopDelayP99Ms: loopDelay.count > 0 ? Math.max(0, loopDelay.percentile(99) / 1e6 - loopResolutionMs) : 0,
+        loopDelayMaxMs: loopDelay.count > 0 ? Math.max(0, loopDelay.max / 1e6 - loopResolutionMs) : 0,
       },
     });
     loopDelay.reset();

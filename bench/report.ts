@@ -241,6 +241,7 @@ export function phasesTable(s: SystemSummary): Table {
       'commit p50 / p99 ms',
       'max backlog',
       'max backlog age s',
+      "generator's longest loop delay ms",
     ],
     rows: s.phases
       .filter((p) => p.offered > 0)
@@ -255,6 +256,7 @@ export function phasesTable(s: SystemSummary): Table {
         `${fixed(p.commit.p50Ms)} / ${fixed(p.commit.p99Ms)}`,
         p.backlogMax ?? '–',
         fixed(p.backlogAgeMaxS),
+        fixed(p.generatorLoopDelayMaxMs),
       ]),
   };
 }

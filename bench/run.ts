@@ -46,6 +46,8 @@ export interface SecondSample extends Omit<Counts, 'retries'> {
   inFlight: number;
   acceptP50Ms: number;
   acceptP99Ms: number;
+  /** The load generators' longest event-loop delay in this second (ms): a stall of the client, not the server. */
+  generatorLoopDelayMaxMs: number;
   /** Orders of any client committed to PostgreSQL during this second. */
   committed: number;
   backlog: number | null;
@@ -92,7 +94,7 @@ export interface RunResult {
   /** Seconds (on the CPU samples' clock) at which the load ended. */
   cpuLoadEndS: number;
   /** The generators' worst per-second event-loop delay p99 during the load, ms, by second. */
-  generatorLoopDelayMs: Array<{ t: number; p99Ms: number }>;
+  generatorLoopDelayMs: Array<{ t: number; p99Ms: number; maxMs: number }>;
 }
 
 /** The redis-server pid from INFO (undefined when Redis does not say or is not reachable). */
@@ -159,7 +161,17 @@ function fmt(n: number | null | undefined, digits = 0): string {
 /** The load generator's figures a sample takes from a tick. */
 type LoadFigures = Pick<
   MergedTick,
-  'phase' | 'offered' | 'accepted' | 'replayed' | 'failed' | 'errors' | 'dropped' | 'inFlight' | 'p50Ms' | 'p99Ms'
+  | 'phase'
+  | 'offered'
+  | 'accepted'
+  | 'replayed'
+  | 'failed'
+  | 'errors'
+  | 'dropped'
+  | 'inFlight'
+  | 'p50Ms'
+  | 'p99Ms'
+  | 'loopDelayMaxMs'
 >;
 /** While draining no load is offered: phase -1, every figure 0. */
 const DRAINING: LoadFigures = {
@@ -171,6 +183,7 @@ const DRAINING: LoadFigures = {
   errors: 0,
   dropped: 0,
   inFlight: 0,
+  loopDelayMaxMs: 0,
   p50Ms: 0,
   p99Ms: 0,
 };
@@ -214,6 +227,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       inFlight: load.inFlight,
       acceptP50Ms: load.p50Ms,
       acceptP99Ms: load.p99Ms,
+      generatorLoopDelayMaxMs: load.loopDelayMaxMs,
       committed: side.committed,
       backlog: side.backlog?.entries ?? null,
       backlogAgeSeconds: side.backlog?.ageSeconds ?? null,
@@ -228,9 +242,9 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
       `errors ${s.errors} dropped ${s.dropped} in-flight ${Math.round(s.inFlight)}`;
 
     let sideBusy = false;
-    const loopDelays: Array<{ t: number; p99Ms: number }> = [];
+    const loopDelays: Array<{ t: number; p99Ms: number; maxMs: number }> = [];
     const onTick = (tick: MergedTick) => {
-      loopDelays.push({ t: tick.second, p99Ms: tick.loopDelayP99Ms });
+      loopDelays.push({ t: tick.second, p99Ms: tick.loopDelayP99Ms, maxMs: tick.loopDelayMaxMs });
       if (sideBusy) return; // a slow sample (loaded machine) must not pile up queries
       sideBusy = true;
       void sampleSide()

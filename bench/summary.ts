@@ -57,6 +57,8 @@ export interface PhaseRow extends Counts {
   commit: Percentiles;
   backlogMax: number | null;
   backlogAgeMaxS: number | null;
+  /** The load generators' longest single event-loop delay in the phase (ms); null without a sample. */
+  generatorLoopDelayMaxMs: number | null;
 }
 
 export interface LittleCheck {
@@ -138,7 +140,7 @@ export interface CpuSummary {
   /** The window the bottleneck was judged on, and what it is. */
   window: { from: number; to: number; what: string };
   bottleneck: Bottleneck;
-  generatorLoopDelayMs: Array<{ t: number; p99Ms: number }>;
+  generatorLoopDelayMs: Array<{ t: number; p99Ms: number; maxMs: number }>;
 }
 
 /** A generator process at or above this share of a core (3 s sustained) is saturated. */
@@ -152,6 +154,11 @@ export interface GeneratorCheck {
   coresPerProcess: number;
   /** Highest event-loop delay p99 held for 3 consecutive seconds, ms. */
   loopDelayP99Ms: number;
+  /**
+   * Longest single event-loop delay of any second, ms: not a bound (one stall is not saturation),
+   * but every answer waiting then is that much later on the generator's side.
+   */
+  loopDelayMaxMs: number;
   saturated: boolean;
   reason: string;
 }
@@ -159,7 +166,7 @@ export interface GeneratorCheck {
 /** Whether the load generator kept up, over the load's seconds up to `toS`. */
 export function generatorCheck(
   cpu: CpuUsage,
-  loopDelays: ReadonlyArray<{ t: number; p99Ms: number }>,
+  loopDelays: ReadonlyArray<{ t: number; p99Ms: number; maxMs?: number }>,
   generators: number,
   toS: number,
 ): GeneratorCheck {
@@ -170,7 +177,9 @@ export function generatorCheck(
   for (let i = 0; i + 3 <= cores.length; i++)
     coresPerProcess = Math.max(coresPerProcess, cores.slice(i, i + 3).reduce((a, b) => a + b, 0) / 3);
   if (cores.length < 3) coresPerProcess = Math.max(0, ...cores);
-  const delays = loopDelays.filter((d) => d.t <= toS + 1).map((d) => d.p99Ms);
+  const within = loopDelays.filter((d) => d.t <= toS + 1);
+  const delays = within.map((d) => d.p99Ms);
+  const loopDelayMaxMs = Math.max(0, ...within.map((d) => d.maxMs ?? 0));
   let loopDelayP99Ms = 0;
   for (let i = 0; i + 3 <= delays.length; i++)
     loopDelayP99Ms = Math.max(loopDelayP99Ms, Math.min(...delays.slice(i, i + 3)));
@@ -179,11 +188,12 @@ export function generatorCheck(
   const figures =
     `${generators} generator process${generators > 1 ? 'es' : ''}: up to ${coresPerProcess.toFixed(2)} cores each ` +
     `(bound ${GENERATOR_CORES_BOUND}), event-loop delay p99 up to ${loopDelayP99Ms.toFixed(1)} ms held 3 s ` +
-    `(bound ${GENERATOR_LOOP_DELAY_BOUND_MS} ms)`;
+    `(bound ${GENERATOR_LOOP_DELAY_BOUND_MS} ms), longest single delay ${loopDelayMaxMs.toFixed(1)} ms`;
   return {
     generators,
     coresPerProcess: Math.round(coresPerProcess * 100) / 100,
     loopDelayP99Ms: Math.round(loopDelayP99Ms * 10) / 10,
+    loopDelayMaxMs: Math.round(loopDelayMaxMs * 10) / 10,
     saturated: hot || late,
     reason: hot || late ? `saturated: ${figures}` : `kept up: ${figures}`,
   };
@@ -304,6 +314,7 @@ export function summarize(
       accept: percentiles(p.histogram),
       commit: percentiles(commitHistogram),
       backlogMax: maxOrNull(inPhase.map((s) => s.backlog)),
+      generatorLoopDelayMaxMs: maxOrNull(inPhase.map((s) => s.generatorLoopDelayMaxMs)),
       backlogAgeMaxS: maxOrNull(inPhase.map((s) => s.backlogAgeSeconds)),
     };
   });

@@ -83,6 +83,7 @@ describe('bench: workload and arithmetic', () => {
       inFlight: 10,
       acceptP50Ms: 0,
       acceptP99Ms: 0,
+      generatorLoopDelayMaxMs: 0,
       committed: 100,
       backlog: 50,
       backlogAgeSeconds: 0.5,
@@ -273,6 +274,13 @@ describe('bench: CPU per process', () => {
     assert.equal(generatorCheck(gen(0.4), late, 1, 5).saturated, true);
     const blip = calm.map((d) => (d.t === 3 ? { ...d, p99Ms: 500 } : d));
     assert.equal(generatorCheck(gen(0.4), blip, 1, 5).saturated, false, 'one late second is not saturation');
+    // A single stall is named, though it is no saturation: its answers are that much later.
+    const stall = calm.map((d) => ({ ...d, maxMs: d.t === 4 ? 61.5 : 15 }));
+    const named = generatorCheck(gen(0.4), stall, 1, 5);
+    assert.equal(named.saturated, false);
+    assert.equal(named.loopDelayMaxMs, 61.5);
+    assert.match(named.reason, /longest single delay 61\.5 ms$/);
+    assert.equal(generatorCheck(gen(0.4), stall, 1, 2).loopDelayMaxMs, 15, 'seconds after the window do not count');
   });
 
   test('a busy child process is read from /proc, from its start', async () => {
