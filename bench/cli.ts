@@ -40,6 +40,7 @@ interface CliOpts extends Pick<BenchOptions, PassedThrough> {
   ingestMetricsUrl?: string;
   env: string[];
   keepData?: boolean;
+  trace?: boolean;
   duration: number;
   warmupSeconds: number;
   startRate: number;
@@ -94,6 +95,7 @@ export function toBenchOptions(o: CliOpts, command: string): BenchOptions {
   return {
     ...DEFAULTS,
     quick: o.quick ?? false,
+    trace: o.trace ?? false,
     running:
       given === 3
         ? {
@@ -217,6 +219,10 @@ function addScenario(
   cmd
     .description(`${SCENARIO_DESCRIPTIONS[scenario]} (results in bench/results/<date>-${scenario}/)`)
     .option('--quick', 'seconds-long version with small numbers (what the tests run)')
+    .option(
+      '--trace',
+      "flash-sale: trace each attempt through the generator and ingest's loop, and report where the 202s' and 503s' time went",
+    )
     .option('--url <url>', 'a running ingest (loopback only); with --api-key and --database-url')
     .option('--api-key <key>', 'API key for --url')
     .option('--database-url <url>', "the running stack's PostgreSQL (accept-to-commit latency, the ledger)")

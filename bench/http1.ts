@@ -12,6 +12,9 @@ export interface Answer {
   replayed: boolean;
   /** The body as text; only kept for answers of status ≥ 300 (error samples). */
   body: string;
+  /** When the request was written to its socket, and when its answer's last byte was parsed (performance.now ms). */
+  sentAt: number;
+  receivedAt: number;
 }
 
 /** An attempt that got no answer: 'timeout' (none within the timeout) or 'net' (the connection failed). */
@@ -188,6 +191,8 @@ class Connection {
       retryAfterS: head.retryAfterS,
       replayed: head.replayed,
       body: this.body.length > 0 ? Buffer.concat(this.body).toString('utf8') : '',
+      sentAt: p.sentAt,
+      receivedAt: performance.now(),
     });
   }
 }
@@ -224,15 +229,21 @@ export class Http1Pool {
     this.timer.unref();
   }
 
-  /** POSTs `body` on a free connection (the caller guarantees one is free). */
-  async post(path: string, headers: string, body: string): Promise<Answer> {
+  /**
+   * POSTs `body` on a free connection (the caller guarantees one is free). With `clockOffsetMs`
+   * (the host's monotonic clock minus performance.now()), the request carries its send time on
+   * that clock as `x-bench-sent`, which ingest's timeline reads.
+   */
+  async post(path: string, headers: string, body: string, clockOffsetMs?: number): Promise<Answer> {
     const i = this.free.pop();
     const c = i === undefined ? undefined : this.connections[i];
     if (i === undefined || c === undefined) throw new Error('Http1Pool: no free connection');
     try {
+      const now = performance.now();
+      const stamp = clockOffsetMs === undefined ? '' : `x-bench-sent: ${(now + clockOffsetMs).toFixed(3)}\r\n`;
       return await c.request(
-        `POST ${path} HTTP/1.1\r\nhost: ${this.hostHeader}\r\n${headers}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-        performance.now(),
+        `POST ${path} HTTP/1.1\r\nhost: ${this.hostHeader}\r\n${headers}${stamp}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        now,
       );
     } finally {
       this.free.push(i);

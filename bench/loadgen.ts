@@ -6,6 +6,7 @@
 // starts when it is sent: a timeout that also ran while the submission waited would fail the tail
 // of every burst on the client's side. Bounded in count (maxRequests) and time (phases), loopback
 // targets only.
+import { writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import { retryable as retryableStatus, retryDelayMs } from '../client/index.js';
@@ -64,6 +65,11 @@ export interface LoadPlan {
    * arrivals first need them: clients that already hold their keep-alive connections.
    */
   openConnectionsAtStart?: boolean;
+  /**
+   * Trace every attempt of the counted phases into `<attemptsFile>.<generator>.json` (bench/decompose.ts),
+   * each request stamped with its send time (`x-bench-sent`) for ingest's timeline to join.
+   */
+  attemptsFile?: string;
 }
 
 /** What a generator counts of its submissions: per second (Tick), per phase (PhaseResult), in the report. */
@@ -290,6 +296,11 @@ export async function runGenerator(
 
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+  // Opt-in: every attempt's times, for decomposing its latency.
+  const { attemptsFile } = plan;
+  const clockOffsetMs = attemptsFile ? Number(process.hrtime.bigint()) / 1e6 - performance.now() : undefined;
+  const attemptTraces: number[][] = [];
+
   const submit = async (key: string, phase: number, intended: number): Promise<void> => {
     const body = JSON.stringify(orderFor(key, plan.phases[phase]?.workload ?? plan.workload));
     const ph = phaseResult(phase);
@@ -300,10 +311,16 @@ export async function runGenerator(
       let status = 0;
       let retryAfterMs: number | undefined;
       let replayed = false;
+      const readyAt = performance.now();
       const wait = connection();
       if (wait) await wait;
+      const connAt = performance.now();
+      let sentAt = 0;
+      let receivedAt = 0;
       try {
-        const res = await pool.post(plan.path, `${fixedHeaders}idempotency-key: ${key}\r\n`, body);
+        const res = await pool.post(plan.path, `${fixedHeaders}idempotency-key: ${key}\r\n`, body, clockOffsetMs);
+        sentAt = res.sentAt;
+        receivedAt = res.receivedAt;
         status = res.status;
         replayed = res.replayed;
         if (res.retryAfterS !== undefined) retryAfterMs = res.retryAfterS * 1000;
@@ -317,6 +334,8 @@ export async function runGenerator(
         release();
       }
       const answeredAt = performance.now();
+      if (clockOffsetMs !== undefined && phase >= countFrom)
+        attemptTraces.push([due, readyAt, connAt, sentAt, receivedAt, answeredAt, status, attempt]);
       attemptCounts[final] = (attemptCounts[final] ?? 0) + 1;
       recordAnswer(phase, status, Math.max(1, Math.round((answeredAt - due) * 1000)));
       if (status >= 200 && !retryableStatus(status) && !finalAnswered.has(key)) {
@@ -484,6 +503,15 @@ export async function runGenerator(
     phaseResult(Math.min(currentPhase, phases.length - 1)).abandoned += outstanding;
   }
   pool.close();
+  if (attemptsFile && clockOffsetMs !== undefined)
+    writeFileSync(
+      `${attemptsFile}.${plan.generator}.json`,
+      JSON.stringify({
+        clockOffsetMs,
+        fields: ['due', 'ready', 'conn', 'sent', 'received', 'answered', 'status', 'attempt'],
+        attempts: attemptTraces,
+      }),
+    );
   for (const [i, h] of phaseHist.entries()) phaseResult(i).histogram = hdr.encodeIntoCompressedBase64(h);
   for (const [i, byClass] of answerHists.entries())
     for (const [cls, h] of byClass) phaseResult(i).answers[cls] = hdr.encodeIntoCompressedBase64(h);

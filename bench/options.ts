@@ -10,6 +10,11 @@ export type Scenario = (typeof SCENARIOS)[number];
 export interface BenchOptions {
   /** Seconds-long, small-number version (the test suite runs every scenario this way). */
   quick: boolean;
+  /**
+   * flash-sale: trace every attempt through the generator and ingest's timeline (a started stack
+   * only) and split the 202s' and 503s' latency into where it went (bench/decompose.ts).
+   */
+  trace?: boolean;
   /** Against a running stack (all four given) or, when undefined, a stack the benchmark starts. */
   running?: RunningOptions;
   /** Environment overrides for stacks the benchmark starts (DATABASE_URL, SURGE_SHARDS, …). */

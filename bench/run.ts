@@ -26,6 +26,7 @@ export interface RunOptions
     | 'seed'
     | 'countFromPhase'
     | 'openConnectionsAtStart'
+    | 'attemptsFile'
   > {
   /** Label on the progress line. */
   label: string;
@@ -280,6 +281,7 @@ export async function measure(target: Target, runKey: string, o: RunOptions): Pr
         workload: o.workload,
         countFromPhase: o.countFromPhase,
         openConnectionsAtStart: o.openConnectionsAtStart,
+        attemptsFile: o.attemptsFile,
       },
       { generators: o.generators, seed: o.seed, onTick },
     );

@@ -1,11 +1,14 @@
 // The scenarios of `surge bench`: steady, ramp, flash-sale, soak, compare, sweep. Each builds its
 // load plan, runs it against one or more targets (run.ts), checks the ledger and writes a report.
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as hdr from 'hdr-histogram-js';
 import { capacitySpec, lineSpec, memorySpec, type RateMarks } from './charts.js';
 import { findBottleneck } from './cpu.js';
+import { type AttemptsRecord, decompose, PARTS } from './decompose.js';
+import type { TimelineRecord } from '../ingest/timeline.js';
 import { createPool } from '../common/db.js';
 import { HISTOGRAM_OPTIONS, type LoadPhase } from './loadgen.js';
 import {
@@ -596,8 +599,12 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
     { rate: f.orders / f.burstS, durationMs: f.burstS * 1000 },
   ];
   const burst = phases.length - 1;
+  // Traced: ingest's timeline and the generator's attempts go to a scratch folder, joined after the stack stops.
+  const traceDir = o.trace && o.running === undefined ? mkdtempSync(join(tmpdir(), 'surge-trace-')) : undefined;
+  const timelineFile = traceDir && join(traceDir, 'ingest-timeline.json');
+  const so = timelineFile ? { ...o, env: { ...o.env, SURGE_INGEST_TIMELINE_FILE: timelineFile } } : o;
   // Each attempt (more generators after a saturated one) sells fresh stock under its own keys.
-  const result = await withTarget('surge', o, (t) =>
+  const result = await withTarget('surge', so, (t) =>
     keepGeneratorAhead(o, async (o) => {
       const runKey = runKeyFor('flash');
       const hotSkus = Array.from({ length: f.hotSkus }, (_, i) => `${runKey}-hot-${i}`);
@@ -627,6 +634,7 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
           // Opened during the warm-up: the clients are services that hold keep-alive pools, and a
           // storm of new connections at the burst is the kernel's accept queue, not the door.
           openConnectionsAtStart: warmupOrders > 0,
+          ...(traceDir ? { attemptsFile: join(traceDir, 'attempts') } : {}),
         });
         const stock = await pool.query<{ sku: string; available: string; sold: string }>(
           `SELECT i.sku, i.available,
@@ -788,7 +796,41 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
       Object.values(flash).map((v) => (typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v ?? '–'))),
     ],
   });
+  if (traceDir && timelineFile) tracedParts(report, traceDir, timelineFile);
   return finish(report, o, standardCharts([summary]));
+}
+
+/** The traced run's answers split into where their time went (bench/decompose.ts), as a table. */
+function tracedParts(report: Report, dir: string, timelineFile: string): void {
+  if (!existsSync(timelineFile)) {
+    report.notes.push(`--trace: ingest wrote no timeline (${timelineFile}).`);
+    return;
+  }
+  const timeline = JSON.parse(readFileSync(timelineFile, 'utf8')) as TimelineRecord;
+  const generators = readdirSync(dir)
+    .filter((f) => f.startsWith('attempts.'))
+    .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as AttemptsRecord);
+  const classes = decompose(timeline, generators);
+  report.extra.latencyParts = classes;
+  report.notes.push(
+    `--trace: each attempt of the burst joined with ingest's read of it by its send time (x-bench-sent); ` +
+      `raw records in ${dir}. Parts: ${PARTS.map(([k, what]) => `${k}: ${what}`).join('; ')}.`,
+  );
+  const cell = (p: { p50: number; p99: number; mean: number }) => `${p.p50} / ${p.p99} / ${p.mean}`;
+  report.tables.push({
+    title: "Where each answer's time went (ms, p50 / p99 / mean; the slowest 1 %'s mean)",
+    headers: ['answer', 'attempts', ...PARTS.map(([k]) => k), 'total', "its turn's length ms / requests, median"],
+    rows: classes.flatMap((c) => [
+      [
+        c.status,
+        c.count,
+        ...PARTS.map(([k]) => cell(c.parts[k])),
+        cell(c.parts.total),
+        `${c.turnMs} / ${c.turnRequests}`,
+      ],
+      [`${c.status}, slowest 1 %`, '', ...PARTS.map(([k]) => c.tail[k]), c.tail.total, ''],
+    ]),
+  });
 }
 
 export async function compare(o: BenchOptions): Promise<{ report: Report; dir: string }> {

@@ -326,8 +326,9 @@ const SPECS = [
     default: '',
     accepts: 'a file path, or empty',
     description:
-      'A debugging aid: ingest records when its event loop ran late (stalls over 10 ms), its GC pauses and its CPU ' +
-      'every 100 ms, and writes them to this JSON file when it stops (docs/performance.md); empty: nothing recorded.',
+      'A debugging aid: ingest records when its event loop ran late (stalls over 10 ms), its GC pauses, its CPU ' +
+      "every 100 ms, and each request read (its loop turn, answer time and status, and a load generator's send " +
+      'time), and writes them to this JSON file when it stops (docs/performance.md); empty: nothing recorded.',
     parse: text,
   },
   {

@@ -83,7 +83,7 @@ export interface PipelineDeps extends AdmissionDeps {
   /** Present when tracing is on (common/tracing.ts). */
   tracing?: Tracing | undefined;
   /** Told of every request as it is read, before anything else (the loop timeline, when on). */
-  onRequest?: (() => void) | undefined;
+  onRequest?: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
 }
 
 /** `type/subtype` of a Content-Type, lowercased, without parameters. */
@@ -299,7 +299,7 @@ export function createPipeline(
 
   const { onRequest } = deps;
   return (req, res) => {
-    onRequest?.();
+    onRequest?.(req, res);
     const started = performance.now();
     deps.door.arrived(started);
     const url = req.url ?? '';

@@ -3,8 +3,13 @@
 // collection with its kind and duration, and every SAMPLE_MS the process's CPU, event-loop
 // utilisation, heap and the requests it read. A histogram of the loop delay (the door's signal,
 // the metrics) says how late the loop runs; this says when, so a stall can be put beside a GC, a
-// benchmark's burst or another process's CPU. Written as one JSON file when ingest stops.
+// benchmark's burst or another process's CPU. Each request read is traced too: its loop turn (from
+// the turn's first request to the setImmediate after its I/O), when its answer was handed to the
+// kernel, and — from a load generator's `x-bench-sent` header — when it was sent, all on the host's
+// monotonic clock, so bench/decompose.ts can say where each answer waited. Written as one JSON file
+// when ingest stops.
 import { writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { constants, type PerformanceEntry, PerformanceObserver, performance } from 'node:perf_hooks';
 import { getHeapSpaceStatistics } from 'node:v8';
 
@@ -14,6 +19,8 @@ const PROBE_MS = 5;
 const STALL_MS = 10;
 /** The period of the CPU, utilisation and heap samples (ms). */
 const SAMPLE_MS = 100;
+/** Most requests traced one by one (about 80 bytes each, kept until ingest stops). */
+const MAX_TRACES = 500_000;
 
 const GC_KINDS: Record<number, string> = {
   [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
@@ -50,8 +57,23 @@ export interface Sample {
   requests: number;
 }
 
+/**
+ * One request as the loop saw it, on the host's monotonic clock (ms, shared by every process on the
+ * machine): when its client sent it (the load generator's `x-bench-sent` header; -1 without one),
+ * when ingest read it, in which turn, and when its answer was handed to the kernel, with the status.
+ */
+export type RequestTrace = [sentMs: number, readMs: number, turn: number, doneMs: number, status: number];
+
+/** One turn of the loop that read requests: from its first request to the setImmediate after its I/O. */
+export type TurnTrace = [startMs: number, endMs: number, requests: number];
+
 export interface TimelineRecord {
   pid: number;
+  /** The monotonic clock minus performance.now() (ms): gcs[].atMs - timeOrigin + this is on the traces' clock. */
+  monoOffsetMs: number;
+  timeOriginMs: number;
+  requestTraces: RequestTrace[];
+  turns: TurnTrace[];
   execArgv: string[];
   stalls: Stall[];
   gcs: GcPause[];
@@ -72,10 +94,39 @@ export class LoopTimeline {
   private cpu = process.cpuUsage();
   private elu = performance.eventLoopUtilization();
 
-  /** Counts one request read (the stall that ends with it, and the sample, show how many). */
-  readonly request = (): void => {
+  private readonly monoOffsetMs = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+  private readonly traces: RequestTrace[] = [];
+  private readonly turns: TurnTrace[] = [];
+  private turn: TurnTrace | undefined;
+  private readonly turnEnded = (): void => {
+    if (this.turn) this.turn[1] = performance.now() + this.monoOffsetMs;
+    this.turn = undefined;
+  };
+
+  /**
+   * Counts one request read (the stall that ends with it, and the sample, show how many); with
+   * the request and its response, also traces it (sent, read, turn, answered, status).
+   */
+  readonly request = (req?: IncomingMessage, res?: ServerResponse): void => {
     this.requestsSinceProbe++;
     this.requestsSinceSample++;
+    // Every traced request is in a turn it opened or joined: the cap bounds both.
+    if (!req || !res || this.traces.length >= MAX_TRACES) return;
+    const now = performance.now() + this.monoOffsetMs;
+    if (!this.turn) {
+      this.turn = [now, 0, 0];
+      this.turns.push(this.turn);
+      setImmediate(this.turnEnded);
+    }
+    this.turn[2]++;
+    const header = req.headers['x-bench-sent'];
+    const sent = typeof header === 'string' ? Number(header) : -1;
+    const trace: RequestTrace = [sent, now, this.turns.length - 1, 0, 0];
+    this.traces.push(trace);
+    res.once('finish', () => {
+      trace[3] = performance.now() + this.monoOffsetMs;
+      trace[4] = res.statusCode;
+    });
   };
 
   start(): void {
@@ -131,6 +182,10 @@ export class LoopTimeline {
   record(): TimelineRecord {
     return {
       pid: process.pid,
+      monoOffsetMs: this.monoOffsetMs,
+      timeOriginMs: performance.timeOrigin,
+      requestTraces: this.traces,
+      turns: this.turns,
       execArgv: process.execArgv,
       stalls: [...this.stalls],
       gcs: [...this.gcs],

@@ -124,7 +124,8 @@ describe('surge bench --quick (every scenario)', () => {
   });
 
   test('flash-sale: limited stock, duplicates and retries — no oversell, rejections are out_of_stock', async () => {
-    const r = await run('flash-sale');
+    // Traced: each answer's time split into its parts, joined across the generator and ingest.
+    const r = await run('flash-sale', ['--trace']);
     const f = r.extra.flash as {
       oversell: number;
       sold: number;
@@ -154,6 +155,16 @@ describe('surge bench --quick (every scenario)', () => {
       /goodput \d+ 202s\/s ≥ 0\.9 × .*202 p99 [\d.]+ ms ≤ 250 ms: (NOT )?met; 503 p99 ([\d.]+ ms ≤ 20 ms: (NOT )?met|≤ 20 ms: no sample \(nothing was shed\)); \d+ dropped = 0: (NOT )?met; \d+ attempts timed out = 0: (NOT )?met; final answers [\d.]+ % ≥ 99 %: (NOT )?met; oversell \d+ = 0: (NOT )?met\./,
     );
     assert.ok(r.findings.some((x) => x.startsWith('Shed by ingest (its 503s by reason')));
+    const parts = r.extra.latencyParts as Array<{
+      status: string;
+      count: number;
+      parts: Record<string, { p50: number; p99: number }>;
+    }>;
+    const accepted = parts.find((c) => c.status === '202');
+    assert.ok(accepted && accepted.count > 0, "the 202s of the burst were joined with ingest's reads");
+    for (const k of ['generatorLate', 'connectionWait', 'beforeTurn', 'inTurn', 'ingest', 'back', 'total'])
+      assert.ok(Number.isFinite(accepted.parts[k]?.p99), k);
+    assert.ok(accepted.parts.ingest?.p50 !== undefined && accepted.parts.ingest.p50 > 0, 'ingest takes some time');
   });
 
   test('soak reports memory and latency drift', async () => {

@@ -16,6 +16,7 @@ import { validateOrder } from '../common/order.js';
 import { httpRequestBytes, takeRequestsFrom } from '../bench/autocannon-requests.js';
 import { capacitySpec, cpuSpec, latencyVsRateSpec, renderSvg, throughputSpec } from '../bench/charts.js';
 import { type CpuUsage, findBottleneck, startCpuSampler } from '../bench/cpu.js';
+import { decompose } from '../bench/decompose.js';
 import { startLoad } from '../bench/generators.js';
 import { AttemptError, Http1Pool } from '../bench/http1.js';
 import { KeySet } from '../bench/key-set.js';
@@ -206,6 +207,45 @@ describe('bench: workload and arithmetic', () => {
     );
   });
 
+  test("an answer's latency splits into the generator's, the kernel's, the turn's and ingest's parts", () => {
+    // The generator's clock is the host's monotonic clock minus 1,000 ms.
+    const timeline = {
+      pid: 1,
+      monoOffsetMs: 0,
+      timeOriginMs: 0,
+      execArgv: [],
+      stalls: [],
+      gcs: [],
+      samples: [],
+      turns: [[100, 130, 2] as [number, number, number]],
+      requestTraces: [
+        [90.5, 110, 0, 110.1, 503] as [number, number, number, number, number],
+        [101.25, 104, 0, 104.5, 202] as [number, number, number, number, number],
+      ],
+    };
+    const attempts = [
+      [1080, 1082, 1085, 1090.5, 1112, 1112.5, 503, 0],
+      [1101, 1101, 1101, 1101.25, 1106, 1106, 202, 1],
+      // Not traced by ingest (another process, or before the timeline began): left out.
+      [1200, 1200, 1200, 1201, 1205, 1205, 202, 0],
+    ];
+    const [a202, a503] = decompose(timeline, [{ clockOffsetMs: -1000, attempts }]);
+    assert.equal(a503?.status, '503');
+    assert.equal(a503?.count, 1);
+    const p = a503?.parts;
+    assert.equal(p?.generatorLate.p50, 7.5, 'timer lateness 2 + writing 5.5');
+    assert.equal(p?.connectionWait.p50, 3);
+    assert.equal(p?.beforeTurn.p50, 9.5, 'sent at 90.5, its turn began at 100');
+    assert.equal(p?.inTurn.p50, 10, 'read 10 ms into the turn');
+    assert.equal(p?.ingest.p50, 0.1);
+    assert.equal(p?.back.p50, 1.9);
+    assert.equal(p?.total.p50, 32.5);
+    assert.equal(a503?.turnMs, 30);
+    assert.equal(a202?.count, 1);
+    assert.equal(a202?.parts.beforeTurn.p50, 0, 'sent during its turn: no wait before it');
+    assert.equal(a202?.parts.inTurn.p50, 2.75);
+  });
+
   test('the generator refuses non-loopback targets', () => {
     assert.throws(() => assertLoopback('http://10.0.0.1:8080'), /loopback/);
     assert.throws(() => assertLoopback('http://example.com'), /loopback/);
@@ -300,8 +340,10 @@ describe('bench: CPU per process', () => {
 
 describe("bench: the generator's HTTP/1.1 client", () => {
   test('reads status, Retry-After, Idempotent-Replayed and a chunked or sized body; times out an attempt', async () => {
+    const stamps: Array<string | undefined> = [];
     const server = createServer((req, res) => {
       req.resume();
+      stamps.push(req.headers['x-bench-sent'] as string | undefined);
       if (req.url === '/chunked') {
         res.writeHead(503, { 'retry-after': '2', 'content-type': 'text/plain' });
         res.write('over');
@@ -315,11 +357,13 @@ describe("bench: the generator's HTTP/1.1 client", () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const pool = new Http1Pool(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, 1, 150);
     try {
-      const shed = await pool.post('/chunked', '', '{"a":1}');
+      const { sentAt, receivedAt, ...shed } = await pool.post('/chunked', '', '{"a":1}');
       assert.deepEqual(shed, { status: 503, retryAfterS: 2, replayed: false, body: 'overloaded' });
-      // The same connection, kept alive, answers the next request.
-      const ok = await pool.post('/', 'idempotency-key: k\r\n', '{}');
+      assert.ok(receivedAt - sentAt >= 4, 'the answer is timed from the write to its last chunk');
+      // The same connection, kept alive, answers the next request; with a clock offset it carries its send time.
+      const { sentAt: okSent, receivedAt: _, ...ok } = await pool.post('/', 'idempotency-key: k\r\n', '{}', 1000);
       assert.deepEqual(ok, { status: 202, retryAfterS: undefined, replayed: true, body: '' });
+      assert.deepEqual(stamps, [undefined, (okSent + 1000).toFixed(3)]);
       await assert.rejects(
         pool.post('/slow', '', '{}'),
         (e: unknown) => e instanceof AttemptError && e.kind === 'timeout',

@@ -11,6 +11,7 @@ import { startIngest } from '../ingest/server.js';
 import { LoopTimeline, type TimelineRecord } from '../ingest/timeline.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
+import { defined } from './support/defined.js';
 import { http } from './support/http.js';
 
 /** Keeps the event loop busy for `ms` (the stall under test). */
@@ -72,6 +73,10 @@ describe('ingest event-loop timeline', () => {
       );
       try {
         for (let i = 0; i < 3; i++) assert.equal((await http(ingest.url, { path: '/healthz' })).status, 200);
+        // A load generator's request carries its send time on the host's monotonic clock.
+        const sent = Number(process.hrtime.bigint()) / 1e6;
+        const stamped = await http(ingest.url, { path: '/nowhere', headers: { 'x-bench-sent': sent.toFixed(3) } });
+        assert.equal(stamped.status, 404);
       } finally {
         await ingest.stop();
       }
@@ -79,7 +84,15 @@ describe('ingest event-loop timeline', () => {
       assert.equal(rec.pid, process.pid);
       assert.ok(Array.isArray(rec.stalls) && Array.isArray(rec.gcs));
       const counted = rec.samples.reduce((a, s) => a + s.requests, 0);
-      assert.equal(counted, 3, 'every request read is in a sample (the last one taken at stop)');
+      assert.equal(counted, 4, 'every request read is in a sample (the last one taken at stop)');
+      // Each request traced: sent (-1 without the header), read, its turn, answered, status.
+      assert.equal(rec.requestTraces.length, 4);
+      const [sentMs, readMs, turn, doneMs, status] = defined(rec.requestTraces[3], 'the stamped request');
+      assert.equal(status, 404);
+      assert.ok(sentMs > 0 && readMs >= sentMs && doneMs >= readMs, `sent ${sentMs}, read ${readMs}, done ${doneMs}`);
+      const [start, end, requests] = defined(rec.turns[turn], 'its turn');
+      assert.ok(start <= readMs && end >= readMs && requests >= 1);
+      assert.equal(defined(rec.requestTraces[0], 'the first request')[0], -1);
     });
   });
 });
