@@ -155,6 +155,10 @@ describe('surge bench --quick (every scenario)', () => {
       /goodput \d+ 202s\/s ≥ 0\.9 × .*202 p99 [\d.]+ ms ≤ 250 ms: (NOT )?met; 503 p99 ([\d.]+ ms ≤ 20 ms: (NOT )?met|≤ 20 ms: no sample \(nothing was shed\)); \d+ dropped = 0: (NOT )?met; \d+ attempts timed out = 0: (NOT )?met; final answers [\d.]+ % ≥ 99 %: (NOT )?met; oversell \d+ = 0: (NOT )?met\./,
     );
     assert.ok(r.findings.some((x) => x.startsWith('Shed by ingest (its 503s by reason')));
+    // What limited it is judged over the burst alone (1 s of warm-up, 2 s of burst), not the retries after it.
+    const { window } = (r.systems[0] as unknown as { cpu: { window: { from: number; to: number } } }).cpu;
+    assert.equal(window.from, 1);
+    assert.ok(window.to <= 3, `window ends at ${window.to} s`);
     const parts = r.extra.latencyParts as Array<{
       status: string;
       count: number;
