@@ -474,8 +474,9 @@ const SPECS = [
     default: '0',
     accepts: 'integer 0–19',
     description:
-      'Nice increment a worker process applies to itself at start, so co-located ingest keeps the cores ' +
-      'it needs (`surge up` sets 10 unless given; docs/workers.md).',
+      'Nice increment a worker process applies to itself at start (and to its autogroup when it leads its ' +
+      'session, as under `surge up`), so co-located ingest keeps the cores it needs (`surge up` sets 10 ' +
+      'unless given; docs/workers.md).',
     parse: int(0, 19),
   },
   {

@@ -3,7 +3,7 @@
 // (in-flight.ts), the acker (acker.ts), reclaim (reclaim.ts) and heartbeat (heartbeat.ts). Here:
 // the pools, submitting a batch to the apply step and stop. Metrics of the threads come back in
 // the task results and are recorded here. See docs/workers.md.
-import { getPriority, hostname, setPriority } from 'node:os';
+import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Piscina } from 'piscina';
 import type { Config } from '../common/config.js';
@@ -23,6 +23,7 @@ import type { ConsumerContext } from './context.js';
 import { HeldEntries } from './held.js';
 import { heartbeatLoop, keepEntries } from './heartbeat.js';
 import { InFlightLimit } from './in-flight.js';
+import { lowerPriority } from './priority.js';
 import { OutcomePublisher } from './outcomes.js';
 import { reclaimLoop } from './reclaim.js';
 import { readShard, type Submit } from './shard-reader.js';
@@ -54,15 +55,6 @@ export interface WorkerHandle {
   consumer: string;
   /** Stop reading, finish and ack in-flight batches, close threads and connections. Idempotent. */
   stop(): Promise<void>;
-}
-
-/** Adds `by` to this thread's nice value (a lower priority is always allowed). */
-function lowerPriority(by: number, logger: Logger): void {
-  try {
-    setPriority(Math.min(19, getPriority() + by));
-  } catch (e) {
-    logger.warn({ err: e }, 'could not lower the worker priority');
-  }
 }
 
 export async function startWorker(config: Config, options: WorkerOptions = {}): Promise<WorkerHandle> {
