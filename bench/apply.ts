@@ -492,10 +492,10 @@ const text = [
       return [
         `${line(trickle === undefined ? String(name) : `${name} at ${trickle}/s`, sr)}  (${JSON.stringify(sr.settings)})`,
         `${name}: ${sr.batches} batches, CPU µs/order: ` +
-          `worker ${Math.round((sr.nodeCpuSeconds * 1e6) / sr.orders)}` +
+          `worker ${((sr.nodeCpuSeconds * 1e6) / sr.orders).toFixed(1)}` +
           (sr.postgresCpuSeconds === undefined
             ? ''
-            : `, its PostgreSQL backends ${Math.round((sr.postgresCpuSeconds * 1e6) / sr.orders)}`) +
+            : `, its PostgreSQL backends ${((sr.postgresCpuSeconds * 1e6) / sr.orders).toFixed(1)}`) +
           `; end-to-end ms ${JSON.stringify(sr.endToEndMs)}`,
       ];
     }),
