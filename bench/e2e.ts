@@ -14,10 +14,12 @@ import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createClient } from '../common/clients.js';
+import { loadConfig } from '../common/config.js';
 import { freePort, httpOk } from '../common/net.js';
 import { PACKAGE_ROOT } from '../common/paths.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
+import { roleNodeFlags } from '../stack/up.js';
 import { httpRequestBytes, takeRequestsFrom } from './autocannon-requests.js';
 import { cpuSeconds } from './cpu.js';
 import { BENCH_ORDER_JSON } from './ingest-servers.js';
@@ -165,8 +167,13 @@ interface Setup {
 }
 
 function spawnRole(role: 'ingest' | 'work', env: Record<string, string>): ChildProcess {
+  // The role's node flags, as `surge up` gives them (SURGE_INGEST_NODE_FLAGS, SURGE_WORKER_NODE_FLAGS).
+  const flags = roleNodeFlags(loadConfig({ ...process.env, ...env }), role);
   // Children log to our stderr (warn and above), so stdout stays the benchmark's own.
-  return spawn(process.execPath, [CLI, role], { env: { ...process.env, ...env }, stdio: ['ignore', 2, 'inherit'] });
+  return spawn(process.execPath, [...flags, CLI, role], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 2, 'inherit'],
+  });
 }
 
 async function startSetup(name: SetupName, passEnv: Record<string, string>): Promise<Setup> {

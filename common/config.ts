@@ -41,6 +41,8 @@ export interface Config {
   ingestTimelineFile: string;
   /** Node flags `surge up` starts ingest with (before the script). */
   ingestNodeFlags: string[];
+  /** Node flags `surge up` starts the worker with (before the script). */
+  workerNodeFlags: string[];
   workerMetricsPort: number;
   lagExporterPort: number;
   durability: Durability;
@@ -339,6 +341,16 @@ const SPECS = [
     description:
       'Node flags `surge up` (and the bench scenarios) start ingest with, for those NODE_OPTIONS does not accept ' +
       '(such as `--single-threaded-gc`); a container sets them in its command instead (docs/performance.md).',
+    parse: nodeFlags,
+  },
+  {
+    name: 'SURGE_WORKER_NODE_FLAGS',
+    key: 'workerNodeFlags',
+    default: '',
+    accepts: 'space-separated `--flags`, or empty',
+    description:
+      'Node flags `surge up` (and the bench scenarios) start the worker with, for those NODE_OPTIONS does not ' +
+      'accept (such as `--min-semi-space-size=16`); a container sets them in its command instead (docs/workers.md).',
     parse: nodeFlags,
   },
   {

@@ -310,7 +310,8 @@ function pipeLines(stream: NodeJS.ReadableStream | null, onLine: (l: string) => 
 
 /** The node flags a role's process starts with (before the script). */
 export function roleNodeFlags(config: Config, role: Role): string[] {
-  return role === 'ingest' ? config.ingestNodeFlags : [];
+  if (role === 'ingest') return config.ingestNodeFlags;
+  return role === 'work' ? config.workerNodeFlags : [];
 }
 
 export interface RunningStack {

@@ -57,6 +57,14 @@ describe('config', () => {
     assert.throws(() => loadConfig({ SURGE_INGEST_NODE_FLAGS: 'single-threaded-gc' }), /SURGE_INGEST_NODE_FLAGS/);
   });
 
+  test('SURGE_WORKER_NODE_FLAGS reaches only the worker process surge up starts', () => {
+    const c = loadConfig({ SURGE_WORKER_NODE_FLAGS: '--min-semi-space-size=16' });
+    assert.deepEqual(roleNodeFlags(c, 'work'), ['--min-semi-space-size=16']);
+    assert.deepEqual(roleNodeFlags(c, 'ingest'), []);
+    assert.deepEqual(roleNodeFlags(loadConfig({}), 'work'), []);
+    assert.throws(() => loadConfig({ SURGE_WORKER_NODE_FLAGS: 'min-semi-space-size=16' }), /SURGE_WORKER_NODE_FLAGS/);
+  });
+
   test('the CLI stops with exit code 2 and the variable name on a bad value', async () => {
     await assert.rejects(surge(['migrate'], { SURGE_SHARDS: '0' }), (e: { code: number; stderr: string }) => {
       assert.equal(e.code, 2);
