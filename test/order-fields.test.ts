@@ -69,7 +69,7 @@ describe('order fields table', () => {
     assert.deepEqual(copy, STAGE_COLUMNS, 'copy_stage.sql = STAGE_COLUMNS');
     const body = match(
       sqlFile('apply/create_stage'),
-      /CREATE TEMP TABLE IF NOT EXISTS surge_stage \(([\s\S]*)\) ON COMMIT/,
+      /CREATE TEMP TABLE surge_stage_shape \(([\s\S]*?)\);/,
       'create_stage body',
     );
     const created = body

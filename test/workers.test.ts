@@ -112,6 +112,48 @@ describe('COPY text encoding', () => {
     }
   });
 
+  test('orders too big for the PLAIN stage are staged wide: by their length, or after the COPY refuses them', async () => {
+    const env = await createTestEnv();
+    const pool = createPool(env.db.url, { max: 1, applicationName: 'surge-test' });
+    try {
+      const items = [{ sku: 'a', qty: 1, unit_price_cents: 5 }];
+      // A long string (its COPY row alone is over 8160 bytes), and many small numbers (a short row
+      // whose jsonb is over 8160 bytes: only the COPY finds out, with 54000).
+      const long = { note: 'x'.repeat(9000) };
+      const numbers = { n: Array.from({ length: 1500 }, () => 1) };
+      const small = { s: 1 };
+      const batch = (from: number, ms: Array<Record<string, unknown>>) =>
+        ms.map((metadata, i) => ({
+          id: `1714564800000-${from + i}`,
+          fields: encodeEntry({
+            clientId: 'c1',
+            idempotencyKey: `k${from + i}`,
+            canonical: canonicalOrderJson({ customer_id: 'x', currency: 'EUR', items, metadata }),
+          }),
+          deliveries: 1,
+        }));
+      for (const [from, ms] of [
+        [0, [small, long]],
+        [2, [numbers, small]],
+        [4, [small]],
+      ] as const) {
+        const entries = batch(from, [...ms]);
+        const outcome = await applyBatch(pool, { stream: 's', entries }, encodeBatch(entries), { retryBudgetMs: 5000 });
+        assert.equal(outcome.stats.inserted, entries.length);
+        assert.deepEqual(outcome.stats.retries, {});
+        assert.deepEqual(outcome.deadLetters, []);
+      }
+      const rows = await pool.query<{ metadata: unknown }>('SELECT metadata FROM orders ORDER BY entry_id');
+      assert.deepEqual(
+        rows.rows.map((r) => r.metadata),
+        [small, long, numbers, small, small],
+      );
+    } finally {
+      await pool.end();
+      await env.cleanup();
+    }
+  });
+
   test('a first delivery whose key is already applied: the batch goes again with the arbiter, nothing twice', async () => {
     // First deliveries are inserted without ON CONFLICT; a key already in `orders` fails that try
     // (23505) and the batch is applied again with it: no dead letter, no bisection, no retry.

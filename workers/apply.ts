@@ -214,26 +214,83 @@ export function encodeBatch(entries: readonly TaskEntry[]): EncodedBatch {
   return { rows, copy: orders.buffer, rowEnds: orders.rowEnds, deadLetters };
 }
 
-// Connections that already have the staging tables (they live as long as the session).
+// Connections that already have the staging tables (they live as long as the session), and those
+// that also have the wide one (create_stage_wide.sql).
 const hasStage = new WeakSet<PoolClient>();
+const hasWideStage = new WeakSet<PoolClient>();
 
 /** insert_orders.sql's arbiter, the one line its first try of a batch leaves out. */
 const ARBITER_LINE = '  ON CONFLICT (client_id, idempotency_key) DO NOTHING\n';
-let withoutArbiter: string | undefined;
 
 /**
- * insert_orders.sql without its ON CONFLICT line: the first try of a batch of first deliveries,
+ * How a batch is staged and inserted. `arbiter`: insert_orders.sql as written (ON CONFLICT DO
+ * NOTHING), else without its ON CONFLICT line — the first try of a batch of first deliveries,
  * whose keys are almost always new, so the arbiter's per-order check costs more than the rare
- * second try. Derived from the one file so the two tries cannot insert different rows.
+ * second try. `wide`: staged in surge_stage_wide, for a batch with a row surge_stage (no TOAST)
+ * cannot hold.
  */
-function insertWithoutArbiter(): string {
-  if (withoutArbiter === undefined) {
-    const full = sqlFile('apply/insert_orders');
-    if (!full.includes(ARBITER_LINE))
-      throw new Error('insert_orders.sql lost the ON CONFLICT line the worker leaves out');
-    withoutArbiter = full.replace(ARBITER_LINE, '');
+interface Variant {
+  arbiter: boolean;
+  wide: boolean;
+}
+
+interface Statements {
+  copy: string;
+  /** A named (prepared once per connection) statement: parsed and analysed once, not per batch. */
+  insert: { name: string; text: string };
+}
+
+const statements = new Map<string, Statements>();
+
+/** Replaces `from` in `text`, and throws if it is not there (the SQL files and this code disagree). */
+function derive(text: string, from: string | RegExp, to: string, what: string): string {
+  const out = text.replace(from, to);
+  if (out === text) throw new Error(`${what}: the SQL no longer has what the worker rewrites`);
+  return out;
+}
+
+/**
+ * The stage COPY and the insert for a variant, derived from the one file of each so that every
+ * variant inserts the same rows.
+ */
+function statementsFor(v: Variant): Statements {
+  const key = `${v.arbiter ? 'a' : 'n'}${v.wide ? 'w' : 's'}`;
+  let found = statements.get(key);
+  if (found === undefined) {
+    let copy = sqlFile('apply/copy_stage');
+    let insert = sqlFile('apply/insert_orders');
+    if (!v.arbiter) insert = derive(insert, ARBITER_LINE, '', 'insert_orders.sql without its ON CONFLICT line');
+    if (v.wide) {
+      copy = derive(copy, /\bsurge_stage\b/g, 'surge_stage_wide', 'copy_stage.sql into surge_stage_wide');
+      insert = derive(insert, /\bsurge_stage\b/g, 'surge_stage_wide', 'insert_orders.sql from surge_stage_wide');
+    }
+    found = { copy, insert: { name: `surge_insert_orders_${key}`, text: insert } };
+    statements.set(key, found);
   }
-  return withoutArbiter;
+  return found;
+}
+
+/** A row longer than this cannot be a PLAIN heap row (MaxHeapTupleSize): such a batch goes wide at once. */
+const PLAIN_ROW_LIMIT = 8160;
+
+/**
+ * 54000 (program limit exceeded) from the stage: a row too big for surge_stage's PLAIN columns.
+ * The batch is tried again staged wide (if the error came from elsewhere, that try fails the same
+ * way and the error is handled as before).
+ */
+function isRowTooBig(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '54000';
+}
+
+/** Whether any of rows [lo, hi) is too long for surge_stage (its COPY text; the jsonb may differ). */
+function hasWideRow(ends: readonly number[], lo: number, hi: number): boolean {
+  let start = ends[lo - 1] ?? 0;
+  for (let i = lo; i < hi; i++) {
+    const end = ends[i] ?? start;
+    if (end - start > PLAIN_ROW_LIMIT) return true;
+    start = end;
+  }
+  return false;
 }
 
 interface StagedBatch {
@@ -288,10 +345,14 @@ export async function applyBatch(
   const cap = options.maxBackoffMs ?? 2000;
   const deadline = Date.now() + options.retryBudgetMs;
   const rec = task.traced ? new StepRecorder() : undefined;
-  // First deliveries are inserted without the ON CONFLICT arbiter (insertWithoutArbiter); a
-  // redelivered entry's order is likely committed already, so such a batch skips that try. Once
-  // a key conflict is met the rest of the batch (its bisection included) keeps the arbiter.
-  let arbiter = task.entries.some((e) => e.deliveries > 1);
+  // First deliveries are inserted without the ON CONFLICT arbiter; a redelivered entry's order is
+  // likely committed already, so such a batch skips that try. Once a key conflict is met the rest
+  // of the batch (its bisection included) keeps the arbiter; once a row was too big for
+  // surge_stage, the rest of the batch is staged wide.
+  const variant: Variant = {
+    arbiter: task.entries.some((e) => e.deliveries > 1),
+    wide: hasWideRow(staged.rowEnds, 0, staged.rowEnds.length),
+  };
 
   const withRetry = async <T>(fn: () => Promise<T>): Promise<T> => {
     for (let attempt = 0; ; attempt++) {
@@ -312,13 +373,19 @@ export async function applyBatch(
     if (lo >= hi) return;
     try {
       await withRetry(async () => {
-        try {
-          return await transaction(pool, task.stream, staged, lo, hi, stats, rec, committed, arbiter);
-        } catch (e) {
-          if (arbiter || !isKeyConflict(e)) throw e;
-          arbiter = true;
-          rec?.event('key_conflict', { from: lo, to: hi });
-          return await transaction(pool, task.stream, staged, lo, hi, stats, rec, committed, arbiter);
+        // Each flag turns at most once: at most three tries before an error is the batch's own.
+        for (;;) {
+          try {
+            return await transaction(pool, task.stream, staged, lo, hi, stats, rec, committed, variant);
+          } catch (e) {
+            if (!variant.wide && isRowTooBig(e)) {
+              variant.wide = true;
+              rec?.event('wide_stage', { from: lo, to: hi });
+            } else if (!variant.arbiter && isKeyConflict(e)) {
+              variant.arbiter = true;
+              rec?.event('key_conflict', { from: lo, to: hi });
+            } else throw e;
+          }
         }
       });
     } catch (e) {
@@ -382,8 +449,8 @@ function refused(task: ApplyTask, id: string, error: unknown, sqlstate: string):
 
 /**
  * One transaction over rows [lo, hi): BEGIN + COPY, insert orders and lines, reserve stock, COMMIT.
- * `arbiter`: insert with ON CONFLICT DO NOTHING (insert_orders.sql), else without it
- * (insertWithoutArbiter: a key already in `orders` fails the transaction with 23505).
+ * `variant.arbiter`: insert with ON CONFLICT DO NOTHING (insert_orders.sql), else without it (a key
+ * already in `orders` fails the transaction with 23505); `variant.wide`: staged in surge_stage_wide.
  */
 async function transaction(
   pool: Pool,
@@ -394,7 +461,7 @@ async function transaction(
   stats: ApplyStats,
   rec: StepRecorder | undefined,
   committed: CommittedOrder[],
-  arbiter: boolean,
+  variant: Variant,
 ): Promise<void> {
   const client = await pool.connect();
   const orders = hi - lo;
@@ -411,19 +478,24 @@ async function transaction(
       await client.query(sqlFile('apply/create_need'));
       hasStage.add(client);
     }
+    if (variant.wide && !hasWideStage.has(client)) {
+      await client.query(sqlFile('apply/create_stage_wide'));
+      hasWideStage.add(client);
+    }
+    const sql = statementsFor(variant);
     // copy_stage.sql opens the transaction too: from here on a failure must roll back.
     rec?.step('stage', orders);
-    await copyIn(client, sqlFile('apply/copy_stage'), slice(batch.orders, batch.rowEnds, lo, hi));
+    await copyIn(client, sql.copy, slice(batch.orders, batch.rowEnds, lo, hi));
     rec?.step('insert', orders);
     // applied_at as text: it is only republished (timestamptzIso), a Date per order cost more.
-    const inserted = await client.query<{ id: string; entry_id: string; applied_at: string }>(
-      arbiter ? sqlFile('apply/insert_orders') : insertWithoutArbiter(),
-      [stream],
-    );
+    const inserted = await client.query<{ id: string; entry_id: string; applied_at: string; stocked: boolean }>({
+      ...sql.insert,
+      values: [stream],
+    });
     const idOf = new Map(inserted.rows.map((r) => [r.entry_id, r.id]));
     const rows = batch.rows.slice(lo, hi);
     rec?.done();
-    const rejectedIds = await reserveStock(client, rows, idOf, rec);
+    const rejectedIds = inserted.rows[0]?.stocked ? await reserveStock(client, rows, idOf, rec) : NONE;
     rec?.step('commit', orders);
     await client.query('COMMIT');
     rec?.done();
@@ -457,6 +529,7 @@ async function transaction(
 }
 
 /**
+ * Called when the insert noted lines of stock-checked SKUs (else there is nothing to lock).
  * Locks the inventory rows of the inserted orders' SKUs (sku order) and takes the whole batch's
  * stock at once when it all fits (reserve_all.sql, from what insert_orders.sql noted). Otherwise
  * serves the orders in stream order all-or-nothing under those locks, writes the decrements and
@@ -471,9 +544,10 @@ async function reserveStock(
   if (idOf.size === 0) return NONE;
   // One statement locks the SKUs and, when every one has stock for the whole batch, takes it.
   rec?.step('reserve', idOf.size);
-  const locked = await client.query<{ sku: string; available: string; reserved: boolean }>(
-    sqlFile('apply/reserve_all'),
-  );
+  const locked = await client.query<{ sku: string; available: string; reserved: boolean }>({
+    name: 'surge_reserve_all',
+    text: sqlFile('apply/reserve_all'),
+  });
   rec?.done();
   if (locked.rows.length === 0 || locked.rows[0]?.reserved) return NONE;
   rec?.step('reserve_each', idOf.size);

@@ -18,7 +18,8 @@
 -- one line out: workers/apply.ts insertWithoutArbiter); a key already taken then fails the
 -- statement with 23505 and the batch goes again with it.
 -- Returns the inserted rows; their applied_at (as text: the worker only republishes it) goes to
--- the outcome streams (workers/outcomes.ts).
+-- the outcome streams (workers/outcomes.ts). `stocked` (the same on every row) says whether any
+-- line was of a stock-checked SKU: when none was, the worker skips the stock step.
 WITH staged AS (
   SELECT seq, entry_id, received_at, client_id, idempotency_key,
          body->>'order_id' AS order_id,
@@ -52,5 +53,6 @@ WITH staged AS (
   SELECT g.sku, g.qty
   FROM (SELECT l.sku, sum(l.qty) AS qty FROM lines AS l GROUP BY l.sku) AS g
   WHERE EXISTS (SELECT 1 FROM inventory AS i WHERE i.sku = g.sku)
+  RETURNING 1
 )
-SELECT id, entry_id, applied_at::text AS applied_at FROM inserted
+SELECT id, entry_id, applied_at::text AS applied_at, EXISTS (SELECT 1 FROM need) AS stocked FROM inserted
