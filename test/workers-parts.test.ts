@@ -16,7 +16,7 @@ import { formBatch } from '../workers/batch-former.js';
 import type { ConsumerContext } from '../workers/context.js';
 import { HeldEntries } from '../workers/held.js';
 import { heartbeat } from '../workers/heartbeat.js';
-import { InFlightLimit } from '../workers/in-flight.js';
+import { InFlightLimit, MAX_PAUSE_MS, pauseAfter } from '../workers/in-flight.js';
 import { backoffMs, runUntilStopped } from '../workers/loop.js';
 import { reclaimShard } from '../workers/reclaim.js';
 import type { StreamEntry } from '../workers/redis-ops.js';
@@ -65,6 +65,32 @@ describe('in-flight limit', () => {
     await waiting;
     limit.limit = 0;
     assert.equal(limit.limit, 1);
+  });
+
+  test('a released slot may stay taken for a pause; close ends the pauses at once', async () => {
+    const limit = new InFlightLimit(1);
+    limit.take();
+    const t0 = performance.now();
+    limit.release(40);
+    assert.equal(limit.hasRoom(), false);
+    await limit.room();
+    assert.ok(performance.now() - t0 >= 35, 'the slot came back after the pause');
+    limit.take();
+    limit.release(60_000);
+    const waiting = limit.room();
+    limit.close();
+    await waiting;
+    assert.equal(limit.count, 0);
+    limit.take();
+    limit.release(60_000);
+    assert.equal(limit.count, 0, 'closed: no more pauses');
+  });
+
+  test('the pause follows how long the batch held its slot and how far from full it was', () => {
+    assert.equal(pauseAfter(30, 0, 1000), 30);
+    assert.equal(pauseAfter(30, 500, 1000), 15);
+    assert.equal(pauseAfter(30, 1000, 1000), 0);
+    assert.equal(pauseAfter(10_000, 1, 1000), MAX_PAUSE_MS);
   });
 });
 

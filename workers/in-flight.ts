@@ -1,11 +1,30 @@
 // The in-flight limit: how many batches a worker process has handed to the apply step and not
 // yet acked. Readers wait for room before they read, so a busy apply side stops reads and the
 // entries wait in the stream, where the next batch picks them up (group commit).
+//
+// A batch that was not full also keeps its slot a while after its ack (pauseAfter): without that,
+// the cheaper a transaction, the sooner the next starts and the smaller it is, and the apply side
+// spends as much CPU per second on per-batch costs (round trips, planning, COMMIT) at any rate.
+
+/** Longest pause after a batch (ms). */
+export const MAX_PAUSE_MS = 100;
+
+/**
+ * How long a batch's slot stays taken after it is done: as long again as it was held, scaled by how
+ * far from full the batch was — so a batch grows to about twice what has arrived during one
+ * transaction, a full batch (a backlog) does not wait, and a light load waits about as long as a
+ * transaction of one entry takes, not a fixed linger.
+ */
+export function pauseAfter(heldMs: number, entries: number, batchSize: number): number {
+  return Math.min(MAX_PAUSE_MS, heldMs * Math.max(0, 1 - entries / batchSize));
+}
 
 export class InFlightLimit {
   #count = 0;
   #limit: number;
   #waiters: Array<() => void> = [];
+  #pauses = new Set<ReturnType<typeof setTimeout>>();
+  #closed = false;
   readonly #busy: () => boolean;
 
   /** `busy`: an extra condition that holds readers back (piscina's needsDrain). */
@@ -59,9 +78,31 @@ export class InFlightLimit {
     this.#count++;
   }
 
-  /** One batch done (acked or given up); wakes the waiting readers. */
-  release(): void {
+  /**
+   * One batch done (acked or given up); wakes the waiting readers — after `pauseMs` when given: the
+   * slot stays taken that long (close() ends such pauses at once).
+   */
+  release(pauseMs = 0): void {
+    if (pauseMs >= 1 && !this.#closed) {
+      const timer = setTimeout(() => {
+        this.#pauses.delete(timer);
+        this.release();
+      }, pauseMs);
+      this.#pauses.add(timer);
+      return;
+    }
     this.#count--;
+    this.wake();
+  }
+
+  /** On stop: slots held by a pause are released now, and no release pauses from now on. */
+  close(): void {
+    this.#closed = true;
+    for (const timer of this.#pauses) {
+      clearTimeout(timer);
+      this.#count--;
+    }
+    this.#pauses.clear();
     this.wake();
   }
 

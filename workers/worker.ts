@@ -22,7 +22,7 @@ import { type ApplyStats, type ApplyTask, type BatchOutcome, encodeAndApply } fr
 import type { ConsumerContext } from './context.js';
 import { HeldEntries } from './held.js';
 import { heartbeatLoop, keepEntries } from './heartbeat.js';
-import { InFlightLimit } from './in-flight.js';
+import { InFlightLimit, pauseAfter } from './in-flight.js';
 import { lowerPriority } from './priority.js';
 import { OutcomePublisher } from './outcomes.js';
 import { reclaimLoop } from './reclaim.js';
@@ -178,12 +178,15 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     metrics.inFlight.inc();
     const task: ApplyTask = { stream: streamKey(config.redisPrefix, shard), entries };
     if (batchTracer?.wants(entries)) task.traced = true;
+    const heldFrom = performance.now();
+    let pauseMs = 0;
     const p = (async () => {
       try {
         for (let attempt = 0; ; attempt++) {
           const outcome = await apply(task);
           record(outcome.stats, batchTracer?.traceIds(task, outcome));
           if (adaptive) limit.limit = adaptive.sample(outcome.stats.entries, outcome.stats.applyMs);
+          pauseMs = pauseAfter(performance.now() - heldFrom, entries.length, config.batchSize);
           const { steps } = outcome;
           if (!outcome.gaveUp) {
             // Before the ack: a failure here leaves the entries pending (reclaimed, published then).
@@ -216,7 +219,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
         );
       } finally {
         ctx.held.delete(shard, ids);
-        limit.release();
+        limit.release(pauseMs);
         metrics.inFlight.dec();
       }
     })();
@@ -265,7 +268,7 @@ export async function startWorker(config: Config, options: WorkerOptions = {}): 
     stopped ??= (async () => {
       stopping = true;
       abort.abort();
-      limit.wake();
+      limit.close();
       logger.info({ inFlight: limit.count }, 'worker stopping: no new reads, finishing in-flight batches');
       await Promise.allSettled(loops);
       while (running.size > 0) await Promise.allSettled([...running]);
