@@ -476,6 +476,9 @@ async function transaction(
     if (!hasStage.has(client)) {
       await client.query(sqlFile('apply/create_stage'));
       await client.query(sqlFile('apply/create_need'));
+      // The named statements save parsing; a plan cached for one batch's size is not reused for
+      // another (a generic plan cost more in backlog drains of full batches).
+      await client.query('SET plan_cache_mode = force_custom_plan');
       hasStage.add(client);
     }
     if (variant.wide && !hasWideStage.has(client)) {
