@@ -182,7 +182,16 @@ describe('security', () => {
     const copyCalls = [...apply.matchAll(/copyFrom\(([^)]*)\)/g)].map((m) => m[1]);
     assert.deepEqual(copyCalls, ['sql'], 'COPY runs in one helper (copyIn) only');
     const copies = [...apply.matchAll(/copyIn\(client, ([^,]+),/g)].map((m) => m[1]);
-    assert.deepEqual(copies, ["sqlFile('apply/copy_stage')"], 'COPY statements are static sql/ files');
+    assert.deepEqual(copies, ['sql.copy'], 'COPY runs the statement statementsFor made');
+    // That statement is a static sql/ file, rewritten only by literal replacements (a table name).
+    const copyTexts = [...apply.matchAll(/\bcopy = ([^;]+);/g)].map((m) => m[1]);
+    assert.ok(copyTexts.length > 0, 'statementsFor builds the COPY statement');
+    for (const text of copyTexts)
+      assert.match(
+        text ?? '',
+        /^(?:sqlFile\('apply\/copy_stage'\)|derive\(copy, \/[^/]+\/g?, '[a-z_]+', '[^']*'\))$/,
+        'COPY statements are static sql/ files with literal rewrites',
+      );
     assert.match(apply, /copyRow\(rowValues\)/, 'order rows come from the escaping encoder (workers/copy.ts)');
     // The order travels as its JSON text, a value like any other: PostgreSQL parses it as jsonb
     // and the insert reads fields out of it (operators, no SQL built from its content).
