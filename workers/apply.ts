@@ -282,11 +282,10 @@ function isRowTooBig(error: unknown): boolean {
   return (error as { code?: unknown } | null)?.code === '54000';
 }
 
-/** Whether any of rows [lo, hi) is too long for surge_stage (its COPY text; the jsonb may differ). */
-function hasWideRow(ends: readonly number[], lo: number, hi: number): boolean {
-  let start = ends[lo - 1] ?? 0;
-  for (let i = lo; i < hi; i++) {
-    const end = ends[i] ?? start;
+/** Whether any row of the batch is too long for surge_stage (its COPY text; the jsonb may differ). */
+function hasWideRow(ends: readonly number[]): boolean {
+  let start = 0;
+  for (const end of ends) {
     if (end - start > PLAIN_ROW_LIMIT) return true;
     start = end;
   }
@@ -351,7 +350,7 @@ export async function applyBatch(
   // surge_stage, the rest of the batch is staged wide.
   const variant: Variant = {
     arbiter: task.entries.some((e) => e.deliveries > 1),
-    wide: hasWideRow(staged.rowEnds, 0, staged.rowEnds.length),
+    wide: hasWideRow(staged.rowEnds),
   };
 
   const withRetry = async <T>(fn: () => Promise<T>): Promise<T> => {
