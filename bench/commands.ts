@@ -116,7 +116,7 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
     script: 'e2e',
     description:
       'whole system: ingest alone against ingest + worker in interleaved rounds, CPU per order of ' +
-      'every process, then a fixed-rate phase against a backlog drain',
+      'every process, then a fixed-rate phase against backlog drains of the same orders in the same run',
     options: [
       o('--rounds <n>', 'interleaved saturated rounds', '3'),
       o('--duration <s>', 'seconds per round', '10'),
@@ -127,8 +127,8 @@ export const SCRIPT_BENCHES: readonly ScriptBench[] = [
       o('--fixed-rate <n>', 'fixed-rate phase at N orders/s instead'),
       o('--fixed-rounds <n>', 'rounds of the fixed-rate phase', '--rounds'),
       o('--no-fixed-rate', 'skip the fixed-rate phase'),
-      o('--backlog-us <n>', "bench:apply's worker + backends µs per order to compare with"),
-      o('--drain-timeout <s>', 'wait for the backlog to drain after a round', '120'),
+      o('--drain-orders <n>', 'orders measured per backlog drain round', '100000'),
+      o('--drain-timeout <s>', "wait for the backlog to drain after a round, or for a drain round's orders", '120'),
       o('--out <dir>', 'where to write the results', 'bench/results'),
       o('--no-write', 'print only, write no result files'),
     ],

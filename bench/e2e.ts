@@ -4,10 +4,11 @@
 // rate counts orders *applied* (the worker's surge_orders_applied_total), and each round reports the
 // CPU time per order of every process: generator (this process), ingest, worker, the worker's
 // PostgreSQL backends, Redis. A second phase drives the whole at a fixed fraction of its measured
-// maximum and compares the worker's + its backends' CPU per order with bench:apply's backlog drain.
+// maximum and compares the worker's + its backends' CPU per order with a backlog drain of the same
+// run: a fresh worker on ingest alone's streams, full of the same orders.
 // Writes bench/results/e2e-<date>.{json,md}.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -39,8 +40,10 @@ them with autocannon (a fresh Idempotency-Key per request, as bench:ingest) in i
 worker in the round (and reports the backlog left at its end, then waits for it to drain).
 Per round and as medians: orders/s and the ratio whole ÷ alone; CPU µs per order of the generator,
 ingest, the worker, the worker's PostgreSQL backends and Redis; the average apply batch size.
-Then a fixed-rate phase runs the whole at a fraction of its measured maximum and compares the
-worker's + its backends' CPU per order with bench:apply's backlog drain (ratio live ÷ backlog).
+Then a fixed-rate phase runs the whole at a fraction of its measured maximum, interleaved with
+backlog drains (a fresh \`surge work\` with the whole's settings applying --drain-orders of the
+orders ingest alone left in its streams), and compares the worker's + its backends' CPU per order
+live and in the drain (ratio live ÷ backlog).
 Writes bench/results/e2e-<date>.{json,md}.
 
 Options:
@@ -53,10 +56,11 @@ Options:
   --rate-fraction F     fixed-rate phase at F × the median whole orders/s (default 0.5)
   --fixed-rate N        fixed-rate phase at N orders/s instead
   --fixed-rounds N      rounds of the fixed-rate phase (default: --rounds)
-  --no-fixed-rate       skip the fixed-rate phase
-  --backlog-us N        bench:apply's worker + backends CPU µs per order to compare with
-                        (default: read from the latest bench/results/apply-*.json)
-  --drain-timeout S     how long to wait for the whole's backlog to drain after a round (default 120)
+  --no-fixed-rate       skip the fixed-rate phase (and the backlog drains)
+  --drain-orders N      orders measured per backlog drain round, after a tenth as many to warm
+                        up (default 100000; fewer when ingest alone's streams hold fewer)
+  --drain-timeout S     how long to wait for the whole's backlog to drain after a round, or for a
+                        drain round's orders (default 120)
   --out DIR             where to write the results (default bench/results)
   --no-write            print only, write no result files
   -h, --help            this text
@@ -78,7 +82,7 @@ interface Options {
   fixedRate: number | undefined;
   fixedRounds: number;
   fixed: boolean;
-  backlogUs: number | undefined;
+  drainOrders: number;
   drainTimeout: number;
   out: string;
   write: boolean;
@@ -102,7 +106,7 @@ function parseOptions(argv: readonly string[]): Options {
         'fixed-rate': { type: 'string' },
         'fixed-rounds': { type: 'string' },
         'no-fixed-rate': { type: 'boolean', default: false },
-        'backlog-us': { type: 'string' },
+        'drain-orders': { type: 'string', default: '100000' },
         'drain-timeout': { type: 'string', default: '120' },
         out: { type: 'string', default: join(PACKAGE_ROOT, 'bench', 'results') },
         'no-write': { type: 'boolean', default: false },
@@ -142,7 +146,7 @@ function parseOptions(argv: readonly string[]): Options {
     fixedRate: v['fixed-rate'] === undefined ? undefined : num('fixed-rate', v['fixed-rate'], 1),
     fixedRounds: v['fixed-rounds'] === undefined ? rounds : num('fixed-rounds', v['fixed-rounds'], 1, true),
     fixed: !v['no-fixed-rate'],
-    backlogUs: v['backlog-us'] === undefined ? undefined : num('backlog-us', v['backlog-us'], 0),
+    drainOrders: num('drain-orders', v['drain-orders'], 1, true),
     drainTimeout: num('drain-timeout', v['drain-timeout'], 1),
     out: v.out ?? join(PACKAGE_ROOT, 'bench', 'results'),
     write: !v['no-write'],
@@ -159,6 +163,8 @@ interface Setup {
   pool: pg.Pool;
   apiKey: string;
   url: string;
+  /** The environment of its processes (scratch database, prefix, ports, settings). */
+  env: Record<string, string>;
   ingest: ChildProcess;
   worker: ChildProcess | undefined;
   workerMetricsUrl: string | undefined;
@@ -207,7 +213,7 @@ async function startSetup(name: SetupName, passEnv: Record<string, string>): Pro
         timeoutMs: 30_000,
         intervalMs: 100,
       });
-    return { name, scratch, pool, apiKey, url, ingest, worker, workerMetricsUrl, acceptedTotal: 0 };
+    return { name, scratch, pool, apiKey, url, env, ingest, worker, workerMetricsUrl, acceptedTotal: 0 };
   } catch (e) {
     for (const c of children) await stopChild(c);
     await pool.end();
@@ -253,6 +259,43 @@ async function workerBackendPids(s: Setup): Promise<number[]> {
   return rows.map((r) => r.pid);
 }
 
+/**
+ * Starts a window over a worker's CPU and its PostgreSQL backends' (/proc, user + system); the
+ * returned function closes it. Backends are the `surge-worker` sessions of the setup's database at
+ * the start and at the end: one that came and went within the window is missed, one that left
+ * before the end loses its share (counted as lost). Every phase reads the worker this way.
+ */
+async function workerCpuWindow(
+  s: Setup,
+  worker: ChildProcess,
+): Promise<() => Promise<{ worker: number; backends: number; seen: BackendsSeen }>> {
+  const pids0 = await workerBackendPids(s);
+  const backend0 = new Map(pids0.map((p) => [p, cpuOf(p)]));
+  const worker0 = cpuOf(worker.pid);
+  return async () => {
+    const workerCpu = cpuOf(worker.pid) - worker0;
+    const pids1 = await workerBackendPids(s);
+    let backends = 0;
+    let lost = 0;
+    for (const pid of new Set([...pids0, ...pids1])) {
+      const now = cpuOf(pid);
+      if (Number.isNaN(now)) {
+        lost++;
+        continue;
+      }
+      // A backend not seen at the start connected during the window: all its CPU is the window's.
+      backends += now - (backend0.get(pid) ?? 0);
+    }
+    return { worker: workerCpu, backends, seen: { atStart: pids0.length, atEnd: pids1.length, lost } };
+  };
+}
+
+interface BackendsSeen {
+  atStart: number;
+  atEnd: number;
+  lost: number;
+}
+
 interface RedisCpu {
   read(): Promise<number>;
   source: string;
@@ -280,9 +323,12 @@ interface WorkerCounters {
 }
 
 async function workerCounters(s: Setup): Promise<WorkerCounters | undefined> {
-  if (!s.workerMetricsUrl) return undefined;
-  const m = await scrape(s.workerMetricsUrl);
-  if (!m) throw new Error(`${s.name}: worker /metrics did not answer`);
+  return s.workerMetricsUrl ? countersAt(s.workerMetricsUrl, `${s.name}: worker`) : undefined;
+}
+
+async function countersAt(url: string, what: string): Promise<WorkerCounters> {
+  const m = await scrape(url);
+  if (!m) throw new Error(`${what} /metrics did not answer`);
   return {
     applied: sumOf(m, 'surge_orders_applied_total') ?? 0,
     batchSum: sumOf(m, 'surge_apply_batch_size_sum') ?? 0,
@@ -328,7 +374,7 @@ interface RoundFigures {
   /** Cores each process used on average over the round. */
   cores: Record<ProcessName, number | undefined>;
   /** Worker backends: seen at the start, at the end, and seen at the start but gone by the end (their CPU is missed). */
-  backends: { atStart: number; atEnd: number; lost: number } | undefined;
+  backends: BackendsSeen | undefined;
 }
 
 const r2 = (x: number) => Math.round(x * 100) / 100;
@@ -342,13 +388,11 @@ async function measureRound(
   redisCpu: RedisCpu,
   overallRate?: number,
 ): Promise<RoundFigures> {
-  const pids0 = s.worker ? await workerBackendPids(s) : [];
-  const backend0 = new Map(pids0.map((p) => [p, cpuOf(p)]));
+  const endWorkerCpu = s.worker ? await workerCpuWindow(s, s.worker) : undefined;
   const w0 = await workerCounters(s);
   const cpu0 = {
     generator: process.cpuUsage(),
     ingest: cpuOf(s.ingest.pid),
-    worker: s.worker ? cpuOf(s.worker.pid) : 0,
     redis: await redisCpu.read(),
   };
   const t0 = performance.now();
@@ -356,26 +400,9 @@ async function measureRound(
   const seconds = (performance.now() - t0) / 1000;
   const gen = process.cpuUsage(cpu0.generator);
   const ingestCpu = cpuOf(s.ingest.pid) - cpu0.ingest;
-  const workerCpu = s.worker ? cpuOf(s.worker.pid) - cpu0.worker : undefined;
+  const workerWindow = endWorkerCpu ? await endWorkerCpu() : undefined;
   const redisCpuS = (await redisCpu.read()) - cpu0.redis;
   const w1 = await workerCounters(s);
-  let backendCpu: number | undefined;
-  let backends: RoundFigures['backends'];
-  if (s.worker) {
-    const pids1 = await workerBackendPids(s);
-    backendCpu = 0;
-    let lost = 0;
-    for (const pid of new Set([...pids0, ...pids1])) {
-      const now = cpuOf(pid);
-      if (Number.isNaN(now)) {
-        lost++;
-        continue;
-      }
-      // A backend not seen at the start connected during the round: all its CPU is the round's.
-      backendCpu += now - (backend0.get(pid) ?? 0);
-    }
-    backends = { atStart: pids0.length, atEnd: pids1.length, lost };
-  }
   const accepted = r['2xx'];
   s.acceptedTotal += accepted;
   const applied = w0 && w1 ? w1.applied - w0.applied : undefined;
@@ -393,8 +420,8 @@ async function measureRound(
   const cpu: Record<ProcessName, number | undefined> = {
     generator: (gen.user + gen.system) / 1e6,
     ingest: ingestCpu,
-    worker: workerCpu,
-    workerBackends: backendCpu,
+    worker: workerWindow?.worker,
+    workerBackends: workerWindow?.backends,
     redis: redisCpuS,
   };
   return {
@@ -422,7 +449,7 @@ async function measureRound(
       number | undefined
     >,
     cores: Object.fromEntries(PROCESSES.map((p) => [p, coresOf(cpu[p])])) as Record<ProcessName, number | undefined>,
-    backends,
+    backends: workerWindow?.seen,
   };
 }
 
@@ -443,36 +470,109 @@ async function drain(s: Setup, timeoutS: number): Promise<number> {
   }
 }
 
-// ---- bench:apply's backlog figure ----
-interface BacklogFigure {
-  workerUs: number | undefined;
-  backendsUs: number | undefined;
-  totalUs: number;
-  source: string;
+// ---- backlog drain ----
+/** One backlog drain round: a fresh worker applying orders ingest alone left in its streams. */
+interface DrainFigures {
+  round: number;
+  /** Orders in ingest alone's streams when the worker started. */
+  backlogAtStart: number;
+  /** Orders applied before the window opened (worker warm, its backends connected). */
+  warmup: number;
+  seconds: number;
+  applied: number;
+  ordersPerSecond: number;
+  averageBatchSize: number | undefined;
+  cpuUsPerOrder: { worker: number | undefined; workerBackends: number | undefined; redis: number | undefined };
+  cores: { worker: number | undefined; workerBackends: number | undefined; redis: number | undefined };
+  backends: BackendsSeen;
 }
 
-function backlogFigure(o: Options): BacklogFigure | undefined {
-  if (o.backlogUs !== undefined)
-    return { workerUs: undefined, backendsUs: undefined, totalUs: o.backlogUs, source: '--backlog-us' };
-  const dir = join(PACKAGE_ROOT, 'bench', 'results');
-  if (!existsSync(dir)) return undefined;
-  const latest = readdirSync(dir)
-    .filter((f) => /^apply-.*\.json$/.test(f))
-    .sort()
-    .at(-1);
-  if (!latest) return undefined;
-  try {
-    const j = JSON.parse(readFileSync(join(dir, latest), 'utf8')) as {
-      perRound?: { surge?: { orders?: number; nodeCpuSeconds?: number; postgresCpuSeconds?: number } }[];
-    };
-    const rounds = (j.perRound ?? []).map((r) => r.surge).filter((x) => x?.orders && x.nodeCpuSeconds !== undefined);
-    if (rounds.length === 0) return undefined;
-    const us = (sec: number | undefined, n: number | undefined) => ((sec ?? Number.NaN) * 1e6) / (n ?? 1);
-    const workerUs = r1(median(rounds.map((x) => us(x?.nodeCpuSeconds, x?.orders))));
-    const backendsUs = r1(median(rounds.map((x) => us(x?.postgresCpuSeconds, x?.orders))));
-    return { workerUs, backendsUs, totalUs: r1(workerUs + backendsUs), source: `bench/results/${latest}` };
-  } catch {
+async function ordersIn(s: Setup): Promise<number> {
+  return Number((await s.pool.query<{ n: string }>('SELECT count(*) AS n FROM orders')).rows[0]?.n ?? 0);
+}
+
+/**
+ * Starts `surge work` on ingest alone's database and prefix, with the whole's settings (ingest
+ * alone's SURGE_MAX_BACKLOG=0 is not one of them), lets it apply a tenth of `drainOrders` to warm
+ * up, then measures the next `drainOrders` exactly as a fixed-rate round measures the whole's
+ * worker (workerCpuWindow, Δ surge_orders_applied_total), and stops it (in-flight batches finish
+ * and are acked). When the streams hold less than the rounds left need, each round takes its share,
+ * with room for what the worker applies past its counts (polling) and while it stops; a window
+ * also ends if the streams run dry. Undefined (with a warning) when there is too little to drain or
+ * the round fails: the other rounds still count.
+ */
+async function measureDrain(
+  alone: Setup,
+  round: number,
+  roundsLeft: number,
+  o: Options,
+  redisCpu: RedisCpu,
+): Promise<DrainFigures | undefined> {
+  const warn = (why: string) => process.stderr.write(`warning: drain round ${round}: ${why}; round skipped\n`);
+  const backlogAtStart = alone.acceptedTotal - (await ordersIn(alone));
+  const share = Math.floor(backlogAtStart / roundsLeft);
+  const want = o.drainOrders;
+  const warmup = Math.min(Math.ceil(want / 10), Math.floor(share / 11));
+  const target = Math.min(want, Math.floor((share - warmup) * 0.8));
+  if (warmup < 1 || target < 1) {
+    warn(`ingest alone's streams hold ${backlogAtStart} orders`);
     return undefined;
+  }
+  const port = await freePort();
+  const env: Record<string, string> = { ...alone.env, SURGE_WORKER_METRICS_PORT: String(port) };
+  delete env.SURGE_MAX_BACKLOG;
+  Object.assign(env, o.env);
+  const worker = spawnRole('work', env);
+  try {
+    const metrics = `http://127.0.0.1:${port}/metrics`;
+    const counters = () => countersAt(metrics, `drain round ${round}: worker`);
+    const wait = { timeoutMs: o.drainTimeout * 1000, intervalMs: 100 };
+    await waitFor(`drain round ${round}: worker /readyz`, () => httpOk(`http://127.0.0.1:${port}/readyz`), wait);
+    await waitFor(
+      `drain round ${round}: ${warmup} orders applied to warm up`,
+      async () => {
+        if (worker.exitCode !== null) throw new Error(`drain worker exited with ${worker.exitCode}`);
+        return (await counters()).applied >= warmup;
+      },
+      wait,
+    );
+    const endWorkerCpu = await workerCpuWindow(alone, worker);
+    const w0 = await counters();
+    const redis0 = await redisCpu.read();
+    const t0 = performance.now();
+    // Polled a few times a second: a scrape costs the worker far less than the noise of a window.
+    const w1 = await waitFor(
+      `drain round ${round}: ${target} orders applied`,
+      async () => {
+        const c = await counters();
+        return c.applied - w0.applied >= target || c.applied >= backlogAtStart ? c : undefined;
+      },
+      { timeoutMs: o.drainTimeout * 1000, intervalMs: 200 },
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = await endWorkerCpu();
+    const redisS = (await redisCpu.read()) - redis0;
+    const applied = w1.applied - w0.applied;
+    const perOrder = (x: number) => (Number.isNaN(x) ? undefined : r1((x * 1e6) / applied));
+    const coresOf = (x: number) => (Number.isNaN(x) ? undefined : r2(x / seconds));
+    return {
+      round,
+      backlogAtStart,
+      warmup,
+      seconds: r2(seconds),
+      applied,
+      ordersPerSecond: Math.round(applied / seconds),
+      averageBatchSize:
+        w1.batchCount > w0.batchCount ? r1((w1.batchSum - w0.batchSum) / (w1.batchCount - w0.batchCount)) : undefined,
+      cpuUsPerOrder: { worker: perOrder(cpu.worker), workerBackends: perOrder(cpu.backends), redis: perOrder(redisS) },
+      cores: { worker: coresOf(cpu.worker), workerBackends: coresOf(cpu.backends), redis: coresOf(redisS) },
+      backends: cpu.seen,
+    };
+  } catch (e) {
+    warn((e as Error).message);
+    return undefined;
+  } finally {
+    await stopChild(worker);
   }
 }
 
@@ -501,8 +601,31 @@ function medians(fs: readonly RoundFigures[]) {
   };
 }
 
+function drainMedians(ds: readonly DrainFigures[]) {
+  const of = (k: keyof DrainFigures['cpuUsPerOrder'], x: 'cpuUsPerOrder' | 'cores') => med(ds.map((d) => d[x][k]));
+  const cpuUsPerOrder = {
+    worker: of('worker', 'cpuUsPerOrder'),
+    workerBackends: of('workerBackends', 'cpuUsPerOrder'),
+    redis: of('redis', 'cpuUsPerOrder'),
+  };
+  return {
+    rounds: ds.length,
+    applied: med(ds.map((d) => d.applied)),
+    ordersPerSecond: med(ds.map((d) => d.ordersPerSecond)),
+    averageBatchSize: med(ds.map((d) => d.averageBatchSize)),
+    cpuUsPerOrder,
+    applyUsPerOrder: med(ds.map((d) => applyUs(d))),
+    cores: {
+      worker: of('worker', 'cores'),
+      workerBackends: of('workerBackends', 'cores'),
+      redis: of('redis', 'cores'),
+    },
+  };
+}
+
 const fmt = (x: number | undefined) => (x === undefined ? '—' : String(x));
-const applyUs = (f: { cpuUsPerOrder: Record<ProcessName, number | undefined> }) =>
+type WorkerUs = { cpuUsPerOrder: { worker: number | undefined; workerBackends: number | undefined } };
+const applyUs = (f: WorkerUs) =>
   f.cpuUsPerOrder.worker === undefined || f.cpuUsPerOrder.workerBackends === undefined
     ? undefined
     : r1(f.cpuUsPerOrder.worker + f.cpuUsPerOrder.workerBackends);
@@ -563,34 +686,62 @@ async function main(): Promise<void> {
     const ratioMedian = med(ratios);
     log(`whole ÷ alone (orders/s): median ${fmt(ratioMedian)} (rounds ${ratios.join(', ')})`);
 
-    // Fixed-rate phase: the whole below its maximum, where batches form from the live arrivals.
-    const backlog = backlogFigure(o);
-    let fixed: Omit<FixedRateFigures, 'backlog'> | undefined;
+    // Fixed-rate phase: the whole below its maximum, where batches form from the live arrivals,
+    // interleaved with backlog drains of the same orders (alternating which goes first), each
+    // live round paired with the drain of its round.
+    const drains: DrainFigures[] = [];
+    let fixed: FixedRateFigures | undefined;
     if (o.fixed) {
       const rate = Math.max(1, Math.round(o.fixedRate ?? o.rateFraction * (medWhole.ordersPerSecond ?? 0)));
       const how = o.fixedRate !== undefined ? '--fixed-rate' : `${o.rateFraction} × the median whole orders/s`;
+      const drainLine = (d: DrainFigures) =>
+        `backlog drain round ${d.round}: ${d.applied} orders in ${d.seconds} s (${d.ordersPerSecond}/s, after ${d.warmup} to warm up, ${d.backlogAtStart} in the streams), batch ${fmt(d.averageBatchSize)}; CPU µs/order worker ${fmt(d.cpuUsPerOrder.worker)}, worker's PG backends ${fmt(d.cpuUsPerOrder.workerBackends)}, Redis ${fmt(d.cpuUsPerOrder.redis)}`;
       for (let round = 1; round <= o.fixedRounds; round++) {
-        const f = await measureRound(whole, 'fixed-rate', round, o, redisCpu, rate);
-        figures.push(f);
-        log(line(f));
+        const live = async () => {
+          const f = await measureRound(whole, 'fixed-rate', round, o, redisCpu, rate);
+          figures.push(f);
+          log(line(f));
+        };
+        const drainRound = async () => {
+          const d = await measureDrain(alone, round, o.fixedRounds - round + 1, o, redisCpu);
+          if (d) drains.push(d);
+          if (d) log(drainLine(d));
+        };
+        if (round % 2 === 1) {
+          await live();
+          await drainRound();
+        } else {
+          await drainRound();
+          await live();
+        }
       }
-      const fm = medians(figures.filter((f) => f.phase === 'fixed-rate'));
-      const live = applyUs(fm);
+      const liveRounds = figures.filter((f) => f.phase === 'fixed-rate');
+      const fm = medians(liveRounds);
+      const dm = drainMedians(drains);
       const div = (a: number | undefined, b: number | undefined) =>
         a === undefined || b === undefined || b === 0 ? undefined : Number((a / b).toFixed(2));
+      const perRound = (part: (x: WorkerUs) => number | undefined) =>
+        drains.map((d) => {
+          const f = liveRounds.find((x) => x.round === d.round);
+          return f ? div(part(f), part(d)) : undefined;
+        });
+      const totalRatios = perRound(applyUs);
       fixed = {
         rate,
         how,
         medians: fm,
-        applyUsPerOrder: live,
-        liveOverBacklog: div(live, backlog?.totalUs),
+        applyUsPerOrder: applyUs(fm),
+        drainOrders: o.drainOrders,
+        drains: dm,
+        perRound: totalRatios,
+        liveOverBacklog: med(totalRatios),
         ratios: {
-          worker: div(fm.cpuUsPerOrder.worker, backlog?.workerUs),
-          workerBackends: div(fm.cpuUsPerOrder.workerBackends, backlog?.backendsUs),
+          worker: med(perRound((x) => x.cpuUsPerOrder.worker)),
+          workerBackends: med(perRound((x) => x.cpuUsPerOrder.workerBackends)),
         },
       };
       log(
-        `fixed rate ${rate}/s: worker + backends ${fmt(live)} µs/order; backlog drain ${fmt(backlog?.totalUs)} (${backlog?.source ?? 'none'}); live ÷ backlog ${fmt(fixed.liveOverBacklog)}`,
+        `fixed rate ${rate}/s: worker + backends ${fmt(fixed.applyUsPerOrder)} µs/order; backlog drain ${fmt(dm.applyUsPerOrder)}; live ÷ backlog median ${fmt(fixed.liveOverBacklog)} (rounds ${totalRatios.map(fmt).join(', ')})`,
       );
     }
 
@@ -637,7 +788,8 @@ async function main(): Promise<void> {
         min: Math.min(...ratios),
         max: Math.max(...ratios),
       },
-      fixedRate: fixed ? { ...fixed, backlog } : undefined,
+      fixedRate: fixed,
+      drains,
       limitedBy,
       goals: { wholeOverAlone: '≥ 0.8', fixedRateLiveOverBacklog: '≤ 1.2' },
     };
@@ -654,15 +806,22 @@ async function main(): Promise<void> {
   }
 }
 
-/** The fixed-rate phase: the whole below its maximum, against a backlog drain's cost. */
+/** The fixed-rate phase: the whole below its maximum, against the same run's backlog drains. */
 interface FixedRateFigures {
   rate: number;
   how: string;
   medians: ReturnType<typeof medians>;
+  /** Median of the live rounds' worker + backends µs per order. */
   applyUsPerOrder: number | undefined;
+  /** Orders measured per drain round (--drain-orders; fewer when the streams held fewer). */
+  drainOrders: number;
+  drains: ReturnType<typeof drainMedians>;
+  /** Live ÷ backlog (worker + backends µs per order) of each round: its live round over its drain. */
+  perRound: (number | undefined)[];
+  /** Median of perRound. */
   liveOverBacklog: number | undefined;
+  /** Medians of the per-round ratios, worker and backends apart. */
   ratios: { worker: number | undefined; workerBackends: number | undefined };
-  backlog: BacklogFigure | undefined;
 }
 
 type Summary = {
@@ -675,6 +834,7 @@ type Summary = {
   medians: { alone: ReturnType<typeof medians>; whole: ReturnType<typeof medians> };
   wholeOverAlone: { perRound: number[]; median: number | undefined; min: number; max: number };
   fixedRate: FixedRateFigures | undefined;
+  drains: DrainFigures[];
 };
 
 const CPU_COLUMNS = PROCESSES.map((p) => `${PROCESS_LABEL[p]} µs/order`);
@@ -689,6 +849,20 @@ function markdown(s: Summary, limitedLine: string): string {
   const medRow = (label: string, x: ReturnType<typeof medians>, ratio?: number) =>
     `| ${label} | ${fmt(x.ordersPerSecond)} | ${fmt(ratio)} | ${fmt(x.acceptedPerSecond)} | ${fmt(x.latencyP99Ms)} | ${fmt(x.backlogAtEnd)} | ${fmt(x.averageBatchSize)} | ${PROCESSES.map((p) => fmt(x.cpuUsPerOrder[p])).join(' | ')} | ${fmt(applyUs(x))} | ${PROCESSES.map((p) => fmt(x.cores[p])).join(' / ')} |`;
   const fr = s.fixedRate;
+  const drainRow = (d: DrainFigures, i: number) =>
+    `| ${d.round} | ${d.backlogAtStart} | ${d.warmup} | ${d.applied} | ${d.seconds} | ${d.ordersPerSecond} | ${fmt(d.averageBatchSize)} | ${fmt(d.cpuUsPerOrder.worker)} | ${fmt(d.cpuUsPerOrder.workerBackends)} | ${fmt(d.cpuUsPerOrder.redis)} | ${fmt(applyUs(d))} | ${fmt(fr?.perRound[i])} |`;
+  const drainTable =
+    fr && s.drains.length
+      ? [
+          `Backlog drains (${fr.drainOrders} orders a round): a fresh \`surge work\` with the whole's settings on ingest alone's database and Redis prefix, whose streams hold the orders ingest alone accepted (the same requests as the whole's). Each round it applies a tenth as many to warm up (its threads and PostgreSQL backends started), then the window measures the worker and its backends exactly as a fixed-rate round does (the same /proc accounting and backend discovery, ÷ Δ\`surge_orders_applied_total\`); then the worker stops. Drain and live rounds alternate which goes first; live ÷ backlog pairs the rounds of the same number.`,
+          '',
+          "| drain round | in the streams | warm-up orders | orders | s | orders/s | avg batch | worker µs/order | worker's PG backends µs/order | Redis µs/order | worker + backends µs/order | live ÷ backlog |",
+          '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+          ...s.drains.map(drainRow),
+          `| medians | — | — | ${fmt(fr.drains.applied)} | — | ${fmt(fr.drains.ordersPerSecond)} | ${fmt(fr.drains.averageBatchSize)} | ${fmt(fr.drains.cpuUsPerOrder.worker)} | ${fmt(fr.drains.cpuUsPerOrder.workerBackends)} | ${fmt(fr.drains.cpuUsPerOrder.redis)} | ${fmt(fr.drains.applyUsPerOrder)} | ${fmt(fr.liveOverBacklog)} |`,
+          '',
+        ]
+      : [];
   return [
     `# Whole-system benchmark (bench:e2e), ${s.date}`,
     '',
@@ -713,9 +887,10 @@ function markdown(s: Summary, limitedLine: string): string {
     '',
     `Whole ÷ ingest alone (orders/s): **median ${fmt(s.wholeOverAlone.median)}** (min ${s.wholeOverAlone.min}, max ${s.wholeOverAlone.max}; rounds ${s.wholeOverAlone.perRound.join(', ')}) (goal ≥ 0.8).`,
     '',
+    ...drainTable,
     fr
-      ? `Fixed rate ${fr.rate}/s (${fr.how}): worker + its backends **${fmt(fr.applyUsPerOrder)} µs/order** (worker ${fmt(fr.medians.cpuUsPerOrder.worker)}, backends ${fmt(fr.medians.cpuUsPerOrder.workerBackends)}) against a backlog drain's ${fmt(fr.backlog?.totalUs)} (worker ${fmt(fr.backlog?.workerUs)}, backends ${fmt(fr.backlog?.backendsUs)}; from ${fr.backlog?.source ?? 'nowhere: no bench/results/apply-*.json and no --backlog-us'}): **live ÷ backlog ${fmt(fr.liveOverBacklog)}** (worker ${fmt(fr.ratios.worker)}, backends ${fmt(fr.ratios.workerBackends)}) (goal ≤ 1.2).`
-      : 'Fixed-rate phase skipped (--no-fixed-rate).',
+      ? `Fixed rate ${fr.rate}/s (${fr.how}): worker + its backends **${fmt(fr.applyUsPerOrder)} µs/order** (worker ${fmt(fr.medians.cpuUsPerOrder.worker)}, backends ${fmt(fr.medians.cpuUsPerOrder.workerBackends)}) against this run's backlog drains of the same orders, ${fmt(fr.drains.applyUsPerOrder)} (worker ${fmt(fr.drains.cpuUsPerOrder.worker)}, backends ${fmt(fr.drains.cpuUsPerOrder.workerBackends)}): **live ÷ backlog ${fmt(fr.liveOverBacklog)}** (median of the rounds' ${fr.perRound.map(fmt).join(', ')}; worker ${fmt(fr.ratios.worker)}, backends ${fmt(fr.ratios.workerBackends)}) (goal ≤ 1.2).`
+      : 'Fixed-rate phase and backlog drains skipped (--no-fixed-rate).',
     '',
     limitedLine,
     '',
