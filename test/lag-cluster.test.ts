@@ -1,56 +1,34 @@
 // The lag reader and exporter on a real 3-master Redis Cluster: each shard's commands must reach
 // the node that owns the shard's hash tag, and memory is reported per master.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
-import { type Cluster, Redis } from 'ioredis';
+import type { Cluster } from 'ioredis';
 import { loadConfig } from '../common/config.js';
 import { GROUP, streamKey } from '../common/keys.js';
 import { createRedis, redisReady } from '../common/redis.js';
 import { ensureGroups } from '../common/streams.js';
 import { type LagExporter, startLagExporter } from '../metrics/exporter.js';
 import { readLag } from '../metrics/lag.js';
-import { type RedisServer, startRedisServer } from '../devkit/redis-server.js';
 import { uniquePrefix } from '../devkit/scratch.js';
 import { waitFor } from '../devkit/wait.js';
+import { type RedisClusterHandle, startRedisCluster } from './support/cluster.js';
 import { scrape, select, value } from './support/prom.js';
 
-const run = promisify(execFile);
 const BASE = Date.now() - 3_600_000;
 const NOW = BASE + 60_000;
 const id = (i: number) => `${BASE + i * 1000}-0`;
 const SHARDS = 4;
 
 describe('lag on Redis Cluster (3 masters)', () => {
-  const servers: RedisServer[] = [];
+  let rc: RedisClusterHandle | undefined;
+  let servers: { port: number }[] = [];
   let cluster: Cluster;
   let exporter: LagExporter | undefined;
   const prefix = uniquePrefix();
 
   before(async () => {
-    for (let i = 0; i < 3; i++)
-      servers.push(
-        await startRedisServer({ extraArgs: ['--cluster-enabled', 'yes', '--cluster-node-timeout', '5000'] }),
-      );
-    await run('redis-cli', [
-      '--cluster',
-      'create',
-      ...servers.map((s) => `127.0.0.1:${s.port}`),
-      '--cluster-replicas',
-      '0',
-      '--cluster-yes',
-    ]);
-    for (const s of servers) {
-      const r = new Redis(s.port, '127.0.0.1');
-      try {
-        await waitFor(`cluster_state:ok on ${s.port}`, async () =>
-          (await r.cluster('INFO')).includes('cluster_state:ok'),
-        );
-      } finally {
-        r.disconnect();
-      }
-    }
+    rc = await startRedisCluster({ masters: 3 });
+    servers = rc.nodes;
     const config = loadConfig({
       REDIS_CLUSTER_NODES: `127.0.0.1:${servers[0]?.port}`,
       SURGE_REDIS_PREFIX: prefix,
@@ -71,7 +49,7 @@ describe('lag on Redis Cluster (3 masters)', () => {
   after(async () => {
     await exporter?.stop();
     cluster?.disconnect();
-    for (const s of servers) await s.stop();
+    await rc?.stop();
   });
 
   test('the shards really are spread over several nodes', async () => {

@@ -1,5 +1,5 @@
 // Scale-out path on a real Redis Cluster: 3 masters with a replica each on loopback
-// (`redis-server --cluster-enabled yes` ×6, `redis-cli --cluster create … --cluster-replicas 1`),
+// (`redis-server --cluster-enabled yes` ×6, joined by test/support/cluster.ts),
 // `surge ingest` + 2 `surge work` with REDIS_CLUSTER_NODES and SURGE_SHARDS=8. Fast mode: shows
 // where each shard stream lives (CLUSTER KEYSLOT → owning node), checks every order is applied
 // exactly once, then restarts one master (SIGKILL + same port and dir, AOF always, nodes.conf

@@ -1,19 +1,27 @@
 // A real Redis Cluster on loopback for tests: N masters (`redis-server --cluster-enabled yes`,
-// AOF with appendfsync always), each with 0 or 1 replica, joined by `redis-cli --cluster create
-// … --cluster-replicas <0|1>`. Each node has its own temp dir (AOF + nodes.conf) so a node can be
-// SIGKILLed and restarted on the same port and dir and rejoin (with its slots, or as the replica
-// of the master promoted meanwhile).
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+// AOF with appendfsync always), each with 0 or 1 replica. Each node has its own temp dir (AOF +
+// nodes.conf) so a node can be SIGKILLed and restarted on the same port and dir and rejoin (with
+// its slots, or as the replica of the master promoted meanwhile).
+//
+// The cluster is joined here rather than by `redis-cli --cluster create`, which sends one CLUSTER
+// MEET per node from the first node. A node that is not scheduled for longer than the handshake
+// timeout (cluster-node-timeout) while a MEET's handshake is pending — a loaded host, an fsync of
+// nodes.conf behind other writes — drops the handshake; if the other side completed it, that node
+// knows the cluster but no node knows it, and gossip never fixes that (a node learns of another
+// only by a MEET or from the gossip of a node it knows). So every node MEETs every other, and
+// every wait MEETs again whichever node some node does not know yet.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { freePort } from '../../common/net.js';
 import { waitFor } from '../../devkit/wait.js';
 import { defined } from './defined.js';
 
-const run = promisify(execFile);
+const SLOTS = 16384;
+/** A generous deadline for each wait: the joins recover on their own, this only bounds a broken one. */
+const SETTLE_MS = 60_000;
 
 export interface ClusterNode {
   port: number;
@@ -44,7 +52,14 @@ export interface RedisClusterHandle {
 }
 
 async function nodeCommand(port: number, command: string, ...args: string[]): Promise<unknown> {
-  const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  // A node may be stalled (not scheduled): a probe gives up and the wait asks again.
+  const r = new Redis(port, '127.0.0.1', {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: 2000,
+    commandTimeout: 2000,
+  });
   r.on('error', () => {});
   try {
     await r.connect();
@@ -62,6 +77,38 @@ async function clusterOk(ports: readonly number[], known = ports.length): Promis
       return false;
   }
   return true;
+}
+
+/** The nodes `port` knows (handshakes excluded), by port, from its CLUSTER NODES. */
+async function knownPorts(port: number): Promise<Set<number>> {
+  const lines = String(await nodeCommand(port, 'CLUSTER', 'NODES'))
+    .trim()
+    .split('\n');
+  const known = new Set<number>();
+  for (const line of lines) {
+    const [, address, flags] = line.split(' ');
+    if (!address || !flags || flags.includes('handshake') || flags.includes('noaddr')) continue;
+    known.add(Number(/:(\d+)@/.exec(address)?.[1]));
+  }
+  return known;
+}
+
+/**
+ * Whether every node in `ports` knows every node in `all`; for each node one does not know, sends
+ * it a CLUSTER MEET (again: a MEET whose handshake timed out is lost). A MEET to a node with a
+ * handshake already pending is a no-op.
+ */
+async function meetAll(ports: readonly number[], all: readonly ClusterNode[]): Promise<boolean> {
+  let complete = true;
+  for (const port of ports) {
+    const known = await knownPorts(port);
+    for (const n of all) {
+      if (n.port === port || known.has(n.port)) continue;
+      complete = false;
+      await nodeCommand(port, 'CLUSTER', 'MEET', '127.0.0.1', String(n.port), String(n.busPort));
+    }
+  }
+  return complete;
 }
 
 /** Every master has a replica whose link to it is up (what WAIT 1 needs). */
@@ -89,12 +136,24 @@ export async function startRedisCluster(
   const count = masters * (1 + replicas);
   const nodes: ClusterNode[] = [];
   const children: Array<ChildProcess | undefined> = [];
-  for (let i = 0; i < count; i++) {
-    const port = await freePort();
-    let busPort = await freePort();
-    while (busPort === port) busPort = await freePort();
-    nodes.push({ port, busPort, dir: mkdtempSync(join(tmpdir(), 'surge-cluster-')), pid: -1 });
-  }
+  const taken = new Set<number>();
+  /** A free port no other node of this cluster has (freePort may hand the same one out twice). */
+  const uniquePort = async () => {
+    for (;;) {
+      const p = await freePort();
+      if (!taken.has(p)) {
+        taken.add(p);
+        return p;
+      }
+    }
+  };
+  for (let i = 0; i < count; i++)
+    nodes.push({
+      port: await uniquePort(),
+      busPort: await uniquePort(),
+      dir: mkdtempSync(join(tmpdir(), 'surge-cluster-')),
+      pid: -1,
+    });
   const launch = async (i: number) => {
     const n = defined(nodes[i], `cluster node ${i}`);
     const child = spawn(
@@ -106,6 +165,8 @@ export async function startRedisCluster(
         '127.0.0.1',
         '--dir',
         n.dir,
+        '--logfile',
+        'redis.log',
         '--save',
         '',
         '--cluster-enabled',
@@ -120,6 +181,9 @@ export async function startRedisCluster(
         'yes',
         '--appendfsync',
         'always',
+        // A replica's first sync starts at once rather than after waiting 5 s for more replicas.
+        '--repl-diskless-sync-delay',
+        '0',
         '--maxmemory-policy',
         'noeviction',
       ],
@@ -130,7 +194,16 @@ export async function startRedisCluster(
     await waitFor(
       `cluster node on port ${n.port}`,
       async () => {
-        if (child.exitCode !== null) throw new Error(`redis-server on port ${n.port} exited with ${child.exitCode}`);
+        if (child.exitCode !== null) {
+          const log = (() => {
+            try {
+              return readFileSync(join(n.dir, 'redis.log'), 'utf8').trim().split('\n').slice(-3).join(' | ');
+            } catch {
+              return 'no log';
+            }
+          })();
+          throw new Error(`redis-server on port ${n.port} exited with ${child.exitCode}: ${log}`);
+        }
         const info = String(await nodeCommand(n.port, 'INFO', 'persistence'));
         return !info.includes('loading:1');
       },
@@ -144,13 +217,6 @@ export async function startRedisCluster(
     child.kill('SIGKILL');
     await gone;
   };
-  /** Waits until every node reports cluster_state:ok and, with replicas, each replica is linked to its master. */
-  const settled = async (when: string) => {
-    const ports = nodes.map((n) => n.port);
-    const wait = { timeoutMs: 30_000, intervalMs: 100 };
-    await waitFor(`cluster_state:ok on every node ${when}`, () => clusterOk(ports), wait);
-    if (replicas > 0) await waitFor(`every replica linked to its master ${when}`, () => replicasLinked(ports), wait);
-  };
   const livePorts = () =>
     nodes
       .filter((_, i) => {
@@ -158,20 +224,61 @@ export async function startRedisCluster(
         return c !== undefined && c.exitCode === null && c.signalCode === null;
       })
       .map((n) => n.port);
-  try {
-    for (let i = 0; i < count; i++) await launch(i);
-    await run(
-      'redis-cli',
-      [
-        '--cluster',
-        'create',
-        ...nodes.map((n) => `127.0.0.1:${n.port}`),
-        '--cluster-replicas',
-        String(replicas),
-        '--cluster-yes',
-      ],
-      { timeout: 30_000 },
+  /**
+   * Waits until every node knows every node and reports cluster_state:ok and, with replicas, each
+   * replica is linked to its master; MEETs again whatever a node does not know.
+   */
+  const settled = async (when: string) => {
+    const wait = { timeoutMs: SETTLE_MS, intervalMs: 100 };
+    await waitFor(
+      `cluster_state:ok on every node ${when}`,
+      async () => (await meetAll(livePorts(), nodes)) && clusterOk(livePorts(), nodes.length),
+      wait,
     );
+    if (replicas > 0)
+      await waitFor(`every replica linked to its master ${when}`, () => replicasLinked(livePorts()), wait);
+  };
+  try {
+    for (let i = 0; i < count; i++) {
+      // A port freePort found free may be taken before redis-server binds it: new ports, once more.
+      try {
+        await launch(i);
+      } catch (e) {
+        const n = defined(nodes[i], `cluster node ${i}`);
+        if (children[i]?.exitCode === null) throw e;
+        n.port = await uniquePort();
+        n.busPort = await uniquePort();
+        await launch(i);
+      }
+    }
+    // Masters are nodes 0 … masters-1, each with its share of the slots and its own config epoch
+    // (set before any node knows another, so no epoch collision is left to resolve); the replica of
+    // master j is node masters + j.
+    for (let i = 0; i < masters; i++) {
+      const port = defined(nodes[i], `master ${i}`).port;
+      const first = Math.round((i * SLOTS) / masters);
+      const last = Math.round(((i + 1) * SLOTS) / masters) - 1;
+      await nodeCommand(port, 'CLUSTER', 'ADDSLOTSRANGE', String(first), String(last));
+    }
+    for (const [i, n] of nodes.entries()) await nodeCommand(n.port, 'CLUSTER', 'SET-CONFIG-EPOCH', String(i + 1));
+    await waitFor(`every node knowing every node after the MEETs`, () => meetAll(livePorts(), nodes), {
+      timeoutMs: SETTLE_MS,
+      intervalMs: 100,
+    });
+    for (let j = 0; j < masters * replicas; j++) {
+      const master = defined(nodes[j], `master ${j}`);
+      const replica = defined(nodes[masters + j], `replica ${j}`);
+      const masterId = String(await nodeCommand(master.port, 'CLUSTER', 'MYID'));
+      // The replica must know the master's ID (it does once the MEETs are through; asked again if not).
+      await waitFor(
+        `port ${replica.port} replicating port ${master.port}`,
+        async () => {
+          await nodeCommand(replica.port, 'CLUSTER', 'REPLICATE', masterId);
+          return true;
+        },
+        { timeoutMs: SETTLE_MS, intervalMs: 100 },
+      );
+    }
     await settled('after the create');
   } catch (e) {
     for (let i = 0; i < count; i++) await killNode(i);
