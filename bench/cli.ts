@@ -221,7 +221,7 @@ function addScenario(
     .option('--quick', 'seconds-long version with small numbers (what the tests run)')
     .option(
       '--trace',
-      "flash-sale: trace each attempt through the generator and ingest's loop, and report where the 202s' and 503s' time went",
+      "flash-sale, steady: trace each attempt through the generator and ingest's loop, and report where the 202s' and 503s' time went",
     )
     .option('--url <url>', 'a running ingest (loopback only); with --api-key and --database-url')
     .option('--api-key <key>', 'API key for --url')

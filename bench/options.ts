@@ -11,7 +11,7 @@ export interface BenchOptions {
   /** Seconds-long, small-number version (the test suite runs every scenario this way). */
   quick: boolean;
   /**
-   * flash-sale: trace every attempt through the generator and ingest's timeline (a started stack
+   * flash-sale, steady: trace every attempt through the generator and ingest's timeline (a started stack
    * only) and split the 202s' and 503s' latency into where it went (bench/decompose.ts).
    */
   trace?: boolean;

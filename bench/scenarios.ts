@@ -404,11 +404,16 @@ export async function steady(o: BenchOptions, soak = false): Promise<{ report: R
     o,
     started,
   );
-  const { summary } = await withTarget('surge', o, (t) =>
+  // Traced as the flash sale is: where each answer's time went, for the whole run.
+  const traceDir = o.trace && o.running === undefined ? mkdtempSync(join(tmpdir(), 'surge-trace-')) : undefined;
+  const timelineFile = traceDir && join(traceDir, 'ingest-timeline.json');
+  const so = timelineFile ? { ...o, env: { ...o.env, SURGE_INGEST_TIMELINE_FILE: timelineFile } } : o;
+  const { summary } = await withTarget('surge', so, (t) =>
     keepGeneratorAhead(o, async (o) => {
       const run = await measure(t, runKeyFor(scenario), {
         ...baseRun(o, scenario, [{ rate: o.rate, durationMs: o.durationS * 1000 }]),
         sampleMemory: soak,
+        ...(traceDir ? { attemptsFile: join(traceDir, 'attempts') } : {}),
       });
       return { summary: summarize(t.system, SYSTEM_LABEL.surge, t.settings, run) };
     }),
@@ -426,6 +431,7 @@ export async function steady(o: BenchOptions, soak = false): Promise<{ report: R
     report.findings.push(`${p.failed} submissions failed and ${p.dropped} were dropped by the generator.`);
   report.checks.push(...ledgerChecks(summary), ...littleCheckList([summary]));
   report.tables.push(systemsTable([summary]), littleTable([summary]));
+  if (traceDir && timelineFile) tracedParts(report, traceDir, timelineFile);
   const charts = standardCharts([summary]);
   if (soak) {
     const drift = soakDrift(summary);
@@ -816,7 +822,7 @@ function tracedParts(report: Report, dir: string, timelineFile: string): void {
   const classes = decompose(timeline, generators);
   report.extra.latencyParts = classes;
   report.notes.push(
-    `--trace: each attempt of the burst joined with ingest's read of it by its send time (x-bench-sent); ` +
+    `--trace: each attempt measured (the flash sale: of the burst) joined with ingest's read of it by its send time (x-bench-sent); ` +
       `raw records in ${dir}. Parts: ${PARTS.map(([k, what]) => `${k}: ${what}`).join('; ')}.`,
   );
   const cell = (p: { p50: number; p99: number; mean: number }) => `${p.p50} / ${p.p99} / ${p.mean}`;
