@@ -11,7 +11,7 @@ import { outcomeFields } from '../common/outcome.js';
 import { ensureGroups } from '../common/streams.js';
 import { createTestEnv, type TestEnv } from '../devkit/scratch.js';
 import type { TaskEntry } from '../workers/apply.js';
-import { encodeOutcomes, OutcomePublisher } from '../workers/outcomes.js';
+import { encodeOutcomes, OutcomePublisher, PUBLISH_CHUNK } from '../workers/outcomes.js';
 
 describe('outcome publisher', () => {
   let env: TestEnv;
@@ -103,6 +103,62 @@ describe('outcome publisher', () => {
       committed: ids.slice(0, -1).map((entryId) => ({ entryId, status: 'applied', appliedAt })),
     });
     assert.equal(await redis.xlen(outcomeKey(env.prefix, 0)), keys.length + 1);
+  });
+
+  test('a batch goes in calls of at most PUBLISH_CHUNK entries; a failed call leaves only its entries and later ones pending', async () => {
+    const stream = streamKey(env.prefix, 0);
+    const outcomes = outcomeKey(env.prefix, 0);
+    await redis.del(outcomes);
+    const n = PUBLISH_CHUNK * 2 + 7;
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++)
+      ids.push(String(await redis.xadd(stream, '*', ENTRY_FIELD.client, 'client-2', ENTRY_FIELD.key, `chunk-${i}`)));
+    await redis.xreadgroup('GROUP', GROUP, 'me', 'COUNT', n, 'STREAMS', stream, '>');
+    const entries: TaskEntry[] = ids.map((id, i) => ({
+      id,
+      fields: [ENTRY_FIELD.client, 'client-2', ENTRY_FIELD.key, `chunk-${i}`],
+      deliveries: 1,
+    }));
+    const appliedAt = '2026-12-08T00:00:00.000Z';
+    const outcome = {
+      ack: ids,
+      deadLetters: [],
+      committed: ids.map((entryId) => ({ entryId, status: 'applied' as const, appliedAt })),
+    };
+    // Each call's entry count, read from its JSON argument; the second call fails before Redis sees it.
+    const sizes: number[] = [];
+    const evalOf = redis.eval.bind(redis);
+    const counting = (failAt: number) =>
+      ((...args: Parameters<typeof redis.eval>) => {
+        sizes.push((JSON.parse(String(args[6])) as unknown[]).length);
+        if (sizes.length === failAt) return Promise.reject(new Error('connection lost'));
+        return evalOf(...args);
+      }) as typeof redis.eval;
+    // This test's entries only (the test before leaves its dead letter pending).
+    const pendingIds = async () =>
+      ((await redis.xpending(stream, GROUP, ids[0] ?? '-', '+', n)) as [string][]).map((p) => p[0]);
+    try {
+      redis.eval = counting(2);
+      await assert.rejects(publisher.publish(0, entries, outcome), /connection lost/);
+      assert.deepEqual(sizes, [PUBLISH_CHUNK, PUBLISH_CHUNK]);
+      // The first call's entries are acked and published; the rest wait, pending, for their redelivery.
+      assert.equal(await redis.xlen(outcomes), PUBLISH_CHUNK);
+      assert.deepEqual(await pendingIds(), ids.slice(PUBLISH_CHUNK));
+
+      // Published again (as a redelivery would be): each outcome once, in calls of at most PUBLISH_CHUNK.
+      sizes.length = 0;
+      redis.eval = counting(0);
+      assert.deepEqual(await publisher.publish(0, entries, outcome), []);
+      assert.deepEqual(sizes, [PUBLISH_CHUNK, PUBLISH_CHUNK, 7]);
+    } finally {
+      redis.eval = evalOf;
+    }
+    const published = (await redis.xrange(outcomes, '-', '+')).map(([, f]) => f[3]);
+    assert.deepEqual(
+      published,
+      ids.map((_, i) => `chunk-${i}`),
+    );
+    assert.deepEqual(await pendingIds(), []);
   });
 
   test('a lone surrogate is written as U+FFFD, anything else as JSON.stringify writes it', () => {
