@@ -405,15 +405,13 @@ export async function steady(o: BenchOptions, soak = false): Promise<{ report: R
     started,
   );
   // Traced as the flash sale is: where each answer's time went, for the whole run.
-  const traceDir = o.trace && o.running === undefined ? mkdtempSync(join(tmpdir(), 'surge-trace-')) : undefined;
-  const timelineFile = traceDir && join(traceDir, 'ingest-timeline.json');
-  const so = timelineFile ? { ...o, env: { ...o.env, SURGE_INGEST_TIMELINE_FILE: timelineFile } } : o;
-  const { summary } = await withTarget('surge', so, (t) =>
+  const trace = tracing(o);
+  const { summary } = await withTarget('surge', trace.options, (t) =>
     keepGeneratorAhead(o, async (o) => {
       const run = await measure(t, runKeyFor(scenario), {
         ...baseRun(o, scenario, [{ rate: o.rate, durationMs: o.durationS * 1000 }]),
         sampleMemory: soak,
-        ...(traceDir ? { attemptsFile: join(traceDir, 'attempts') } : {}),
+        ...trace.run,
       });
       return { summary: summarize(t.system, SYSTEM_LABEL.surge, t.settings, run) };
     }),
@@ -431,7 +429,7 @@ export async function steady(o: BenchOptions, soak = false): Promise<{ report: R
     report.findings.push(`${p.failed} submissions failed and ${p.dropped} were dropped by the generator.`);
   report.checks.push(...ledgerChecks(summary), ...littleCheckList([summary]));
   report.tables.push(systemsTable([summary]), littleTable([summary]));
-  if (traceDir && timelineFile) tracedParts(report, traceDir, timelineFile);
+  trace.addTo(report);
   const charts = standardCharts([summary]);
   if (soak) {
     const drift = soakDrift(summary);
@@ -605,12 +603,9 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
     { rate: f.orders / f.burstS, durationMs: f.burstS * 1000 },
   ];
   const burst = phases.length - 1;
-  // Traced: ingest's timeline and the generator's attempts go to a scratch folder, joined after the stack stops.
-  const traceDir = o.trace && o.running === undefined ? mkdtempSync(join(tmpdir(), 'surge-trace-')) : undefined;
-  const timelineFile = traceDir && join(traceDir, 'ingest-timeline.json');
-  const so = timelineFile ? { ...o, env: { ...o.env, SURGE_INGEST_TIMELINE_FILE: timelineFile } } : o;
+  const trace = tracing(o);
   // Each attempt (more generators after a saturated one) sells fresh stock under its own keys.
-  const result = await withTarget('surge', so, (t) =>
+  const result = await withTarget('surge', trace.options, (t) =>
     keepGeneratorAhead(o, async (o) => {
       const runKey = runKeyFor('flash');
       const hotSkus = Array.from({ length: f.hotSkus }, (_, i) => `${runKey}-hot-${i}`);
@@ -640,7 +635,7 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
           // Opened during the warm-up: the clients are services that hold keep-alive pools, and a
           // storm of new connections at the burst is the kernel's accept queue, not the door.
           openConnectionsAtStart: warmupOrders > 0,
-          ...(traceDir ? { attemptsFile: join(traceDir, 'attempts') } : {}),
+          ...trace.run,
         });
         const stock = await pool.query<{ sku: string; available: string; sold: string }>(
           `SELECT i.sku, i.available,
@@ -805,8 +800,28 @@ export async function flashSale(o: BenchOptions): Promise<{ report: Report; dir:
       Object.values(flash).map((v) => (typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v ?? '–'))),
     ],
   });
-  if (traceDir && timelineFile) tracedParts(report, traceDir, timelineFile);
+  trace.addTo(report);
   return finish(report, o, standardCharts([summary]));
+}
+
+/**
+ * --trace on a stack the benchmark starts: ingest's timeline (the options to start the stack with)
+ * and the generator's attempts (its run options) go to a scratch folder, joined into the report
+ * after the stack stops. Without --trace, or against a running stack, all three change nothing.
+ */
+function tracing(o: BenchOptions): {
+  options: BenchOptions;
+  run: Pick<RunOptions, 'attemptsFile'>;
+  addTo: (report: Report) => void;
+} {
+  if (!o.trace || o.running !== undefined) return { options: o, run: {}, addTo: () => {} };
+  const dir = mkdtempSync(join(tmpdir(), 'surge-trace-'));
+  const timelineFile = join(dir, 'ingest-timeline.json');
+  return {
+    options: { ...o, env: { ...o.env, SURGE_INGEST_TIMELINE_FILE: timelineFile } },
+    run: { attemptsFile: join(dir, 'attempts') },
+    addTo: (report) => tracedParts(report, dir, timelineFile),
+  };
 }
 
 /** The traced run's answers split into where their time went (bench/decompose.ts), as a table. */
