@@ -3,10 +3,10 @@
 //
 // Why a crash cannot skip or repeat one: a Lua call (of up to PUBLISH_CHUNK entries), on the order
 // stream and the outcome stream of the shard (one hash tag, one slot), publishes an entry's outcome
-// and XACKs the entry together, and only while the entry is still pending in the group. Before that call the
-// entry is pending: a crash leaves it to be reclaimed, applied again (a no-op: duplicates) and
-// published then, with the state read back from PostgreSQL. After it, the entry is acknowledged
-// and no one publishes it again. Dead letters are published here too (XADD only: the acker's
+// and XACKs the entry together, and only while the entry is still pending in the group. Before
+// that call the entry is pending: a crash leaves it to be reclaimed, applied again (a no-op:
+// duplicates) and published then, with the state read back from PostgreSQL. After it, the entry
+// is acknowledged and no one publishes it again. Dead letters are published here too (XADD only: the acker's
 // move to the DLQ acknowledges them, and a dead letter can be redelivered, so its outcome may
 // repeat after a crash in between; downstream dedupes on client + key, as for any replay).
 import type { Config } from '../common/config.js';
